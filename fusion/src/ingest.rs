@@ -1,0 +1,252 @@
+//! What every ingest node shares: why a message was rejected, the header checks (stamp and
+//! frame), and the counters and latency histogram that `/diagnostics` reports.
+use crate::StampNs;
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+
+/// Why an input message was rejected. `as_str` is the stable name used as the
+/// `rejected.<reason>` key on `/diagnostics`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Reject {
+    #[error("zero stamp")]
+    ZeroStamp,
+    #[error("stamp {stamp} ns is not after the last accepted {last} ns")]
+    StampBackwards { stamp: StampNs, last: StampNs },
+    #[error("frame_id '{got}' is not the calibrated '{expected}'")]
+    UnknownFrameId { got: String, expected: String },
+    // PointCloud2
+    #[error("required field '{0}' is missing")]
+    MissingField(String),
+    #[error("field '{name}' has unsupported datatype {datatype} (or count {count})")]
+    BadFieldDatatype { name: String, datatype: u8, count: u32 },
+    #[error("field '{name}' at offset {offset} size {size} exceeds point_step {point_step}")]
+    FieldOutOfBounds { name: String, offset: u32, size: u32, point_step: u32 },
+    #[error("fields '{0}' and '{1}' overlap")]
+    FieldsOverlap(String, String),
+    #[error("point_step is 0")]
+    BadPointStep,
+    #[error("row_step {row_step} < width {width} × point_step {point_step}")]
+    BadRowStep { row_step: u32, width: u32, point_step: u32 },
+    #[error("data is {got} bytes, header says {expected}")]
+    DataSizeMismatch { got: usize, expected: u64 },
+    #[error("{non_finite} of {total} points are NaN/Inf (limit {limit:.0}%)")]
+    NonFinite { non_finite: usize, total: usize, limit: f64 },
+    #[error("message holds no data (width or height 0)")]
+    Empty,
+    // Image / CameraInfo
+    #[error("unsupported encoding '{0}' (rgb8, bgr8, mono8)")]
+    UnsupportedEncoding(String),
+    #[error("step {step} < width {width} × {channels} channels")]
+    BadStep { step: u32, width: u32, channels: u32 },
+    #[error("image is {got_w}×{got_h}, intrinsics say {want_w}×{want_h}")]
+    SizeMismatchIntrinsics { got_w: u32, got_h: u32, want_w: u32, want_h: u32 },
+    #[error("distortion model '{model}' needs {expected} coefficients, D has {got}")]
+    BadDistortion { model: String, expected: String, got: usize },
+    #[error("intrinsics K are not a valid camera matrix: {0}")]
+    BadIntrinsics(String),
+    // Imu
+    #[error("non-finite value in {0}")]
+    NonFiniteValue(&'static str),
+    #[error("orientation quaternion has norm {0:.3}")]
+    BadOrientation(f64),
+}
+
+impl Reject {
+    pub fn as_str(&self) -> &'static str {
+        use Reject::*;
+        match self {
+            ZeroStamp => "zero_stamp",
+            StampBackwards { .. } => "stamp_backwards",
+            UnknownFrameId { .. } => "unknown_frame_id",
+            MissingField(_) => "missing_field",
+            BadFieldDatatype { .. } => "bad_field_datatype",
+            FieldOutOfBounds { .. } => "field_out_of_bounds",
+            FieldsOverlap(..) => "fields_overlap",
+            BadPointStep => "bad_point_step",
+            BadRowStep { .. } => "bad_row_step",
+            DataSizeMismatch { .. } => "data_size_mismatch",
+            NonFinite { .. } => "non_finite",
+            Empty => "empty",
+            UnsupportedEncoding(_) => "unsupported_encoding",
+            BadStep { .. } => "bad_step",
+            SizeMismatchIntrinsics { .. } => "size_mismatch_intrinsics",
+            BadDistortion { .. } => "bad_distortion",
+            BadIntrinsics(_) => "bad_intrinsics",
+            NonFiniteValue(_) => "non_finite",
+            BadOrientation(_) => "bad_orientation",
+        }
+    }
+}
+
+/// Header checks shared by every stream: non-zero stamps that strictly increase, and the
+/// frame id the calibration names for this sensor.
+#[derive(Debug, Clone)]
+pub struct HeaderGuard {
+    expected_frame: String,
+    last_accepted: Option<StampNs>,
+}
+
+impl HeaderGuard {
+    pub fn new(expected_frame: impl Into<String>) -> Self {
+        Self { expected_frame: expected_frame.into(), last_accepted: None }
+    }
+
+    /// Checks without committing: call `accept` once the whole message passed.
+    pub fn check(&self, stamp: StampNs, frame_id: &str) -> Result<(), Reject> {
+        if stamp == 0 {
+            return Err(Reject::ZeroStamp);
+        }
+        if let Some(last) = self.last_accepted {
+            if stamp <= last {
+                return Err(Reject::StampBackwards { stamp, last });
+            }
+        }
+        if frame_id != self.expected_frame {
+            return Err(Reject::UnknownFrameId { got: frame_id.into(), expected: self.expected_frame.clone() });
+        }
+        Ok(())
+    }
+
+    pub fn accept(&mut self, stamp: StampNs) {
+        self.last_accepted = Some(stamp);
+    }
+
+    pub fn expected_frame(&self) -> &str {
+        &self.expected_frame
+    }
+}
+
+/// Counters and processing latency of one input stream. The node reports `key_values`
+/// on `/diagnostics` every second.
+#[derive(Debug)]
+pub struct IngestStats {
+    pub received: u64,
+    pub accepted: u64,
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Messages lost because the processing queue was full (r2r's own channel is drained
+    /// by a dedicated task, so this is where back-pressure shows).
+    pub dropped_queue_full: u64,
+    /// Free-form per-stream counters (points filtered, saturated samples, ...).
+    pub extra: BTreeMap<&'static str, u64>,
+    /// Processing latency, receive → publish, microseconds.
+    latency_us: Histogram<u64>,
+    last_error: Option<String>,
+    window_received: u64,
+}
+
+impl Default for IngestStats {
+    fn default() -> Self {
+        Self {
+            received: 0,
+            accepted: 0,
+            rejected: BTreeMap::new(),
+            dropped_queue_full: 0,
+            extra: BTreeMap::new(),
+            // 1 µs .. 60 s at 3 significant digits.
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds"),
+            last_error: None,
+            window_received: 0,
+        }
+    }
+}
+
+impl IngestStats {
+    pub fn on_received(&mut self) {
+        self.received += 1;
+        self.window_received += 1;
+    }
+
+    pub fn on_accepted(&mut self, latency_us: u64) {
+        self.accepted += 1;
+        self.latency_us.saturating_record(latency_us.max(1));
+    }
+
+    pub fn on_rejected(&mut self, why: &Reject) {
+        *self.rejected.entry(why.as_str()).or_default() += 1;
+        self.last_error = Some(why.to_string());
+    }
+
+    pub fn add_extra(&mut self, key: &'static str, n: u64) {
+        *self.extra.entry(key).or_default() += n;
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    pub fn latency_ms(&self, quantile: f64) -> f64 {
+        if self.latency_us.is_empty() {
+            return 0.0;
+        }
+        self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// The values for `/diagnostics`. `window_s` is the time since the previous call; the
+    /// input rate is measured over it. Counters and latencies are since start.
+    pub fn key_values(&mut self, window_s: f64) -> Vec<(String, String)> {
+        let rate = if window_s > 0.0 { self.window_received as f64 / window_s } else { 0.0 };
+        self.window_received = 0;
+        let mut kv = vec![
+            ("input_rate_hz".to_string(), format!("{rate:.2}")),
+            ("received".into(), self.received.to_string()),
+            ("accepted".into(), self.accepted.to_string()),
+            ("rejected".into(), self.rejected_total().to_string()),
+            ("dropped.queue_full".into(), self.dropped_queue_full.to_string()),
+            ("latency_p50_ms".into(), format!("{:.3}", self.latency_ms(0.50))),
+            ("latency_p99_ms".into(), format!("{:.3}", self.latency_ms(0.99))),
+            ("latency_max_ms".into(), format!("{:.3}", self.latency_us.max() as f64 / 1000.0)),
+        ];
+        for (reason, n) in &self.rejected {
+            kv.push((format!("rejected.{reason}"), n.to_string()));
+        }
+        for (key, n) in &self.extra {
+            kv.push(((*key).to_string(), n.to_string()));
+        }
+        kv
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_guard_rejects_zero_backwards_equal_and_wrong_frame() {
+        let mut g = HeaderGuard::new("lidar_link");
+        assert_eq!(g.check(0, "lidar_link"), Err(Reject::ZeroStamp));
+        assert!(g.check(100, "lidar_link").is_ok());
+        g.accept(100);
+        assert_eq!(g.check(100, "lidar_link").unwrap_err().as_str(), "stamp_backwards");
+        assert_eq!(g.check(99, "lidar_link").unwrap_err().as_str(), "stamp_backwards");
+        assert_eq!(g.check(101, "velodyne").unwrap_err().as_str(), "unknown_frame_id");
+        // A rejected message does not move the reference stamp.
+        assert!(g.check(101, "lidar_link").is_ok());
+    }
+
+    #[test]
+    fn stats_report_reasons_and_latency() {
+        let mut s = IngestStats::default();
+        for i in 1..=100u64 {
+            s.on_received();
+            s.on_accepted(i * 1000);
+        }
+        s.on_received();
+        s.on_rejected(&Reject::ZeroStamp);
+        let kv: BTreeMap<_, _> = s.key_values(2.0).into_iter().collect();
+        assert_eq!(kv["received"], "101");
+        assert_eq!(kv["accepted"], "100");
+        assert_eq!(kv["rejected"], "1");
+        assert_eq!(kv["rejected.zero_stamp"], "1");
+        assert_eq!(kv["input_rate_hz"], "50.50");
+        let p50: f64 = kv["latency_p50_ms"].parse().unwrap();
+        let p99: f64 = kv["latency_p99_ms"].parse().unwrap();
+        assert!((p50 - 50.0).abs() < 0.1 && (p99 - 99.0).abs() < 0.1, "{p50} {p99}");
+        // The rate window restarts.
+        let kv: BTreeMap<_, _> = s.key_values(1.0).into_iter().collect();
+        assert_eq!(kv["input_rate_hz"], "0.00");
+    }
+}

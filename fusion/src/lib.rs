@@ -1,0 +1,18 @@
+//! ROS-free core of the sensor_fusion node set.
+//!
+//! Everything here builds and tests without a ROS environment; the r2r nodes in `nodes/`
+//! convert messages to these plain types and back, and nothing more.
+
+pub mod calib;
+pub mod camera;
+pub mod cloud;
+pub mod imu;
+pub mod ingest;
+
+/// A ROS time stamp in nanoseconds since the epoch (or since simulation start).
+pub type StampNs = i64;
+
+/// `builtin_interfaces/Time` → nanoseconds.
+pub fn stamp_ns(sec: i32, nanosec: u32) -> StampNs {
+    sec as i64 * 1_000_000_000 + nanosec as i64
+}

@@ -1,0 +1,11 @@
+# Source this file (bash/zsh) to get the project's ROS 2 Jazzy environment in a shell:
+#   source scripts/ros-env.sh
+# Our binaries, rclpy and the rosbags test tools then share one ROS graph.
+# Runs scripts/setup.sh first if the environment has not been set up yet.
+_sf_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
+if [ ! -f "$_sf_root/.ros/env.sh" ]; then
+  bash "$_sf_root/scripts/setup.sh" || return 1 2>/dev/null || exit 1
+fi
+. "$_sf_root/.ros/env.sh"
+export PATH="$_sf_root/target/release:$PATH"
+unset _sf_root

