@@ -15,6 +15,12 @@ fn main() {
         // A wheel prefix: rpath its lib/ (DT_RPATH, so it also covers the libraries'
         // own dependencies, which DT_RUNPATH would not).
         println!("cargo:rustc-link-arg=-Wl,--disable-new-dtags,-rpath,{prefix}/lib");
+        // auditwheel vendors private copies (tinyxml2, ...) into site-packages/*.libs and
+        // points the libraries' own RPATH at the wheel's original layout, which does not
+        // exist once the libraries sit in the prefix's lib/: add those directories too.
+        for libs in vendored_lib_dirs(Path::new(prefix)) {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{}", libs.display());
+        }
         let field = |key: &str| {
             text.lines()
                 .filter_map(|l| l.split_once('='))
@@ -31,4 +37,20 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--disable-new-dtags,-rpath,{libdir}");
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-L{libdir},-lpython{ver},--as-needed");
     }
+}
+
+fn vendored_lib_dirs(prefix: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    let Ok(pys) = fs::read_dir(prefix.join("lib")) else { return out };
+    for py in pys.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("python")) {
+        let Ok(entries) = fs::read_dir(py.path().join("site-packages")) else { continue };
+        let mut dirs: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && p.extension().is_some_and(|x| x == "libs"))
+            .collect();
+        dirs.sort();
+        out.extend(dirs);
+    }
+    out
 }

@@ -1,0 +1,93 @@
+//! camera_ingest: /camera/image_raw (+ /camera/camera_info) → validated rgb8 /sensors/camera.
+use anyhow::Result;
+use fusion::{
+    camera::{check_camera_info, letterbox, to_rgb8, CameraInfoRef, ImageRef},
+    ingest::{HeaderGuard, IngestStats, Reject},
+    stamp_ns,
+};
+use futures::StreamExt;
+use r2r::{
+    sensor_msgs::msg::{CameraInfo, Image},
+    std_msgs::msg::Header,
+    QosProfile,
+};
+use sensor_fusion::ingest::{run, Processor, Spec};
+use std::sync::{Arc, Mutex};
+
+struct Camera {
+    /// Image size the intrinsics are for: from the latest valid CameraInfo, else the
+    /// calibration's width/height.
+    intrinsics_size: Arc<Mutex<Option<(u32, u32)>>>,
+    output_size: Option<(u32, u32)>,
+}
+
+impl Processor for Camera {
+    type In = Image;
+    type Out = Image;
+
+    fn header(msg: &Image) -> &Header {
+        &msg.header
+    }
+
+    fn process(&mut self, msg: Image, _stats: &mut IngestStats) -> Result<Image, Reject> {
+        let rgb = to_rgb8(ImageRef { width: msg.width, height: msg.height, encoding: &msg.encoding, step: msg.step, data: &msg.data })?;
+        if let Some((w, h)) = *self.intrinsics_size.lock().expect("lock") {
+            if (w, h) != (msg.width, msg.height) {
+                return Err(Reject::SizeMismatchIntrinsics { got_w: msg.width, got_h: msg.height, want_w: w, want_h: h });
+            }
+        }
+        let rgb = match self.output_size {
+            Some((w, h)) => letterbox(&rgb, w, h),
+            None => rgb,
+        };
+        Ok(Image {
+            header: msg.header,
+            height: rgb.height,
+            width: rgb.width,
+            encoding: "rgb8".into(),
+            is_bigendian: 0,
+            step: rgb.width * 3,
+            data: rgb.data,
+        })
+    }
+}
+
+fn main() -> Result<()> {
+    let spec = Spec { node_name: "camera_ingest", sensor: "camera", input_topic: "/camera/image_raw", output_topic: "/sensors/camera" };
+    run(spec, |s| {
+        let cam = s.calibration.sensor("camera").clone();
+        let (ow, oh) = (s.params.usize("output_width", 0)? as u32, s.params.usize("output_height", 0)? as u32);
+        let intrinsics_size = Arc::new(Mutex::new(cam.width.zip(cam.height)));
+        let info_stats = Arc::new(Mutex::new(IngestStats::default()));
+        s.extra_stats.push(("camera_info".into(), info_stats.clone()));
+
+        let mut infos = s.node.subscribe::<CameraInfo>("/camera/camera_info", QosProfile::sensor_data())?;
+        let size = intrinsics_size.clone();
+        let mut guard = HeaderGuard::new(cam.frame_id.clone());
+        s.tasks.push(Box::pin(async move {
+            while let Some(info) = infos.next().await {
+                let mut st = info_stats.lock().expect("stats");
+                st.on_received();
+                let stamp = stamp_ns(info.header.stamp.sec, info.header.stamp.nanosec);
+                let checked = guard.check(stamp, &info.header.frame_id).and_then(|()| {
+                    check_camera_info(CameraInfoRef {
+                        width: info.width,
+                        height: info.height,
+                        distortion_model: &info.distortion_model,
+                        d: &info.d,
+                        k: &info.k,
+                    })
+                });
+                match checked {
+                    Ok(()) => {
+                        guard.accept(stamp);
+                        *size.lock().expect("lock") = Some((info.width, info.height));
+                        st.on_accepted(1);
+                    }
+                    Err(why) => st.on_rejected(&why),
+                }
+            }
+        }));
+        Ok(Camera { intrinsics_size, output_size: (ow > 0 && oh > 0).then_some((ow, oh)) })
+    })
+}

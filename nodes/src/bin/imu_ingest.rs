@@ -1,0 +1,77 @@
+//! imu_ingest: /imu/data → validated, bias-corrected Imu in base_link with orientation on /sensors/imu.
+use anyhow::Result;
+use fusion::{
+    imu::{ImuParams, ImuProcessor, ImuSample},
+    ingest::{IngestStats, Reject},
+    stamp_ns,
+};
+use r2r::{
+    geometry_msgs::msg::{Quaternion, Vector3},
+    sensor_msgs::msg::Imu,
+    std_msgs::msg::Header,
+};
+use sensor_fusion::ingest::{run, Processor, Spec};
+
+struct ImuIngest {
+    filter: ImuProcessor,
+    base_frame: String,
+}
+
+fn arr9(v: &[f64]) -> [f64; 9] {
+    let mut a = [0.0; 9];
+    for (d, s) in a.iter_mut().zip(v) {
+        *d = *s;
+    }
+    a
+}
+
+impl Processor for ImuIngest {
+    type In = Imu;
+    type Out = Imu;
+
+    fn header(msg: &Imu) -> &Header {
+        &msg.header
+    }
+
+    fn process(&mut self, m: Imu, stats: &mut IngestStats) -> Result<Imu, Reject> {
+        let sample = ImuSample {
+            stamp: stamp_ns(m.header.stamp.sec, m.header.stamp.nanosec),
+            orientation: [m.orientation.x, m.orientation.y, m.orientation.z, m.orientation.w],
+            orientation_covariance: arr9(&m.orientation_covariance),
+            angular_velocity: [m.angular_velocity.x, m.angular_velocity.y, m.angular_velocity.z],
+            angular_velocity_covariance: arr9(&m.angular_velocity_covariance),
+            linear_acceleration: [m.linear_acceleration.x, m.linear_acceleration.y, m.linear_acceleration.z],
+            linear_acceleration_covariance: arr9(&m.linear_acceleration_covariance),
+        };
+        let (o, saturated) = self.filter.process(&sample)?;
+        if saturated {
+            stats.add_extra("samples.saturated", 1);
+        }
+        let v3 = |v: [f64; 3]| Vector3 { x: v[0], y: v[1], z: v[2] };
+        Ok(Imu {
+            header: Header { stamp: m.header.stamp, frame_id: self.base_frame.clone() },
+            orientation: Quaternion { x: o.orientation[0], y: o.orientation[1], z: o.orientation[2], w: o.orientation[3] },
+            orientation_covariance: o.orientation_covariance.to_vec(),
+            angular_velocity: v3(o.angular_velocity),
+            angular_velocity_covariance: o.angular_velocity_covariance.to_vec(),
+            linear_acceleration: v3(o.linear_acceleration),
+            linear_acceleration_covariance: o.linear_acceleration_covariance.to_vec(),
+        })
+    }
+}
+
+fn main() -> Result<()> {
+    let spec = Spec { node_name: "imu_ingest", sensor: "imu", input_topic: "/imu/data", output_topic: "/sensors/imu" };
+    run(spec, |s| {
+        let d = ImuParams::default();
+        let params = ImuParams {
+            gyro_bias: s.params.vec3("gyro_bias", d.gyro_bias)?,
+            accel_bias: s.params.vec3("accel_bias", d.accel_bias)?,
+            accel_saturation: s.params.f64("accel_saturation", d.accel_saturation)?,
+            gyro_saturation: s.params.f64("gyro_saturation", d.gyro_saturation)?,
+            filter_gain: s.params.f64("filter_gain", d.filter_gain)?,
+        };
+        let mount = s.calibration.sensor("imu").to_base().rotation;
+        Ok(ImuIngest { filter: ImuProcessor::new(mount, params), base_frame: s.calibration.base_frame.clone() })
+    })
+}

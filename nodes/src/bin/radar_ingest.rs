@@ -1,0 +1,48 @@
+//! radar_ingest: /radar/points → validated, filtered targets in base_link on /sensors/radar.
+use anyhow::Result;
+use fusion::{
+    cloud::{preprocess_radar, RadarParams},
+    ingest::{IngestStats, Reject},
+};
+use nalgebra::Isometry3;
+use r2r::{sensor_msgs::msg::PointCloud2, std_msgs::msg::Header};
+use sensor_fusion::ingest::{cloud_fields, cloud_msg, cloud_ref, run, Processor, Spec};
+
+struct Radar {
+    to_base: Isometry3<f64>,
+    base_frame: String,
+    params: RadarParams,
+}
+
+impl Processor for Radar {
+    type In = PointCloud2;
+    type Out = PointCloud2;
+
+    fn header(msg: &PointCloud2) -> &Header {
+        &msg.header
+    }
+
+    fn process(&mut self, msg: PointCloud2, stats: &mut IngestStats) -> Result<PointCloud2, Reject> {
+        let fields = cloud_fields(&msg);
+        let (cloud, counts) = preprocess_radar(cloud_ref(&msg, &fields), &self.to_base, &self.params)?;
+        stats.add_extra("targets.in", counts.targets_in);
+        stats.add_extra("targets.non_finite", counts.non_finite);
+        stats.add_extra("targets.filtered", counts.filtered);
+        stats.add_extra("targets.out", counts.targets_out);
+        Ok(cloud_msg(Header { stamp: msg.header.stamp, frame_id: self.base_frame.clone() }, &cloud))
+    }
+}
+
+fn main() -> Result<()> {
+    let spec = Spec { node_name: "radar_ingest", sensor: "radar", input_topic: "/radar/points", output_topic: "/sensors/radar" };
+    run(spec, |s| {
+        let d = RadarParams::default();
+        let params = RadarParams {
+            min_rcs: s.params.f64("min_rcs", d.min_rcs)?,
+            max_abs_doppler: s.params.f64("max_abs_doppler", d.max_abs_doppler)?,
+            max_range: s.params.f64("max_range", d.max_range)?,
+            max_non_finite_ratio: s.params.f64("max_non_finite_ratio", d.max_non_finite_ratio)?,
+        };
+        Ok(Radar { to_base: s.calibration.sensor("radar").to_base(), base_frame: s.calibration.base_frame.clone(), params })
+    })
+}

@@ -1,0 +1,249 @@
+//! The shared shape of the four ingest nodes (r2r + tokio):
+//!
+//! ```text
+//! r2r subscription (10 slots) --drain task--> bounded queue (drop-oldest, counted)
+//!     --worker thread--> header checks + Processor --> /sensors/<sensor>
+//! 1 Hz timer --> /diagnostics (rates, accepted, rejected by reason, latency p50/p99, drops)
+//! ```
+//!
+//! r2r's subscription channel drops silently when full, so a dedicated task drains it at
+//! once into our own bounded queue, where an overflow is counted. Validation and
+//! preprocessing run on a worker thread so they never stall the drain.
+use crate::ros::{self, Params};
+use anyhow::{Context as _, Result};
+use fusion::{
+    calib::Calibration,
+    ingest::{HeaderGuard, IngestStats, Reject},
+    stamp_ns,
+};
+use futures::{future::BoxFuture, StreamExt};
+use r2r::{diagnostic_msgs::msg::DiagnosticArray, std_msgs::msg::Header, QosProfile, WrappedTypesupport};
+use std::{
+    sync::{atomic::AtomicBool, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+/// One sensor's validation and preprocessing, ROS types in and out.
+pub trait Processor: Send + 'static {
+    type In: WrappedTypesupport + Send + 'static;
+    type Out: WrappedTypesupport + Send + 'static;
+    fn header(msg: &Self::In) -> &Header;
+    /// Called after the header checks passed; the output keeps the input's stamp.
+    fn process(&mut self, msg: Self::In, stats: &mut IngestStats) -> Result<Self::Out, Reject>;
+}
+
+/// Defaults of one ingest node; every topic is remappable with `-r from:=to`.
+pub struct Spec {
+    pub node_name: &'static str,
+    /// Key of the sensor in the calibration YAML and in /diagnostics names.
+    pub sensor: &'static str,
+    pub input_topic: &'static str,
+    pub output_topic: &'static str,
+}
+
+/// What a processor's constructor can use: the node (for extra subscriptions), its
+/// parameters and calibration, and places to put extra tasks and statistics.
+pub struct Setup<'a> {
+    pub node: &'a mut r2r::Node,
+    pub params: Params,
+    pub calibration: Calibration,
+    pub calibration_path: String,
+    pub tasks: Vec<BoxFuture<'static, ()>>,
+    /// Extra statistics reported as their own DiagnosticStatus (e.g. camera_info).
+    pub extra_stats: Vec<(String, Arc<Mutex<IngestStats>>)>,
+}
+
+type Item<T> = (Instant, T);
+
+pub fn run<P, F>(spec: Spec, build: F) -> Result<()>
+where
+    P: Processor,
+    F: FnOnce(&mut Setup) -> Result<P>,
+{
+    ros::init_process();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(run_async(spec, build))
+}
+
+async fn run_async<P, F>(spec: Spec, build: F) -> Result<()>
+where
+    P: Processor,
+    F: FnOnce(&mut Setup) -> Result<P>,
+{
+    let mut node = ros::create_node(spec.node_name)?;
+    let node_name = node.name()?;
+    let params = Params::of(&node);
+    params.bool("use_sim_time", false)?;
+    let calibration_path = params.string("calibration", "")?;
+    let calibration = Calibration::load(&calibration_path).context("parameter 'calibration'")?;
+    let queue_size = params.usize("queue_size", 4)?.max(1);
+    let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
+    let expected_frame = calibration.sensor(spec.sensor).frame_id.clone();
+
+    let mut setup = Setup {
+        node: &mut node,
+        params: Params::of_node_params(&params),
+        calibration,
+        calibration_path: calibration_path.clone(),
+        tasks: vec![],
+        extra_stats: vec![],
+    };
+    let mut processor = build(&mut setup)?;
+    let Setup { tasks, extra_stats, .. } = setup;
+
+    let input = node.subscribe::<P::In>(spec.input_topic, QosProfile::sensor_data())?;
+    // Reliable publishers are compatible with both reliable and best-effort subscribers.
+    let output = node.create_publisher::<P::Out>(spec.output_topic, QosProfile::default().keep_last(10))?;
+    let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
+    let (param_handler, _param_events) = node.make_parameter_handler()?;
+    let clock = node.get_ros_clock();
+    tracing::info!(
+        node = %node_name, input = spec.input_topic, output = spec.output_topic, frame = %expected_frame,
+        calibration = %if calibration_path.is_empty() { "<defaults>" } else { &calibration_path },
+        "ingest node up"
+    );
+
+    let stats = Arc::new(Mutex::new(IngestStats::default()));
+    let (tx, rx) = crossbeam_channel::bounded::<Item<P::In>>(queue_size);
+    let evict = rx.clone();
+
+    // Drain r2r's channel at once; on overflow of our queue, drop the oldest (a stale
+    // frame must never delay a fresh one) and count it.
+    let drain_stats = stats.clone();
+    let drain = tokio::spawn(async move {
+        let mut input = input;
+        while let Some(msg) = input.next().await {
+            let mut item = (Instant::now(), msg);
+            drain_stats.lock().expect("stats").on_received();
+            loop {
+                match tx.try_send(item) {
+                    Ok(()) => break,
+                    Err(crossbeam_channel::TrySendError::Full(back)) => {
+                        if evict.try_recv().is_ok() {
+                            drain_stats.lock().expect("stats").dropped_queue_full += 1;
+                        }
+                        item = back;
+                    }
+                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
+                }
+            }
+        }
+    });
+
+    let worker_stats = stats.clone();
+    let worker = std::thread::Builder::new().name(format!("{}-worker", spec.sensor)).spawn(move || {
+        let mut guard = HeaderGuard::new(expected_frame);
+        for (arrived, msg) in rx {
+            let h = P::header(&msg);
+            let stamp = stamp_ns(h.stamp.sec, h.stamp.nanosec);
+            let result = guard.check(stamp, &h.frame_id).and_then(|()| {
+                let mut s = worker_stats.lock().expect("stats");
+                processor.process(msg, &mut s)
+            });
+            match result {
+                Ok(out) => {
+                    guard.accept(stamp);
+                    if let Err(e) = output.publish(&out) {
+                        tracing::warn!("publish failed: {e}");
+                    }
+                    worker_stats.lock().expect("stats").on_accepted(arrived.elapsed().as_micros() as u64);
+                }
+                Err(why) => {
+                    tracing::debug!("rejected: {why}");
+                    worker_stats.lock().expect("stats").on_rejected(&why);
+                }
+            }
+        }
+    })?;
+
+    let diag_stats = stats.clone();
+    let hardware_id = spec.sensor;
+    let status_name = format!("{node_name}: {} ingest", spec.sensor);
+    let diag = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.max(0.05)));
+        let mut last = Instant::now();
+        loop {
+            tick.tick().await;
+            let window = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            let mut statuses = vec![stream_status(status_name.clone(), hardware_id, &mut diag_stats.lock().expect("stats"), window)];
+            for (name, s) in &extra_stats {
+                statuses.push(stream_status(format!("{node_name}: {name}"), hardware_id, &mut s.lock().expect("stats"), window));
+            }
+            let header = Header { stamp: ros::now(&clock), frame_id: String::new() };
+            if let Err(e) = diagnostics.publish(&DiagnosticArray { header, status: statuses }) {
+                tracing::warn!("diagnostics publish failed: {e}");
+            }
+        }
+    });
+
+    for t in tasks {
+        tokio::spawn(t);
+    }
+    tokio::spawn(param_handler);
+    let stop = Arc::new(AtomicBool::new(false));
+    let spin = ros::spawn_spin(node, stop.clone());
+
+    ros::shutdown_signal().await;
+    tracing::info!("shutting down");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drain.abort();
+    diag.abort();
+    let _ = spin.await;
+    let _ = worker.join();
+    Ok(())
+}
+
+fn stream_status(name: String, hardware_id: &str, s: &mut IngestStats, window_s: f64) -> r2r::diagnostic_msgs::msg::DiagnosticStatus {
+    let kv = s.key_values(window_s);
+    let (level, message) = if s.received == 0 {
+        (ros::WARN, "no input yet".to_string())
+    } else if let Some(err) = s.last_error().filter(|_| s.rejected_total() > 0) {
+        (ros::WARN, format!("{} rejected, last: {err}", s.rejected_total()))
+    } else if s.dropped_queue_full > 0 {
+        (ros::WARN, format!("{} dropped (queue full)", s.dropped_queue_full))
+    } else {
+        (ros::OK, "ok".to_string())
+    };
+    ros::status(name, hardware_id, level, message, kv)
+}
+
+/// Plain-type view of a PointCloud2 (the field list is converted, the data borrowed).
+pub fn cloud_fields(msg: &r2r::sensor_msgs::msg::PointCloud2) -> Vec<fusion::cloud::PointField> {
+    msg.fields
+        .iter()
+        .map(|f| fusion::cloud::PointField { name: f.name.clone(), offset: f.offset, datatype: f.datatype, count: f.count })
+        .collect()
+}
+
+pub fn cloud_ref<'a>(msg: &'a r2r::sensor_msgs::msg::PointCloud2, fields: &'a [fusion::cloud::PointField]) -> fusion::cloud::CloudRef<'a> {
+    fusion::cloud::CloudRef {
+        height: msg.height,
+        width: msg.width,
+        fields,
+        is_bigendian: msg.is_bigendian,
+        point_step: msg.point_step,
+        row_step: msg.row_step,
+        data: &msg.data,
+    }
+}
+
+/// An unorganized, dense, little-endian float32 PointCloud2.
+pub fn cloud_msg(header: Header, cloud: &fusion::cloud::FloatCloud) -> r2r::sensor_msgs::msg::PointCloud2 {
+    let n = cloud.len() as u32;
+    r2r::sensor_msgs::msg::PointCloud2 {
+        header,
+        height: 1,
+        width: n,
+        fields: cloud
+            .fields()
+            .into_iter()
+            .map(|f| r2r::sensor_msgs::msg::PointField { name: f.name, offset: f.offset, datatype: f.datatype, count: f.count })
+            .collect(),
+        is_bigendian: false,
+        point_step: cloud.point_step(),
+        row_step: cloud.point_step() * n,
+        data: cloud.to_bytes(),
+        is_dense: true,
+    }
+}

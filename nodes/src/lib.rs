@@ -1,0 +1,6 @@
+//! ROS 2 adapters of the sensor_fusion node set: thin r2r nodes over the ROS-free
+//! `fusion` crate, and the rosbag2 tooling (`bag`, used by `fusion_bag`).
+pub mod bag;
+pub mod ingest;
+pub mod msgdef;
+pub mod ros;

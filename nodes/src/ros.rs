@@ -1,0 +1,151 @@
+//! What every node binary shares: process set-up, typed parameters with declared
+//! defaults, `/diagnostics` messages, and the spin thread.
+use anyhow::{Context as _, Result};
+use r2r::{
+    builtin_interfaces::msg::Time,
+    diagnostic_msgs::msg::{DiagnosticStatus, KeyValue},
+    Parameter, ParameterValue,
+};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+/// Diagnostic levels (diagnostic_msgs/DiagnosticStatus).
+pub const OK: u8 = 0;
+pub const WARN: u8 = 1;
+pub const ERROR: u8 = 2;
+
+/// Logging and the rcl log directory. rcl writes its log under `$HOME/.ros/log`, and fails
+/// to initialise without HOME; under systemd or a minimal container HOME may be unset, so
+/// fall back to a directory under the system temp dir.
+pub fn init_process() {
+    if std::env::var_os("HOME").is_none() && std::env::var_os("ROS_LOG_DIR").is_none() {
+        let dir = std::env::temp_dir().join("sensor_fusion_ros_log");
+        let _ = std::fs::create_dir_all(&dir);
+        // Single-threaded at this point: no other thread reads the environment yet.
+        std::env::set_var("ROS_LOG_DIR", &dir);
+        if std::env::var_os("ROS_HOME").is_none() {
+            std::env::set_var("ROS_HOME", &dir);
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Creates the context and the node. `--ros-args` on the command line (remaps, `__node`,
+/// `__ns`, `--params-file`, `-p`) are applied by rcl.
+pub fn create_node(default_name: &str) -> Result<r2r::Node> {
+    let ctx = r2r::Context::create().context("rcl init failed")?;
+    r2r::Node::create(ctx, default_name, "").with_context(|| format!("cannot create node {default_name}"))
+}
+
+/// Typed access to the node's parameters. `declare` inserts the default when the user
+/// gave none, so that `ros2 param list/get` show every parameter with its effective value.
+pub struct Params {
+    params: Arc<Mutex<r2r::indexmap::IndexMap<String, Parameter>>>,
+}
+
+impl Params {
+    pub fn of(node: &r2r::Node) -> Self {
+        Self { params: node.params.clone() }
+    }
+
+    /// Another handle on the same parameters.
+    pub fn of_node_params(other: &Params) -> Self {
+        Self { params: other.params.clone() }
+    }
+
+    pub fn declare(&self, name: &str, default: ParameterValue) -> ParameterValue {
+        let mut p = self.params.lock().expect("parameter lock");
+        let entry = p.entry(name.to_string()).or_insert_with(|| Parameter::new(ParameterValue::NotSet));
+        if matches!(entry.value, ParameterValue::NotSet) {
+            entry.value = default;
+        }
+        entry.value.clone()
+    }
+
+    pub fn f64(&self, name: &str, default: f64) -> Result<f64> {
+        match self.declare(name, ParameterValue::Double(default)) {
+            ParameterValue::Double(v) => Ok(v),
+            ParameterValue::Integer(v) => Ok(v as f64),
+            other => anyhow::bail!("parameter {name} must be a number, got {other:?}"),
+        }
+    }
+
+    pub fn i64(&self, name: &str, default: i64) -> Result<i64> {
+        match self.declare(name, ParameterValue::Integer(default)) {
+            ParameterValue::Integer(v) => Ok(v),
+            other => anyhow::bail!("parameter {name} must be an integer, got {other:?}"),
+        }
+    }
+
+    pub fn usize(&self, name: &str, default: usize) -> Result<usize> {
+        let v = self.i64(name, default as i64)?;
+        usize::try_from(v).map_err(|_| anyhow::anyhow!("parameter {name} must be >= 0, got {v}"))
+    }
+
+    pub fn bool(&self, name: &str, default: bool) -> Result<bool> {
+        match self.declare(name, ParameterValue::Bool(default)) {
+            ParameterValue::Bool(v) => Ok(v),
+            other => anyhow::bail!("parameter {name} must be a bool, got {other:?}"),
+        }
+    }
+
+    pub fn string(&self, name: &str, default: &str) -> Result<String> {
+        match self.declare(name, ParameterValue::String(default.into())) {
+            ParameterValue::String(v) => Ok(v),
+            other => anyhow::bail!("parameter {name} must be a string, got {other:?}"),
+        }
+    }
+
+    pub fn vec3(&self, name: &str, default: [f64; 3]) -> Result<[f64; 3]> {
+        let v = match self.declare(name, ParameterValue::DoubleArray(default.to_vec())) {
+            ParameterValue::DoubleArray(v) => v,
+            ParameterValue::IntegerArray(v) => v.into_iter().map(|x| x as f64).collect(),
+            other => anyhow::bail!("parameter {name} must be a list of 3 numbers, got {other:?}"),
+        };
+        v.try_into().map_err(|v: Vec<f64>| anyhow::anyhow!("parameter {name} must have 3 values, got {}", v.len()))
+    }
+}
+
+pub fn key_values(kv: Vec<(String, String)>) -> Vec<KeyValue> {
+    kv.into_iter().map(|(key, value)| KeyValue { key, value }).collect()
+}
+
+pub fn status(name: String, hardware_id: &str, level: u8, message: String, kv: Vec<(String, String)>) -> DiagnosticStatus {
+    DiagnosticStatus { level, name, message, hardware_id: hardware_id.into(), values: key_values(kv) }
+}
+
+/// The node's ROS clock (sim time when `use_sim_time` is true) as a message stamp.
+pub fn now(clock: &Arc<Mutex<r2r::Clock>>) -> Time {
+    let d = clock.lock().expect("clock lock").get_now().unwrap_or_default();
+    r2r::Clock::to_builtin_time(&d)
+}
+
+/// Spins the node on a blocking thread until `stop` is set.
+pub fn spawn_spin(mut node: r2r::Node, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        while !stop.load(Ordering::Relaxed) {
+            node.spin_once(Duration::from_millis(5));
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
