@@ -61,7 +61,7 @@ else
   VENV=$ROS_DIR/venv
   MSG_PREFIX=$VENV
 fi
-WANT_STAMP="$MODE ${ROS_WHEELS[*]} ${TEST_WHEELS[*]} msgs=$MSG_HASH v3"
+WANT_STAMP="$MODE ${ROS_WHEELS[*]} ${TEST_WHEELS[*]} msgs=$MSG_HASH v4"
 STAMP=$ROS_DIR/setup.stamp
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_STAMP" ] && [ -f "$ROS_DIR/env.sh" ]; then
   exit 0
@@ -129,6 +129,8 @@ export ROS_PYTHON_VERSION=3
 export AMENT_PREFIX_PATH=$AMENT
 export CMAKE_PREFIX_PATH=$AMENT
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
+# Large-data Fast DDS profile (see the file); a profile the user chose wins.
+export FASTRTPS_DEFAULT_PROFILES_FILE=\${FASTRTPS_DEFAULT_PROFILES_FILE:-$ROOT/launch/fastdds.xml}
 export SENSOR_FUSION_PYTHON=$PY
 export SENSOR_FUSION_PYLIBDIR=$PYLIBDIR
 export SENSOR_FUSION_PYVER=$PYVER

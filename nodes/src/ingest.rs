@@ -39,6 +39,11 @@ pub struct Spec {
     pub sensor: &'static str,
     pub input_topic: &'static str,
     pub output_topic: &'static str,
+    /// Default of the `queue_size` parameter: messages waiting for the worker. Small for
+    /// frames (a stale frame is worth less than a fresh one), larger for IMU samples.
+    pub queue_size: usize,
+    /// DDS history depth of the input subscription (sensor-data QoS, best effort).
+    pub input_depth: usize,
 }
 
 /// What a processor's constructor can use: the node (for extra subscriptions), its
@@ -76,7 +81,7 @@ where
     params.bool("use_sim_time", false)?;
     let calibration_path = params.string("calibration", "")?;
     let calibration = Calibration::load(&calibration_path).context("parameter 'calibration'")?;
-    let queue_size = params.usize("queue_size", 4)?.max(1);
+    let queue_size = params.usize("queue_size", spec.queue_size)?.max(1);
     let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
     let expected_frame = calibration.sensor(spec.sensor).frame_id.clone();
 
@@ -91,7 +96,7 @@ where
     let mut processor = build(&mut setup)?;
     let Setup { tasks, extra_stats, .. } = setup;
 
-    let input = node.subscribe::<P::In>(spec.input_topic, QosProfile::sensor_data())?;
+    let input = node.subscribe::<P::In>(spec.input_topic, QosProfile::sensor_data().keep_last(spec.input_depth))?;
     // Reliable publishers are compatible with both reliable and best-effort subscribers.
     let output = node.create_publisher::<P::Out>(spec.output_topic, QosProfile::default().keep_last(10))?;
     let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;

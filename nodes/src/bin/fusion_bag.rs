@@ -1,0 +1,522 @@
+//! fusion_bag: `info`, `play` and `record` for rosbag2 bags (MCAP storage; sqlite3 read),
+//! the subset of `ros2 bag` the sensor_fusion tests and users need where rosbag2 itself
+//! cannot be installed. Raw CDR bytes go out unchanged with `publish_raw`.
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use r2r::{qos::ReliabilityPolicy, QosProfile};
+use sensor_fusion::{
+    bag::{Bag, BagWriter},
+    msgdef, ros,
+};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+#[derive(Parser)]
+#[command(name = "fusion_bag", about = "Inspect, play and record rosbag2 bags (MCAP; sqlite3 read-only)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// What `ros2 bag info` shows.
+    Info {
+        bag: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish a bag's messages at their recorded timing.
+    Play {
+        bag: String,
+        /// Playback speed factor.
+        #[arg(short, long, default_value_t = 1.0)]
+        rate: f64,
+        /// Start again at the end, until interrupted.
+        #[arg(short, long = "loop")]
+        loop_: bool,
+        /// Publish /clock at this rate (Hz) for use_sim_time nodes; 40 Hz if no value.
+        #[arg(long, num_args = 0..=1, default_missing_value = "40")]
+        clock: Option<f64>,
+        /// Only these topics (default: all).
+        #[arg(long, num_args = 1..)]
+        topics: Vec<String>,
+        /// Topic remaps, `from:=to`.
+        #[arg(short = 'm', long, num_args = 1..)]
+        remap: Vec<String>,
+        /// Skip this many seconds from the start of the bag.
+        #[arg(long, default_value_t = 0.0)]
+        start_offset: f64,
+        /// Sleep this many seconds before publishing (lets subscribers be discovered).
+        #[arg(short, long, default_value_t = 0.0)]
+        delay: f64,
+    },
+    /// Record topics into a new rosbag2 directory (MCAP storage).
+    Record {
+        /// Topics to record.
+        topics: Vec<String>,
+        /// Record every topic (except /rosout and /parameter_events).
+        #[arg(short, long)]
+        all: bool,
+        /// Output directory (must not exist).
+        #[arg(short, long)]
+        output: String,
+        /// Stop after this many seconds (default: until SIGINT/SIGTERM).
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    ros::init_process();
+    let result = match cli.cmd {
+        Cmd::Info { bag, json } => info(&bag, json),
+        Cmd::Play { bag, rate, loop_, clock, topics, remap, start_offset, delay } => {
+            play(&bag, PlayOptions { rate, loop_, clock, topics, remap, start_offset, delay })
+        }
+        Cmd::Record { topics, all, output, duration } => record(topics, all, &output, duration),
+    };
+    if let Err(e) = result {
+        // One line, whatever went wrong.
+        eprintln!("fusion_bag: error: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}
+
+// ---- info -------------------------------------------------------------------------------
+
+/// UTC calendar date of a Unix time, for the `Start:`/`End:` lines.
+fn utc(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{} {:>2} {} {:02}:{:02}:{:02}.{:09} ({}.{:09})",
+        MONTHS[(m - 1) as usize], d, y, sod / 3600, sod % 3600 / 60, sod % 60, nanos, secs, nanos
+    )
+}
+
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", units[i]) }
+}
+
+fn info(path: &str, json: bool) -> Result<()> {
+    let bag = Bag::open(path)?;
+    let files: Vec<String> = bag.files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    if json {
+        let topics: Vec<_> = bag
+            .topics
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.name, "type": t.type_name, "serialization_format": t.serialization_format,
+                    "message_count": t.message_count, "type_description_hash": t.type_description_hash,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "path": path, "files": files, "size_bytes": bag.size_bytes(), "storage_identifier": bag.storage_identifier,
+            "ros_distro": bag.ros_distro, "start_ns": bag.start_ns, "end_ns": bag.start_ns + bag.duration_ns,
+            "duration_ns": bag.duration_ns, "message_count": bag.message_count, "topics": topics,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("Files:             {}", files.join("\n                   "));
+    println!("Bag size:          {}", human_size(bag.size_bytes()));
+    println!("Storage id:        {}", bag.storage_identifier);
+    println!("ROS Distro:        {}", if bag.ros_distro.is_empty() { "unknown" } else { &bag.ros_distro });
+    println!("Duration:          {}.{:09}s", bag.duration_ns / 1_000_000_000, bag.duration_ns % 1_000_000_000);
+    println!("Start:             {}", utc(bag.start_ns));
+    println!("End:               {}", utc(bag.start_ns + bag.duration_ns));
+    println!("Messages:          {}", bag.message_count);
+    let lines: Vec<String> = bag
+        .topics
+        .iter()
+        .map(|t| format!("Topic: {} | Type: {} | Count: {} | Serialization Format: {}", t.name, t.type_name, t.message_count, t.serialization_format))
+        .collect();
+    println!("Topic information: {}", lines.join("\n                   "));
+    Ok(())
+}
+
+// ---- play -------------------------------------------------------------------------------
+
+struct PlayOptions {
+    rate: f64,
+    loop_: bool,
+    clock: Option<f64>,
+    topics: Vec<String>,
+    remap: Vec<String>,
+    start_offset: f64,
+    delay: f64,
+}
+
+/// The publisher QoS for a recorded topic: its recorded reliability and durability (the
+/// first offered profile), reliable/volatile when none was recorded, and a history deep
+/// enough that a burst is not overwritten before reliable subscribers take it.
+fn play_qos(recorded: &serde_yaml::Value) -> QosProfile {
+    let profile = match recorded {
+        serde_yaml::Value::String(s) => serde_yaml::from_str::<serde_yaml::Value>(s).ok(),
+        v => Some(v.clone()),
+    };
+    let first = profile.as_ref().and_then(|p| p.as_sequence()).and_then(|s| s.first()).cloned();
+    let mut qos = QosProfile::default().keep_last(100);
+    if let Some(p) = first {
+        let best_effort = matches!(p.get("reliability"), Some(v) if v.as_u64() == Some(2) || v.as_str() == Some("best_effort"));
+        let transient = matches!(p.get("durability"), Some(v) if v.as_u64() == Some(1) || v.as_str() == Some("transient_local"));
+        if best_effort {
+            qos = qos.best_effort();
+        }
+        if transient {
+            qos = qos.transient_local();
+        }
+    }
+    qos
+}
+
+fn play(path: &str, o: PlayOptions) -> Result<()> {
+    if !(o.rate > 0.0 && o.rate.is_finite()) {
+        bail!("--rate must be > 0, got {}", o.rate);
+    }
+    let bag = Bag::open(path)?;
+    let mut remaps = BTreeMap::new();
+    for r in &o.remap {
+        let (from, to) = r.split_once(":=").with_context(|| format!("remap '{r}' is not from:=to"))?;
+        remaps.insert(from.to_string(), to.to_string());
+    }
+    for t in &o.topics {
+        if bag.topic_index(t).is_none() {
+            bail!("topic {t} is not in the bag");
+        }
+    }
+    let mut node = ros::create_node("fusion_bag_player")?;
+    let mut publishers = Vec::with_capacity(bag.topics.len());
+    for t in &bag.topics {
+        let wanted = o.topics.is_empty() || o.topics.contains(&t.name);
+        publishers.push(if wanted {
+            let name = remaps.get(&t.name).cloned().unwrap_or_else(|| t.name.clone());
+            let p = node
+                .create_publisher_untyped(&name, &t.type_name, play_qos(&t.offered_qos_profiles))
+                .with_context(|| format!("cannot publish {} ({}): type not built into this binary", name, t.type_name))?;
+            Some(p)
+        } else {
+            None
+        });
+    }
+    let clock_pub = match o.clock {
+        Some(hz) if hz > 0.0 => Some((node.create_publisher::<r2r::rosgraph_msgs::msg::Clock>("/clock", QosProfile::default().keep_last(1))?, hz)),
+        Some(hz) => bail!("--clock must be > 0 Hz, got {hz}"),
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(ros::shutdown_signal());
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    sleep_unless_stopped(Duration::from_secs_f64(o.delay.max(0.0)), &stop);
+
+    let offset_ns = (o.start_offset.max(0.0) * 1e9) as i64;
+    let first = bag.start_ns + offset_ns;
+    // Bag time now, shared with the /clock thread (i64::MIN until playback starts).
+    let bag_now = Arc::new(AtomicU64::new(first as u64));
+    let clock_thread = clock_pub.map(|(publisher, hz)| {
+        let (stop, bag_now) = (stop.clone(), bag_now.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let t = bag_now.load(Ordering::Relaxed) as i64;
+                let msg = r2r::rosgraph_msgs::msg::Clock {
+                    clock: r2r::builtin_interfaces::msg::Time { sec: (t / 1_000_000_000) as i32, nanosec: (t % 1_000_000_000) as u32 },
+                };
+                let _ = publisher.publish(&msg);
+                std::thread::sleep(Duration::from_secs_f64(1.0 / hz));
+            }
+        })
+    });
+
+    let mut published = 0u64;
+    let mut failed = 0u64;
+    loop {
+        let start = Instant::now();
+        bag.for_each_message(|m| {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let Some(publisher) = &publishers[m.topic] else { return true };
+            if m.log_time_ns < first {
+                return true;
+            }
+            let due = start + Duration::from_nanos(((m.log_time_ns - first) as f64 / o.rate) as u64);
+            // Keep /clock moving while waiting for the next message.
+            while let Some(wait) = due.checked_duration_since(Instant::now()) {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let elapsed = start.elapsed().as_nanos() as f64 * o.rate;
+                bag_now.store((first + elapsed as i64).min(m.log_time_ns) as u64, Ordering::Relaxed);
+                std::thread::sleep(wait.min(Duration::from_millis(5)));
+            }
+            bag_now.store(m.log_time_ns as u64, Ordering::Relaxed);
+            match publisher.publish_raw(&m.data) {
+                Ok(()) => published += 1,
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!("publish on {} failed: {e}", bag.topics[m.topic].name);
+                }
+            }
+            true
+        })?;
+        if !o.loop_ || stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = clock_thread {
+        let _ = t.join();
+    }
+    // Give reliable subscribers a moment to take the last messages before the publishers go.
+    std::thread::sleep(Duration::from_millis(300));
+    node.spin_once(Duration::from_millis(1));
+    eprintln!("fusion_bag play: published {published} messages ({failed} failed)");
+    if failed > 0 {
+        bail!("{failed} messages could not be published");
+    }
+    Ok(())
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + d;
+    while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ---- record -----------------------------------------------------------------------------
+
+/// The publishers' QoS profiles in metadata.yaml version 9 form, as rosbag2 records them
+/// (and as `play` reads them back).
+fn offered_qos<'a>(profiles: impl Iterator<Item = &'a QosProfile>) -> serde_yaml::Value {
+    use r2r::qos::{DurabilityPolicy, HistoryPolicy, LivelinessPolicy};
+    use serde_yaml::{Mapping, Value};
+    let dur = |d: Duration| {
+        let mut m = Mapping::new();
+        m.insert("sec".into(), Value::from(d.as_secs()));
+        m.insert("nsec".into(), Value::from(d.subsec_nanos()));
+        Value::Mapping(m)
+    };
+    let profiles = profiles
+        .map(|q| {
+            let mut m = Mapping::new();
+            let history = match q.history {
+                HistoryPolicy::KeepAll => "keep_all",
+                HistoryPolicy::KeepLast => "keep_last",
+                HistoryPolicy::SystemDefault => "system_default",
+                _ => "unknown",
+            };
+            let reliability = match q.reliability {
+                ReliabilityPolicy::Reliable => "reliable",
+                ReliabilityPolicy::BestEffort => "best_effort",
+                ReliabilityPolicy::SystemDefault => "system_default",
+                _ => "unknown",
+            };
+            let durability = match q.durability {
+                DurabilityPolicy::TransientLocal => "transient_local",
+                DurabilityPolicy::Volatile => "volatile",
+                DurabilityPolicy::SystemDefault => "system_default",
+                _ => "unknown",
+            };
+            let liveliness = match q.liveliness {
+                LivelinessPolicy::Automatic => "automatic",
+                LivelinessPolicy::ManualByTopic => "manual_by_topic",
+                LivelinessPolicy::SystemDefault => "system_default",
+                _ => "unknown",
+            };
+            m.insert("history".into(), history.into());
+            m.insert("depth".into(), Value::from(q.depth as u64));
+            m.insert("reliability".into(), reliability.into());
+            m.insert("durability".into(), durability.into());
+            m.insert("deadline".into(), dur(q.deadline));
+            m.insert("lifespan".into(), dur(q.lifespan));
+            m.insert("liveliness".into(), liveliness.into());
+            m.insert("liveliness_lease_duration".into(), dur(q.liveliness_lease_duration));
+            m.insert("avoid_ros_namespace_conventions".into(), q.avoid_ros_namespace_conventions.into());
+            Value::Mapping(m)
+        })
+        .collect();
+    Value::Sequence(profiles)
+}
+
+struct TopicCounts {
+    name: String,
+    received: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+    written: u64,
+}
+
+fn record(topics: Vec<String>, all: bool, output: &str, duration: Option<f64>) -> Result<()> {
+    if topics.is_empty() && !all {
+        bail!("name the topics to record, or --all");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(record_async(topics, all, output, duration))
+}
+
+/// Messages wait here between the drain tasks and the writer thread; big enough for a few
+/// seconds of every nominal stream, and every overflow is counted.
+const RECORD_QUEUE: usize = 4096;
+
+async fn record_async(topics: Vec<String>, all: bool, output: &str, duration: Option<f64>) -> Result<()> {
+    let mut writer = BagWriter::create(output)?;
+    let node = Arc::new(std::sync::Mutex::new(ros::create_node("fusion_bag_recorder")?));
+    let clock = node.lock().expect("node").get_ros_clock();
+    let (tx, rx) = crossbeam_channel::bounded::<(usize, i64, Vec<u8>)>(RECORD_QUEUE);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let spin = {
+        let (node, stop) = (node.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            while !stop.load(Ordering::Relaxed) {
+                node.lock().expect("node").spin_once(Duration::from_millis(2));
+            }
+        })
+    };
+
+    // The writer runs on its own thread; it owns the bag.
+    let (topic_tx, topic_rx) = crossbeam_channel::unbounded::<(String, String, serde_yaml::Value)>();
+    let writer_thread = std::thread::spawn(move || -> Result<(BagWriter, Vec<u64>)> {
+        let mut written: Vec<u64> = vec![];
+        loop {
+            // New topics first, so that a message never precedes its channel.
+            while let Ok((name, ty, qos)) = topic_rx.try_recv() {
+                let def = msgdef::definition(&ty).unwrap_or_default();
+                writer.add_topic(&name, &ty, &def, qos)?;
+                written.push(0);
+            }
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok((topic, t, data)) => {
+                    while topic >= written.len() {
+                        let (name, ty, qos) = topic_rx.recv()?;
+                        let def = msgdef::definition(&ty).unwrap_or_default();
+                        writer.add_topic(&name, &ty, &def, qos)?;
+                        written.push(0);
+                    }
+                    writer.write(topic, t, &data)?;
+                    written[topic] += 1;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok((writer, written)),
+            }
+        }
+    });
+
+    let mut counts: Vec<TopicCounts> = vec![];
+    let mut unsupported: Vec<String> = vec![];
+    let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
+    let mut signal = Box::pin(ros::shutdown_signal());
+    let mut drains = vec![];
+    eprintln!("fusion_bag record: writing {output}");
+    loop {
+        // Discover (new) topics every 100 ms.
+        let found = node.lock().expect("node").get_topic_names_and_types()?;
+        for (name, types) in found {
+            let wanted = if all { name != "/rosout" && name != "/parameter_events" } else { topics.contains(&name) };
+            if !wanted || counts.iter().any(|c| c.name == name) || unsupported.contains(&name) {
+                continue;
+            }
+            let Some(ty) = types.first().cloned() else { continue };
+            // Adapt to the publishers as rosbag2 does: reliable only if every one is.
+            let pubs = node.lock().expect("node").get_publishers_info_by_topic(&name, false)?;
+            if pubs.is_empty() {
+                continue;
+            }
+            let all_reliable = pubs.iter().all(|p| matches!(p.qos_profile.reliability, ReliabilityPolicy::Reliable));
+            let qos = if all_reliable { QosProfile::default().keep_last(100) } else { QosProfile::default().keep_last(100).best_effort() };
+            let sub = match node.lock().expect("node").subscribe_raw(&name, &ty, qos.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("fusion_bag record: cannot record {name} [{ty}]: {e}");
+                    unsupported.push(name);
+                    continue;
+                }
+            };
+            let index = counts.len();
+            let recorded_qos = offered_qos(pubs.iter().map(|p| &p.qos_profile));
+            topic_tx.send((name.clone(), ty.clone(), recorded_qos))?;
+            let (received, dropped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let (r, d, tx, clock) = (received.clone(), dropped.clone(), tx.clone(), clock.clone());
+            drains.push(tokio::spawn(async move {
+                let mut sub = sub;
+                while let Some(data) = sub.next().await {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    let t = clock.lock().expect("clock").get_now().map(|d| d.as_nanos() as i64).unwrap_or(0);
+                    if tx.try_send((index, t, data)).is_err() {
+                        d.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+            eprintln!("fusion_bag record: subscribed to {name} [{ty}]");
+            counts.push(TopicCounts { name, received, dropped, written: 0 });
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    // Let what DDS already delivered reach the queue, then close it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = spin.await;
+    for d in &drains {
+        d.abort();
+    }
+    drop(drains);
+    drop(tx);
+    drop(topic_tx);
+    let (writer, written) = writer_thread.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+    let total_written = writer.message_count();
+    writer.finish()?;
+    let mut total_received = 0;
+    let mut total_dropped = 0;
+    for (index, c) in counts.iter_mut().enumerate() {
+        c.written = written.get(index).copied().unwrap_or(0);
+        let (r, d) = (c.received.load(Ordering::Relaxed), c.dropped.load(Ordering::Relaxed));
+        total_received += r;
+        total_dropped += d;
+        eprintln!("fusion_bag record: {}: received {r}, written {}, dropped {d}", c.name, c.written);
+    }
+    println!("received {total_received} written {total_written} dropped {total_dropped}");
+    Ok(())
+}
