@@ -16,7 +16,7 @@ use fusion::{
     ingest::{HeaderGuard, IngestStats, Reject},
     stamp_ns,
 };
-use futures::{future::BoxFuture, StreamExt};
+use futures::future::BoxFuture;
 use r2r::{diagnostic_msgs::msg::DiagnosticArray, std_msgs::msg::Header, QosProfile, WrappedTypesupport};
 use std::{
     sync::{atomic::AtomicBool, Arc, Mutex},
@@ -112,26 +112,17 @@ where
     let (tx, rx) = crossbeam_channel::bounded::<Item<P::In>>(queue_size);
     let evict = rx.clone();
 
-    // Drain r2r's channel at once; on overflow of our queue, drop the oldest (a stale
-    // frame must never delay a fresh one) and count it.
+    // On overflow of our queue, drop the oldest (a stale frame must never delay a fresh
+    // one) and count it.
     let drain_stats = stats.clone();
-    let drain = tokio::spawn(async move {
-        let mut input = input;
-        while let Some(msg) = input.next().await {
-            let mut item = (Instant::now(), msg);
-            drain_stats.lock().expect("stats").on_received();
-            loop {
-                match tx.try_send(item) {
-                    Ok(()) => break,
-                    Err(crossbeam_channel::TrySendError::Full(back)) => {
-                        if evict.try_recv().is_ok() {
-                            drain_stats.lock().expect("stats").dropped_queue_full += 1;
-                        }
-                        item = back;
-                    }
-                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
-                }
+    let input_drain = ros::drain(input, move |msg: P::In| {
+        let mut item = (Instant::now(), msg);
+        drain_stats.lock().expect("stats").on_received();
+        while let Err(crossbeam_channel::TrySendError::Full(back)) = tx.try_send(item) {
+            if evict.try_recv().is_ok() {
+                drain_stats.lock().expect("stats").dropped_queue_full += 1;
             }
+            item = back;
         }
     });
 
@@ -187,12 +178,11 @@ where
     }
     tokio::spawn(param_handler);
     let stop = Arc::new(AtomicBool::new(false));
-    let spin = ros::spawn_spin(node, stop.clone());
+    let spin = ros::spawn_spin(Arc::new(Mutex::new(node)), stop.clone(), Arc::new(Mutex::new(vec![input_drain])));
 
     ros::shutdown_signal().await;
     tracing::info!("shutting down");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    drain.abort();
     diag.abort();
     let _ = spin.await;
     let _ = worker.join();

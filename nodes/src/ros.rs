@@ -131,11 +131,31 @@ pub fn now(clock: &Arc<Mutex<r2r::Clock>>) -> Time {
     r2r::Clock::to_builtin_time(&d)
 }
 
-/// Spins the node on a blocking thread until `stop` is set.
-pub fn spawn_spin(mut node: r2r::Node, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+/// Empties one r2r subscription stream without waiting; called right after every
+/// `spin_once`.
+pub type Drain = Box<dyn FnMut() + Send>;
+
+/// A drain that hands every message waiting in `stream` to `sink`.
+pub fn drain<T: Send + 'static>(mut stream: impl futures::Stream<Item = T> + Unpin + Send + 'static, mut sink: impl FnMut(T) + Send + 'static) -> Drain {
+    use futures::{FutureExt, StreamExt};
+    Box::new(move || {
+        while let Some(Some(msg)) = stream.next().now_or_never() {
+            sink(msg);
+        }
+    })
+}
+
+/// Spins the node on a blocking thread until `stop` is set, draining the given streams
+/// after every `spin_once`. r2r's subscription channels hold 10 messages and drop silently
+/// when full; `spin_once` takes at most one message per subscription, so draining in the
+/// same loop means they can never overflow, whatever the async runtime is doing.
+pub fn spawn_spin(node: Arc<Mutex<r2r::Node>>, stop: Arc<AtomicBool>, drains: Arc<Mutex<Vec<Drain>>>) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
         while !stop.load(Ordering::Relaxed) {
-            node.spin_once(Duration::from_millis(5));
+            node.lock().expect("node lock").spin_once(Duration::from_millis(5));
+            for d in drains.lock().expect("drain lock").iter_mut() {
+                d();
+            }
         }
     })
 }

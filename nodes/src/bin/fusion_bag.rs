@@ -3,7 +3,6 @@
 //! cannot be installed. Raw CDR bytes go out unchanged with `publish_raw`.
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
-use futures::StreamExt;
 use r2r::{qos::ReliabilityPolicy, QosProfile};
 use sensor_fusion::{
     bag::{Bag, BagWriter},
@@ -402,14 +401,8 @@ async fn record_async(topics: Vec<String>, all: bool, output: &str, duration: Op
     let (tx, rx) = crossbeam_channel::bounded::<(usize, i64, Vec<u8>)>(RECORD_QUEUE);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let spin = {
-        let (node, stop) = (node.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || {
-            while !stop.load(Ordering::Relaxed) {
-                node.lock().expect("node").spin_once(Duration::from_millis(2));
-            }
-        })
-    };
+    let drains: Arc<std::sync::Mutex<Vec<ros::Drain>>> = Default::default();
+    let spin = ros::spawn_spin(node.clone(), stop.clone(), drains.clone());
 
     // The writer runs on its own thread; it owns the bag.
     let (topic_tx, topic_rx) = crossbeam_channel::unbounded::<(String, String, serde_yaml::Value)>();
@@ -443,7 +436,6 @@ async fn record_async(topics: Vec<String>, all: bool, output: &str, duration: Op
     let mut unsupported: Vec<String> = vec![];
     let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
     let mut signal = Box::pin(ros::shutdown_signal());
-    let mut drains = vec![];
     eprintln!("fusion_bag record: writing {output}");
     loop {
         // Discover (new) topics every 100 ms.
@@ -474,14 +466,11 @@ async fn record_async(topics: Vec<String>, all: bool, output: &str, duration: Op
             topic_tx.send((name.clone(), ty.clone(), recorded_qos))?;
             let (received, dropped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
             let (r, d, tx, clock) = (received.clone(), dropped.clone(), tx.clone(), clock.clone());
-            drains.push(tokio::spawn(async move {
-                let mut sub = sub;
-                while let Some(data) = sub.next().await {
-                    r.fetch_add(1, Ordering::Relaxed);
-                    let t = clock.lock().expect("clock").get_now().map(|d| d.as_nanos() as i64).unwrap_or(0);
-                    if tx.try_send((index, t, data)).is_err() {
-                        d.fetch_add(1, Ordering::Relaxed);
-                    }
+            drains.lock().expect("drains").push(ros::drain(sub, move |data: Vec<u8>| {
+                r.fetch_add(1, Ordering::Relaxed);
+                let t = clock.lock().expect("clock").get_now().map(|d| d.as_nanos() as i64).unwrap_or(0);
+                if tx.try_send((index, t, data)).is_err() {
+                    d.fetch_add(1, Ordering::Relaxed);
                 }
             }));
             eprintln!("fusion_bag record: subscribed to {name} [{ty}]");
@@ -499,10 +488,7 @@ async fn record_async(topics: Vec<String>, all: bool, output: &str, duration: Op
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
     let _ = spin.await;
-    for d in &drains {
-        d.abort();
-    }
-    drop(drains);
+    drains.lock().expect("drains").clear();
     drop(tx);
     drop(topic_tx);
     let (writer, written) = writer_thread.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
