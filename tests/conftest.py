@@ -94,13 +94,16 @@ class RosProbe:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
-        if not rclpy.ok():
-            rclpy.init()
+        # A context (DDS participant) of its own per probe: a participant created after
+        # another one in the same process was destroyed did not always receive data.
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
         self.rclpy = rclpy
-        self.node = rclpy.create_node(name)
+        self.node = rclpy.create_node(name, context=self.context)
         self.lock = threading.Lock()
         self.messages: dict[str, list] = {}
-        self.executor = SingleThreadedExecutor()
+        self.subscriptions: dict[str, object] = {}
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._stop = False
         self.thread = threading.Thread(target=self._spin, daemon=True)
@@ -121,7 +124,7 @@ class RosProbe:
             with self.lock:
                 self.messages[topic].append(m)
 
-        self.node.create_subscription(msg_type, topic, cb, qos)
+        self.subscriptions[topic] = self.node.create_subscription(msg_type, topic, cb, qos)
 
     def publisher(self, topic: str, msg_type, qos=None):
         from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -148,13 +151,27 @@ class RosProbe:
         self.wait_for(lambda: self.node.count_subscribers(topic) >= n, timeout, f'{n} subscriber(s) on {topic}')
 
     def wait_publishers(self, topic: str, n: int = 1, timeout: float = 20.0):
-        self.wait_for(lambda: self.node.count_publishers(topic) >= n, timeout, f'{n} publisher(s) on {topic}')
+        """Until our subscription on `topic` is matched with n publishers (or, without a
+        subscription of ours, until the graph shows them)."""
+        sub = self.subscriptions.get(topic)
+        if sub is not None:
+            self.wait_for(lambda: sub.get_publisher_count() >= n, timeout, f'{n} matched publisher(s) on {topic}')
+        else:
+            self.wait_for(lambda: self.node.count_publishers(topic) >= n, timeout, f'{n} publisher(s) on {topic}')
+
+    def wait_matched(self, publisher, n: int = 1, timeout: float = 20.0):
+        """Until `publisher` is matched with n subscriptions (the graph can show a
+        subscriber before DDS matched it with this writer; a message sent in between is
+        lost for a volatile reader)."""
+        self.wait_for(lambda: publisher.get_subscription_count() >= n, timeout,
+                      f'{n} matched subscription(s) on {publisher.topic_name}')
 
     def close(self):
         self._stop = True
         self.thread.join()
         self.executor.remove_node(self.node)
         self.node.destroy_node()
+        self.rclpy.shutdown(context=self.context)
 
 
 @pytest.fixture
