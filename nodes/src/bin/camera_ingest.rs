@@ -53,7 +53,7 @@ impl Processor for Camera {
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node_name: "camera_ingest", sensor: "camera", input_topic: "/camera/image_raw", output_topic: "/sensors/camera", queue_size: 2, input_depth: 5 };
+    let spec = Spec { node_name: "camera_ingest", sensor: "camera", input_topic: "/camera/image_raw", output_topic: "/sensors/camera", queue_size: 4, input_depth: 10 };
     run(spec, |s| {
         let cam = s.calibration.sensor("camera").clone();
         let (ow, oh) = (s.params.usize("output_width", 0)? as u32, s.params.usize("output_height", 0)? as u32);

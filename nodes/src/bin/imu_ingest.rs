@@ -61,7 +61,7 @@ impl Processor for ImuIngest {
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node_name: "imu_ingest", sensor: "imu", input_topic: "/imu/data", output_topic: "/sensors/imu", queue_size: 64, input_depth: 100 };
+    let spec = Spec { node_name: "imu_ingest", sensor: "imu", input_topic: "/imu/data", output_topic: "/sensors/imu", queue_size: 200, input_depth: 200 };
     run(spec, |s| {
         let d = ImuParams::default();
         let params = ImuParams {

@@ -34,7 +34,7 @@ impl Processor for Lidar {
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node_name: "lidar_ingest", sensor: "lidar", input_topic: "/lidar/points", output_topic: "/sensors/lidar", queue_size: 2, input_depth: 5 };
+    let spec = Spec { node_name: "lidar_ingest", sensor: "lidar", input_topic: "/lidar/points", output_topic: "/sensors/lidar", queue_size: 4, input_depth: 10 };
     run(spec, |s| {
         let d = LidarParams::default();
         let params = LidarParams {

@@ -34,7 +34,7 @@ impl Processor for Radar {
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node_name: "radar_ingest", sensor: "radar", input_topic: "/radar/points", output_topic: "/sensors/radar", queue_size: 4, input_depth: 10 };
+    let spec = Spec { node_name: "radar_ingest", sensor: "radar", input_topic: "/radar/points", output_topic: "/sensors/radar", queue_size: 16, input_depth: 20 };
     run(spec, |s| {
         let d = RadarParams::default();
         let params = RadarParams {

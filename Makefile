@@ -1,0 +1,37 @@
+# sensor_fusion: the two commands are `make demo` and `make test`; both set up a fresh
+# machine by themselves (scripts/setup.sh: Debian packages, pinned ROS 2 Jazzy wheels or
+# a sourced system Jazzy, fusion_msgs).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+ROS := source scripts/ros-env.sh &&
+CARGO_FLAGS ?= --release --locked
+
+.PHONY: all setup build test test-rust test-e2e demo env clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(ROS) cargo build $(CARGO_FLAGS) --workspace --bins
+
+# Unit tests (fusion/ needs no ROS; nodes/ links r2r), then the end-to-end tests over DDS.
+test: build test-rust test-e2e
+
+test-rust: setup
+	$(ROS) cargo test $(CARGO_FLAGS) --workspace
+
+test-e2e: build
+	$(ROS) python -m pytest tests -q
+
+demo: build
+	bash scripts/demo.sh
+
+# Prints how to get the same ROS environment in your shell.
+env: setup
+	@echo "source $(CURDIR)/scripts/ros-env.sh"
+
+clean:
+	cargo clean
+	rm -rf .ros .cache

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Summarizes a recorded run: the last /diagnostics of every ingest node (counters and
+processing latency) and the message counts of the raw and the recorded bag.
+
+    python scripts/diag_report.py RAW_BAG RECORDED_BAG [--json]
+
+Prints a table, then one JSON object (the numbers the README and issues quote).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_typestore
+
+TS = get_typestore(Stores.ROS2_JAZZY)
+
+
+def counts(path):
+    with Reader(path) as r:
+        return {c.topic: c.msgcount for c in r.connections}
+
+
+def last_diagnostics(path):
+    last = {}
+    with Reader(path) as r:
+        conns = [c for c in r.connections if c.topic == '/diagnostics']
+        for c, _, raw in r.messages(connections=conns):
+            for s in TS.deserialize_cdr(raw, c.msgtype).status:
+                last[s.name] = {'level': int(s.level), 'message': s.message, **{kv.key: kv.value for kv in s.values}}
+    return last
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('raw')
+    ap.add_argument('recorded')
+    a = ap.parse_args()
+    raw, rec, diag = counts(a.raw), counts(a.recorded), last_diagnostics(a.recorded)
+    print(f"{'status':36} {'recv':>6} {'acc':>6} {'rej':>5} {'drop':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for name, d in sorted(diag.items()):
+        print(f"{name:36} {d.get('received', ''):>6} {d.get('accepted', ''):>6} {d.get('rejected', ''):>5} "
+              f"{d.get('dropped.queue_full', ''):>5} {d.get('latency_p50_ms', ''):>8} {d.get('latency_p99_ms', ''):>8} "
+              f"{d.get('latency_max_ms', ''):>8}")
+    print('raw bag:      ' + ', '.join(f'{k}={v}' for k, v in sorted(raw.items())))
+    print('recorded bag: ' + ', '.join(f'{k}={v}' for k, v in sorted(rec.items())))
+    print(json.dumps({'raw_counts': raw, 'recorded_counts': rec, 'diagnostics': diag}, sort_keys=True))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
