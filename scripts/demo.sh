@@ -28,7 +28,7 @@ for node in camera_ingest lidar_ingest radar_ingest imu_ingest; do
 done
 fusion_bag record -o "$OUT" /sensors/camera /sensors/lidar /sensors/radar /sensors/imu /diagnostics &
 rec=$!
-fusion_bag play "$BAG" --delay 3
+fusion_bag play "$BAG" --wait-for-subscribers --delay 0.5
 sleep 2   # the last frames and one more /diagnostics period
 kill -INT "$rec"; wait "$rec"
 echo

@@ -92,7 +92,7 @@ def test_play_then_record_round_trips_identical_messages(tmp_path, procs, nomina
     topics = ['/camera/image_raw', '/camera/camera_info', '/lidar/points', '/radar/points', '/imu/data']
     rec = procs([binary('fusion_bag'), 'record', '-o', str(out), *topics])
     # Start playing only once the recorder subscribed to every topic.
-    player_ready = procs([binary('fusion_bag'), 'play', str(src), '--delay', '3'])
+    player_ready = procs([binary('fusion_bag'), 'play', str(src), '--wait-for-subscribers', '--delay', '0.5'])
     for t in topics:
         wait_for_line(rec, f'subscribed to {t} ')
     assert player_ready.p.wait(60) == 0, player_ready.output()
@@ -132,7 +132,7 @@ def test_play_clock_remap_topic_filter_and_start_offset(tmp_path, procs, ros):
     probe.subscribe('/imu_remapped', Imu)
     probe.subscribe('/radar/points', PointCloud2)
     player = procs([binary('fusion_bag'), 'play', str(bag), '--clock', '50', '--topics', '/imu/data',
-                    '--remap', '/imu/data:=/imu_remapped', '--start-offset', '1.0', '--delay', '2'])
+                    '--remap', '/imu/data:=/imu_remapped', '--start-offset', '1.0', '--wait-for-subscribers', '--delay', '0.5'])
     assert player.p.wait(60) == 0, player.output()
     time.sleep(0.5)
     # Second half of 200 Hz × 2 s, on the remapped name; radar filtered out.

@@ -29,7 +29,8 @@ pub trait Processor: Send + 'static {
     type Out: WrappedTypesupport + Send + 'static;
     fn header(msg: &Self::In) -> &Header;
     /// Called after the header checks passed; the output keeps the input's stamp.
-    fn process(&mut self, msg: Self::In, stats: &mut IngestStats) -> Result<Self::Out, Reject>;
+    /// Per-message counters (points filtered, ...) go into `counters`.
+    fn process(&mut self, msg: Self::In, counters: &mut Counters) -> Result<Self::Out, Reject>;
 }
 
 /// Defaults of one ingest node; every topic is remappable with `-r from:=to`.
@@ -59,6 +60,9 @@ pub struct Setup<'a> {
 }
 
 type Item<T> = (Instant, T);
+
+/// Named per-message counters a processor reports; added to the stream's `/diagnostics`.
+pub type Counters = Vec<(&'static str, u64)>;
 
 pub fn run<P, F>(spec: Spec, build: F) -> Result<()>
 where
@@ -96,7 +100,15 @@ where
     let mut processor = build(&mut setup)?;
     let Setup { tasks, extra_stats, .. } = setup;
 
-    let input = node.subscribe::<P::In>(spec.input_topic, QosProfile::sensor_data().keep_last(spec.input_depth))?;
+    // Sensor-data QoS (best effort) by default, like every ROS 2 sensor pipeline; with
+    // `input_reliability: reliable` DDS repairs losses, but only reliable publishers match.
+    let depth = params.usize("input_depth", spec.input_depth)?.max(1);
+    let input_qos = match params.string("input_reliability", "best_effort")?.as_str() {
+        "best_effort" => QosProfile::sensor_data().keep_last(depth),
+        "reliable" => QosProfile::sensor_data().keep_last(depth).reliable(),
+        other => anyhow::bail!("parameter input_reliability must be best_effort or reliable, got '{other}'"),
+    };
+    let input = node.subscribe::<P::In>(spec.input_topic, input_qos)?;
     // Reliable publishers are compatible with both reliable and best-effort subscribers.
     let output = node.create_publisher::<P::Out>(spec.output_topic, QosProfile::default().keep_last(10))?;
     let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
@@ -132,10 +144,16 @@ where
         for (arrived, msg) in rx {
             let h = P::header(&msg);
             let stamp = stamp_ns(h.stamp.sec, h.stamp.nanosec);
-            let result = guard.check(stamp, &h.frame_id).and_then(|()| {
+            // Process into a scratch record so the shared statistics are not locked while
+            // a frame is converted (the drain in the spin thread locks them too).
+            let mut counters = Counters::new();
+            let result = guard.check(stamp, &h.frame_id).and_then(|()| processor.process(msg, &mut counters));
+            if !counters.is_empty() {
                 let mut s = worker_stats.lock().expect("stats");
-                processor.process(msg, &mut s)
-            });
+                for (k, n) in counters {
+                    s.add_extra(k, n);
+                }
+            }
             match result {
                 Ok(out) => {
                     guard.accept(stamp);

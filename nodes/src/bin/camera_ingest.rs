@@ -11,7 +11,7 @@ use r2r::{
     std_msgs::msg::Header,
     QosProfile,
 };
-use sensor_fusion::ingest::{run, Processor, Spec};
+use sensor_fusion::ingest::{Counters, run, Processor, Spec};
 use std::sync::{Arc, Mutex};
 
 struct Camera {
@@ -29,7 +29,7 @@ impl Processor for Camera {
         &msg.header
     }
 
-    fn process(&mut self, msg: Image, _stats: &mut IngestStats) -> Result<Image, Reject> {
+    fn process(&mut self, msg: Image, _counters: &mut Counters) -> Result<Image, Reject> {
         let rgb = to_rgb8(ImageRef { width: msg.width, height: msg.height, encoding: &msg.encoding, step: msg.step, data: &msg.data })?;
         if let Some((w, h)) = *self.intrinsics_size.lock().expect("lock") {
             if (w, h) != (msg.width, msg.height) {
@@ -53,7 +53,7 @@ impl Processor for Camera {
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node_name: "camera_ingest", sensor: "camera", input_topic: "/camera/image_raw", output_topic: "/sensors/camera", queue_size: 4, input_depth: 10 };
+    let spec = Spec { node_name: "camera_ingest", sensor: "camera", input_topic: "/camera/image_raw", output_topic: "/sensors/camera", queue_size: 4, input_depth: 5 };
     run(spec, |s| {
         let cam = s.calibration.sensor("camera").clone();
         let (ow, oh) = (s.params.usize("output_width", 0)? as u32, s.params.usize("output_height", 0)? as u32);

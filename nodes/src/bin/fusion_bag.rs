@@ -57,6 +57,10 @@ enum Cmd {
         /// Sleep this many seconds before publishing (lets subscribers be discovered).
         #[arg(short, long, default_value_t = 0.0)]
         delay: f64,
+        /// Before playing, wait (up to 30 s) until every played topic has a matched
+        /// subscriber: DDS drops what a volatile publisher sends before matching.
+        #[arg(long)]
+        wait_for_subscribers: bool,
     },
     /// Record topics into a new rosbag2 directory (MCAP storage).
     Record {
@@ -79,8 +83,8 @@ fn main() {
     ros::init_process();
     let result = match cli.cmd {
         Cmd::Info { bag, json } => info(&bag, json),
-        Cmd::Play { bag, rate, loop_, clock, topics, remap, start_offset, delay } => {
-            play(&bag, PlayOptions { rate, loop_, clock, topics, remap, start_offset, delay })
+        Cmd::Play { bag, rate, loop_, clock, topics, remap, start_offset, delay, wait_for_subscribers } => {
+            play(&bag, PlayOptions { rate, loop_, clock, topics, remap, start_offset, delay, wait_for_subscribers })
         }
         Cmd::Record { topics, all, output, duration } => record(topics, all, &output, duration),
     };
@@ -175,19 +179,24 @@ struct PlayOptions {
     remap: Vec<String>,
     start_offset: f64,
     delay: f64,
+    wait_for_subscribers: bool,
 }
 
-/// The publisher QoS for a recorded topic: its recorded reliability and durability (the
-/// first offered profile), reliable/volatile when none was recorded, and a history deep
-/// enough that a burst is not overwritten before reliable subscribers take it.
+/// The publisher QoS for a recorded topic, as rosbag2 play chooses it: the recorded
+/// reliability, durability and depth (first offered profile), else reliable, volatile,
+/// keep-last 10. The depth matters for large messages: every sample in the history is
+/// held in the shared-memory segment (launch/fastdds.xml), so a deep image history fills it.
 fn play_qos(recorded: &serde_yaml::Value) -> QosProfile {
     let profile = match recorded {
         serde_yaml::Value::String(s) => serde_yaml::from_str::<serde_yaml::Value>(s).ok(),
         v => Some(v.clone()),
     };
     let first = profile.as_ref().and_then(|p| p.as_sequence()).and_then(|s| s.first()).cloned();
-    let mut qos = QosProfile::default().keep_last(100);
+    let mut qos = QosProfile::default().keep_last(10);
     if let Some(p) = first {
+        if let Some(depth) = p.get("depth").and_then(|d| d.as_u64()).filter(|d| *d > 0) {
+            qos = qos.keep_last(depth as usize);
+        }
         let best_effort = matches!(p.get("reliability"), Some(v) if v.as_u64() == Some(2) || v.as_str() == Some("best_effort"));
         let transient = matches!(p.get("durability"), Some(v) if v.as_u64() == Some(1) || v.as_str() == Some("transient_local"));
         if best_effort {
@@ -243,6 +252,26 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
             stop.store(true, Ordering::Relaxed);
         });
     }
+    if o.wait_for_subscribers {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let unmatched: Vec<&str> = publishers
+                .iter()
+                .zip(&bag.topics)
+                .filter_map(|(p, t)| p.as_ref().map(|p| (p, t)))
+                .filter(|(p, _)| p.get_inter_process_subscription_count().unwrap_or(0) == 0)
+                .map(|(_, t)| t.name.as_str())
+                .collect();
+            if unmatched.is_empty() || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                eprintln!("fusion_bag play: no subscriber after 30 s on {}; playing anyway", unmatched.join(", "));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     sleep_unless_stopped(Duration::from_secs_f64(o.delay.max(0.0)), &stop);
 
     let offset_ns = (o.start_offset.max(0.0) * 1e9) as i64;
@@ -252,21 +281,28 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
     let clock_thread = clock_pub.map(|(publisher, hz)| {
         let (stop, bag_now) = (stop.clone(), bag_now.clone());
         std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            let publish = || {
                 let t = bag_now.load(Ordering::Relaxed) as i64;
                 let msg = r2r::rosgraph_msgs::msg::Clock {
                     clock: r2r::builtin_interfaces::msg::Time { sec: (t / 1_000_000_000) as i32, nanosec: (t % 1_000_000_000) as u32 },
                 };
                 let _ = publisher.publish(&msg);
+            };
+            while !stop.load(Ordering::Relaxed) {
+                publish();
                 std::thread::sleep(Duration::from_secs_f64(1.0 / hz));
             }
+            // Sim time ends at the last message played.
+            publish();
         })
     });
 
     let mut published = 0u64;
     let mut failed = 0u64;
     loop {
-        let start = Instant::now();
+        // The clock starts at the first message actually read: reading a large storage file
+        // takes a while, and starting before it would turn the backlog into one burst.
+        let mut start: Option<Instant> = None;
         bag.for_each_message(|m| {
             if stop.load(Ordering::Relaxed) {
                 return false;
@@ -275,6 +311,7 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
             if m.log_time_ns < first {
                 return true;
             }
+            let start = *start.get_or_insert_with(|| Instant::now() - Duration::from_nanos(((m.log_time_ns - first) as f64 / o.rate) as u64));
             let due = start + Duration::from_nanos(((m.log_time_ns - first) as f64 / o.rate) as u64);
             // Keep /clock moving while waiting for the next message.
             while let Some(wait) = due.checked_duration_since(Instant::now()) {

@@ -2,7 +2,7 @@
 use anyhow::Result;
 use fusion::{
     imu::{ImuParams, ImuProcessor, ImuSample},
-    ingest::{IngestStats, Reject},
+    ingest::Reject,
     stamp_ns,
 };
 use r2r::{
@@ -10,7 +10,7 @@ use r2r::{
     sensor_msgs::msg::Imu,
     std_msgs::msg::Header,
 };
-use sensor_fusion::ingest::{run, Processor, Spec};
+use sensor_fusion::ingest::{Counters, run, Processor, Spec};
 
 struct ImuIngest {
     filter: ImuProcessor,
@@ -33,7 +33,7 @@ impl Processor for ImuIngest {
         &msg.header
     }
 
-    fn process(&mut self, m: Imu, stats: &mut IngestStats) -> Result<Imu, Reject> {
+    fn process(&mut self, m: Imu, counters: &mut Counters) -> Result<Imu, Reject> {
         let sample = ImuSample {
             stamp: stamp_ns(m.header.stamp.sec, m.header.stamp.nanosec),
             orientation: [m.orientation.x, m.orientation.y, m.orientation.z, m.orientation.w],
@@ -45,7 +45,7 @@ impl Processor for ImuIngest {
         };
         let (o, saturated) = self.filter.process(&sample)?;
         if saturated {
-            stats.add_extra("samples.saturated", 1);
+            counters.push(("samples.saturated", 1));
         }
         let v3 = |v: [f64; 3]| Vector3 { x: v[0], y: v[1], z: v[2] };
         Ok(Imu {
@@ -61,7 +61,7 @@ impl Processor for ImuIngest {
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node_name: "imu_ingest", sensor: "imu", input_topic: "/imu/data", output_topic: "/sensors/imu", queue_size: 200, input_depth: 200 };
+    let spec = Spec { node_name: "imu_ingest", sensor: "imu", input_topic: "/imu/data", output_topic: "/sensors/imu", queue_size: 200, input_depth: 100 };
     run(spec, |s| {
         let d = ImuParams::default();
         let params = ImuParams {

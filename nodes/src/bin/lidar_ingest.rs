@@ -2,11 +2,11 @@
 use anyhow::Result;
 use fusion::{
     cloud::{preprocess_lidar, LidarParams},
-    ingest::{IngestStats, Reject},
+    ingest::Reject,
 };
 use nalgebra::Isometry3;
 use r2r::{sensor_msgs::msg::PointCloud2, std_msgs::msg::Header};
-use sensor_fusion::ingest::{cloud_fields, cloud_msg, cloud_ref, run, Processor, Spec};
+use sensor_fusion::ingest::{Counters, cloud_fields, cloud_msg, cloud_ref, run, Processor, Spec};
 
 struct Lidar {
     to_base: Isometry3<f64>,
@@ -22,19 +22,19 @@ impl Processor for Lidar {
         &msg.header
     }
 
-    fn process(&mut self, msg: PointCloud2, stats: &mut IngestStats) -> Result<PointCloud2, Reject> {
+    fn process(&mut self, msg: PointCloud2, counters: &mut Counters) -> Result<PointCloud2, Reject> {
         let fields = cloud_fields(&msg);
         let (cloud, counts) = preprocess_lidar(cloud_ref(&msg, &fields), &self.to_base, &self.params)?;
-        stats.add_extra("points.in", counts.points_in);
-        stats.add_extra("points.non_finite", counts.non_finite);
-        stats.add_extra("points.cropped", counts.cropped);
-        stats.add_extra("points.out", counts.points_out);
+        counters.push(("points.in", counts.points_in));
+        counters.push(("points.non_finite", counts.non_finite));
+        counters.push(("points.cropped", counts.cropped));
+        counters.push(("points.out", counts.points_out));
         Ok(cloud_msg(Header { stamp: msg.header.stamp, frame_id: self.base_frame.clone() }, &cloud))
     }
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node_name: "lidar_ingest", sensor: "lidar", input_topic: "/lidar/points", output_topic: "/sensors/lidar", queue_size: 4, input_depth: 10 };
+    let spec = Spec { node_name: "lidar_ingest", sensor: "lidar", input_topic: "/lidar/points", output_topic: "/sensors/lidar", queue_size: 4, input_depth: 5 };
     run(spec, |s| {
         let d = LidarParams::default();
         let params = LidarParams {

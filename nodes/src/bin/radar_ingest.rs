@@ -2,11 +2,11 @@
 use anyhow::Result;
 use fusion::{
     cloud::{preprocess_radar, RadarParams},
-    ingest::{IngestStats, Reject},
+    ingest::Reject,
 };
 use nalgebra::Isometry3;
 use r2r::{sensor_msgs::msg::PointCloud2, std_msgs::msg::Header};
-use sensor_fusion::ingest::{cloud_fields, cloud_msg, cloud_ref, run, Processor, Spec};
+use sensor_fusion::ingest::{Counters, cloud_fields, cloud_msg, cloud_ref, run, Processor, Spec};
 
 struct Radar {
     to_base: Isometry3<f64>,
@@ -22,13 +22,13 @@ impl Processor for Radar {
         &msg.header
     }
 
-    fn process(&mut self, msg: PointCloud2, stats: &mut IngestStats) -> Result<PointCloud2, Reject> {
+    fn process(&mut self, msg: PointCloud2, counters: &mut Counters) -> Result<PointCloud2, Reject> {
         let fields = cloud_fields(&msg);
         let (cloud, counts) = preprocess_radar(cloud_ref(&msg, &fields), &self.to_base, &self.params)?;
-        stats.add_extra("targets.in", counts.targets_in);
-        stats.add_extra("targets.non_finite", counts.non_finite);
-        stats.add_extra("targets.filtered", counts.filtered);
-        stats.add_extra("targets.out", counts.targets_out);
+        counters.push(("targets.in", counts.targets_in));
+        counters.push(("targets.non_finite", counts.non_finite));
+        counters.push(("targets.filtered", counts.filtered));
+        counters.push(("targets.out", counts.targets_out));
         Ok(cloud_msg(Header { stamp: msg.header.stamp, frame_id: self.base_frame.clone() }, &cloud))
     }
 }
