@@ -132,6 +132,16 @@ pub struct IngestStats {
     latency_us: Histogram<u64>,
     last_error: Option<String>,
     window_received: u64,
+    /// Totals at the previous report, to tell what happened within the last period.
+    reported_rejected: u64,
+    reported_dropped: u64,
+}
+
+/// Health of a stream over the last reporting period, diagnostic_msgs levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Ok = 0,
+    Warn = 1,
 }
 
 impl Default for IngestStats {
@@ -146,6 +156,8 @@ impl Default for IngestStats {
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds"),
             last_error: None,
             window_received: 0,
+            reported_rejected: 0,
+            reported_dropped: 0,
         }
     }
 }
@@ -185,11 +197,28 @@ impl IngestStats {
         self.last_error.as_deref()
     }
 
-    /// The values for `/diagnostics`. `window_s` is the time since the previous call; the
-    /// input rate is measured over it. Counters and latencies are since start.
-    pub fn key_values(&mut self, window_s: f64) -> Vec<(String, String)> {
-        let rate = if window_s > 0.0 { self.window_received as f64 / window_s } else { 0.0 };
+    /// The report for `/diagnostics`: health over the period since the previous call
+    /// (`window_s` long), a one-line message, and the values. Counters and latencies are
+    /// since start; the input rate is over the period.
+    pub fn report(&mut self, window_s: f64) -> (Health, String, Vec<(String, String)>) {
+        let received_now = self.window_received;
+        let rate = if window_s > 0.0 { received_now as f64 / window_s } else { 0.0 };
         self.window_received = 0;
+        let new_rejected = self.rejected_total() - self.reported_rejected;
+        let new_dropped = self.dropped_queue_full - self.reported_dropped;
+        self.reported_rejected = self.rejected_total();
+        self.reported_dropped = self.dropped_queue_full;
+        let (health, message) = if self.received == 0 {
+            (Health::Warn, "no input yet".to_string())
+        } else if received_now == 0 {
+            (Health::Warn, format!("no input for {window_s:.1} s"))
+        } else if new_rejected > 0 {
+            (Health::Warn, format!("{new_rejected} rejected, last: {}", self.last_error.as_deref().unwrap_or("")))
+        } else if new_dropped > 0 {
+            (Health::Warn, format!("{new_dropped} dropped (queue full)"))
+        } else {
+            (Health::Ok, "ok".to_string())
+        };
         let mut kv = vec![
             ("input_rate_hz".to_string(), format!("{rate:.2}")),
             ("received".into(), self.received.to_string()),
@@ -206,7 +235,7 @@ impl IngestStats {
         for (key, n) in &self.extra {
             kv.push(((*key).to_string(), n.to_string()));
         }
-        kv
+        (health, message, kv)
     }
 }
 
@@ -236,7 +265,10 @@ mod tests {
         }
         s.on_received();
         s.on_rejected(&Reject::ZeroStamp);
-        let kv: BTreeMap<_, _> = s.key_values(2.0).into_iter().collect();
+        let (health, message, kv) = s.report(2.0);
+        assert_eq!(health, Health::Warn);
+        assert!(message.starts_with("1 rejected, last: zero stamp"), "{message}");
+        let kv: BTreeMap<_, _> = kv.into_iter().collect();
         assert_eq!(kv["received"], "101");
         assert_eq!(kv["accepted"], "100");
         assert_eq!(kv["rejected"], "1");
@@ -245,8 +277,14 @@ mod tests {
         let p50: f64 = kv["latency_p50_ms"].parse().unwrap();
         let p99: f64 = kv["latency_p99_ms"].parse().unwrap();
         assert!((p50 - 50.0).abs() < 0.1 && (p99 - 99.0).abs() < 0.1, "{p50} {p99}");
-        // The rate window restarts.
-        let kv: BTreeMap<_, _> = s.key_values(1.0).into_iter().collect();
+        // The rate window restarts; nothing arrived, so the stream is stale, not "rejecting".
+        let (health, message, kv) = s.report(1.0);
+        let kv: BTreeMap<_, _> = kv.into_iter().collect();
         assert_eq!(kv["input_rate_hz"], "0.00");
+        assert_eq!((health, message.as_str()), (Health::Warn, "no input for 1.0 s"));
+        // Healthy again once valid input flows without rejections.
+        s.on_received();
+        s.on_accepted(10);
+        assert_eq!(s.report(1.0).0, Health::Ok);
     }
 }

@@ -208,17 +208,8 @@ where
 }
 
 fn stream_status(name: String, hardware_id: &str, s: &mut IngestStats, window_s: f64) -> r2r::diagnostic_msgs::msg::DiagnosticStatus {
-    let kv = s.key_values(window_s);
-    let (level, message) = if s.received == 0 {
-        (ros::WARN, "no input yet".to_string())
-    } else if let Some(err) = s.last_error().filter(|_| s.rejected_total() > 0) {
-        (ros::WARN, format!("{} rejected, last: {err}", s.rejected_total()))
-    } else if s.dropped_queue_full > 0 {
-        (ros::WARN, format!("{} dropped (queue full)", s.dropped_queue_full))
-    } else {
-        (ros::OK, "ok".to_string())
-    };
-    ros::status(name, hardware_id, level, message, kv)
+    let (health, message, kv) = s.report(window_s);
+    ros::status(name, hardware_id, health as u8, message, kv)
 }
 
 /// Plain-type view of a PointCloud2 (the field list is converted, the data borrowed).

@@ -14,11 +14,6 @@ use std::{
     time::Duration,
 };
 
-/// Diagnostic levels (diagnostic_msgs/DiagnosticStatus).
-pub const OK: u8 = 0;
-pub const WARN: u8 = 1;
-pub const ERROR: u8 = 2;
-
 /// Logging and the rcl log directory. rcl writes its log under `$HOME/.ros/log`, and fails
 /// to initialise without HOME; under systemd or a minimal container HOME may be unset, so
 /// fall back to a directory under the system temp dir.
