@@ -6,7 +6,7 @@ SHELL := /bin/bash
 ROS := source scripts/ros-env.sh &&
 CARGO_FLAGS ?= --release --locked
 
-.PHONY: all setup build test test-rust test-e2e demo env clean
+.PHONY: all setup build install test test-rust test-e2e demo env clean
 
 all: build
 
@@ -16,16 +16,21 @@ setup:
 build: setup
 	$(ROS) cargo build $(CARGO_FLAGS) --workspace --bins
 
+# The colcon/ament install layout; `make install PREFIX=/opt/sensor_fusion`.
+PREFIX ?= $(CURDIR)/install
+install: build
+	bash scripts/install.sh $(PREFIX)
+
 # Unit tests (fusion/ needs no ROS; nodes/ links r2r), then the end-to-end tests over DDS.
 test: build test-rust test-e2e
 
 test-rust: setup
 	$(ROS) cargo test $(CARGO_FLAGS) --workspace
 
-test-e2e: build
-	$(ROS) python -m pytest tests -q
+test-e2e: build install
+	$(ROS) source $(PREFIX)/local_setup.bash && python -m pytest tests -q
 
-demo: build
+demo: build install
 	bash scripts/demo.sh
 
 # Prints how to get the same ROS environment in your shell.

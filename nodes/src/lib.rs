@@ -2,5 +2,6 @@
 //! `fusion` crate, and the rosbag2 tooling (`bag`, used by `fusion_bag`).
 pub mod bag;
 pub mod ingest;
+pub mod launch;
 pub mod msgdef;
 pub mod ros;

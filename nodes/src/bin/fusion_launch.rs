@@ -1,0 +1,330 @@
+//! fusion_launch: runs a ROS 2 XML launch file the way `ros2 launch` does, for machines
+//! where the ROS 2 CLI and launch_ros cannot be installed.
+//!
+//!     fusion_launch <pkg> <file> [name:=value ...]
+//!     fusion_launch <path> [name:=value ...]
+//!
+//! Every node starts as launch_ros starts it (`exe args --ros-args -r __node:=… -r __ns:=…
+//! --params-file … -r from:=to`), its output prefixed with its name. SIGINT/SIGTERM are
+//! forwarded; after a grace period SIGTERM, then SIGKILL. Exit status 1 when a node failed.
+use anyhow::{bail, Context as _, Result};
+use sensor_fusion::launch::{self, LaunchError, NodeSpec, Output, ParamSource};
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+};
+
+const USAGE: &str = "usage: fusion_launch <pkg> <file> [name:=value ...] | fusion_launch <path> [name:=value ...]
+options: --show-args   list the launch arguments and exit
+         --print       print the commands that would run and exit
+         --grace S     seconds between SIGINT and SIGTERM (and SIGTERM and SIGKILL) at shutdown (default 5)";
+
+struct Options {
+    file: PathBuf,
+    args: BTreeMap<String, String>,
+    show_args: bool,
+    print: bool,
+    grace: f64,
+}
+
+fn parse_cli() -> Result<Options> {
+    let mut positional = vec![];
+    let mut args = BTreeMap::new();
+    let (mut show_args, mut print, mut grace) = (false, false, 5.0);
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--show-args" | "-s" => show_args = true,
+            "--print" | "-p" => print = true,
+            "--grace" => grace = it.next().context("--grace needs seconds")?.parse().context("--grace needs seconds")?,
+            _ if a.contains(":=") => {
+                let (k, v) = a.split_once(":=").expect("checked");
+                args.insert(k.to_string(), v.to_string());
+            }
+            _ if a.starts_with('-') => bail!("unknown option {a}\n{USAGE}"),
+            _ => positional.push(a),
+        }
+    }
+    let file = match positional.as_slice() {
+        [path] if Path::new(path).is_file() => PathBuf::from(path),
+        [path] => bail!("{path}: no such launch file\n{USAGE}"),
+        [pkg, name] => find_in_package(pkg, name)?,
+        _ => bail!("{USAGE}"),
+    };
+    Ok(Options { file, args, show_args, print, grace })
+}
+
+/// `ros2 launch <pkg> <file>`: the file anywhere under the package's share directory.
+fn find_in_package(pkg: &str, name: &str) -> Result<PathBuf> {
+    let prefix = launch::find_package_prefix(pkg).with_context(|| format!("package '{pkg}' not found in AMENT_PREFIX_PATH"))?;
+    let share = prefix.join("share").join(pkg);
+    let mut stack = vec![share.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|f| f == name) {
+                return Ok(p);
+            }
+        }
+    }
+    bail!("file '{name}' was not found in the share directory of package '{pkg}' ({})", share.display())
+}
+
+fn main() {
+    let opts = match parse_cli() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("fusion_launch: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let launch = match launch::load(&opts.file, &opts.args) {
+        Ok(l) => l,
+        Err(e) => {
+            report(&e);
+            std::process::exit(1);
+        }
+    };
+    if opts.show_args {
+        println!("Arguments (pass arguments as '<name>:=<value>'):");
+        for a in &launch.args {
+            println!("\n    '{}':\n        {}", a.name, if a.description.is_empty() { "no description given" } else { &a.description });
+            if !a.choices.is_empty() {
+                println!("        Valid choices are: {:?}", a.choices);
+            }
+            match &a.default {
+                Some(d) => println!("        (default: '{d}')"),
+                None => println!("        (required)"),
+            }
+        }
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let code = match rt.block_on(run(launch.nodes, opts.print, opts.grace)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("[fusion_launch] error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn report(e: &LaunchError) {
+    eprintln!("{e}");
+}
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("[fusion_launch] {}", msg.as_ref());
+}
+
+fn log_dir() -> PathBuf {
+    let base = std::env::var_os("ROS_LOG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("ROS_HOME").map(|h| PathBuf::from(h).join("log")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ros/log")))
+        .unwrap_or_else(|| std::env::temp_dir().join("sensor_fusion_ros_log"));
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    base.join(format!("fusion_launch_{stamp}_{}", std::process::id()))
+}
+
+/// Labels made unique as ros2 launch does: `name-1`, `name-2`, ...
+fn labels(nodes: &[NodeSpec]) -> Vec<String> {
+    nodes.iter().enumerate().map(|(i, n)| format!("{}-{}", n.label(), i + 1)).collect()
+}
+
+async fn run(nodes: Vec<NodeSpec>, print_only: bool, grace: f64) -> Result<i32> {
+    if nodes.is_empty() {
+        say("the launch file starts no node");
+        return Ok(0);
+    }
+    let logs = log_dir();
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    // Generated params files, one per run of inline <param>s, as launch_ros writes them.
+    let mut commands = vec![];
+    for (i, n) in nodes.iter().enumerate() {
+        let mut files = vec![];
+        for (j, p) in n.params.iter().enumerate() {
+            if let ParamSource::Inline(list) = p {
+                let path = logs.join(format!("params_{}_{j}.yaml", i + 1));
+                std::fs::write(&path, launch::params_yaml(list)).with_context(|| format!("cannot write {}", path.display()))?;
+                files.push(path);
+            }
+        }
+        commands.push(n.command(&files));
+    }
+    let labels = labels(&nodes);
+    if print_only {
+        for (label, cmd) in labels.iter().zip(&commands) {
+            println!("{label}: {}", cmd.join(" "));
+        }
+        return Ok(0);
+    }
+    say(format!("all log files can be found below {}", logs.display()));
+
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let children: Arc<Mutex<BTreeMap<usize, i32>>> = Default::default(); // index → pid (= pgid)
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut tasks = vec![];
+    for (i, (spec, cmd)) in nodes.into_iter().zip(commands).enumerate() {
+        let label = labels[i].clone();
+        let (shutting_down, children, failed, logs) = (shutting_down.clone(), children.clone(), failed.clone(), logs.clone());
+        tasks.push(tokio::spawn(async move { supervise(i, spec, cmd, label, shutting_down, children, failed, logs).await }));
+    }
+
+    let all_done = async {
+        for t in &mut tasks {
+            let _ = t.await;
+        }
+    };
+    tokio::select! {
+        _ = sensor_fusion::ros::shutdown_signal() => {
+            say("signal received, shutting down");
+            shutting_down.store(true, Ordering::SeqCst);
+            for (sig, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "SIGKILL")] {
+                let pids: Vec<i32> = children.lock().expect("children").values().copied().collect();
+                if pids.is_empty() {
+                    break;
+                }
+                if sig != libc::SIGINT {
+                    say(format!("sending {name} to {} process(es) still running", pids.len()));
+                }
+                for pid in pids {
+                    // The whole process group: a node's own children go too.
+                    unsafe { libc::kill(-pid, sig) };
+                }
+                let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(grace.max(0.1));
+                while tokio::time::Instant::now() < deadline && !children.lock().expect("children").is_empty() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+        _ = all_done => {}
+    }
+    Ok(if failed.load(Ordering::SeqCst) { 1 } else { 0 })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    index: usize,
+    spec: NodeSpec,
+    cmd: Vec<String>,
+    label: String,
+    shutting_down: Arc<AtomicBool>,
+    children: Arc<Mutex<BTreeMap<usize, i32>>>,
+    failed: Arc<AtomicBool>,
+    logs: PathBuf,
+) {
+    let log_path = logs.join(format!("{label}.log"));
+    loop {
+        if shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut c = Command::new(&cmd[0]);
+        c.args(&cmd[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        for (k, v) in &spec.env {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        // If fusion_launch itself dies (even by SIGKILL), the kernel stops the node too.
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = match c.spawn() {
+            Ok(ch) => ch,
+            Err(e) => {
+                say(format!("{label}: cannot start {}: {e}", cmd[0]));
+                failed.store(true, Ordering::SeqCst);
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or(0) as i32;
+        children.lock().expect("children").insert(index, pid);
+        say(format!("{label}: process started with pid [{pid}]"));
+        let log = Arc::new(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(&log_path).ok()));
+        let pump = |stream: Box<dyn tokio::io::AsyncRead + Unpin + Send>, is_err: bool| {
+            let (label, log, output) = (label.clone(), log.clone(), spec.output);
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if output != Output::Log {
+                        if is_err {
+                            eprintln!("[{label}] {line}");
+                        } else {
+                            println!("[{label}] {line}");
+                        }
+                    }
+                    if output != Output::Screen {
+                        if let Some(f) = log.lock().expect("log").as_mut() {
+                            let _ = writeln!(f, "{line}");
+                        }
+                    }
+                }
+            })
+        };
+        let out = pump(Box::new(child.stdout.take().expect("piped")), false);
+        let err = pump(Box::new(child.stderr.take().expect("piped")), true);
+        let status = child.wait().await;
+        let _ = out.await;
+        let _ = err.await;
+        children.lock().expect("children").remove(&index);
+        let stopping = shutting_down.load(Ordering::SeqCst);
+        let ok = status.as_ref().map(|s| s.success()).unwrap_or(false);
+        let desc = match &status {
+            Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(s)) {
+                (Some(c), _) => format!("exit code {c}"),
+                (None, Some(sig)) => format!("signal {sig}"),
+                _ => "unknown status".into(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if stopping {
+            say(format!("{label}: process has finished cleanly [pid {pid}] ({desc})"));
+            return;
+        }
+        if ok {
+            say(format!("{label}: process has finished cleanly [pid {pid}]"));
+        } else {
+            say(format!("{label}: process has died [pid {pid}, {desc}, cmd '{}']", cmd.join(" ")));
+        }
+        if !spec.respawn {
+            if !ok {
+                failed.store(true, Ordering::SeqCst);
+            }
+            return;
+        }
+        say(format!("{label}: respawning in {:.1} s", spec.respawn_delay));
+        let end = tokio::time::Instant::now() + Duration::from_secs_f64(spec.respawn_delay);
+        while tokio::time::Instant::now() < end {
+            if shutting_down.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the package the way colcon/ament lay it out, so that `ros2 launch sensor_fusion
+# fusion.launch.xml` (and fusion_launch) find it once <prefix> is on AMENT_PREFIX_PATH:
+#   <prefix>/lib/sensor_fusion/<executables>
+#   <prefix>/share/sensor_fusion/{package.xml, launch/, config/}
+#   <prefix>/share/ament_index/resource_index/packages/sensor_fusion
+#   <prefix>/local_setup.bash
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PREFIX=${1:?usage: install.sh PREFIX}
+mkdir -p "$PREFIX"
+PREFIX=$(cd "$PREFIX" && pwd)
+EXES="camera_ingest lidar_ingest radar_ingest imu_ingest fusion_bag fusion_launch"
+install -d "$PREFIX/lib/sensor_fusion" "$PREFIX/share/sensor_fusion/launch" "$PREFIX/share/sensor_fusion/config" \
+  "$PREFIX/share/ament_index/resource_index/packages"
+for e in $EXES; do
+  install -m 755 "$ROOT/target/release/$e" "$PREFIX/lib/sensor_fusion/$e"
+done
+install -m 644 "$ROOT"/launch/*.launch.xml "$PREFIX/share/sensor_fusion/launch/"
+install -m 644 "$ROOT"/launch/*.yaml "$ROOT/launch/fastdds.xml" "$PREFIX/share/sensor_fusion/config/"
+install -m 644 "$ROOT/nodes/package.xml" "$PREFIX/share/sensor_fusion/package.xml"
+: > "$PREFIX/share/ament_index/resource_index/packages/sensor_fusion"
+cat > "$PREFIX/local_setup.bash" <<'SH'
+# Adds this install prefix to the environment (as colcon's local_setup.bash does).
+_sf_prefix="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+case ":${AMENT_PREFIX_PATH:-}:" in
+  *":$_sf_prefix:"*) ;;
+  *) export AMENT_PREFIX_PATH="$_sf_prefix${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" ;;
+esac
+case ":$PATH:" in
+  *":$_sf_prefix/lib/sensor_fusion:"*) ;;
+  *) export PATH="$_sf_prefix/lib/sensor_fusion:$PATH" ;;
+esac
+unset _sf_prefix
+SH
+echo "installed sensor_fusion into $PREFIX (source $PREFIX/local_setup.bash)"
