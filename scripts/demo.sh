@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a generated 10 s bag of raw camera/LiDAR/radar/IMU streams at nominal rates
-# (cached in .cache/demo, never committed) is played over DDS into the four ingest nodes,
+# (cached in .cache/demo, never committed) is played over DDS into the node set started by
+# launch/fusion.launch.xml (from the `make install` prefix) with fusion_launch,
 # their outputs and /diagnostics are recorded with fusion_bag, and the report prints what
 # each node accepted, rejected and dropped, with its processing latency.
 set -euo pipefail
@@ -17,20 +18,22 @@ if [ ! -f "$BAG/metadata.yaml" ]; then
   python tests/bagmaker.py "$BAG" --duration "$DURATION"
 fi
 
+PREFIX=${PREFIX:-$ROOT/install}
+source "$PREFIX/local_setup.bash"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-for node in camera_ingest lidar_ingest radar_ingest imu_ingest; do
-  "$node" --ros-args --params-file launch/ingest.yaml -p calibration:="$ROOT/launch/calibration.yaml" \
-    > >(sed "s/^/[$node] /") 2>&1 &
-  pids+=($!)
-done
+# The node set starts through the real ROS 2 launch file, as `ros2 launch` would run it.
+fusion_launch sensor_fusion fusion.launch.xml &
+launcher=$!
+pids+=($launcher)
 fusion_bag record -o "$OUT" /sensors/camera /sensors/lidar /sensors/radar /sensors/imu /diagnostics &
 rec=$!
 fusion_bag play "$BAG" --wait-for-subscribers --delay 0.5
 sleep 2   # the last frames and one more /diagnostics period
 kill -INT "$rec"; wait "$rec"
+kill -INT "$launcher"; wait "$launcher" || true
 echo
 python scripts/diag_report.py "$BAG" "$OUT"
 echo "recorded: $OUT (fusion_bag info $OUT)"
