@@ -153,3 +153,23 @@ def test_play_rejects_unknown_topic_and_bad_rate(tmp_path):
     assert res.returncode != 0 and 'topic /nope is not in the bag' in res.stderr
     res = run_bag('play', bag, '--rate', '0')
     assert res.returncode != 0 and '--rate must be > 0' in res.stderr
+
+
+def test_play_rate_and_loop(tmp_path, procs, ros):
+    from sensor_msgs.msg import Imu
+
+    bag = tmp_path / 'loop'
+    write_bag(bag, duration=1.0, topics=['/imu/data'])
+    probe = ros()
+    probe.subscribe('/imu/data', Imu)
+    # --rate 4: the 1 s bag takes 0.25 s a pass.
+    once = procs([binary('fusion_bag'), 'play', str(bag), '--rate', '4', '--wait-for-subscribers'])
+    t0 = time.monotonic()
+    assert once.p.wait(30) == 0, once.output()
+    assert probe.count('/imu/data') == 200
+    assert time.monotonic() - t0 < 5.0
+    # --loop: starts again at the end until interrupted.
+    looping = procs([binary('fusion_bag'), 'play', str(bag), '--rate', '4', '--loop', '--wait-for-subscribers'])
+    probe.wait_for(lambda: probe.count('/imu/data') >= 200 + 3 * 200, 20, 'three more passes')
+    assert looping.alive()
+    assert looping.stop() == 0, looping.output()
