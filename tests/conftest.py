@@ -166,6 +166,21 @@ class RosProbe:
         self.wait_for(lambda: publisher.get_subscription_count() >= n, timeout,
                       f'{n} matched subscription(s) on {publisher.topic_name}')
 
+    def publish_until_through(self, pub, make, out_topic: str, stamp: int = 10, timeout: float = 20.0) -> int:
+        """Publishes make(stamp) with increasing stamps until something arrives on
+        `out_topic`; returns the last stamp used. A best-effort reader drops data from a
+        writer it has not matched yet, and only the writer's side of a match is observable."""
+        last = [stamp]
+
+        def through():
+            last[0] += 1
+            pub.publish(make(last[0]))
+            time.sleep(0.2)
+            return self.count(out_topic) > 0
+
+        self.wait_for(through, timeout, f'first message through to {out_topic}')
+        return last[0]
+
     def close(self):
         self._stop = True
         self.thread.join()

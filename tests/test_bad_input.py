@@ -173,15 +173,7 @@ def test_malformed_messages_are_rejected_and_counted(node, procs, ros):
         probe.wait_for(lambda: probe.count(out) == delivered, 10,
                        f'{node}: valid message #{delivered} through; diagnostics: {diagnostics_values(probe, status)}')
 
-    # A best-effort reader drops data from a writer it has not matched yet, and only the
-    # writer side's match is observable: repeat the first valid message until one is through.
-    def first_through():
-        nonlocal sec
-        sec += 1
-        pub.publish(make_valid(sec))
-        return probe.count(out) > 0
-
-    probe.wait_for(lambda: first_through() or (time.sleep(0.3) or probe.count(out) > 0), 20, f'{node}: first output')
+    sec = probe.publish_until_through(pub, make_valid, out, stamp=sec)
     time.sleep(0.3)
     delivered = probe.count(out)
     for reason, make_bad in cases:
@@ -252,16 +244,10 @@ def test_big_endian_cloud_decodes_like_little_endian(procs, ros):
     pub = probe.publisher('/lidar/points', PointCloud2)
     probe.wait_matched(pub, timeout=30)
     probe.wait_publishers('/sensors/lidar', timeout=30)
-    stamp = [19]
-
-    def through():
-        stamp[0] += 1
-        pub.publish(lidar(stamp[0]))
-        time.sleep(0.3)
-        return probe.count('/sensors/lidar') > 0
-
-    probe.wait_for(through, 20, 'first cloud through')
-    pub.publish(lidar(stamp[0] + 1, big_endian=True))
-    probe.wait_for(lambda: probe.count('/sensors/lidar') == 2, 10, 'the big-endian cloud')
-    le, be = probe.get('/sensors/lidar')
+    last = probe.publish_until_through(pub, lidar, '/sensors/lidar', stamp=19)
+    time.sleep(0.3)
+    n = probe.count('/sensors/lidar')
+    pub.publish(lidar(last + 1, big_endian=True))
+    probe.wait_for(lambda: probe.count('/sensors/lidar') == n + 1, 10, 'the big-endian cloud')
+    le, be = probe.get('/sensors/lidar')[n - 1:]
     assert bytes(le.data) == bytes(be.data) and le.width == 20

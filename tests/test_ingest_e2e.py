@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 from conftest import binary, child_env, diagnostics_values
+from test_bad_input import imu, radar
 
 NODES = ['camera_ingest', 'lidar_ingest', 'radar_ingest', 'imu_ingest']
 OUT = {'camera_ingest': ('/sensors/camera', '/camera/image_raw'), 'lidar_ingest': ('/sensors/lidar', '/lidar/points'),
@@ -93,24 +94,10 @@ def test_remapped_topics_and_node_name(procs, ros):
     probe.wait_publishers('/front/imu_base', timeout=30)
     probe.wait_matched(pub := probe.publisher('/front/imu', Imu), timeout=30)
     probe.wait_for(lambda: 'imu_front' in probe.node.get_node_names(), 20, 'node /imu_front in the graph')
-    msg = Imu()
-    msg.header.frame_id = 'imu_link'
-    msg.orientation_covariance[0] = -1.0
-    msg.linear_acceleration.z = 9.81
-    sec = [100]
-
-    def through():
-        sec[0] += 1
-        msg.header.stamp.sec = sec[0]
-        pub.publish(msg)
-        time.sleep(0.2)
-        return probe.count('/front/imu_base') > 0
-
-    probe.wait_for(through, 20, 'first remapped output')
+    last = probe.publish_until_through(pub, imu, '/front/imu_base', stamp=100)
     n = probe.count('/front/imu_base')
     for i in range(5):
-        msg.header.stamp.sec = sec[0] + 1 + i
-        pub.publish(msg)
+        pub.publish(imu(last + 1 + i))
         time.sleep(0.02)
     probe.wait_for(lambda: probe.count('/front/imu_base') == n + 5, 10, 'five more on the remapped output')
     assert node.alive()
@@ -121,7 +108,6 @@ def test_params_file_and_calibration_reach_the_node(tmp_path, procs, ros):
     through its parameter services, and the calibration file it names is what it applies."""
     from rcl_interfaces.srv import GetParameters
     from sensor_msgs.msg import PointCloud2
-    from test_bad_input import radar
 
     from conftest import ROOT
 
@@ -146,15 +132,7 @@ def test_params_file_and_calibration_reach_the_node(tmp_path, procs, ros):
     pub = probe.publisher('/radar/points', PointCloud2)
     probe.wait_matched(pub, timeout=30)
     probe.wait_publishers('/sensors/radar', timeout=30)
-    sec = [10]
-
-    def through():
-        sec[0] += 1
-        pub.publish(radar(sec[0]))
-        time.sleep(0.2)
-        return probe.count('/sensors/radar') > 0
-
-    probe.wait_for(through, 20, 'radar output')
+    probe.publish_until_through(pub, radar, '/sensors/radar')
     pts = np.frombuffer(bytes(probe.get('/sensors/radar')[0].data), dtype='<f4').reshape(-1, 5)
     # (20, 1, 0) in radar_link → x = 20 + 3.0 in base_link; rcs 5 ≥ min_rcs 0 keeps all 4.
     assert len(pts) == 4 and np.allclose(pts[0], [23.0, 1.0, 0.5, -3.0, 5.0])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, binary, child_env
+from test_bad_input import imu
 
 PREFIX = Path(os.environ.get('SF_INSTALL_PREFIX', ROOT / 'install'))
 INGEST = ['camera_ingest', 'lidar_ingest', 'radar_ingest', 'imu_ingest']
@@ -137,22 +138,8 @@ def test_remaps_and_custom_launch_file(procs, ros, tmp_path):
     pub = probe.publisher('/test/imu_in', Imu)
     probe.wait_matched(pub, timeout=30)
     probe.wait_publishers('/test/imu_out', timeout=30)
-    assert ('imu_remapped', '/') in probe.node.get_node_names_and_namespaces() or probe.wait_for(
-        lambda: ('imu_remapped', '/') in probe.node.get_node_names_and_namespaces(), 20, 'node imu_remapped') is None
-    msg = Imu()
-    msg.header.frame_id = 'imu_link'
-    msg.orientation_covariance[0] = -1.0
-    msg.linear_acceleration.z = 9.81
-    sec = [10]
-
-    def through():
-        sec[0] += 1
-        msg.header.stamp.sec = sec[0]
-        pub.publish(msg)
-        time.sleep(0.2)
-        return probe.count('/test/imu_out') > 0
-
-    probe.wait_for(through, 20, 'message through the remapped topics')
+    probe.wait_for(lambda: ('imu_remapped', '/') in probe.node.get_node_names_and_namespaces(), 20, 'node imu_remapped')
+    probe.publish_until_through(pub, imu, '/test/imu_out')
     assert '[imu_remapped-1]' in proc.output()  # output="screen" lines carry the node's name
 
 

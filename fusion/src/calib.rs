@@ -96,8 +96,8 @@ impl Calibration {
         if path.is_empty() {
             return Ok(Self::default());
         }
-        let text = std::fs::read_to_string(Path::new(path))
-            .map_err(|source| CalibError::Io { path: path.into(), source })?;
+        let text =
+            std::fs::read_to_string(Path::new(path)).map_err(|source| CalibError::Io { path: path.into(), source })?;
         Self::from_yaml(&text).map_err(|e| match e {
             CalibError::Parse { source, .. } => CalibError::Parse { path: path.into(), source },
             other => other,
@@ -105,18 +105,15 @@ impl Calibration {
     }
 
     pub fn from_yaml(text: &str) -> Result<Self, CalibError> {
-        let calib: Calibration = serde_yaml::from_str(text)
-            .map_err(|source| CalibError::Parse { path: "<string>".into(), source })?;
+        let calib: Calibration =
+            serde_yaml::from_str(text).map_err(|source| CalibError::Parse { path: "<string>".into(), source })?;
         calib.check()?;
         Ok(calib)
     }
 
     fn check(&self) -> Result<(), CalibError> {
         for name in SENSORS {
-            let s = self
-                .sensors
-                .get(name)
-                .ok_or_else(|| CalibError::Invalid(format!("sensors.{name} is missing")))?;
+            let s = self.sensors.get(name).ok_or_else(|| CalibError::Invalid(format!("sensors.{name} is missing")))?;
             let n = s.rotation_xyzw.iter().map(|v| v * v).sum::<f64>().sqrt();
             if !n.is_finite() || (n - 1.0).abs() > 1e-3 {
                 return Err(CalibError::Invalid(format!(

@@ -61,7 +61,8 @@ pub fn letterbox(img: &Rgb8, width: u32, height: u32) -> Rgb8 {
         return img.clone();
     }
     let scale = (width as f64 / img.width as f64).min(height as f64 / img.height as f64);
-    let (nw, nh) = (((img.width as f64 * scale).round() as u32).max(1), ((img.height as f64 * scale).round() as u32).max(1));
+    let (nw, nh) =
+        (((img.width as f64 * scale).round() as u32).max(1), ((img.height as f64 * scale).round() as u32).max(1));
     let (ox, oy) = ((width - nw) / 2, (height - nh) / 2);
     let mut data = vec![114u8; (width * height * 3) as usize];
     let (sw, sh) = (img.width as usize, img.height as usize);
@@ -76,7 +77,8 @@ pub fn letterbox(img: &Rgb8, width: u32, height: u32) -> Rgb8 {
             let dst = ((oy as usize + y) * width as usize + ox as usize + x) * 3;
             for c in 0..3 {
                 let px = |xx: usize, yy: usize| img.data[(yy * sw + xx) * 3 + c] as f64;
-                let v = (px(x0, y0) * (1.0 - wx) + px(x1, y0) * wx) * (1.0 - wy) + (px(x0, y1) * (1.0 - wx) + px(x1, y1) * wx) * wy;
+                let v = (px(x0, y0) * (1.0 - wx) + px(x1, y0) * wx) * (1.0 - wy)
+                    + (px(x0, y1) * (1.0 - wx) + px(x1, y1) * wx) * wy;
                 data[dst + c] = v.round().clamp(0.0, 255.0) as u8;
             }
         }

@@ -73,9 +73,11 @@ pub fn decoder<'a>(cloud: CloudRef<'a>, required: &[&str], optional: &[&str]) ->
     }
     let mut spans: Vec<(u32, u32, &str)> = Vec::with_capacity(cloud.fields.len());
     for f in cloud.fields {
-        let size = datatype_size(f.datatype)
-            .filter(|_| f.count >= 1)
-            .ok_or_else(|| Reject::BadFieldDatatype { name: f.name.clone(), datatype: f.datatype, count: f.count })?;
+        let size = datatype_size(f.datatype).filter(|_| f.count >= 1).ok_or_else(|| Reject::BadFieldDatatype {
+            name: f.name.clone(),
+            datatype: f.datatype,
+            count: f.count,
+        })?;
         let bytes = size as u64 * f.count as u64;
         if f.offset as u64 + bytes > cloud.point_step as u64 {
             return Err(Reject::FieldOutOfBounds {
@@ -102,7 +104,11 @@ pub fn decoder<'a>(cloud: CloudRef<'a>, required: &[&str], optional: &[&str]) ->
         return Err(Reject::DataSizeMismatch { got: cloud.data.len(), expected });
     }
     let find = |name: &str| {
-        cloud.fields.iter().find(|f| f.name == name).map(|f| FieldReader { offset: f.offset as usize, datatype: f.datatype })
+        cloud
+            .fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| FieldReader { offset: f.offset as usize, datatype: f.datatype })
     };
     let mut readers = Vec::with_capacity(required.len() + optional.len());
     for name in required {
@@ -258,7 +264,8 @@ pub fn preprocess_lidar(
         return Err(Reject::Empty);
     }
     let has_t = dec.has(4);
-    let mut out = FloatCloud::new(if has_t { vec!["x", "y", "z", "intensity", "t"] } else { vec!["x", "y", "z", "intensity"] });
+    let mut out =
+        FloatCloud::new(if has_t { vec!["x", "y", "z", "intensity", "t"] } else { vec!["x", "y", "z", "intensity"] });
     let mut counts = LidarCounts { points_in: dec.len() as u64, ..Default::default() };
     let (r2min, r2max) = (p.min_range * p.min_range, p.max_range * p.max_range);
     dec.for_each(|v| {
@@ -295,7 +302,11 @@ pub fn voxel_downsample(cloud: &FloatCloud, voxel: f64) -> FloatCloud {
     let inv = 1.0 / voxel;
     for i in 0..cloud.len() {
         let p = cloud.point(i);
-        let key = ((p[0] as f64 * inv).floor() as i32, (p[1] as f64 * inv).floor() as i32, (p[2] as f64 * inv).floor() as i32);
+        let key = (
+            (p[0] as f64 * inv).floor() as i32,
+            (p[1] as f64 * inv).floor() as i32,
+            (p[2] as f64 * inv).floor() as i32,
+        );
         let slot = *index.entry(key).or_insert_with(|| {
             sums.extend(std::iter::repeat_n(0.0, n));
             counts.push(0);
@@ -371,7 +382,8 @@ mod tests {
     use nalgebra::{Translation3, UnitQuaternion, Vector3};
 
     fn xyzi_cloud(points: &[[f32; 4]], big_endian: bool) -> (Vec<PointField>, Vec<u8>) {
-        let fields = ["x", "y", "z", "intensity"].iter().enumerate().map(|(i, n)| PointField::f32(n, 4 * i as u32)).collect();
+        let fields =
+            ["x", "y", "z", "intensity"].iter().enumerate().map(|(i, n)| PointField::f32(n, 4 * i as u32)).collect();
         let mut data = Vec::new();
         for p in points {
             for v in p {
@@ -432,7 +444,10 @@ mod tests {
         let nan = f32::NAN;
         let pts = [[10.0, 0.0, 0.0, 1.0], [0.1, 0.0, 0.0, 1.0], [nan, 0.0, 0.0, 1.0], [5.0, 5.0, -1.0, 3.0]];
         let (fields, data) = xyzi_cloud(&pts, false);
-        let t = Isometry3::from_parts(Translation3::new(1.0, 0.0, 1.8), UnitQuaternion::from_axis_angle(&Vector3::z_axis(), std::f64::consts::FRAC_PI_2));
+        let t = Isometry3::from_parts(
+            Translation3::new(1.0, 0.0, 1.8),
+            UnitQuaternion::from_axis_angle(&Vector3::z_axis(), std::f64::consts::FRAC_PI_2),
+        );
         let (out, counts) = preprocess_lidar(cref(&fields, &data, 4, false), &t, &LidarParams::default()).unwrap();
         assert_eq!(counts, LidarCounts { points_in: 4, non_finite: 1, cropped: 1, points_out: 2 });
         // (10,0,0) rotated +90° about z → (0,10,0), then translated.
@@ -457,11 +472,25 @@ mod tests {
 
     #[test]
     fn radar_filters_by_rcs_and_doppler() {
-        let fields: Vec<_> = ["x", "y", "z", "doppler", "rcs"].iter().enumerate().map(|(i, n)| PointField::f32(n, 4 * i as u32)).collect();
-        let targets: [[f32; 5]; 3] = [[20.0, 1.0, 0.0, -3.0, 5.0], [30.0, 0.0, 0.0, 1.0, -40.0], [10.0, 0.0, 0.0, 200.0, 10.0]];
+        let fields: Vec<_> = ["x", "y", "z", "doppler", "rcs"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| PointField::f32(n, 4 * i as u32))
+            .collect();
+        let targets: [[f32; 5]; 3] =
+            [[20.0, 1.0, 0.0, -3.0, 5.0], [30.0, 0.0, 0.0, 1.0, -40.0], [10.0, 0.0, 0.0, 200.0, 10.0]];
         let data: Vec<u8> = targets.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
-        let c = CloudRef { height: 1, width: 3, fields: &fields, is_bigendian: false, point_step: 20, row_step: 60, data: &data };
-        let (out, counts) = preprocess_radar(c, &Isometry3::translation(2.0, 0.0, 0.5), &RadarParams::default()).unwrap();
+        let c = CloudRef {
+            height: 1,
+            width: 3,
+            fields: &fields,
+            is_bigendian: false,
+            point_step: 20,
+            row_step: 60,
+            data: &data,
+        };
+        let (out, counts) =
+            preprocess_radar(c, &Isometry3::translation(2.0, 0.0, 0.5), &RadarParams::default()).unwrap();
         assert_eq!(counts.filtered, 2);
         assert_eq!(out.point(0), &[22.0, 1.0, 0.5, -3.0, 5.0]);
     }

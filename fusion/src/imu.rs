@@ -30,7 +30,13 @@ pub struct ImuParams {
 
 impl Default for ImuParams {
     fn default() -> Self {
-        Self { gyro_bias: [0.0; 3], accel_bias: [0.0; 3], accel_saturation: 156.9, gyro_saturation: 34.9, filter_gain: 0.02 }
+        Self {
+            gyro_bias: [0.0; 3],
+            accel_bias: [0.0; 3],
+            accel_saturation: 156.9,
+            gyro_saturation: 34.9,
+            filter_gain: 0.02,
+        }
     }
 }
 
@@ -173,7 +179,8 @@ mod tests {
         // 1 s at 200 Hz turning at 0.5 rad/s about z, level.
         let mut last = None;
         for i in 0..=200 {
-            let (out, _) = p.process(&sample(1_000_000_000 + i * 5_000_000, [0.0, 0.0, GRAVITY], [0.0, 0.0, 0.5])).unwrap();
+            let (out, _) =
+                p.process(&sample(1_000_000_000 + i * 5_000_000, [0.0, 0.0, GRAVITY], [0.0, 0.0, 0.5])).unwrap();
             last = Some(out);
         }
         let o = last.unwrap().orientation;

@@ -170,7 +170,8 @@ impl Bag {
         if path.is_dir() {
             let meta_path = path.join("metadata.yaml");
             if meta_path.is_file() {
-                let text = std::fs::read_to_string(&meta_path).map_err(|source| BagError::Io { path: meta_path.clone(), source })?;
+                let text = std::fs::read_to_string(&meta_path)
+                    .map_err(|source| BagError::Io { path: meta_path.clone(), source })?;
                 let meta: Metadata = serde_yaml::from_str(&text)
                     .map_err(|e| BagError::Metadata { path: meta_path.clone(), msg: e.to_string() })?;
                 return Self::from_metadata(path, meta.rosbag2_bagfile_information);
@@ -221,7 +222,10 @@ impl Bag {
         let (mut start, mut end, mut count) = (i64::MAX, i64::MIN, 0u64);
         for f in &files {
             if !f.is_file() {
-                return Err(BagError::Io { path: f.clone(), source: std::io::Error::from(std::io::ErrorKind::NotFound) });
+                return Err(BagError::Io {
+                    path: f.clone(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                });
             }
             let scan = match storage {
                 Storage::Mcap => scan_mcap(f)?,
@@ -418,14 +422,13 @@ fn scan_mcap(path: &Path) -> Result<Scan> {
 }
 
 fn open_sqlite(path: &Path) -> Result<rusqlite::Connection> {
-    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| sqlite_err(path, e))
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| sqlite_err(path, e))
 }
 
 fn scan_sqlite(path: &Path) -> Result<Scan> {
     let conn = open_sqlite(path)?;
-    let has_hash = conn
-        .prepare("SELECT type_description_hash FROM topics LIMIT 0")
-        .is_ok();
+    let has_hash = conn.prepare("SELECT type_description_hash FROM topics LIMIT 0").is_ok();
     let sql = if has_hash {
         "SELECT t.name, t.type, t.serialization_format, t.offered_qos_profiles, t.type_description_hash, COUNT(m.id) FROM topics t LEFT JOIN messages m ON m.topic_id = t.id GROUP BY t.id ORDER BY t.id"
     } else {
@@ -448,7 +451,9 @@ fn scan_sqlite(path: &Path) -> Result<Scan> {
         .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
         .map_err(|e| sqlite_err(path, e))?;
     let (start, end, count): (Option<i64>, Option<i64>, i64) = conn
-        .query_row("SELECT MIN(timestamp), MAX(timestamp), COUNT(*) FROM messages", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row("SELECT MIN(timestamp), MAX(timestamp), COUNT(*) FROM messages", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .map_err(|e| sqlite_err(path, e))?;
     Ok(Scan { topics, start: start.unwrap_or(0), end: end.unwrap_or(0), count: count as u64 })
 }
@@ -490,9 +495,16 @@ impl BagWriter {
 
     /// Registers a topic; returns its id for `write`. `qos_yaml` is the offered QoS list
     /// (rosbag2 format); `definition` the ros2msg text of the type.
-    pub fn add_topic(&mut self, name: &str, type_name: &str, definition: &str, qos: serde_yaml::Value) -> Result<usize> {
+    pub fn add_topic(
+        &mut self,
+        name: &str,
+        type_name: &str,
+        definition: &str,
+        qos: serde_yaml::Value,
+    ) -> Result<usize> {
         let path = self.dir.join(&self.file_name);
-        let schema = self.writer.add_schema(type_name, "ros2msg", definition.as_bytes()).map_err(|e| mcap_err(&path, e))?;
+        let schema =
+            self.writer.add_schema(type_name, "ros2msg", definition.as_bytes()).map_err(|e| mcap_err(&path, e))?;
         let qos_text = serde_yaml::to_string(&qos).unwrap_or_default();
         let meta = BTreeMap::from([
             ("offered_qos_profiles".to_string(), qos_text.trim_end().to_string()),
@@ -522,9 +534,7 @@ impl BagWriter {
             log_time: log_time_ns as u64,
             publish_time: log_time_ns as u64,
         };
-        self.writer
-            .write_to_known_channel(&header, data)
-            .map_err(|e| mcap_err(&self.dir.join(&self.file_name), e))?;
+        self.writer.write_to_known_channel(&header, data).map_err(|e| mcap_err(&self.dir.join(&self.file_name), e))?;
         self.start = self.start.min(log_time_ns);
         self.end = self.end.max(log_time_ns);
         self.count += 1;
@@ -596,7 +606,10 @@ mod tests {
         let bag = Bag::open(&dir).unwrap();
         assert_eq!(bag.message_count, 6);
         assert_eq!((bag.start_ns, bag.duration_ns), (1_000, 1_000));
-        assert_eq!(bag.topics.iter().map(|t| (t.name.as_str(), t.message_count)).collect::<Vec<_>>(), vec![("/a", 5), ("/b", 1)]);
+        assert_eq!(
+            bag.topics.iter().map(|t| (t.name.as_str(), t.message_count)).collect::<Vec<_>>(),
+            vec![("/a", 5), ("/b", 1)]
+        );
         assert_eq!(bag.topics[0].message_definition.as_deref(), Some("string data\n"));
         let mut got = vec![];
         bag.for_each_message(|m| {

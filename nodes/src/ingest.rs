@@ -180,9 +180,15 @@ where
             tick.tick().await;
             let window = last.elapsed().as_secs_f64();
             last = Instant::now();
-            let mut statuses = vec![stream_status(status_name.clone(), hardware_id, &mut diag_stats.lock().expect("stats"), window)];
+            let mut statuses =
+                vec![stream_status(status_name.clone(), hardware_id, &mut diag_stats.lock().expect("stats"), window)];
             for (name, s) in &extra_stats {
-                statuses.push(stream_status(format!("{node_name}: {name}"), hardware_id, &mut s.lock().expect("stats"), window));
+                statuses.push(stream_status(
+                    format!("{node_name}: {name}"),
+                    hardware_id,
+                    &mut s.lock().expect("stats"),
+                    window,
+                ));
             }
             let header = Header { stamp: ros::now(&clock), frame_id: String::new() };
             if let Err(e) = diagnostics.publish(&DiagnosticArray { header, status: statuses }) {
@@ -207,20 +213,65 @@ where
     Ok(())
 }
 
-fn stream_status(name: String, hardware_id: &str, s: &mut IngestStats, window_s: f64) -> r2r::diagnostic_msgs::msg::DiagnosticStatus {
+fn stream_status(
+    name: String,
+    hardware_id: &str,
+    s: &mut IngestStats,
+    window_s: f64,
+) -> r2r::diagnostic_msgs::msg::DiagnosticStatus {
     let (health, message, kv) = s.report(window_s);
     ros::status(name, hardware_id, health as u8, message, kv)
+}
+
+/// LiDAR and radar ingest: a PointCloud2 in the sensor frame → a float32 cloud in the
+/// base frame, through a ROS-free preprocessing function from `fusion::cloud`.
+pub struct CloudIngest<P> {
+    pub to_base: nalgebra::Isometry3<f64>,
+    pub base_frame: String,
+    pub params: P,
+    pub preprocess: CloudFn<P>,
+}
+
+/// A cloud preprocessing step: sensor-frame cloud → base-frame float32 cloud.
+pub type CloudFn<P> = fn(
+    fusion::cloud::CloudRef<'_>,
+    &nalgebra::Isometry3<f64>,
+    &P,
+    &mut Counters,
+) -> Result<fusion::cloud::FloatCloud, Reject>;
+
+impl<P: Send + 'static> Processor for CloudIngest<P> {
+    type In = r2r::sensor_msgs::msg::PointCloud2;
+    type Out = r2r::sensor_msgs::msg::PointCloud2;
+
+    fn header(msg: &Self::In) -> &Header {
+        &msg.header
+    }
+
+    fn process(&mut self, msg: Self::In, counters: &mut Counters) -> Result<Self::Out, Reject> {
+        let fields = cloud_fields(&msg);
+        let cloud = (self.preprocess)(cloud_ref(&msg, &fields), &self.to_base, &self.params, counters)?;
+        Ok(cloud_msg(Header { stamp: msg.header.stamp, frame_id: self.base_frame.clone() }, &cloud))
+    }
 }
 
 /// Plain-type view of a PointCloud2 (the field list is converted, the data borrowed).
 pub fn cloud_fields(msg: &r2r::sensor_msgs::msg::PointCloud2) -> Vec<fusion::cloud::PointField> {
     msg.fields
         .iter()
-        .map(|f| fusion::cloud::PointField { name: f.name.clone(), offset: f.offset, datatype: f.datatype, count: f.count })
+        .map(|f| fusion::cloud::PointField {
+            name: f.name.clone(),
+            offset: f.offset,
+            datatype: f.datatype,
+            count: f.count,
+        })
         .collect()
 }
 
-pub fn cloud_ref<'a>(msg: &'a r2r::sensor_msgs::msg::PointCloud2, fields: &'a [fusion::cloud::PointField]) -> fusion::cloud::CloudRef<'a> {
+pub fn cloud_ref<'a>(
+    msg: &'a r2r::sensor_msgs::msg::PointCloud2,
+    fields: &'a [fusion::cloud::PointField],
+) -> fusion::cloud::CloudRef<'a> {
     fusion::cloud::CloudRef {
         height: msg.height,
         width: msg.width,
@@ -242,7 +293,12 @@ pub fn cloud_msg(header: Header, cloud: &fusion::cloud::FloatCloud) -> r2r::sens
         fields: cloud
             .fields()
             .into_iter()
-            .map(|f| r2r::sensor_msgs::msg::PointField { name: f.name, offset: f.offset, datatype: f.datatype, count: f.count })
+            .map(|f| r2r::sensor_msgs::msg::PointField {
+                name: f.name,
+                offset: f.offset,
+                datatype: f.datatype,
+                count: f.count,
+            })
             .collect(),
         is_bigendian: false,
         point_step: cloud.point_step(),

@@ -108,9 +108,7 @@ pub fn params_yaml(params: &[(String, Value)]) -> String {
         let mut map = &mut root;
         let parts: Vec<&str> = name.split('.').collect();
         for part in &parts[..parts.len() - 1] {
-            let entry = map
-                .entry(Value::from(*part))
-                .or_insert_with(|| Value::Mapping(serde_yaml::Mapping::new()));
+            let entry = map.entry(Value::from(*part)).or_insert_with(|| Value::Mapping(serde_yaml::Mapping::new()));
             if !entry.is_mapping() {
                 *entry = Value::Mapping(serde_yaml::Mapping::new());
             }
@@ -144,7 +142,9 @@ pub struct Launch {
 /// `[a, b]` list; anything YAML cannot read stays a string.
 pub fn typed_value(text: &str) -> Value {
     match serde_yaml::from_str::<Value>(text) {
-        Ok(Value::Null) if !text.trim().is_empty() && text.trim() != "~" && text.trim() != "null" => Value::String(text.into()),
+        Ok(Value::Null) if !text.trim().is_empty() && text.trim() != "~" && text.trim() != "null" => {
+            Value::String(text.into())
+        }
         Ok(Value::Mapping(_)) | Err(_) => Value::String(text.into()),
         Ok(v) => v,
     }
@@ -152,9 +152,12 @@ pub fn typed_value(text: &str) -> Value {
 
 /// `pkg` → its install prefix, through AMENT_PREFIX_PATH and the ament index.
 pub fn find_package_prefix(pkg: &str) -> Option<PathBuf> {
-    std::env::var("AMENT_PREFIX_PATH").ok()?.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).find(|p| {
-        p.join("share/ament_index/resource_index/packages").join(pkg).is_file()
-    })
+    std::env::var("AMENT_PREFIX_PATH")
+        .ok()?
+        .split(':')
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .find(|p| p.join("share/ament_index/resource_index/packages").join(pkg).is_file())
 }
 
 // ---- the evaluator ----------------------------------------------------------------------
@@ -187,8 +190,18 @@ fn allowed_attrs(tag: &str) -> Option<&'static [&'static str]> {
         "choice" => &["value"],
         "let" => &["name", "value", "if", "unless"],
         "node" => &[
-            "pkg", "exec", "name", "namespace", "args", "ros_args", "output", "respawn", "respawn_delay", "launch-prefix",
-            "if", "unless",
+            "pkg",
+            "exec",
+            "name",
+            "namespace",
+            "args",
+            "ros_args",
+            "output",
+            "respawn",
+            "respawn_delay",
+            "launch-prefix",
+            "if",
+            "unless",
         ],
         "param" => &["name", "value", "from", "if", "unless"],
         "remap" => &["from", "to", "if", "unless"],
@@ -255,7 +268,13 @@ pub fn load(path: &Path, cli: &BTreeMap<String, String>) -> Result<Launch> {
 }
 
 impl Loader<'_> {
-    fn load_file(&mut self, path: &Path, given: &BTreeMap<String, String>, mut scope: Scope, from: Option<(&Path, u32)>) -> Result<()> {
+    fn load_file(
+        &mut self,
+        path: &Path,
+        given: &BTreeMap<String, String>,
+        mut scope: Scope,
+        from: Option<(&Path, u32)>,
+    ) -> Result<()> {
         let at = |msg: String| match from {
             Some((f, l)) => LaunchError { file: f.into(), line: l, msg },
             None => LaunchError { file: path.into(), line: 0, msg },
@@ -263,7 +282,8 @@ impl Loader<'_> {
         if self.depth > MAX_INCLUDE_DEPTH {
             return Err(at(format!("includes nested deeper than {MAX_INCLUDE_DEPTH} (a cycle?)")));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| at(format!("cannot read launch file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| at(format!("cannot read launch file {}: {e}", path.display())))?;
         let doc = roxmltree::Document::parse(&text).map_err(|e| LaunchError {
             file: path.into(),
             line: e.pos().row,
@@ -306,7 +326,8 @@ impl Loader<'_> {
                 }
                 "group" => {
                     let scoped = match n.attribute("scoped") {
-                        Some(s) => parse_bool(&subst(f, n, s, scope)?).ok_or_else(|| f.err(n, "scoped must be true or false"))?,
+                        Some(s) => parse_bool(&subst(f, n, s, scope)?)
+                            .ok_or_else(|| f.err(n, "scoped must be true or false"))?,
                         None => true,
                     };
                     if scoped {
@@ -326,11 +347,15 @@ impl Loader<'_> {
                     let mut args = BTreeMap::new();
                     for a in n.children().filter(|c| c.is_element()) {
                         if a.tag_name().name() != "arg" {
-                            return Err(f.err(a, format!("unknown tag <{}> in <include> (only <arg>)", a.tag_name().name())));
+                            return Err(
+                                f.err(a, format!("unknown tag <{}> in <include> (only <arg>)", a.tag_name().name()))
+                            );
                         }
                         for at in a.attributes() {
                             if !["name", "value"].contains(&at.name()) {
-                                return Err(f.err(a, format!("unknown attribute '{}' on <arg> in <include>", at.name())));
+                                return Err(
+                                    f.err(a, format!("unknown attribute '{}' on <arg> in <include>", at.name()))
+                                );
                             }
                         }
                         args.insert(f.required(a, "name")?.to_string(), subst(f, a, f.required(a, "value")?, scope)?);
@@ -363,9 +388,9 @@ impl Loader<'_> {
                 None => Ok(None),
                 Some(expr) => {
                     let v = subst(f, n, expr, scope)?;
-                    parse_bool(&v)
-                        .map(Some)
-                        .ok_or_else(|| f.err(n, format!("{attr}=\"{expr}\" evaluates to '{v}', expected true/false/1/0")))
+                    parse_bool(&v).map(Some).ok_or_else(|| {
+                        f.err(n, format!("{attr}=\"{expr}\" evaluates to '{v}', expected true/false/1/0"))
+                    })
                 }
             }
         };
@@ -421,7 +446,9 @@ impl Loader<'_> {
             .ok_or_else(|| f.err(n, format!("package '{pkg}' not found in AMENT_PREFIX_PATH")))?;
         let executable = prefix.join("lib").join(&pkg).join(&exec);
         if !executable.is_file() {
-            return Err(f.err(n, format!("executable '{exec}' not found in package '{pkg}' ({})", executable.display())));
+            return Err(
+                f.err(n, format!("executable '{exec}' not found in package '{pkg}' ({})", executable.display()))
+            );
         }
         let name = n.attribute("name").map(&s).transpose()?;
         let namespace = match n.attribute("namespace") {
@@ -441,7 +468,11 @@ impl Loader<'_> {
         let respawn_delay = match n.attribute("respawn_delay") {
             Some(d) => {
                 let v = s(d)?;
-                v.trim().parse::<f64>().ok().filter(|x| *x >= 0.0).ok_or_else(|| f.err(n, format!("respawn_delay '{v}' is not a number ≥ 0")))?
+                v.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| *x >= 0.0)
+                    .ok_or_else(|| f.err(n, format!("respawn_delay '{v}' is not a number ≥ 0")))?
             }
             None => 0.0,
         };
@@ -475,15 +506,27 @@ impl Loader<'_> {
             }
             match c.tag_name().name() {
                 "param" => self.param(f, c, scope, "", &mut spec.params)?,
-                "remap" => spec.remaps.push((subst(f, c, f.required(c, "from")?, scope)?, subst(f, c, f.required(c, "to")?, scope)?)),
-                "env" => spec.env.push((subst(f, c, f.required(c, "name")?, scope)?, Some(subst(f, c, f.required(c, "value")?, scope)?))),
+                "remap" => spec
+                    .remaps
+                    .push((subst(f, c, f.required(c, "from")?, scope)?, subst(f, c, f.required(c, "to")?, scope)?)),
+                "env" => spec.env.push((
+                    subst(f, c, f.required(c, "name")?, scope)?,
+                    Some(subst(f, c, f.required(c, "value")?, scope)?),
+                )),
                 other => return Err(f.err(c, format!("<{other}> is not allowed in <node>"))),
             }
         }
         Ok(spec)
     }
 
-    fn param(&mut self, f: &File, n: roxmltree::Node, scope: &Scope, prefix: &str, out: &mut Vec<ParamSource>) -> Result<()> {
+    fn param(
+        &mut self,
+        f: &File,
+        n: roxmltree::Node,
+        scope: &Scope,
+        prefix: &str,
+        out: &mut Vec<ParamSource>,
+    ) -> Result<()> {
         let children: Vec<_> = n.children().filter(|c| c.is_element()).collect();
         if let Some(from) = n.attribute("from") {
             if n.attribute("name").is_some() || n.attribute("value").is_some() || !children.is_empty() {
@@ -532,7 +575,11 @@ fn describe(n: roxmltree::Node) -> String {
 fn join_namespace(base: &str, ns: &str) -> String {
     let joined = if ns.starts_with('/') { ns.to_string() } else { format!("{}/{}", base.trim_end_matches('/'), ns) };
     let trimmed = joined.trim_end_matches('/');
-    if trimmed.is_empty() { "/".into() } else { trimmed.to_string() }
+    if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.to_string()
+    }
 }
 
 /// Splits like a POSIX shell (quotes group, no expansion); None on unbalanced quotes.
@@ -588,7 +635,14 @@ fn subst(f: &File, n: roxmltree::Node, text: &str, scope: &Scope) -> Result<Stri
 
 /// Evaluates `$(name args…)` whose name starts at `pos`; returns the value and the
 /// position after the closing parenthesis.
-fn call(f: &File, n: roxmltree::Node, c: &[char], mut pos: usize, scope: &Scope, text: &str) -> Result<(String, usize)> {
+fn call(
+    f: &File,
+    n: roxmltree::Node,
+    c: &[char],
+    mut pos: usize,
+    scope: &Scope,
+    text: &str,
+) -> Result<(String, usize)> {
     let bad = |msg: String| f.err(n, format!("bad substitution in \"{text}\": {msg}"));
     let start = pos;
     while pos < c.len() && !c[pos].is_whitespace() && c[pos] != ')' {
@@ -635,24 +689,35 @@ fn call(f: &File, n: roxmltree::Node, c: &[char], mut pos: usize, scope: &Scope,
         args.push(arg);
     }
     let want = |k: std::ops::RangeInclusive<usize>| -> Result<()> {
-        if k.contains(&args.len()) { Ok(()) } else { Err(bad(format!("$({name}) takes {k:?} arguments, got {}", args.len()))) }
+        if k.contains(&args.len()) {
+            Ok(())
+        } else {
+            Err(bad(format!("$({name}) takes {k:?} arguments, got {}", args.len())))
+        }
     };
     let boolean = |s: &str| parse_bool(s).ok_or_else(|| bad(format!("'{s}' is not a boolean")));
     let v = match name.as_str() {
         "var" => {
             want(1..=1)?;
-            scope.vars.get(&args[0]).cloned().ok_or_else(|| bad(format!("unknown launch argument or variable '{}'", args[0])))?
+            scope
+                .vars
+                .get(&args[0])
+                .cloned()
+                .ok_or_else(|| bad(format!("unknown launch argument or variable '{}'", args[0])))?
         }
         "env" => {
             want(1..=2)?;
             match std::env::var(&args[0]) {
                 Ok(v) => v,
-                Err(_) => args.get(1).cloned().ok_or_else(|| bad(format!("environment variable '{}' is not set", args[0])))?,
+                Err(_) => {
+                    args.get(1).cloned().ok_or_else(|| bad(format!("environment variable '{}' is not set", args[0])))?
+                }
             }
         }
         "find-pkg-share" | "find-pkg-prefix" => {
             want(1..=1)?;
-            let prefix = find_package_prefix(&args[0]).ok_or_else(|| bad(format!("package '{}' not found", args[0])))?;
+            let prefix =
+                find_package_prefix(&args[0]).ok_or_else(|| bad(format!("package '{}' not found", args[0])))?;
             if name == "find-pkg-share" { prefix.join("share").join(&args[0]) } else { prefix }.display().to_string()
         }
         "dirname" => {
@@ -712,7 +777,13 @@ mod eval {
                 V::Float(x) if x.fract() == 0.0 && x.is_finite() => format!("{x:.1}"),
                 V::Float(x) => x.to_string(),
                 V::Str(s) => s.clone(),
-                V::Bool(b) => if *b { "True".into() } else { "False".into() },
+                V::Bool(b) => {
+                    if *b {
+                        "True".into()
+                    } else {
+                        "False".into()
+                    }
+                }
             }
         }
         fn truthy(&self) -> bool {
@@ -1052,8 +1123,24 @@ mod tests {
         assert_eq!(
             cmd,
             [
-                exe.as_str(), "--flag", "a b", "--ros-args", "--log-level", "debug", "-r", "__node:=t", "-r", "__ns:=/ns",
-                "--params-file", "/g1.yaml", "--params-file", &file, "--params-file", "/g2.yaml", "-r", "chatter:=/out",
+                exe.as_str(),
+                "--flag",
+                "a b",
+                "--ros-args",
+                "--log-level",
+                "debug",
+                "-r",
+                "__node:=t",
+                "-r",
+                "__ns:=/ns",
+                "--params-file",
+                "/g1.yaml",
+                "--params-file",
+                &file,
+                "--params-file",
+                "/g2.yaml",
+                "-r",
+                "chatter:=/out",
             ]
         );
     }
@@ -1101,16 +1188,28 @@ mod tests {
     fn errors_name_file_and_line() {
         let cases: &[(&str, &str, &str)] = &[
             ("<launch>\n  <nodee pkg=\"demo_pkg\"/>\n</launch>", "2", "unknown tag <nodee>"),
-            ("<launch>\n\n  <node pkg=\"demo_pkg\" exec=\"talker\" nmae=\"x\"/>\n</launch>", "3", "unknown attribute 'nmae'"),
+            (
+                "<launch>\n\n  <node pkg=\"demo_pkg\" exec=\"talker\" nmae=\"x\"/>\n</launch>",
+                "3",
+                "unknown attribute 'nmae'",
+            ),
             ("<launch>\n  <arg name=\"must\"/>\n</launch>", "2", "required argument 'must' not provided"),
             ("<launch>\n  <let name=\"x\" value=\"$(foo bar)\"/>\n</launch>", "2", "unknown substitution $(foo)"),
-            ("<launch>\n  <let name=\"x\" value=\"$(var nope)\"/>\n</launch>", "2", "unknown launch argument or variable 'nope'"),
+            (
+                "<launch>\n  <let name=\"x\" value=\"$(var nope)\"/>\n</launch>",
+                "2",
+                "unknown launch argument or variable 'nope'",
+            ),
             ("<launch>\n  <let name=\"x\" value=\"$(var a\"/>\n</launch>", "2", "missing ')'"),
             ("<launch>\n  <node pkg=\"demo_pkg\" exec=\"talker\"\n</launch>", "3", "not well-formed XML"),
             ("<launch>\n <arg name=\"m\" default=\"x\"><choice value=\"a\"/></arg>\n</launch>", "2", "not one of"),
             ("<launch>\n <node pkg=\"demo_pkg\" exec=\"talker\" if=\"maybe\"/>\n</launch>", "2", "expected true/false"),
             ("<launch>\n <node pkg=\"nope_pkg\" exec=\"talker\"/>\n</launch>", "2", "package 'nope_pkg' not found"),
-            ("<launch>\n <node pkg=\"demo_pkg\" exec=\"listener\"/>\n</launch>", "2", "executable 'listener' not found"),
+            (
+                "<launch>\n <node pkg=\"demo_pkg\" exec=\"listener\"/>\n</launch>",
+                "2",
+                "executable 'listener' not found",
+            ),
             ("<launch>\n <let name=\"x\" value=\"$(eval 1 +)\"/>\n</launch>", "2", "$(eval 1 +)"),
         ];
         for (i, (text, line, msg)) in cases.iter().enumerate() {

@@ -23,7 +23,7 @@ fn find(pkg: &str, name: &str, ext: &str) -> Option<PathBuf> {
 fn split(type_name: &str) -> Option<(&str, &str)> {
     let mut parts = type_name.split('/');
     let pkg = parts.next()?;
-    let last = parts.last()?;
+    let last = parts.next_back()?;
     Some((pkg, last))
 }
 
@@ -75,7 +75,9 @@ pub fn definition(type_name: &str) -> Option<String> {
 /// The RIHS01 type hash from the installed type description, or "" when absent.
 pub fn type_hash(type_name: &str) -> String {
     let Some((pkg, name)) = split(type_name) else { return String::new() };
-    let Some(text) = find(pkg, name, "json").and_then(|p| std::fs::read_to_string(p).ok()) else { return String::new() };
+    let Some(text) = find(pkg, name, "json").and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return String::new();
+    };
     let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { return String::new() };
     json["type_hashes"]
         .as_array()

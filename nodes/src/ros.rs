@@ -29,7 +29,8 @@ pub fn init_process() {
     }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -116,7 +117,13 @@ pub fn key_values(kv: Vec<(String, String)>) -> Vec<KeyValue> {
     kv.into_iter().map(|(key, value)| KeyValue { key, value }).collect()
 }
 
-pub fn status(name: String, hardware_id: &str, level: u8, message: String, kv: Vec<(String, String)>) -> DiagnosticStatus {
+pub fn status(
+    name: String,
+    hardware_id: &str,
+    level: u8,
+    message: String,
+    kv: Vec<(String, String)>,
+) -> DiagnosticStatus {
     DiagnosticStatus { level, name, message, hardware_id: hardware_id.into(), values: key_values(kv) }
 }
 
@@ -131,7 +138,10 @@ pub fn now(clock: &Arc<Mutex<r2r::Clock>>) -> Time {
 pub type Drain = Box<dyn FnMut() + Send>;
 
 /// A drain that hands every message waiting in `stream` to `sink`.
-pub fn drain<T: Send + 'static>(mut stream: impl futures::Stream<Item = T> + Unpin + Send + 'static, mut sink: impl FnMut(T) + Send + 'static) -> Drain {
+pub fn drain<T: Send + 'static>(
+    mut stream: impl futures::Stream<Item = T> + Unpin + Send + 'static,
+    mut sink: impl FnMut(T) + Send + 'static,
+) -> Drain {
     use futures::{FutureExt, StreamExt};
     Box::new(move || {
         while let Some(Some(msg)) = stream.next().now_or_never() {
@@ -144,7 +154,11 @@ pub fn drain<T: Send + 'static>(mut stream: impl futures::Stream<Item = T> + Unp
 /// after every `spin_once`. r2r's subscription channels hold 10 messages and drop silently
 /// when full; `spin_once` takes at most one message per subscription, so draining in the
 /// same loop means they can never overflow, whatever the async runtime is doing.
-pub fn spawn_spin(node: Arc<Mutex<r2r::Node>>, stop: Arc<AtomicBool>, drains: Arc<Mutex<Vec<Drain>>>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_spin(
+    node: Arc<Mutex<r2r::Node>>,
+    stop: Arc<AtomicBool>,
+    drains: Arc<Mutex<Vec<Drain>>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
         while !stop.load(Ordering::Relaxed) {
             node.lock().expect("node lock").spin_once(Duration::from_millis(5));

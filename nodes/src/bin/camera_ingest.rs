@@ -11,7 +11,7 @@ use r2r::{
     std_msgs::msg::Header,
     QosProfile,
 };
-use sensor_fusion::ingest::{Counters, run, Processor, Spec};
+use sensor_fusion::ingest::{run, Counters, Processor, Spec};
 use std::sync::{Arc, Mutex};
 
 struct Camera {
@@ -30,10 +30,21 @@ impl Processor for Camera {
     }
 
     fn process(&mut self, msg: Image, _counters: &mut Counters) -> Result<Image, Reject> {
-        let rgb = to_rgb8(ImageRef { width: msg.width, height: msg.height, encoding: &msg.encoding, step: msg.step, data: &msg.data })?;
+        let rgb = to_rgb8(ImageRef {
+            width: msg.width,
+            height: msg.height,
+            encoding: &msg.encoding,
+            step: msg.step,
+            data: &msg.data,
+        })?;
         if let Some((w, h)) = *self.intrinsics_size.lock().expect("lock") {
             if (w, h) != (msg.width, msg.height) {
-                return Err(Reject::SizeMismatchIntrinsics { got_w: msg.width, got_h: msg.height, want_w: w, want_h: h });
+                return Err(Reject::SizeMismatchIntrinsics {
+                    got_w: msg.width,
+                    got_h: msg.height,
+                    want_w: w,
+                    want_h: h,
+                });
             }
         }
         let rgb = match self.output_size {
@@ -53,7 +64,14 @@ impl Processor for Camera {
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node_name: "camera_ingest", sensor: "camera", input_topic: "/camera/image_raw", output_topic: "/sensors/camera", queue_size: 4, input_depth: 5 };
+    let spec = Spec {
+        node_name: "camera_ingest",
+        sensor: "camera",
+        input_topic: "/camera/image_raw",
+        output_topic: "/sensors/camera",
+        queue_size: 4,
+        input_depth: 5,
+    };
     run(spec, |s| {
         let cam = s.calibration.sensor("camera").clone();
         let (ow, oh) = (s.params.usize("output_width", 0)? as u32, s.params.usize("output_height", 0)? as u32);

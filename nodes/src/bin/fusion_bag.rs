@@ -115,7 +115,15 @@ fn utc(ns: i64) -> String {
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     format!(
         "{} {:>2} {} {:02}:{:02}:{:02}.{:09} ({}.{:09})",
-        MONTHS[(m - 1) as usize], d, y, sod / 3600, sod % 3600 / 60, sod % 60, nanos, secs, nanos
+        MONTHS[(m - 1) as usize],
+        d,
+        y,
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60,
+        nanos,
+        secs,
+        nanos
     )
 }
 
@@ -127,12 +135,17 @@ fn human_size(bytes: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", units[i]) }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
 }
 
 fn info(path: &str, json: bool) -> Result<()> {
     let bag = Bag::open(path)?;
-    let files: Vec<String> = bag.files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    let files: Vec<String> =
+        bag.files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
     if json {
         let topics: Vec<_> = bag
             .topics
@@ -163,7 +176,12 @@ fn info(path: &str, json: bool) -> Result<()> {
     let lines: Vec<String> = bag
         .topics
         .iter()
-        .map(|t| format!("Topic: {} | Type: {} | Count: {} | Serialization Format: {}", t.name, t.type_name, t.message_count, t.serialization_format))
+        .map(|t| {
+            format!(
+                "Topic: {} | Type: {} | Count: {} | Serialization Format: {}",
+                t.name, t.type_name, t.message_count, t.serialization_format
+            )
+        })
         .collect();
     println!("Topic information: {}", lines.join("\n                   "));
     Ok(())
@@ -197,8 +215,10 @@ fn play_qos(recorded: &serde_yaml::Value) -> QosProfile {
         if let Some(depth) = p.get("depth").and_then(|d| d.as_u64()).filter(|d| *d > 0) {
             qos = qos.keep_last(depth as usize);
         }
-        let best_effort = matches!(p.get("reliability"), Some(v) if v.as_u64() == Some(2) || v.as_str() == Some("best_effort"));
-        let transient = matches!(p.get("durability"), Some(v) if v.as_u64() == Some(1) || v.as_str() == Some("transient_local"));
+        let best_effort =
+            matches!(p.get("reliability"), Some(v) if v.as_u64() == Some(2) || v.as_str() == Some("best_effort"));
+        let transient =
+            matches!(p.get("durability"), Some(v) if v.as_u64() == Some(1) || v.as_str() == Some("transient_local"));
         if best_effort {
             qos = qos.best_effort();
         }
@@ -230,16 +250,20 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
         let wanted = o.topics.is_empty() || o.topics.contains(&t.name);
         publishers.push(if wanted {
             let name = remaps.get(&t.name).cloned().unwrap_or_else(|| t.name.clone());
-            let p = node
-                .create_publisher_untyped(&name, &t.type_name, play_qos(&t.offered_qos_profiles))
-                .with_context(|| format!("cannot publish {} ({}): type not built into this binary", name, t.type_name))?;
+            let p =
+                node.create_publisher_untyped(&name, &t.type_name, play_qos(&t.offered_qos_profiles)).with_context(
+                    || format!("cannot publish {} ({}): type not built into this binary", name, t.type_name),
+                )?;
             Some(p)
         } else {
             None
         });
     }
     let clock_pub = match o.clock {
-        Some(hz) if hz > 0.0 => Some((node.create_publisher::<r2r::rosgraph_msgs::msg::Clock>("/clock", QosProfile::default().keep_last(1))?, hz)),
+        Some(hz) if hz > 0.0 => Some((
+            node.create_publisher::<r2r::rosgraph_msgs::msg::Clock>("/clock", QosProfile::default().keep_last(1))?,
+            hz,
+        )),
         Some(hz) => bail!("--clock must be > 0 Hz, got {hz}"),
         None => None,
     };
@@ -284,7 +308,10 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
             let publish = || {
                 let t = bag_now.load(Ordering::Relaxed) as i64;
                 let msg = r2r::rosgraph_msgs::msg::Clock {
-                    clock: r2r::builtin_interfaces::msg::Time { sec: (t / 1_000_000_000) as i32, nanosec: (t % 1_000_000_000) as u32 },
+                    clock: r2r::builtin_interfaces::msg::Time {
+                        sec: (t / 1_000_000_000) as i32,
+                        nanosec: (t % 1_000_000_000) as u32,
+                    },
                 };
                 let _ = publisher.publish(&msg);
             };
@@ -311,7 +338,9 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
             if m.log_time_ns < first {
                 return true;
             }
-            let start = *start.get_or_insert_with(|| Instant::now() - Duration::from_nanos(((m.log_time_ns - first) as f64 / o.rate) as u64));
+            let start = *start.get_or_insert_with(|| {
+                Instant::now() - Duration::from_nanos(((m.log_time_ns - first) as f64 / o.rate) as u64)
+            });
             let due = start + Duration::from_nanos(((m.log_time_ns - first) as f64 / o.rate) as u64);
             // Keep /clock moving while waiting for the next message.
             while let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -489,7 +518,11 @@ async fn record_async(topics: Vec<String>, all: bool, output: &str, duration: Op
                 continue;
             }
             let all_reliable = pubs.iter().all(|p| matches!(p.qos_profile.reliability, ReliabilityPolicy::Reliable));
-            let qos = if all_reliable { QosProfile::default().keep_last(100) } else { QosProfile::default().keep_last(100).best_effort() };
+            let qos = if all_reliable {
+                QosProfile::default().keep_last(100)
+            } else {
+                QosProfile::default().keep_last(100).best_effort()
+            };
             let sub = match node.lock().expect("node").subscribe_raw(&name, &ty, qos.clone()) {
                 Ok(s) => s,
                 Err(e) => {

@@ -51,7 +51,9 @@ fn parse_cli() -> Result<Options> {
             }
             "--show-args" | "-s" => show_args = true,
             "--print" | "-p" => print = true,
-            "--grace" => grace = it.next().context("--grace needs seconds")?.parse().context("--grace needs seconds")?,
+            "--grace" => {
+                grace = it.next().context("--grace needs seconds")?.parse().context("--grace needs seconds")?
+            }
             _ if a.contains(":=") => {
                 let (k, v) = a.split_once(":=").expect("checked");
                 args.insert(k.to_string(), v.to_string());
@@ -71,7 +73,8 @@ fn parse_cli() -> Result<Options> {
 
 /// `ros2 launch <pkg> <file>`: the file anywhere under the package's share directory.
 fn find_in_package(pkg: &str, name: &str) -> Result<PathBuf> {
-    let prefix = launch::find_package_prefix(pkg).with_context(|| format!("package '{pkg}' not found in AMENT_PREFIX_PATH"))?;
+    let prefix =
+        launch::find_package_prefix(pkg).with_context(|| format!("package '{pkg}' not found in AMENT_PREFIX_PATH"))?;
     let share = prefix.join("share").join(pkg);
     let mut stack = vec![share.clone()];
     while let Some(dir) = stack.pop() {
@@ -105,7 +108,11 @@ fn main() {
     if opts.show_args {
         println!("Arguments (pass arguments as '<name>:=<value>'):");
         for a in &launch.args {
-            println!("\n    '{}':\n        {}", a.name, if a.description.is_empty() { "no description given" } else { &a.description });
+            println!(
+                "\n    '{}':\n        {}",
+                a.name,
+                if a.description.is_empty() { "no description given" } else { &a.description }
+            );
             if !a.choices.is_empty() {
                 println!("        Valid choices are: {:?}", a.choices);
             }
@@ -164,7 +171,8 @@ async fn run(nodes: Vec<NodeSpec>, print_only: bool, grace: f64) -> Result<i32> 
         for (j, p) in n.params.iter().enumerate() {
             if let ParamSource::Inline(list) = p {
                 let path = logs.join(format!("params_{}_{j}.yaml", i + 1));
-                std::fs::write(&path, launch::params_yaml(list)).with_context(|| format!("cannot write {}", path.display()))?;
+                std::fs::write(&path, launch::params_yaml(list))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
                 files.push(path);
             }
         }
@@ -185,8 +193,11 @@ async fn run(nodes: Vec<NodeSpec>, print_only: bool, grace: f64) -> Result<i32> 
     let mut tasks = vec![];
     for (i, (spec, cmd)) in nodes.into_iter().zip(commands).enumerate() {
         let label = labels[i].clone();
-        let (shutting_down, children, failed, logs) = (shutting_down.clone(), children.clone(), failed.clone(), logs.clone());
-        tasks.push(tokio::spawn(async move { supervise(i, spec, cmd, label, shutting_down, children, failed, logs).await }));
+        let (shutting_down, children, failed, logs) =
+            (shutting_down.clone(), children.clone(), failed.clone(), logs.clone());
+        tasks.push(tokio::spawn(
+            async move { supervise(i, spec, cmd, label, shutting_down, children, failed, logs).await },
+        ));
     }
 
     let all_done = async {

@@ -10,7 +10,7 @@ use r2r::{
     sensor_msgs::msg::Imu,
     std_msgs::msg::Header,
 };
-use sensor_fusion::ingest::{Counters, run, Processor, Spec};
+use sensor_fusion::ingest::{run, Counters, Processor, Spec};
 
 struct ImuIngest {
     filter: ImuProcessor,
@@ -50,7 +50,12 @@ impl Processor for ImuIngest {
         let v3 = |v: [f64; 3]| Vector3 { x: v[0], y: v[1], z: v[2] };
         Ok(Imu {
             header: Header { stamp: m.header.stamp, frame_id: self.base_frame.clone() },
-            orientation: Quaternion { x: o.orientation[0], y: o.orientation[1], z: o.orientation[2], w: o.orientation[3] },
+            orientation: Quaternion {
+                x: o.orientation[0],
+                y: o.orientation[1],
+                z: o.orientation[2],
+                w: o.orientation[3],
+            },
             orientation_covariance: o.orientation_covariance.to_vec(),
             angular_velocity: v3(o.angular_velocity),
             angular_velocity_covariance: o.angular_velocity_covariance.to_vec(),
@@ -61,7 +66,14 @@ impl Processor for ImuIngest {
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node_name: "imu_ingest", sensor: "imu", input_topic: "/imu/data", output_topic: "/sensors/imu", queue_size: 200, input_depth: 100 };
+    let spec = Spec {
+        node_name: "imu_ingest",
+        sensor: "imu",
+        input_topic: "/imu/data",
+        output_topic: "/sensors/imu",
+        queue_size: 200,
+        input_depth: 100,
+    };
     run(spec, |s| {
         let d = ImuParams::default();
         let params = ImuParams {
