@@ -8,6 +8,7 @@ pub mod camera;
 pub mod cloud;
 pub mod imu;
 pub mod ingest;
+pub mod sim;
 
 /// A ROS time stamp in nanoseconds since the epoch (or since simulation start).
 pub type StampNs = i64;

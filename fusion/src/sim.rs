@@ -1,0 +1,805 @@
+//! `fusion_sim`'s world and sensors, ROS-free and deterministic in the seed: an ego platform
+//! on a speed / yaw-rate profile over a ground plane, actors with boxes and trajectories,
+//! and ray-cast camera, LiDAR and radar plus an IMU. Occlusion is real: every sensor sees
+//! the nearest surface along each ray. The binary in `nodes/` turns the outputs into ROS
+//! messages in a rosbag2 bag and writes the ground truth beside it.
+use crate::calib::Calibration;
+use nalgebra::{Isometry3, Point3, Translation3, UnitQuaternion, Vector3};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal, Poisson};
+use serde::Serialize;
+
+pub const GRAVITY: f64 = 9.80665;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    Person,
+    Vehicle,
+    Obstacle,
+}
+
+impl Class {
+    fn color(self) -> [f64; 3] {
+        match self {
+            Class::Person => [200.0, 60.0, 50.0],
+            Class::Vehicle => [40.0, 70.0, 190.0],
+            Class::Obstacle => [230.0, 150.0, 20.0],
+        }
+    }
+    fn lidar_intensity(self) -> f64 {
+        match self {
+            Class::Person => 35.0,
+            Class::Vehicle => 80.0,
+            Class::Obstacle => 60.0,
+        }
+    }
+    fn rcs(self) -> f64 {
+        match self {
+            Class::Person => -5.0,
+            Class::Vehicle => 15.0,
+            Class::Obstacle => 5.0,
+        }
+    }
+}
+
+/// An actor: a box moving at constant velocity in the world frame between `t0` and `t1`.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub id: u32,
+    pub class: Class,
+    /// Length (along heading), width, height, metres.
+    pub size: [f64; 3],
+    /// World position of the box's ground centre at `t0`, and its velocity.
+    pub p0: [f64; 2],
+    pub velocity: [f64; 2],
+    pub t0: f64,
+    pub t1: f64,
+    /// Seen by LiDAR and radar but not by the camera (for `sensor_disagreement`).
+    pub camera_invisible: bool,
+}
+
+impl Actor {
+    pub fn present(&self, t: f64) -> bool {
+        t >= self.t0 && t <= self.t1
+    }
+    pub fn position(&self, t: f64) -> [f64; 2] {
+        let dt = t - self.t0;
+        [self.p0[0] + self.velocity[0] * dt, self.p0[1] + self.velocity[1] * dt]
+    }
+    pub fn yaw(&self) -> f64 {
+        if self.velocity[0].hypot(self.velocity[1]) > 1e-6 {
+            self.velocity[1].atan2(self.velocity[0])
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What a scenario breaks, and when (seconds from the start).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    pub camera_blackout: Option<(f64, f64)>,
+    pub lidar_dropout: Option<(f64, f64)>,
+    /// Time of an IMU shock.
+    pub imu_impact: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    /// Ego speed (m/s) and yaw rate (rad/s) as functions of time.
+    pub speed: fn(f64) -> f64,
+    pub yaw_rate: fn(f64) -> f64,
+    pub actors: Vec<Actor>,
+    pub faults: Faults,
+    /// Anomalies the scenario is built to contain (kind, sensor, window); the rest of the
+    /// ground-truth events (zone intrusion, collision risk) are found from the geometry.
+    pub declared_events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensor: Option<String>,
+    pub actor_ids: Vec<u32>,
+    pub onset: f64,
+    pub offset: f64,
+}
+
+pub const SCENARIOS: [&str; 8] = [
+    "nominal",
+    "pedestrian_intrusion",
+    "collision_course",
+    "camera_blackout",
+    "lidar_dropout",
+    "imu_impact",
+    "sensor_disagreement",
+    "mixed",
+];
+
+fn actor(id: u32, class: Class, p0: [f64; 2], velocity: [f64; 2]) -> Actor {
+    let size = match class {
+        Class::Person => [0.5, 0.6, 1.75],
+        Class::Vehicle => [4.5, 1.9, 1.6],
+        Class::Obstacle => [0.8, 0.8, 1.0],
+    };
+    Actor { id, class, size, p0, velocity, t0: 0.0, t1: f64::INFINITY, camera_invisible: false }
+}
+
+fn event(kind: &str, sensor: Option<&str>, onset: f64, offset: f64) -> Event {
+    Event { kind: kind.into(), sensor: sensor.map(Into::into), actor_ids: vec![], onset, offset }
+}
+
+/// The named scenarios. Ego starts at the world origin heading +x.
+pub fn scenario(name: &str) -> Option<Scenario> {
+    let gentle: fn(f64) -> f64 = |t| if (8.0..14.0).contains(&t) { 0.05 } else { 0.0 };
+    let straight: fn(f64) -> f64 = |_| 0.0;
+    let base = |name: &str| Scenario {
+        name: name.into(),
+        speed: |t| 6.0 + 2.0 * (t / 10.0).min(1.0),
+        yaw_rate: gentle,
+        actors: vec![
+            actor(1, Class::Vehicle, [25.0, -3.5], [7.0, 0.0]),
+            actor(2, Class::Person, [30.0, 5.0], [1.2, 0.0]),
+            actor(3, Class::Obstacle, [45.0, -6.0], [0.0, 0.0]),
+        ],
+        faults: Faults::default(),
+        declared_events: vec![],
+    };
+    Some(match name {
+        "nominal" => base(name),
+        "pedestrian_intrusion" => {
+            let mut s = base(name);
+            s.speed = |_| 3.0;
+            s.yaw_rate = straight;
+            // Crosses the ego's path 12 m ahead of where the ego will be at t = 5 s.
+            s.actors.push(Actor { t0: 0.0, ..actor(4, Class::Person, [3.0 * 5.0 + 3.0, 6.0], [0.0, -1.3]) });
+            s
+        }
+        "collision_course" => {
+            let mut s = base(name);
+            s.yaw_rate = straight;
+            s.speed = |_| 8.0;
+            // Oncoming in the ego's lane: closing at 16 m/s from 120 m.
+            s.actors.push(actor(4, Class::Vehicle, [120.0, 0.0], [-8.0, 0.0]));
+            s
+        }
+        "camera_blackout" => {
+            let mut s = base(name);
+            s.faults.camera_blackout = Some((5.0, 8.0));
+            s.declared_events.push(event("sensor_degraded", Some("camera"), 5.0, 8.0));
+            s
+        }
+        "lidar_dropout" => {
+            let mut s = base(name);
+            s.faults.lidar_dropout = Some((5.0, 8.0));
+            s.declared_events.push(event("sensor_dropout", Some("lidar"), 5.0, 8.0));
+            s
+        }
+        "imu_impact" => {
+            let mut s = base(name);
+            s.faults.imu_impact = Some(6.0);
+            s.declared_events.push(event("impact", Some("imu"), 6.0, 6.02));
+            s
+        }
+        "sensor_disagreement" => {
+            let mut s = base(name);
+            s.speed = |_| 4.0;
+            s.yaw_rate = straight;
+            let mut ghost = actor(4, Class::Obstacle, [30.0, 0.8], [0.0, 0.0]);
+            ghost.camera_invisible = true;
+            ghost.t0 = 3.0;
+            ghost.t1 = 9.0;
+            s.actors.push(ghost);
+            s.declared_events
+                .push(Event { actor_ids: vec![4], ..event("sensor_disagreement", Some("camera"), 3.0, 9.0) });
+            s
+        }
+        "mixed" => {
+            let mut s = base(name);
+            s.speed = |t| 5.0 + 1.5 * (t * 0.1).sin();
+            s.yaw_rate = |t| 0.04 * (t * 0.15).sin();
+            s.actors.push(actor(4, Class::Person, [40.0, 6.0], [0.0, -1.2]));
+            s.actors.push(actor(5, Class::Vehicle, [200.0, 0.5], [-6.0, 0.0]));
+            let mut ghost = actor(6, Class::Obstacle, [70.0, 1.0], [0.0, 0.0]);
+            ghost.camera_invisible = true;
+            ghost.t0 = 8.0;
+            ghost.t1 = 14.0;
+            s.actors.push(ghost);
+            s.faults = Faults {
+                camera_blackout: Some((20.0, 23.0)),
+                lidar_dropout: Some((30.0, 33.0)),
+                imu_impact: Some(40.0),
+            };
+            s.declared_events = vec![
+                Event { actor_ids: vec![6], ..event("sensor_disagreement", Some("camera"), 8.0, 14.0) },
+                event("sensor_degraded", Some("camera"), 20.0, 23.0),
+                event("sensor_dropout", Some("lidar"), 30.0, 33.0),
+                event("impact", Some("imu"), 40.0, 40.02),
+            ];
+            s
+        }
+        _ => return None,
+    })
+}
+
+/// Ego pose and motion at time t, integrated from the profiles at 1 kHz.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EgoState {
+    pub t: f64,
+    pub x: f64,
+    pub y: f64,
+    pub yaw: f64,
+    pub speed: f64,
+    pub yaw_rate: f64,
+    /// Longitudinal acceleration, m/s².
+    pub accel: f64,
+}
+
+impl EgoState {
+    pub fn pose(&self) -> Isometry3<f64> {
+        Isometry3::from_parts(
+            Translation3::new(self.x, self.y, 0.0),
+            UnitQuaternion::from_axis_angle(&Vector3::z_axis(), self.yaw),
+        )
+    }
+    pub fn velocity(&self) -> Vector3<f64> {
+        Vector3::new(self.speed * self.yaw.cos(), self.speed * self.yaw.sin(), 0.0)
+    }
+}
+
+pub struct Trajectory {
+    dt: f64,
+    states: Vec<EgoState>,
+}
+
+impl Trajectory {
+    pub fn new(s: &Scenario, duration: f64) -> Self {
+        let dt = 1e-3;
+        let n = (duration / dt).ceil() as usize + 2;
+        let mut states = Vec::with_capacity(n);
+        let (mut x, mut y, mut yaw) = (0.0, 0.0, 0.0);
+        for i in 0..n {
+            let t = i as f64 * dt;
+            let (v, w) = ((s.speed)(t), (s.yaw_rate)(t));
+            let accel = ((s.speed)(t + dt) - (s.speed)((t - dt).max(0.0))) / if t >= dt { 2.0 * dt } else { dt };
+            states.push(EgoState { t, x, y, yaw, speed: v, yaw_rate: w, accel });
+            // Midpoint integration.
+            let ym = yaw + 0.5 * w * dt;
+            x += v * ym.cos() * dt;
+            y += v * ym.sin() * dt;
+            yaw += w * dt;
+        }
+        Self { dt, states }
+    }
+
+    pub fn at(&self, t: f64) -> EgoState {
+        let i = ((t / self.dt).floor().max(0.0) as usize).min(self.states.len() - 2);
+        let (a, b) = (&self.states[i], &self.states[i + 1]);
+        let f = ((t - a.t) / self.dt).clamp(0.0, 1.0);
+        let lerp = |p: f64, q: f64| p + (q - p) * f;
+        EgoState {
+            t,
+            x: lerp(a.x, b.x),
+            y: lerp(a.y, b.y),
+            yaw: lerp(a.yaw, b.yaw),
+            speed: lerp(a.speed, b.speed),
+            yaw_rate: lerp(a.yaw_rate, b.yaw_rate),
+            accel: lerp(a.accel, b.accel),
+        }
+    }
+}
+
+/// An actor's box at one instant, in the world frame.
+#[derive(Debug, Clone, Copy)]
+struct BoxNow {
+    index: usize,
+    center: Point3<f64>,
+    half: Vector3<f64>,
+    rot: UnitQuaternion<f64>,
+}
+
+/// Ray–oriented-box intersection (slab test in the box frame); the entry distance and the
+/// hit face normal in world.
+fn ray_box(o: &Point3<f64>, d: &Vector3<f64>, b: &BoxNow) -> Option<(f64, Vector3<f64>)> {
+    let inv = b.rot.inverse();
+    let lo = inv * (o - b.center);
+    let ld = inv * d;
+    let (mut tmin, mut tmax) = (0.0f64, f64::INFINITY);
+    let mut axis = 0usize;
+    let mut sign = 1.0;
+    for k in 0..3 {
+        if ld[k].abs() < 1e-12 {
+            if lo[k].abs() > b.half[k] {
+                return None;
+            }
+            continue;
+        }
+        let (mut t1, mut t2) = ((-b.half[k] - lo[k]) / ld[k], (b.half[k] - lo[k]) / ld[k]);
+        let mut s = -1.0;
+        if t1 > t2 {
+            std::mem::swap(&mut t1, &mut t2);
+            s = 1.0;
+        }
+        if t1 > tmin {
+            tmin = t1;
+            axis = k;
+            sign = s;
+        }
+        tmax = tmax.min(t2);
+        if tmin > tmax {
+            return None;
+        }
+    }
+    if tmin <= 1e-6 {
+        return None;
+    }
+    let mut n = Vector3::zeros();
+    n[axis] = sign;
+    Some((tmin, b.rot * n))
+}
+
+pub enum Hit {
+    Sky,
+    Ground(Point3<f64>),
+    Actor { index: usize, point: Point3<f64>, normal: Vector3<f64> },
+}
+
+pub struct World<'a> {
+    pub scenario: &'a Scenario,
+    pub traj: Trajectory,
+    pub calib: Calibration,
+}
+
+impl<'a> World<'a> {
+    pub fn new(scenario: &'a Scenario, duration: f64, calib: Calibration) -> Self {
+        Self { scenario, traj: Trajectory::new(scenario, duration), calib }
+    }
+
+    fn boxes(&self, t: f64, for_camera: bool) -> Vec<BoxNow> {
+        self.scenario
+            .actors
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.present(t) && !(for_camera && a.camera_invisible))
+            .map(|(index, a)| {
+                let p = a.position(t);
+                BoxNow {
+                    index,
+                    center: Point3::new(p[0], p[1], a.size[2] / 2.0),
+                    half: Vector3::new(a.size[0] / 2.0, a.size[1] / 2.0, a.size[2] / 2.0),
+                    rot: UnitQuaternion::from_axis_angle(&Vector3::z_axis(), a.yaw()),
+                }
+            })
+            .collect()
+    }
+
+    fn cast(o: &Point3<f64>, d: &Vector3<f64>, boxes: &[BoxNow], max: f64) -> (f64, Hit) {
+        let mut best = (f64::INFINITY, Hit::Sky);
+        if d.z < -1e-9 {
+            let t = -o.z / d.z;
+            if t < max {
+                best = (t, Hit::Ground(o + d * t));
+            }
+        }
+        for b in boxes {
+            if let Some((t, n)) = ray_box(o, d, b) {
+                if t < best.0 && t < max {
+                    best = (t, Hit::Actor { index: b.index, point: o + d * t, normal: n });
+                }
+            }
+        }
+        best
+    }
+
+    /// Pose of a sensor in the world at time t.
+    pub fn sensor_pose(&self, sensor: &str, t: f64) -> Isometry3<f64> {
+        self.traj.at(t).pose() * self.calib.sensor(sensor).to_base()
+    }
+}
+
+// ---- camera -----------------------------------------------------------------------------
+
+pub struct Frame {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+    /// Per actor index: visible pixel count and the visible part's box [x0, y0, x1, y1].
+    pub visible: Vec<(usize, u32, [u32; 4])>,
+}
+
+/// Renders the camera image at time t: sky gradient, checkered ground fading with distance,
+/// Lambert-shaded actor boxes, exposure gain, Gaussian pixel noise.
+pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
+    let cam = w.calib.sensor("camera");
+    let (width, height) = (cam.width.unwrap_or(640), cam.height.unwrap_or(480));
+    let k = cam.k.unwrap_or([500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]);
+    let pose = w.sensor_pose("camera", t);
+    let o = Point3::from(pose.translation.vector);
+    let rot = pose.rotation;
+    let boxes = w.boxes(t, true);
+    let blackout = w.scenario.faults.camera_blackout.is_some_and(|(a, b)| t >= a && t < b);
+    // Slow auto-exposure drift; a blackout is a lens covered (nearly no light).
+    let gain = if blackout { 0.03 } else { 1.0 + 0.12 * (t * 0.7).sin() };
+    let sun = Vector3::new(0.4, 0.3, 0.85).normalize();
+    let noise = Normal::new(0.0, 3.0).expect("sigma > 0");
+    let mut rgb = vec![0u8; (width * height * 3) as usize];
+    let mut visible: Vec<(usize, u32, [u32; 4])> = vec![];
+    // Per-pixel noise from a table refreshed per frame: cheap and still seeded.
+    let table: Vec<f64> = (0..4096).map(|_| noise.sample(rng)).collect();
+    let mut ti: usize = rng.gen_range(0..4096);
+    for v in 0..height {
+        for u in 0..width {
+            let dir_cam = Vector3::new((u as f64 + 0.5 - k[2]) / k[0], (v as f64 + 0.5 - k[5]) / k[4], 1.0);
+            let d = (rot * dir_cam).normalize();
+            let (dist, hit) = World::cast(&o, &d, &boxes, 300.0);
+            let color = match hit {
+                Hit::Sky => {
+                    let up = d.z.clamp(0.0, 1.0);
+                    [120.0 + 60.0 * up, 160.0 + 50.0 * up, 230.0]
+                }
+                Hit::Ground(p) => {
+                    let checker = ((p.x / 2.0).floor() as i64 + (p.y / 2.0).floor() as i64).rem_euclid(2) == 0;
+                    let base = if checker { 95.0 } else { 125.0 };
+                    let fade = (dist / 150.0).min(1.0);
+                    let c = base * (1.0 - fade) + 170.0 * fade;
+                    [c, c * 0.97, c * 0.9]
+                }
+                Hit::Actor { index, normal, .. } => {
+                    let shade = 0.35 + 0.65 * normal.dot(&sun).max(0.0);
+                    let c = w.scenario.actors[index].class.color();
+                    match visible.iter_mut().find(|e| e.0 == index) {
+                        Some(e) => {
+                            e.1 += 1;
+                            e.2 = [e.2[0].min(u), e.2[1].min(v), e.2[2].max(u), e.2[3].max(v)];
+                        }
+                        None => visible.push((index, 1, [u, v, u, v])),
+                    }
+                    [c[0] * shade, c[1] * shade, c[2] * shade]
+                }
+            };
+            let i = ((v * width + u) * 3) as usize;
+            for ch in 0..3 {
+                ti = (ti + 1) & 4095;
+                rgb[i + ch] = (color[ch] * gain + table[ti]).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    visible.sort_by_key(|e| e.0);
+    Frame { width, height, rgb, visible }
+}
+
+// ---- LiDAR ------------------------------------------------------------------------------
+
+pub const LIDAR_BEAMS: usize = 32;
+pub const LIDAR_AZIMUTHS: usize = 1000;
+pub const LIDAR_PERIOD: f64 = 0.1;
+
+/// One sweep starting at t: x,y,z in the LiDAR frame *at each point's firing time* (so a
+/// turning ego smears the sweep and deskew matters), intensity, time offset within the
+/// sweep, and which actor (if any) the point hit.
+pub struct Sweep {
+    pub points: Vec<[f32; 5]>,
+    pub actor: Vec<Option<u32>>,
+}
+
+pub fn lidar_sweep(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Sweep {
+    let range_noise = Normal::new(0.0, 0.02).expect("sigma > 0");
+    let mut points = Vec::with_capacity(LIDAR_BEAMS * LIDAR_AZIMUTHS);
+    let mut actor = Vec::with_capacity(LIDAR_BEAMS * LIDAR_AZIMUTHS);
+    for a in 0..LIDAR_AZIMUTHS {
+        let dt = a as f64 / LIDAR_AZIMUTHS as f64 * LIDAR_PERIOD;
+        let pose = w.sensor_pose("lidar", t + dt);
+        let boxes = w.boxes(t + dt, false);
+        let o = Point3::from(pose.translation.vector);
+        let az = -std::f64::consts::PI + 2.0 * std::f64::consts::PI * a as f64 / LIDAR_AZIMUTHS as f64;
+        for b in 0..LIDAR_BEAMS {
+            let el = (-25.0 + 40.0 * b as f64 / (LIDAR_BEAMS - 1) as f64).to_radians();
+            let local = Vector3::new(el.cos() * az.cos(), el.cos() * az.sin(), el.sin());
+            let d = pose.rotation * local;
+            let (dist, hit) = World::cast(&o, &d, &boxes, 100.0);
+            // 1 % random dropouts (absorbing surfaces, missed returns).
+            if matches!(hit, Hit::Sky) || rng.gen::<f64>() < 0.01 {
+                continue;
+            }
+            let r = dist + range_noise.sample(rng);
+            let (intensity, who) = match hit {
+                Hit::Actor { index, .. } => {
+                    let a = &w.scenario.actors[index];
+                    (a.class.lidar_intensity(), Some(a.id))
+                }
+                _ => (15.0, None),
+            };
+            let p = local * r;
+            points.push([p.x as f32, p.y as f32, p.z as f32, (intensity + rng.gen_range(-3.0..3.0)) as f32, dt as f32]);
+            actor.push(who);
+        }
+    }
+    Sweep { points, actor }
+}
+
+// ---- radar ------------------------------------------------------------------------------
+
+/// Radar targets at t: per visible actor a few returns on its near surface with doppler =
+/// radial velocity relative to the sensor (+ = receding), ground clutter and false alarms.
+/// Returns x,y,z (radar frame), doppler, rcs, and the actor id.
+pub fn radar_scan(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Vec<([f32; 5], Option<u32>)> {
+    let pose = w.sensor_pose("radar", t);
+    let ego = w.traj.at(t);
+    let o = Point3::from(pose.translation.vector);
+    // Velocity of the radar in the world (rotation about z adds ω × r).
+    let lever = ego.pose().rotation * w.calib.sensor("radar").to_base().translation.vector;
+    let v_sensor = ego.velocity() + Vector3::new(0.0, 0.0, ego.yaw_rate).cross(&lever);
+    let boxes = w.boxes(t, false);
+    let inv = pose.inverse();
+    let mut out = vec![];
+    let doppler_noise = Normal::new(0.0, 0.1).expect("sigma > 0");
+    let fov = 60f64.to_radians();
+    for b in &boxes {
+        let a = &w.scenario.actors[b.index];
+        let to = b.center - o;
+        let local = inv.rotation * to;
+        if local.x <= 0.5 || local.y.atan2(local.x).abs() > fov || to.norm() > 120.0 {
+            continue;
+        }
+        // Occluded? The first thing along the line of sight must be this actor.
+        if let (_, Hit::Actor { index, .. }) = World::cast(&o, &to.normalize(), &boxes, 200.0) {
+            if index != b.index {
+                continue;
+            }
+        } else {
+            continue;
+        }
+        let n = 1 + (a.size[0] * a.size[1]).sqrt().round() as usize;
+        let va = Vector3::new(a.velocity[0], a.velocity[1], 0.0);
+        for _ in 0..n {
+            let jitter = Vector3::new(rng.gen_range(-1.0..1.0) * b.half.x, rng.gen_range(-1.0..1.0) * b.half.y, 0.0);
+            let target = b.center + b.rot * jitter;
+            let (_, hit) = World::cast(&o, &(target - o).normalize(), &boxes, 200.0);
+            let Hit::Actor { point, .. } = hit else { continue };
+            let los = (point - o).normalize();
+            let doppler = (va - v_sensor).dot(&los) + doppler_noise.sample(rng);
+            let p = inv * point;
+            let rcs = a.class.rcs() + rng.gen_range(-2.0..2.0);
+            out.push(([p.x as f32, p.y as f32, p.z as f32, doppler as f32, rcs as f32], Some(a.id)));
+        }
+    }
+    // Ground clutter (static world: doppler = -v_sensor·los) and uniform false alarms.
+    let clutter = Poisson::new(4.0).expect("lambda > 0").sample(rng) as usize;
+    for i in 0..clutter {
+        let r = rng.gen_range(5.0..80.0);
+        let az: f64 = rng.gen_range(-fov..fov);
+        let local = Point3::new(r * az.cos(), r * az.sin(), -0.4);
+        let los = (pose * local - o).normalize();
+        let false_alarm = i % 3 == 2;
+        let doppler =
+            if false_alarm { rng.gen_range(-20.0..20.0) } else { -v_sensor.dot(&los) + doppler_noise.sample(rng) };
+        out.push(([local.x as f32, local.y as f32, local.z as f32, doppler as f32, rng.gen_range(-15.0..0.0)], None));
+    }
+    out
+}
+
+// ---- IMU --------------------------------------------------------------------------------
+
+pub struct ImuModel {
+    gyro_bias: Vector3<f64>,
+    accel_bias: Vector3<f64>,
+}
+
+pub struct ImuReading {
+    pub angular_velocity: [f64; 3],
+    pub linear_acceleration: [f64; 3],
+}
+
+impl ImuModel {
+    pub fn new(rng: &mut ChaCha8Rng) -> Self {
+        let b = Normal::new(0.0, 0.003).expect("sigma > 0");
+        let a = Normal::new(0.0, 0.02).expect("sigma > 0");
+        Self {
+            gyro_bias: Vector3::new(b.sample(rng), b.sample(rng), b.sample(rng)),
+            accel_bias: Vector3::new(a.sample(rng), a.sample(rng), a.sample(rng)),
+        }
+    }
+
+    /// Specific force and angular rate in the IMU frame at t (sample period dt), with white
+    /// noise and slowly drifting (random-walk) bias.
+    pub fn sample(&mut self, w: &World, t: f64, dt: f64, rng: &mut ChaCha8Rng) -> ImuReading {
+        let s = w.traj.at(t);
+        // base_link motion: longitudinal accel, centripetal v·ω, rotation about z.
+        let a_base = Vector3::new(s.accel, s.speed * s.yaw_rate, 0.0);
+        let omega_base = Vector3::new(0.0, 0.0, s.yaw_rate);
+        let mount = w.calib.sensor("imu").to_base();
+        let r = mount.translation.vector;
+        // Lever arm of the mount (zero for a mount on the yaw axis).
+        let alpha = Vector3::new(0.0, 0.0, ((w.scenario.yaw_rate)(t + 1e-3) - (w.scenario.yaw_rate)(t)) / 1e-3);
+        let a_imu_base = a_base + alpha.cross(&r) + omega_base.cross(&omega_base.cross(&r));
+        let f_base = a_imu_base + Vector3::new(0.0, 0.0, GRAVITY);
+        let inv = mount.rotation.inverse();
+        let walk_g = Normal::new(0.0, 2e-5 * dt.sqrt()).expect("sigma > 0");
+        let walk_a = Normal::new(0.0, 2e-4 * dt.sqrt()).expect("sigma > 0");
+        for k in 0..3 {
+            self.gyro_bias[k] += walk_g.sample(rng);
+            self.accel_bias[k] += walk_a.sample(rng);
+        }
+        let gn = Normal::new(0.0, 0.002).expect("sigma > 0");
+        let an = Normal::new(0.0, 0.03).expect("sigma > 0");
+        let mut f = inv * f_base + self.accel_bias + Vector3::new(an.sample(rng), an.sample(rng), an.sample(rng));
+        let g = inv * omega_base + self.gyro_bias + Vector3::new(gn.sample(rng), gn.sample(rng), gn.sample(rng));
+        if let Some(ti) = w.scenario.faults.imu_impact {
+            if t >= ti && t < ti + 0.02 {
+                // A 20 ms shock, mostly lateral: beyond an 8 g accelerometer's range.
+                f += Vector3::new(30.0, -85.0, 20.0);
+            }
+        }
+        ImuReading { angular_velocity: g.into(), linear_acceleration: f.into() }
+    }
+}
+
+pub fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    r.set_stream(stream);
+    r
+}
+
+// ---- ground truth -----------------------------------------------------------------------
+
+#[derive(Debug, Serialize)]
+pub struct ActorTruth {
+    pub id: u32,
+    pub class: Class,
+    /// Box centre in base_link, size (l, w, h), yaw relative to base_link.
+    pub center: [f64; 3],
+    pub size: [f64; 3],
+    pub yaw: f64,
+    /// Velocity in base_link axes, relative to the ground (m/s).
+    pub velocity: [f64; 2],
+    /// Visible part in the image (pixels, inclusive), when any pixel is visible.
+    pub box2d: Option<[u32; 4]>,
+    pub visible_pixels: u32,
+    pub camera_invisible: bool,
+}
+
+/// Actors in base_link at t, with their visible image boxes from a rendered frame.
+pub fn truth(w: &World, t: f64, frame: Option<&Frame>) -> Vec<ActorTruth> {
+    let ego = w.traj.at(t);
+    let inv = ego.pose().inverse();
+    w.scenario
+        .actors
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.present(t))
+        .map(|(i, a)| {
+            let p = a.position(t);
+            let c = inv * Point3::new(p[0], p[1], a.size[2] / 2.0);
+            let v = inv.rotation * Vector3::new(a.velocity[0], a.velocity[1], 0.0);
+            let vis = frame.and_then(|f| f.visible.iter().find(|e| e.0 == i));
+            ActorTruth {
+                id: a.id,
+                class: a.class,
+                center: [c.x, c.y, c.z],
+                size: a.size,
+                yaw: a.yaw() - ego.yaw,
+                velocity: [v.x, v.y],
+                box2d: vis.map(|e| e.2),
+                visible_pixels: vis.map(|e| e.1).unwrap_or(0),
+                camera_invisible: a.camera_invisible,
+            }
+        })
+        .collect()
+}
+
+/// Events found from the geometry over [0, duration): `zone_intrusion` while an actor's
+/// centre is inside a safety polygon, `collision_risk` while time-to-collision < `ttc_s`.
+pub fn geometric_events(w: &World, duration: f64, ttc_s: f64) -> Vec<Event> {
+    let step = 0.05;
+    let mut out: Vec<Event> = vec![];
+    let mut open: Vec<(String, u32, f64)> = vec![];
+    let n = (duration / step).floor() as usize;
+    for i in 0..=n {
+        let t = i as f64 * step;
+        let mut now: Vec<(String, u32)> = vec![];
+        for a in truth(w, t, None) {
+            for z in &w.calib.safety_zones {
+                if point_in_polygon(a.center[0], a.center[1], &z.polygon) {
+                    now.push((format!("zone_intrusion:{}", z.name), a.id));
+                }
+            }
+            // Closing along the ego's axis, within a lane's width.
+            let closing = -(a.velocity[0] - w.traj.at(t).speed);
+            let gap = a.center[0] - a.size[0] / 2.0;
+            if a.center[1].abs() < 1.8 && gap > 0.0 && closing > 0.1 && gap / closing < ttc_s {
+                now.push(("collision_risk".into(), a.id));
+            }
+        }
+        for (key, id) in &now {
+            if !open.iter().any(|(k, i, _)| k == key && i == id) {
+                open.push((key.clone(), *id, t));
+            }
+        }
+        let (keep, done): (Vec<_>, Vec<_>) =
+            open.into_iter().partition(|(k, i, _)| now.iter().any(|(nk, ni)| nk == k && ni == i) && t < duration);
+        for (key, id, onset) in done {
+            let kind = key.split(':').next().unwrap_or(&key).to_string();
+            out.push(Event { kind, sensor: None, actor_ids: vec![id], onset, offset: t });
+        }
+        open = keep;
+    }
+    for (key, id, onset) in open {
+        let kind = key.split(':').next().unwrap_or(&key).to_string();
+        out.push(Event { kind, sensor: None, actor_ids: vec![id], onset, offset: duration });
+    }
+    out.sort_by(|a, b| a.onset.total_cmp(&b.onset));
+    out
+}
+
+pub fn point_in_polygon(x: f64, y: f64, poly: &[[f64; 2]]) -> bool {
+    let mut inside = false;
+    let n = poly.len();
+    for i in 0..n {
+        let (a, b) = (poly[i], poly[(i + n - 1) % n]);
+        if (a[1] > y) != (b[1] > y) && x < (b[0] - a[0]) * (y - a[1]) / (b[1] - a[1]) + a[0] {
+            inside = !inside;
+        }
+    }
+    inside
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ray_hits_box_front_face() {
+        let b = BoxNow {
+            index: 0,
+            center: Point3::new(10.0, 0.0, 1.0),
+            half: Vector3::new(1.0, 1.0, 1.0),
+            rot: UnitQuaternion::identity(),
+        };
+        let (t, n) = ray_box(&Point3::new(0.0, 0.0, 1.0), &Vector3::x(), &b).unwrap();
+        assert!((t - 9.0).abs() < 1e-9 && (n + Vector3::x()).norm() < 1e-9);
+        assert!(ray_box(&Point3::new(0.0, 3.0, 1.0), &Vector3::x(), &b).is_none());
+    }
+
+    #[test]
+    fn every_scenario_exists_and_trajectory_integrates() {
+        for name in SCENARIOS {
+            assert!(scenario(name).is_some(), "{name}");
+        }
+        let s = scenario("collision_course").unwrap();
+        let tr = Trajectory::new(&s, 10.0);
+        let e = tr.at(10.0);
+        assert!((e.x - 80.0).abs() < 1e-6 && e.y.abs() < 1e-9, "{e:?}");
+    }
+
+    #[test]
+    fn geometric_events_find_intrusion_and_collision_risk() {
+        let s = scenario("pedestrian_intrusion").unwrap();
+        let w = World::new(&s, 12.0, Calibration::default());
+        let ev = geometric_events(&w, 12.0, 3.0);
+        assert!(ev.iter().any(|e| e.kind == "zone_intrusion" && e.actor_ids == [4]), "{ev:?}");
+        let s = scenario("collision_course").unwrap();
+        let w = World::new(&s, 12.0, Calibration::default());
+        let ev = geometric_events(&w, 12.0, 3.0);
+        assert!(ev.iter().any(|e| e.kind == "collision_risk" && e.actor_ids == [4]), "{ev:?}");
+        assert!(!geometric_events(&World::new(&scenario("nominal").unwrap(), 12.0, Calibration::default()), 12.0, 3.0)
+            .iter()
+            .any(|e| e.kind == "collision_risk"));
+    }
+
+    #[test]
+    fn camera_sees_the_vehicle_ahead_and_hides_the_ghost() {
+        let s = scenario("sensor_disagreement").unwrap();
+        let w = World::new(&s, 10.0, Calibration::default());
+        let f = render_camera(&w, 5.0, &mut rng(1, 0));
+        let ids: Vec<u32> = f.visible.iter().map(|e| s.actors[e.0].id).collect();
+        assert!(ids.contains(&1) && !ids.contains(&4), "{ids:?}");
+        let sweep = lidar_sweep(&w, 5.0, &mut rng(1, 1));
+        assert!(sweep.actor.iter().filter(|a| **a == Some(4)).count() > 10, "LiDAR sees the ghost");
+        // 32 000 rays; the upward beams mostly see sky.
+        assert!(sweep.points.len() > 15_000, "{}", sweep.points.len());
+    }
+}
