@@ -412,45 +412,123 @@ pub struct Frame {
 }
 
 /// Renders the camera image at time t: sky gradient, checkered ground fading with distance,
-/// Lambert-shaded actor boxes, exposure gain, Gaussian pixel noise.
+/// Lambert-shaded actor boxes, exposure gain, Gaussian pixel noise. Rows are rendered on
+/// two threads; the result does not depend on the split (noise is indexed by pixel).
 pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
     let cam = w.calib.sensor("camera");
     let (width, height) = (cam.width.unwrap_or(640), cam.height.unwrap_or(480));
     let k = cam.k.unwrap_or([500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]);
     let pose = w.sensor_pose("camera", t);
-    let o = Point3::from(pose.translation.vector);
-    let rot = pose.rotation;
     let boxes = w.boxes(t, true);
+    // Image-space bounds of every box (all 8 corners in front of the camera), so that a
+    // pixel only tests the boxes that can cover it.
+    let inv = pose.inverse();
+    let bounds: Vec<Option<[f64; 4]>> = boxes
+        .iter()
+        .map(|b| {
+            let mut r = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+            for c in 0..8 {
+                let corner = Vector3::new(
+                    if c & 1 == 0 { -b.half.x } else { b.half.x },
+                    if c & 2 == 0 { -b.half.y } else { b.half.y },
+                    if c & 4 == 0 { -b.half.z } else { b.half.z },
+                );
+                let p = inv * (b.center + b.rot * corner);
+                if p.z <= 0.05 {
+                    return None; // partly behind the camera: test it everywhere
+                }
+                let (u, v) = (k[0] * p.x / p.z + k[2], k[4] * p.y / p.z + k[5]);
+                r = [r[0].min(u), r[1].min(v), r[2].max(u), r[3].max(v)];
+            }
+            Some(r)
+        })
+        .collect();
     let blackout = w.scenario.faults.camera_blackout.is_some_and(|(a, b)| t >= a && t < b);
     // Slow auto-exposure drift; a blackout is a lens covered (nearly no light).
     let gain = if blackout { 0.03 } else { 1.0 + 0.12 * (t * 0.7).sin() };
-    let sun = Vector3::new(0.4, 0.3, 0.85).normalize();
     let noise = Normal::new(0.0, 3.0).expect("sigma > 0");
-    let mut rgb = vec![0u8; (width * height * 3) as usize];
-    let mut visible: Vec<(usize, u32, [u32; 4])> = vec![];
-    // Per-pixel noise from a table refreshed per frame: cheap and still seeded.
     let table: Vec<f64> = (0..4096).map(|_| noise.sample(rng)).collect();
-    let mut ti: usize = rng.gen_range(0..4096);
-    for v in 0..height {
-        for u in 0..width {
-            let dir_cam = Vector3::new((u as f64 + 0.5 - k[2]) / k[0], (v as f64 + 0.5 - k[5]) / k[4], 1.0);
-            let d = (rot * dir_cam).normalize();
-            let (dist, hit) = World::cast(&o, &d, &boxes, 300.0);
-            let color = match hit {
-                Hit::Sky => {
-                    let up = d.z.clamp(0.0, 1.0);
-                    [120.0 + 60.0 * up, 160.0 + 50.0 * up, 230.0]
+    let offset: usize = rng.gen_range(0..4096);
+    let mut rgb = vec![0u8; (width * height * 3) as usize];
+    let half = (height / 2) as usize;
+    let (top, bottom) = rgb.split_at_mut(half * width as usize * 3);
+    let ctx = RenderCtx { w, k, pose, boxes: &boxes, bounds: &bounds, gain, table: &table, offset, width };
+    let (mut visible, vis_b) = std::thread::scope(|sc| {
+        let h = sc.spawn(|| ctx.rows(half as u32..height, bottom));
+        let a = ctx.rows(0..half as u32, top);
+        (a, h.join().expect("render thread"))
+    });
+    for (index, n, b) in vis_b {
+        match visible.iter_mut().find(|e| e.0 == index) {
+            Some(e) => {
+                e.1 += n;
+                e.2 = [e.2[0].min(b[0]), e.2[1].min(b[1]), e.2[2].max(b[2]), e.2[3].max(b[3])];
+            }
+            None => visible.push((index, n, b)),
+        }
+    }
+    visible.sort_by_key(|e| e.0);
+    Frame { width, height, rgb, visible }
+}
+
+/// floor() without a libm call (x86-64 baseline has no SSE4.1 roundsd).
+fn fast_floor(x: f64) -> i64 {
+    let i = x as i64;
+    if (i as f64) > x { i - 1 } else { i }
+}
+
+struct RenderCtx<'a> {
+    w: &'a World<'a>,
+    k: [f64; 9],
+    pose: Isometry3<f64>,
+    boxes: &'a [BoxNow],
+    bounds: &'a [Option<[f64; 4]>],
+    gain: f64,
+    table: &'a [f64],
+    offset: usize,
+    width: u32,
+}
+
+impl RenderCtx<'_> {
+    fn rows(&self, rows: std::ops::Range<u32>, out: &mut [u8]) -> Vec<(usize, u32, [u32; 4])> {
+        let sun = Vector3::new(0.4, 0.3, 0.85).normalize();
+        let o = Point3::from(self.pose.translation.vector);
+        let (k, width) = (&self.k, self.width);
+        let mut visible: Vec<(usize, u32, [u32; 4])> = vec![];
+        let first = rows.start;
+        let mut row_boxes: Vec<(BoxNow, f64, f64)> = Vec::with_capacity(self.boxes.len());
+        for v in rows {
+            let fv = v as f64 + 0.5;
+            // Boxes whose image bounds cover this row, with their column range.
+            row_boxes.clear();
+            row_boxes.extend(self.boxes.iter().zip(self.bounds).filter_map(|(b, r)| match r {
+                Some(r) if fv < r[1] - 1.0 || fv > r[3] + 1.0 => None,
+                Some(r) => Some((*b, r[0] - 1.0, r[2] + 1.0)),
+                None => Some((*b, f64::NEG_INFINITY, f64::INFINITY)),
+            }));
+            // The ray direction is linear in u: one add per pixel instead of a rotation.
+            let d_row = self.pose.rotation * Vector3::new((0.5 - k[2]) / k[0], (fv - k[5]) / k[4], 1.0);
+            let du = self.pose.rotation * Vector3::new(1.0 / k[0], 0.0, 0.0);
+            let mut d = d_row;
+            for u in 0..width {
+                let fu = u as f64 + 0.5;
+                // Ground (z = 0) first, then any box in front of it.
+                let mut best_t = if d.z < -1e-9 { -o.z / d.z } else { f64::INFINITY };
+                let mut best_box: Option<(usize, Vector3<f64>)> = None;
+                for (b, lo, hi) in &row_boxes {
+                    if fu < *lo || fu > *hi {
+                        continue;
+                    }
+                    if let Some((t, n)) = ray_box(&o, &d, b) {
+                        if t < best_t {
+                            best_t = t;
+                            best_box = Some((b.index, n));
+                        }
+                    }
                 }
-                Hit::Ground(p) => {
-                    let checker = ((p.x / 2.0).floor() as i64 + (p.y / 2.0).floor() as i64).rem_euclid(2) == 0;
-                    let base = if checker { 95.0 } else { 125.0 };
-                    let fade = (dist / 150.0).min(1.0);
-                    let c = base * (1.0 - fade) + 170.0 * fade;
-                    [c, c * 0.97, c * 0.9]
-                }
-                Hit::Actor { index, normal, .. } => {
+                let color = if let Some((index, normal)) = best_box {
                     let shade = 0.35 + 0.65 * normal.dot(&sun).max(0.0);
-                    let c = w.scenario.actors[index].class.color();
+                    let c = self.w.scenario.actors[index].class.color();
                     match visible.iter_mut().find(|e| e.0 == index) {
                         Some(e) => {
                             e.1 += 1;
@@ -459,17 +537,29 @@ pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
                         None => visible.push((index, 1, [u, v, u, v])),
                     }
                     [c[0] * shade, c[1] * shade, c[2] * shade]
+                } else if best_t.is_finite() && best_t * d.norm() < 300.0 {
+                    let (px, py) = (o.x + d.x * best_t, o.y + d.y * best_t);
+                    let checker = (fast_floor(px * 0.5) + fast_floor(py * 0.5)).rem_euclid(2) == 0;
+                    let base = if checker { 95.0 } else { 125.0 };
+                    let fade = (best_t * d.norm() / 150.0).min(1.0);
+                    let c = base * (1.0 - fade) + 170.0 * fade;
+                    [c, c * 0.97, c * 0.9]
+                } else {
+                    let up = (d.z / d.norm()).clamp(0.0, 1.0);
+                    [120.0 + 60.0 * up, 160.0 + 50.0 * up, 230.0]
+                };
+                let pixel = (v * width + u) as usize;
+                let i = ((v - first) * width + u) as usize * 3;
+                for ch in 0..3 {
+                    let n = self.table[(self.offset + pixel * 3 + ch) & 4095];
+                    // (x + 0.5) as u8 rounds without a libm call: this loop runs 28 M times a second.
+                    out[i + ch] = ((color[ch] * self.gain + n).clamp(0.0, 255.0) + 0.5) as u8;
                 }
-            };
-            let i = ((v * width + u) * 3) as usize;
-            for ch in 0..3 {
-                ti = (ti + 1) & 4095;
-                rgb[i + ch] = (color[ch] * gain + table[ti]).round().clamp(0.0, 255.0) as u8;
+                d += du;
             }
         }
+        visible
     }
-    visible.sort_by_key(|e| e.0);
-    Frame { width, height, rgb, visible }
 }
 
 // ---- LiDAR ------------------------------------------------------------------------------
