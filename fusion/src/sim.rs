@@ -199,26 +199,28 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             s
         }
         "mixed" => {
+            // Everything in 20 s: crossing pedestrian, oncoming vehicle, a camera-invisible
+            // obstacle, then camera blackout, LiDAR dropout and an IMU shock.
             let mut s = base(name);
-            s.speed = |t| 5.0 + 1.5 * (t * 0.1).sin();
-            s.yaw_rate = |t| 0.04 * (t * 0.15).sin();
-            s.actors.push(actor(4, Class::Person, [40.0, 6.0], [0.0, -1.2]));
-            s.actors.push(actor(5, Class::Vehicle, [200.0, 0.5], [-6.0, 0.0]));
-            let mut ghost = actor(6, Class::Obstacle, [70.0, 1.0], [0.0, 0.0]);
+            s.speed = |t| 5.0 + 1.5 * (t * 0.3).sin();
+            s.yaw_rate = |t| 0.03 * (t * 0.4).sin();
+            s.actors.push(actor(4, Class::Person, [20.0, 6.0], [0.0, -1.3]));
+            s.actors.push(actor(5, Class::Vehicle, [150.0, 0.3], [-7.0, 0.0]));
+            let mut ghost = actor(6, Class::Obstacle, [35.0, -0.5], [0.0, 0.0]);
             ghost.camera_invisible = true;
-            ghost.t0 = 8.0;
-            ghost.t1 = 14.0;
+            ghost.t0 = 2.0;
+            ghost.t1 = 6.0;
             s.actors.push(ghost);
             s.faults = Faults {
-                camera_blackout: Some((20.0, 23.0)),
-                lidar_dropout: Some((30.0, 33.0)),
-                imu_impact: Some(40.0),
+                camera_blackout: Some((9.0, 11.0)),
+                lidar_dropout: Some((12.0, 14.0)),
+                imu_impact: Some(15.0),
             };
             s.declared_events = vec![
-                Event { actor_ids: vec![6], ..event("sensor_disagreement", Some("camera"), 8.0, 14.0) },
-                event("sensor_degraded", Some("camera"), 20.0, 23.0),
-                event("sensor_dropout", Some("lidar"), 30.0, 33.0),
-                event("impact", Some("imu"), 40.0, 40.02),
+                Event { actor_ids: vec![6], ..event("sensor_disagreement", Some("camera"), 2.0, 6.0) },
+                event("sensor_degraded", Some("camera"), 9.0, 11.0),
+                event("sensor_dropout", Some("lidar"), 12.0, 14.0),
+                event("impact", Some("imu"), 15.0, 15.02),
             ];
             s
         }
@@ -474,7 +476,11 @@ pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
 /// floor() without a libm call (x86-64 baseline has no SSE4.1 roundsd).
 fn fast_floor(x: f64) -> i64 {
     let i = x as i64;
-    if (i as f64) > x { i - 1 } else { i }
+    if (i as f64) > x {
+        i - 1
+    } else {
+        i
+    }
 }
 
 struct RenderCtx<'a> {

@@ -22,7 +22,10 @@ use sensor_fusion::{bag::BagWriter, msgdef};
 use std::io::Write;
 
 #[derive(Parser)]
-#[command(name = "fusion_sim", about = "Write a simulated multi-sensor scenario as a rosbag2 (MCAP) bag with ground truth")]
+#[command(
+    name = "fusion_sim",
+    about = "Write a simulated multi-sensor scenario as a rosbag2 (MCAP) bag with ground truth"
+)]
 struct Cli {
     /// nominal, pedestrian_intrusion, collision_course, camera_blackout, lidar_dropout,
     /// imu_impact, sensor_disagreement, mixed
@@ -172,7 +175,17 @@ fn run(cli: Cli) -> Result<()> {
             }
         });
         let ids = [cam_id, info_id, lidar_id, radar_id, imu_id];
-        write_all(&cli, &scenario, world, &mut bag, &mut gt, schedule, frame_rx, ids, (rng_lidar, rng_radar, rng_imu, imu))
+        write_all(
+            &cli,
+            &scenario,
+            world,
+            &mut bag,
+            &mut gt,
+            schedule,
+            frame_rx,
+            ids,
+            (rng_lidar, rng_radar, rng_imu, imu),
+        )
     })?;
 
     let mut events = sim::geometric_events(world, cli.duration, 3.0);
