@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The demo: a generated 10 s bag of raw camera/LiDAR/radar/IMU streams at nominal rates
-# (cached in .cache/demo, never committed) is played over DDS into the node set started by
+# The demo: a 10 s fusion_sim scenario (DEMO_SCENARIO, default nominal; generated once and
+# cached in .cache/demo, never committed) is played over DDS into the node set started by
 # launch/fusion.launch.xml (from the `make install` prefix) with fusion_launch,
 # their outputs and /diagnostics are recorded with fusion_bag, and the report prints what
 # each node accepted, rejected and dropped, with its processing latency.
@@ -10,12 +10,13 @@ cd "$ROOT"
 source scripts/ros-env.sh
 DURATION=${DEMO_DURATION:-10}
 DIR=.cache/demo
-BAG=$DIR/nominal_${DURATION}s
+SCENARIO=${DEMO_SCENARIO:-nominal}
+BAG=$DIR/${SCENARIO}_seed1_${DURATION}s
 OUT=$DIR/run_$(date +%Y%m%d_%H%M%S)
 mkdir -p "$DIR"
 if [ ! -f "$BAG/metadata.yaml" ]; then
   rm -rf "$BAG"
-  python tests/bagmaker.py "$BAG" --duration "$DURATION"
+  fusion_sim --scenario "$SCENARIO" --seed 1 --duration "$DURATION" --out "$BAG"
 fi
 
 PREFIX=${PREFIX:-$ROOT/install}
