@@ -232,3 +232,29 @@ def test_each_scenario_holds_its_event(scenario, tmp_path):
             ghost = [a for f in frames if lo <= f['stamp_ns'] < hi for a in f['actors'] if a['id'] in e['actor_ids']]
             assert ghost and all(a['visible_pixels'] == 0 and a['camera_invisible'] for a in ghost)
     shutil.rmtree(bag, ignore_errors=True)
+
+
+def test_training_export_images_and_boxes(tmp_path):
+    export = tmp_path / 'train'
+    res = subprocess.run([binary('fusion_sim'), '--scenario', 'camera_blackout', '--seed', '4', '--duration', '6',
+                          '--out', str(tmp_path / 'bag'), '--export', str(export), '--export-every', '10'],
+                         capture_output=True, text=True, env=child_env(), timeout=120)
+    assert res.returncode == 0, res.stderr
+    labels = [json.loads(line) for line in (export / 'labels.jsonl').read_text().splitlines()]
+    # 18 frames at every 10th of 30 Hz; the three in the 5-6 s blackout are left out.
+    assert len(labels) == 15
+    assert all(not (1_700_000_005_000_000_000 <= x['stamp_ns'] < 1_700_000_008_000_000_000) for x in labels)
+    colors = {'vehicle': 2, 'person': 0}  # the dominant channel of each class's paint
+    checked = 0
+    for entry in labels:
+        data = (export / entry['image']).read_bytes()
+        header = b'P6\n640 480\n255\n'
+        assert data.startswith(header) and len(data) == len(header) + 640 * 480 * 3
+        img = np.frombuffer(data[len(header):], np.uint8).reshape(480, 640, 3).astype(int)
+        for b in entry['boxes']:
+            x0, y0, x1, y1 = b['box']
+            patch = img[y0:y1 + 1, x0:x1 + 1].reshape(-1, 3).mean(axis=0)
+            if b['class'] in colors and b['visible_pixels'] > 200:
+                assert patch.argmax() == colors[b['class']], (b, patch)
+                checked += 1
+    assert checked >= 10

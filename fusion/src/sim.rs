@@ -449,14 +449,17 @@ pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
     // Slow auto-exposure drift; a blackout is a lens covered (nearly no light).
     let gain = if blackout { 0.03 } else { 1.0 + 0.12 * (t * 0.7).sin() };
     let noise = Normal::new(0.0, 3.0).expect("sigma > 0");
-    let table: Vec<f64> = (0..4096).map(|_| noise.sample(rng)).collect();
+    let table: Vec<i16> = (0..4096).map(|_| Distribution::<f64>::sample(&noise, rng).round() as i16).collect();
     let offset: usize = rng.gen_range(0..4096);
     let mut rgb = vec![0u8; (width * height * 3) as usize];
     let half = (height / 2) as usize;
     let (top, bottom) = rgb.split_at_mut(half * width as usize * 3);
     let ctx = RenderCtx { w, k, pose, boxes: &boxes, bounds: &bounds, gain, table: &table, offset, width };
     let (mut visible, vis_b) = std::thread::scope(|sc| {
-        let h = sc.spawn(|| ctx.rows(half as u32..height, bottom));
+        let h = std::thread::Builder::new()
+            .name("camera-rows".into())
+            .spawn_scoped(sc, || ctx.rows(half as u32..height, bottom))
+            .expect("spawn render thread");
         let a = ctx.rows(0..half as u32, top);
         (a, h.join().expect("render thread"))
     });
@@ -490,7 +493,7 @@ struct RenderCtx<'a> {
     boxes: &'a [BoxNow],
     bounds: &'a [Option<[f64; 4]>],
     gain: f64,
-    table: &'a [f64],
+    table: &'a [i16],
     offset: usize,
     width: u32,
 }
@@ -556,10 +559,12 @@ impl RenderCtx<'_> {
                 };
                 let pixel = (v * width + u) as usize;
                 let i = ((v - first) * width + u) as usize * 3;
+                // Integer noise from the per-frame table; (x + 0.5) as i32 rounds without a
+                // libm call: this runs 28 M times per simulated second.
+                let px = &mut out[i..i + 3];
                 for ch in 0..3 {
-                    let n = self.table[(self.offset + pixel * 3 + ch) & 4095];
-                    // (x + 0.5) as u8 rounds without a libm call: this loop runs 28 M times a second.
-                    out[i + ch] = ((color[ch] * self.gain + n).clamp(0.0, 255.0) + 0.5) as u8;
+                    let n = self.table[(self.offset + pixel * 3 + ch) & 4095] as i32;
+                    px[ch] = ((color[ch] * self.gain + 0.5) as i32 + n).clamp(0, 255) as u8;
                 }
                 d += du;
             }
@@ -583,18 +588,56 @@ pub struct Sweep {
 }
 
 pub fn lidar_sweep(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Sweep {
+    use std::f64::consts::PI;
     let range_noise = Normal::new(0.0, 0.02).expect("sigma > 0");
+    // Beam directions in the sensor frame, per azimuth step (elevations -25°..+15°).
+    let beams: Vec<(f64, f64)> = (0..LIDAR_BEAMS)
+        .map(|b| {
+            let el = (-25.0 + 40.0 * b as f64 / (LIDAR_BEAMS - 1) as f64).to_radians();
+            (el.cos(), el.sin())
+        })
+        .collect();
     let mut points = Vec::with_capacity(LIDAR_BEAMS * LIDAR_AZIMUTHS);
     let mut actor = Vec::with_capacity(LIDAR_BEAMS * LIDAR_AZIMUTHS);
     for a in 0..LIDAR_AZIMUTHS {
         let dt = a as f64 / LIDAR_AZIMUTHS as f64 * LIDAR_PERIOD;
         let pose = w.sensor_pose("lidar", t + dt);
-        let boxes = w.boxes(t + dt, false);
+        let inv = pose.inverse();
         let o = Point3::from(pose.translation.vector);
-        let az = -std::f64::consts::PI + 2.0 * std::f64::consts::PI * a as f64 / LIDAR_AZIMUTHS as f64;
-        for b in 0..LIDAR_BEAMS {
-            let el = (-25.0 + 40.0 * b as f64 / (LIDAR_BEAMS - 1) as f64).to_radians();
-            let local = Vector3::new(el.cos() * az.cos(), el.cos() * az.sin(), el.sin());
+        let az = -PI + 2.0 * PI * a as f64 / LIDAR_AZIMUTHS as f64;
+        let (ca, sa) = (az.cos(), az.sin());
+        // Only the boxes whose footprint spans this azimuth (as seen from the sensor) can be
+        // hit by any beam of it: most azimuths test none.
+        let boxes: Vec<BoxNow> = w
+            .boxes(t + dt, false)
+            .into_iter()
+            .filter(|b| {
+                let mut lo = f64::INFINITY;
+                let mut hi = f64::NEG_INFINITY;
+                let c = inv * b.center;
+                let ca0 = c.y.atan2(c.x);
+                for k in 0..4 {
+                    let corner = Vector3::new(
+                        if k & 1 == 0 { -b.half.x } else { b.half.x },
+                        if k & 2 == 0 { -b.half.y } else { b.half.y },
+                        0.0,
+                    );
+                    let p = inv * (b.center + b.rot * corner);
+                    // Angles relative to the centre's, so intervals never wrap.
+                    let mut d = p.y.atan2(p.x) - ca0;
+                    d = (d + PI).rem_euclid(2.0 * PI) - PI;
+                    lo = lo.min(d);
+                    hi = hi.max(d);
+                }
+                let mut rel = az - ca0;
+                rel = (rel + PI).rem_euclid(2.0 * PI) - PI;
+                // A sensor inside the footprint sees the box everywhere.
+                let inside = c.x.abs() <= b.half.x.max(b.half.y) && c.y.abs() <= b.half.x.max(b.half.y);
+                inside || (rel >= lo - 0.01 && rel <= hi + 0.01)
+            })
+            .collect();
+        for &(ce, se) in &beams {
+            let local = Vector3::new(ce * ca, ce * sa, se);
             let d = pose.rotation * local;
             let (dist, hit) = World::cast(&o, &d, &boxes, 100.0);
             // 1 % random dropouts (absorbing surfaces, missed returns).

@@ -42,6 +42,58 @@ struct Cli {
     /// Calibration YAML for the sensor poses (default: the built-in calibration).
     #[arg(long, default_value = "")]
     calibration: String,
+    /// Also write detector training data here: images/<stamp>.ppm (binary PPM, rgb8) and
+    /// labels.jsonl (per image: class, actor id and visible 2D box of every actor).
+    #[arg(long)]
+    export: Option<String>,
+    /// With --export: every Nth camera frame.
+    #[arg(long, default_value_t = 1)]
+    export_every: usize,
+}
+
+/// Training export: one PPM per exported frame and one labels line for it. Actors the
+/// camera cannot see (camera-invisible, fewer than 20 visible pixels) and frames in a
+/// camera blackout are left out: there is nothing in the image to learn from.
+struct Exporter {
+    dir: std::path::PathBuf,
+    labels: std::io::BufWriter<std::fs::File>,
+    every: usize,
+    seen: usize,
+}
+
+impl Exporter {
+    fn new(dir: &str, every: usize) -> Result<Self> {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(dir.join("images")).with_context(|| format!("cannot create {}", dir.display()))?;
+        let labels = std::io::BufWriter::new(std::fs::File::create(dir.join("labels.jsonl"))?);
+        Ok(Self { dir, labels, every: every.max(1), seen: 0 })
+    }
+
+    fn frame(&mut self, world: &World, t_ns: i64, frame: &sim::Frame) -> Result<()> {
+        self.seen += 1;
+        let t = t_ns as f64 * 1e-9;
+        if !(self.seen - 1).is_multiple_of(self.every)
+            || world.scenario.faults.camera_blackout.is_some_and(|(a, b)| t >= a && t < b)
+        {
+            return Ok(());
+        }
+        let name = format!("images/{}.ppm", START_NS + t_ns);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(self.dir.join(&name))?);
+        write!(f, "P6\n{} {}\n255\n", frame.width, frame.height)?;
+        f.write_all(&frame.rgb)?;
+        let boxes: Vec<_> = sim::truth(world, t, Some(frame))
+            .into_iter()
+            .filter(|a| !a.camera_invisible && a.visible_pixels >= 20)
+            .map(|a| serde_json::json!({"class": a.class, "id": a.id, "box": a.box2d, "visible_pixels": a.visible_pixels}))
+            .collect();
+        writeln!(
+            self.labels,
+            "{}",
+            serde_json::json!({"image": name, "stamp_ns": START_NS + t_ns, "width": frame.width, "height": frame.height,
+                               "boxes": boxes})
+        )?;
+        Ok(())
+    }
 }
 
 /// Bag time of the scenario's t = 0 (fixed, so that bags are reproducible).
@@ -89,6 +141,12 @@ fn cloud(t_ns: i64, frame: &str, names: &[&str], values: impl Iterator<Item = f3
 
 fn main() {
     let cli = Cli::parse();
+    // Every frame allocates and frees ~1 MB buffers (image, CDR, MCAP record). With glibc's
+    // default each one is a fresh mmap whose pages fault in again; keep them on the heap.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
     if let Err(e) = run(cli) {
         eprintln!("fusion_sim: error: {}", format!("{e:#}").replace('\n', " "));
         std::process::exit(1);
@@ -162,30 +220,31 @@ fn run(cli: Cli) -> Result<()> {
     let camera_times: Vec<i64> = schedule.iter().filter(|(_, s)| *s == Sensor::Camera).map(|(t, _)| *t).collect();
     let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<(sim::Frame, String)>(3);
     let world = &world;
+    let mut exporter = cli.export.as_deref().map(|d| Exporter::new(d, cli.export_every)).transpose()?;
     std::thread::scope(|scope| -> Result<()> {
-        scope.spawn(move || {
+        let camera = std::thread::Builder::new().name("camera".into()).spawn_scoped(scope, move || -> Result<()> {
             for t_ns in camera_times {
                 let t = t_ns as f64 * 1e-9;
                 let frame = sim::render_camera(world, t, &mut rng_cam);
+                if let Some(e) = exporter.as_mut() {
+                    e.frame(world, t_ns, &frame)?;
+                }
                 let truth = serde_json::json!({"type": "frame", "stamp_ns": START_NS + t_ns, "t": t,
                                                "ego": world.traj.at(t), "actors": sim::truth(world, t, Some(&frame))});
                 if frame_tx.send((frame, truth.to_string())).is_err() {
-                    return;
+                    break;
                 }
             }
-        });
+            if let Some(mut e) = exporter {
+                e.labels.flush()?;
+            }
+            Ok(())
+        })?;
         let ids = [cam_id, info_id, lidar_id, radar_id, imu_id];
-        write_all(
-            &cli,
-            &scenario,
-            world,
-            &mut bag,
-            &mut gt,
-            schedule,
-            frame_rx,
-            ids,
-            (rng_lidar, rng_radar, rng_imu, imu),
-        )
+        let rngs = (rng_lidar, rng_radar, rng_imu, imu);
+        let written = write_all(&cli, &scenario, world, &mut bag, &mut gt, schedule, frame_rx, ids, rngs);
+        camera.join().map_err(|_| anyhow::anyhow!("camera thread panicked"))??;
+        written
     })?;
 
     let mut events = sim::geometric_events(world, cli.duration, 3.0);
