@@ -48,7 +48,10 @@ TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0)
 MSG_HASH=$(cat "$ROOT"/nodes/fusion_msgs/msg/*.msg "$ROOT"/nodes/fusion_msgs/CMakeLists.txt \
   "$ROOT"/nodes/fusion_msgs/package.xml | sha256sum | cut -c1-16)
 
+# A shell that sourced another checkout's wheel environment (SENSOR_FUSION_ROS_MODE=wheels)
+# is not a system ROS: this checkout gets its own wheels.
 if [ "${ROS_DISTRO:-}" = jazzy ] && [ -n "${AMENT_PREFIX_PATH:-}" ] \
+   && [ "${SENSOR_FUSION_ROS_MODE:-}" != wheels ] \
    && [[ "$AMENT_PREFIX_PATH" != *"$ROS_DIR"* ]]; then
   MODE=system
   SYSTEM_PREFIX=$AMENT_PREFIX_PATH
