@@ -21,6 +21,8 @@ need_apt=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# Test oracle: the C++ message_filters ApproximateTime policy (ROS 1 port, same algorithm).
+dpkg -s libmessage-filters-dev >/dev/null 2>&1 || need_apt+=(libmessage-filters-dev)
 if ((${#need_apt[@]})); then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

@@ -9,6 +9,7 @@ pub mod cloud;
 pub mod imu;
 pub mod ingest;
 pub mod sim;
+pub mod sync;
 
 /// A ROS time stamp in nanoseconds since the epoch (or since simulation start).
 pub type StampNs = i64;
