@@ -6,7 +6,7 @@ SHELL := /bin/bash
 ROS := source scripts/ros-env.sh &&
 CARGO_FLAGS ?= --release --locked
 
-.PHONY: all setup build install test test-rust test-e2e demo env clean
+.PHONY: all setup build install test test-rust test-e2e demo bench env clean
 
 all: build
 
@@ -32,6 +32,10 @@ test-e2e: build install
 
 demo: build install
 	bash scripts/demo.sh
+
+# Benchmarks: programs that print JSON.
+bench: build
+	$(ROS) target/release/fusion_sync --bench
 
 # Prints how to get the same ROS environment in your shell.
 env: setup

@@ -203,6 +203,8 @@ impl<T: Clone> ApproximateTime<T> {
         ros_scale(d, 1.0 + self.cfg.age_penalty)
     }
 
+    // The branches mirror approximate_time.h one for one (two of them publish alike).
+    #[allow(clippy::if_same_then_else)]
     fn process(&mut self) {
         let n = self.cfg.topics;
         while self.num_non_empty == n {
@@ -269,6 +271,109 @@ impl<T: Clone> ApproximateTime<T> {
     }
 }
 
+/// A synchronized set released by [`DeadlineSync`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncSet<T> {
+    /// The reference message's stamp: the set's time.
+    pub stamp: i64,
+    /// One entry per topic, in topic order (the reference's own entry included).
+    pub members: Vec<Option<(i64, T)>>,
+    /// Released at its deadline with members missing.
+    pub partial: bool,
+    pub missing: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeadlineConfig {
+    pub topics: usize,
+    /// The topic whose messages open sets (e.g. the LiDAR).
+    pub reference: usize,
+    /// A member belongs to a set when |member − reference| ≤ this.
+    pub tolerance_ns: i64,
+    /// A set still incomplete at reference stamp + this is released partial.
+    pub deadline_ns: i64,
+    /// Messages kept per topic to fill later sets.
+    pub buffer: usize,
+}
+
+/// Low-latency synchronizer driven by a reference topic: a set is released the moment every
+/// member is present (the closest buffered message within tolerance of the reference), or
+/// partial, listing what is missing, once its deadline passes (`poll`). Sets go out in
+/// reference order; a message may belong to several sets (an IMU sample, say).
+pub struct DeadlineSync<T: Clone> {
+    cfg: DeadlineConfig,
+    buffers: Vec<VecDeque<(i64, T)>>,
+    pending: VecDeque<SyncSet<T>>,
+}
+
+impl<T: Clone> DeadlineSync<T> {
+    pub fn new(cfg: DeadlineConfig) -> Self {
+        assert!(cfg.reference < cfg.topics && cfg.buffer > 0);
+        Self { buffers: (0..cfg.topics).map(|_| VecDeque::new()).collect(), pending: VecDeque::new(), cfg }
+    }
+
+    fn closest(&self, topic: usize, stamp: i64) -> Option<(i64, T)> {
+        self.buffers[topic]
+            .iter()
+            .filter(|(t, _)| (t - stamp).abs() <= self.cfg.tolerance_ns)
+            .min_by_key(|(t, _)| (t - stamp).abs())
+            .cloned()
+    }
+
+    /// Adds a message; returns the sets it completes (and any partial sets its stamp, as
+    /// the newest time seen, pushes past their deadline).
+    pub fn add(&mut self, topic: usize, stamp: i64, item: T) -> Vec<SyncSet<T>> {
+        let buf = &mut self.buffers[topic];
+        buf.push_back((stamp, item.clone()));
+        if buf.len() > self.cfg.buffer {
+            buf.pop_front();
+        }
+        if topic == self.cfg.reference {
+            let mut set = SyncSet { stamp, members: vec![None; self.cfg.topics], partial: false, missing: vec![] };
+            set.members[topic] = Some((stamp, item));
+            for k in (0..self.cfg.topics).filter(|k| *k != topic) {
+                set.members[k] = self.closest(k, stamp);
+            }
+            self.pending.push_back(set);
+        } else {
+            for i in 0..self.pending.len() {
+                let ref_stamp = self.pending[i].stamp;
+                if self.pending[i].members[topic].is_none() && (stamp - ref_stamp).abs() <= self.cfg.tolerance_ns {
+                    self.pending[i].members[topic] = Some((stamp, item.clone()));
+                }
+            }
+        }
+        self.release(stamp)
+    }
+
+    /// Releases complete sets at the front, and partial ones whose deadline ≤ `now`.
+    pub fn poll(&mut self, now: i64) -> Vec<SyncSet<T>> {
+        self.release(now)
+    }
+
+    fn release(&mut self, now: i64) -> Vec<SyncSet<T>> {
+        let mut out = vec![];
+        while let Some(front) = self.pending.front() {
+            let complete = front.members.iter().all(Option::is_some);
+            if complete {
+                out.push(self.pending.pop_front().expect("front exists"));
+            } else if front.stamp + self.cfg.deadline_ns <= now {
+                let mut set = self.pending.pop_front().expect("front exists");
+                set.partial = true;
+                set.missing = (0..self.cfg.topics).filter(|k| set.members[*k].is_none()).collect();
+                out.push(set);
+            } else {
+                break;
+            }
+        }
+        out
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +394,42 @@ mod tests {
         assert_eq!(ros_scale(1_000_000_000, 1.1), 1_100_000_000);
         assert_eq!(ros_scale(3, 1.1), 3);
         assert_eq!(ros_scale(0, 1.1), 0);
+    }
+
+    fn deadline() -> DeadlineSync<&'static str> {
+        DeadlineSync::new(DeadlineConfig { topics: 3, reference: 0, tolerance_ns: 20, deadline_ns: 100, buffer: 8 })
+    }
+
+    #[test]
+    fn deadline_releases_when_complete_and_partial_at_the_deadline() {
+        let mut s = deadline();
+        assert!(s.add(1, 95, "cam").is_empty());
+        assert!(s.add(0, 100, "lidar").is_empty()); // radar still missing
+        let out = s.add(2, 110, "radar");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].members, vec![Some((100, "lidar")), Some((95, "cam")), Some((110, "radar"))]);
+        assert!(!out[0].partial);
+        // No camera for the next one: released at its deadline, saying what is missing.
+        assert!(s.add(0, 200, "lidar").is_empty());
+        assert!(s.add(2, 205, "radar").is_empty());
+        assert!(s.poll(299).is_empty());
+        let out = s.poll(300);
+        assert_eq!((out[0].stamp, out[0].partial, out[0].missing.clone()), (200, true, vec![1]));
+        // Out of tolerance does not join.
+        s.add(0, 400, "lidar");
+        s.add(1, 450, "cam");
+        assert_eq!(s.pending(), 1);
+    }
+
+    #[test]
+    fn deadline_sets_go_out_in_reference_order() {
+        let mut s = deadline();
+        s.add(0, 100, "a");
+        s.add(0, 150, "b");
+        // The second set completes first, but waits behind the first until that one's deadline.
+        assert!(s.add(1, 150, "c").is_empty() && s.add(2, 150, "r").is_empty());
+        let out = s.poll(200);
+        assert_eq!(out.iter().map(|x| (x.stamp, x.partial)).collect::<Vec<_>>(), vec![(100, true), (150, false)]);
     }
 
     /// The upstream message_filters test "ApproxTimeSync.ExactMatch": 2 topics,
