@@ -8,6 +8,7 @@ pub mod camera;
 pub mod cloud;
 pub mod imu;
 pub mod ingest;
+pub mod motion;
 pub mod sim;
 pub mod sync;
 
