@@ -6,6 +6,7 @@
 pub mod calib;
 pub mod camera;
 pub mod cloud;
+pub mod cluster;
 pub mod imu;
 pub mod ingest;
 pub mod motion;
