@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod motion;
 pub mod sim;
 pub mod sync;
+pub mod track;
 
 /// A ROS time stamp in nanoseconds since the epoch (or since simulation start).
 pub type StampNs = i64;
