@@ -206,7 +206,6 @@ mod tests {
         calib::Calibration,
         sim::{self, World},
     };
-    use nalgebra::Point3;
 
     /// On a simulated sweep, ground removal plus clustering finds one box per actor, where
     /// the actor is, and nothing else within 40 m.
@@ -219,12 +218,9 @@ mod tests {
         let sweep = sim::lidar_sweep(&w, t, &mut sim::rng(3, 2));
         let lidar = calib.sensor("lidar").to_base();
         let pts: Vec<[f32; 3]> = sweep
-            .points
-            .iter()
-            .map(|p| {
-                let b = lidar * Point3::new(p[0] as f64, p[1] as f64, p[2] as f64);
-                [b.x as f32, b.y as f32, b.z as f32]
-            })
+            .transformed(&lidar)
+            .into_iter()
+            .map(|p| [p[0], p[1], p[2]])
             .filter(|p| (p[0] * p[0] + p[1] * p[1]).sqrt() < 40.0)
             .collect();
         let p = ClusterParams::default();

@@ -163,14 +163,11 @@ mod tests {
         let lidar = calib.sensor("lidar").to_base();
         // As lidar_ingest publishes them: base_link at each firing time, t kept.
         let mut pts: Vec<[f32; 5]> = sweep
-            .points
-            .iter()
+            .transformed(&lidar)
+            .into_iter()
             .zip(&sweep.actor)
             .filter(|(_, a)| **a == Some(3))
-            .map(|(p, _)| {
-                let b = lidar * Point3::new(p[0] as f64, p[1] as f64, p[2] as f64);
-                [b.x as f32, b.y as f32, b.z as f32, p[3], p[4]]
-            })
+            .map(|(p, _)| p)
             .collect();
         assert!(pts.len() > 20, "{}", pts.len());
         let mut imu = ImuBuffer::new(100);

@@ -587,6 +587,20 @@ pub struct Sweep {
     pub actor: Vec<Option<u32>>,
 }
 
+impl Sweep {
+    /// The points moved by `tf` (e.g. LiDAR → base_link, as lidar_ingest publishes them);
+    /// intensity and time offset kept.
+    pub fn transformed(&self, tf: &Isometry3<f64>) -> Vec<[f32; 5]> {
+        self.points
+            .iter()
+            .map(|p| {
+                let b = tf * Point3::new(p[0] as f64, p[1] as f64, p[2] as f64);
+                [b.x as f32, b.y as f32, b.z as f32, p[3], p[4]]
+            })
+            .collect()
+    }
+}
+
 pub fn lidar_sweep(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Sweep {
     use std::f64::consts::PI;
     let range_noise = Normal::new(0.0, 0.02).expect("sigma > 0");

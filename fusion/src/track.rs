@@ -166,7 +166,6 @@ mod tests {
         cluster::{euclidean_clusters, object_box, remove_ground, ClusterParams},
         sim::{self, World},
     };
-    use nalgebra::Point3;
 
     #[test]
     fn constant_velocity_target_gets_one_track_and_its_velocity() {
@@ -204,12 +203,9 @@ mod tests {
             let t = 0.5 + k as f64 * 0.1;
             let sweep = sim::lidar_sweep(&w, t, &mut sim::rng(11, k));
             let pts: Vec<[f32; 3]> = sweep
-                .points
-                .iter()
-                .map(|q| {
-                    let b = lidar * Point3::new(q[0] as f64, q[1] as f64, q[2] as f64);
-                    [b.x as f32, b.y as f32, b.z as f32]
-                })
+                .transformed(&lidar)
+                .into_iter()
+                .map(|q| [q[0], q[1], q[2]])
                 .filter(|q| q[0].hypot(q[1]) < 40.0)
                 .collect();
             let kept: Vec<[f32; 3]> = remove_ground(&pts, &p).into_iter().map(|i| pts[i]).collect();
