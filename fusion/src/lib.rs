@@ -3,10 +3,12 @@
 //! Everything here builds and tests without a ROS environment; the r2r nodes in `nodes/`
 //! convert messages to these plain types and back, and nothing more.
 
+pub mod anomaly;
 pub mod calib;
 pub mod camera;
 pub mod cloud;
 pub mod cluster;
+pub mod detect;
 pub mod imu;
 pub mod ingest;
 pub mod motion;

@@ -1,6 +1,7 @@
 //! Multi-object tracker: constant-velocity Kalman filters (nalgebra) in base_link with
 //! ego-motion compensation, global-nearest-neighbour assignment inside a gate, and track
 //! birth (confirmed after `confirm_hits`) and death (after `max_misses`).
+use crate::detect::Label;
 use nalgebra::{Matrix2, Matrix2x4, Matrix4, Matrix4x2, Vector2, Vector4};
 
 #[derive(Debug, Clone)]
@@ -21,12 +22,39 @@ impl Default for TrackerParams {
     }
 }
 
-/// A detection to track: a position in base_link and its box size.
+/// A detection to track: a position in base_link, its box, and what the sensors say it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
     pub position: [f64; 2],
     pub size: [f64; 3],
+    /// Box centre height and heading (from the LiDAR box; 0 when unknown).
+    pub z: f64,
+    pub yaw: f64,
+    pub label: Label,
+    /// Confidence of `label`, [0, 1].
+    pub confidence: f32,
+    /// FusedObject.SENSOR_* bits of the sensors behind this detection.
+    pub sensors: u8,
 }
+
+impl Detection {
+    /// A LiDAR-only detection of unknown class (for tests and simple callers).
+    pub fn at(position: [f64; 2], size: [f64; 3]) -> Self {
+        Self {
+            position,
+            size,
+            z: size[2] / 2.0,
+            yaw: 0.0,
+            label: Label::Unknown,
+            confidence: 0.0,
+            sensors: SENSOR_LIDAR,
+        }
+    }
+}
+
+pub const SENSOR_CAMERA: u8 = 1;
+pub const SENSOR_LIDAR: u8 = 2;
+pub const SENSOR_RADAR: u8 = 4;
 
 #[derive(Debug, Clone)]
 pub struct Track {
@@ -35,9 +63,15 @@ pub struct Track {
     pub state: Vector4<f64>,
     pub covariance: Matrix4<f64>,
     pub size: [f64; 3],
+    pub z: f64,
+    pub yaw: f64,
     pub hits: u32,
     pub misses: u32,
     pub age: u32,
+    /// Accumulated confidence per [`Label`] (index = Label::index): the label is the argmax.
+    pub votes: [f32; 4],
+    /// Sensors that observed the track in the latest step (0 when it was not updated).
+    pub sensors: u8,
 }
 
 impl Track {
@@ -49,6 +83,22 @@ impl Track {
     }
     pub fn velocity(&self) -> [f64; 2] {
         [self.state[2], self.state[3]]
+    }
+    /// The class with most accumulated confidence, and its share of all votes.
+    pub fn label(&self) -> (Label, f32) {
+        let total: f32 = self.votes.iter().sum();
+        let (i, best) = self.votes.iter().enumerate().fold((3, 0.0f32), |a, (i, v)| if *v > a.1 { (i, *v) } else { a });
+        if total <= 0.0 {
+            (Label::Unknown, 0.0)
+        } else {
+            (Label::ALL[i], best / total)
+        }
+    }
+}
+
+fn vote(votes: &mut [f32; 4], d: &Detection) {
+    if d.label != Label::Unknown {
+        votes[d.label.index()] += d.confidence.max(0.05);
     }
 }
 
@@ -128,12 +178,17 @@ impl Tracker {
             for (a, b) in t.size.iter_mut().zip(d.size) {
                 *a = 0.7 * *a + 0.3 * b;
             }
+            t.z = 0.7 * t.z + 0.3 * d.z;
+            t.yaw = d.yaw;
+            vote(&mut t.votes, d);
+            t.sensors = d.sensors;
             t.hits += 1;
             t.misses = 0;
         }
         for (ti, used) in track_used.iter().enumerate() {
             if !used {
                 self.tracks[ti].misses += 1;
+                self.tracks[ti].sensors = 0;
             }
         }
         let max_misses = self.params.max_misses;
@@ -143,14 +198,20 @@ impl Tracker {
                 let mut cov = Matrix4::identity() * self.params.meas_sigma.powi(2);
                 cov[(2, 2)] = 25.0; // unknown velocity: ±5 m/s
                 cov[(3, 3)] = 25.0;
+                let mut votes = [0.0; 4];
+                vote(&mut votes, d);
                 self.tracks.push(Track {
                     id: self.next_id,
                     state: Vector4::new(d.position[0], d.position[1], 0.0, 0.0),
                     covariance: cov,
                     size: d.size,
+                    z: d.z,
+                    yaw: d.yaw,
                     hits: 1,
                     misses: 0,
                     age: 0,
+                    votes,
+                    sensors: d.sensors,
                 });
                 self.next_id += 1;
             }
@@ -172,11 +233,7 @@ mod tests {
         let mut tr = Tracker::new(TrackerParams::default());
         for k in 0..30 {
             let t = k as f64 * 0.1;
-            tr.step(
-                0.1,
-                EgoMotion::default(),
-                &[Detection { position: [10.0 + 2.0 * t, -1.0 + 0.5 * t], size: [1.0; 3] }],
-            );
+            tr.step(0.1, EgoMotion::default(), &[Detection::at([10.0 + 2.0 * t, -1.0 + 0.5 * t], [1.0; 3])]);
         }
         assert_eq!(tr.tracks().len(), 1);
         let v = tr.tracks()[0].velocity();
@@ -212,7 +269,7 @@ mod tests {
             let dets: Vec<Detection> = euclidean_clusters(&kept, &p)
                 .iter()
                 .map(|c| object_box(&kept, c))
-                .map(|b| Detection { position: [b.center[0], b.center[1]], size: b.size })
+                .map(|b| Detection::at([b.center[0], b.center[1]], b.size))
                 .collect();
             let (e0, e1) = (w.traj.at(t - 0.1), w.traj.at(t));
             let (c, s) = (e0.yaw.cos(), e0.yaw.sin());

@@ -1,0 +1,754 @@
+//! Anomaly rules: each turns fused tracks or a sensor's own stream into events, once per
+//! occurrence (a rule re-arms only after its condition has cleared), and every event
+//! carries the evidence that fired it — the rule, the measured value and its threshold,
+//! the sensors and tracks involved — so a summary can explain itself.
+//!
+//! Time is the data's own (message stamps), so a replay gives the same events at any speed.
+use crate::{calib::SafetyZone, camera::Rgb8, detect::Label, sim::point_in_polygon, StampNs};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The sensors, in the order used for indexing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sensor {
+    Camera,
+    Lidar,
+    Radar,
+    Imu,
+}
+
+impl Sensor {
+    pub const ALL: [Sensor; 4] = [Sensor::Camera, Sensor::Lidar, Sensor::Radar, Sensor::Imu];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sensor::Camera => "camera",
+            Sensor::Lidar => "lidar",
+            Sensor::Radar => "radar",
+            Sensor::Imu => "imu",
+        }
+    }
+}
+
+pub const INFO: u8 = 0;
+pub const WARN: u8 = 1;
+pub const ERROR: u8 = 2;
+
+/// Rule thresholds; every one is a `fusion_node` parameter (`anomaly.<name>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnomalyParams {
+    /// collision_risk: time-to-collision below this (s) for an object in the ego lane.
+    pub ttc_threshold_s: f64,
+    /// Half width of the ego lane (m): objects with |y| beyond it are not on a collision course.
+    pub lane_half_width: f64,
+    /// Closing speeds below this (m/s) are noise, not a collision course.
+    pub min_closing_speed: f64,
+    /// The rule re-arms for a track once its TTC is above threshold + this (s).
+    pub ttc_clear_margin_s: f64,
+    /// sensor_dropout: silent for more than this many expected periods.
+    pub dropout_periods: f64,
+    /// Expected rates (Hz) of camera, lidar, radar, imu.
+    pub expected_rate_hz: [f64; 4],
+    /// sensor_degraded (camera): blinded = mean luma below `blind_dark` or above
+    /// `blind_bright` with a standard deviation under `blind_max_std`, for `degraded_frames`.
+    pub blind_dark: f64,
+    pub blind_bright: f64,
+    pub blind_max_std: f64,
+    pub degraded_frames: u32,
+    /// Frozen image: this many consecutive identical frames.
+    pub frozen_frames: u32,
+    /// sensor_degraded (lidar): fraction of NaN/Inf returns in a sweep.
+    pub lidar_max_non_finite_ratio: f64,
+    /// sensor_degraded (imu): an axis at or beyond this (m/s²) is saturated.
+    pub imu_saturation_accel: f64,
+    /// impact: specific force minus gravity above this (m/s²); one event per shock.
+    pub impact_accel: f64,
+    pub impact_refractory_s: f64,
+    /// sensor_disagreement: an object confirmed by LiDAR and radar in the camera's view
+    /// that the camera misses for this many consecutive frames (and the reverse).
+    pub disagreement_frames: u32,
+    /// deadline_overrun: hard-deadline misses over the last `deadline_window` sets above this ratio.
+    pub deadline_miss_ratio: f64,
+    pub deadline_window: usize,
+}
+
+impl Default for AnomalyParams {
+    fn default() -> Self {
+        Self {
+            ttc_threshold_s: 3.0,
+            lane_half_width: 1.8,
+            min_closing_speed: 0.5,
+            ttc_clear_margin_s: 0.5,
+            dropout_periods: 3.0,
+            expected_rate_hz: [30.0, 10.0, 20.0, 200.0],
+            blind_dark: 15.0,
+            blind_bright: 240.0,
+            blind_max_std: 8.0,
+            degraded_frames: 3,
+            frozen_frames: 5,
+            lidar_max_non_finite_ratio: 0.2,
+            imu_saturation_accel: 156.9,
+            impact_accel: 3.0 * 9.80665,
+            impact_refractory_s: 1.0,
+            disagreement_frames: 5,
+            deadline_miss_ratio: 0.05,
+            deadline_window: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+/// An anomaly event (fusion_msgs/AnomalyEvent without ROS).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub event_id: u64,
+    /// When the rule fired (data time).
+    pub stamp_ns: StampNs,
+    pub kind: &'static str,
+    pub severity: u8,
+    pub rule: &'static str,
+    pub measured_value: f64,
+    pub threshold: f64,
+    pub sensors: Vec<&'static str>,
+    pub track_ids: Vec<u32>,
+    pub zone: String,
+    pub position: [f64; 3],
+    /// When the condition started to hold.
+    pub onset_ns: StampNs,
+    pub evidence: Vec<KeyValue>,
+}
+
+/// A confirmed track as the rules see it (base_link, velocity relative to the ego).
+#[derive(Debug, Clone)]
+pub struct TrackView {
+    pub id: u32,
+    pub label: Label,
+    pub position: [f64; 2],
+    pub z: f64,
+    pub size: [f64; 3],
+    pub rel_velocity: [f64; 2],
+    pub sensors: u8,
+}
+
+/// Time to collision for an object in the ego lane closing in, else +inf.
+pub fn time_to_collision(t: &TrackView, p: &AnomalyParams) -> f64 {
+    let closing = -t.rel_velocity[0];
+    let gap = t.position[0] - t.size[0] / 2.0;
+    if t.position[1].abs() < p.lane_half_width && gap > 0.0 && closing > p.min_closing_speed {
+        gap / closing
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// Per camera-checked track: did the camera see it?
+#[derive(Debug, Clone)]
+pub struct CameraCheck {
+    pub track_id: u32,
+    pub position: [f64; 2],
+    pub seen_by_camera: bool,
+}
+
+fn kv(key: &str, value: impl std::fmt::Display) -> KeyValue {
+    KeyValue { key: key.into(), value: value.to_string() }
+}
+
+fn secs(ns: i64) -> f64 {
+    ns as f64 * 1e-9
+}
+
+#[derive(Default)]
+struct CameraState {
+    blind_run: u32,
+    frozen_run: u32,
+    good_run: u32,
+    last_hash: Option<u64>,
+    onset: Option<StampNs>,
+    active: bool,
+}
+
+pub struct AnomalyDetector {
+    pub params: AnomalyParams,
+    zones: Vec<SafetyZone>,
+    next_id: u64,
+    first_stamp: Option<StampNs>,
+    last_seen: [Option<StampNs>; 4],
+    dropout_active: [bool; 4],
+    camera: CameraState,
+    lidar_degraded: bool,
+    imu_saturated_until: StampNs,
+    impact_until: StampNs,
+    in_zone: BTreeSet<(u32, usize)>,
+    ttc_active: BTreeSet<u32>,
+    camera_misses: BTreeMap<u32, (u32, StampNs, bool)>,
+    /// Camera detections nothing else supports: (box, consecutive frames, onset, reported).
+    phantoms: Vec<([f32; 4], u32, StampNs, bool)>,
+    deadline: std::collections::VecDeque<bool>,
+    deadline_active: bool,
+}
+
+impl AnomalyDetector {
+    pub fn new(params: AnomalyParams, zones: Vec<SafetyZone>) -> Self {
+        Self {
+            params,
+            zones,
+            next_id: 1,
+            first_stamp: None,
+            last_seen: [None; 4],
+            dropout_active: [false; 4],
+            camera: CameraState::default(),
+            lidar_degraded: false,
+            imu_saturated_until: i64::MIN,
+            impact_until: i64::MIN,
+            in_zone: BTreeSet::new(),
+            ttc_active: BTreeSet::new(),
+            camera_misses: BTreeMap::new(),
+            phantoms: vec![],
+            deadline: Default::default(),
+            deadline_active: false,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        stamp: StampNs,
+        kind: &'static str,
+        severity: u8,
+        rule: &'static str,
+        measured: f64,
+        threshold: f64,
+        sensors: Vec<&'static str>,
+        onset: StampNs,
+    ) -> Event {
+        let e = Event {
+            event_id: self.next_id,
+            stamp_ns: stamp,
+            kind,
+            severity,
+            rule,
+            measured_value: measured,
+            threshold,
+            sensors,
+            track_ids: vec![],
+            zone: String::new(),
+            position: [0.0; 3],
+            onset_ns: onset,
+            evidence: vec![],
+        };
+        self.next_id += 1;
+        e
+    }
+
+    fn period_ns(&self, s: Sensor) -> i64 {
+        (1e9 / self.params.expected_rate_hz[s as usize]).round() as i64
+    }
+
+    /// A message of `sensor` was accepted; returns nothing (a returning stream re-arms its
+    /// dropout rule).
+    pub fn on_message(&mut self, sensor: Sensor, stamp: StampNs) {
+        self.first_stamp.get_or_insert(stamp);
+        let last = &mut self.last_seen[sensor as usize];
+        if last.is_none_or(|l| stamp > l) {
+            *last = Some(stamp);
+        }
+        self.dropout_active[sensor as usize] = false;
+    }
+
+    /// sensor_dropout: every stream silent for more than `dropout_periods` periods at `now`.
+    pub fn check_dropouts(&mut self, now: StampNs) -> Vec<Event> {
+        let Some(first) = self.first_stamp else { return vec![] };
+        let mut out = vec![];
+        for s in Sensor::ALL {
+            let period = self.period_ns(s);
+            let last = self.last_seen[s as usize].unwrap_or(first);
+            let silent = now - last;
+            let limit = (self.params.dropout_periods * period as f64) as i64;
+            if silent > limit && !self.dropout_active[s as usize] {
+                self.dropout_active[s as usize] = true;
+                let periods = silent as f64 / period as f64;
+                let mut e = self.event(
+                    now,
+                    "sensor_dropout",
+                    ERROR,
+                    "stream_silent",
+                    periods,
+                    self.params.dropout_periods,
+                    vec![s.as_str()],
+                    last + period,
+                );
+                e.evidence = vec![
+                    kv("silent_s", format!("{:.3}", secs(silent))),
+                    kv("expected_rate_hz", self.params.expected_rate_hz[s as usize]),
+                    kv("last_message_stamp_s", format!("{:.3}", secs(last))),
+                    kv("ever_received", self.last_seen[s as usize].is_some()),
+                ];
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// sensor_degraded (camera): blinded (dark or saturated, featureless) or frozen frames.
+    pub fn on_camera_frame(&mut self, stamp: StampNs, img: &Rgb8) -> Vec<Event> {
+        // Luma statistics on every 4th pixel of every 4th row: enough for a mean and spread.
+        let (w, h) = (img.width as usize, img.height as usize);
+        let (mut n, mut sum, mut sum2) = (0.0f64, 0.0f64, 0.0f64);
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for y in (0..h).step_by(4) {
+            for x in (0..w).step_by(4) {
+                let i = (y * w + x) * 3;
+                let (r, g, b) = (img.data[i] as f64, img.data[i + 1] as f64, img.data[i + 2] as f64);
+                let l = 0.299 * r + 0.587 * g + 0.114 * b;
+                n += 1.0;
+                sum += l;
+                sum2 += l * l;
+                for v in &img.data[i..i + 3] {
+                    hash = (hash ^ *v as u64).wrapping_mul(0x100_0000_01b3);
+                }
+            }
+        }
+        if n == 0.0 {
+            return vec![];
+        }
+        let mean = sum / n;
+        let std = (sum2 / n - mean * mean).max(0.0).sqrt();
+        let p = &self.params;
+        let blinded = (mean < p.blind_dark || mean > p.blind_bright) && std < p.blind_max_std;
+        let frozen = self.camera.last_hash == Some(hash);
+        self.camera.last_hash = Some(hash);
+        let c = &mut self.camera;
+        c.blind_run = if blinded { c.blind_run + 1 } else { 0 };
+        c.frozen_run = if frozen { c.frozen_run + 1 } else { 0 };
+        if blinded || frozen {
+            c.onset.get_or_insert(stamp);
+            c.good_run = 0;
+        } else {
+            c.good_run += 1;
+            if c.good_run >= p.degraded_frames {
+                c.active = false;
+                c.onset = None;
+            }
+        }
+        let fire_blind = c.blind_run >= p.degraded_frames;
+        // frozen_run counts repeats: N identical frames = N-1 repeats.
+        let fire_frozen = c.frozen_run + 1 >= p.frozen_frames;
+        if c.active || !(fire_blind || fire_frozen) {
+            return vec![];
+        }
+        c.active = true;
+        let onset = c.onset.unwrap_or(stamp);
+        let (rule, measured, threshold) = if fire_blind {
+            ("image_blinded", mean, if mean < p.blind_dark { p.blind_dark } else { p.blind_bright })
+        } else {
+            ("image_frozen", (c.frozen_run + 1) as f64, p.frozen_frames as f64)
+        };
+        let mut e = self.event(stamp, "sensor_degraded", ERROR, rule, measured, threshold, vec!["camera"], onset);
+        e.evidence = vec![
+            kv("mean_luma", format!("{mean:.1}")),
+            kv("luma_std", format!("{std:.1}")),
+            kv("identical_frames", self.camera.frozen_run + 1),
+            kv("blinded_frames", self.camera.blind_run),
+        ];
+        vec![e]
+    }
+
+    /// sensor_degraded (lidar): a sweep with too many NaN/Inf returns.
+    pub fn on_lidar_health(&mut self, stamp: StampNs, non_finite: u64, total: u64) -> Vec<Event> {
+        let ratio = if total > 0 { non_finite as f64 / total as f64 } else { 0.0 };
+        let bad = ratio > self.params.lidar_max_non_finite_ratio;
+        if !bad {
+            self.lidar_degraded = false;
+            return vec![];
+        }
+        if self.lidar_degraded {
+            return vec![];
+        }
+        self.lidar_degraded = true;
+        let th = self.params.lidar_max_non_finite_ratio;
+        let mut e = self.event(stamp, "sensor_degraded", WARN, "cloud_non_finite", ratio, th, vec!["lidar"], stamp);
+        e.evidence = vec![kv("non_finite_points", non_finite), kv("points", total)];
+        vec![e]
+    }
+
+    /// impact (shock above threshold) and sensor_degraded (accelerometer saturation) from
+    /// one IMU sample in base_link (specific force, m/s²).
+    pub fn on_imu(&mut self, stamp: StampNs, accel: [f64; 3]) -> Vec<Event> {
+        let mut out = vec![];
+        let p = self.params.clone();
+        let shock = (accel[0].powi(2) + accel[1].powi(2) + (accel[2] - 9.80665).powi(2)).sqrt();
+        let refractory = (p.impact_refractory_s * 1e9) as i64;
+        if shock > p.impact_accel && stamp >= self.impact_until {
+            self.impact_until = stamp + refractory;
+            let mut e =
+                self.event(stamp, "impact", ERROR, "shock_above_threshold", shock, p.impact_accel, vec!["imu"], stamp);
+            e.evidence = vec![
+                kv("shock_g", format!("{:.2}", shock / 9.80665)),
+                kv("accel_x", format!("{:.2}", accel[0])),
+                kv("accel_y", format!("{:.2}", accel[1])),
+                kv("accel_z", format!("{:.2}", accel[2])),
+                kv("direction_deg", format!("{:.0}", accel[1].atan2(accel[0]).to_degrees())),
+            ];
+            out.push(e);
+        }
+        let peak = accel.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        if peak >= p.imu_saturation_accel && stamp >= self.imu_saturated_until {
+            self.imu_saturated_until = stamp + refractory;
+            let th = p.imu_saturation_accel;
+            let mut e = self.event(stamp, "sensor_degraded", WARN, "imu_saturated", peak, th, vec!["imu"], stamp);
+            e.evidence = vec![kv("peak_axis_accel", format!("{peak:.1}"))];
+            out.push(e);
+        }
+        out
+    }
+
+    /// zone_intrusion and collision_risk over the confirmed tracks of one set.
+    pub fn on_tracks(&mut self, stamp: StampNs, tracks: &[TrackView]) -> Vec<Event> {
+        let mut out = vec![];
+        let p = self.params.clone();
+        let mut inside_now = BTreeSet::new();
+        for t in tracks {
+            for (zi, z) in self.zones.clone().iter().enumerate() {
+                if point_in_polygon(t.position[0], t.position[1], &z.polygon) {
+                    inside_now.insert((t.id, zi));
+                    if !self.in_zone.contains(&(t.id, zi)) {
+                        let dist = t.position[0].hypot(t.position[1]);
+                        let mut e = self.event(
+                            stamp,
+                            "zone_intrusion",
+                            WARN,
+                            "track_inside_zone",
+                            dist,
+                            0.0,
+                            sensors(t.sensors),
+                            stamp,
+                        );
+                        e.track_ids = vec![t.id];
+                        e.zone = z.name.clone();
+                        e.position = [t.position[0], t.position[1], t.z];
+                        e.evidence = track_evidence(t);
+                        e.evidence.push(kv("distance_m", format!("{dist:.2}")));
+                        out.push(e);
+                    }
+                }
+            }
+            let ttc = time_to_collision(t, &p);
+            if ttc < p.ttc_threshold_s {
+                if self.ttc_active.insert(t.id) {
+                    let sev = if ttc < p.ttc_threshold_s / 2.0 { ERROR } else { WARN };
+                    let mut e = self.event(
+                        stamp,
+                        "collision_risk",
+                        sev,
+                        "ttc_below_threshold",
+                        ttc,
+                        p.ttc_threshold_s,
+                        sensors(t.sensors),
+                        stamp,
+                    );
+                    e.track_ids = vec![t.id];
+                    e.position = [t.position[0], t.position[1], t.z];
+                    e.evidence = track_evidence(t);
+                    e.evidence.push(kv("ttc_s", format!("{ttc:.2}")));
+                    e.evidence.push(kv("closing_speed_mps", format!("{:.2}", -t.rel_velocity[0])));
+                    out.push(e);
+                }
+            } else if ttc > p.ttc_threshold_s + p.ttc_clear_margin_s {
+                self.ttc_active.remove(&t.id);
+            }
+        }
+        let live: BTreeSet<u32> = tracks.iter().map(|t| t.id).collect();
+        self.ttc_active.retain(|id| live.contains(id));
+        self.in_zone = inside_now;
+        out
+    }
+
+    /// sensor_disagreement from one camera frame's checks: tracks LiDAR and radar confirm in
+    /// the camera's view (seen or missed by the camera), and camera detections that no
+    /// LiDAR/radar object explains.
+    pub fn on_camera_checks(&mut self, stamp: StampNs, checks: &[CameraCheck], unexplained: &[[f32; 4]]) -> Vec<Event> {
+        let k = self.params.disagreement_frames;
+        let mut out = vec![];
+        let mut next = BTreeMap::new();
+        for c in checks {
+            let (run, onset, reported) = self.camera_misses.get(&c.track_id).copied().unwrap_or((0, stamp, false));
+            if c.seen_by_camera {
+                continue;
+            }
+            let run = run + 1;
+            let onset = if run == 1 { stamp } else { onset };
+            let mut reported = reported;
+            if run >= k && !reported {
+                reported = true;
+                let mut e = self.event(
+                    stamp,
+                    "sensor_disagreement",
+                    WARN,
+                    "camera_misses_lidar_radar_object",
+                    run as f64,
+                    k as f64,
+                    vec!["camera", "lidar", "radar"],
+                    onset,
+                );
+                e.track_ids = vec![c.track_id];
+                e.position = [c.position[0], c.position[1], 0.0];
+                e.evidence = vec![
+                    kv("missed_camera_frames", run),
+                    kv("range_m", format!("{:.1}", c.position[0].hypot(c.position[1]))),
+                ];
+                out.push(e);
+            }
+            next.insert(c.track_id, (run, onset, reported));
+        }
+        self.camera_misses = next;
+        // The reverse: a camera box with no LiDAR/radar object behind it, frame after frame.
+        let mut phantoms = vec![];
+        for b in unexplained {
+            let prev = self.phantoms.iter().find(|p| crate::detect::iou(&p.0, b) > 0.3).cloned();
+            let (run, onset, reported) = prev.map(|p| (p.1 + 1, p.2, p.3)).unwrap_or((1, stamp, false));
+            let mut reported = reported;
+            if run >= k && !reported {
+                reported = true;
+                let mut e = self.event(
+                    stamp,
+                    "sensor_disagreement",
+                    WARN,
+                    "lidar_radar_miss_camera_object",
+                    run as f64,
+                    k as f64,
+                    vec!["camera", "lidar", "radar"],
+                    onset,
+                );
+                e.evidence = vec![
+                    kv("unconfirmed_camera_frames", run),
+                    kv("image_box", format!("{:.0},{:.0},{:.0},{:.0}", b[0], b[1], b[2], b[3])),
+                ];
+                out.push(e);
+            }
+            phantoms.push((*b, run, onset, reported));
+        }
+        self.phantoms = phantoms;
+        out
+    }
+
+    /// deadline_overrun: the share of sets that missed their hard deadline over the last
+    /// `deadline_window` sets.
+    pub fn on_deadline(&mut self, stamp: StampNs, missed_hard: bool) -> Vec<Event> {
+        let win = self.params.deadline_window.max(1);
+        self.deadline.push_back(missed_hard);
+        if self.deadline.len() > win {
+            self.deadline.pop_front();
+        }
+        let misses = self.deadline.iter().filter(|m| **m).count();
+        let ratio = misses as f64 / self.deadline.len() as f64;
+        let th = self.params.deadline_miss_ratio;
+        if self.deadline_active {
+            if ratio < th / 2.0 {
+                self.deadline_active = false;
+            }
+            return vec![];
+        }
+        if self.deadline.len() * 2 < win || ratio <= th {
+            return vec![];
+        }
+        self.deadline_active = true;
+        let mut e = self.event(
+            stamp,
+            "deadline_overrun",
+            WARN,
+            "hard_miss_ratio",
+            ratio,
+            th,
+            vec!["camera", "lidar", "radar"],
+            stamp,
+        );
+        e.evidence = vec![kv("hard_misses", misses), kv("window_sets", self.deadline.len())];
+        vec![e]
+    }
+}
+
+fn sensors(mask: u8) -> Vec<&'static str> {
+    let mut v = vec![];
+    for (bit, name) in [(1u8, "camera"), (2, "lidar"), (4, "radar")] {
+        if mask & bit != 0 {
+            v.push(name);
+        }
+    }
+    v
+}
+
+fn track_evidence(t: &TrackView) -> Vec<KeyValue> {
+    vec![
+        kv("label", t.label.as_str()),
+        kv("x_m", format!("{:.2}", t.position[0])),
+        kv("y_m", format!("{:.2}", t.position[1])),
+        kv("rel_vx_mps", format!("{:.2}", t.rel_velocity[0])),
+        kv("rel_vy_mps", format!("{:.2}", t.rel_velocity[1])),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calib::Calibration;
+
+    const MS: i64 = 1_000_000;
+
+    fn det() -> AnomalyDetector {
+        AnomalyDetector::new(AnomalyParams::default(), Calibration::default().safety_zones)
+    }
+
+    fn track(id: u32, x: f64, y: f64, vx: f64) -> TrackView {
+        TrackView {
+            id,
+            label: Label::Person,
+            position: [x, y],
+            z: 0.9,
+            size: [0.5, 0.6, 1.8],
+            rel_velocity: [vx, 0.0],
+            sensors: 2,
+        }
+    }
+
+    #[test]
+    fn zone_intrusion_fires_once_per_entry_with_evidence() {
+        let mut d = det();
+        assert!(d.on_tracks(0, &[track(7, 8.0, 0.0, 0.0)]).is_empty());
+        let e = d.on_tracks(100 * MS, &[track(7, 4.0, 0.5, 0.0)]);
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].kind, e[0].zone.as_str(), e[0].track_ids.clone()), ("zone_intrusion", "forward", vec![7]));
+        assert!(e[0].evidence.iter().any(|k| k.key == "label" && k.value == "person"));
+        assert!(d.on_tracks(200 * MS, &[track(7, 3.5, 0.5, 0.0)]).is_empty(), "still inside: no new event");
+        assert!(d.on_tracks(300 * MS, &[track(7, 3.5, 4.0, 0.0)]).is_empty());
+        assert_eq!(d.on_tracks(400 * MS, &[track(7, 3.5, 0.5, 0.0)]).len(), 1, "re-entry fires again");
+    }
+
+    #[test]
+    fn collision_risk_uses_ttc_with_hysteresis() {
+        let mut d = det();
+        // 40 m ahead closing at 10 m/s: TTC ≈ 4 s, above 3 s.
+        assert!(d.on_tracks(0, &[track(1, 40.0, 0.0, -10.0)]).is_empty());
+        let e = d.on_tracks(MS, &[track(1, 25.0, 0.0, -10.0)]);
+        assert_eq!(e[0].kind, "collision_risk");
+        assert!((e[0].measured_value - 2.475).abs() < 1e-9 && e[0].threshold == 3.0);
+        assert!(d.on_tracks(2 * MS, &[track(1, 31.0, 0.0, -10.0)]).is_empty(), "3.1 s: inside the margin");
+        assert!(d.on_tracks(3 * MS, &[track(1, 40.0, 0.0, -10.0)]).is_empty());
+        assert_eq!(d.on_tracks(4 * MS, &[track(1, 20.0, 0.0, -10.0)]).len(), 1, "re-armed above 3.5 s");
+        // Adjacent lane or receding: never.
+        assert!(d.on_tracks(5 * MS, &[track(2, 10.0, 3.5, -10.0), track(3, 10.0, 0.0, 2.0)]).is_empty());
+    }
+
+    #[test]
+    fn dropout_after_three_periods_and_rearms_when_back() {
+        let mut d = det();
+        for k in 0..10 {
+            d.on_message(Sensor::Lidar, k * 100 * MS);
+            for s in [Sensor::Camera, Sensor::Radar, Sensor::Imu] {
+                d.on_message(s, k * 100 * MS);
+            }
+        }
+        for t in [1_200, 1_250] {
+            for s in [Sensor::Camera, Sensor::Radar, Sensor::Imu] {
+                d.on_message(s, t * MS);
+            }
+            if t == 1_200 {
+                assert!(d.check_dropouts(t * MS).is_empty(), "LiDAR 300 ms silent: at the limit");
+            }
+        }
+        let e = d.check_dropouts(1_250 * MS);
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].kind, e[0].sensors.clone(), e[0].onset_ns), ("sensor_dropout", vec!["lidar"], 1_000 * MS));
+        assert!(d.check_dropouts(1_260 * MS).iter().all(|e| e.sensors != ["lidar"]), "once");
+        d.on_message(Sensor::Lidar, 1_300 * MS);
+        for s in Sensor::ALL {
+            d.on_message(s, 2_000 * MS);
+        }
+        d.on_message(Sensor::Lidar, 2_000 * MS);
+        assert_eq!(d.check_dropouts(2_500 * MS).len(), 4, "everything silent for 500 ms");
+    }
+
+    fn frame(level: u8, noise: bool) -> Rgb8 {
+        let data = (0..64 * 48 * 3).map(|i| if noise { ((i * 37) % 200) as u8 } else { level }).collect();
+        Rgb8 { width: 64, height: 48, data }
+    }
+
+    #[test]
+    fn camera_blinded_and_frozen() {
+        let mut d = det();
+        let mut events = vec![];
+        for k in 0..4 {
+            events.extend(d.on_camera_frame(k * 33 * MS, &frame(3, false)));
+        }
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].rule, events[0].onset_ns), ("image_blinded", 0));
+        // A textured but frozen image: five identical frames.
+        let mut d = det();
+        let mut events = vec![];
+        for k in 0..6 {
+            events.extend(d.on_camera_frame(k * 33 * MS, &frame(0, true)));
+        }
+        assert_eq!(events.iter().map(|e| e.rule).collect::<Vec<_>>(), vec!["image_frozen"]);
+    }
+
+    #[test]
+    fn impact_once_per_shock_and_saturation() {
+        let mut d = det();
+        assert!(d.on_imu(0, [0.5, 0.1, 9.8]).is_empty());
+        let e = d.on_imu(5 * MS, [30.0, -85.0, 29.8]);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].kind, "impact");
+        assert!((e[0].measured_value - (30f64.powi(2) + 85f64.powi(2) + 19.99335f64.powi(2)).sqrt()).abs() < 1e-6);
+        assert!(d.on_imu(10 * MS, [30.0, -85.0, 29.8]).is_empty(), "same shock");
+        let e = d.on_imu(2_000 * MS, [160.0, 0.0, 9.8]);
+        assert_eq!(
+            e.iter().map(|e| (e.kind, e.rule)).collect::<Vec<_>>(),
+            vec![("impact", "shock_above_threshold"), ("sensor_degraded", "imu_saturated")]
+        );
+    }
+
+    #[test]
+    fn disagreement_after_k_missed_frames_and_reverse() {
+        let mut d = det();
+        let miss = [CameraCheck { track_id: 4, position: [20.0, 0.5], seen_by_camera: false }];
+        let mut events = vec![];
+        for k in 0..7 {
+            events.extend(d.on_camera_checks(k * 33 * MS, &miss, &[]));
+        }
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].rule, events[0].track_ids.clone(), events[0].onset_ns),
+            ("camera_misses_lidar_radar_object", vec![4], 0)
+        );
+        // A hit resets the run.
+        let mut d = det();
+        for k in 0..10 {
+            let seen = k % 4 == 3;
+            let c = [CameraCheck { track_id: 4, position: [20.0, 0.5], seen_by_camera: seen }];
+            assert!(d.on_camera_checks(k * 33 * MS, &c, &[]).is_empty());
+        }
+        let mut d = det();
+        let mut events = vec![];
+        for k in 0..5 {
+            let x = k as f32;
+            events.extend(d.on_camera_checks(k * 33 * MS, &[], &[[100.0 + x, 100.0, 150.0 + x, 200.0]]));
+        }
+        assert_eq!(events.iter().map(|e| e.rule).collect::<Vec<_>>(), vec!["lidar_radar_miss_camera_object"]);
+    }
+
+    #[test]
+    fn deadline_overrun_on_miss_ratio() {
+        let mut d = det();
+        let mut events = vec![];
+        for k in 0..200 {
+            events.extend(d.on_deadline(k, k >= 100 && k % 10 == 0));
+        }
+        assert_eq!(events.len(), 1);
+        assert!(events[0].measured_value > 0.05);
+    }
+}
