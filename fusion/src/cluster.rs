@@ -10,7 +10,9 @@ pub struct ClusterParams {
     pub ground_cell: f64,
     /// A cell whose lowest return is higher than this has no ground (an object covers it).
     pub max_ground_height: f64,
-    /// Voxel edge for connectivity, metres: voxels touching (26-neighbourhood) join.
+    /// Voxel edge for connectivity, metres: voxels touching (26-neighbourhood) join. A
+    /// 32-beam sweep leaves gaps of a metre between a car's rear face and its roof at 25 m:
+    /// 0.8 m keeps one car one cluster (0.4 m split them in two).
     pub voxel: f64,
     /// Vertical voxel edge: larger, because a spinning LiDAR's rings are far apart
     /// vertically (1.3° at 20 m is 0.45 m) while horizontally dense.
@@ -25,7 +27,7 @@ impl Default for ClusterParams {
             ground_threshold: 0.25,
             ground_cell: 2.0,
             max_ground_height: 0.3,
-            voxel: 0.4,
+            voxel: 0.8,
             voxel_z: 1.0,
             min_points: 5,
             max_points: 50_000,

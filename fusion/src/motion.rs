@@ -53,6 +53,10 @@ impl ImuBuffer {
         self.samples.is_empty()
     }
 
+    pub fn newest(&self) -> Option<ImuState> {
+        self.samples.back().copied()
+    }
+
     /// The state at `t`, interpolated between the samples around it; None outside the
     /// buffered span (no extrapolation).
     pub fn at(&self, t: StampNs) -> Option<ImuState> {

@@ -4,4 +4,5 @@ pub mod bag;
 pub mod ingest;
 pub mod launch;
 pub mod msgdef;
+pub mod replay;
 pub mod ros;

@@ -27,6 +27,11 @@ pub fn init_process() {
             std::env::set_var("ROS_HOME", &dir);
         }
     }
+    init_logging();
+}
+
+/// `tracing` to stderr, filtered by RUST_LOG (default info): for tools that do not start rcl.
+pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

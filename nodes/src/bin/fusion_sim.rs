@@ -272,6 +272,16 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// Returns per actor in one LiDAR sweep or radar scan: the ground truth of what that
+/// sensor could possibly detect (evaluations count only actors some range sensor saw).
+fn hits_record(kind: &str, stamp_ns: i64, owners: impl Iterator<Item = Option<u32>>) -> serde_json::Value {
+    let mut hits: std::collections::BTreeMap<String, u32> = Default::default();
+    for id in owners.flatten() {
+        *hits.entry(id.to_string()).or_default() += 1;
+    }
+    serde_json::json!({"type": kind, "stamp_ns": stamp_ns, "hits": hits})
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_all(
     cli: &Cli,
@@ -333,6 +343,7 @@ fn write_all(
                     continue;
                 }
                 let sweep = sim::lidar_sweep(world, t, &mut rng_lidar);
+                writeln!(gt, "{}", hits_record("lidar_hits", log_time, sweep.actor.iter().copied()))?;
                 let n = sweep.points.len();
                 let msg = cloud(
                     t_ns,
@@ -345,6 +356,7 @@ fn write_all(
             }
             Sensor::Radar => {
                 let targets = sim::radar_scan(world, t, &mut rng_radar);
+                writeln!(gt, "{}", hits_record("radar_hits", log_time, targets.iter().map(|(_, a)| *a)))?;
                 let n = targets.len();
                 let msg = cloud(
                     t_ns,

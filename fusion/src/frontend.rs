@@ -1,0 +1,140 @@
+//! The ingest nodes' validation and preprocessing in one place, for pipelines that run
+//! without DDS (`fusion_replay`, tests): raw sensor messages in, /sensors/* data out,
+//! every rejection counted by sensor and reason exactly as the ingest nodes name it.
+use crate::{
+    anomaly::Sensor,
+    calib::Calibration,
+    camera::{to_rgb8, ImageRef},
+    cloud::{preprocess_lidar, preprocess_radar, CloudRef, LidarParams, RadarParams},
+    imu::{ImuParams, ImuProcessor, ImuSample},
+    ingest::{HeaderGuard, Reject},
+    motion::ImuState,
+    pipeline::Input,
+    StampNs,
+};
+use nalgebra::{Isometry3, Quaternion, UnitQuaternion, Vector3};
+use std::{collections::BTreeMap, sync::Arc};
+
+pub struct Frontend {
+    guards: [HeaderGuard; 4],
+    lidar_to_base: Isometry3<f64>,
+    radar_to_base: Isometry3<f64>,
+    pub lidar_params: LidarParams,
+    pub radar_params: RadarParams,
+    imu: ImuProcessor,
+    intrinsics_size: Option<(u32, u32)>,
+    /// `<sensor>.accepted`, `<sensor>.rejected.<reason>`.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// A rejected message: which sensor, why, and (LiDAR) the sweep's NaN statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub sensor: Sensor,
+    pub reason: Reject,
+}
+
+impl Frontend {
+    pub fn new(calib: &Calibration) -> Self {
+        let guard = |s: &str| HeaderGuard::new(calib.sensor(s).frame_id.clone());
+        let cam = calib.sensor("camera");
+        Self {
+            guards: [guard("camera"), guard("lidar"), guard("radar"), guard("imu")],
+            lidar_to_base: calib.sensor("lidar").to_base(),
+            radar_to_base: calib.sensor("radar").to_base(),
+            lidar_params: LidarParams::default(),
+            radar_params: RadarParams::default(),
+            imu: ImuProcessor::new(calib.sensor("imu").to_base().rotation, ImuParams::default()),
+            intrinsics_size: cam.width.zip(cam.height),
+            counters: BTreeMap::new(),
+        }
+    }
+
+    fn count(&mut self, key: String) {
+        *self.counters.entry(key).or_default() += 1;
+    }
+
+    fn finish(&mut self, sensor: Sensor, stamp: StampNs, r: Result<Input, Reject>) -> Result<Input, Rejected> {
+        match r {
+            Ok(input) => {
+                self.guards[sensor as usize].accept(stamp);
+                self.count(format!("{}.accepted", sensor.as_str()));
+                Ok(input)
+            }
+            Err(reason) => {
+                self.count(format!("{}.rejected.{}", sensor.as_str(), reason.as_str()));
+                Err(Rejected { sensor, reason })
+            }
+        }
+    }
+
+    pub fn camera(&mut self, stamp: StampNs, frame_id: &str, img: ImageRef<'_>) -> Result<Input, Rejected> {
+        let r = self.guards[0].check(stamp, frame_id).and_then(|_| {
+            let rgb = to_rgb8(img)?;
+            if let Some((w, h)) = self.intrinsics_size {
+                if (w, h) != (rgb.width, rgb.height) {
+                    return Err(Reject::SizeMismatchIntrinsics {
+                        got_w: rgb.width,
+                        got_h: rgb.height,
+                        want_w: w,
+                        want_h: h,
+                    });
+                }
+            }
+            Ok(Input::Camera { stamp, image: Arc::new(rgb) })
+        });
+        self.finish(Sensor::Camera, stamp, r)
+    }
+
+    pub fn lidar(&mut self, stamp: StampNs, frame_id: &str, cloud: CloudRef<'_>) -> Result<Input, Rejected> {
+        let r = self.guards[1].check(stamp, frame_id).and_then(|_| {
+            let (c, counts) = preprocess_lidar(cloud, &self.lidar_to_base, &self.lidar_params)?;
+            let has_t = c.field_names.len() == 5;
+            let points = (0..c.len())
+                .map(|i| {
+                    let p = c.point(i);
+                    [p[0], p[1], p[2], p[3], if has_t { p[4] } else { 0.0 }]
+                })
+                .collect();
+            Ok(Input::Lidar { stamp, points: Arc::new(points), non_finite: counts.non_finite, total: counts.points_in })
+        });
+        self.finish(Sensor::Lidar, stamp, r)
+    }
+
+    pub fn radar(&mut self, stamp: StampNs, frame_id: &str, cloud: CloudRef<'_>) -> Result<Input, Rejected> {
+        let r = self.guards[2].check(stamp, frame_id).and_then(|_| {
+            let (c, _) = preprocess_radar(cloud, &self.radar_to_base, &self.radar_params)?;
+            let targets = (0..c.len())
+                .map(|i| {
+                    let p = c.point(i);
+                    [p[0], p[1], p[2], p[3], p[4]]
+                })
+                .collect();
+            Ok(Input::Radar { stamp, targets: Arc::new(targets) })
+        });
+        self.finish(Sensor::Radar, stamp, r)
+    }
+
+    pub fn imu(&mut self, frame_id: &str, s: &ImuSample) -> Result<Input, Rejected> {
+        let stamp = s.stamp;
+        let r = self.guards[3].check(stamp, frame_id).and_then(|_| {
+            let (o, saturated) = self.imu.process(s)?;
+            if saturated {
+                *self.counters.entry("imu.samples_saturated".into()).or_default() += 1;
+            }
+            Ok(Input::Imu(imu_state(&o)))
+        });
+        self.finish(Sensor::Imu, stamp, r)
+    }
+}
+
+/// A /sensors/imu sample (base_link, with orientation) as the IMU buffer keeps it.
+pub fn imu_state(s: &ImuSample) -> ImuState {
+    let [x, y, z, w] = s.orientation;
+    ImuState {
+        stamp: s.stamp,
+        orientation: UnitQuaternion::from_quaternion(Quaternion::new(w, x, y, z)),
+        angular_velocity: Vector3::from(s.angular_velocity),
+        linear_acceleration: Vector3::from(s.linear_acceleration),
+    }
+}

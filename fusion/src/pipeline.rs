@@ -1,0 +1,816 @@
+//! The fusion stage as one ROS-free state machine: preprocessed sensor data in (base_link,
+//! as the ingest nodes publish it on /sensors/*), fused objects and anomaly events out.
+//!
+//! ```text
+//! camera ─┐                       ┌─ IMU buffer: yaw between sets, deskew rates
+//! lidar  ─┼─ DeadlineSync (ref. LiDAR) ─ set ─ deskew → ground removal → clusters
+//! radar  ─┘  (radar leads when the     │       radar objects ──┐
+//!             LiDAR is lost)           │       camera detector ─┼─ association → tracker → rules
+//! imu ───────── rules (impact, ...) ───┘                       ┘
+//! ```
+//!
+//! Everything is driven by message stamps, never by a wall clock, so the same input
+//! sequence gives the same output at any speed; callers measure latency around it.
+use crate::{
+    anomaly::{AnomalyDetector, AnomalyParams, CameraCheck, Event, Sensor, TrackView},
+    calib::Calibration,
+    camera::Rgb8,
+    cluster::{euclidean_clusters, object_box, radar_objects, remove_ground, ClusterParams, ObjectBox, RadarObject},
+    detect::{iou, CameraDetector, Detection2d, Label},
+    motion::{ImuBuffer, ImuState},
+    sync::{DeadlineConfig, DeadlineSync, SyncSet},
+    track::{Detection, EgoMotion, Tracker, TrackerParams, SENSOR_CAMERA, SENSOR_LIDAR, SENSOR_RADAR},
+    StampNs,
+};
+use nalgebra::{Isometry3, Point3, UnitQuaternion};
+use serde::Serialize;
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
+
+const MS: i64 = 1_000_000;
+const LIDAR: usize = 0;
+const CAMERA: usize = 1;
+const RADAR: usize = 2;
+const MEMBER_NAMES: [&str; 3] = ["lidar", "camera", "radar"];
+
+#[derive(Debug, Clone)]
+pub struct PipelineParams {
+    /// A camera frame or radar scan joins a LiDAR set when within this of its stamp.
+    pub sync_tolerance_ns: i64,
+    /// A set still incomplete when data this much newer than its stamp arrived is released
+    /// partial (listing what is missing).
+    pub sync_wait_ns: i64,
+    /// Deadlines of a set: newest member's stamp + these.
+    pub target_deadline_ns: i64,
+    pub hard_deadline_ns: i64,
+    /// The radar leads sets once the LiDAR has been silent this long.
+    pub reference_lost_ns: i64,
+    /// Period of radar-led sets.
+    pub set_period_ns: i64,
+    pub cluster: ClusterParams,
+    /// LiDAR returns farther than this (m, horizontal) are not clustered.
+    pub cluster_range: f64,
+    pub tracker: TrackerParams,
+    /// Radar targets within these distances (m) and doppler differences (m/s) form one object.
+    pub radar_eps: f64,
+    pub radar_eps_doppler: f64,
+    /// A radar object confirms a LiDAR box when its centre is within the box's half
+    /// extent plus this margin (m).
+    pub radar_margin: f64,
+    /// With no LiDAR in a set, radar objects of at least this many targets become detections.
+    pub radar_min_targets: usize,
+    /// A camera box confirms a LiDAR box when their image boxes overlap by this IoU.
+    pub camera_min_iou: f32,
+    /// Camera detections below this score are ignored.
+    pub camera_min_score: f32,
+    /// sensor_disagreement looks only at objects within this range (m).
+    pub disagreement_range: f64,
+    /// Confirmed tracks are published while missed in at most this many consecutive sets.
+    pub publish_max_misses: u32,
+    pub anomaly: AnomalyParams,
+}
+
+impl Default for PipelineParams {
+    fn default() -> Self {
+        Self {
+            sync_tolerance_ns: 25 * MS,
+            sync_wait_ns: 50 * MS,
+            target_deadline_ns: 50 * MS,
+            hard_deadline_ns: 100 * MS,
+            reference_lost_ns: 250 * MS,
+            set_period_ns: 100 * MS,
+            cluster: ClusterParams::default(),
+            cluster_range: 50.0,
+            tracker: TrackerParams::default(),
+            radar_eps: 1.5,
+            radar_eps_doppler: 1.0,
+            radar_margin: 1.5,
+            radar_min_targets: 2,
+            camera_min_iou: 0.2,
+            camera_min_score: 0.3,
+            disagreement_range: 40.0,
+            publish_max_misses: 2,
+            anomaly: AnomalyParams::default(),
+        }
+    }
+}
+
+/// Preprocessed data as on /sensors/* (base_link).
+#[derive(Debug, Clone)]
+pub enum Input {
+    Camera {
+        stamp: StampNs,
+        image: Arc<Rgb8>,
+    },
+    /// x, y, z, intensity, t (t = firing time after the stamp, s; 0 when the driver gives none).
+    /// `non_finite`/`total`: the raw sweep's NaN/Inf count, when known (0/0 otherwise).
+    Lidar {
+        stamp: StampNs,
+        points: Arc<Vec<[f32; 5]>>,
+        non_finite: u64,
+        total: u64,
+    },
+    /// x, y, z, doppler, rcs.
+    Radar {
+        stamp: StampNs,
+        targets: Arc<Vec<[f32; 5]>>,
+    },
+    Imu(ImuState),
+}
+
+impl Input {
+    pub fn stamp(&self) -> StampNs {
+        match self {
+            Input::Camera { stamp, .. } | Input::Lidar { stamp, .. } | Input::Radar { stamp, .. } => *stamp,
+            Input::Imu(s) => s.stamp,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Member {
+    Camera(Arc<Rgb8>),
+    Lidar(Arc<Vec<[f32; 5]>>),
+    Radar(Arc<Vec<[f32; 5]>>),
+}
+
+/// One fused, tracked object (fusion_msgs/FusedObject without ROS).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FusedObject {
+    pub track_id: u32,
+    pub label: Label,
+    pub confidence: f32,
+    pub center: [f64; 3],
+    pub yaw: f64,
+    pub size: [f64; 3],
+    /// Relative to the ego (base_link axes), m/s.
+    pub velocity: [f64; 2],
+    pub sensors: u8,
+    pub age: u32,
+    /// Seconds; None when not closing in (+inf on the wire).
+    pub time_to_collision: Option<f64>,
+}
+
+/// Wall time spent per stage of one set, microseconds (not part of the deterministic output).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTimes {
+    pub imu_us: u64,
+    pub lidar_us: u64,
+    pub radar_us: u64,
+    pub camera_us: u64,
+    pub associate_us: u64,
+    pub track_us: u64,
+    pub rules_us: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SetOutput {
+    pub stamp: StampNs,
+    /// Newest member's stamp: the deadlines count from here.
+    pub newest_stamp: StampNs,
+    pub partial: bool,
+    pub missing: Vec<&'static str>,
+    pub objects: Vec<FusedObject>,
+    #[serde(skip)]
+    pub times: StageTimes,
+}
+
+impl SetOutput {
+    pub fn target_deadline(&self, p: &PipelineParams) -> StampNs {
+        self.newest_stamp + p.target_deadline_ns
+    }
+    pub fn hard_deadline(&self, p: &PipelineParams) -> StampNs {
+        self.newest_stamp + p.hard_deadline_ns
+    }
+}
+
+/// What one input produced.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub sets: Vec<SetOutput>,
+    pub events: Vec<Event>,
+}
+
+impl Step {
+    fn extend(&mut self, o: Step) {
+        self.sets.extend(o.sets);
+        self.events.extend(o.events);
+    }
+}
+
+/// Where a box of base_link lands in the camera image.
+struct CameraModel {
+    base_to_cam: Isometry3<f64>,
+    k: [f64; 9],
+    width: f64,
+    height: f64,
+}
+
+impl CameraModel {
+    fn new(calib: &Calibration) -> Self {
+        let cam = calib.sensor("camera");
+        Self {
+            base_to_cam: cam.to_base().inverse(),
+            k: cam.k.unwrap_or([500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]),
+            width: cam.width.unwrap_or(640) as f64,
+            height: cam.height.unwrap_or(480) as f64,
+        }
+    }
+
+    /// The image rectangle of a 3D box (centre, size, yaw), clipped to the image; None when
+    /// the box is behind the camera or outside the image.
+    fn project(&self, center: [f64; 3], size: [f64; 3], yaw: f64) -> Option<[f32; 4]> {
+        let (c, s) = (yaw.cos(), yaw.sin());
+        let (mut x0, mut y0, mut x1, mut y1) = (f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for sx in [-0.5, 0.5] {
+            for sy in [-0.5, 0.5] {
+                for sz in [-0.5, 0.5] {
+                    let (lx, ly) = (sx * size[0], sy * size[1]);
+                    let p =
+                        Point3::new(center[0] + c * lx - s * ly, center[1] + s * lx + c * ly, center[2] + sz * size[2]);
+                    let q = self.base_to_cam * p;
+                    if q.z < 0.5 {
+                        return None;
+                    }
+                    let (u, v) = (self.k[0] * q.x / q.z + self.k[2], self.k[4] * q.y / q.z + self.k[5]);
+                    x0 = x0.min(u);
+                    y0 = y0.min(v);
+                    x1 = x1.max(u);
+                    y1 = y1.max(v);
+                }
+            }
+        }
+        let r = [x0.max(0.0), y0.max(0.0), x1.min(self.width), y1.min(self.height)];
+        (r[2] - r[0] >= 2.0 && r[3] - r[1] >= 2.0).then_some([r[0] as f32, r[1] as f32, r[2] as f32, r[3] as f32])
+    }
+}
+
+/// The class a LiDAR box's shape suggests (before any camera evidence): low confidence.
+pub fn geometric_label(b: &ObjectBox) -> Label {
+    let footprint = b.size[0].max(b.size[1]);
+    if footprint >= 1.6 && b.size[2] >= 0.8 {
+        Label::Vehicle
+    } else if b.size[2] >= 0.95 && footprint < 1.2 {
+        Label::Person
+    } else if b.size[2] >= 0.3 {
+        Label::Obstacle
+    } else {
+        Label::Unknown
+    }
+}
+
+/// Typical length and width of a class (m): what a box seen from one side is completed to.
+fn class_prior(label: Label) -> Option<[f64; 2]> {
+    match label {
+        Label::Vehicle => Some([4.5, 1.9]),
+        Label::Person => Some([0.5, 0.6]),
+        Label::Obstacle => Some([0.8, 0.8]),
+        Label::Unknown => None,
+    }
+}
+
+/// Amodal completion: a LiDAR box covers only the faces the sensor saw, so its centre sits
+/// short of the object's. With a class prior, push the centre away from the sensor (along
+/// the line of sight from the base origin) by half the missing depth, and grow the box to
+/// the prior. A face narrower than the prior's length is taken as the front or rear.
+pub fn complete_box(b: &ObjectBox, label: Label) -> ObjectBox {
+    let Some([len, wid]) = class_prior(label) else { return b.clone() };
+    let los = b.center[1].atan2(b.center[0]);
+    let rel = b.yaw - los;
+    let (c, s) = (rel.cos().abs(), rel.sin().abs());
+    let depth = b.size[0] * c + b.size[1] * s;
+    let lateral = b.size[0] * s + b.size[1] * c;
+    let (depth_prior, yaw, size) = if lateral < 0.5 * (len + wid) {
+        // Seeing the narrow face: the object's length runs along the line of sight.
+        (len, los, [len.max(depth), wid.max(lateral), b.size[2]])
+    } else {
+        let along_yaw = b.size[0] >= b.size[1];
+        let (l, w) = if along_yaw { (b.size[0], b.size[1]) } else { (b.size[1], b.size[0]) };
+        let yaw = if along_yaw { b.yaw } else { b.yaw + std::f64::consts::FRAC_PI_2 };
+        (wid, yaw, [len.max(l), wid.max(w), b.size[2]])
+    };
+    let shift = (depth_prior - depth).max(0.0) / 2.0;
+    ObjectBox {
+        center: [b.center[0] + shift * los.cos(), b.center[1] + shift * los.sin(), b.center[2]],
+        size,
+        yaw,
+        points: b.points,
+    }
+}
+
+pub struct Pipeline {
+    pub params: PipelineParams,
+    sync: DeadlineSync<Member>,
+    imu: ImuBuffer,
+    camera_model: CameraModel,
+    detector: Option<Box<dyn CameraDetector>>,
+    tracker: Tracker,
+    pub anomaly: AnomalyDetector,
+    last_set: Option<StampNs>,
+    last_lidar: Option<StampNs>,
+    recent_camera: Option<(StampNs, Arc<Rgb8>)>,
+    now: StampNs,
+    /// Named counters (sets, partial sets by missing sensor, detector errors, ...).
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl Pipeline {
+    pub fn new(params: PipelineParams, calib: &Calibration, detector: Option<Box<dyn CameraDetector>>) -> Self {
+        let sync = DeadlineSync::new(DeadlineConfig {
+            topics: 3,
+            reference: LIDAR,
+            tolerance_ns: params.sync_tolerance_ns,
+            deadline_ns: params.sync_wait_ns,
+            buffer: 8,
+        });
+        Self {
+            sync,
+            imu: ImuBuffer::new(400),
+            camera_model: CameraModel::new(calib),
+            detector,
+            tracker: Tracker::new(params.tracker.clone()),
+            anomaly: AnomalyDetector::new(params.anomaly.clone(), calib.safety_zones.clone()),
+            last_set: None,
+            last_lidar: None,
+            recent_camera: None,
+            now: i64::MIN,
+            counters: BTreeMap::new(),
+            params,
+        }
+    }
+
+    pub fn detector_name(&self) -> Option<&str> {
+        self.detector.as_deref().map(|d| d.name())
+    }
+
+    fn count(&mut self, key: &str) {
+        *self.counters.entry(key.to_string()).or_default() += 1;
+    }
+
+    /// Feeds one message (in arrival order); returns the sets it released and the events.
+    pub fn push(&mut self, input: Input) -> Step {
+        let stamp = input.stamp();
+        self.now = self.now.max(stamp);
+        let mut step = Step::default();
+        let released = match input {
+            Input::Imu(s) => {
+                self.anomaly.on_message(Sensor::Imu, s.stamp);
+                if self.imu.push(s).is_err() {
+                    self.count("imu.out_of_order");
+                }
+                step.events.extend(self.anomaly.on_imu(s.stamp, s.linear_acceleration.into()));
+                self.sync.poll(self.now)
+            }
+            Input::Camera { stamp, image } => {
+                self.anomaly.on_message(Sensor::Camera, stamp);
+                step.events.extend(self.anomaly.on_camera_frame(stamp, &image));
+                self.recent_camera = Some((stamp, image.clone()));
+                self.sync.add(CAMERA, stamp, Member::Camera(image))
+            }
+            Input::Lidar { stamp, points, non_finite, total } => {
+                self.anomaly.on_message(Sensor::Lidar, stamp);
+                step.events.extend(self.anomaly.on_lidar_health(stamp, non_finite, total));
+                self.last_lidar = Some(stamp);
+                self.sync.add(LIDAR, stamp, Member::Lidar(points))
+            }
+            Input::Radar { stamp, targets } => {
+                self.anomaly.on_message(Sensor::Radar, stamp);
+                let lidar_lost = self.last_lidar.is_none_or(|l| stamp - l > self.params.reference_lost_ns);
+                let due = self
+                    .last_set
+                    .is_none_or(|l| stamp - l >= self.params.set_period_ns - self.params.sync_tolerance_ns);
+                let mut out = self.sync.add(RADAR, stamp, Member::Radar(targets.clone()));
+                if lidar_lost && due && self.sync.pending() == 0 {
+                    // The reference is gone: keep tracking on radar (and camera) alone.
+                    let camera = self
+                        .recent_camera
+                        .as_ref()
+                        .filter(|(t, _)| (t - stamp).abs() <= self.params.sync_tolerance_ns)
+                        .map(|(t, img)| (*t, Member::Camera(img.clone())));
+                    let missing = if camera.is_some() { vec![LIDAR] } else { vec![LIDAR, CAMERA] };
+                    out.push(SyncSet {
+                        stamp,
+                        members: vec![None, camera, Some((stamp, Member::Radar(targets)))],
+                        partial: true,
+                        missing,
+                    });
+                    self.count("sets.radar_led");
+                }
+                out
+            }
+        };
+        for set in released {
+            step.extend(self.process(set));
+        }
+        step.events.extend(self.anomaly.check_dropouts(self.now));
+        step
+    }
+
+    /// Advances time without data (a node's timer): partial sets and dropouts at `now`.
+    pub fn tick(&mut self, now: StampNs) -> Step {
+        self.now = self.now.max(now);
+        let mut step = Step::default();
+        for set in self.sync.poll(self.now) {
+            step.extend(self.process(set));
+        }
+        step.events.extend(self.anomaly.check_dropouts(self.now));
+        step
+    }
+
+    /// Hard-deadline bookkeeping for deadline_overrun: the caller says whether a set's
+    /// work missed its hard deadline (a node measures this against its clock).
+    pub fn report_deadline(&mut self, stamp: StampNs, missed_hard: bool) -> Vec<Event> {
+        self.anomaly.on_deadline(stamp, missed_hard)
+    }
+
+    fn yaw_rate_at(&self, t: StampNs) -> f64 {
+        self.imu.at(t).or_else(|| self.imu_latest()).map(|s| s.angular_velocity.z).unwrap_or(0.0)
+    }
+
+    fn imu_latest(&self) -> Option<ImuState> {
+        self.imu.newest()
+    }
+
+    fn process(&mut self, set: SyncSet<Member>) -> Step {
+        let mut times = StageTimes::default();
+        let clock = Instant::now();
+        let t = set.stamp;
+        self.count("sets");
+        for m in &set.missing {
+            self.count(&format!("sets.partial.missing_{}", MEMBER_NAMES[*m]));
+        }
+        let newest = set.members.iter().flatten().map(|(s, _)| *s).max().unwrap_or(t);
+        let dt = self.last_set.map(|l| (t - l) as f64 * 1e-9).unwrap_or(0.1).clamp(1e-3, 1.0);
+        // Heading change since the last set: from the IMU orientation when it covers both
+        // stamps, else the yaw rate times dt.
+        let dyaw = match self.last_set.map(|l| self.imu.rotation_between(l, t)) {
+            Some(Ok(r)) => r.euler_angles().2,
+            _ => self.yaw_rate_at(t) * dt,
+        };
+        self.last_set = Some(t);
+        times.imu_us = clock.elapsed().as_micros() as u64;
+
+        let mut lap = Instant::now();
+        let mut lidar_boxes: Vec<ObjectBox> = vec![];
+        if let Some((_, Member::Lidar(points))) = &set.members[LIDAR] {
+            lidar_boxes = self.lidar_objects(t, points);
+        }
+        times.lidar_us = lap.elapsed().as_micros() as u64;
+        lap = Instant::now();
+        let radar: Vec<RadarObject> = match &set.members[RADAR] {
+            Some((_, Member::Radar(targets))) => {
+                radar_objects(targets, self.params.radar_eps, self.params.radar_eps_doppler)
+            }
+            _ => vec![],
+        };
+        times.radar_us = lap.elapsed().as_micros() as u64;
+        lap = Instant::now();
+        let camera_frame = matches!(set.members[CAMERA], Some((_, Member::Camera(_))));
+        let mut camera: Option<Vec<Detection2d>> = None;
+        if let (Some((_, Member::Camera(img))), Some(det)) = (&set.members[CAMERA], self.detector.as_mut()) {
+            match det.detect(img) {
+                Ok(d) => camera = Some(d.into_iter().filter(|d| d.score >= self.params.camera_min_score).collect()),
+                Err(e) => {
+                    tracing::warn!("camera detector failed: {e}");
+                    self.count("camera.detector_errors");
+                }
+            }
+        }
+        times.camera_us = lap.elapsed().as_micros() as u64;
+        lap = Instant::now();
+        let (detections, unexplained) =
+            self.associate(&lidar_boxes, &radar, camera.as_deref(), set.members[LIDAR].is_some());
+        times.associate_us = lap.elapsed().as_micros() as u64;
+        lap = Instant::now();
+        self.tracker.step(dt, EgoMotion { dx: 0.0, dy: 0.0, dyaw }, &detections);
+        times.track_us = lap.elapsed().as_micros() as u64;
+        lap = Instant::now();
+
+        let mut objects = vec![];
+        let mut views = vec![];
+        for tr in self.tracker.tracks() {
+            if !tr.confirmed(&self.params.tracker) || tr.misses > self.params.publish_max_misses {
+                continue;
+            }
+            let (label, confidence) = tr.label();
+            let view = TrackView {
+                id: tr.id,
+                label,
+                position: tr.position(),
+                z: tr.z,
+                size: tr.size,
+                rel_velocity: tr.velocity(),
+                sensors: tr.sensors,
+            };
+            let ttc = crate::anomaly::time_to_collision(&view, &self.params.anomaly);
+            objects.push(FusedObject {
+                track_id: tr.id,
+                label,
+                confidence,
+                center: [tr.state[0], tr.state[1], tr.z],
+                yaw: tr.yaw,
+                size: tr.size,
+                velocity: tr.velocity(),
+                sensors: tr.sensors,
+                age: tr.age,
+                time_to_collision: ttc.is_finite().then_some(ttc),
+            });
+            views.push(view);
+        }
+        let mut step = Step::default();
+        step.events.extend(self.anomaly.on_tracks(t, &views));
+        if let Some(dets) = camera.as_ref().filter(|_| camera_frame) {
+            let checks: Vec<CameraCheck> = views
+                .iter()
+                .filter(|v| v.sensors & (SENSOR_LIDAR | SENSOR_RADAR) == SENSOR_LIDAR | SENSOR_RADAR)
+                .filter(|v| v.position[0].hypot(v.position[1]) <= self.params.disagreement_range)
+                .filter_map(|v| {
+                    let center = [v.position[0], v.position[1], v.z];
+                    let r = self.camera_model.project(center, v.size, 0.0)?;
+                    // Fully inside the image: a box cut by the border may be legitimately missed.
+                    let inside = r[0] > 4.0
+                        && r[1] > 4.0
+                        && (r[2] as f64) < self.camera_model.width - 4.0
+                        && (r[3] as f64) < self.camera_model.height - 4.0;
+                    inside.then(|| CameraCheck {
+                        track_id: v.id,
+                        position: v.position,
+                        seen_by_camera: v.sensors & SENSOR_CAMERA != 0
+                            || dets.iter().any(|d| iou(&d.bbox, &r) >= self.params.camera_min_iou),
+                    })
+                })
+                .collect();
+            step.events.extend(self.anomaly.on_camera_checks(t, &checks, &unexplained));
+        }
+        times.rules_us = lap.elapsed().as_micros() as u64;
+        step.sets.push(SetOutput {
+            stamp: t,
+            newest_stamp: newest,
+            partial: set.partial,
+            missing: set.missing.iter().map(|m| MEMBER_NAMES[*m]).collect(),
+            objects,
+            times,
+        });
+        step
+    }
+
+    /// Deskew (rotation from the IMU yaw rate; the sweep's translation is not observable
+    /// without odometry), ground removal, clustering to boxes.
+    fn lidar_objects(&mut self, t: StampNs, points: &[[f32; 5]]) -> Vec<ObjectBox> {
+        let omega = self.imu.at(t).or_else(|| self.imu_latest()).map(|s| s.angular_velocity).unwrap_or_default();
+        let r2 = self.params.cluster_range * self.params.cluster_range;
+        let mut cached: Option<(i64, UnitQuaternion<f64>)> = None;
+        let mut pts: Vec<[f32; 3]> = Vec::with_capacity(points.len());
+        for p in points {
+            let (x, y) = (p[0] as f64, p[1] as f64);
+            if x * x + y * y > r2 {
+                continue;
+            }
+            let key = (p[4] as f64 * 1e4) as i64; // 0.1 ms steps
+            let rot = match cached {
+                Some((k, r)) if k == key => r,
+                _ => {
+                    let r = UnitQuaternion::from_scaled_axis(omega * (key as f64 * 1e-4));
+                    cached = Some((key, r));
+                    r
+                }
+            };
+            let q = rot * Point3::new(x, y, p[2] as f64);
+            pts.push([q.x as f32, q.y as f32, q.z as f32]);
+        }
+        let kept: Vec<[f32; 3]> = remove_ground(&pts, &self.params.cluster).into_iter().map(|i| pts[i]).collect();
+        euclidean_clusters(&kept, &self.params.cluster)
+            .iter()
+            .map(|c| object_box(&kept, c))
+            .filter(|b| b.size[0].max(b.size[1]) < 15.0)
+            .collect()
+    }
+
+    /// Camera↔LiDAR↔radar association through the calibration. LiDAR boxes are the
+    /// primary hypotheses: a radar object inside one confirms it; a camera box overlapping
+    /// its projection names its class. Without LiDAR, radar objects stand alone. Returns the
+    /// detections for the tracker and the camera boxes nothing else explains.
+    fn associate(
+        &self,
+        boxes: &[ObjectBox],
+        radar: &[RadarObject],
+        camera: Option<&[Detection2d]>,
+        have_lidar: bool,
+    ) -> (Vec<Detection>, Vec<[f32; 4]>) {
+        let p = &self.params;
+        let mut radar_used = vec![false; radar.len()];
+        let mut camera_used = vec![false; camera.map_or(0, |c| c.len())];
+        let mut out = vec![];
+        for seen in boxes {
+            let b = &complete_box(seen, geometric_label(seen));
+            let mut d = Detection {
+                position: [b.center[0], b.center[1]],
+                size: b.size,
+                z: b.center[2],
+                yaw: b.yaw,
+                label: geometric_label(seen),
+                confidence: 0.3,
+                sensors: SENSOR_LIDAR,
+            };
+            let reach = b.size[0].max(b.size[1]) / 2.0 + p.radar_margin;
+            for (i, r) in radar.iter().enumerate() {
+                if (r.center[0] - b.center[0]).hypot(r.center[1] - b.center[1]) <= reach {
+                    radar_used[i] = true;
+                    d.sensors |= SENSOR_RADAR;
+                }
+            }
+            if let (Some(cam), Some(rect)) = (camera, self.camera_model.project(b.center, b.size, b.yaw)) {
+                let best = cam
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (i, iou(&c.bbox, &rect)))
+                    .filter(|(_, v)| *v >= p.camera_min_iou)
+                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                if let Some((i, _)) = best {
+                    camera_used[i] = true;
+                    d.sensors |= SENSOR_CAMERA;
+                    d.label = cam[i].label;
+                    d.confidence = cam[i].score;
+                }
+            }
+            out.push(d);
+        }
+        for (i, r) in radar.iter().enumerate() {
+            if radar_used[i] || have_lidar || r.targets < p.radar_min_targets {
+                continue;
+            }
+            let size = [1.0, 1.0, 1.5];
+            let mut d = Detection {
+                position: [r.center[0], r.center[1]],
+                size,
+                z: 0.75,
+                yaw: 0.0,
+                label: Label::Unknown,
+                confidence: 0.2,
+                sensors: SENSOR_RADAR,
+            };
+            if let (Some(cam), Some(rect)) =
+                (camera, self.camera_model.project([r.center[0], r.center[1], 0.75], size, 0.0))
+            {
+                if let Some(i) =
+                    (0..cam.len()).find(|&i| !camera_used[i] && iou(&cam[i].bbox, &rect) >= p.camera_min_iou)
+                {
+                    camera_used[i] = true;
+                    d.sensors |= SENSOR_CAMERA;
+                    d.label = cam[i].label;
+                    d.confidence = cam[i].score;
+                }
+            }
+            out.push(d);
+        }
+        // Camera boxes no LiDAR box or radar object explains (only meaningful with LiDAR).
+        let mut unexplained = vec![];
+        if let (Some(cam), true) = (camera, have_lidar) {
+            for (i, c) in cam.iter().enumerate() {
+                if camera_used[i] {
+                    continue;
+                }
+                let radar_behind = radar.iter().any(|r| {
+                    self.camera_model
+                        .project([r.center[0], r.center[1], 0.75], [1.0, 1.0, 1.5], 0.0)
+                        .is_some_and(|rect| iou(&c.bbox, &rect) > 0.0)
+                });
+                if !radar_behind {
+                    unexplained.push(c.bbox);
+                }
+            }
+        }
+        (out, unexplained)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projection_of_a_box_ahead_is_centred() {
+        let m = CameraModel::new(&Calibration::default());
+        // 10 m ahead on the camera's axis height: centred horizontally.
+        let r = m.project([11.5, 0.0, 1.2], [1.0, 1.0, 1.0], 0.0).unwrap();
+        assert!(((r[0] + r[2]) / 2.0 - 320.0).abs() < 1.0 && ((r[1] + r[3]) / 2.0 - 240.0).abs() < 1.0, "{r:?}");
+        assert!(m.project([-5.0, 0.0, 1.0], [1.0, 1.0, 1.0], 0.0).is_none(), "behind");
+    }
+
+    #[test]
+    fn shapes_suggest_classes() {
+        let b = |l, w, h| ObjectBox { center: [0.0; 3], size: [l, w, h], yaw: 0.0, points: 10 };
+        assert_eq!(geometric_label(&b(0.4, 1.9, 1.3)), Label::Vehicle, "a car's rear face");
+        assert_eq!(geometric_label(&b(0.4, 0.5, 1.5)), Label::Person);
+        assert_eq!(geometric_label(&b(0.7, 0.7, 0.8)), Label::Obstacle);
+    }
+
+    #[test]
+    fn a_cars_rear_face_completes_to_the_whole_car() {
+        // Rear face 20 m ahead: 1.9 m wide, 0.2 m deep.
+        let rear = ObjectBox { center: [20.0, 0.0, 0.8], size: [0.2, 1.9, 1.4], yaw: 0.0, points: 50 };
+        let car = complete_box(&rear, Label::Vehicle);
+        assert!((car.center[0] - 22.15).abs() < 1e-9 && car.center[1].abs() < 1e-9, "{car:?}");
+        assert_eq!(car.size, [4.5, 1.9, 1.4]);
+        // Its side seen from the left, 10 m away: the centre moves away by half the width.
+        let side = ObjectBox { center: [0.0, 10.0, 0.8], size: [4.4, 0.1, 1.4], yaw: 0.0, points: 50 };
+        let car = complete_box(&side, Label::Vehicle);
+        assert!((car.center[1] - 10.9).abs() < 1e-9 && car.center[0].abs() < 1e-9, "{car:?}");
+    }
+}
+
+/// The tunable numbers of the pipeline (kinds: f = f64, r = f32, n = integer, ms = a
+/// duration held in ns) by their ROS parameter names (`fusion_node`
+/// parameters, also read from a parameter YAML by `fusion_replay`): one table so that the
+/// node, the replay tool and the README cannot disagree.
+macro_rules! param_table {
+    ($($name:literal => $kind:ident $($field:ident).+),* $(,)?) => {
+        impl PipelineParams {
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            pub fn get(&self, name: &str) -> Option<f64> {
+                match name {
+                    $($name => Some(param_table!(@get $kind self.$($field).+)),)*
+                    _ => None,
+                }
+            }
+
+            pub fn set(&mut self, name: &str, value: f64) -> Result<(), String> {
+                if !value.is_finite() || value < 0.0 {
+                    return Err(format!("parameter {name} must be a finite number >= 0, got {value}"));
+                }
+                match name {
+                    $($name => { param_table!(@set $kind self.$($field).+, value); Ok(()) })*
+                    _ => Err(format!("unknown parameter '{name}'")),
+                }
+            }
+        }
+    };
+    (@get f $e:expr) => { $e };
+    (@get ms $e:expr) => { $e as f64 / 1e6 };
+    (@get n $e:expr) => { $e as f64 };
+    (@get r $e:expr) => { $e as f64 };
+    (@set f $e:expr, $v:expr) => { $e = $v };
+    (@set ms $e:expr, $v:expr) => { $e = ($v * 1e6).round() as i64 };
+    (@set n $e:expr, $v:expr) => { $e = $v.round() as _ };
+    (@set r $e:expr, $v:expr) => { $e = $v as f32 };
+}
+
+param_table! {
+    "sync.tolerance_ms" => ms sync_tolerance_ns,
+    "sync.wait_ms" => ms sync_wait_ns,
+    "deadline.target_ms" => ms target_deadline_ns,
+    "deadline.hard_ms" => ms hard_deadline_ns,
+    "sync.reference_lost_ms" => ms reference_lost_ns,
+    "sync.set_period_ms" => ms set_period_ns,
+    "lidar.cluster_range" => f cluster_range,
+    "lidar.voxel" => f cluster.voxel,
+    "lidar.voxel_z" => f cluster.voxel_z,
+    "lidar.min_points" => n cluster.min_points,
+    "lidar.ground_threshold" => f cluster.ground_threshold,
+    "tracker.gate" => f tracker.gate,
+    "tracker.accel_sigma" => f tracker.accel_sigma,
+    "tracker.meas_sigma" => f tracker.meas_sigma,
+    "tracker.confirm_hits" => n tracker.confirm_hits,
+    "tracker.max_misses" => n tracker.max_misses,
+    "tracker.publish_max_misses" => n publish_max_misses,
+    "radar.eps" => f radar_eps,
+    "radar.eps_doppler" => f radar_eps_doppler,
+    "radar.margin" => f radar_margin,
+    "radar.min_targets" => n radar_min_targets,
+    "camera.min_iou" => r camera_min_iou,
+    "camera.min_score" => r camera_min_score,
+    "anomaly.ttc_threshold_s" => f anomaly.ttc_threshold_s,
+    "anomaly.lane_half_width" => f anomaly.lane_half_width,
+    "anomaly.min_closing_speed" => f anomaly.min_closing_speed,
+    "anomaly.ttc_clear_margin_s" => f anomaly.ttc_clear_margin_s,
+    "anomaly.dropout_periods" => f anomaly.dropout_periods,
+    "anomaly.blind_dark" => f anomaly.blind_dark,
+    "anomaly.blind_bright" => f anomaly.blind_bright,
+    "anomaly.blind_max_std" => f anomaly.blind_max_std,
+    "anomaly.degraded_frames" => n anomaly.degraded_frames,
+    "anomaly.frozen_frames" => n anomaly.frozen_frames,
+    "anomaly.lidar_max_non_finite_ratio" => f anomaly.lidar_max_non_finite_ratio,
+    "anomaly.imu_saturation_accel" => f anomaly.imu_saturation_accel,
+    "anomaly.impact_accel" => f anomaly.impact_accel,
+    "anomaly.impact_refractory_s" => f anomaly.impact_refractory_s,
+    "anomaly.disagreement_frames" => n anomaly.disagreement_frames,
+    "anomaly.disagreement_range" => f disagreement_range,
+    "anomaly.deadline_miss_ratio" => f anomaly.deadline_miss_ratio,
+    "anomaly.deadline_window" => n anomaly.deadline_window,
+}
+
+#[cfg(test)]
+mod param_tests {
+    use super::*;
+
+    #[test]
+    fn every_named_parameter_round_trips() {
+        let mut p = PipelineParams::default();
+        for name in PipelineParams::NAMES {
+            let v = p.get(name).unwrap();
+            p.set(name, v + 1.0).unwrap();
+            assert!((p.get(name).unwrap() - (v + 1.0)).abs() < 1e-6, "{name}");
+        }
+        assert!(p.set("nope", 1.0).is_err() && p.set("sync.wait_ms", f64::NAN).is_err());
+    }
+}

@@ -1,0 +1,355 @@
+//! `fusion_replay`'s engine: a rosbag2 bag through the whole pipeline (ingest validation
+//! and preprocessing, synchronization, fusion, tracking, anomaly rules) in one process,
+//! without DDS, in bag order. Output files:
+//!
+//! - `events.jsonl`: one anomaly event per line;
+//! - `objects.jsonl`: one line per synchronized set (stamp, partial, missing, objects);
+//! - `metrics.json`: message, rejection, set and event counts;
+//! - `timing.json`: per-stage and end-to-end latency and throughput (wall clock).
+//!
+//! The first three depend only on the bag, the calibration and the parameters: the same
+//! input gives byte-identical files at any replay speed. `timing.json` is measured.
+use crate::bag::Bag;
+use anyhow::{bail, Context as _, Result};
+use fusion::{
+    anomaly::Event,
+    calib::Calibration,
+    camera::ImageRef,
+    cloud::{CloudRef, PointField},
+    detect::CameraDetector,
+    frontend::Frontend,
+    imu::ImuSample,
+    ingest::Reject,
+    pipeline::{Input, Pipeline, PipelineParams, SetOutput},
+    stamp_ns, StampNs,
+};
+use hdrhistogram::Histogram;
+use r2r::{
+    sensor_msgs::msg::{Image, Imu, PointCloud2},
+    WrappedTypesupport,
+};
+use serde_json::json;
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub bag: PathBuf,
+    pub out: Option<PathBuf>,
+    /// Pace messages by their log times (× `rate`); otherwise as fast as possible.
+    pub realtime: bool,
+    pub rate: f64,
+    pub calibration: Option<PathBuf>,
+    pub params_file: Option<PathBuf>,
+    /// camera, lidar, radar, imu input topics (raw, as drivers publish them).
+    pub topics: [String; 4],
+}
+
+impl ReplayOptions {
+    pub fn new(bag: impl Into<PathBuf>) -> Self {
+        Self {
+            bag: bag.into(),
+            out: None,
+            realtime: false,
+            rate: 1.0,
+            calibration: None,
+            params_file: None,
+            topics: ["/camera/image_raw", "/lidar/points", "/radar/points", "/imu/data"].map(String::from),
+        }
+    }
+}
+
+pub struct ReplayResult {
+    pub events: Vec<Event>,
+    pub sets: u64,
+    pub metrics: serde_json::Value,
+    pub timing: serde_json::Value,
+}
+
+/// Reads a ROS 2 parameter file (`node_name:` or `/**:` → `ros__parameters:`, nested
+/// mappings joined with dots) and applies every pipeline parameter it names.
+pub fn apply_params_file(params: &mut PipelineParams, path: &Path, node: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
+    let mut applied = vec![];
+    let Some(map) = doc.as_mapping() else { bail!("{}: expected a mapping of node names", path.display()) };
+    for (key, section) in map {
+        let key = key.as_str().unwrap_or("");
+        let matches = key == "/**" || key.trim_start_matches('/').rsplit('/').next() == Some(node);
+        let Some(p) = section.get("ros__parameters").filter(|_| matches) else { continue };
+        let mut flat = vec![];
+        flatten("", p, &mut flat);
+        for (name, v) in flat {
+            if PipelineParams::NAMES.contains(&name.as_str()) {
+                let x = v.as_f64().with_context(|| format!("{}: parameter {name} must be a number", path.display()))?;
+                params.set(&name, x).map_err(anyhow::Error::msg)?;
+                applied.push(name);
+            }
+        }
+    }
+    Ok(applied)
+}
+
+fn flatten(prefix: &str, v: &serde_yaml::Value, out: &mut Vec<(String, serde_yaml::Value)>) {
+    match v.as_mapping() {
+        Some(m) => {
+            for (k, v) in m {
+                let k = k.as_str().unwrap_or("");
+                let name = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+                flatten(&name, v, out);
+            }
+        }
+        None => out.push((prefix.to_string(), v.clone())),
+    }
+}
+
+fn cloud_ref<'a>(c: &'a PointCloud2, fields: &'a [PointField]) -> CloudRef<'a> {
+    CloudRef {
+        height: c.height,
+        width: c.width,
+        fields,
+        is_bigendian: c.is_bigendian,
+        point_step: c.point_step,
+        row_step: c.row_step,
+        data: &c.data,
+    }
+}
+
+fn fields(c: &PointCloud2) -> Vec<PointField> {
+    c.fields
+        .iter()
+        .map(|f| PointField { name: f.name.clone(), offset: f.offset, datatype: f.datatype, count: f.count })
+        .collect()
+}
+
+fn arr9(v: &[f64]) -> [f64; 9] {
+    let mut a = [0.0; 9];
+    for (d, s) in a.iter_mut().zip(v) {
+        *d = *s;
+    }
+    a
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+fn summary(h: &Histogram<u64>) -> serde_json::Value {
+    let ms = |v: u64| (v as f64 / 1000.0 * 1000.0).round() / 1000.0;
+    json!({"count": h.len(), "p50_ms": ms(h.value_at_quantile(0.5)), "p99_ms": ms(h.value_at_quantile(0.99)),
+           "max_ms": ms(h.max())})
+}
+
+/// One set as an `objects.jsonl` line.
+pub fn set_line(s: &SetOutput) -> String {
+    json!({"stamp_ns": s.stamp, "newest_stamp_ns": s.newest_stamp, "partial": s.partial, "missing": s.missing,
+           "objects": s.objects})
+    .to_string()
+}
+
+pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> Result<ReplayResult> {
+    let bag = Bag::open(&opts.bag)?;
+    let calib_path = match &opts.calibration {
+        Some(p) => Some(p.clone()),
+        None => Some(opts.bag.join("calibration.yaml")).filter(|p| p.is_file()),
+    };
+    let calib = match &calib_path {
+        Some(p) => Calibration::load(&p.to_string_lossy())?,
+        None => Calibration::default(),
+    };
+    let mut params = PipelineParams::default();
+    if let Some(p) = &opts.params_file {
+        apply_params_file(&mut params, p, "fusion_node")?;
+    }
+    let hard_ns = params.hard_deadline_ns;
+    let target_ns = params.target_deadline_ns;
+    let mut frontend = Frontend::new(&calib);
+    let mut pipeline = Pipeline::new(params, &calib, detector);
+    let detector_name = pipeline.detector_name().unwrap_or("none").to_string();
+
+    let topic_of: Vec<Option<usize>> =
+        bag.topics.iter().map(|t| opts.topics.iter().position(|name| *name == t.name)).collect();
+    if topic_of.iter().all(Option::is_none) {
+        bail!("{}: none of the input topics {:?} is in the bag", opts.bag.display(), opts.topics);
+    }
+    let mut files = match &opts.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            let open = |name: &str| -> Result<std::io::BufWriter<std::fs::File>> {
+                Ok(std::io::BufWriter::new(std::fs::File::create(dir.join(name))?))
+            };
+            Some((open("events.jsonl")?, open("objects.jsonl")?))
+        }
+        None => None,
+    };
+
+    let mut messages: BTreeMap<String, u64> = BTreeMap::new();
+    let mut decode_errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut events: Vec<Event> = vec![];
+    let (mut sets, mut partial, mut objects_out) = (0u64, 0u64, 0u64);
+    let mut stage: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
+    let mut e2e = histogram();
+    let mut frontend_h: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
+    // Wall time each member message was fed, by (sensor, stamp): a set's latency counts from
+    // its newest member's arrival, as in the node.
+    let mut fed_at: std::collections::VecDeque<(StampNs, Instant)> = Default::default();
+    let (mut target_misses, mut hard_misses) = (0u64, 0u64);
+    let wall = Instant::now();
+    let mut first_log: Option<i64> = None;
+    let mut error: Option<anyhow::Error> = None;
+
+    bag.for_each_message(|m| {
+        let Some(Some(sensor)) = topic_of.get(m.topic).copied() else { return true };
+        let name = &bag.topics[m.topic].name;
+        *messages.entry(name.clone()).or_default() += 1;
+        if opts.realtime {
+            let t0 = *first_log.get_or_insert(m.log_time_ns);
+            let due = Duration::from_nanos(((m.log_time_ns - t0).max(0) as f64 / opts.rate) as u64);
+            if let Some(wait) = due.checked_sub(wall.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let arrived = Instant::now();
+        let decoded: Result<Result<Input, fusion::frontend::Rejected>, String> = match sensor {
+            0 => Image::from_serialized_bytes(&m.data).map_err(|e| e.to_string()).map(|img| {
+                let stamp = stamp_ns(img.header.stamp.sec, img.header.stamp.nanosec);
+                let r = ImageRef {
+                    width: img.width,
+                    height: img.height,
+                    encoding: &img.encoding,
+                    step: img.step,
+                    data: &img.data,
+                };
+                frontend.camera(stamp, &img.header.frame_id, r)
+            }),
+            1 | 2 => PointCloud2::from_serialized_bytes(&m.data).map_err(|e| e.to_string()).map(|c| {
+                let stamp = stamp_ns(c.header.stamp.sec, c.header.stamp.nanosec);
+                let f = fields(&c);
+                if sensor == 1 {
+                    frontend.lidar(stamp, &c.header.frame_id, cloud_ref(&c, &f))
+                } else {
+                    frontend.radar(stamp, &c.header.frame_id, cloud_ref(&c, &f))
+                }
+            }),
+            _ => Imu::from_serialized_bytes(&m.data).map_err(|e| e.to_string()).map(|i| {
+                let s = ImuSample {
+                    stamp: stamp_ns(i.header.stamp.sec, i.header.stamp.nanosec),
+                    orientation: [i.orientation.x, i.orientation.y, i.orientation.z, i.orientation.w],
+                    orientation_covariance: arr9(&i.orientation_covariance),
+                    angular_velocity: [i.angular_velocity.x, i.angular_velocity.y, i.angular_velocity.z],
+                    angular_velocity_covariance: arr9(&i.angular_velocity_covariance),
+                    linear_acceleration: [i.linear_acceleration.x, i.linear_acceleration.y, i.linear_acceleration.z],
+                    linear_acceleration_covariance: arr9(&i.linear_acceleration_covariance),
+                };
+                frontend.imu(&i.header.frame_id, &s)
+            }),
+        };
+        let kind = ["camera", "lidar", "radar", "imu"][sensor];
+        frontend_h.entry(kind).or_insert_with(histogram).record(arrived.elapsed().as_micros().max(1) as u64).ok();
+        let input = match decoded {
+            Ok(Ok(input)) => input,
+            Ok(Err(rejected)) => {
+                // A NaN-ridden sweep is rejected, and is also what sensor_degraded reports.
+                if let Reject::NonFinite { non_finite, total, .. } = rejected.reason {
+                    let stamp = m.log_time_ns;
+                    events.extend(pipeline.anomaly.on_lidar_health(stamp, non_finite as u64, total as u64));
+                }
+                return true;
+            }
+            Err(e) => {
+                *decode_errors.entry(format!("{kind}.undecodable")).or_default() += 1;
+                tracing::warn!("{name}: message at {} ns does not decode: {e}", m.log_time_ns);
+                return true;
+            }
+        };
+        if sensor != 3 {
+            fed_at.push_back((input.stamp(), arrived));
+            if fed_at.len() > 64 {
+                fed_at.pop_front();
+            }
+        }
+        let step = pipeline.push(input);
+        let done = Instant::now();
+        for s in &step.sets {
+            sets += 1;
+            partial += s.partial as u64;
+            objects_out += s.objects.len() as u64;
+            let t = &s.times;
+            for (k, v) in [
+                ("imu", t.imu_us),
+                ("lidar_clustering", t.lidar_us),
+                ("radar", t.radar_us),
+                ("camera_detector", t.camera_us),
+                ("association", t.associate_us),
+                ("tracking", t.track_us),
+                ("anomaly_rules", t.rules_us),
+            ] {
+                stage.entry(k).or_insert_with(histogram).record(v.max(1)).ok();
+            }
+            let newest_arrival =
+                fed_at.iter().rev().find(|(st, _)| *st == s.newest_stamp).map(|x| x.1).unwrap_or(arrived);
+            let latency = done.duration_since(newest_arrival).as_nanos() as i64;
+            e2e.record((latency / 1000).max(1) as u64).ok();
+            target_misses += (latency > target_ns) as u64;
+            hard_misses += (latency > hard_ns) as u64;
+            if let Some((_, objects)) = files.as_mut() {
+                if let Err(e) = writeln!(objects, "{}", set_line(s)) {
+                    error = Some(e.into());
+                    return false;
+                }
+            }
+        }
+        events.extend(step.events);
+        true
+    })?;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    let elapsed = wall.elapsed().as_secs_f64();
+    let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in &events {
+        *by_kind.entry(e.kind).or_default() += 1;
+    }
+    let metrics = json!({
+        "bag": opts.bag.file_name().map(|n| n.to_string_lossy().to_string()),
+        "detector": detector_name,
+        "messages": messages,
+        "frontend": frontend.counters,
+        "decode_errors": decode_errors,
+        "pipeline": pipeline.counters,
+        "sets": sets,
+        "partial_sets": partial,
+        "objects_published": objects_out,
+        "events": events.len(),
+        "events_by_kind": by_kind,
+    });
+    let total_messages: u64 = messages.values().sum();
+    let timing = json!({
+        "mode": if opts.realtime { format!("realtime x{}", opts.rate) } else { "as_fast_as_possible".to_string() },
+        "wall_s": (elapsed * 1000.0).round() / 1000.0,
+        "bag_duration_s": bag.duration_ns as f64 * 1e-9,
+        "speed_vs_realtime": ((bag.duration_ns as f64 * 1e-9 / elapsed) * 100.0).round() / 100.0,
+        "messages_per_s": (total_messages as f64 / elapsed).round(),
+        "sets_per_s": ((sets as f64 / elapsed) * 10.0).round() / 10.0,
+        "end_to_end": summary(&e2e),
+        "target_deadline_misses": target_misses,
+        "hard_deadline_misses": hard_misses,
+        "stages": stage.iter().map(|(k, h)| (k.to_string(), summary(h))).collect::<BTreeMap<_, _>>(),
+        "ingest": frontend_h.iter().map(|(k, h)| (k.to_string(), summary(h))).collect::<BTreeMap<_, _>>(),
+    });
+    if let (Some(dir), Some((mut ev, mut obj))) = (&opts.out, files) {
+        for e in &events {
+            writeln!(ev, "{}", serde_json::to_string(e)?)?;
+        }
+        ev.flush()?;
+        obj.flush()?;
+        std::fs::write(dir.join("metrics.json"), serde_json::to_string_pretty(&metrics)? + "\n")?;
+        std::fs::write(dir.join("timing.json"), serde_json::to_string_pretty(&timing)? + "\n")?;
+    }
+    Ok(ReplayResult { events, sets, metrics, timing })
+}
