@@ -66,7 +66,7 @@ else
   VENV=$ROS_DIR/venv
   MSG_PREFIX=$VENV
 fi
-WANT_STAMP="$MODE ${ROS_WHEELS[*]} ${TEST_WHEELS[*]} msgs=$MSG_HASH v4"
+WANT_STAMP="$MODE ${ROS_WHEELS[*]} ${TEST_WHEELS[*]} msgs=$MSG_HASH v5"
 STAMP=$ROS_DIR/setup.stamp
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_STAMP" ] && [ -f "$ROS_DIR/env.sh" ]; then
   exit 0
@@ -104,6 +104,18 @@ else
 fi
 
 # ---- fusion_msgs: plain cmake against the prefix -----------------------------------------
+if [ "$MODE" = wheels ]; then
+  # The wheels were built in a manylinux container: their exported Python-binding targets
+  # name that container's Python and numpy include directories (/opt/python/cp311-cp311/...),
+  # which do not exist here, so any package generating Python bindings fails to configure.
+  # Point them at this venv's interpreter; with that, fusion_msgs gets its rclpy bindings.
+  PYINC=$("$PY" -c 'import sysconfig;print(sysconfig.get_paths()["include"])')
+  NPINC=$("$PY" -c 'import numpy;print(numpy.get_include())')
+  { grep -rl "/opt/python/cp3" "$VENV/share" --include='*.cmake' 2>/dev/null || true; } | while read -r f; do
+    sed -i -E -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#$NPINC#g" \
+      -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$PYINC#g" "$f"
+  done
+fi
 log "building fusion_msgs into $MSG_PREFIX"
 BUILD=$ROS_DIR/build/fusion_msgs
 rm -rf "$BUILD"; mkdir -p "$BUILD"
@@ -111,11 +123,9 @@ rm -rf "$BUILD"; mkdir -p "$BUILD"
   export AMENT_PREFIX_PATH=$AMENT CMAKE_PREFIX_PATH=${AMENT//:/;}
   export PATH=$EXTRA_PATHS:$PATH
   export PYTHONPATH=$("$PY" -c 'import site;print(site.getsitepackages()[0])')${PYTHONPATH:+:$PYTHONPATH}
-  # The wheels' rosidl_generator_py target points at a path that does not exist; Rust
-  # nodes need only the C/C++ type support, and rclpy tests read our types through rosbags.
+  # C/C++ type support for the Rust nodes, Python bindings for rclpy users and tests.
   cmake -S "$ROOT/nodes/fusion_msgs" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$MSG_PREFIX" \
-    -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
-    -DPython3_EXECUTABLE="$PY" -DCMAKE_DISABLE_FIND_PACKAGE_rosidl_generator_py=ON >"$BUILD.log" 2>&1 \
+    -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$PY" >"$BUILD.log" 2>&1 \
   && cmake --build "$BUILD" -j"$(nproc)" >>"$BUILD.log" 2>&1 \
   && cmake --install "$BUILD" >>"$BUILD.log" 2>&1
 ) || { tail -40 "$BUILD.log" >&2; log "fusion_msgs build failed (log: $BUILD.log)"; exit 1; }

@@ -1,0 +1,136 @@
+"""Fusion core acceptance on fusion_sim scenarios: fusion_replay's events against the
+ground truth (recall, false alarms, detection delay), tracking MOTA, determinism across
+replay speeds, and the launched node set over real DDS publishing /anomaly/events."""
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, binary, child_env
+from test_launch import launch_env, launcher
+
+sys.path.insert(0, str(ROOT / 'scripts'))
+from evaluate_replay import evaluate  # noqa: E402
+
+# Seeds here are used by no other test (and never for tuning).
+SEED = 23
+ANOMALY_SCENARIOS = {'pedestrian_intrusion': 12, 'collision_course': 12, 'camera_blackout': 12, 'lidar_dropout': 12,
+                     'imu_impact': 12, 'sensor_disagreement': 12, 'mixed': 20}
+
+
+@pytest.fixture(scope='session')
+def scenario_bags(tmp_path_factory):
+    root = tmp_path_factory.mktemp('scenarios')
+    cache = {}
+
+    def get(name, duration, seed=SEED):
+        key = (name, duration, seed)
+        if key not in cache:
+            out = root / f'{name}_{seed}_{duration}'
+            res = subprocess.run([binary('fusion_sim'), '--scenario', name, '--seed', str(seed), '--duration',
+                                  str(duration), '--out', str(out)], capture_output=True, text=True, env=child_env(),
+                                 timeout=900)
+            assert res.returncode == 0, res.stderr
+            cache[key] = out
+        return cache[key]
+    return get
+
+
+def replay(bag, out, *extra):
+    res = subprocess.run([binary('fusion_replay'), str(bag), '--out', str(out), *extra], capture_output=True, text=True,
+                         env=child_env(), timeout=900)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_events_against_ground_truth(scenario_bags, tmp_path):
+    results = []
+    for name, duration in ANOMALY_SCENARIOS.items():
+        bag = scenario_bags(name, duration)
+        r = evaluate(bag, replay(bag, tmp_path / name))
+        results += [dict(e, scenario=name) for e in r['events']]
+        assert not r['false_alarms'], f'{name}: {r["false_alarms"]}'
+    # A camera-side sensor_disagreement needs a camera detector; the shipped pipeline has
+    # none until the detector lands (the rule is tested with a detector in Rust).
+    scored = [e for e in results if not (e['kind'] == 'sensor_disagreement' and e['sensor'] == 'camera')]
+    kinds = {e['kind'] for e in scored}
+    assert kinds == {'zone_intrusion', 'collision_risk', 'sensor_degraded', 'sensor_dropout', 'impact'}, kinds
+    recall = sum(e['detected'] for e in scored) / len(scored)
+    delays = [e['delay_s'] for e in scored if e['detected']]
+    print(json.dumps({'recall': recall, 'median_delay_s': statistics.median(delays), 'events': scored}, indent=1))
+    assert recall >= 0.95, [e for e in scored if not e['detected']]
+    assert statistics.median(delays) <= 0.2, delays
+
+
+def test_ten_minutes_of_nominal_false_alarms_and_mota(scenario_bags, tmp_path):
+    bag = scenario_bags('nominal', 600)
+    r = evaluate(bag, replay(bag, tmp_path / 'nominal'))
+    assert len(r['false_alarms']) <= 1, r['false_alarms']
+    t = r['tracking']
+    print(json.dumps(t))
+    assert t['gt_objects'] > 300 and t['mota'] >= 0.8, t
+
+
+def digest(out: Path) -> str:
+    h = hashlib.sha256()
+    for f in ('events.jsonl', 'objects.jsonl', 'metrics.json'):
+        h.update((out / f).read_bytes())
+    return h.hexdigest()
+
+
+def test_replay_is_byte_identical_at_any_speed(scenario_bags, tmp_path):
+    bag = scenario_bags('mixed', 20)
+    runs = [replay(bag, tmp_path / 'fast'),
+            replay(bag, tmp_path / 'x4', '--realtime', '--rate', '4'),
+            replay(bag, tmp_path / 'x10', '--realtime', '--rate', '10')]
+    assert len({digest(r) for r in runs}) == 1
+    timing = json.loads((runs[1] / 'timing.json').read_text())
+    assert 4.0 <= timing['wall_s'] <= 8.0, timing  # 20 s of data at 4x really took ~5 s
+    events = [json.loads(line) for line in (runs[0] / 'events.jsonl').read_text().splitlines()]
+    assert len(events) >= 5 and all(e['evidence'] and e['rule'] and e['sensors'] for e in events)
+
+
+def test_bad_arguments_give_one_line_errors(tmp_path):
+    for args, msg in ([[str(tmp_path / 'nope')], 'nope'], [[str(tmp_path), '--rate', '0'], '--rate']):
+        res = subprocess.run([binary('fusion_replay'), *args], capture_output=True, text=True, env=child_env(), timeout=60)
+        assert res.returncode == 1 and res.stderr.startswith('fusion_replay: error:') and msg in res.stderr, res.stderr
+
+
+def test_launched_nodes_publish_anomaly_events_over_dds(scenario_bags, procs, ros):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fusion_msgs.msg import AnomalyEvent, FusedObjectArray
+
+    bag = scenario_bags('pedestrian_intrusion', 12)
+    probe = ros()
+    probe.subscribe('/anomaly/events', AnomalyEvent)
+    probe.subscribe('/fusion/objects', FusedObjectArray)
+    probe.subscribe('/diagnostics', DiagnosticArray)
+    proc = procs([launcher(), 'sensor_fusion', 'fusion.launch.xml', 'use_sim_time:=true', '--grace', '3'],
+                 name='fusion_launch', env=launch_env())
+    probe.wait_publishers('/anomaly/events', timeout=40)
+    probe.wait_publishers('/sensors/lidar', timeout=40)
+    player = procs([binary('fusion_bag'), 'play', str(bag), '--clock', '200', '--wait-for-subscribers', '--delay', '1'],
+                   name='play')
+    assert player.p.wait(120) == 0, player.output()
+    probe.wait_for(lambda: any(e.kind == 'zone_intrusion' for e in probe.get('/anomaly/events')), 20,
+                   f'a zone_intrusion event; got {[e.kind for e in probe.get("/anomaly/events")]}\n{proc.output()[-3000:]}')
+    ev = next(e for e in probe.get('/anomaly/events') if e.kind == 'zone_intrusion')
+    assert ev.zone == 'forward' and list(ev.track_ids) and ev.header.frame_id == 'base_link'
+    assert 0 < ev.position.x < 5.5 and abs(ev.position.y) < 1.6
+    assert {kv.key for kv in ev.evidence} >= {'label', 'x_m', 'y_m', 'distance_m'}
+    kinds = [e.kind for e in probe.get('/anomaly/events')]
+    assert 'collision_risk' in kinds, kinds
+    objs = probe.get('/fusion/objects')
+    # Most of the 120 sets arrive complete and in time (sim time follows the player's /clock).
+    assert len(objs) >= 80, len(objs)
+    assert sum(o.partial for o in objs) <= len(objs) // 4
+    assert max(len(o.objects) for o in objs) >= 2
+    status = [s for m in probe.get('/diagnostics') for s in m.status if s.name.endswith('fusion')]
+    assert status, 'fusion_node /diagnostics'
+    keys = {kv.key for s in status for kv in s.values}
+    assert {'latency_p99_ms', 'sets', 'received.lidar'} <= keys, keys
