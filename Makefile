@@ -35,7 +35,7 @@ demo: build install
 
 # Benchmarks: programs that print JSON.
 bench: build
-	$(ROS) target/release/fusion_sync --bench
+	bash scripts/bench.sh
 
 # Prints how to get the same ROS environment in your shell.
 env: setup

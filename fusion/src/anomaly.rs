@@ -359,6 +359,11 @@ impl AnomalyDetector {
         vec![e]
     }
 
+    /// The camera is currently reported blinded or frozen.
+    pub fn camera_degraded(&self) -> bool {
+        self.camera.active
+    }
+
     /// sensor_degraded (lidar): a sweep with too many NaN/Inf returns.
     pub fn on_lidar_health(&mut self, stamp: StampNs, non_finite: u64, total: u64) -> Vec<Event> {
         let ratio = if total > 0 { non_finite as f64 / total as f64 } else { 0.0 };

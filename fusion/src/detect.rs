@@ -54,7 +54,8 @@ pub enum DetectError {
 pub trait CameraDetector: Send {
     /// A short name for logs, diagnostics and event evidence.
     fn name(&self) -> &str;
-    fn detect(&mut self, image: &Rgb8) -> Result<Vec<Detection2d>, DetectError>;
+    /// Detections in `image`, taken at `stamp` (a detector may use time, e.g. to track).
+    fn detect(&mut self, stamp: crate::StampNs, image: &Rgb8) -> Result<Vec<Detection2d>, DetectError>;
 }
 
 /// Intersection over union of two boxes.

@@ -62,8 +62,10 @@ pub struct PipelineParams {
     pub camera_min_iou: f32,
     /// Camera detections below this score are ignored.
     pub camera_min_score: f32,
-    /// sensor_disagreement looks only at objects within this range (m).
+    /// sensor_disagreement looks only at objects within this range (m), and at camera boxes
+    /// at least this tall (px): smaller ones are beyond where LiDAR is expected to see.
     pub disagreement_range: f64,
+    pub disagreement_min_box_px: f32,
     /// Confirmed tracks are published while missed in at most this many consecutive sets.
     pub publish_max_misses: u32,
     pub anomaly: AnomalyParams,
@@ -88,6 +90,7 @@ impl Default for PipelineParams {
             camera_min_iou: 0.2,
             camera_min_score: 0.3,
             disagreement_range: 40.0,
+            disagreement_min_box_px: 25.0,
             publish_max_misses: 2,
             anomaly: AnomalyParams::default(),
         }
@@ -216,6 +219,13 @@ impl CameraModel {
         }
     }
 
+    /// The image rectangle of an object standing on the ground: LiDAR boxes start above the
+    /// ground-removal band, but the camera sees the object down to its feet.
+    fn project_standing(&self, center: [f64; 3], size: [f64; 3], yaw: f64) -> Option<[f32; 4]> {
+        let top = (center[2] + size[2] / 2.0).max(0.3);
+        self.project([center[0], center[1], top / 2.0], [size[0], size[1], top], yaw)
+    }
+
     /// The image rectangle of a 3D box (centre, size, yaw), clipped to the image; None when
     /// the box is behind the camera or outside the image.
     fn project(&self, center: [f64; 3], size: [f64; 3], yaw: f64) -> Option<[f32; 4]> {
@@ -242,6 +252,16 @@ impl CameraModel {
         let r = [x0.max(0.0), y0.max(0.0), x1.min(self.width), y1.min(self.height)];
         (r[2] - r[0] >= 2.0 && r[3] - r[1] >= 2.0).then_some([r[0] as f32, r[1] as f32, r[2] as f32, r[3] as f32])
     }
+}
+
+/// A camera box and a projected 3D box show the same object: they overlap by `min_iou`, or
+/// the camera box's centre lies inside the projection (small, far objects, where a few
+/// decimetres of range error move the projection by a box width).
+fn same_object(camera: &[f32; 4], projected: &[f32; 4], min_iou: f32) -> bool {
+    let (cx, cy) = ((camera[0] + camera[2]) / 2.0, (camera[1] + camera[3]) / 2.0);
+    let (mx, my) = ((projected[2] - projected[0]) * 0.25, (projected[3] - projected[1]) * 0.25);
+    iou(camera, projected) >= min_iou
+        || (cx >= projected[0] - mx && cx <= projected[2] + mx && cy >= projected[1] - my && cy <= projected[3] + my)
 }
 
 /// The class a LiDAR box's shape suggests (before any camera evidence): low confidence.
@@ -466,8 +486,8 @@ impl Pipeline {
         lap = Instant::now();
         let camera_frame = matches!(set.members[CAMERA], Some((_, Member::Camera(_))));
         let mut camera: Option<Vec<Detection2d>> = None;
-        if let (Some((_, Member::Camera(img))), Some(det)) = (&set.members[CAMERA], self.detector.as_mut()) {
-            match det.detect(img) {
+        if let (Some((stamp, Member::Camera(img))), Some(det)) = (&set.members[CAMERA], self.detector.as_mut()) {
+            match det.detect(*stamp, img) {
                 Ok(d) => camera = Some(d.into_iter().filter(|d| d.score >= self.params.camera_min_score).collect()),
                 Err(e) => {
                     tracing::warn!("camera detector failed: {e}");
@@ -518,14 +538,15 @@ impl Pipeline {
         }
         let mut step = Step::default();
         step.events.extend(self.anomaly.on_tracks(t, &views));
-        if let Some(dets) = camera.as_ref().filter(|_| camera_frame) {
+        // A blinded or frozen camera is already reported as degraded: not compared.
+        if let Some(dets) = camera.as_ref().filter(|_| camera_frame && !self.anomaly.camera_degraded()) {
             let checks: Vec<CameraCheck> = views
                 .iter()
                 .filter(|v| v.sensors & (SENSOR_LIDAR | SENSOR_RADAR) == SENSOR_LIDAR | SENSOR_RADAR)
                 .filter(|v| v.position[0].hypot(v.position[1]) <= self.params.disagreement_range)
                 .filter_map(|v| {
                     let center = [v.position[0], v.position[1], v.z];
-                    let r = self.camera_model.project(center, v.size, 0.0)?;
+                    let r = self.camera_model.project_standing(center, v.size, 0.0)?;
                     // Fully inside the image: a box cut by the border may be legitimately missed.
                     let inside = r[0] > 4.0
                         && r[1] > 4.0
@@ -535,7 +556,7 @@ impl Pipeline {
                         track_id: v.id,
                         position: v.position,
                         seen_by_camera: v.sensors & SENSOR_CAMERA != 0
-                            || dets.iter().any(|d| iou(&d.bbox, &r) >= self.params.camera_min_iou),
+                            || dets.iter().any(|d| same_object(&d.bbox, &r, self.params.camera_min_iou)),
                     })
                 })
                 .collect();
@@ -618,12 +639,12 @@ impl Pipeline {
                     d.sensors |= SENSOR_RADAR;
                 }
             }
-            if let (Some(cam), Some(rect)) = (camera, self.camera_model.project(b.center, b.size, b.yaw)) {
+            if let (Some(cam), Some(rect)) = (camera, self.camera_model.project_standing(b.center, b.size, b.yaw)) {
                 let best = cam
                     .iter()
                     .enumerate()
+                    .filter(|(i, c)| !camera_used[*i] && same_object(&c.bbox, &rect, p.camera_min_iou))
                     .map(|(i, c)| (i, iou(&c.bbox, &rect)))
-                    .filter(|(_, v)| *v >= p.camera_min_iou)
                     .max_by(|a, b| a.1.total_cmp(&b.1));
                 if let Some((i, _)) = best {
                     camera_used[i] = true;
@@ -666,7 +687,7 @@ impl Pipeline {
         let mut unexplained = vec![];
         if let (Some(cam), true) = (camera, have_lidar) {
             for (i, c) in cam.iter().enumerate() {
-                if camera_used[i] {
+                if camera_used[i] || c.bbox[3] - c.bbox[1] < p.disagreement_min_box_px {
                     continue;
                 }
                 let radar_behind = radar.iter().any(|r| {
@@ -795,6 +816,7 @@ param_table! {
     "anomaly.impact_refractory_s" => f anomaly.impact_refractory_s,
     "anomaly.disagreement_frames" => n anomaly.disagreement_frames,
     "anomaly.disagreement_range" => f disagreement_range,
+    "anomaly.disagreement_min_box_px" => r disagreement_min_box_px,
     "anomaly.deadline_miss_ratio" => f anomaly.deadline_miss_ratio,
     "anomaly.deadline_window" => n anomaly.deadline_window,
 }
