@@ -35,7 +35,7 @@ pub const WARN: u8 = 1;
 pub const ERROR: u8 = 2;
 
 /// Rule thresholds; every one is a `fusion_node` parameter (`anomaly.<name>`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AnomalyParams {
     /// collision_risk: time-to-collision below this (s) for an object in the ego lane.
@@ -163,6 +163,24 @@ fn secs(ns: i64) -> f64 {
     ns as f64 * 1e-9
 }
 
+/// Consecutive frames a disagreement has held, since when, and whether it was reported.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    frames: u32,
+    onset: StampNs,
+    reported: bool,
+}
+
+impl Run {
+    /// One more frame at `stamp`; true when this frame reaches `k` (reported once).
+    fn advance(self, stamp: StampNs, k: u32) -> (Run, bool) {
+        let onset = if self.frames == 0 { stamp } else { self.onset };
+        let frames = self.frames + 1;
+        let fire = frames >= k && !self.reported;
+        (Run { frames, onset, reported: self.reported || fire }, fire)
+    }
+}
+
 #[derive(Default)]
 struct CameraState {
     blind_run: u32,
@@ -186,9 +204,9 @@ pub struct AnomalyDetector {
     impact_until: StampNs,
     in_zone: BTreeSet<(u32, usize)>,
     ttc_active: BTreeSet<u32>,
-    camera_misses: BTreeMap<u32, (u32, StampNs, bool)>,
-    /// Camera detections nothing else supports: (box, consecutive frames, onset, reported).
-    phantoms: Vec<([f32; 4], u32, StampNs, bool)>,
+    camera_misses: BTreeMap<u32, Run>,
+    /// Camera detections nothing else supports, and their runs.
+    phantoms: Vec<([f32; 4], Run)>,
     deadline: std::collections::VecDeque<bool>,
     deadline_active: bool,
 }
@@ -386,7 +404,7 @@ impl AnomalyDetector {
     /// one IMU sample in base_link (specific force, m/s²).
     pub fn on_imu(&mut self, stamp: StampNs, accel: [f64; 3]) -> Vec<Event> {
         let mut out = vec![];
-        let p = self.params.clone();
+        let p = self.params;
         let shock = (accel[0].powi(2) + accel[1].powi(2) + (accel[2] - 9.80665).powi(2)).sqrt();
         let refractory = (p.impact_refractory_s * 1e9) as i64;
         if shock > p.impact_accel && stamp >= self.impact_until {
@@ -416,11 +434,11 @@ impl AnomalyDetector {
     /// zone_intrusion and collision_risk over the confirmed tracks of one set.
     pub fn on_tracks(&mut self, stamp: StampNs, tracks: &[TrackView]) -> Vec<Event> {
         let mut out = vec![];
-        let p = self.params.clone();
+        let p = self.params;
         let mut inside_now = BTreeSet::new();
         for t in tracks {
-            for (zi, z) in self.zones.clone().iter().enumerate() {
-                if point_in_polygon(t.position[0], t.position[1], &z.polygon) {
+            for zi in 0..self.zones.len() {
+                if point_in_polygon(t.position[0], t.position[1], &self.zones[zi].polygon) {
                     inside_now.insert((t.id, zi));
                     if !self.in_zone.contains(&(t.id, zi)) {
                         let dist = t.position[0].hypot(t.position[1]);
@@ -435,7 +453,7 @@ impl AnomalyDetector {
                             stamp,
                         );
                         e.track_ids = vec![t.id];
-                        e.zone = z.name.clone();
+                        e.zone = self.zones[zi].name.clone();
                         e.position = [t.position[0], t.position[1], t.z];
                         e.evidence = track_evidence(t);
                         e.evidence.push(kv("distance_m", format!("{dist:.2}")));
@@ -481,65 +499,44 @@ impl AnomalyDetector {
         let k = self.params.disagreement_frames;
         let mut out = vec![];
         let mut next = BTreeMap::new();
-        for c in checks {
-            let (run, onset, reported) = self.camera_misses.get(&c.track_id).copied().unwrap_or((0, stamp, false));
-            if c.seen_by_camera {
-                continue;
-            }
-            let run = run + 1;
-            let onset = if run == 1 { stamp } else { onset };
-            let mut reported = reported;
-            if run >= k && !reported {
-                reported = true;
-                let mut e = self.event(
-                    stamp,
-                    "sensor_disagreement",
-                    WARN,
-                    "camera_misses_lidar_radar_object",
-                    run as f64,
-                    k as f64,
-                    vec!["camera", "lidar", "radar"],
-                    onset,
-                );
+        for c in checks.iter().filter(|c| !c.seen_by_camera) {
+            let (run, fire) = self.camera_misses.get(&c.track_id).copied().unwrap_or_default().advance(stamp, k);
+            if fire {
+                let mut e = self.disagreement(stamp, "camera_misses_lidar_radar_object", run);
                 e.track_ids = vec![c.track_id];
                 e.position = [c.position[0], c.position[1], 0.0];
                 e.evidence = vec![
-                    kv("missed_camera_frames", run),
+                    kv("missed_camera_frames", run.frames),
                     kv("range_m", format!("{:.1}", c.position[0].hypot(c.position[1]))),
                 ];
                 out.push(e);
             }
-            next.insert(c.track_id, (run, onset, reported));
+            next.insert(c.track_id, run);
         }
         self.camera_misses = next;
         // The reverse: a camera box with no LiDAR/radar object behind it, frame after frame.
         let mut phantoms = vec![];
         for b in unexplained {
-            let prev = self.phantoms.iter().find(|p| crate::detect::iou(&p.0, b) > 0.3).cloned();
-            let (run, onset, reported) = prev.map(|p| (p.1 + 1, p.2, p.3)).unwrap_or((1, stamp, false));
-            let mut reported = reported;
-            if run >= k && !reported {
-                reported = true;
-                let mut e = self.event(
-                    stamp,
-                    "sensor_disagreement",
-                    WARN,
-                    "lidar_radar_miss_camera_object",
-                    run as f64,
-                    k as f64,
-                    vec!["camera", "lidar", "radar"],
-                    onset,
-                );
+            let prev = self.phantoms.iter().find(|p| crate::detect::iou(&p.0, b) > 0.3).map(|p| p.1);
+            let (run, fire) = prev.unwrap_or_default().advance(stamp, k);
+            if fire {
+                let mut e = self.disagreement(stamp, "lidar_radar_miss_camera_object", run);
                 e.evidence = vec![
-                    kv("unconfirmed_camera_frames", run),
+                    kv("unconfirmed_camera_frames", run.frames),
                     kv("image_box", format!("{:.0},{:.0},{:.0},{:.0}", b[0], b[1], b[2], b[3])),
                 ];
                 out.push(e);
             }
-            phantoms.push((*b, run, onset, reported));
+            phantoms.push((*b, run));
         }
         self.phantoms = phantoms;
         out
+    }
+
+    fn disagreement(&mut self, stamp: StampNs, rule: &'static str, run: Run) -> Event {
+        let k = self.params.disagreement_frames as f64;
+        let sensors = vec!["camera", "lidar", "radar"];
+        self.event(stamp, "sensor_disagreement", WARN, rule, run.frames as f64, k, sensors, run.onset)
     }
 
     /// deadline_overrun: the share of sets that missed their hard deadline over the last

@@ -54,6 +54,16 @@ pub fn to_rgb8(img: ImageRef<'_>) -> Result<Rgb8, Reject> {
     Ok(Rgb8 { width: img.width, height: img.height, data: out })
 }
 
+/// An image must have the size the intrinsics were calibrated for (when they name one).
+pub fn check_intrinsics_size(width: u32, height: u32, intrinsics: Option<(u32, u32)>) -> Result<(), Reject> {
+    match intrinsics {
+        Some((w, h)) if (w, h) != (width, height) => {
+            Err(Reject::SizeMismatchIntrinsics { got_w: width, got_h: height, want_w: w, want_h: h })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Scales `img` to fit `width`×`height` keeping its aspect ratio (bilinear), centred on a
 /// grey (114) canvas, as YOLO/CenterNet-style detectors expect.
 pub fn letterbox(img: &Rgb8, width: u32, height: u32) -> Rgb8 {

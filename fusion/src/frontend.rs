@@ -4,7 +4,7 @@
 use crate::{
     anomaly::Sensor,
     calib::Calibration,
-    camera::{to_rgb8, ImageRef},
+    camera::{check_intrinsics_size, to_rgb8, ImageRef},
     cloud::{preprocess_lidar, preprocess_radar, CloudRef, LidarParams, RadarParams},
     imu::{ImuParams, ImuProcessor, ImuSample},
     ingest::{HeaderGuard, Reject},
@@ -71,16 +71,7 @@ impl Frontend {
     pub fn camera(&mut self, stamp: StampNs, frame_id: &str, img: ImageRef<'_>) -> Result<Input, Rejected> {
         let r = self.guards[0].check(stamp, frame_id).and_then(|_| {
             let rgb = to_rgb8(img)?;
-            if let Some((w, h)) = self.intrinsics_size {
-                if (w, h) != (rgb.width, rgb.height) {
-                    return Err(Reject::SizeMismatchIntrinsics {
-                        got_w: rgb.width,
-                        got_h: rgb.height,
-                        want_w: w,
-                        want_h: h,
-                    });
-                }
-            }
+            check_intrinsics_size(rgb.width, rgb.height, self.intrinsics_size)?;
             Ok(Input::Camera { stamp, image: Arc::new(rgb) })
         });
         self.finish(Sensor::Camera, stamp, r)

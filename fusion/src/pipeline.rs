@@ -348,7 +348,7 @@ impl Pipeline {
             camera_model: CameraModel::new(calib),
             detector,
             tracker: Tracker::new(params.tracker.clone()),
-            anomaly: AnomalyDetector::new(params.anomaly.clone(), calib.safety_zones.clone()),
+            anomaly: AnomalyDetector::new(params.anomaly, calib.safety_zones.clone()),
             last_set: None,
             last_lidar: None,
             recent_camera: None,

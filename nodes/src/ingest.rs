@@ -255,6 +255,26 @@ impl<P: Send + 'static> Processor for CloudIngest<P> {
     }
 }
 
+/// sensor_msgs/Imu → the plain IMU sample (covariances padded/truncated to 9 entries).
+pub fn imu_sample(m: &r2r::sensor_msgs::msg::Imu) -> fusion::imu::ImuSample {
+    fn arr9(v: &[f64]) -> [f64; 9] {
+        let mut a = [0.0; 9];
+        for (d, s) in a.iter_mut().zip(v) {
+            *d = *s;
+        }
+        a
+    }
+    fusion::imu::ImuSample {
+        stamp: stamp_ns(m.header.stamp.sec, m.header.stamp.nanosec),
+        orientation: [m.orientation.x, m.orientation.y, m.orientation.z, m.orientation.w],
+        orientation_covariance: arr9(&m.orientation_covariance),
+        angular_velocity: [m.angular_velocity.x, m.angular_velocity.y, m.angular_velocity.z],
+        angular_velocity_covariance: arr9(&m.angular_velocity_covariance),
+        linear_acceleration: [m.linear_acceleration.x, m.linear_acceleration.y, m.linear_acceleration.z],
+        linear_acceleration_covariance: arr9(&m.linear_acceleration_covariance),
+    }
+}
+
 /// Plain-type view of a PointCloud2 (the field list is converted, the data borrowed).
 pub fn cloud_fields(msg: &r2r::sensor_msgs::msg::PointCloud2) -> Vec<fusion::cloud::PointField> {
     msg.fields

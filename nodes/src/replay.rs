@@ -9,16 +9,17 @@
 //!
 //! The first three depend only on the bag, the calibration and the parameters: the same
 //! input gives byte-identical files at any replay speed. `timing.json` is measured.
-use crate::bag::Bag;
+use crate::{
+    bag::Bag,
+    ingest::{cloud_fields, cloud_ref, imu_sample},
+};
 use anyhow::{bail, Context as _, Result};
 use fusion::{
     anomaly::Event,
     calib::Calibration,
     camera::ImageRef,
-    cloud::{CloudRef, PointField},
     detect::CameraDetector,
     frontend::Frontend,
-    imu::ImuSample,
     ingest::Reject,
     pipeline::{Input, Pipeline, PipelineParams, SetOutput},
     stamp_ns, StampNs,
@@ -106,33 +107,6 @@ fn flatten(prefix: &str, v: &serde_yaml::Value, out: &mut Vec<(String, serde_yam
         }
         None => out.push((prefix.to_string(), v.clone())),
     }
-}
-
-fn cloud_ref<'a>(c: &'a PointCloud2, fields: &'a [PointField]) -> CloudRef<'a> {
-    CloudRef {
-        height: c.height,
-        width: c.width,
-        fields,
-        is_bigendian: c.is_bigendian,
-        point_step: c.point_step,
-        row_step: c.row_step,
-        data: &c.data,
-    }
-}
-
-fn fields(c: &PointCloud2) -> Vec<PointField> {
-    c.fields
-        .iter()
-        .map(|f| PointField { name: f.name.clone(), offset: f.offset, datatype: f.datatype, count: f.count })
-        .collect()
-}
-
-fn arr9(v: &[f64]) -> [f64; 9] {
-    let mut a = [0.0; 9];
-    for (d, s) in a.iter_mut().zip(v) {
-        *d = *s;
-    }
-    a
 }
 
 fn histogram() -> Histogram<u64> {
@@ -229,25 +203,16 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
             }),
             1 | 2 => PointCloud2::from_serialized_bytes(&m.data).map_err(|e| e.to_string()).map(|c| {
                 let stamp = stamp_ns(c.header.stamp.sec, c.header.stamp.nanosec);
-                let f = fields(&c);
+                let f = cloud_fields(&c);
                 if sensor == 1 {
                     frontend.lidar(stamp, &c.header.frame_id, cloud_ref(&c, &f))
                 } else {
                     frontend.radar(stamp, &c.header.frame_id, cloud_ref(&c, &f))
                 }
             }),
-            _ => Imu::from_serialized_bytes(&m.data).map_err(|e| e.to_string()).map(|i| {
-                let s = ImuSample {
-                    stamp: stamp_ns(i.header.stamp.sec, i.header.stamp.nanosec),
-                    orientation: [i.orientation.x, i.orientation.y, i.orientation.z, i.orientation.w],
-                    orientation_covariance: arr9(&i.orientation_covariance),
-                    angular_velocity: [i.angular_velocity.x, i.angular_velocity.y, i.angular_velocity.z],
-                    angular_velocity_covariance: arr9(&i.angular_velocity_covariance),
-                    linear_acceleration: [i.linear_acceleration.x, i.linear_acceleration.y, i.linear_acceleration.z],
-                    linear_acceleration_covariance: arr9(&i.linear_acceleration_covariance),
-                };
-                frontend.imu(&i.header.frame_id, &s)
-            }),
+            _ => Imu::from_serialized_bytes(&m.data)
+                .map_err(|e| e.to_string())
+                .map(|i| frontend.imu(&i.header.frame_id, &imu_sample(&i))),
         };
         let kind = ["camera", "lidar", "radar", "imu"][sensor];
         frontend_h.entry(kind).or_insert_with(histogram).record(arrived.elapsed().as_micros().max(1) as u64).ok();

@@ -1,7 +1,7 @@
 //! camera_ingest: /camera/image_raw (+ /camera/camera_info) → validated rgb8 /sensors/camera.
 use anyhow::Result;
 use fusion::{
-    camera::{check_camera_info, letterbox, to_rgb8, CameraInfoRef, ImageRef},
+    camera::{check_camera_info, check_intrinsics_size, letterbox, to_rgb8, CameraInfoRef, ImageRef},
     ingest::{HeaderGuard, IngestStats, Reject},
     stamp_ns,
 };
@@ -37,16 +37,7 @@ impl Processor for Camera {
             step: msg.step,
             data: &msg.data,
         })?;
-        if let Some((w, h)) = *self.intrinsics_size.lock().expect("lock") {
-            if (w, h) != (msg.width, msg.height) {
-                return Err(Reject::SizeMismatchIntrinsics {
-                    got_w: msg.width,
-                    got_h: msg.height,
-                    want_w: w,
-                    want_h: h,
-                });
-            }
-        }
+        check_intrinsics_size(msg.width, msg.height, *self.intrinsics_size.lock().expect("lock"))?;
         let rgb = match self.output_size {
             Some((w, h)) => letterbox(&rgb, w, h),
             None => rgb,

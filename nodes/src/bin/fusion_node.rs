@@ -15,7 +15,6 @@ use fusion::{
     camera::{to_rgb8, ImageRef},
     cloud::decoder,
     frontend::imu_state,
-    imu::ImuSample,
     pipeline::{FusedObject as Fused, Input, Pipeline, PipelineParams, SetOutput},
     stamp_ns, StampNs,
 };
@@ -31,7 +30,7 @@ use r2r::{
     QosProfile,
 };
 use sensor_fusion::{
-    ingest::{cloud_fields, cloud_ref},
+    ingest::{cloud_fields, cloud_ref, imu_sample},
     ros::{self, Params},
 };
 use std::{
@@ -115,15 +114,7 @@ fn convert(msg: Msg) -> Result<Input, String> {
             Ok(Input::Radar { stamp, targets: Arc::new(t) })
         }
         Msg::Imu(m) => {
-            let s = ImuSample {
-                stamp: stamp_ns(m.header.stamp.sec, m.header.stamp.nanosec),
-                orientation: [m.orientation.x, m.orientation.y, m.orientation.z, m.orientation.w],
-                orientation_covariance: [0.0; 9],
-                angular_velocity: [m.angular_velocity.x, m.angular_velocity.y, m.angular_velocity.z],
-                angular_velocity_covariance: [0.0; 9],
-                linear_acceleration: [m.linear_acceleration.x, m.linear_acceleration.y, m.linear_acceleration.z],
-                linear_acceleration_covariance: [0.0; 9],
-            };
+            let s = imu_sample(&m);
             let n = s.orientation.iter().map(|v| v * v).sum::<f64>().sqrt();
             if !(n - 1.0).abs().lt(&0.01) {
                 return Err("bad_orientation".into());
@@ -409,7 +400,7 @@ async fn run() -> Result<()> {
                 kv.push((format!("events.{k}"), v.to_string()));
             }
             let (sets, misses) = (s.window_sets, s.window_hard_misses);
-            if s.latency.len() > 0 {
+            if !s.latency.is_empty() {
                 kv.push(("latency_p50_ms".into(), ms(s.latency.value_at_quantile(0.5))));
                 kv.push(("latency_p99_ms".into(), ms(s.latency.value_at_quantile(0.99))));
                 kv.push(("latency_max_ms".into(), ms(s.latency.max())));

@@ -1,28 +1,19 @@
 //! imu_ingest: /imu/data → validated, bias-corrected Imu in base_link with orientation on /sensors/imu.
 use anyhow::Result;
 use fusion::{
-    imu::{ImuParams, ImuProcessor, ImuSample},
+    imu::{ImuParams, ImuProcessor},
     ingest::Reject,
-    stamp_ns,
 };
 use r2r::{
     geometry_msgs::msg::{Quaternion, Vector3},
     sensor_msgs::msg::Imu,
     std_msgs::msg::Header,
 };
-use sensor_fusion::ingest::{run, Counters, Processor, Spec};
+use sensor_fusion::ingest::{imu_sample, run, Counters, Processor, Spec};
 
 struct ImuIngest {
     filter: ImuProcessor,
     base_frame: String,
-}
-
-fn arr9(v: &[f64]) -> [f64; 9] {
-    let mut a = [0.0; 9];
-    for (d, s) in a.iter_mut().zip(v) {
-        *d = *s;
-    }
-    a
 }
 
 impl Processor for ImuIngest {
@@ -34,15 +25,7 @@ impl Processor for ImuIngest {
     }
 
     fn process(&mut self, m: Imu, counters: &mut Counters) -> Result<Imu, Reject> {
-        let sample = ImuSample {
-            stamp: stamp_ns(m.header.stamp.sec, m.header.stamp.nanosec),
-            orientation: [m.orientation.x, m.orientation.y, m.orientation.z, m.orientation.w],
-            orientation_covariance: arr9(&m.orientation_covariance),
-            angular_velocity: [m.angular_velocity.x, m.angular_velocity.y, m.angular_velocity.z],
-            angular_velocity_covariance: arr9(&m.angular_velocity_covariance),
-            linear_acceleration: [m.linear_acceleration.x, m.linear_acceleration.y, m.linear_acceleration.z],
-            linear_acceleration_covariance: arr9(&m.linear_acceleration_covariance),
-        };
+        let sample = imu_sample(&m);
         let (o, saturated) = self.filter.process(&sample)?;
         if saturated {
             counters.push(("samples.saturated", 1));
