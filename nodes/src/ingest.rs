@@ -255,6 +255,17 @@ impl<P: Send + 'static> Processor for CloudIngest<P> {
     }
 }
 
+/// Plain-type view of a sensor_msgs/Image (data borrowed).
+pub fn image_ref(msg: &r2r::sensor_msgs::msg::Image) -> fusion::camera::ImageRef<'_> {
+    fusion::camera::ImageRef {
+        width: msg.width,
+        height: msg.height,
+        encoding: &msg.encoding,
+        step: msg.step,
+        data: &msg.data,
+    }
+}
+
 /// sensor_msgs/Imu → the plain IMU sample (covariances padded/truncated to 9 entries).
 pub fn imu_sample(m: &r2r::sensor_msgs::msg::Imu) -> fusion::imu::ImuSample {
     fn arr9(v: &[f64]) -> [f64; 9] {

@@ -11,13 +11,12 @@
 //! input gives byte-identical files at any replay speed. `timing.json` is measured.
 use crate::{
     bag::Bag,
-    ingest::{cloud_fields, cloud_ref, imu_sample},
+    ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
 };
 use anyhow::{bail, Context as _, Result};
 use fusion::{
     anomaly::Event,
     calib::Calibration,
-    camera::ImageRef,
     detect::CameraDetector,
     frontend::Frontend,
     ingest::Reject,
@@ -192,14 +191,7 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
         let decoded: Result<Result<Input, fusion::frontend::Rejected>, String> = match sensor {
             0 => Image::from_serialized_bytes(&m.data).map_err(|e| e.to_string()).map(|img| {
                 let stamp = stamp_ns(img.header.stamp.sec, img.header.stamp.nanosec);
-                let r = ImageRef {
-                    width: img.width,
-                    height: img.height,
-                    encoding: &img.encoding,
-                    step: img.step,
-                    data: &img.data,
-                };
-                frontend.camera(stamp, &img.header.frame_id, r)
+                frontend.camera(stamp, &img.header.frame_id, image_ref(&img))
             }),
             1 | 2 => PointCloud2::from_serialized_bytes(&m.data).map_err(|e| e.to_string()).map(|c| {
                 let stamp = stamp_ns(c.header.stamp.sec, c.header.stamp.nanosec);

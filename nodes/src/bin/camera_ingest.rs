@@ -1,7 +1,7 @@
 //! camera_ingest: /camera/image_raw (+ /camera/camera_info) → validated rgb8 /sensors/camera.
 use anyhow::Result;
 use fusion::{
-    camera::{check_camera_info, check_intrinsics_size, letterbox, to_rgb8, CameraInfoRef, ImageRef},
+    camera::{check_camera_info, check_intrinsics_size, letterbox, to_rgb8, CameraInfoRef},
     ingest::{HeaderGuard, IngestStats, Reject},
     stamp_ns,
 };
@@ -11,7 +11,7 @@ use r2r::{
     std_msgs::msg::Header,
     QosProfile,
 };
-use sensor_fusion::ingest::{run, Counters, Processor, Spec};
+use sensor_fusion::ingest::{image_ref, run, Counters, Processor, Spec};
 use std::sync::{Arc, Mutex};
 
 struct Camera {
@@ -30,13 +30,7 @@ impl Processor for Camera {
     }
 
     fn process(&mut self, msg: Image, _counters: &mut Counters) -> Result<Image, Reject> {
-        let rgb = to_rgb8(ImageRef {
-            width: msg.width,
-            height: msg.height,
-            encoding: &msg.encoding,
-            step: msg.step,
-            data: &msg.data,
-        })?;
+        let rgb = to_rgb8(image_ref(&msg))?;
         check_intrinsics_size(msg.width, msg.height, *self.intrinsics_size.lock().expect("lock"))?;
         let rgb = match self.output_size {
             Some((w, h)) => letterbox(&rgb, w, h),

@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use fusion::{
     anomaly::Event,
     calib::Calibration,
-    camera::{to_rgb8, ImageRef},
+    camera::to_rgb8,
     cloud::decoder,
     frontend::imu_state,
     pipeline::{FusedObject as Fused, Input, Pipeline, PipelineParams, SetOutput},
@@ -30,7 +30,7 @@ use r2r::{
     QosProfile,
 };
 use sensor_fusion::{
-    ingest::{cloud_fields, cloud_ref, imu_sample},
+    ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
     ros::{self, Params},
 };
 use std::{
@@ -82,14 +82,7 @@ fn convert(msg: Msg) -> Result<Input, String> {
     match msg {
         Msg::Camera(img) => {
             let stamp = stamp_ns(img.header.stamp.sec, img.header.stamp.nanosec);
-            let r = ImageRef {
-                width: img.width,
-                height: img.height,
-                encoding: &img.encoding,
-                step: img.step,
-                data: &img.data,
-            };
-            let rgb = to_rgb8(r).map_err(|e| e.as_str().to_string())?;
+            let rgb = to_rgb8(image_ref(&img)).map_err(|e| e.as_str().to_string())?;
             Ok(Input::Camera { stamp, image: Arc::new(rgb) })
         }
         Msg::Lidar(c) => {
