@@ -23,6 +23,9 @@ command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 # Test oracle: the C++ message_filters ApproximateTime policy (ROS 1 port, same algorithm).
 dpkg -s libmessage-filters-dev >/dev/null 2>&1 || need_apt+=(libmessage-filters-dev)
+# Lavapipe: a real Vulkan device on the CPU, so the detector's wgpu backend runs without a GPU.
+dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
+dpkg -s libvulkan1 >/dev/null 2>&1 || need_apt+=(libvulkan1)
 if ((${#need_apt[@]})); then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

@@ -1,0 +1,83 @@
+//! fusion_bench_detector: per-frame detector latency (frame resample + network + decode,
+//! from a 640×480 rgb8 frame to boxes) at each input size on each backend, as JSON.
+//!
+//!     fusion_bench_detector [--backends flex,wgpu] [--sizes 320x240,640x480] [--frames 100]
+use anyhow::{Context, Result};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use models::runtime::default_manifest;
+use models::{data, CenterNet, DetectorOptions};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(about = "Detector latency per frame (p50/p99) by backend and input size, JSON")]
+struct Cli {
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long, default_value = "flex,wgpu")]
+    backends: String,
+    #[arg(long, default_value = "320x240,640x480")]
+    sizes: String,
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    #[arg(long, default_value_t = 100)]
+    frames: usize,
+    /// Untimed frames first (allocators, kernel compilation and autotuning on wgpu).
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let manifest = cli.weights.clone().unwrap_or_else(default_manifest);
+    let frames: Vec<_> = (0..8).map(|i| data::scene_frame(&data::TEST_SEEDS, 50_000 + i)).collect();
+    let mut results = Vec::new();
+    for backend in cli.backends.split(',').filter(|s| !s.is_empty()) {
+        for size in cli.sizes.split(',').filter(|s| !s.is_empty()) {
+            let (w, h) = size.split_once('x').context("--sizes: WIDTHxHEIGHT")?;
+            let options = DetectorOptions {
+                backend: backend.parse()?,
+                precision: cli.precision.parse()?,
+                input_size: [w.parse()?, h.parse()?],
+                ..DetectorOptions::default()
+            };
+            let detector = match CenterNet::load(&manifest, options) {
+                Ok(d) => d,
+                Err(e) => {
+                    results.push(serde_json::json!({"backend": backend, "input": size, "error": e.to_string()}));
+                    continue;
+                }
+            };
+            let mut hist = Histogram::<u64>::new(3)?;
+            for i in 0..cli.warmup + cli.frames {
+                let f = &frames[i % frames.len()];
+                let t = Instant::now();
+                let dets = detector.detect_rgb(&f.rgb, f.width, f.height);
+                let us = t.elapsed().as_micros() as u64;
+                std::hint::black_box(dets);
+                if i >= cli.warmup {
+                    hist.record(us.max(1))?;
+                }
+            }
+            let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+            results.push(serde_json::json!({
+                "backend": backend, "precision": cli.precision, "input": size, "frame": "640x480 rgb8",
+                "frames": cli.frames, "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": hist.max() as f64 / 1000.0,
+                "mean_ms": hist.mean() / 1000.0,
+            }));
+        }
+    }
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "benchmark": "detector_latency", "cpu": cpu,
+            "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "results": results,
+        }))?
+    );
+    Ok(())
+}

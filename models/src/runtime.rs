@@ -1,0 +1,325 @@
+//! Running the detector: the backend chosen at run time, precision, verified weights, and
+//! the `fusion::detect::CameraDetector` implementation the pipeline calls.
+use crate::detector::{decode, normalize, resample, Detector, DetectorConfig, CLASSES, SIZE_MULTIPLE, STRIDE};
+use burn::module::{Module, ModuleMapper, Param, ParamGroup, Quantizer};
+use burn::tensor::quantization::{Calibration, QuantValue};
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Bytes, DType, TensorData};
+use fusion::camera::Rgb8;
+use fusion::detect::{CameraDetector, DetectError, Detection2d};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("bad weights manifest {path}: {reason}")]
+    Manifest { path: PathBuf, reason: String },
+    #[error(
+        "weights {path} fail the integrity check: sha256 is {actual}, the manifest requires {expected}; refusing to load them"
+    )]
+    HashMismatch { path: PathBuf, expected: String, actual: String },
+    #[error("weights {path} do not fit the detector: {reason}")]
+    Record { path: PathBuf, reason: String },
+    #[error("backend '{0}' is not available: {1}")]
+    Backend(String, String),
+    #[error("{0}")]
+    Option(String),
+}
+
+/// Where the network runs; chosen by a parameter at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// burn-flex, pure-Rust CPU.
+    Flex,
+    /// burn-wgpu: a real GPU, or Mesa's lavapipe Vulkan on CPU-only machines.
+    Wgpu,
+}
+
+impl FromStr for Backend {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        match s {
+            "flex" | "cpu" => Ok(Backend::Flex),
+            "wgpu" | "gpu" => Ok(Backend::Wgpu),
+            _ => Err(ModelError::Option(format!("unknown backend '{s}' (flex or wgpu)"))),
+        }
+    }
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Flex => "flex",
+            Backend::Wgpu => "wgpu",
+        }
+    }
+
+    /// The device, checked by running one small operation on it so that a missing GPU
+    /// adapter is an error here rather than a panic on the first frame.
+    pub fn device(self) -> Result<Device, ModelError> {
+        let device = match self {
+            Backend::Flex => Device::flex(),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            #[cfg(not(feature = "wgpu"))]
+            Backend::Wgpu => {
+                return Err(ModelError::Backend("wgpu".into(), "this build has no wgpu support (cargo feature `wgpu`)".into()))
+            }
+        };
+        let probe = device.clone();
+        std::panic::catch_unwind(move || Tensor::<1>::ones([4], &probe).sum().into_data())
+            .map_err(|e| {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "device initialisation panicked".into());
+                ModelError::Backend(self.as_str().into(), msg)
+            })?;
+        Ok(device)
+    }
+}
+
+/// Numeric precision of weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    F16,
+    /// 8-bit symmetric per-tensor weights of the 3×3 convolutions (burn post-training
+    /// quantization, min-max calibration); activations stay f32.
+    Int8,
+}
+
+impl FromStr for Precision {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(ModelError::Option(format!("unknown precision '{s}' (f32, f16 or int8)"))),
+        }
+    }
+}
+
+impl Precision {
+    /// Activation dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 | Precision::Int8 => DType::F32,
+            Precision::F16 => DType::F16,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+/// Casts every float parameter (weights, biases, batch-norm statistics) to one dtype.
+struct CastParams(DType);
+
+impl ModuleMapper for CastParams {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|t| t.cast(dtype))
+    }
+}
+
+/// The weights manifest committed beside the weights: integrity hash, the architecture, and
+/// how the weights were made and scored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Weights file, relative to the manifest.
+    pub weights: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub config: DetectorConfig,
+    /// Input size (width, height) the network was trained at.
+    pub train_input: [usize; 2],
+    pub training: serde_json::Value,
+    #[serde(default)]
+    pub evaluation: serde_json::Value,
+}
+
+impl Manifest {
+    pub fn read(path: &Path) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+        serde_json::from_str(&text).map_err(|e| ModelError::Manifest { path: path.into(), reason: e.to_string() })
+    }
+
+    pub fn weights_path(&self, manifest: &Path) -> PathBuf {
+        manifest.parent().unwrap_or(Path::new(".")).join(&self.weights)
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The manifest shipped with this source tree (models/weights/detector.json).
+pub fn default_manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/detector.json")
+}
+
+/// Reads the weights the manifest names, verifies their sha256 and loads them into a
+/// detector on `device`. A mismatch is refused with both hashes in the error.
+pub fn load_verified(manifest_path: &Path, device: &Device) -> Result<(Detector, Manifest), ModelError> {
+    let manifest = Manifest::read(manifest_path)?;
+    let path = manifest.weights_path(manifest_path);
+    let bytes = std::fs::read(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+    let actual = sha256_hex(&bytes);
+    if !actual.eq_ignore_ascii_case(&manifest.sha256) {
+        return Err(ModelError::HashMismatch { path, expected: manifest.sha256.clone(), actual });
+    }
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| ModelError::Record { path: path.clone(), reason: format!("{e:?}") })?;
+    let model = manifest
+        .config
+        .init(device)
+        .try_load_record(record)
+        .map_err(|e| ModelError::Record { path: path.clone(), reason: format!("{e:?}") })?;
+    Ok((model, manifest))
+}
+
+/// Serializes a detector's weights (burnpack) and returns the bytes and their sha256.
+pub fn weights_bytes(model: &Detector) -> Result<(Vec<u8>, String), ModelError> {
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| ModelError::Record { path: PathBuf::new(), reason: format!("{e:?}") })?;
+    let bytes = bytes.to_vec();
+    let hash = sha256_hex(&bytes);
+    Ok((bytes, hash))
+}
+
+/// Run-time options (node / replay parameters).
+#[derive(Debug, Clone)]
+pub struct DetectorOptions {
+    pub backend: Backend,
+    pub precision: Precision,
+    /// Network input (width, height), multiples of 16; the frame is resampled to it.
+    pub input_size: [usize; 2],
+    /// Minimum centre score of a reported detection.
+    pub score_threshold: f32,
+    pub max_detections: usize,
+}
+
+impl Default for DetectorOptions {
+    fn default() -> Self {
+        Self { backend: Backend::Flex, precision: Precision::F32, input_size: [320, 240], score_threshold: 0.3, max_detections: 50 }
+    }
+}
+
+/// The Burn CenterNet detector, ready to run on frames.
+pub struct CenterNet {
+    model: Detector,
+    device: Device,
+    options: DetectorOptions,
+    name: String,
+}
+
+impl CenterNet {
+    /// Loads verified weights onto the backend the options name.
+    pub fn load(manifest_path: &Path, options: DetectorOptions) -> Result<Self, ModelError> {
+        let device = options.backend.device()?;
+        let (model, _) = load_verified(manifest_path, &device)?;
+        Self::new(model, device, options)
+    }
+
+    pub fn new(model: Detector, device: Device, options: DetectorOptions) -> Result<Self, ModelError> {
+        let [w, h] = options.input_size;
+        if w == 0 || h == 0 || w % SIZE_MULTIPLE != 0 || h % SIZE_MULTIPLE != 0 {
+            return Err(ModelError::Option(format!("input_size {w}x{h}: both sides must be positive multiples of {SIZE_MULTIPLE}")));
+        }
+        if options.precision == Precision::F16 && !device.supports_dtype(DType::F16) {
+            return Err(ModelError::Option(format!("precision f16 is not supported by the {} backend", options.backend.as_str())));
+        }
+        let model = model.valid();
+        let model = match options.precision {
+            Precision::F32 => model,
+            Precision::F16 => model.map(&mut CastParams(DType::F16)),
+            Precision::Int8 => {
+                let scheme = device.settings().quantization.scheme.with_value(QuantValue::Q8S);
+                let mut quantizer = Quantizer::new(Calibration::MinMax, scheme);
+                model.quantize_weights_group(&mut quantizer, ParamGroup::from_predicate("conv.weight"))
+            }
+        };
+        let name = format!("centernet/{}/{}/{}x{}", options.backend.as_str(), options.precision.as_str(), w, h);
+        Ok(Self { model, device, options, name })
+    }
+
+    pub fn options(&self) -> &DetectorOptions {
+        &self.options
+    }
+
+    /// Raw maps for a batch of frames already at the input size (rgb8): heat (probabilities),
+    /// offset, size, each channel-major per image.
+    pub fn maps(&self, inputs: &[&[u8]]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let [w, h] = self.options.input_size;
+        let mut planar = Vec::with_capacity(inputs.len() * 3 * w * h);
+        for rgb in inputs {
+            normalize(rgb, w, h, &mut planar);
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(planar, [inputs.len(), 3, h, w]), &self.device);
+        let x = match self.options.precision.dtype() {
+            DType::F32 => x,
+            dtype => x.cast(dtype),
+        };
+        let out = self.model.forward(x);
+        let host = |t: Tensor<4>| t.cast(DType::F32).into_data().try_into_vec::<f32>().expect("f32 maps");
+        (host(sigmoid(out.heatmap)), host(out.offset), host(out.size))
+    }
+
+    /// Detections for one rgb8 frame of any size, in that frame's pixels.
+    pub fn detect_rgb(&self, rgb: &[u8], width: usize, height: usize) -> Vec<Detection2d> {
+        let [w, h] = self.options.input_size;
+        let input = resample(rgb, width, height, w, h);
+        let (heat, offset, size) = self.maps(&[&input]);
+        let (mw, mh) = (w / STRIDE, h / STRIDE);
+        let (sx, sy) = (width as f32 / w as f32, height as f32 / h as f32);
+        decode(&heat, &offset, &size, CLASSES.len(), mw, mh, self.options.score_threshold, self.options.max_detections)
+            .into_iter()
+            .map(|mut d| {
+                d.bbox = [
+                    (d.bbox[0] * sx).clamp(0.0, width as f32),
+                    (d.bbox[1] * sy).clamp(0.0, height as f32),
+                    (d.bbox[2] * sx).clamp(0.0, width as f32),
+                    (d.bbox[3] * sy).clamp(0.0, height as f32),
+                ];
+                d
+            })
+            .collect()
+    }
+}
+
+impl CameraDetector for CenterNet {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn detect(&mut self, _stamp: fusion::StampNs, image: &Rgb8) -> Result<Vec<Detection2d>, DetectError> {
+        let need = image.width as usize * image.height as usize * 3;
+        if image.data.len() != need {
+            return Err(DetectError::Failed(format!(
+                "frame of {}x{} carries {} bytes, rgb8 needs {need}",
+                image.width,
+                image.height,
+                image.data.len()
+            )));
+        }
+        Ok(self.detect_rgb(&image.data, image.width as usize, image.height as usize))
+    }
+}

@@ -1,0 +1,113 @@
+//! The detector against its contract: shapes, both backends, backend agreement, weight
+//! integrity, and the shipped weights on fresh simulator frames.
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use models::data::{self, TEST_SEEDS};
+use models::detector::{DetectorConfig, CLASSES, STRIDE};
+use models::eval::recall;
+use models::runtime::{default_manifest, load_verified, Manifest, ModelError};
+use models::{Backend, CenterNet, DetectorOptions};
+
+fn backends() -> Vec<Backend> {
+    if cfg!(feature = "wgpu") {
+        vec![Backend::Flex, Backend::Wgpu]
+    } else {
+        vec![Backend::Flex]
+    }
+}
+
+#[test]
+fn forward_shapes_on_every_backend() {
+    for backend in backends() {
+        let device = backend.device().expect("device");
+        let model = DetectorConfig::new().init(&device);
+        for [w, h] in [[320, 240], [640, 480]] {
+            let x = Tensor::<4>::from_data(TensorData::new(vec![0.1f32; 2 * 3 * h * w], [2, 3, h, w]), &device);
+            let out = model.forward(x);
+            let (mw, mh) = (w / STRIDE, h / STRIDE);
+            assert_eq!(out.heatmap.dims(), [2, CLASSES.len(), mh, mw], "{backend:?}");
+            assert_eq!(out.offset.dims(), [2, 2, mh, mw]);
+            assert_eq!(out.size.dims(), [2, 2, mh, mw]);
+            let v: Vec<f32> = out.heatmap.into_data().try_into_vec().unwrap();
+            assert!(v.iter().all(|x| x.is_finite()));
+        }
+    }
+}
+
+#[test]
+fn input_size_must_be_a_multiple_of_16() {
+    let device = Backend::Flex.device().unwrap();
+    let model = DetectorConfig::new().init(&device);
+    let err = CenterNet::new(model, device, DetectorOptions { input_size: [330, 240], ..Default::default() })
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("multiples of 16"), "{err}");
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn flex_and_wgpu_agree_on_the_shipped_weights() {
+    let frame = data::scene_frame(&TEST_SEEDS, 7);
+    let run = |backend| {
+        let d = CenterNet::load(&default_manifest(), DetectorOptions { backend, score_threshold: 0.2, ..Default::default() })
+            .expect("load");
+        let input = models::detector::resample(&frame.rgb, frame.width, frame.height, 320, 240);
+        (d.maps(&[&input]), d.detect_rgb(&frame.rgb, frame.width, frame.height))
+    };
+    let ((h1, o1, s1), d1) = run(Backend::Flex);
+    let ((h2, o2, s2), d2) = run(Backend::Wgpu);
+    for (a, b) in [(&h1, &h2), (&o1, &o2), (&s1, &s2)] {
+        let worst = a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "maps differ by {worst}");
+    }
+    assert_eq!(d1.len(), d2.len(), "{d1:?}\n{d2:?}");
+    for (a, b) in d1.iter().zip(&d2) {
+        assert_eq!(a.label, b.label);
+        assert!((a.score - b.score).abs() < 1e-3);
+        for k in 0..4 {
+            assert!((a.bbox[k] - b.bbox[k]).abs() < 0.05, "{a:?} vs {b:?}");
+        }
+    }
+}
+
+#[test]
+fn corrupted_weights_are_refused_naming_both_hashes() {
+    let dir = std::env::temp_dir().join(format!("detector-hash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shipped = default_manifest();
+    let manifest = Manifest::read(&shipped).unwrap();
+    let mut bytes = std::fs::read(manifest.weights_path(&shipped)).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x01; // one flipped bit in the middle of a tensor
+    std::fs::write(dir.join(&manifest.weights), &bytes).unwrap();
+    std::fs::write(dir.join("detector.json"), serde_json::to_string(&manifest).unwrap()).unwrap();
+    let err = load_verified(&dir.join("detector.json"), &Backend::Flex.device().unwrap()).err().expect("refused");
+    match &err {
+        ModelError::HashMismatch { expected, actual, .. } => {
+            assert_eq!(expected, &manifest.sha256);
+            assert_ne!(actual, expected);
+            let text = err.to_string();
+            assert!(text.contains(expected.as_str()) && text.contains(actual.as_str()), "{text}");
+        }
+        other => panic!("expected a hash mismatch, got {other}"),
+    }
+    // The untouched shipped weights load.
+    load_verified(&shipped, &Backend::Flex.device().unwrap()).expect("shipped weights verify");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn shipped_weights_find_the_actors_in_fresh_simulator_frames() {
+    let d = CenterNet::load(&default_manifest(), DetectorOptions::default()).expect("load");
+    let (mut found, mut total) = (0, 0);
+    for i in 0..40 {
+        let frame = data::scene_frame(&TEST_SEEDS, i);
+        let dets = d.detect_rgb(&frame.rgb, frame.width, frame.height);
+        let (f, t) = recall(&dets, &frame.boxes, 0.5);
+        found += f;
+        total += t;
+    }
+    let r = found as f64 / total as f64;
+    assert!(total >= 100, "only {total} scored actors");
+    assert!(r >= 0.9, "recall {r:.3} ({found}/{total}) at IoU 0.5");
+}
