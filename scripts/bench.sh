@@ -5,8 +5,10 @@
 #    returns 10 Hz, radar 20 Hz, IMU 200 Hz) replayed at its recorded rate through the
 #    whole in-process pipeline (ingest preprocessing → sync → fusion → rules): per-stage
 #    and end-to-end latency, deadline misses, throughput (fusion_replay --realtime --bench);
-#  - pipeline_max_throughput: the same bag as fast as possible.
-# The camera detector is not in the loop yet (none is configured).
+#  - pipeline_max_throughput: the same bag as fast as possible;
+#  both with the shipped camera detector (CenterNet, flex CPU backend, 320x240) in the loop;
+#  - detector: per-frame detector latency at 320x240 and 640x480 on flex (CPU) and wgpu
+#    (the machine's GPU, or Mesa lavapipe on a CPU-only machine) (fusion_bench_detector).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -19,5 +21,6 @@ fi
 sync=$(target/release/fusion_sync --bench)
 rt=$(target/release/fusion_replay "$BAG" --realtime --bench)
 fast=$(target/release/fusion_replay "$BAG" --bench)
-printf '{"machine": "%s, %s cores", "sync": %s, "pipeline_realtime": %s, "pipeline_max_throughput": %s}\n' \
-  "$(uname -m)" "$(nproc)" "$sync" "$rt" "$fast" | python3 -m json.tool
+detector=$(target/release/fusion_bench_detector --backends flex,wgpu --sizes 320x240,640x480 --frames 100)
+printf '{"machine": "%s, %s cores", "sync": %s, "pipeline_realtime": %s, "pipeline_max_throughput": %s, "detector": %s}\n' \
+  "$(uname -m)" "$(nproc)" "$sync" "$rt" "$fast" "$detector" | python3 -m json.tool

@@ -2,7 +2,7 @@
 # Installs the package the way colcon/ament lay it out, so that `ros2 launch sensor_fusion
 # fusion.launch.xml` (and fusion_launch) find it once <prefix> is on AMENT_PREFIX_PATH:
 #   <prefix>/lib/sensor_fusion/<executables>
-#   <prefix>/share/sensor_fusion/{package.xml, launch/, config/}
+#   <prefix>/share/sensor_fusion/{package.xml, launch/, config/, models/}
 #   <prefix>/share/ament_index/resource_index/packages/sensor_fusion
 #   <prefix>/local_setup.bash
 set -euo pipefail
@@ -10,14 +10,16 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${1:?usage: install.sh PREFIX}
 mkdir -p "$PREFIX"
 PREFIX=$(cd "$PREFIX" && pwd)
-EXES="camera_ingest lidar_ingest radar_ingest imu_ingest fusion_node fusion_bag fusion_launch fusion_replay fusion_sim fusion_sync"
+EXES="camera_ingest lidar_ingest radar_ingest imu_ingest fusion_node fusion_bag fusion_launch fusion_replay fusion_sim fusion_sync fusion_train_detector fusion_eval_detector fusion_bench_detector"
 install -d "$PREFIX/lib/sensor_fusion" "$PREFIX/share/sensor_fusion/launch" "$PREFIX/share/sensor_fusion/config" \
-  "$PREFIX/share/ament_index/resource_index/packages"
+  "$PREFIX/share/ament_index/resource_index/packages" "$PREFIX/share/sensor_fusion/models"
 for e in $EXES; do
   install -m 755 "$ROOT/target/release/$e" "$PREFIX/lib/sensor_fusion/$e"
 done
 install -m 644 "$ROOT"/launch/*.launch.xml "$PREFIX/share/sensor_fusion/launch/"
 install -m 644 "$ROOT"/launch/*.yaml "$ROOT/launch/fastdds.xml" "$PREFIX/share/sensor_fusion/config/"
+# The detector's weights and their manifest (the nodes verify the sha256 before loading).
+install -m 644 "$ROOT/models/weights/detector.json" "$ROOT/models/weights/detector.bpk" "$PREFIX/share/sensor_fusion/models/"
 install -m 644 "$ROOT/nodes/package.xml" "$PREFIX/share/sensor_fusion/package.xml"
 : > "$PREFIX/share/ament_index/resource_index/packages/sensor_fusion"
 cat > "$PREFIX/local_setup.bash" <<'SH'

@@ -55,11 +55,12 @@ def test_events_against_ground_truth(scenario_bags, tmp_path):
         r = evaluate(bag, replay(bag, tmp_path / name))
         results += [dict(e, scenario=name) for e in r['events']]
         assert not r['false_alarms'], f'{name}: {r["false_alarms"]}'
-    # A camera-side sensor_disagreement needs a camera detector; the shipped pipeline has
-    # none until the detector lands (the rule is tested with a detector in Rust).
-    scored = [e for e in results if not (e['kind'] == 'sensor_disagreement' and e['sensor'] == 'camera')]
+    # The shipped pipeline runs the Burn detector (models/weights), so the camera-side
+    # sensor_disagreement (the camera-invisible obstacles) is scored like the rest.
+    scored = results
     kinds = {e['kind'] for e in scored}
-    assert kinds == {'zone_intrusion', 'collision_risk', 'sensor_degraded', 'sensor_dropout', 'impact'}, kinds
+    assert kinds == {'zone_intrusion', 'collision_risk', 'sensor_degraded', 'sensor_dropout', 'impact',
+                     'sensor_disagreement'}, kinds
     recall = sum(e['detected'] for e in scored) / len(scored)
     delays = [e['delay_s'] for e in scored if e['detected']]
     print(json.dumps({'recall': recall, 'median_delay_s': statistics.median(delays), 'events': scored}, indent=1))

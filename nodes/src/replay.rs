@@ -73,6 +73,16 @@ pub struct ReplayResult {
 /// Reads a ROS 2 parameter file (`node_name:` or `/**:` → `ros__parameters:`, nested
 /// mappings joined with dots) and applies every pipeline parameter it names.
 pub fn apply_params_file(params: &mut PipelineParams, path: &Path, node: &str) -> Result<Vec<String>> {
+    apply_params_file_with(params, None, path, node)
+}
+
+/// As [`apply_params_file`], also filling the camera detector's parameters when given.
+pub fn apply_params_file_with(
+    params: &mut PipelineParams,
+    mut detector: Option<&mut crate::detector::DetectorParams>,
+    path: &Path,
+    node: &str,
+) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let doc: serde_yaml::Value =
         serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
@@ -88,6 +98,9 @@ pub fn apply_params_file(params: &mut PipelineParams, path: &Path, node: &str) -
             if PipelineParams::NAMES.contains(&name.as_str()) {
                 let x = v.as_f64().with_context(|| format!("{}: parameter {name} must be a number", path.display()))?;
                 params.set(&name, x).map_err(anyhow::Error::msg)?;
+                applied.push(name);
+            } else if let (Some(d), true) = (detector.as_deref_mut(), crate::detector::NAMES.contains(&name.as_str())) {
+                d.set(&name, &v).with_context(|| format!("{}", path.display()))?;
                 applied.push(name);
             }
         }

@@ -30,6 +30,7 @@ use r2r::{
     QosProfile,
 };
 use sensor_fusion::{
+    detector::DetectorParams,
     ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
     ros::{self, Params},
 };
@@ -210,10 +211,16 @@ async fn run() -> Result<()> {
     let calib = Calibration::load(&calibration_path).context("parameter 'calibration'")?;
     let queue_size = params.usize("queue_size", 64)?.max(4);
     let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
-    let detector = params.string("detector", "none")?;
-    if detector != "none" {
-        anyhow::bail!("parameter detector: '{detector}' is not available (this build has: none)");
-    }
+    let mut dp = DetectorParams::default();
+    dp.detector = params.string("detector", &dp.detector)?;
+    dp.weights = params.string("detector_weights", &dp.weights)?;
+    dp.backend = params.string("backend", &dp.backend)?;
+    dp.input_size = params.string("input_size", &dp.input_size)?;
+    dp.precision = params.string("precision", &dp.precision)?;
+    dp.score_threshold = params.f64("detector_score_threshold", dp.score_threshold)?;
+    // Loaded (and its weights verified) before any subscription: a bad model is a start-up
+    // error, not a surprise on the first frame.
+    let detector = dp.build()?;
     let mut pp = PipelineParams::default();
     for name in PipelineParams::NAMES {
         let v = params.f64(name, pp.get(name).expect("named parameter"))?;
@@ -280,7 +287,7 @@ async fn run() -> Result<()> {
     let worker_stats = stats.clone();
     let worker_now = now_ns.clone();
     let worker = std::thread::Builder::new().name("fusion-worker".into()).spawn(move || {
-        let mut pipeline = Pipeline::new(pp, &calib, None);
+        let mut pipeline = Pipeline::new(pp, &calib, detector);
         let mut newest_data: Option<StampNs> = None;
         let mut warned_clock = false;
         loop {

@@ -1,12 +1,15 @@
 //! fusion_replay: a rosbag2 bag through the whole fusion pipeline in one process, no DDS.
 //!
 //!     fusion_replay BAG [--out DIR] [--realtime [--rate R]] [--params FILE] [--calibration FILE] [--bench]
+//!                   [--detector none|centernet] [--backend flex|wgpu] [--input-size WxH] [--precision f32|f16]
 //!
 //! Writes events.jsonl, objects.jsonl, metrics.json (deterministic) and timing.json
 //! (measured) into DIR; `--bench` prints the timing JSON on stdout.
 use anyhow::Result;
 use clap::Parser;
-use sensor_fusion::replay::{run, ReplayOptions};
+use fusion::pipeline::PipelineParams;
+use sensor_fusion::detector::DetectorParams;
+use sensor_fusion::replay::{apply_params_file_with, run, ReplayOptions};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -32,6 +35,21 @@ struct Cli {
     /// Print the timing JSON (per-stage and end-to-end latency, throughput) on stdout.
     #[arg(long)]
     bench: bool,
+    /// Camera detector: `none` or `centernet` (overrides the params file's `detector`).
+    #[arg(long)]
+    detector: Option<String>,
+    /// Detector weights manifest (default: installed share/sensor_fusion/models, else models/weights).
+    #[arg(long)]
+    detector_weights: Option<String>,
+    /// Detector backend: flex (CPU) or wgpu (GPU / lavapipe).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Detector input WIDTHxHEIGHT (multiples of 16).
+    #[arg(long)]
+    input_size: Option<String>,
+    /// Detector precision: f32 or f16.
+    #[arg(long)]
+    precision: Option<String>,
     #[arg(long, default_value = "/camera/image_raw")]
     camera_topic: String,
     #[arg(long, default_value = "/lidar/points")]
@@ -64,7 +82,22 @@ fn go(cli: Cli) -> Result<()> {
         params_file: cli.params,
         topics: [cli.camera_topic, cli.lidar_topic, cli.radar_topic, cli.imu_topic],
     };
-    let r = run(&opts, None)?;
+    let mut dp = DetectorParams::default();
+    if let Some(p) = &opts.params_file {
+        apply_params_file_with(&mut PipelineParams::default(), Some(&mut dp), p, "fusion_node")?;
+    }
+    for (value, slot) in [
+        (cli.detector, &mut dp.detector),
+        (cli.detector_weights, &mut dp.weights),
+        (cli.backend, &mut dp.backend),
+        (cli.input_size, &mut dp.input_size),
+        (cli.precision, &mut dp.precision),
+    ] {
+        if let Some(v) = value {
+            *slot = v;
+        }
+    }
+    let r = run(&opts, dp.build()?)?;
     eprintln!(
         "fusion_replay: {} sets, {} events, {} s wall ({}x real time)",
         r.sets,

@@ -1,0 +1,103 @@
+//! The camera detector from node / replay parameters: `detector` (`none` or `centernet`),
+//! `detector_weights` (manifest path; default: the installed share/sensor_fusion/models,
+//! then the source tree's models/weights), `backend` (`flex` or `wgpu`), `input_size`
+//! (`WIDTHxHEIGHT`, multiples of 16), `precision` (`f32`, `f16`), `detector_score_threshold`.
+use anyhow::{bail, Context, Result};
+use fusion::detect::CameraDetector;
+use models::{CenterNet, DetectorOptions};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct DetectorParams {
+    pub detector: String,
+    pub weights: String,
+    pub backend: String,
+    pub input_size: String,
+    pub precision: String,
+    pub score_threshold: f64,
+}
+
+impl Default for DetectorParams {
+    fn default() -> Self {
+        Self {
+            detector: "centernet".into(),
+            weights: String::new(),
+            backend: "flex".into(),
+            input_size: "320x240".into(),
+            precision: "f32".into(),
+            score_threshold: 0.3,
+        }
+    }
+}
+
+pub const NAMES: [&str; 6] = ["detector", "detector_weights", "backend", "input_size", "precision", "detector_score_threshold"];
+
+impl DetectorParams {
+    /// Sets one parameter by its ROS name from a YAML scalar.
+    pub fn set(&mut self, name: &str, v: &serde_yaml::Value) -> Result<()> {
+        let text = || -> Result<String> {
+            Ok(match v {
+                serde_yaml::Value::String(s) => s.clone(),
+                serde_yaml::Value::Number(n) => n.to_string(),
+                _ => bail!("parameter {name} must be a string"),
+            })
+        };
+        match name {
+            "detector" => self.detector = text()?,
+            "detector_weights" => self.weights = text()?,
+            "backend" => self.backend = text()?,
+            "input_size" => self.input_size = text()?,
+            "precision" => self.precision = text()?,
+            "detector_score_threshold" => {
+                self.score_threshold = v.as_f64().with_context(|| format!("parameter {name} must be a number"))?
+            }
+            _ => bail!("unknown detector parameter {name}"),
+        }
+        Ok(())
+    }
+
+    pub fn options(&self) -> Result<DetectorOptions> {
+        let (w, h) = self.input_size.split_once('x').with_context(|| {
+            format!("parameter input_size: '{}' is not WIDTHxHEIGHT", self.input_size)
+        })?;
+        Ok(DetectorOptions {
+            backend: self.backend.parse().context("parameter backend")?,
+            precision: self.precision.parse().context("parameter precision")?,
+            input_size: [
+                w.trim().parse().context("parameter input_size: width")?,
+                h.trim().parse().context("parameter input_size: height")?,
+            ],
+            score_threshold: self.score_threshold as f32,
+            ..DetectorOptions::default()
+        })
+    }
+
+    /// The weights manifest: the parameter, else the installed copy, else the source tree's.
+    pub fn manifest(&self) -> PathBuf {
+        if !self.weights.is_empty() {
+            return PathBuf::from(&self.weights);
+        }
+        let installed = std::env::var("AMENT_PREFIX_PATH").ok().and_then(|paths| {
+            paths
+                .split(':')
+                .map(|p| Path::new(p).join("share/sensor_fusion/models/detector.json"))
+                .find(|p| p.is_file())
+        });
+        installed.unwrap_or_else(models::runtime::default_manifest)
+    }
+
+    /// The detector these parameters name (None for `none`), loaded and verified.
+    pub fn build(&self) -> Result<Option<Box<dyn CameraDetector>>> {
+        match self.detector.as_str() {
+            "none" | "" => Ok(None),
+            "centernet" => {
+                let manifest = self.manifest();
+                let d = CenterNet::load(&manifest, self.options()?)
+                    .with_context(|| format!("camera detector from {}", manifest.display()))?;
+                tracing::info!("camera detector {} ({})", fusion::detect::CameraDetector::name(&d), manifest.display());
+                Ok(Some(Box::new(d)))
+            }
+            other => bail!("parameter detector: '{other}' is not a detector (none or centernet)"),
+        }
+    }
+}
