@@ -97,7 +97,12 @@ def test_replay_is_byte_identical_at_any_speed(scenario_bags, tmp_path):
 
 
 def test_bad_arguments_give_one_line_errors(tmp_path):
-    for args, msg in ([[str(tmp_path / 'nope')], 'nope'], [[str(tmp_path), '--rate', '0'], '--rate']):
+    bag = tmp_path / 'nope'
+    for args, msg in ([[str(bag)], 'nope'], [[str(tmp_path), '--rate', '0'], '--rate'],
+                      [[str(bag), '--backend', 'tpu'], "unknown backend 'tpu'"],
+                      [[str(bag), '--input-size', '330x240'], 'multiples of 16'],
+                      [[str(bag), '--precision', 'f8'], "unknown precision 'f8'"],
+                      [[str(bag), '--detector-weights', str(tmp_path / 'missing.json')], 'missing.json']):
         res = subprocess.run([binary('fusion_replay'), *args], capture_output=True, text=True, env=child_env(), timeout=60)
         assert res.returncode == 1 and res.stderr.startswith('fusion_replay: error:') and msg in res.stderr, res.stderr
 

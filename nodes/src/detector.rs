@@ -94,7 +94,7 @@ impl DetectorParams {
                 let manifest = self.manifest();
                 let d = CenterNet::load(&manifest, self.options()?)
                     .with_context(|| format!("camera detector from {}", manifest.display()))?;
-                tracing::info!("camera detector {} ({})", fusion::detect::CameraDetector::name(&d), manifest.display());
+                tracing::debug!("camera detector {} ({})", fusion::detect::CameraDetector::name(&d), manifest.display());
                 Ok(Some(Box::new(d)))
             }
             other => bail!("parameter detector: '{other}' is not a detector (none or centernet)"),

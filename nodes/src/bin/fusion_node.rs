@@ -221,6 +221,10 @@ async fn run() -> Result<()> {
     // Loaded (and its weights verified) before any subscription: a bad model is a start-up
     // error, not a surprise on the first frame.
     let detector = dp.build()?;
+    tracing::info!(
+        "camera detector: {}",
+        detector.as_ref().map(|d| d.name().to_string()).unwrap_or_else(|| "none".into())
+    );
     let mut pp = PipelineParams::default();
     for name in PipelineParams::NAMES {
         let v = params.f64(name, pp.get(name).expect("named parameter"))?;

@@ -99,11 +99,12 @@ fn go(cli: Cli) -> Result<()> {
     }
     let r = run(&opts, dp.build()?)?;
     eprintln!(
-        "fusion_replay: {} sets, {} events, {} s wall ({}x real time)",
+        "fusion_replay: {} sets, {} events, {} s wall ({}x real time), camera detector {}",
         r.sets,
         r.events.len(),
         r.timing["wall_s"],
-        r.timing["speed_vs_realtime"]
+        r.timing["speed_vs_realtime"],
+        r.metrics["detector"].as_str().unwrap_or("none")
     );
     if cli.bench {
         println!("{}", serde_json::to_string_pretty(&r.timing)?);
