@@ -1,13 +1,16 @@
-//! sensor_disagreement needs a camera detector, and the shipped pipeline has none until
-//! the Burn detector lands. Here a clearly non-ML stand-in — the simulator's own visible
-//! 2D boxes, looked up by stamp (`GroundTruthBoxes`, test code only) — plugs into the
-//! same `CameraDetector` trait, and the whole replay (bag → ingest → fusion → rules) must
-//! report the obstacle that LiDAR and radar see but the camera cannot.
+//! sensor_disagreement through the whole replay (bag → ingest → fusion → rules): the
+//! obstacle that LiDAR and radar see but the camera cannot must be reported.
+//! Twice: with a clearly non-ML stand-in — the simulator's own visible 2D boxes, looked up
+//! by stamp (`GroundTruthBoxes`, test code only), which pins the rule independently of any
+//! model — and with the shipped Burn detector (models/weights, sha256-verified), which
+//! must also give the actors it sees their class.
 use fusion::{
     camera::Rgb8,
     detect::{CameraDetector, DetectError, Detection2d, Label},
     StampNs,
 };
+use fusion::track::SENSOR_CAMERA;
+use sensor_fusion::detector::DetectorParams;
 use sensor_fusion::replay::{run, ReplayOptions};
 use std::{collections::BTreeMap, path::Path, process::Command};
 
@@ -121,4 +124,48 @@ fn mixed_scenario_reports_its_ghost_once() {
     let detail: Vec<_> = r.events.iter().filter(|e| e.kind == "sensor_disagreement").collect();
     assert_eq!(times.len(), 1, "{times:?} {detail:#?}");
     assert!((2.0..6.0).contains(&times[0]), "{times:?}");
+}
+
+#[test]
+fn centernet_in_the_replay_labels_what_it_sees_and_flags_what_it_cannot() {
+    let dir = simulate("sensor_disagreement", 37, 12);
+    let bag = dir.path.join("bag");
+    let detector = DetectorParams { detector: "centernet".into(), ..DetectorParams::default() }.build().unwrap();
+    let mut opts = ReplayOptions::new(&bag);
+    opts.out = Some(dir.path.join("out"));
+    let r = run(&opts, detector).unwrap();
+    assert!(r.metrics["detector"].as_str().unwrap().starts_with("centernet/flex/f32/320x240"), "{}", r.metrics);
+
+    let dis: Vec<_> = r.events.iter().filter(|e| e.kind == "sensor_disagreement").collect();
+    assert_eq!(dis.len(), 1, "{dis:#?}");
+    let t = (dis[0].stamp_ns - 1_700_000_000_000_000_000) as f64 * 1e-9;
+    assert!((3.0..4.5).contains(&t), "fired at {t} s");
+    assert_eq!(dis[0].rule, "camera_misses_lidar_radar_object");
+
+    // The scenario's vehicle (y ≈ -3.5 m), obstacle (y ≈ -6 m) and person (y ≈ +5 m)
+    // within 40 m carry the class the camera gave them, and most of them are
+    // camera-confirmed in the set itself (the rest keep the class their track voted).
+    let objects = std::fs::read_to_string(dir.path.join("out/objects.jsonl")).unwrap();
+    let (mut seen, mut labelled, mut confirmed) = (0, 0, 0);
+    for line in objects.lines().skip(10) {
+        let set: serde_json::Value = serde_json::from_str(line).unwrap();
+        for o in set["objects"].as_array().unwrap() {
+            let (x, y) = (o["center"][0].as_f64().unwrap(), o["center"][1].as_f64().unwrap());
+            let want = match y {
+                y if y <= -4.8 => "obstacle",
+                y if y < -2.0 => "vehicle",
+                y if y > 3.0 => "person",
+                _ => continue, // the camera-invisible obstacle, in the ego lane
+            };
+            if !(5.0..40.0).contains(&x) {
+                continue;
+            }
+            seen += 1;
+            labelled += (o["label"] == want) as usize;
+            confirmed += (o["sensors"].as_u64().unwrap() as u8 & SENSOR_CAMERA != 0) as usize;
+        }
+    }
+    assert!(seen >= 100, "{seen} objects");
+    assert!(labelled as f64 >= 0.95 * seen as f64, "{labelled}/{seen} objects with the right class");
+    assert!(confirmed as f64 >= 0.75 * seen as f64, "{confirmed}/{seen} objects camera-confirmed");
 }
