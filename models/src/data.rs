@@ -166,8 +166,8 @@ pub fn augment(frame: &LabelledFrame, input: [usize; 2], rng: &mut ChaCha8Rng) -
 /// CenterNet targets for a batch, at stride 4, channel-major:
 /// `heat` [B, classes, h, w] Gaussian peaks (1 at each centre cell), `reg` [B, 4, h, w]
 /// (offset x, offset y, ln w/4, ln h/4 at centre cells), `mask` [B, 4, h, w] (1 where `reg`
-/// is a target), `ignore` [B, classes, h, w] (0 around difficult boxes: no loss there),
-/// and the number of centres.
+/// is a target), `weight` [B, classes, h, w] (0 over difficult boxes: no background loss
+/// there), and the number of centres.
 pub struct Targets {
     pub heat: Vec<f32>,
     pub reg: Vec<f32>,

@@ -149,7 +149,8 @@ pub fn normalize(rgb: &[u8], width: usize, height: usize, out: &mut Vec<f32>) {
     let start = out.len();
     out.resize(start + 3 * plane, 0.0);
     let dst = &mut out[start..];
-    let lut: Vec<f32> = (0..256).map(|v| (v as f32 / 255.0 - MEAN) / STD).collect();
+    static LUT: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    let lut = LUT.get_or_init(|| std::array::from_fn(|v| (v as f32 / 255.0 - MEAN) / STD));
     for (i, px) in rgb.chunks_exact(3).enumerate() {
         dst[i] = lut[px[0] as usize];
         dst[plane + i] = lut[px[1] as usize];

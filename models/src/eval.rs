@@ -23,12 +23,17 @@ pub struct Score {
 }
 
 /// Accumulates detections and ground truth over frames.
-#[derive(Default)]
 pub struct ApAccumulator {
     /// Per class: (score, is true positive) for every detection that was not ignored.
     hits: Vec<Vec<(f32, bool)>>,
     gt: Vec<usize>,
     frames: usize,
+}
+
+impl Default for ApAccumulator {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ApAccumulator {

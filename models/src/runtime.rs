@@ -205,6 +205,13 @@ pub fn weights_bytes(model: &Detector) -> Result<(Vec<u8>, String), ModelError> 
     Ok((bytes, hash))
 }
 
+/// `WIDTHxHEIGHT` → [width, height] (the `input_size` parameter and the commands' sizes).
+pub fn parse_size(s: &str) -> Result<[usize; 2], ModelError> {
+    let bad = || ModelError::Option(format!("size '{s}' is not WIDTHxHEIGHT"));
+    let (w, h) = s.split_once('x').ok_or_else(bad)?;
+    Ok([w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?])
+}
+
 /// Run-time options (node / replay parameters).
 #[derive(Debug, Clone)]
 pub struct DetectorOptions {

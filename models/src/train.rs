@@ -68,7 +68,6 @@ fn losses(out: DetectorOutput, t: &data::Targets, n: usize, input: [usize; 2], d
     let (mw, mh) = (input[0] / STRIDE, input[1] / STRIDE);
     let c = CLASSES.len();
     let tensor = |v: &Vec<f32>, ch: usize| Tensor::<4>::from_data(TensorData::new(v.clone(), [n, ch, mh, mw]), device);
-    let heat = tensor(&t.heat, c);
     let pos_mask: Vec<f32> = t.heat.iter().map(|&h| if h == 1.0 { 1.0 } else { 0.0 }).collect();
     let neg_weight: Vec<f32> = t
         .heat
@@ -78,7 +77,6 @@ fn losses(out: DetectorOutput, t: &data::Targets, n: usize, input: [usize; 2], d
         .collect();
     let pos = tensor(&pos_mask, c);
     let neg = tensor(&neg_weight, c);
-    drop(heat);
     let logits = out.heatmap;
     let p = sigmoid(logits.clone());
     let one_minus_p = p.clone().neg().add_scalar(1.0);

@@ -57,16 +57,10 @@ impl DetectorParams {
     }
 
     pub fn options(&self) -> Result<DetectorOptions> {
-        let (w, h) = self.input_size.split_once('x').with_context(|| {
-            format!("parameter input_size: '{}' is not WIDTHxHEIGHT", self.input_size)
-        })?;
         Ok(DetectorOptions {
             backend: self.backend.parse().context("parameter backend")?,
             precision: self.precision.parse().context("parameter precision")?,
-            input_size: [
-                w.trim().parse().context("parameter input_size: width")?,
-                h.trim().parse().context("parameter input_size: height")?,
-            ],
+            input_size: models::runtime::parse_size(&self.input_size).context("parameter input_size")?,
             score_threshold: self.score_threshold as f32,
             ..DetectorOptions::default()
         })

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use models::runtime::default_manifest;
+use models::runtime::{default_manifest, parse_size};
 use models::{data, CenterNet, DetectorOptions};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -35,11 +35,10 @@ fn main() -> Result<()> {
     let mut results = Vec::new();
     for backend in cli.backends.split(',').filter(|s| !s.is_empty()) {
         for size in cli.sizes.split(',').filter(|s| !s.is_empty()) {
-            let (w, h) = size.split_once('x').context("--sizes: WIDTHxHEIGHT")?;
             let options = DetectorOptions {
                 backend: backend.parse()?,
                 precision: cli.precision.parse()?,
-                input_size: [w.parse()?, h.parse()?],
+                input_size: parse_size(size).context("--sizes")?,
                 ..DetectorOptions::default()
             };
             let detector = match CenterNet::load(&manifest, options) {

@@ -6,7 +6,7 @@
 //!                          [--backend flex|wgpu] [--precision f32|f16] [--input 320x240] [--record]
 use anyhow::{Context, Result};
 use clap::Parser;
-use models::runtime::{default_manifest, Manifest};
+use models::runtime::{default_manifest, parse_size, Manifest};
 use models::{data, train, CenterNet, DetectorOptions};
 use std::path::PathBuf;
 
@@ -34,11 +34,10 @@ struct Cli {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let manifest_path = cli.weights.clone().unwrap_or_else(default_manifest);
-    let (w, h) = cli.input.split_once('x').context("--input must be WIDTHxHEIGHT")?;
     let options = DetectorOptions {
         backend: cli.backend.parse()?,
         precision: cli.precision.parse()?,
-        input_size: [w.parse()?, h.parse()?],
+        input_size: parse_size(&cli.input).context("--input")?,
         score_threshold: 0.05,
         ..DetectorOptions::default()
     };

@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use models::detector::DetectorConfig;
-use models::runtime::{weights_bytes, Manifest};
+use models::runtime::{parse_size, weights_bytes, Manifest};
 use models::train::{train, TrainOptions};
 use std::path::PathBuf;
 
@@ -42,11 +42,6 @@ struct Cli {
     head_width: usize,
 }
 
-pub fn parse_size(s: &str) -> Result<[usize; 2]> {
-    let (w, h) = s.split_once('x').context("size must be WIDTHxHEIGHT")?;
-    Ok([w.parse()?, h.parse()?])
-}
-
 fn main() -> Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -62,7 +57,7 @@ fn main() -> Result<()> {
         frames: cli.frames,
         learning_rate: cli.learning_rate,
         warmup_steps: (cli.steps / 20).max(1),
-        input: parse_size(&cli.input)?,
+        input: parse_size(&cli.input).context("--input")?,
         eval_frames: cli.eval_frames,
         eval_every: cli.eval_every,
     };
