@@ -1,0 +1,371 @@
+//! A Llama-architecture decoder in Burn: token embedding (tied output unless the file has
+//! `output.weight`), RMSNorm, rotary position embedding (ggml's adjacent-pair layout, the
+//! model's theta), grouped-query attention, SwiGLU MLP, and a KV cache for incremental
+//! decoding. Hyper-parameters come from the GGUF metadata.
+//!
+//! Weights are held one of two ways (`WeightMode`): dequantized to f32 Burn tensors at load
+//! (any device), or kept in their ggml blocks with the matrix products done by
+//! `quant::QMatrix` on the CPU (flex only; everything else stays in Burn).
+use super::gguf::{GgufFile, Value};
+use super::quant::QMatrix;
+use super::LlmError;
+use burn::config::Config;
+use burn::module::Param;
+use burn::nn::{RmsNorm, RotaryEncoding, RotaryEncodingConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Bool, DType, TensorData};
+use std::str::FromStr;
+use std::time::Instant;
+
+#[derive(Config, Debug, PartialEq)]
+pub struct LlamaConfig {
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub d_ff: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f32,
+    pub rms_eps: f64,
+    /// The context the model was trained for (`{arch}.context_length`).
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+impl LlamaConfig {
+    pub fn from_gguf(g: &GgufFile) -> Result<Self, LlmError> {
+        let arch = g.str("general.architecture")?;
+        if arch != "llama" {
+            return Err(LlmError::Gguf {
+                path: g.path.clone(),
+                reason: format!("general.architecture is '{arch}'; only 'llama' is supported"),
+            });
+        }
+        let k = |s: &str| format!("{arch}.{s}");
+        let d_model = g.u64(&k("embedding_length"))? as usize;
+        let n_heads = g.u64(&k("attention.head_count"))? as usize;
+        let n_kv_heads = g.get(&k("attention.head_count_kv")).and_then(Value::as_u64).unwrap_or(n_heads as u64) as usize;
+        if n_heads == 0 || n_kv_heads == 0 || d_model % n_heads != 0 || n_heads % n_kv_heads != 0 {
+            return Err(LlmError::Gguf {
+                path: g.path.clone(),
+                reason: format!("inconsistent attention shape: {d_model} wide, {n_heads} heads, {n_kv_heads} KV heads"),
+            });
+        }
+        let head_dim = d_model / n_heads;
+        let rope_dim = g.get(&k("rope.dimension_count")).and_then(Value::as_u64).unwrap_or(head_dim as u64) as usize;
+        if rope_dim != head_dim {
+            return Err(LlmError::Gguf {
+                path: g.path.clone(),
+                reason: format!("partial rotary embedding ({rope_dim} of {head_dim}) is not supported"),
+            });
+        }
+        Ok(LlamaConfig {
+            n_layers: g.u64(&k("block_count"))? as usize,
+            d_model,
+            d_ff: g.u64(&k("feed_forward_length"))? as usize,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rope_theta: g.get(&k("rope.freq_base")).and_then(Value::as_f64).unwrap_or(10000.0) as f32,
+            rms_eps: g.get(&k("attention.layer_norm_rms_epsilon")).and_then(Value::as_f64).unwrap_or(1e-5),
+            context_length: g.get(&k("context_length")).and_then(Value::as_u64).unwrap_or(2048) as usize,
+            vocab_size: g.array("tokenizer.ggml.tokens")?.len(),
+        })
+    }
+}
+
+/// How the weight matrices are held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightMode {
+    /// Kept in their ggml blocks (5 bits per weight for Q4_1); products on the CPU with 8-bit
+    /// activations, like llama.cpp. Default on flex.
+    Quantized,
+    /// Dequantized to f32 Burn tensors once at load; Burn matmuls on any device. Default on
+    /// wgpu.
+    Dequantized,
+}
+
+impl FromStr for WeightMode {
+    type Err = LlmError;
+    fn from_str(s: &str) -> Result<Self, LlmError> {
+        match s {
+            "quantized" => Ok(WeightMode::Quantized),
+            "dequantized" | "f32" => Ok(WeightMode::Dequantized),
+            _ => Err(LlmError::Option(format!("unknown weight mode '{s}' (quantized or dequantized)"))),
+        }
+    }
+}
+
+impl WeightMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightMode::Quantized => "quantized",
+            WeightMode::Dequantized => "dequantized",
+        }
+    }
+}
+
+/// Precision of the KV cache (and of the attention products that read it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvPrecision {
+    F16,
+    F32,
+}
+
+impl FromStr for KvPrecision {
+    type Err = LlmError;
+    fn from_str(s: &str) -> Result<Self, LlmError> {
+        match s {
+            "f16" => Ok(KvPrecision::F16),
+            "f32" => Ok(KvPrecision::F32),
+            _ => Err(LlmError::Option(format!("unknown KV cache precision '{s}' (f16 or f32)"))),
+        }
+    }
+}
+
+/// A weight matrix `out × in` in either representation.
+enum Linear {
+    Quantized(QMatrix),
+    /// `[in, out]`, so `x.matmul(w)`.
+    Dense(Tensor<2>),
+}
+
+impl Linear {
+    fn new(m: QMatrix, mode: WeightMode, device: &Device) -> Self {
+        match mode {
+            WeightMode::Quantized => Linear::Quantized(m),
+            WeightMode::Dequantized => {
+                let w = Tensor::<2>::from_data(TensorData::new(m.dequantize(), [m.rows, m.cols]), device);
+                Linear::Dense(w.transpose())
+            }
+        }
+    }
+
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Linear::Dense(w) => x.matmul(w.clone()),
+            Linear::Quantized(q) => {
+                let device = x.device();
+                let [n, _] = x.dims();
+                let host = x.into_data().try_into_vec::<f32>().expect("f32 activations");
+                let mut out = vec![0.0f32; n * q.rows];
+                q.matmul(&host, n, &mut out);
+                Tensor::from_data(TensorData::new(out, [n, q.rows]), &device)
+            }
+        }
+    }
+}
+
+struct Block {
+    attn_norm: RmsNorm,
+    /// q, k and v stacked (one product instead of three).
+    wqkv: Linear,
+    wo: Linear,
+    ffn_norm: RmsNorm,
+    /// gate and up stacked.
+    w_gate_up: Linear,
+    w_down: Linear,
+}
+
+/// Keys and values of every layer for the positions decoded so far.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<3>, Tensor<3>)>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+pub struct Llama {
+    pub config: LlamaConfig,
+    pub mode: WeightMode,
+    /// Maximum positions this instance will decode (≤ the trained context).
+    pub max_context: usize,
+    device: Device,
+    embedding: QMatrix,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    output: Linear,
+    rope: RotaryEncoding,
+    /// Bytes of weight data held (for the benchmark's report).
+    pub weight_bytes: usize,
+    pub kv_precision: KvPrecision,
+}
+
+fn matrix(g: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<QMatrix, LlmError> {
+    let t = g.tensor(name)?;
+    if t.dims.len() != 2 || t.dims[0] as usize != cols || t.dims[1] as usize != rows {
+        return Err(LlmError::Gguf {
+            path: g.path.clone(),
+            reason: format!("tensor '{name}' has shape {:?}, expected [{cols}, {rows}]", t.dims),
+        });
+    }
+    Ok(QMatrix::new(t.ggml_type, rows, cols, g.tensor_bytes(t)))
+}
+
+fn vector(g: &GgufFile, name: &str, len: usize, device: &Device) -> Result<Tensor<1>, LlmError> {
+    let t = g.tensor(name)?;
+    if t.num_elements() as usize != len {
+        return Err(LlmError::Gguf {
+            path: g.path.clone(),
+            reason: format!("tensor '{name}' has {} values, expected {len}", t.num_elements()),
+        });
+    }
+    let v = super::quant::dequantize(t.ggml_type, g.tensor_bytes(t), len);
+    Ok(Tensor::from_data(TensorData::new(v, [len]), device))
+}
+
+fn rms_norm(gamma: Tensor<1>, eps: f64) -> RmsNorm {
+    RmsNorm { gamma: Param::from_tensor(gamma), epsilon: eps }
+}
+
+impl Llama {
+    pub fn load(
+        g: &GgufFile,
+        mode: WeightMode,
+        kv_precision: KvPrecision,
+        max_context: usize,
+        device: &Device,
+    ) -> Result<Self, LlmError> {
+        let c = LlamaConfig::from_gguf(g)?;
+        let (d, ff, kvd) = (c.d_model, c.d_ff, c.n_kv_heads * c.head_dim);
+        let embedding = matrix(g, "token_embd.weight", c.vocab_size, d)?;
+        let mut weight_bytes = embedding.bytes();
+        let mut blocks = Vec::with_capacity(c.n_layers);
+        for i in 0..c.n_layers {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            let wqkv = QMatrix::stack(&[
+                matrix(g, &p("attn_q.weight"), d, d)?,
+                matrix(g, &p("attn_k.weight"), kvd, d)?,
+                matrix(g, &p("attn_v.weight"), kvd, d)?,
+            ]);
+            let wo = matrix(g, &p("attn_output.weight"), d, d)?;
+            let gate_up = QMatrix::stack(&[matrix(g, &p("ffn_gate.weight"), ff, d)?, matrix(g, &p("ffn_up.weight"), ff, d)?]);
+            let down = matrix(g, &p("ffn_down.weight"), d, ff)?;
+            weight_bytes += wqkv.bytes() + wo.bytes() + gate_up.bytes() + down.bytes();
+            blocks.push(Block {
+                attn_norm: rms_norm(vector(g, &p("attn_norm.weight"), d, device)?, c.rms_eps),
+                wqkv: Linear::new(wqkv, mode, device),
+                wo: Linear::new(wo, mode, device),
+                ffn_norm: rms_norm(vector(g, &p("ffn_norm.weight"), d, device)?, c.rms_eps),
+                w_gate_up: Linear::new(gate_up, mode, device),
+                w_down: Linear::new(down, mode, device),
+            });
+        }
+        let output = match g.tensor("output.weight") {
+            Ok(_) => {
+                let m = matrix(g, "output.weight", c.vocab_size, d)?;
+                weight_bytes += m.bytes();
+                m
+            }
+            Err(_) => embedding.clone(), // tied
+        };
+        let max_context = max_context.min(c.context_length).max(1);
+        let rope = RotaryEncodingConfig::new(max_context, c.head_dim).with_theta(c.rope_theta).init(device);
+        Ok(Llama {
+            norm: rms_norm(vector(g, "output_norm.weight", d, device)?, c.rms_eps),
+            output: Linear::new(output, mode, device),
+            embedding,
+            blocks,
+            rope,
+            config: c,
+            mode,
+            max_context,
+            device: device.clone(),
+            weight_bytes,
+            kv_precision,
+        })
+    }
+
+    /// With an f16 KV cache, llama.cpp's default, keys and values are stored in f16 and the
+    /// queries and attention weights meet them in f16: the same roundings here keep the
+    /// decoder numerically on llama.cpp's path. Values are held as f32 tensors, as f16
+    /// matmuls are slow on flex.
+    fn kv_round<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+        match self.kv_precision {
+            KvPrecision::F16 => t.cast(DType::F16).cast(DType::F32),
+            KvPrecision::F32 => t,
+        }
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache { layers: (0..self.config.n_layers).map(|_| None).collect(), len: 0 }
+    }
+
+    /// Runs `tokens` (positions `cache.len()..`) through the model, appends their keys and
+    /// values to `cache`, and returns the logits of the last token (`vocab` values). Gives up
+    /// with `LlmError::Deadline` between layers once `deadline` has passed.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, deadline: Option<Instant>) -> Result<Vec<f32>, LlmError> {
+        let c = &self.config;
+        let (n, p) = (tokens.len(), cache.len);
+        if n == 0 {
+            return Err(LlmError::Option("no tokens to decode".into()));
+        }
+        if p + n > self.max_context {
+            return Err(LlmError::ContextFull { needed: p + n, limit: self.max_context });
+        }
+        let (d, hd, nh, nkv, ff) = (c.d_model, c.head_dim, c.n_heads, c.n_kv_heads, c.d_ff);
+        let (kvd, group, total) = (nkv * hd, nh / nkv, p + n);
+        let mut rows = Vec::with_capacity(n * d);
+        for &t in tokens {
+            if t as usize >= c.vocab_size {
+                return Err(LlmError::Option(format!("token id {t} is outside the vocabulary ({})", c.vocab_size)));
+            }
+            rows.extend(self.embedding.dequantize_rows(t as usize..t as usize + 1));
+        }
+        let mut x = Tensor::<2>::from_data(TensorData::new(rows, [n, d]), &self.device);
+        // Causal mask over (query group, query position, key position), true = hidden.
+        let mask = (n > 1).then(|| {
+            let mut m = Vec::with_capacity(nkv * group * n * total);
+            for _ in 0..nkv * group {
+                for i in 0..n {
+                    m.extend((0..total).map(|j| j > p + i));
+                }
+            }
+            Tensor::<3, Bool>::from_data(TensorData::new(m, [nkv, group * n, total]), &self.device)
+        });
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (l, blk) in self.blocks.iter().enumerate() {
+            if deadline.is_some_and(|dl| Instant::now() >= dl) {
+                return Err(LlmError::Deadline);
+            }
+            let h = blk.attn_norm.forward(x.clone());
+            let qkv = blk.wqkv.forward(h);
+            let q = qkv.clone().slice([0..n, 0..d]).reshape([n, nh, hd]).swap_dims(0, 1);
+            let k = qkv.clone().slice([0..n, d..d + kvd]).reshape([n, nkv, hd]).swap_dims(0, 1);
+            let v = qkv.slice([0..n, d + kvd..d + 2 * kvd]).reshape([n, nkv, hd]).swap_dims(0, 1);
+            let q = self.kv_round(self.rope.apply(q, p));
+            let k = self.kv_round(self.rope.apply(k, p));
+            let v = self.kv_round(v);
+            let (k_all, v_all) = match cache.layers[l].take() {
+                Some((kc, vc)) => (Tensor::cat(vec![kc, k], 1), Tensor::cat(vec![vc, v], 1)),
+                None => (k, v),
+            };
+            cache.layers[l] = Some((k_all.clone(), v_all.clone()));
+            // Query head h reads KV head h / group: [nh, n, hd] → [nkv, group·n, hd].
+            let q = q.reshape([nkv, group * n, hd]);
+            let mut scores = q.matmul(k_all.swap_dims(1, 2)).mul_scalar(scale);
+            if let Some(m) = &mask {
+                scores = scores.mask_fill(m.clone(), f32::NEG_INFINITY);
+            }
+            let att = self.kv_round(softmax(scores, 2)).matmul(v_all);
+            let att = att.reshape([nh, n, hd]).swap_dims(0, 1).reshape([n, d]);
+            x = x + blk.wo.forward(att);
+            let h = blk.ffn_norm.forward(x.clone());
+            let gu = blk.w_gate_up.forward(h);
+            let a = silu(gu.clone().slice([0..n, 0..ff])) * gu.slice([0..n, ff..2 * ff]);
+            x = x + blk.w_down.forward(a);
+        }
+        cache.len += n;
+        let last = self.norm.forward(x.slice([n - 1..n, 0..d]));
+        let logits = self.output.forward(last);
+        Ok(logits.into_data().try_into_vec::<f32>().expect("f32 logits"))
+    }
+}

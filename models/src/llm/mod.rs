@@ -1,0 +1,240 @@
+//! The on-device language model that writes anomaly summaries: a Llama-architecture decoder
+//! in Burn loaded from a GGUF file (SmolLM2-135M-Instruct by default), its tokenizer from the
+//! same file, and generation (greedy or temperature/top-p with a seed) under a deadline.
+pub mod gguf;
+pub mod llama;
+pub mod quant;
+pub mod summary;
+pub mod tokenizer;
+
+pub use gguf::GgufFile;
+pub use llama::{KvCache, KvPrecision, Llama, LlamaConfig, WeightMode};
+pub use tokenizer::{chat_prompt, ChatMessage, LlmTokenizer};
+
+use crate::runtime::Backend;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("bad GGUF file {path}: {reason}")]
+    Gguf { path: PathBuf, reason: String },
+    #[error("model {path} fails the integrity check: sha256 is {actual}, expected {expected}; refusing to load it")]
+    HashMismatch { path: PathBuf, expected: String, actual: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("the context is full: {needed} positions needed, this model instance holds {limit}")]
+    ContextFull { needed: usize, limit: usize },
+    #[error("the generation deadline passed")]
+    Deadline,
+    #[error("{0}")]
+    Backend(String),
+    #[error("{0}")]
+    Option(String),
+}
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampling {
+    /// The most likely token (the first one on ties, as llama.cpp's greedy sampler).
+    Greedy,
+    /// Softmax at `temperature`, restricted to the smallest set of tokens whose probability
+    /// reaches `top_p`, drawn with a ChaCha8 generator seeded by `seed`.
+    TopP { temperature: f32, top_p: f32, seed: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampling: Sampling,
+    /// Give up (keeping what was generated) once this instant has passed.
+    pub deadline: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    EndOfTurn,
+    MaxTokens,
+    Deadline,
+    ContextFull,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    pub prompt_tokens: usize,
+    pub tokens: Vec<u32>,
+    /// Logit of the chosen token minus the best other one, per generated token: how close
+    /// each choice was (greedy decoding flips where this is within numerical noise).
+    pub margins: Vec<f32>,
+    pub text: String,
+    pub stop: StopReason,
+    /// Prompt processing, up to the first generated token's logits.
+    pub first_token: Duration,
+    pub total: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LlmOptions {
+    pub backend: Backend,
+    /// None: quantized on flex, dequantized on wgpu.
+    pub weights: Option<WeightMode>,
+    /// Positions one conversation may use (prompt + answer); caps the KV cache.
+    pub max_context: usize,
+    /// Refuse the file unless its sha256 is this (hex).
+    pub sha256: Option<String>,
+    /// f32 (default) or f16 (llama.cpp's default cache type, emulated by rounding).
+    pub kv_precision: KvPrecision,
+}
+
+impl Default for LlmOptions {
+    fn default() -> Self {
+        LlmOptions { backend: Backend::Flex, weights: None, max_context: 2048, sha256: None, kv_precision: KvPrecision::F32 }
+    }
+}
+
+pub struct Llm {
+    pub model: Llama,
+    pub tokenizer: LlmTokenizer,
+    /// `general.name` from the file, else its file name.
+    pub name: String,
+    pub path: PathBuf,
+    pub backend: Backend,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Llm {
+    pub fn load(path: &Path, opts: &LlmOptions) -> Result<Self, LlmError> {
+        let bytes = std::fs::read(path).map_err(|source| LlmError::Io { path: path.to_path_buf(), source })?;
+        if let Some(expected) = &opts.sha256 {
+            let actual = sha256_hex(&bytes);
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(LlmError::HashMismatch { path: path.to_path_buf(), expected: expected.clone(), actual });
+            }
+        }
+        let g = GgufFile::parse(path, bytes)?;
+        let tokenizer = LlmTokenizer::from_gguf(&g)?;
+        let device = opts.backend.device().map_err(|e| LlmError::Backend(e.to_string()))?;
+        let mode = opts.weights.unwrap_or(match opts.backend {
+            Backend::Flex => WeightMode::Quantized,
+            Backend::Wgpu => WeightMode::Dequantized,
+        });
+        let model = Llama::load(&g, mode, opts.kv_precision, opts.max_context, &device)?;
+        let name = g
+            .get("general.name")
+            .and_then(gguf::Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
+        Ok(Llm { model, tokenizer, name, path: path.to_path_buf(), backend: opts.backend })
+    }
+
+    /// Tokens of `prompt` (BOS first when the model asks for one).
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>, LlmError> {
+        let mut ids: Vec<u32> = self.tokenizer.bos.into_iter().collect();
+        ids.extend(self.tokenizer.encode(prompt)?);
+        Ok(ids)
+    }
+
+    /// Continues `prompt` (already tokenized).
+    pub fn generate_ids(&self, prompt: &[u32], opts: &GenerateOptions) -> Result<Generation, LlmError> {
+        let start = Instant::now();
+        let mut cache = self.model.new_cache();
+        let mut rng = match opts.sampling {
+            Sampling::TopP { seed, .. } => rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            Sampling::Greedy => rand_chacha::ChaCha8Rng::seed_from_u64(0),
+        };
+        let mut tokens = Vec::new();
+        let mut margins = Vec::new();
+        let mut first_token = Duration::ZERO;
+        let mut next_input: Vec<u32> = prompt.to_vec();
+        let stop = loop {
+            if tokens.len() >= opts.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            let logits = match self.model.forward(&next_input, &mut cache, opts.deadline) {
+                Ok(l) => l,
+                Err(LlmError::Deadline) => break StopReason::Deadline,
+                Err(LlmError::ContextFull { .. }) => break StopReason::ContextFull,
+                Err(e) => return Err(e),
+            };
+            if tokens.is_empty() {
+                first_token = start.elapsed();
+            }
+            let t = sample(&logits, opts.sampling, &mut rng);
+            let runner_up = logits
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != t as usize)
+                .fold(f32::NEG_INFINITY, |m, (_, &v)| m.max(v));
+            margins.push(logits[t as usize] - runner_up);
+            if self.tokenizer.stop_ids.contains(&t) {
+                break StopReason::EndOfTurn;
+            }
+            tokens.push(t);
+            next_input = vec![t];
+            if opts.deadline.is_some_and(|dl| Instant::now() >= dl) {
+                break StopReason::Deadline;
+            }
+        };
+        let text = self.tokenizer.decode(&tokens)?;
+        Ok(Generation { prompt_tokens: prompt.len(), tokens, margins, text, stop, first_token, total: start.elapsed() })
+    }
+
+    /// Answers a chat (SmolLM2/ChatML template).
+    pub fn chat(&self, messages: &[ChatMessage], opts: &GenerateOptions) -> Result<Generation, LlmError> {
+        let ids = self.encode_prompt(&chat_prompt(messages))?;
+        self.generate_ids(&ids, opts)
+    }
+}
+
+pub fn sample(logits: &[f32], sampling: Sampling, rng: &mut impl Rng) -> u32 {
+    let argmax = || {
+        let mut best = 0;
+        for (i, &v) in logits.iter().enumerate() {
+            if v > logits[best] {
+                best = i;
+            }
+        }
+        best as u32
+    };
+    match sampling {
+        Sampling::Greedy => argmax(),
+        Sampling::TopP { temperature, top_p, .. } => {
+            if temperature <= 0.0 {
+                return argmax();
+            }
+            let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut probs: Vec<(u32, f32)> =
+                logits.iter().enumerate().map(|(i, &v)| (i as u32, ((v - max) / temperature).exp())).collect();
+            probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let total: f32 = probs.iter().map(|p| p.1).sum();
+            let mut kept = 0.0;
+            let mut n = 0;
+            for p in &probs {
+                kept += p.1 / total;
+                n += 1;
+                if kept >= top_p {
+                    break;
+                }
+            }
+            let probs = &probs[..n];
+            let mass: f32 = probs.iter().map(|p| p.1).sum();
+            let mut r = rng.gen::<f32>() * mass;
+            for p in probs {
+                r -= p.1;
+                if r <= 0.0 {
+                    return p.0;
+                }
+            }
+            probs[n - 1].0
+        }
+    }
+}

