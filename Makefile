@@ -12,6 +12,7 @@ all: build
 
 setup:
 	@bash scripts/setup.sh
+	@bash scripts/fetch-llm.sh
 
 build: setup
 	$(ROS) cargo build $(CARGO_FLAGS) --workspace --bins

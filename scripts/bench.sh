@@ -22,5 +22,7 @@ sync=$(target/release/fusion_sync --bench)
 rt=$(target/release/fusion_replay "$BAG" --realtime --bench)
 fast=$(target/release/fusion_replay "$BAG" --bench)
 detector=$(target/release/fusion_bench_detector --backends flex,wgpu --sizes 320x240,640x480 --frames 100)
-printf '{"machine": "%s, %s cores", "sync": %s, "pipeline_realtime": %s, "pipeline_max_throughput": %s, "detector": %s}\n' \
-  "$(uname -m)" "$(nproc)" "$sync" "$rt" "$fast" "$detector" | python3 -m json.tool
+# The summarizer's LLM next to llama.cpp (same GGUF, same prompt, same run).
+llm=$(python scripts/bench_llm.py)
+printf '{"machine": "%s, %s cores", "sync": %s, "pipeline_realtime": %s, "pipeline_max_throughput": %s, "detector": %s, "llm": %s}\n' \
+  "$(uname -m)" "$(nproc)" "$sync" "$rt" "$fast" "$detector" "$llm" | python3 -m json.tool

@@ -10,7 +10,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${1:?usage: install.sh PREFIX}
 mkdir -p "$PREFIX"
 PREFIX=$(cd "$PREFIX" && pwd)
-EXES="camera_ingest lidar_ingest radar_ingest imu_ingest fusion_node fusion_bag fusion_launch fusion_replay fusion_sim fusion_sync fusion_train_detector fusion_eval_detector fusion_bench_detector"
+EXES="camera_ingest lidar_ingest radar_ingest imu_ingest fusion_node fusion_bag fusion_launch fusion_replay fusion_sim fusion_sync fusion_train_detector fusion_eval_detector fusion_bench_detector summarizer fusion_llm fusion_bench_llm"
 install -d "$PREFIX/lib/sensor_fusion" "$PREFIX/share/sensor_fusion/launch" "$PREFIX/share/sensor_fusion/config" \
   "$PREFIX/share/ament_index/resource_index/packages" "$PREFIX/share/sensor_fusion/models"
 for e in $EXES; do
@@ -20,6 +20,9 @@ install -m 644 "$ROOT"/launch/*.launch.xml "$PREFIX/share/sensor_fusion/launch/"
 install -m 644 "$ROOT"/launch/*.yaml "$ROOT/launch/fastdds.xml" "$PREFIX/share/sensor_fusion/config/"
 # The detector's weights and their manifest (the nodes verify the sha256 before loading).
 install -m 644 "$ROOT/models/weights/detector.json" "$ROOT/models/weights/detector.bpk" "$PREFIX/share/sensor_fusion/models/"
+# The summarizer's language model (fetched by scripts/fetch-llm.sh, sha256-checked again at
+# load by the summarizer).
+install -m 644 "$ROOT/.cache/llm/SmolLM2-135M-Instruct.Q4_1.gguf" "$PREFIX/share/sensor_fusion/models/"
 install -m 644 "$ROOT/nodes/package.xml" "$PREFIX/share/sensor_fusion/package.xml"
 : > "$PREFIX/share/ament_index/resource_index/packages/sensor_fusion"
 cat > "$PREFIX/local_setup.bash" <<'SH'

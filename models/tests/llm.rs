@@ -1,0 +1,135 @@
+//! The summarizer's language model on the real SmolLM2-135M-Instruct GGUF (fetched by
+//! `make setup` / scripts/fetch-llm.sh): parsing, hyper-parameters from the metadata,
+//! tokenizer, decoding with the KV cache, and clear errors for broken files.
+use models::llm::quant::GgmlType;
+use models::llm::{ChatMessage, GenerateOptions, GgufFile, Llm, LlmError, LlmOptions, Sampling, StopReason, WeightMode};
+use models::Backend;
+use std::path::PathBuf;
+
+fn model_path() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/llm/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.exists(), "{} is missing: run `make setup` (scripts/fetch-llm.sh)", p.display());
+    p
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("llm-tests");
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+#[test]
+fn the_real_gguf_parses_with_its_tensor_table_and_metadata() {
+    let g = GgufFile::open(&model_path()).unwrap();
+    assert_eq!(g.version, 3);
+    assert_eq!(g.tensors.len(), 272);
+    let count = |t: GgmlType| g.tensors.iter().filter(|x| x.ggml_type == t).count();
+    assert_eq!((count(GgmlType::Q4_1), count(GgmlType::F32), count(GgmlType::Q8_0)), (210, 61, 1));
+    assert_eq!(g.str("general.architecture").unwrap(), "llama");
+    assert_eq!(g.u64("llama.block_count").unwrap(), 30);
+    assert_eq!(g.u64("llama.embedding_length").unwrap(), 576);
+    assert_eq!(g.u64("llama.attention.head_count_kv").unwrap(), 3);
+    assert_eq!(g.f64("llama.rope.freq_base").unwrap(), 100000.0);
+    assert_eq!(g.array("tokenizer.ggml.tokens").unwrap().len(), 49152);
+    assert_eq!(g.array("tokenizer.ggml.merges").unwrap().len(), 48900);
+    let embd = g.tensor("token_embd.weight").unwrap();
+    assert_eq!((embd.dims.clone(), embd.ggml_type), (vec![576, 49152], GgmlType::Q8_0));
+    let down = g.tensor("blk.29.ffn_down.weight").unwrap();
+    assert_eq!((down.dims.clone(), down.ggml_type), (vec![1536, 576], GgmlType::Q4_1));
+    assert_eq!(g.tensor("blk.0.attn_k.weight").unwrap().dims, vec![576, 192]);
+
+    let c = models::llm::LlamaConfig::from_gguf(&g).unwrap();
+    assert_eq!(
+        (c.n_layers, c.d_model, c.d_ff, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size, c.context_length),
+        (30, 576, 1536, 9, 3, 64, 49152, 8192)
+    );
+    assert_eq!(c.rope_theta, 100000.0);
+    assert!((c.rms_eps - 1e-5).abs() < 1e-10, "{}", c.rms_eps); // stored as f32
+}
+
+#[test]
+fn broken_files_give_clear_errors() {
+    let bytes = std::fs::read(model_path()).unwrap();
+    // Truncated: the tensor table points past the end.
+    let p = scratch("truncated.gguf");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let e = Llm::load(&p, &LlmOptions::default()).err().expect("truncated file refused").to_string();
+    assert!(e.contains("past the end of the file") && e.contains("truncated"), "{e}");
+    // Not a GGUF at all.
+    let p = scratch("garbage.gguf");
+    std::fs::write(&p, b"this is not a model").unwrap();
+    let e = Llm::load(&p, &LlmOptions::default()).err().unwrap().to_string();
+    assert!(e.contains("not a GGUF file"), "{e}");
+    // One flipped bit inside the weights: only the hash can see it.
+    let mut flipped = bytes.clone();
+    let at = flipped.len() - 1000;
+    flipped[at] ^= 0x10;
+    let p = scratch("flipped.gguf");
+    std::fs::write(&p, &flipped).unwrap();
+    let expected = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+    let e = Llm::load(&p, &LlmOptions { sha256: Some(expected.into()), ..LlmOptions::default() }).err().unwrap();
+    assert!(matches!(e, LlmError::HashMismatch { .. }));
+    assert!(e.to_string().contains(expected), "{e}");
+    // Missing file.
+    let e = Llm::load(&scratch("absent.gguf"), &LlmOptions::default()).err().unwrap().to_string();
+    assert!(e.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn answers_a_question_and_the_kv_cache_matches_a_full_recompute() {
+    let llm = Llm::load(&model_path(), &LlmOptions::default()).unwrap();
+    let opts = GenerateOptions { max_tokens: 24, sampling: Sampling::Greedy, deadline: None };
+    let g = llm.chat(&[ChatMessage { role: "user", content: "What color is the sky on a clear day?" }], &opts).unwrap();
+    assert!(g.text.to_lowercase().contains("blue"), "{}", g.text);
+    assert_eq!(g.tokens.len(), g.margins.len());
+
+    // Incremental decoding (KV cache) gives the same next-token logits as one pass over the
+    // whole sequence.
+    let prompt = llm.encode_prompt("The quick brown fox jumps over the lazy").unwrap();
+    let mut cache = llm.model.new_cache();
+    let _ = llm.model.forward(&prompt[..prompt.len() - 3], &mut cache, None).unwrap();
+    let mut last = vec![];
+    for t in &prompt[prompt.len() - 3..] {
+        last = llm.model.forward(&[*t], &mut cache, None).unwrap();
+    }
+    let full = llm.model.forward(&prompt, &mut llm.model.new_cache(), None).unwrap();
+    let diff = last.iter().zip(&full).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 0.5, "incremental vs full logits differ by {diff}");
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    assert_eq!(argmax(&last), argmax(&full));
+}
+
+#[test]
+fn sampling_is_seeded_and_the_deadline_stops_generation() {
+    let llm = Llm::load(&model_path(), &LlmOptions::default()).unwrap();
+    let ids = llm.encode_prompt("<|im_start|>user\nTell me about robots.<|im_end|>\n<|im_start|>assistant\n").unwrap();
+    let run = |seed| {
+        let s = Sampling::TopP { temperature: 0.9, top_p: 0.9, seed };
+        llm.generate_ids(&ids, &GenerateOptions { max_tokens: 16, sampling: s, deadline: None }).unwrap().tokens
+    };
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+    let dl = std::time::Instant::now() + std::time::Duration::from_millis(1);
+    let g = llm.generate_ids(&ids, &GenerateOptions { max_tokens: 64, sampling: Sampling::Greedy, deadline: Some(dl) }).unwrap();
+    assert_eq!(g.stop, StopReason::Deadline);
+}
+
+#[test]
+fn quantized_and_dequantized_weights_and_wgpu_agree() {
+    let prompt = "<|im_start|>user\nWhat does an IMU measure?<|im_end|>\n<|im_start|>assistant\n";
+    let logits = |backend, weights| {
+        let llm = Llm::load(&model_path(), &LlmOptions { backend, weights: Some(weights), ..LlmOptions::default() }).unwrap();
+        let ids = llm.encode_prompt(prompt).unwrap();
+        llm.model.forward(&ids, &mut llm.model.new_cache(), None).unwrap()
+    };
+    let q = logits(Backend::Flex, WeightMode::Quantized);
+    let d = logits(Backend::Flex, WeightMode::Dequantized);
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    let maxdiff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    // 8-bit activations (quantized path) against f32 ones: same choice, logits within noise.
+    assert_eq!(argmax(&q), argmax(&d));
+    assert!(maxdiff(&q, &d) < 2.0, "{}", maxdiff(&q, &d));
+    // The wgpu backend (lavapipe here; setup installs it) runs the same decoder.
+    let w = logits(Backend::Wgpu, WeightMode::Dequantized);
+    assert!(maxdiff(&w, &d) < 0.05, "wgpu vs flex dequantized: {}", maxdiff(&w, &d));
+}

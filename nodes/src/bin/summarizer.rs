@@ -1,0 +1,282 @@
+//! summarizer: /anomaly/events → one plain-English summary per burst of events, on
+//! /anomaly/summary (std_msgs/String) and /anomaly/summary_detailed (fusion_msgs/AnomalySummary).
+//!
+//! The language model (models::llm, Burn; SmolLM2-135M-Instruct GGUF by default) runs on a
+//! worker thread of this process, which lowers itself to the lowest CPU priority at start
+//! (SCHED_IDLE, nice 19) so it can never take CPU from perception. Each summary has its own
+//! deadline; when the model misses it, could not be loaded, or answers with empty, garbage or
+//! ungrounded text, the deterministic template summary is published instead, flagged
+//! `fallback` with the reason. A summary is never lost.
+use anyhow::Result;
+use hdrhistogram::Histogram;
+use models::llm::summary::{Coalescer, EventInfo, Summarizer, SummarizerConfig, Summary};
+use models::llm::Sampling;
+use r2r::{
+    diagnostic_msgs::msg::DiagnosticArray,
+    fusion_msgs::msg::{AnomalyEvent, AnomalySummary},
+    std_msgs::msg::{Header, String as StringMsg},
+    QosProfile,
+};
+use sensor_fusion::ros::{self, Params};
+use sensor_fusion::summarizer::{load_summarizer, ModelChoice};
+use std::{
+    collections::BTreeMap,
+    sync::{atomic::AtomicBool, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+/// Events parked when the worker's queue is full; they get template summaries.
+const OVERFLOW_LIMIT: usize = 1024;
+
+fn stamp_ns(t: &r2r::builtin_interfaces::msg::Time) -> i64 {
+    t.sec as i64 * 1_000_000_000 + t.nanosec as i64
+}
+
+fn to_time(ns: i64) -> r2r::builtin_interfaces::msg::Time {
+    r2r::builtin_interfaces::msg::Time { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
+}
+
+fn event_info(m: &AnomalyEvent) -> EventInfo {
+    EventInfo {
+        event_id: m.event_id,
+        stamp_ns: stamp_ns(&m.header.stamp),
+        kind: m.kind.clone(),
+        severity: m.severity,
+        rule: m.rule.clone(),
+        measured_value: m.measured_value,
+        threshold: m.threshold,
+        sensors: m.sensors.clone(),
+        track_ids: m.track_ids.clone(),
+        zone: m.zone.clone(),
+        position: [m.position.x, m.position.y, m.position.z],
+        onset_ns: stamp_ns(&m.onset),
+        evidence: m.evidence.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect(),
+    }
+}
+
+/// Lowest CPU priority for the whole process (threads created later inherit it).
+fn lower_priority() -> Result<(), String> {
+    // SAFETY: plain libc calls on this process with valid arguments.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            return Err(format!("SCHED_IDLE: {}", std::io::Error::last_os_error()));
+        }
+        if libc::setpriority(libc::PRIO_PROCESS, 0, 19) != 0 {
+            return Err(format!("nice 19: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Stats {
+    events_received: u64,
+    events_overflowed: u64,
+    events_dropped: u64,
+    summaries_llm: u64,
+    fallbacks: BTreeMap<String, u64>,
+    generation_ms: Option<Histogram<u64>>,
+    model: String,
+    model_error: String,
+}
+
+fn summary_msg(s: &Summary, frame_id: &str) -> AnomalySummary {
+    AnomalySummary {
+        header: Header { stamp: to_time(s.stamp_ns), frame_id: frame_id.into() },
+        event_ids: s.event_ids.clone(),
+        kinds: s.kinds.clone(),
+        text: s.text.clone(),
+        model: s.model.clone(),
+        generation_time_s: s.generation_time_s,
+        tokens_generated: s.tokens_generated,
+        fallback: s.fallback,
+        fallback_reason: s.fallback_reason.clone(),
+    }
+}
+
+fn main() -> Result<()> {
+    ros::init_process();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(run())
+}
+
+async fn run() -> Result<()> {
+    let mut node = ros::create_node("summarizer")?;
+    let node_name = node.name()?;
+    let params = Params::of(&node);
+    params.bool("use_sim_time", false)?;
+    let lowest_priority = params.bool("lowest_priority", true)?;
+    let model_param = params.string("model", "")?;
+    let sha_param = params.string("model_sha256", "default")?;
+    let backend: models::Backend = params.string("backend", "flex")?.parse()?;
+    let weights = match params.string("weights", "")?.as_str() {
+        "" => None,
+        w => Some(w.parse()?),
+    };
+    let deadline_s = params.f64("deadline", 2.0)?;
+    let max_tokens = params.usize("max_tokens", 48)?.max(1);
+    let window_s = params.f64("coalesce_window", 1.0)?;
+    let max_events = params.usize("max_events_per_summary", 8)?.max(1);
+    let temperature = params.f64("temperature", 0.0)? as f32;
+    let top_p = params.f64("top_p", 0.9)? as f32;
+    let seed = params.i64("seed", 0)? as u64;
+    let queue_size = params.usize("queue_size", 32)?.max(1);
+    let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
+    if !(deadline_s > 0.0) {
+        anyhow::bail!("parameter deadline must be > 0 s, got {deadline_s}");
+    }
+    if lowest_priority {
+        match lower_priority() {
+            Ok(()) => tracing::info!("running at the lowest CPU priority (SCHED_IDLE, nice 19)"),
+            Err(e) => tracing::warn!("could not lower the CPU priority: {e}"),
+        }
+    }
+
+    let choice = ModelChoice { model: model_param, sha256: sha_param, backend, weights };
+    let sampling = if temperature > 0.0 { Sampling::TopP { temperature, top_p, seed } } else { Sampling::Greedy };
+    let summarizer =
+        load_summarizer(&choice, SummarizerConfig { deadline: Duration::from_secs_f64(deadline_s), max_tokens, sampling });
+    let stats = Arc::new(Mutex::new(Stats {
+        generation_ms: Histogram::new_with_bounds(1, 600_000, 3).ok(),
+        model: summarizer.model_name().unwrap_or_default().to_string(),
+        model_error: summarizer.load_error().unwrap_or_default().to_string(),
+        ..Stats::default()
+    }));
+
+    // Events are rare and must not be lost: reliable, deep history (as fusion_node publishes).
+    let events = node.subscribe::<AnomalyEvent>("/anomaly/events", QosProfile::default().keep_last(100))?;
+    let summary_pub = node.create_publisher::<StringMsg>("/anomaly/summary", QosProfile::default().keep_last(100))?;
+    let detailed_pub =
+        node.create_publisher::<AnomalySummary>("/anomaly/summary_detailed", QosProfile::default().keep_last(100))?;
+    let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
+    let (param_handler, _param_events) = node.make_parameter_handler()?;
+    let clock = node.get_ros_clock();
+    tracing::info!(node = %node_name, "summarizer up: deadline {deadline_s} s, window {window_s} s, up to {max_events} events per summary");
+
+    // Bounded queue to the worker; on overflow the event is parked for a template summary.
+    let (tx, rx) = crossbeam_channel::bounded::<(EventInfo, String)>(queue_size);
+    let overflow: Arc<Mutex<Vec<(EventInfo, String)>>> = Arc::default();
+    let (drain_stats, drain_overflow) = (stats.clone(), overflow.clone());
+    let drain = ros::drain(events, move |m: AnomalyEvent| {
+        let item = (event_info(&m), m.header.frame_id.clone());
+        let mut s = drain_stats.lock().expect("stats");
+        s.events_received += 1;
+        if let Err(crossbeam_channel::TrySendError::Full(item)) = tx.try_send(item) {
+            let mut o = drain_overflow.lock().expect("overflow");
+            if o.len() < OVERFLOW_LIMIT {
+                o.push(item);
+                s.events_overflowed += 1;
+            } else {
+                s.events_dropped += 1;
+                tracing::error!("event {} dropped: queue and overflow full", m.event_id);
+            }
+        }
+    });
+
+    let worker_stats = stats.clone();
+    let window_ns = (window_s * 1e9) as i64;
+    let worker = std::thread::Builder::new().name("summarizer-llm".into()).spawn(move || {
+        let start = Instant::now();
+        let now_ns = || start.elapsed().as_nanos() as i64;
+        let mut coalescer = Coalescer::new(window_ns, max_events);
+        let mut frame_id = String::from("base_link");
+        let publish = |s: &Summary, frame_id: &str| {
+            if let Err(e) = summary_pub.publish(&StringMsg { data: s.text.clone() }) {
+                tracing::warn!("publish /anomaly/summary failed: {e}");
+            }
+            if let Err(e) = detailed_pub.publish(&summary_msg(s, frame_id)) {
+                tracing::warn!("publish /anomaly/summary_detailed failed: {e}");
+            }
+            let mut st = worker_stats.lock().expect("stats");
+            if s.fallback {
+                *st.fallbacks.entry(s.fallback_reason.clone()).or_default() += 1;
+            } else {
+                st.summaries_llm += 1;
+            }
+            if let Some(h) = st.generation_ms.as_mut() {
+                let _ = h.record((s.generation_time_s as f64 * 1e3).round().max(1.0) as u64);
+            }
+            tracing::info!(events = ?s.event_ids, fallback = s.fallback, reason = %s.fallback_reason, "summary: {}", s.text);
+        };
+        loop {
+            // Parked overflow first: template summaries, immediately.
+            let parked: Vec<(EventInfo, String)> = std::mem::take(&mut *overflow.lock().expect("overflow"));
+            for chunk in parked.chunks(max_events) {
+                let evs: Vec<EventInfo> = chunk.iter().map(|(e, _)| e.clone()).collect();
+                publish(&Summarizer::fallback(&evs, "queue_full", Duration::ZERO, 0), &chunk[0].1);
+            }
+            let wait = match coalescer.closes_at() {
+                Some(t) => Duration::from_nanos((t - now_ns()).max(0) as u64),
+                None => Duration::from_millis(100),
+            };
+            let batch = match rx.recv_timeout(wait) {
+                Ok((e, f)) => {
+                    frame_id = f;
+                    coalescer.push(e, now_ns())
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => coalescer.poll(now_ns()),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            };
+            if let Some(batch) = batch {
+                let s = summarizer.summarize(&batch);
+                publish(&s, &frame_id);
+            }
+        }
+        if let Some(batch) = coalescer.flush() {
+            publish(&Summarizer::fallback(&batch, "shutdown", Duration::ZERO, 0), &frame_id);
+        }
+    })?;
+
+    let diag_stats = stats.clone();
+    let status_name = format!("{node_name}: summaries");
+    let diag = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.max(0.05)));
+        loop {
+            tick.tick().await;
+            let (level, message, kv) = {
+                let s = diag_stats.lock().expect("stats");
+                let fallbacks: u64 = s.fallbacks.values().sum();
+                let mut kv = vec![
+                    ("events_received".to_string(), s.events_received.to_string()),
+                    ("summaries_llm".into(), s.summaries_llm.to_string()),
+                    ("summaries_fallback".into(), fallbacks.to_string()),
+                    ("events_overflowed".into(), s.events_overflowed.to_string()),
+                    ("events_dropped".into(), s.events_dropped.to_string()),
+                    ("model".into(), if s.model.is_empty() { "none".into() } else { s.model.clone() }),
+                ];
+                for (reason, n) in &s.fallbacks {
+                    kv.push((format!("fallback.{reason}"), n.to_string()));
+                }
+                if let Some(h) = s.generation_ms.as_ref().filter(|h| !h.is_empty()) {
+                    kv.push(("generation_ms_p50".into(), h.value_at_quantile(0.5).to_string()));
+                    kv.push(("generation_ms_p99".into(), h.value_at_quantile(0.99).to_string()));
+                }
+                let (level, message) = if !s.model_error.is_empty() {
+                    (1u8, format!("no language model (template summaries): {}", s.model_error))
+                } else if s.events_dropped > 0 {
+                    (2u8, format!("{} events dropped", s.events_dropped))
+                } else {
+                    (0u8, "ok".to_string())
+                };
+                (level, message, kv)
+            };
+            let header = Header { stamp: ros::now(&clock), frame_id: String::new() };
+            let status = vec![ros::status(status_name.clone(), "summarizer", level, message, kv)];
+            if let Err(e) = diagnostics.publish(&DiagnosticArray { header, status }) {
+                tracing::warn!("diagnostics publish failed: {e}");
+            }
+        }
+    });
+
+    tokio::spawn(param_handler);
+    let stop = Arc::new(AtomicBool::new(false));
+    let spin = ros::spawn_spin(Arc::new(Mutex::new(node)), stop.clone(), Arc::new(Mutex::new(vec![drain])));
+    ros::shutdown_signal().await;
+    tracing::info!("shutting down");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    diag.abort();
+    let _ = spin.await;
+    let _ = worker.join();
+    Ok(())
+}

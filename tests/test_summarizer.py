@@ -1,0 +1,203 @@
+"""The LLM summarizer: agreement with llama.cpp on the same GGUF (tokenizer ids, greedy
+tokens), and the `summarizer` node over real DDS (a real model summary, the deadline
+fallback, a corrupted model file)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, binary, child_env
+
+MODEL = ROOT / '.cache' / 'llm' / 'SmolLM2-135M-Instruct.Q4_1.gguf'
+REF = [sys.executable, str(ROOT / 'tests' / 'llama_cpp_ref.py')]
+SYSTEM = 'You are a helpful AI assistant named SmolLM, trained by Hugging Face'
+
+
+def chat(user: str) -> str:
+    return f'<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n'
+
+
+# Greedy continuations that llama.cpp and our decoder must reproduce token for token. Each
+# is a natural question whose answer is well conditioned (see test_divergence_only_at_near_ties
+# for prompts where it is not).
+IDENTICAL_PROMPTS = [
+    chat('Count from one to ten.'),
+    chat('What color is the sky on a clear day?'),
+    chat('Spell the word robot letter by letter.'),
+    chat('Explain what a camera sensor does in one sentence.'),
+    chat('What does an IMU measure?'),
+    chat('Explain what a LiDAR sensor does in one sentence.'),
+    chat('List three colors.'),
+]
+OTHER_PROMPTS = [
+    chat('What is the capital of France?'),
+    chat('Write a haiku about robots.'),
+    chat('A person entered the forward safety zone of the robot 3 m ahead. Summarize for the operator.'),
+    chat('Name the planets of the solar system.'),
+    chat('Who wrote Romeo and Juliet?'),
+    chat('How many legs does a spider have?'),
+    'The quick brown fox',
+    'def fibonacci(n):',
+    'Once upon a time,',
+]
+TOKENIZER_TEXTS = [
+    'Hello world',
+    'Ünïcödé: naïve café, Straße, 日本語のテキスト, emoji 🚀🤖 and math ∑x²',
+    'digits 1234567890 and 3.14159, 1,000,000 and 2026-11-21T14:47:00Z',
+    'whitespace  runs   of\tall\t\tkinds\n\n\nand   trailing   ',
+    "contractions: don't, it's, we'll, they've, I'm, she'd",
+    chat('Summarize: track 7 entered zone "forward" at x=3.1 m.') + 'A person entered the zone.<|im_end|>\n',
+    '<|endoftext|><|im_start|><|im_end|> special tokens in a row',
+    'code: fn main() { println!("{}", 0x1F); } // comment\n    indented',
+]
+
+
+def ours(tmp_path: Path, sub: str, flag: str, payload: list[str], *extra: str) -> dict:
+    f = tmp_path / f'{sub}.json'
+    f.write_text(json.dumps(payload))
+    res = subprocess.run([binary('fusion_llm'), '--model', str(MODEL), sub, f'--{flag}', str(f), *extra],
+                         capture_output=True, text=True, env=child_env(), timeout=600)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def reference(cmd: str, tmp_path: Path, payload: list[str], *extra: str) -> dict:
+    f = tmp_path / f'ref-{cmd}.json'
+    f.write_text(json.dumps(payload))
+    env = dict(os.environ, LLAMA_KV='f32', LLAMA_THREADS='2')
+    res = subprocess.run([*REF, cmd, str(MODEL), str(f), *extra], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_tokenizer_ids_equal_llama_cpp(tmp_path):
+    got = ours(tmp_path, 'tokenize', 'texts-json', TOKENIZER_TEXTS)['ids']
+    want = reference('tokenize', tmp_path, TOKENIZER_TEXTS)['ids']
+    for text, g, w in zip(TOKENIZER_TEXTS, got, want):
+        assert g == w, f'{text!r}: ours {g} llama.cpp {w}'
+
+
+def greedy_pairs(tmp_path, prompts, name):
+    got = ours(tmp_path, 'generate', 'prompts-json', prompts, '--raw', '--max-tokens', '32')['results']
+    want = reference('generate', tmp_path, prompts, '32')['results']
+    assert len(got) == len(want) == len(prompts), name
+    return list(zip(prompts, got, want))
+
+
+def test_first_32_greedy_tokens_equal_llama_cpp(tmp_path):
+    for prompt, g, w in greedy_pairs(tmp_path, IDENTICAL_PROMPTS, 'identical'):
+        assert g['tokens'] == w['tokens'], f'{prompt!r}:\n ours     {g["tokens"]}\n llama.cpp {w["tokens"]}\n {g["text"]!r}'
+        assert len(g['tokens']) == 32 or g['stop'] == 'end_of_turn'
+
+
+def test_divergence_only_at_near_ties(tmp_path):
+    """Both engines quantize activations to 8 bits per 32 values; float rounding differences
+    (summation order, exp/rsqrt implementations) move some values across a rounding boundary,
+    which shifts logits by up to ~0.5 on this model (measured: max |Δlogit| 0.2-0.5 for a
+    single token). So where two candidates are closer than that, greedy decoding may pick
+    either. Everything before a divergence must be identical, and at the divergence our top
+    two logits must be within that noise."""
+    for prompt, g, w in greedy_pairs(tmp_path, OTHER_PROMPTS, 'other'):
+        a, b = g['tokens'], w['tokens']
+        n = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), None)
+        if n is None:
+            continue
+        assert g['margins'][n] < 0.6, f'{prompt!r}: diverged at token {n} with a top-2 margin of {g["margins"][n]:.3f}'
+
+
+# ---- the node over DDS -------------------------------------------------------------------
+
+def zone_event(event_id: int, stamp_s: int):
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import KeyValue
+    from fusion_msgs.msg import AnomalyEvent
+    from geometry_msgs.msg import Point
+
+    m = AnomalyEvent()
+    m.header.stamp = Time(sec=stamp_s, nanosec=0)
+    m.header.frame_id = 'base_link'
+    m.event_id = event_id
+    m.kind = AnomalyEvent.KIND_ZONE_INTRUSION
+    m.severity = AnomalyEvent.WARN
+    m.rule = 'track_inside_zone'
+    m.measured_value = 3.14
+    m.threshold = 0.0
+    m.sensors = ['lidar', 'radar', 'camera']
+    m.track_ids = [7]
+    m.zone = 'forward'
+    m.position = Point(x=3.1, y=0.5, z=0.9)
+    m.onset = Time(sec=stamp_s, nanosec=0)
+    m.evidence = [KeyValue(key='label', value='person'), KeyValue(key='distance_m', value='3.14')]
+    return m
+
+
+def run_node(procs, ros, *params: str):
+    from fusion_msgs.msg import AnomalyEvent, AnomalySummary
+    from std_msgs.msg import String
+
+    node = procs([binary('summarizer'), '--ros-args', '-p', 'coalesce_window:=0.5', *params], name='summarizer')
+    probe = ros()
+    probe.subscribe('/anomaly/summary', String)
+    probe.subscribe('/anomaly/summary_detailed', AnomalySummary)
+    pub = probe.publisher('/anomaly/events', AnomalyEvent)
+    probe.wait_matched(pub, 1, timeout=30)
+    probe.wait_publishers('/anomaly/summary_detailed', 1, timeout=30)
+    return node, probe, pub
+
+
+def test_node_publishes_a_model_summary_for_a_zone_intrusion(procs, ros):
+    node, probe, pub = run_node(procs, ros, '-p', 'deadline:=20.0')
+    pub.publish(zone_event(41, 100))
+    probe.wait_for(lambda: probe.count('/anomaly/summary_detailed') >= 1, 60, f'a summary; log:\n{node.output()}')
+    s = probe.get('/anomaly/summary_detailed')[0]
+    assert list(s.event_ids) == [41] and list(s.kinds) == ['zone_intrusion']
+    assert not s.fallback and s.fallback_reason == '', (s.fallback_reason, s.text, node.output())
+    assert s.model.lower().startswith('smollm2') and s.tokens_generated > 0 and s.generation_time_s > 0
+    text = s.text.lower()
+    assert any(w in text for w in ('person', 'zone', 'forward', 'track')), s.text
+    assert s.header.stamp.sec == 100
+    probe.wait_for(lambda: probe.count('/anomaly/summary') >= 1, 10, '/anomaly/summary')
+    assert probe.get('/anomaly/summary')[0].data == s.text
+
+
+def test_node_falls_back_to_the_template_when_the_deadline_is_missed(procs, ros):
+    node, probe, pub = run_node(procs, ros, '-p', 'deadline:=0.001')
+    # A burst: three events inside the window → one summary.
+    for i in range(3):
+        pub.publish(zone_event(50 + i, 200 + i))
+    probe.wait_for(lambda: probe.count('/anomaly/summary_detailed') >= 1, 30, f'a summary; log:\n{node.output()}')
+    s = probe.get('/anomaly/summary_detailed')[0]
+    assert s.fallback and s.fallback_reason == 'deadline' and s.model == 'template'
+    assert list(s.event_ids) == [50, 51, 52]
+    assert s.text.startswith('3 anomaly events. Warning at t=200.0 s: a person (track 7) entered the \'forward\' safety zone')
+
+
+def test_corrupted_model_gives_a_clear_error_and_fallback_summaries(procs, ros, tmp_path):
+    bad = tmp_path / 'corrupted.gguf'
+    data = bytearray(MODEL.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    sha = 'deadbeef' * 8  # a string (all digits would be read as an integer parameter)
+    node, probe, pub = run_node(procs, ros, '-p', f'model:={bad}', '-p', f'model_sha256:={sha}')
+    pub.publish(zone_event(60, 300))
+    probe.wait_for(lambda: probe.count('/anomaly/summary_detailed') >= 1, 30, f'a summary; log:\n{node.output()}')
+    s = probe.get('/anomaly/summary_detailed')[0]
+    assert s.fallback and s.fallback_reason == 'load_error' and list(s.event_ids) == [60]
+    assert 'fails the integrity check' in node.output() and sha in node.output()
+    assert node.alive()
+    # A truncated file (no hash given) is refused by the parser, with the reason.
+    short = tmp_path / 'short.gguf'
+    short.write_bytes(bytes(data[: len(data) // 3]))
+    node2 = procs([binary('summarizer'), '--ros-args', '-r', '__node:=summarizer2', '-p', f'model:={short}',
+                   '-p', 'coalesce_window:=0.2'], name='summarizer2')
+    probe.wait_for(lambda: 'past the end of the file' in node2.output(), 30, f'the parse error; log:\n{node2.output()}')
+    probe.wait_matched(pub, 2, timeout=30)
+    pub.publish(zone_event(61, 301))
+    probe.wait_for(lambda: sum(1 for m in probe.get('/anomaly/summary_detailed') if list(m.event_ids) == [61]) >= 2, 30,
+                   'both nodes summarize event 61')
+    assert all(m.fallback for m in probe.get('/anomaly/summary_detailed'))
