@@ -33,12 +33,14 @@ def main():
     ap.add_argument('--skip-wgpu', action='store_true')
     a = ap.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith('LD_')}
-    configs = [('flex', 'quantized', a.gen, a.repeats), ('flex', 'dequantized', a.gen, a.repeats)]
+    # (backend, weights, extra flags, generated tokens, repeats); the first is the default.
+    configs = [('flex', 'quantized', [], a.gen, a.repeats), ('flex', 'quantized', ['--prompt-int8'], a.gen, a.repeats),
+               ('flex', 'dequantized', [], a.gen, a.repeats)]
     if not a.skip_wgpu:
-        configs.append(('wgpu', 'dequantized', a.wgpu_gen, 1))
+        configs.append(('wgpu', 'dequantized', [], a.wgpu_gen, 1))
     ours = []
-    for backend, weights, gen, repeats in configs:
-        r = run([str(BIN), '--model', str(MODEL), '--backend', backend, '--weights', weights,
+    for backend, weights, extra, gen, repeats in configs:
+        r = run([str(BIN), '--model', str(MODEL), '--backend', backend, '--weights', weights, *extra,
                  '--prompt-file', str(PROMPT), '--gen', str(gen), '--repeats', str(repeats)], env)
         r.update({'backend': backend, 'weights': weights})
         ours.append(r)

@@ -84,7 +84,7 @@ def test_launched_graph_params_respawn_and_clean_sigint(procs, ros, tmp_path):
     proc = procs([launcher(), 'sensor_fusion', 'fusion.launch.xml', 'namespace:=robot1', 'use_sim_time:=true',
                   '--grace', '3'], name='fusion_launch', env=launch_env())
     probe = ros()
-    want = {(n, '/robot1') for n in INGEST}
+    want = {(n, '/robot1') for n in [*INGEST, 'fusion_node', 'summarizer']}
     probe.wait_for(lambda: want <= set(probe.node.get_node_names_and_namespaces()), 30,
                    f'nodes {want} in the ROS graph; output:\n{proc.output()}')
 

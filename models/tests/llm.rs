@@ -129,6 +129,19 @@ fn quantized_and_dequantized_weights_and_wgpu_agree() {
     // 8-bit activations (quantized path) against f32 ones: same choice, logits within noise.
     assert_eq!(argmax(&q), argmax(&d));
     assert!(maxdiff(&q, &d) < 2.0, "{}", maxdiff(&q, &d));
+    // A prompt of ≥ 32 tokens goes through f32 products of per-layer dequantized weights by
+    // default, through the 8-bit kernel with prompt_f32 off: same choice, logits within noise.
+    let long = "<|im_start|>user\nA person entered the forward safety zone 3 m ahead of the robot while the radar \
+                reported a closing speed of 1.8 m/s. Summarize this for the operator.<|im_end|>\n<|im_start|>assistant\n";
+    let run = |prompt_f32| {
+        let llm = Llm::load(&model_path(), &LlmOptions { prompt_f32, ..LlmOptions::default() }).unwrap();
+        let ids = llm.encode_prompt(long).unwrap();
+        assert!(ids.len() >= 32);
+        llm.model.forward(&ids, &mut llm.model.new_cache(), None).unwrap()
+    };
+    let (f, i8) = (run(true), run(false));
+    assert_eq!(argmax(&f), argmax(&i8));
+    assert!(maxdiff(&f, &i8) < 2.0, "{}", maxdiff(&f, &i8));
     // The wgpu backend (lavapipe here; setup installs it) runs the same decoder.
     let w = logits(Backend::Wgpu, WeightMode::Dequantized);
     assert!(maxdiff(&w, &d) < 0.05, "wgpu vs flex dequantized: {}", maxdiff(&w, &d));

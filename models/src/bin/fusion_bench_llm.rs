@@ -31,6 +31,10 @@ struct Args {
     gen: usize,
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Prompts through the 8-bit kernel (llama.cpp's arithmetic) instead of f32 products of
+    /// per-layer dequantized weights.
+    #[arg(long)]
+    prompt_int8: bool,
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -43,7 +47,10 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let prompt = std::fs::read_to_string(&args.prompt_file).with_context(|| format!("reading {}", args.prompt_file.display()))?;
     let t0 = Instant::now();
-    let llm = Llm::load(&args.model, &LlmOptions { backend: args.backend, weights: args.weights, ..LlmOptions::default() })?;
+    let llm = Llm::load(
+        &args.model,
+        &LlmOptions { backend: args.backend, weights: args.weights, prompt_f32: !args.prompt_int8, ..LlmOptions::default() },
+    )?;
     let load_s = t0.elapsed().as_secs_f64();
     let ids = llm.encode_prompt(&prompt)?;
     let mut rng = rand::thread_rng();
@@ -79,6 +86,7 @@ fn main() -> Result<()> {
             "model": llm.name,
             "backend": args.backend.as_str(),
             "weights": llm.model.mode.as_str(),
+            "prompt_matmul": if llm.model.mode == WeightMode::Quantized && !args.prompt_int8 { "f32 (per-layer dequantized)" } else if llm.model.mode == WeightMode::Quantized { "int8 kernel" } else { "f32" },
             "weight_mb": llm.model.weight_bytes as f64 / 1048576.0,
             "threads": rayon::current_num_threads(),
             "load_s": load_s,

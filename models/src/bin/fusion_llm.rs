@@ -28,6 +28,10 @@ struct Args {
     /// KV cache precision: f32, or f16 (llama.cpp's default cache type, emulated).
     #[arg(long, global = true, default_value = "f32")]
     kv: models::llm::KvPrecision,
+    /// Prompts through the 8-bit kernel too (llama.cpp's arithmetic) instead of f32 products
+    /// of per-layer dequantized weights.
+    #[arg(long, global = true)]
+    prompt_int8: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -71,7 +75,7 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let opts = LlmOptions { backend: args.backend, weights: args.weights, kv_precision: args.kv, ..LlmOptions::default() };
+    let opts = LlmOptions { backend: args.backend, weights: args.weights, kv_precision: args.kv, prompt_f32: !args.prompt_int8, ..LlmOptions::default() };
     let t0 = Instant::now();
     let llm = Llm::load(&args.model, &opts).with_context(|| format!("loading {}", args.model.display()))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;

@@ -245,6 +245,17 @@ impl QMatrix {
         self.dequantize_rows(0..self.rows)
     }
 
+    /// `dequantize` over the rayon pool.
+    pub fn dequantize_par(&self) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.rows * self.cols];
+        let rows_per_task = 64;
+        out.par_chunks_mut(rows_per_task * self.cols).enumerate().for_each(|(i, chunk)| {
+            let r0 = i * rows_per_task;
+            self.dequantize_rows_into(r0..r0 + chunk.len() / self.cols, chunk);
+        });
+        out
+    }
+
     /// Stacks matrices of the same width (rows appended); mixed formats are stacked as f32.
     pub fn stack(parts: &[QMatrix]) -> QMatrix {
         let cols = parts[0].cols;
