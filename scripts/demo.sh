@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# The demo: a 10 s fusion_sim scenario (DEMO_SCENARIO, default nominal; generated once and
-# cached in .cache/demo, never committed) is played over DDS into the node set started by
-# launch/fusion.launch.xml (from the `make install` prefix) with fusion_launch,
-# their outputs and /diagnostics are recorded with fusion_bag, and the report prints what
-# each node accepted, rejected and dropped, with its processing latency.
+# The demo: a 10 s fusion_sim scenario (DEMO_SCENARIO, default mixed: a pedestrian, a
+# collision course, sensor faults; generated once and cached in .cache/demo, never committed)
+# is played over DDS, with /clock, into the node set started by launch/fusion.launch.xml
+# (from the `make install` prefix, sim time) with fusion_launch; the outputs and
+# /diagnostics are recorded with fusion_bag, and the report prints what each node accepted,
+# rejected and dropped, with its processing latency, then the anomaly summaries.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 source scripts/ros-env.sh
 DURATION=${DEMO_DURATION:-10}
 DIR=.cache/demo
-SCENARIO=${DEMO_SCENARIO:-nominal}
+SCENARIO=${DEMO_SCENARIO:-mixed}
 BAG=$DIR/${SCENARIO}_seed1_${DURATION}s
 OUT=$DIR/run_$(date +%Y%m%d_%H%M%S)
 mkdir -p "$DIR"
@@ -26,13 +27,14 @@ cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; 
 trap cleanup EXIT
 
 # The node set starts through the real ROS 2 launch file, as `ros2 launch` would run it.
-fusion_launch sensor_fusion fusion.launch.xml &
+fusion_launch sensor_fusion fusion.launch.xml use_sim_time:=true &
 launcher=$!
 pids+=($launcher)
-fusion_bag record -o "$OUT" /sensors/camera /sensors/lidar /sensors/radar /sensors/imu /diagnostics &
+fusion_bag record -o "$OUT" /sensors/camera /sensors/lidar /sensors/radar /sensors/imu /fusion/objects \
+  /anomaly/events /anomaly/summary /diagnostics &
 rec=$!
-fusion_bag play "$BAG" --wait-for-subscribers --delay 0.5
-sleep 2   # the last frames and one more /diagnostics period
+fusion_bag play "$BAG" --wait-for-subscribers --delay 0.5 --clock
+sleep 5   # the last frames, the last summaries and one more /diagnostics period
 kill -INT "$rec"; wait "$rec"
 kill -INT "$launcher"; wait "$launcher" || true
 echo

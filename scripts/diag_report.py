@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Summarizes a recorded run: the last /diagnostics of every ingest node (counters and
-processing latency) and the message counts of the raw and the recorded bag.
+"""Summarizes a recorded run: the last /diagnostics of every node (counters and processing
+latency), the message counts of the raw and the recorded bag, and the anomaly summaries.
 
     python scripts/diag_report.py RAW_BAG RECORDED_BAG [--json]
 
@@ -33,6 +33,13 @@ def last_diagnostics(path):
     return last
 
 
+def texts(path, topic):
+    """The std_msgs/String messages of `topic`, in order."""
+    with Reader(path) as r:
+        conns = [c for c in r.connections if c.topic == topic]
+        return [TS.deserialize_cdr(raw, c.msgtype).data for c, _, raw in r.messages(connections=conns)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('raw')
@@ -46,7 +53,11 @@ def main():
               f"{d.get('latency_max_ms', ''):>8}")
     print('raw bag:      ' + ', '.join(f'{k}={v}' for k, v in sorted(raw.items())))
     print('recorded bag: ' + ', '.join(f'{k}={v}' for k, v in sorted(rec.items())))
-    print(json.dumps({'raw_counts': raw, 'recorded_counts': rec, 'diagnostics': diag}, sort_keys=True))
+    summaries = texts(a.recorded, '/anomaly/summary')
+    for text in summaries:
+        print(f'summary: {text}')
+    print(json.dumps({'raw_counts': raw, 'recorded_counts': rec, 'diagnostics': diag, 'summaries': summaries},
+                     sort_keys=True))
     return 0
 
 

@@ -75,10 +75,11 @@ impl EventInfo {
     pub fn fact_sentence(&self) -> String {
         let t = When(self.stamp_ns);
         let label = self.ev("label").unwrap_or("object");
+        let label = format!("{} {label}", if label.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" });
         let sev = self.severity_word();
         match self.kind.as_str() {
             "zone_intrusion" => format!(
-                "{sev} at {t}: a {label} ({}) entered the '{}' safety zone {} m from the vehicle (x {:.1} m, y {:.1} m), seen by {}.",
+                "{sev} at {t}: {label} ({}) entered the '{}' safety zone {} m from the vehicle (x {:.1} m, y {:.1} m), seen by {}.",
                 self.track(),
                 self.zone,
                 self.ev("distance_m").map(str::to_string).unwrap_or_else(|| format!("{:.1}", self.measured_value)),
@@ -87,7 +88,7 @@ impl EventInfo {
                 self.sensors_text()
             ),
             "collision_risk" => format!(
-                "{sev} at {t}: collision risk with a {label} ({}) {:.1} m ahead; time to collision {} s (threshold {:.1} s), closing at {} m/s.",
+                "{sev} at {t}: collision risk with {label} ({}) {:.1} m ahead; time to collision {} s (threshold {:.1} s), closing at {} m/s.",
                 self.track(),
                 self.position[0],
                 self.ev("ttc_s").map(str::to_string).unwrap_or_else(|| format!("{:.2}", self.measured_value)),
