@@ -138,6 +138,11 @@ pub fn now(clock: &Arc<Mutex<r2r::Clock>>) -> Time {
     r2r::Clock::to_builtin_time(&d)
 }
 
+/// A data stamp (ns since the epoch) as a message stamp.
+pub fn to_time(ns: i64) -> Time {
+    Time { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
+}
+
 /// Empties one r2r subscription stream without waiting; called right after every
 /// `spin_once`.
 pub type Drain = Box<dyn FnMut() + Send>;

@@ -20,7 +20,7 @@ use fusion::{
 };
 use hdrhistogram::Histogram;
 use r2r::{
-    builtin_interfaces::msg::{Duration as RosDuration, Time},
+    builtin_interfaces::msg::Duration as RosDuration,
     diagnostic_msgs::msg::{DiagnosticArray, KeyValue},
     fusion_msgs::msg::{AnomalyEvent, FusedObject, FusedObjectArray},
     geometry_msgs::msg::{Point, Pose, Quaternion, Vector3},
@@ -73,10 +73,6 @@ impl Stats {
     fn add(&mut self, key: impl Into<String>, n: u64) {
         *self.counters.entry(key.into()).or_default() += n;
     }
-}
-
-fn to_time(ns: StampNs) -> Time {
-    Time { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
 }
 
 fn convert(msg: Msg) -> Result<Input, String> {
@@ -180,7 +176,7 @@ fn markers(header: &Header, set: &SetOutput) -> MarkerArray {
 
 fn event_msg(e: &Event, base_frame: &str) -> AnomalyEvent {
     AnomalyEvent {
-        header: Header { stamp: to_time(e.stamp_ns), frame_id: base_frame.into() },
+        header: Header { stamp: ros::to_time(e.stamp_ns), frame_id: base_frame.into() },
         event_id: e.event_id,
         kind: e.kind.into(),
         severity: e.severity,
@@ -191,7 +187,7 @@ fn event_msg(e: &Event, base_frame: &str) -> AnomalyEvent {
         track_ids: e.track_ids.clone(),
         zone: e.zone.clone(),
         position: Point { x: e.position[0], y: e.position[1], z: e.position[2] },
-        onset: to_time(e.onset_ns),
+        onset: ros::to_time(e.onset_ns),
         evidence: e.evidence.iter().map(|k| KeyValue { key: k.key.clone(), value: k.value.clone() }).collect(),
     }
 }
@@ -353,7 +349,7 @@ async fn run() -> Result<()> {
                 if hard_miss {
                     continue; // work past its hard deadline is not published
                 }
-                let header = Header { stamp: to_time(set.stamp), frame_id: base_frame.clone() };
+                let header = Header { stamp: ros::to_time(set.stamp), frame_id: base_frame.clone() };
                 let msg = FusedObjectArray {
                     header: header.clone(),
                     objects: set.objects.iter().map(object_msg).collect(),

@@ -29,11 +29,7 @@ use std::{
 const OVERFLOW_LIMIT: usize = 1024;
 
 fn stamp_ns(t: &r2r::builtin_interfaces::msg::Time) -> i64 {
-    t.sec as i64 * 1_000_000_000 + t.nanosec as i64
-}
-
-fn to_time(ns: i64) -> r2r::builtin_interfaces::msg::Time {
-    r2r::builtin_interfaces::msg::Time { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
+    fusion::stamp_ns(t.sec, t.nanosec)
 }
 
 fn event_info(m: &AnomalyEvent) -> EventInfo {
@@ -83,7 +79,7 @@ struct Stats {
 
 fn summary_msg(s: &Summary, frame_id: &str) -> AnomalySummary {
     AnomalySummary {
-        header: Header { stamp: to_time(s.stamp_ns), frame_id: frame_id.into() },
+        header: Header { stamp: ros::to_time(s.stamp_ns), frame_id: frame_id.into() },
         event_ids: s.event_ids.clone(),
         kinds: s.kinds.clone(),
         text: s.text.clone(),
