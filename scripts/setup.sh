@@ -49,8 +49,9 @@ ROS_WHEELS=(
 )
 # Test-only tools: the independent rosbag2 implementation we check our bags against, and
 # llama.cpp (built from source by pip, ~15 min on 2 cores, then cached by pip) as the
-# reference peer of the summarizer's language model.
-TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0 llama-cpp-python==0.3.36)
+# reference peer of the summarizer's language model, with `gguf` (llama.cpp's GGUF writer) to
+# write a second, tiny Llama model in the tests.
+TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0 llama-cpp-python==0.3.36 gguf==0.19.0)
 
 MSG_HASH=$(cat "$ROOT"/nodes/fusion_msgs/msg/*.msg "$ROOT"/nodes/fusion_msgs/CMakeLists.txt \
   "$ROOT"/nodes/fusion_msgs/package.xml | sha256sum | cut -c1-16)

@@ -156,6 +156,9 @@ pub struct QMatrix {
     quants: Vec<u8>,
     /// F32 rows (float formats only).
     dense: Vec<f32>,
+    /// For F16/BF16 weights: ggml multiplies them with activations rounded to the same
+    /// format, and so does `matmul` (the f32 values of the weights are exact).
+    act_format: Option<GgmlType>,
 }
 
 impl QMatrix {
@@ -163,6 +166,7 @@ impl QMatrix {
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Self {
         assert_eq!(data.len() as u64, ty.row_bytes((rows * cols) as u64), "QMatrix size");
         let (mut scales, mut quants, mut dense) = (Vec::new(), Vec::new(), Vec::new());
+        let act_format = matches!(ty, GgmlType::F16 | GgmlType::BF16).then_some(ty);
         let ty = match ty {
             GgmlType::Q4_0 | GgmlType::Q8_0 => {
                 let (bb, qb) = if ty == GgmlType::Q4_0 { (18, 16) } else { (34, 32) };
@@ -185,7 +189,7 @@ impl QMatrix {
                 GgmlType::F32
             }
         };
-        QMatrix { ty, rows, cols, scales, quants, dense }
+        QMatrix { ty, rows, cols, scales, quants, dense, act_format }
     }
 
     /// Bytes held (scales as f32).
@@ -269,10 +273,11 @@ impl QMatrix {
                 scales: parts.iter().flat_map(|m| m.scales.iter().copied()).collect(),
                 quants: parts.iter().flat_map(|m| m.quants.iter().copied()).collect(),
                 dense: parts.iter().flat_map(|m| m.dense.iter().copied()).collect(),
+                act_format: parts[0].act_format.filter(|_| parts.iter().all(|m| m.act_format == parts[0].act_format)),
             }
         } else {
             let dense = parts.iter().flat_map(|m| m.dequantize()).collect();
-            QMatrix { ty: GgmlType::F32, rows, cols, scales: vec![], quants: vec![], dense }
+            QMatrix { ty: GgmlType::F32, rows, cols, scales: vec![], quants: vec![], dense, act_format: None }
         }
     }
 
@@ -283,6 +288,18 @@ impl QMatrix {
         assert_eq!(x.len(), n * self.cols);
         assert_eq!(out.len(), n * self.rows);
         let blocks = self.blocks_per_row();
+        let rounded: Vec<f32>;
+        let x = match self.act_format {
+            Some(GgmlType::F16) => {
+                rounded = x.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+                &rounded[..]
+            }
+            Some(GgmlType::BF16) => {
+                rounded = x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+                &rounded[..]
+            }
+            _ => x,
+        };
         let mut act = Vec::new();
         if self.ty != GgmlType::F32 {
             let mut row = Vec::with_capacity(blocks);

@@ -2,8 +2,8 @@
 //! /anomaly/summary (std_msgs/String) and /anomaly/summary_detailed (fusion_msgs/AnomalySummary).
 //!
 //! The language model (models::llm, Burn; SmolLM2-135M-Instruct GGUF by default) runs on a
-//! worker thread of this process, which lowers itself to the lowest CPU priority at start
-//! (SCHED_IDLE, nice 19) so it can never take CPU from perception. Each summary has its own
+//! worker thread of this process; at start every thread of the process is lowered to the
+//! lowest CPU priority (SCHED_IDLE, nice 19) so it can never take CPU from perception. Each summary has its own
 //! deadline; when the model misses it, could not be loaded, or answers with empty, garbage or
 //! ungrounded text, the deterministic template summary is published instead, flagged
 //! `fallback` with the reason. A summary is never lost.
@@ -50,19 +50,26 @@ fn event_info(m: &AnomalyEvent) -> EventInfo {
     }
 }
 
-/// Lowest CPU priority for the whole process (threads created later inherit it).
-fn lower_priority() -> Result<(), String> {
-    // SAFETY: plain libc calls on this process with valid arguments.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
-            return Err(format!("SCHED_IDLE: {}", std::io::Error::last_os_error()));
+/// Lowest CPU priority for every thread of the process (rcl/DDS and tokio threads exist
+/// already; threads created later inherit it from their creator).
+fn lower_priority() -> Result<usize, String> {
+    let tasks = std::fs::read_dir("/proc/self/task").map_err(|e| format!("/proc/self/task: {e}"))?;
+    let mut n = 0;
+    for t in tasks.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<libc::pid_t>().ok()) else { continue };
+        // SAFETY: plain libc calls on a thread of this process with valid arguments.
+        unsafe {
+            let param = libc::sched_param { sched_priority: 0 };
+            if libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) != 0 {
+                return Err(format!("SCHED_IDLE: {}", std::io::Error::last_os_error()));
+            }
+            if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) != 0 {
+                return Err(format!("nice 19: {}", std::io::Error::last_os_error()));
+            }
         }
-        if libc::setpriority(libc::PRIO_PROCESS, 0, 19) != 0 {
-            return Err(format!("nice 19: {}", std::io::Error::last_os_error()));
-        }
+        n += 1;
     }
-    Ok(())
+    Ok(n)
 }
 
 #[derive(Default)]
@@ -124,7 +131,7 @@ async fn run() -> Result<()> {
     }
     if lowest_priority {
         match lower_priority() {
-            Ok(()) => tracing::info!("running at the lowest CPU priority (SCHED_IDLE, nice 19)"),
+            Ok(n) => tracing::info!("running at the lowest CPU priority (SCHED_IDLE, nice 19; {n} threads)"),
             Err(e) => tracing::warn!("could not lower the CPU priority: {e}"),
         }
     }
