@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use fusion::detect::CameraDetector;
 use models::{CenterNet, DetectorOptions};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
 pub struct DetectorParams {
@@ -71,13 +71,7 @@ impl DetectorParams {
         if !self.weights.is_empty() {
             return PathBuf::from(&self.weights);
         }
-        let installed = std::env::var("AMENT_PREFIX_PATH").ok().and_then(|paths| {
-            paths
-                .split(':')
-                .map(|p| Path::new(p).join("share/sensor_fusion/models/detector.json"))
-                .find(|p| p.is_file())
-        });
-        installed.unwrap_or_else(models::runtime::default_manifest)
+        crate::ros::installed_share_file("models/detector.json").unwrap_or_else(models::runtime::default_manifest)
     }
 
     /// The detector these parameters name (None for `none`), loaded and verified.

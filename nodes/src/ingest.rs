@@ -19,7 +19,7 @@ use fusion::{
 use futures::future::BoxFuture;
 use r2r::{diagnostic_msgs::msg::DiagnosticArray, std_msgs::msg::Header, QosProfile, WrappedTypesupport};
 use std::{
-    sync::{atomic::AtomicBool, Arc, Mutex},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -201,15 +201,7 @@ where
         tokio::spawn(t);
     }
     tokio::spawn(param_handler);
-    let stop = Arc::new(AtomicBool::new(false));
-    let spin = ros::spawn_spin(Arc::new(Mutex::new(node)), stop.clone(), Arc::new(Mutex::new(vec![input_drain])));
-
-    ros::shutdown_signal().await;
-    tracing::info!("shutting down");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    diag.abort();
-    let _ = spin.await;
-    let _ = worker.join();
+    ros::spin_until_shutdown(node, vec![input_drain], diag, worker).await;
     Ok(())
 }
 

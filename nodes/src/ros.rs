@@ -138,6 +138,13 @@ pub fn now(clock: &Arc<Mutex<r2r::Clock>>) -> Time {
     r2r::Clock::to_builtin_time(&d)
 }
 
+/// `share/sensor_fusion/<relative>` in the first prefix of AMENT_PREFIX_PATH that has it
+/// (the `make install` layout).
+pub fn installed_share_file(relative: &str) -> Option<std::path::PathBuf> {
+    let paths = std::env::var("AMENT_PREFIX_PATH").ok()?;
+    paths.split(':').map(|p| std::path::Path::new(p).join("share/sensor_fusion").join(relative)).find(|p| p.is_file())
+}
+
 /// A data stamp (ns since the epoch) as a message stamp.
 pub fn to_time(ns: i64) -> Time {
     Time { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
@@ -177,6 +184,25 @@ pub fn spawn_spin(
             }
         }
     })
+}
+
+/// A node's life after set-up: spins it (draining `drains`) until SIGINT or SIGTERM, then
+/// stops the spin thread, aborts `background` (the diagnostics task) and joins `worker`, which
+/// ends once the drains, and with them its input channel, are gone.
+pub async fn spin_until_shutdown<B, W>(
+    node: r2r::Node,
+    drains: Vec<Drain>,
+    background: tokio::task::JoinHandle<B>,
+    worker: std::thread::JoinHandle<W>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let spin = spawn_spin(Arc::new(Mutex::new(node)), stop.clone(), Arc::new(Mutex::new(drains)));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    stop.store(true, Ordering::Relaxed);
+    background.abort();
+    let _ = spin.await;
+    let _ = worker.join();
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -17,13 +17,7 @@ pub fn model_path(param: &str) -> PathBuf {
     if !param.is_empty() {
         return PathBuf::from(param);
     }
-    let installed = std::env::var("AMENT_PREFIX_PATH").ok().and_then(|paths| {
-        paths
-            .split(':')
-            .map(|p| PathBuf::from(p).join("share/sensor_fusion/models").join(DEFAULT_MODEL))
-            .find(|p| p.exists())
-    });
-    installed.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/llm").join(DEFAULT_MODEL))
+    crate::ros::installed_share_file(&format!("models/{DEFAULT_MODEL}")).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/llm").join(DEFAULT_MODEL))
 }
 
 /// How the model is chosen and run (node parameters / replay options).

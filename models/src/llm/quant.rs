@@ -78,31 +78,9 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
                 *o = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
             }
         }
-        GgmlType::Q4_0 => {
-            for (o, b) in out.chunks_exact_mut(QK).zip(bytes.chunks_exact(18)) {
-                let d = h(b, 0);
-                for j in 0..16 {
-                    o[j] = ((b[2 + j] & 0x0F) as i32 - 8) as f32 * d;
-                    o[j + 16] = ((b[2 + j] >> 4) as i32 - 8) as f32 * d;
-                }
-            }
-        }
-        GgmlType::Q4_1 => {
-            for (o, b) in out.chunks_exact_mut(QK).zip(bytes.chunks_exact(20)) {
-                let (d, m) = (h(b, 0), h(b, 2));
-                for j in 0..16 {
-                    o[j] = (b[4 + j] & 0x0F) as f32 * d + m;
-                    o[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
-                }
-            }
-        }
-        GgmlType::Q8_0 => {
-            for (o, b) in out.chunks_exact_mut(QK).zip(bytes.chunks_exact(34)) {
-                let d = h(b, 0);
-                for j in 0..QK {
-                    o[j] = (b[2 + j] as i8) as f32 * d;
-                }
-            }
+        // Block formats: one decoder, QMatrix's.
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => {
+            QMatrix::new(ty, 1, out.len(), bytes).dequantize_rows_into(0..1, out);
         }
     }
 }

@@ -36,7 +36,7 @@ use sensor_fusion::{
 };
 use std::{
     collections::BTreeMap,
-    sync::{atomic::AtomicBool, Arc, Mutex},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -426,13 +426,6 @@ async fn run() -> Result<()> {
         }
     });
     tokio::spawn(param_handler);
-    let stop = Arc::new(AtomicBool::new(false));
-    let spin = ros::spawn_spin(Arc::new(Mutex::new(node)), stop.clone(), Arc::new(Mutex::new(drains)));
-    ros::shutdown_signal().await;
-    tracing::info!("shutting down");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    diag.abort();
-    let _ = spin.await;
-    let _ = worker.join();
+    ros::spin_until_shutdown(node, drains, diag, worker).await;
     Ok(())
 }

@@ -21,7 +21,7 @@ use sensor_fusion::ros::{self, Params};
 use sensor_fusion::summarizer::{load_summarizer, ModelChoice};
 use std::{
     collections::BTreeMap,
-    sync::{atomic::AtomicBool, Arc, Mutex},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -273,13 +273,6 @@ async fn run() -> Result<()> {
     });
 
     tokio::spawn(param_handler);
-    let stop = Arc::new(AtomicBool::new(false));
-    let spin = ros::spawn_spin(Arc::new(Mutex::new(node)), stop.clone(), Arc::new(Mutex::new(vec![drain])));
-    ros::shutdown_signal().await;
-    tracing::info!("shutting down");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    diag.abort();
-    let _ = spin.await;
-    let _ = worker.join();
+    ros::spin_until_shutdown(node, vec![drain], diag, worker).await;
     Ok(())
 }
