@@ -56,6 +56,11 @@ pub trait CameraDetector: Send {
     fn name(&self) -> &str;
     /// Detections in `image`, taken at `stamp` (a detector may use time, e.g. to track).
     fn detect(&mut self, stamp: crate::StampNs, image: &Rgb8) -> Result<Vec<Detection2d>, DetectError>;
+    /// Degradation under load: switch to (or back from) a smaller, cheaper input. Returns
+    /// whether the detector has such a mode.
+    fn set_reduced_input(&mut self, _reduced: bool) -> bool {
+        false
+    }
 }
 
 /// Intersection over union of two boxes.

@@ -14,6 +14,7 @@ pub mod imu;
 pub mod ingest;
 pub mod motion;
 pub mod pipeline;
+pub mod sched;
 pub mod sim;
 pub mod sync;
 pub mod track;

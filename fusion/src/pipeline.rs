@@ -22,7 +22,7 @@ use crate::{
     track::{Detection, EgoMotion, Tracker, TrackerParams, SENSOR_CAMERA, SENSOR_LIDAR, SENSOR_RADAR},
     StampNs,
 };
-use nalgebra::{Isometry3, Point3, UnitQuaternion};
+use nalgebra::{Isometry3, Point3, UnitQuaternion, Vector3};
 use serde::Serialize;
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
@@ -200,6 +200,104 @@ impl Step {
     }
 }
 
+/// A released synchronized set with what its stages need, detached from the pipeline's
+/// state so that its perception stages can run on any thread. Cheap to clone (the sensor
+/// data is shared).
+#[derive(Debug, Clone)]
+pub struct SetJob {
+    pub stamp: StampNs,
+    /// Newest member's stamp: the set's deadlines count from here.
+    pub newest_stamp: StampNs,
+    set: SyncSet<Member>,
+    /// IMU angular velocity at the stamp (rad/s), for deskewing the sweep.
+    omega: Vector3<f64>,
+}
+
+impl SetJob {
+    pub fn lidar(&self) -> Option<Arc<Vec<[f32; 5]>>> {
+        match &self.set.members[LIDAR] {
+            Some((_, Member::Lidar(p))) => Some(p.clone()),
+            _ => None,
+        }
+    }
+    pub fn radar(&self) -> Option<Arc<Vec<[f32; 5]>>> {
+        match &self.set.members[RADAR] {
+            Some((_, Member::Radar(t))) => Some(t.clone()),
+            _ => None,
+        }
+    }
+    pub fn camera(&self) -> Option<(StampNs, Arc<Rgb8>)> {
+        match &self.set.members[CAMERA] {
+            Some((s, Member::Camera(img))) => Some((*s, img.clone())),
+            _ => None,
+        }
+    }
+    pub fn omega(&self) -> Vector3<f64> {
+        self.omega
+    }
+    pub fn partial(&self) -> bool {
+        self.set.partial
+    }
+    pub fn missing(&self) -> Vec<&'static str> {
+        self.set.missing.iter().map(|m| MEMBER_NAMES[*m]).collect()
+    }
+}
+
+/// What the perception stages made of a set; `None` where a stage did not run (no such
+/// member, or skipped under load).
+#[derive(Debug, Default)]
+pub struct Perception {
+    pub lidar: Option<Vec<ObjectBox>>,
+    pub radar: Option<Vec<RadarObject>>,
+    /// The detector's boxes (all scores), or why it failed.
+    pub camera: Option<Result<Vec<Detection2d>, String>>,
+    pub times: StageTimes,
+}
+
+/// LiDAR stage: deskew (rotation from the IMU's angular velocity; the sweep's translation
+/// is not observable without odometry), ground removal, clustering to boxes. `coarse`
+/// (a degradation rung) clusters every other return on voxels half again as large.
+pub fn lidar_stage(params: &PipelineParams, omega: Vector3<f64>, points: &[[f32; 5]], coarse: bool) -> Vec<ObjectBox> {
+    let r2 = params.cluster_range * params.cluster_range;
+    let stride = if coarse { 2 } else { 1 };
+    let mut cached: Option<(i64, UnitQuaternion<f64>)> = None;
+    let mut pts: Vec<[f32; 3]> = Vec::with_capacity(points.len() / stride);
+    for p in points.iter().step_by(stride) {
+        let (x, y) = (p[0] as f64, p[1] as f64);
+        if x * x + y * y > r2 {
+            continue;
+        }
+        let key = (p[4] as f64 * 1e4) as i64; // 0.1 ms steps
+        let rot = match cached {
+            Some((k, r)) if k == key => r,
+            _ => {
+                let r = UnitQuaternion::from_scaled_axis(omega * (key as f64 * 1e-4));
+                cached = Some((key, r));
+                r
+            }
+        };
+        let q = rot * Point3::new(x, y, p[2] as f64);
+        pts.push([q.x as f32, q.y as f32, q.z as f32]);
+    }
+    let mut cp = params.cluster.clone();
+    if coarse {
+        cp.voxel *= 1.5;
+        cp.voxel_z *= 1.5;
+        cp.min_points = (cp.min_points / 2).max(2);
+    }
+    let kept: Vec<[f32; 3]> = remove_ground(&pts, &cp).into_iter().map(|i| pts[i]).collect();
+    euclidean_clusters(&kept, &cp)
+        .iter()
+        .map(|c| object_box(&kept, c))
+        .filter(|b| b.size[0].max(b.size[1]) < 15.0)
+        .collect()
+}
+
+/// Radar stage: targets clustered into objects.
+pub fn radar_stage(params: &PipelineParams, targets: &[[f32; 5]]) -> Vec<RadarObject> {
+    radar_objects(targets, params.radar_eps, params.radar_eps_doppler)
+}
+
 /// Where a box of base_link lands in the camera image.
 struct CameraModel {
     base_to_cam: Isometry3<f64>,
@@ -366,29 +464,66 @@ impl Pipeline {
         *self.counters.entry(key.to_string()).or_default() += 1;
     }
 
-    /// Feeds one message (in arrival order); returns the sets it released and the events.
+    /// Feeds one message (in arrival order); returns the sets it released, fully processed
+    /// on the calling thread, and the events.
     pub fn push(&mut self, input: Input) -> Step {
+        let mut events = vec![];
+        let jobs = self.release(input, &mut events);
+        let mut step = self.run_jobs(jobs, events);
+        step.events.extend(self.anomaly.check_dropouts(self.now));
+        step
+    }
+
+    /// Advances time without data (a node's timer): partial sets and dropouts at `now`.
+    pub fn tick(&mut self, now: StampNs) -> Step {
+        self.now = self.now.max(now);
+        let jobs: Vec<SetJob> = self.sync.poll(self.now).into_iter().map(|set| self.job(set)).collect();
+        let mut step = self.run_jobs(jobs, vec![]);
+        step.events.extend(self.anomaly.check_dropouts(self.now));
+        step
+    }
+
+    fn run_jobs(&mut self, jobs: Vec<SetJob>, events: Vec<Event>) -> Step {
+        let mut step = Step { sets: vec![], events };
+        for job in jobs {
+            step.extend(self.process(job));
+        }
+        step
+    }
+
+    /// As [`Pipeline::push`], but the released sets come back as jobs for a scheduler, which
+    /// runs their perception stages where it likes and hands each to [`Pipeline::fuse`] in
+    /// stamp order (or sheds it). Message-level rules run here; their events come back.
+    pub fn push_jobs(&mut self, input: Input) -> (Vec<SetJob>, Vec<Event>) {
+        let mut events = vec![];
+        let jobs = self.release(input, &mut events);
+        events.extend(self.anomaly.check_dropouts(self.now));
+        (jobs, events)
+    }
+
+    /// Message-level work (rules on single messages, IMU buffer, synchronizer): the sets
+    /// this message released, as jobs.
+    fn release(&mut self, input: Input, events: &mut Vec<Event>) -> Vec<SetJob> {
         let stamp = input.stamp();
         self.now = self.now.max(stamp);
-        let mut step = Step::default();
         let released = match input {
             Input::Imu(s) => {
                 self.anomaly.on_message(Sensor::Imu, s.stamp);
                 if self.imu.push(s).is_err() {
                     self.count("imu.out_of_order");
                 }
-                step.events.extend(self.anomaly.on_imu(s.stamp, s.linear_acceleration.into()));
+                events.extend(self.anomaly.on_imu(s.stamp, s.linear_acceleration.into()));
                 self.sync.poll(self.now)
             }
             Input::Camera { stamp, image } => {
                 self.anomaly.on_message(Sensor::Camera, stamp);
-                step.events.extend(self.anomaly.on_camera_frame(stamp, &image));
+                events.extend(self.anomaly.on_camera_frame(stamp, &image));
                 self.recent_camera = Some((stamp, image.clone()));
                 self.sync.add(CAMERA, stamp, Member::Camera(image))
             }
             Input::Lidar { stamp, points, non_finite, total } => {
                 self.anomaly.on_message(Sensor::Lidar, stamp);
-                step.events.extend(self.anomaly.on_lidar_health(stamp, non_finite, total));
+                events.extend(self.anomaly.on_lidar_health(stamp, non_finite, total));
                 self.last_lidar = Some(stamp);
                 self.sync.add(LIDAR, stamp, Member::Lidar(points))
             }
@@ -418,22 +553,20 @@ impl Pipeline {
                 out
             }
         };
-        for set in released {
-            step.extend(self.process(set));
-        }
-        step.events.extend(self.anomaly.check_dropouts(self.now));
-        step
+        released.into_iter().map(|set| self.job(set)).collect()
     }
 
-    /// Advances time without data (a node's timer): partial sets and dropouts at `now`.
-    pub fn tick(&mut self, now: StampNs) -> Step {
+    /// As [`Pipeline::tick`], returning jobs.
+    pub fn tick_jobs(&mut self, now: StampNs) -> (Vec<SetJob>, Vec<Event>) {
         self.now = self.now.max(now);
-        let mut step = Step::default();
-        for set in self.sync.poll(self.now) {
-            step.extend(self.process(set));
-        }
-        step.events.extend(self.anomaly.check_dropouts(self.now));
-        step
+        let released = self.sync.poll(self.now);
+        let jobs = released.into_iter().map(|set| self.job(set)).collect();
+        (jobs, self.anomaly.check_dropouts(self.now))
+    }
+
+    /// The camera detector, for a scheduler that runs it on its own thread.
+    pub fn take_detector(&mut self) -> Option<Box<dyn CameraDetector>> {
+        self.detector.take()
     }
 
     /// Hard-deadline bookkeeping for deadline_overrun: the caller says whether a set's
@@ -450,15 +583,48 @@ impl Pipeline {
         self.imu.newest()
     }
 
-    fn process(&mut self, set: SyncSet<Member>) -> Step {
-        let mut times = StageTimes::default();
-        let clock = Instant::now();
+    /// A released set as a job for its stages: the IMU's angular velocity at its stamp is
+    /// read now, while the buffer covers it, so the stages need nothing of the pipeline.
+    fn job(&self, set: SyncSet<Member>) -> SetJob {
         let t = set.stamp;
+        let newest = set.members.iter().flatten().map(|(s, _)| *s).max().unwrap_or(t);
+        let omega = self.imu.at(t).or_else(|| self.imu_latest()).map(|s| s.angular_velocity).unwrap_or_default();
+        SetJob { stamp: t, newest_stamp: newest, set, omega }
+    }
+
+    /// All stages of one set on the calling thread, in order (replay, tests, FIFO baseline).
+    fn process(&mut self, job: SetJob) -> Step {
+        let mut perception = Perception::default();
+        let lap = Instant::now();
+        perception.lidar = job.lidar().map(|points| lidar_stage(&self.params, job.omega, &points, false));
+        perception.times.lidar_us = lap.elapsed().as_micros() as u64;
+        let lap = Instant::now();
+        perception.radar = job.radar().map(|targets| radar_stage(&self.params, &targets));
+        perception.times.radar_us = lap.elapsed().as_micros() as u64;
+        let lap = Instant::now();
+        if let (Some((stamp, img)), Some(det)) = (job.camera(), self.detector.as_mut()) {
+            perception.camera = Some(det.detect(stamp, &img).map_err(|e| e.to_string()));
+        }
+        perception.times.camera_us = lap.elapsed().as_micros() as u64;
+        self.fuse(job, perception)
+    }
+
+    /// The sequential end of a set's work, in stamp order: association, tracking, anomaly
+    /// rules. `perception` holds what the (possibly parallel, possibly skipped) perception
+    /// stages made of the set.
+    pub fn fuse(&mut self, job: SetJob, perception: Perception) -> Step {
+        let mut times = StageTimes {
+            lidar_us: perception.times.lidar_us,
+            radar_us: perception.times.radar_us,
+            camera_us: perception.times.camera_us,
+            ..StageTimes::default()
+        };
+        let clock = Instant::now();
+        let t = job.stamp;
         self.count("sets");
-        for m in &set.missing {
+        for m in &job.set.missing {
             self.count(&format!("sets.partial.missing_{}", MEMBER_NAMES[*m]));
         }
-        let newest = set.members.iter().flatten().map(|(s, _)| *s).max().unwrap_or(t);
         let dt = self.last_set.map(|l| (t - l) as f64 * 1e-9).unwrap_or(0.1).clamp(1e-3, 1.0);
         // Heading change since the last set: from the IMU orientation when it covers both
         // stamps, else the yaw rate times dt.
@@ -470,35 +636,20 @@ impl Pipeline {
         times.imu_us = clock.elapsed().as_micros() as u64;
 
         let mut lap = Instant::now();
-        let mut lidar_boxes: Vec<ObjectBox> = vec![];
-        if let Some((_, Member::Lidar(points))) = &set.members[LIDAR] {
-            lidar_boxes = self.lidar_objects(t, points);
-        }
-        times.lidar_us = lap.elapsed().as_micros() as u64;
-        lap = Instant::now();
-        let radar: Vec<RadarObject> = match &set.members[RADAR] {
-            Some((_, Member::Radar(targets))) => {
-                radar_objects(targets, self.params.radar_eps, self.params.radar_eps_doppler)
+        let lidar_boxes = perception.lidar.unwrap_or_default();
+        let radar = perception.radar.unwrap_or_default();
+        let camera_frame = job.camera().is_some();
+        let camera: Option<Vec<Detection2d>> = match perception.camera {
+            Some(Ok(d)) => Some(d.into_iter().filter(|d| d.score >= self.params.camera_min_score).collect()),
+            Some(Err(e)) => {
+                tracing::warn!("camera detector failed: {e}");
+                self.count("camera.detector_errors");
+                None
             }
-            _ => vec![],
+            None => None,
         };
-        times.radar_us = lap.elapsed().as_micros() as u64;
-        lap = Instant::now();
-        let camera_frame = matches!(set.members[CAMERA], Some((_, Member::Camera(_))));
-        let mut camera: Option<Vec<Detection2d>> = None;
-        if let (Some((stamp, Member::Camera(img))), Some(det)) = (&set.members[CAMERA], self.detector.as_mut()) {
-            match det.detect(*stamp, img) {
-                Ok(d) => camera = Some(d.into_iter().filter(|d| d.score >= self.params.camera_min_score).collect()),
-                Err(e) => {
-                    tracing::warn!("camera detector failed: {e}");
-                    self.count("camera.detector_errors");
-                }
-            }
-        }
-        times.camera_us = lap.elapsed().as_micros() as u64;
-        lap = Instant::now();
         let (detections, unexplained) =
-            self.associate(&lidar_boxes, &radar, camera.as_deref(), set.members[LIDAR].is_some());
+            self.associate(&lidar_boxes, &radar, camera.as_deref(), job.set.members[LIDAR].is_some());
         times.associate_us = lap.elapsed().as_micros() as u64;
         lap = Instant::now();
         self.tracker.step(dt, EgoMotion { dx: 0.0, dy: 0.0, dyaw }, &detections);
@@ -565,45 +716,13 @@ impl Pipeline {
         times.rules_us = lap.elapsed().as_micros() as u64;
         step.sets.push(SetOutput {
             stamp: t,
-            newest_stamp: newest,
-            partial: set.partial,
-            missing: set.missing.iter().map(|m| MEMBER_NAMES[*m]).collect(),
+            newest_stamp: job.newest_stamp,
+            partial: job.set.partial,
+            missing: job.missing(),
             objects,
             times,
         });
         step
-    }
-
-    /// Deskew (rotation from the IMU yaw rate; the sweep's translation is not observable
-    /// without odometry), ground removal, clustering to boxes.
-    fn lidar_objects(&mut self, t: StampNs, points: &[[f32; 5]]) -> Vec<ObjectBox> {
-        let omega = self.imu.at(t).or_else(|| self.imu_latest()).map(|s| s.angular_velocity).unwrap_or_default();
-        let r2 = self.params.cluster_range * self.params.cluster_range;
-        let mut cached: Option<(i64, UnitQuaternion<f64>)> = None;
-        let mut pts: Vec<[f32; 3]> = Vec::with_capacity(points.len());
-        for p in points {
-            let (x, y) = (p[0] as f64, p[1] as f64);
-            if x * x + y * y > r2 {
-                continue;
-            }
-            let key = (p[4] as f64 * 1e4) as i64; // 0.1 ms steps
-            let rot = match cached {
-                Some((k, r)) if k == key => r,
-                _ => {
-                    let r = UnitQuaternion::from_scaled_axis(omega * (key as f64 * 1e-4));
-                    cached = Some((key, r));
-                    r
-                }
-            };
-            let q = rot * Point3::new(x, y, p[2] as f64);
-            pts.push([q.x as f32, q.y as f32, q.z as f32]);
-        }
-        let kept: Vec<[f32; 3]> = remove_ground(&pts, &self.params.cluster).into_iter().map(|i| pts[i]).collect();
-        euclidean_clusters(&kept, &self.params.cluster)
-            .iter()
-            .map(|c| object_box(&kept, c))
-            .filter(|b| b.size[0].max(b.size[1]) < 15.0)
-            .collect()
     }
 
     /// Camera↔LiDAR↔radar association through the calibration. LiDAR boxes are the
