@@ -714,8 +714,11 @@ pub struct SchedConfig {
     pub imu_mailbox_depth: usize,
     /// CPU worker threads for clustering and radar (the detector has its own thread).
     pub cpu_workers: usize,
-    /// Depth of each EDF task queue.
+    /// Depth of the CPU workers' EDF task queue.
     pub task_queue_depth: usize,
+    /// Detector tasks waiting for the inference thread: 1 = a fresher camera set
+    /// supersedes one still waiting (that set goes on without camera boxes).
+    pub inference_queue_depth: usize,
     /// Sets in flight (released, not yet published or shed); beyond, the oldest is shed.
     pub max_in_flight: usize,
     /// Admission control on (off: every set runs to the end; the hard deadline still
@@ -747,6 +750,7 @@ impl Default for SchedConfig {
             imu_mailbox_depth: 400,
             cpu_workers: 1,
             task_queue_depth: 8,
+            inference_queue_depth: 1,
             max_in_flight: 8,
             admission: true,
             stats_window: 200,
@@ -1125,7 +1129,7 @@ impl<M: Message> Executor<M> {
         let mut threads = vec![];
         let detector = pipeline.take_detector();
         let has_detector = detector.is_some();
-        let inference = Arc::new(TaskQueue::new(cfg.task_queue_depth));
+        let inference = Arc::new(TaskQueue::new(cfg.inference_queue_depth));
         let cpu = Arc::new(TaskQueue::new(cfg.task_queue_depth));
         let spawn_worker = |name: String,
                             queue: Arc<TaskQueue>,
@@ -1322,15 +1326,29 @@ impl<M: Message> Executor<M> {
                         for (to_inference, t) in tasks {
                             let q = if to_inference { &inference } else { &cpu };
                             if let Some(evicted) = q.push(t) {
-                                evicted.shed.store(true, Ordering::Release);
-                                shared.add("dropped.task_queue_full", 1);
-                                // Its set learns of it through the flag; account the task.
-                                if let Some(ef) = in_flight.iter_mut().find(|x| x.id == evicted.set) {
+                                // The queue was full: its stalest task goes. A detector task
+                                // superseded by a fresher frame leaves its set without camera
+                                // boxes; a lost CPU task sheds its set.
+                                let optional = matches!(evicted.kind, TaskKind::Detector { .. });
+                                if !optional {
+                                    evicted.shed.store(true, Ordering::Release);
+                                }
+                                shared.add(
+                                    if optional { "shed_stage.superseded.detector" } else { "dropped.task_queue_full" },
+                                    1,
+                                );
+                                let target = if evicted.set == f.id {
+                                    Some(&mut f)
+                                } else {
+                                    in_flight.iter_mut().find(|x| x.id == evicted.set)
+                                };
+                                if let Some(ef) = target {
                                     ef.pending -= 1;
-                                    ef.shed.get_or_insert(Shed::PastDeadline(evicted.kind.stage()));
-                                } else if evicted.set == f.id {
-                                    f.pending -= 1;
-                                    f.shed.get_or_insert(Shed::PastDeadline(evicted.kind.stage()));
+                                    if optional {
+                                        ef.stage_shed = true;
+                                    } else {
+                                        ef.shed.get_or_insert(Shed::PastDeadline(evicted.kind.stage()));
+                                    }
                                 }
                             }
                         }

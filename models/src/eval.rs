@@ -52,11 +52,8 @@ impl ApAccumulator {
             dets.sort_by(|a, b| b.score.total_cmp(&a.score));
             let mut used = vec![false; gts.len()];
             for d in dets {
-                let best = gts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, g)| (i, iou(&d.bbox, &g.bbox)))
-                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                let best =
+                    gts.iter().enumerate().map(|(i, g)| (i, iou(&d.bbox, &g.bbox))).max_by(|a, b| a.1.total_cmp(&b.1));
                 match best {
                     Some((i, o)) if o >= iou_threshold => {
                         if gts[i].difficult {

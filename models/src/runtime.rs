@@ -2,10 +2,10 @@
 //! the `fusion::detect::CameraDetector` implementation the pipeline calls.
 use crate::detector::{decode, normalize, resample, Detector, DetectorConfig, CLASSES, SIZE_MULTIPLE, STRIDE};
 use burn::module::{Module, ModuleMapper, Param, ParamGroup, Quantizer};
-use burn::tensor::quantization::{Calibration, QuantValue};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::activation::sigmoid;
+use burn::tensor::quantization::{Calibration, QuantValue};
 use burn::tensor::{Bytes, DType, TensorData};
 use fusion::camera::Rgb8;
 use fusion::detect::{CameraDetector, DetectError, Detection2d};
@@ -70,19 +70,21 @@ impl Backend {
             Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
             #[cfg(not(feature = "wgpu"))]
             Backend::Wgpu => {
-                return Err(ModelError::Backend("wgpu".into(), "this build has no wgpu support (cargo feature `wgpu`)".into()))
+                return Err(ModelError::Backend(
+                    "wgpu".into(),
+                    "this build has no wgpu support (cargo feature `wgpu`)".into(),
+                ))
             }
         };
         let probe = device.clone();
-        std::panic::catch_unwind(move || Tensor::<1>::ones([4], &probe).sum().into_data())
-            .map_err(|e| {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "device initialisation panicked".into());
-                ModelError::Backend(self.as_str().into(), msg)
-            })?;
+        std::panic::catch_unwind(move || Tensor::<1>::ones([4], &probe).sum().into_data()).map_err(|e| {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "device initialisation panicked".into());
+            ModelError::Backend(self.as_str().into(), msg)
+        })?;
         Ok(device)
     }
 }
@@ -226,7 +228,13 @@ pub struct DetectorOptions {
 
 impl Default for DetectorOptions {
     fn default() -> Self {
-        Self { backend: Backend::Flex, precision: Precision::F32, input_size: [320, 240], score_threshold: 0.3, max_detections: 50 }
+        Self {
+            backend: Backend::Flex,
+            precision: Precision::F32,
+            input_size: [320, 240],
+            score_threshold: 0.3,
+            max_detections: 50,
+        }
     }
 }
 
@@ -256,10 +264,15 @@ impl CenterNet {
     pub fn new(model: Detector, device: Device, options: DetectorOptions) -> Result<Self, ModelError> {
         let [w, h] = options.input_size;
         if w == 0 || h == 0 || w % SIZE_MULTIPLE != 0 || h % SIZE_MULTIPLE != 0 {
-            return Err(ModelError::Option(format!("input_size {w}x{h}: both sides must be positive multiples of {SIZE_MULTIPLE}")));
+            return Err(ModelError::Option(format!(
+                "input_size {w}x{h}: both sides must be positive multiples of {SIZE_MULTIPLE}"
+            )));
         }
         if options.precision == Precision::F16 && !device.supports_dtype(DType::F16) {
-            return Err(ModelError::Option(format!("precision f16 is not supported by the {} backend", options.backend.as_str())));
+            return Err(ModelError::Option(format!(
+                "precision f16 is not supported by the {} backend",
+                options.backend.as_str()
+            )));
         }
         let model = model.valid();
         let model = match options.precision {

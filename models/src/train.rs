@@ -69,12 +69,8 @@ fn losses(out: DetectorOutput, t: &data::Targets, n: usize, input: [usize; 2], d
     let c = CLASSES.len();
     let tensor = |v: &Vec<f32>, ch: usize| Tensor::<4>::from_data(TensorData::new(v.clone(), [n, ch, mh, mw]), device);
     let pos_mask: Vec<f32> = t.heat.iter().map(|&h| if h == 1.0 { 1.0 } else { 0.0 }).collect();
-    let neg_weight: Vec<f32> = t
-        .heat
-        .iter()
-        .zip(&t.weight)
-        .map(|(&h, &w)| if h == 1.0 { 0.0 } else { (1.0 - h).powi(4) * w })
-        .collect();
+    let neg_weight: Vec<f32> =
+        t.heat.iter().zip(&t.weight).map(|(&h, &w)| if h == 1.0 { 0.0 } else { (1.0 - h).powi(4) * w }).collect();
     let pos = tensor(&pos_mask, c);
     let neg = tensor(&neg_weight, c);
     let logits = out.heatmap;
@@ -169,8 +165,11 @@ pub fn train(config: &DetectorConfig, o: &TrainOptions, log: &mut dyn Write) -> 
             let detector = CenterNet::new(model.valid(), Device::flex(), eval_options.clone())?;
             let score = evaluate(&detector, &held_out, 0.5);
             line["held_out_map50"] = serde_json::json!(score.map);
-            line["held_out_ap50"] =
-                serde_json::json!(score.per_class.iter().map(|c| (c.class, c.ap)).collect::<std::collections::BTreeMap<_, _>>());
+            line["held_out_ap50"] = serde_json::json!(score
+                .per_class
+                .iter()
+                .map(|c| (c.class, c.ap))
+                .collect::<std::collections::BTreeMap<_, _>>());
             pb.set_message(format!("mAP {:.3}", score.map));
             tracing::info!("step {}: held-out mAP@0.5 {:.3}", step + 1, score.map);
             last_score = Some(score);

@@ -50,8 +50,11 @@ fn input_size_must_be_a_multiple_of_16() {
 fn flex_and_wgpu_agree_on_the_shipped_weights() {
     let frame = data::scene_frame(&TEST_SEEDS, 7);
     let run = |backend| {
-        let d = CenterNet::load(&default_manifest(), DetectorOptions { backend, score_threshold: 0.2, ..Default::default() })
-            .expect("load");
+        let d = CenterNet::load(
+            &default_manifest(),
+            DetectorOptions { backend, score_threshold: 0.2, ..Default::default() },
+        )
+        .expect("load");
         let input = models::detector::resample(&frame.rgb, frame.width, frame.height, 320, 240);
         (d.maps(&[&input]), d.detect_rgb(&frame.rgb, frame.width, frame.height))
     };

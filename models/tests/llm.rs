@@ -2,7 +2,9 @@
 //! `make setup` / scripts/fetch-llm.sh): parsing, hyper-parameters from the metadata,
 //! tokenizer, decoding with the KV cache, and clear errors for broken files.
 use models::llm::quant::GgmlType;
-use models::llm::{ChatMessage, GenerateOptions, GgufFile, Llm, LlmError, LlmOptions, Sampling, StopReason, WeightMode};
+use models::llm::{
+    ChatMessage, GenerateOptions, GgufFile, Llm, LlmError, LlmOptions, Sampling, StopReason, WeightMode,
+};
 use models::Backend;
 use std::path::PathBuf;
 
@@ -110,7 +112,9 @@ fn sampling_is_seeded_and_the_deadline_stops_generation() {
     assert_eq!(run(1), run(1));
     assert_ne!(run(1), run(2));
     let dl = std::time::Instant::now() + std::time::Duration::from_millis(1);
-    let g = llm.generate_ids(&ids, &GenerateOptions { max_tokens: 64, sampling: Sampling::Greedy, deadline: Some(dl) }).unwrap();
+    let g = llm
+        .generate_ids(&ids, &GenerateOptions { max_tokens: 64, sampling: Sampling::Greedy, deadline: Some(dl) })
+        .unwrap();
     assert_eq!(g.stop, StopReason::Deadline);
 }
 
@@ -118,7 +122,8 @@ fn sampling_is_seeded_and_the_deadline_stops_generation() {
 fn quantized_and_dequantized_weights_and_wgpu_agree() {
     let prompt = "<|im_start|>user\nWhat does an IMU measure?<|im_end|>\n<|im_start|>assistant\n";
     let logits = |backend, weights| {
-        let llm = Llm::load(&model_path(), &LlmOptions { backend, weights: Some(weights), ..LlmOptions::default() }).unwrap();
+        let llm =
+            Llm::load(&model_path(), &LlmOptions { backend, weights: Some(weights), ..LlmOptions::default() }).unwrap();
         let ids = llm.encode_prompt(prompt).unwrap();
         llm.model.forward(&ids, &mut llm.model.new_cache(), None).unwrap()
     };

@@ -158,8 +158,14 @@ fn storage_of(path: &Path, declared: Option<&str>) -> Result<Storage> {
     }
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| BagError::Io { path: path.into(), source })
+/// A storage file, memory-mapped: a bag of many gigabytes is played or replayed through
+/// the page cache instead of being copied onto the heap. (Mapping a file that another
+/// process truncates while it is read would fault; rosbag2 files are not rewritten in place.)
+fn read_file(path: &Path) -> Result<memmap2::Mmap> {
+    let io = |source| BagError::Io { path: path.into(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: read-only mapping of a file nobody writes while it is open (see above).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io)
 }
 
 impl Bag {

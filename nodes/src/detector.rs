@@ -30,7 +30,8 @@ impl Default for DetectorParams {
     }
 }
 
-pub const NAMES: [&str; 6] = ["detector", "detector_weights", "backend", "input_size", "precision", "detector_score_threshold"];
+pub const NAMES: [&str; 6] =
+    ["detector", "detector_weights", "backend", "input_size", "precision", "detector_score_threshold"];
 
 impl DetectorParams {
     /// Sets one parameter by its ROS name from a YAML scalar.
@@ -82,7 +83,11 @@ impl DetectorParams {
                 let manifest = self.manifest();
                 let d = CenterNet::load(&manifest, self.options()?)
                     .with_context(|| format!("camera detector from {}", manifest.display()))?;
-                tracing::debug!("camera detector {} ({})", fusion::detect::CameraDetector::name(&d), manifest.display());
+                tracing::debug!(
+                    "camera detector {} ({})",
+                    fusion::detect::CameraDetector::name(&d),
+                    manifest.display()
+                );
                 Ok(Some(Box::new(d)))
             }
             other => bail!("parameter detector: '{other}' is not a detector (none or centernet)"),

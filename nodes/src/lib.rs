@@ -7,4 +7,5 @@ pub mod launch;
 pub mod msgdef;
 pub mod replay;
 pub mod ros;
+pub mod schedbench;
 pub mod summarizer;

@@ -17,7 +17,8 @@ pub fn model_path(param: &str) -> PathBuf {
     if !param.is_empty() {
         return PathBuf::from(param);
     }
-    crate::ros::installed_share_file(&format!("models/{DEFAULT_MODEL}")).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/llm").join(DEFAULT_MODEL))
+    crate::ros::installed_share_file(&format!("models/{DEFAULT_MODEL}"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/llm").join(DEFAULT_MODEL))
 }
 
 /// How the model is chosen and run (node parameters / replay options).
@@ -65,7 +66,12 @@ pub fn load_summarizer(choice: &ModelChoice, config: SummarizerConfig) -> Summar
 
 /// Summaries of a replay's events: bursts are coalesced by data time (`window_ns` from the
 /// first event of a burst), each burst summarized as the node would.
-pub fn summarize_events(summarizer: &Summarizer, events: &[EventInfo], window_ns: i64, max_events: usize) -> Vec<Summary> {
+pub fn summarize_events(
+    summarizer: &Summarizer,
+    events: &[EventInfo],
+    window_ns: i64,
+    max_events: usize,
+) -> Vec<Summary> {
     let mut c = Coalescer::new(window_ns, max_events);
     let mut out = Vec::new();
     for e in events {

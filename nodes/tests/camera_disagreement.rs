@@ -4,12 +4,12 @@
 //! by stamp (`GroundTruthBoxes`, test code only), which pins the rule independently of any
 //! model — and with the shipped Burn detector (models/weights, sha256-verified), which
 //! must also give the actors it sees their class.
+use fusion::track::SENSOR_CAMERA;
 use fusion::{
     camera::Rgb8,
     detect::{CameraDetector, DetectError, Detection2d, Label},
     StampNs,
 };
-use fusion::track::SENSOR_CAMERA;
 use sensor_fusion::detector::DetectorParams;
 use sensor_fusion::replay::{run, ReplayOptions};
 use std::{collections::BTreeMap, path::Path, process::Command};

@@ -45,11 +45,17 @@ fn peak_rss_mb() -> Option<f64> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let prompt = std::fs::read_to_string(&args.prompt_file).with_context(|| format!("reading {}", args.prompt_file.display()))?;
+    let prompt = std::fs::read_to_string(&args.prompt_file)
+        .with_context(|| format!("reading {}", args.prompt_file.display()))?;
     let t0 = Instant::now();
     let llm = Llm::load(
         &args.model,
-        &LlmOptions { backend: args.backend, weights: args.weights, prompt_f32: !args.prompt_int8, ..LlmOptions::default() },
+        &LlmOptions {
+            backend: args.backend,
+            weights: args.weights,
+            prompt_f32: !args.prompt_int8,
+            ..LlmOptions::default()
+        },
     )?;
     let load_s = t0.elapsed().as_secs_f64();
     let ids = llm.encode_prompt(&prompt)?;

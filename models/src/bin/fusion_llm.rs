@@ -75,7 +75,13 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let opts = LlmOptions { backend: args.backend, weights: args.weights, kv_precision: args.kv, prompt_f32: !args.prompt_int8, ..LlmOptions::default() };
+    let opts = LlmOptions {
+        backend: args.backend,
+        weights: args.weights,
+        kv_precision: args.kv,
+        prompt_f32: !args.prompt_int8,
+        ..LlmOptions::default()
+    };
     let t0 = Instant::now();
     let llm = Llm::load(&args.model, &opts).with_context(|| format!("loading {}", args.model.display()))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -101,11 +107,14 @@ fn main() -> Result<()> {
         Cmd::Generate { prompt, prompts_json, raw, max_tokens, temperature, top_p, seed, deadline_ms } => {
             let prompts: Vec<String> = match (prompt, prompts_json) {
                 (Some(p), _) => vec![p],
-                (None, Some(f)) => serde_json::from_slice(&std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)
-                    .context("prompts JSON must be an array of strings")?,
+                (None, Some(f)) => {
+                    serde_json::from_slice(&std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)
+                        .context("prompts JSON must be an array of strings")?
+                }
                 (None, None) => anyhow::bail!("give --prompt or --prompts-json"),
             };
-            let sampling = if temperature > 0.0 { Sampling::TopP { temperature, top_p, seed } } else { Sampling::Greedy };
+            let sampling =
+                if temperature > 0.0 { Sampling::TopP { temperature, top_p, seed } } else { Sampling::Greedy };
             let mut results = Vec::new();
             for p in &prompts {
                 let opts = GenerateOptions {

@@ -43,9 +43,10 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-    ).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let cli = Cli::parse();
     let widths: Vec<usize> = cli.widths.split(',').map(|w| w.trim().parse()).collect::<Result<_, _>>()?;
     let widths: [usize; 4] = widths.try_into().map_err(|_| anyhow::anyhow!("--widths needs 4 values"))?;
@@ -91,7 +92,10 @@ fn main() -> Result<()> {
         evaluation: serde_json::json!({"held_out_during_training": trained.final_score}),
     };
     std::fs::write(cli.out.join("detector.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
-    println!("{}", serde_json::json!({"weights": cli.out.join("detector.bpk"), "sha256": manifest.sha256, "bytes": manifest.bytes,
-        "seconds": trained.seconds, "held_out_map50": trained.final_score.map}));
+    println!(
+        "{}",
+        serde_json::json!({"weights": cli.out.join("detector.bpk"), "sha256": manifest.sha256, "bytes": manifest.bytes,
+        "seconds": trained.seconds, "held_out_map50": trained.final_score.map})
+    );
     Ok(())
 }

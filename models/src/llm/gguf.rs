@@ -176,7 +176,10 @@ impl GgufFile {
     pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, LlmError> {
         let mut c = Cursor { bytes: &bytes, pos: 0, path };
         if c.take(4).map_err(|_| c.err("not a GGUF file: shorter than its magic"))? != b"GGUF" {
-            return Err(LlmError::Gguf { path: path.to_path_buf(), reason: "not a GGUF file (magic is not 'GGUF')".into() });
+            return Err(LlmError::Gguf {
+                path: path.to_path_buf(),
+                reason: "not a GGUF file (magic is not 'GGUF')".into(),
+            });
         }
         let version = c.u32()?;
         if !(2..=3).contains(&version) {
@@ -189,7 +192,9 @@ impl GgufFile {
             let key = c.string()?;
             let ty = c.u32()?;
             let value = c.value(ty, 0).map_err(|e| match e {
-                LlmError::Gguf { path, reason } => LlmError::Gguf { path, reason: format!("metadata '{key}': {reason}") },
+                LlmError::Gguf { path, reason } => {
+                    LlmError::Gguf { path, reason: format!("metadata '{key}': {reason}") }
+                }
                 e => e,
             })?;
             metadata.insert(key, value);

@@ -45,7 +45,8 @@ impl LlamaConfig {
         let k = |s: &str| format!("{arch}.{s}");
         let d_model = g.u64(&k("embedding_length"))? as usize;
         let n_heads = g.u64(&k("attention.head_count"))? as usize;
-        let n_kv_heads = g.get(&k("attention.head_count_kv")).and_then(Value::as_u64).unwrap_or(n_heads as u64) as usize;
+        let n_kv_heads =
+            g.get(&k("attention.head_count_kv")).and_then(Value::as_u64).unwrap_or(n_heads as u64) as usize;
         if n_heads == 0 || n_kv_heads == 0 || d_model % n_heads != 0 || n_heads % n_kv_heads != 0 {
             return Err(LlmError::Gguf {
                 path: g.path.clone(),
@@ -260,11 +261,14 @@ impl Llama {
                 matrix(g, &p("attn_v.weight"), kvd, d)?,
             ]);
             let wo = matrix(g, &p("attn_output.weight"), d, d)?;
-            let gate_up = QMatrix::stack(&[matrix(g, &p("ffn_gate.weight"), ff, d)?, matrix(g, &p("ffn_up.weight"), ff, d)?]);
+            let gate_up =
+                QMatrix::stack(&[matrix(g, &p("ffn_gate.weight"), ff, d)?, matrix(g, &p("ffn_up.weight"), ff, d)?]);
             let down = matrix(g, &p("ffn_down.weight"), d, ff)?;
             weight_bytes += match mode {
                 WeightMode::Quantized => wqkv.bytes() + wo.bytes() + gate_up.bytes() + down.bytes(),
-                WeightMode::Dequantized => 4 * [&wqkv, &wo, &gate_up, &down].iter().map(|m| m.rows * m.cols).sum::<usize>(),
+                WeightMode::Dequantized => {
+                    4 * [&wqkv, &wo, &gate_up, &down].iter().map(|m| m.rows * m.cols).sum::<usize>()
+                }
             };
             blocks.push(Block {
                 attn_norm: rms_norm(vector(g, &p("attn_norm.weight"), d, device)?, c.rms_eps),
@@ -322,7 +326,12 @@ impl Llama {
     /// Runs `tokens` (positions `cache.len()..`) through the model, appends their keys and
     /// values to `cache`, and returns the logits of the last token (`vocab` values). Gives up
     /// with `LlmError::Deadline` between layers once `deadline` has passed.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, deadline: Option<Instant>) -> Result<Vec<f32>, LlmError> {
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<f32>, LlmError> {
         let c = &self.config;
         let (n, p) = (tokens.len(), cache.len);
         if n == 0 {

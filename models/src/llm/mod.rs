@@ -98,7 +98,14 @@ pub struct LlmOptions {
 
 impl Default for LlmOptions {
     fn default() -> Self {
-        LlmOptions { backend: Backend::Flex, weights: None, max_context: 2048, sha256: None, kv_precision: KvPrecision::F32, prompt_f32: true }
+        LlmOptions {
+            backend: Backend::Flex,
+            weights: None,
+            max_context: 2048,
+            sha256: None,
+            kv_precision: KvPrecision::F32,
+            prompt_f32: true,
+        }
     }
 }
 

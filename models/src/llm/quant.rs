@@ -179,10 +179,18 @@ impl QMatrix {
         self.cols / QK
     }
     fn scales_per_block(&self) -> usize {
-        if self.ty == GgmlType::Q4_1 { 2 } else { 1 }
+        if self.ty == GgmlType::Q4_1 {
+            2
+        } else {
+            1
+        }
     }
     fn quant_bytes_per_block(&self) -> usize {
-        if self.ty == GgmlType::Q8_0 { 32 } else { 16 }
+        if self.ty == GgmlType::Q8_0 {
+            32
+        } else {
+            16
+        }
     }
 
     /// Rows `range` as f32, row-major.
@@ -380,7 +388,8 @@ fn dot_row_generic(ty: GgmlType, scales: &[f32], quants: &[u8], a: &[Q8Block]) -
             for ((d, qs), q) in scales.iter().zip(quants.chunks_exact(16)).zip(a) {
                 let mut si = 0i32;
                 for j in 0..16 {
-                    si += ((qs[j] & 0x0F) as i32 - 8) * q.qs[j] as i32 + ((qs[j] >> 4) as i32 - 8) * q.qs[j + 16] as i32;
+                    si +=
+                        ((qs[j] & 0x0F) as i32 - 8) * q.qs[j] as i32 + ((qs[j] >> 4) as i32 - 8) * q.qs[j + 16] as i32;
                 }
                 sum += d * q.d * si as f32;
             }

@@ -148,7 +148,12 @@ impl EventInfo {
             w.push(l.to_lowercase());
         }
         w.extend(self.track_ids.iter().map(u32::to_string));
-        w.extend(["collision", "impact", "sensor", "zone", "deadline"].map(String::from).into_iter().filter(|s| self.kind.contains(s.as_str())));
+        w.extend(
+            ["collision", "impact", "sensor", "zone", "deadline"]
+                .map(String::from)
+                .into_iter()
+                .filter(|s| self.kind.contains(s.as_str())),
+        );
         w
     }
 }
@@ -305,7 +310,8 @@ impl Summarizer {
             sampling: self.config.sampling,
             deadline: Some(start + self.config.deadline),
         };
-        let messages = [ChatMessage { role: "system", content: SYSTEM_PROMPT }, ChatMessage { role: "user", content: &user }];
+        let messages =
+            [ChatMessage { role: "system", content: SYSTEM_PROMPT }, ChatMessage { role: "user", content: &user }];
         let g = match llm.chat(&messages, &opts) {
             Ok(g) => g,
             Err(e) => {
@@ -359,7 +365,8 @@ impl Coalescer {
     }
     /// The pending batch, when its window has closed at `now_ns`.
     pub fn poll(&mut self, now_ns: i64) -> Option<Vec<EventInfo>> {
-        (!self.pending.is_empty() && now_ns - self.opened_ns >= self.window_ns).then(|| std::mem::take(&mut self.pending))
+        (!self.pending.is_empty() && now_ns - self.opened_ns >= self.window_ns)
+            .then(|| std::mem::take(&mut self.pending))
     }
     /// When the open window closes, if one is open.
     pub fn closes_at(&self) -> Option<i64> {

@@ -30,7 +30,9 @@ impl LlmTokenizer {
         let bad = |reason: String| LlmError::Tokenizer(reason);
         let model = g.str("tokenizer.ggml.model")?;
         if model != "gpt2" {
-            return Err(bad(format!("tokenizer.ggml.model '{model}' is not supported (only GPT-2 byte-level BPE, 'gpt2')")));
+            return Err(bad(format!(
+                "tokenizer.ggml.model '{model}' is not supported (only GPT-2 byte-level BPE, 'gpt2')"
+            )));
         }
         let pre = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
         let tokens: Vec<&str> = g
@@ -82,7 +84,8 @@ impl LlmTokenizer {
         inner.add_special_tokens(special).map_err(|e| bad(format!("special tokens: {e}")))?;
 
         let id = |key: &str| g.get(key).and_then(Value::as_u64).map(|v| v as u32);
-        let eos = id("tokenizer.ggml.eos_token_id").ok_or_else(|| bad("tokenizer.ggml.eos_token_id is missing".into()))?;
+        let eos =
+            id("tokenizer.ggml.eos_token_id").ok_or_else(|| bad("tokenizer.ggml.eos_token_id is missing".into()))?;
         let add_bos = g.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(false);
         let bos = if add_bos { id("tokenizer.ggml.bos_token_id") } else { None };
         let mut stop_ids = vec![eos];
@@ -121,7 +124,9 @@ pub struct ChatMessage<'a> {
 pub fn chat_prompt(messages: &[ChatMessage]) -> String {
     let mut s = String::new();
     if messages.first().is_none_or(|m| m.role != "system") {
-        s.push_str("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n");
+        s.push_str(
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n",
+        );
     }
     for m in messages {
         s.push_str("<|im_start|>");

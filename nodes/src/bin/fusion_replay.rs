@@ -149,7 +149,12 @@ fn go(cli: Cli) -> Result<()> {
             std::fs::write(dir.join("summaries.jsonl"), text)?;
         }
         let fallbacks = summaries.iter().filter(|s| s.fallback).count();
-        eprintln!("fusion_replay: {} summaries ({} by the model, {} template fallbacks)", summaries.len(), summaries.len() - fallbacks, fallbacks);
+        eprintln!(
+            "fusion_replay: {} summaries ({} by the model, {} template fallbacks)",
+            summaries.len(),
+            summaries.len() - fallbacks,
+            fallbacks
+        );
     }
     if cli.bench {
         println!("{}", serde_json::to_string_pretty(&r.timing)?);

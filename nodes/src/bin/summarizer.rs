@@ -138,8 +138,10 @@ async fn run() -> Result<()> {
 
     let choice = ModelChoice { model: model_param, sha256: sha_param, backend, weights };
     let sampling = if temperature > 0.0 { Sampling::TopP { temperature, top_p, seed } } else { Sampling::Greedy };
-    let summarizer =
-        load_summarizer(&choice, SummarizerConfig { deadline: Duration::from_secs_f64(deadline_s), max_tokens, sampling });
+    let summarizer = load_summarizer(
+        &choice,
+        SummarizerConfig { deadline: Duration::from_secs_f64(deadline_s), max_tokens, sampling },
+    );
     let stats = Arc::new(Mutex::new(Stats {
         generation_ms: Histogram::new_with_bounds(1, 600_000, 3).ok(),
         model: summarizer.model_name().unwrap_or_default().to_string(),
