@@ -10,7 +10,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${1:?usage: install.sh PREFIX}
 mkdir -p "$PREFIX"
 PREFIX=$(cd "$PREFIX" && pwd)
-EXES="camera_ingest lidar_ingest radar_ingest imu_ingest fusion_node fusion_bag fusion_launch fusion_replay fusion_sim fusion_sync fusion_train_detector fusion_eval_detector fusion_bench_detector summarizer fusion_llm fusion_bench_llm"
+EXES="camera_ingest lidar_ingest radar_ingest imu_ingest fusion_node fusion_bag fusion_launch fusion_replay fusion_sim fusion_sync fusion_train_detector fusion_eval_detector fusion_bench_detector summarizer fusion_llm fusion_bench_llm fusion_sched_bench"
 install -d "$PREFIX/lib/sensor_fusion" "$PREFIX/share/sensor_fusion/launch" "$PREFIX/share/sensor_fusion/config" \
   "$PREFIX/share/ament_index/resource_index/packages" "$PREFIX/share/sensor_fusion/models"
 for e in $EXES; do

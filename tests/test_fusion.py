@@ -140,3 +140,9 @@ def test_launched_nodes_publish_anomaly_events_over_dds(scenario_bags, procs, ro
     assert status, 'fusion_node /diagnostics'
     keys = {kv.key for s in status for kv in s.values}
     assert {'latency_p99_ms', 'sets', 'received.lidar'} <= keys, keys
+    # The scheduler's health: per-stage timing, degradation level, queue depths, RT status.
+    assert {'stage.detector.p99_ms', 'stage.clustering.p99_ms', 'stage.preprocess.p99_ms', 'degradation.level',
+            'degradation.rung', 'window.shed', 'queue.mailbox.camera', 'queue.inference', 'queue.in_flight',
+            'rt.fusion', 'rt.inference', 'sets.released', 'dropped.superseded.lidar'} <= keys, keys
+    values = {kv.key: kv.value for s in status for kv in s.values}
+    assert values['rt.fusion'] in ('applied',) or values['rt.fusion'].startswith('fallback: SCHED_FIFO'), values['rt.fusion']

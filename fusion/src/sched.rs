@@ -1443,6 +1443,7 @@ impl<M: Message> Executor<M> {
                         {
                             let mut st = shared.stats.lock().expect("stats");
                             st.window_sets += 1;
+                            st.add("sets", 1);
                             if late {
                                 st.window_hard_misses += 1;
                                 st.add("deadline.hard_misses", 1);
@@ -1559,6 +1560,7 @@ impl<M: Message> Executor<M> {
                         s.stage[stage as usize].record(us.max(1)).ok();
                     }
                     s.window_sets += 1;
+                    s.add("sets", 1);
                     s.add("sets.published", 1);
                     s.e2e.record((latency / 1000).max(1) as u64).ok();
                     s.e2e_total.record((latency / 1000).max(1) as u64).ok();

@@ -61,6 +61,12 @@ enum Cmd {
         /// subscriber: DDS drops what a volatile publisher sends before matching.
         #[arg(long)]
         wait_for_subscribers: bool,
+        /// Shift every header stamp so the bag's time lines up with the wall clock at
+        /// playback (relations between stamps kept): the nodes then measure real latency
+        /// on the system clock, without sim time. Messages that begin with a
+        /// std_msgs/Header (sensor_msgs/*, ...) are rewritten; others go out unchanged.
+        #[arg(long)]
+        restamp: bool,
     },
     /// Record topics into a new rosbag2 directory (MCAP storage).
     Record {
@@ -83,8 +89,11 @@ fn main() {
     ros::init_process();
     let result = match cli.cmd {
         Cmd::Info { bag, json } => info(&bag, json),
-        Cmd::Play { bag, rate, loop_, clock, topics, remap, start_offset, delay, wait_for_subscribers } => {
-            play(&bag, PlayOptions { rate, loop_, clock, topics, remap, start_offset, delay, wait_for_subscribers })
+        Cmd::Play { bag, rate, loop_, clock, topics, remap, start_offset, delay, wait_for_subscribers, restamp } => {
+            play(
+                &bag,
+                PlayOptions { rate, loop_, clock, topics, remap, start_offset, delay, wait_for_subscribers, restamp },
+            )
         }
         Cmd::Record { topics, all, output, duration } => record(topics, all, &output, duration),
     };
@@ -198,6 +207,33 @@ struct PlayOptions {
     start_offset: f64,
     delay: f64,
     wait_for_subscribers: bool,
+    restamp: bool,
+}
+
+/// Types whose CDR starts with a std_msgs/Header (stamp first).
+fn starts_with_header(type_name: &str) -> bool {
+    type_name.starts_with("sensor_msgs/") && !type_name.ends_with("/JoyFeedback")
+        || ["std_msgs/msg/Header", "geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/TwistStamped"]
+            .contains(&type_name)
+}
+
+/// The header stamp of a little-endian CDR message (after the 4-byte encapsulation), ns.
+fn cdr_stamp(data: &[u8]) -> Option<i64> {
+    if data.len() < 12 || data[1] != 1 {
+        return None;
+    }
+    let sec = i32::from_le_bytes(data[4..8].try_into().ok()?);
+    let nsec = u32::from_le_bytes(data[8..12].try_into().ok()?);
+    Some(sec as i64 * 1_000_000_000 + nsec as i64)
+}
+
+fn set_cdr_stamp(data: &mut [u8], ns: i64) {
+    data[4..8].copy_from_slice(&(ns.div_euclid(1_000_000_000) as i32).to_le_bytes());
+    data[8..12].copy_from_slice(&(ns.rem_euclid(1_000_000_000) as u32).to_le_bytes());
+}
+
+fn wall_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 /// The publisher QoS for a recorded topic, as rosbag2 play chooses it: the recorded
@@ -330,7 +366,9 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
         // The clock starts at the first message actually read: reading a large storage file
         // takes a while, and starting before it would turn the backlog into one burst.
         let mut start: Option<Instant> = None;
-        bag.for_each_message(|m| {
+        // --restamp: wall time − bag time, fixed at the first message of each play.
+        let mut offset: Option<i64> = None;
+        bag.for_each_message(|mut m| {
             if stop.load(Ordering::Relaxed) {
                 return false;
             }
@@ -352,6 +390,12 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
                 std::thread::sleep(wait.min(Duration::from_millis(5)));
             }
             bag_now.store(m.log_time_ns as u64, Ordering::Relaxed);
+            if o.restamp && starts_with_header(&bag.topics[m.topic].type_name) {
+                if let Some(stamp) = cdr_stamp(&m.data) {
+                    let off = *offset.get_or_insert_with(|| wall_ns() - m.log_time_ns);
+                    set_cdr_stamp(&mut m.data, stamp + off);
+                }
+            }
             match publisher.publish_raw(&m.data) {
                 Ok(()) => published += 1,
                 Err(e) => {

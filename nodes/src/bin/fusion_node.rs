@@ -1,13 +1,17 @@
 //! fusion_node: /sensors/{camera,lidar,radar,imu} → synchronized sets → fused, tracked
 //! objects on /fusion/objects (+ RViz markers on /fusion/markers), anomaly events on
-//! /anomaly/events, and its health on /diagnostics. The pipeline is `fusion::pipeline`;
-//! this file only converts messages and enforces deadlines against the ROS clock.
+//! /anomaly/events, and its health on /diagnostics. The pipeline is `fusion::pipeline`, run
+//! by the deadline scheduler `fusion::sched` against the ROS clock; this file only converts
+//! messages and publishes.
 //!
 //! ```text
-//! r2r subscriptions --drain after spin_once--> one bounded queue (drop-oldest, counted)
-//!    --worker thread--> Pipeline::push → sets → deadline check → publish
-//! 1 Hz timer → /diagnostics (latency p50/p99/max, target/hard misses, drops by reason)
+//! r2r subscriptions --drain--> latest-wins mailboxes per sensor (bounded, superseded counted)
+//!    --fusion thread--> preprocess → sync → admission → EDF: inference thread (detector),
+//!                       CPU worker (clustering, radar) → fuse in stamp order → hard-deadline check → publish
+//! 1 Hz timer → /diagnostics (per-stage and end-to-end p50/p99/max, target/hard misses,
+//!              shed/dropped by reason, degradation level, queue depths, RT status)
 //! ```
+//! `scheduler:=fifo` swaps in the plain FIFO baseline (one thread, one queue) for comparison.
 use anyhow::{Context as _, Result};
 use fusion::{
     anomaly::Event,
@@ -16,9 +20,9 @@ use fusion::{
     cloud::decoder,
     frontend::imu_state,
     pipeline::{FusedObject as Fused, Input, Pipeline, PipelineParams, SetOutput},
+    sched::{parse_cpus, parse_ladder, Executor, Message, SchedConfig, Sink},
     stamp_ns, StampNs,
 };
-use hdrhistogram::Histogram;
 use r2r::{
     builtin_interfaces::msg::Duration as RosDuration,
     diagnostic_msgs::msg::{DiagnosticArray, KeyValue},
@@ -34,11 +38,7 @@ use sensor_fusion::{
     ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
     ros::{self, Params},
 };
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 enum Msg {
     Camera(Image),
@@ -47,32 +47,97 @@ enum Msg {
     Imu(Imu),
 }
 
-impl Msg {
-    fn sensor(&self) -> &'static str {
+impl Message for Msg {
+    fn sensor(&self) -> usize {
         match self {
-            Msg::Camera(_) => "camera",
-            Msg::Lidar(_) => "lidar",
-            Msg::Radar(_) => "radar",
-            Msg::Imu(_) => "imu",
+            Msg::Camera(_) => 0,
+            Msg::Lidar(_) => 1,
+            Msg::Radar(_) => 2,
+            Msg::Imu(_) => 3,
+        }
+    }
+    fn stamp(&self) -> StampNs {
+        let t = match self {
+            Msg::Camera(m) => &m.header.stamp,
+            Msg::Lidar(m) | Msg::Radar(m) => &m.header.stamp,
+            Msg::Imu(m) => &m.header.stamp,
+        };
+        stamp_ns(t.sec, t.nanosec)
+    }
+}
+
+/// Publishes what the scheduler finishes (on its fusion thread).
+struct Publishers {
+    objects: r2r::Publisher<FusedObjectArray>,
+    markers: r2r::Publisher<MarkerArray>,
+    events: r2r::Publisher<AnomalyEvent>,
+    base_frame: String,
+}
+
+impl Sink for Publishers {
+    fn publish(&mut self, set: &SetOutput, latency_ns: i64) {
+        let header = Header { stamp: ros::to_time(set.stamp), frame_id: self.base_frame.clone() };
+        let msg = FusedObjectArray {
+            header: header.clone(),
+            objects: set.objects.iter().map(object_msg).collect(),
+            partial: set.partial,
+            missing_sensors: set.missing.iter().map(|m| m.to_string()).collect(),
+            latency_ms: latency_ns as f32 / 1e6,
+        };
+        if let Err(e) = self.objects.publish(&msg) {
+            tracing::warn!("publish /fusion/objects failed: {e}");
+        }
+        if let Err(e) = self.markers.publish(&markers(&header, set)) {
+            tracing::warn!("publish /fusion/markers failed: {e}");
+        }
+    }
+
+    fn events(&mut self, events: &[Event]) {
+        for e in events {
+            tracing::info!(kind = e.kind, rule = e.rule, id = e.event_id, "anomaly event");
+            if let Err(err) = self.events.publish(&event_msg(e, &self.base_frame)) {
+                tracing::warn!("publish /anomaly/events failed: {err}");
+            }
         }
     }
 }
 
-/// What /diagnostics reports; reset per window where noted.
-struct Stats {
-    received: BTreeMap<&'static str, u64>,
-    counters: BTreeMap<String, u64>,
-    /// Newest member's stamp → publication, this window (µs).
-    latency: Histogram<u64>,
-    window_sets: u64,
-    window_hard_misses: u64,
-    events: BTreeMap<&'static str, u64>,
-}
-
-impl Stats {
-    fn add(&mut self, key: impl Into<String>, n: u64) {
-        *self.counters.entry(key.into()).or_default() += n;
+/// The scheduler's parameters (`scheduler`, `sched.*`, `degrade.*`, `trace_file`).
+fn sched_config(params: &Params) -> Result<(String, SchedConfig, String)> {
+    let mut c = SchedConfig::default();
+    let mode = params.string("scheduler", "edf")?;
+    if mode != "edf" && mode != "fifo" {
+        anyhow::bail!("parameter scheduler: '{mode}' is not a scheduler (edf or fifo)");
     }
+    c.fifo_depth = params.usize("queue_size", c.fifo_depth)?.max(4);
+    c.mailbox_depth = params.usize("sched.mailbox_depth", c.mailbox_depth)?.max(1);
+    c.imu_mailbox_depth = params.usize("sched.imu_mailbox_depth", c.imu_mailbox_depth)?.max(1);
+    c.cpu_workers = params.usize("sched.cpu_workers", c.cpu_workers)?.max(1);
+    c.admission = params.bool("sched.admission", c.admission)?;
+    c.rt.policy =
+        params.string("sched.policy", "fifo")?.parse().map_err(anyhow::Error::msg).context("parameter sched.policy")?;
+    c.rt.priority = params.usize("sched.priority", 20)?.clamp(1, 99) as i32;
+    c.rt.cpus =
+        parse_cpus(&params.string("sched.cpus", "")?).map_err(anyhow::Error::msg).context("parameter sched.cpus")?;
+    c.rt.mlockall = params.bool("sched.mlockall", false)?;
+    let ladder = params.string(
+        "degrade.ladder",
+        "skip_detector_alternate,reduce_detector_input,skip_radar_association,coarse_lidar_clustering",
+    )?;
+    c.degrade.ladder = parse_ladder(&ladder).map_err(anyhow::Error::msg).context("parameter degrade.ladder")?;
+    c.degrade.window = params.usize("degrade.window", c.degrade.window as usize)?.max(1) as u32;
+    c.degrade.engage_slack_ns = (params.f64("degrade.engage_slack_ms", 5.0)? * 1e6) as i64;
+    c.degrade.recover_slack_ns = (params.f64("degrade.recover_slack_ms", 20.0)? * 1e6) as i64;
+    c.degrade.recover_windows =
+        params.usize("degrade.recover_windows", c.degrade.recover_windows as usize)?.max(1) as u32;
+    if c.degrade.recover_slack_ns <= c.degrade.engage_slack_ns {
+        anyhow::bail!("parameter degrade.recover_slack_ms must be above degrade.engage_slack_ms (hysteresis)");
+    }
+    let trace = params.string("trace_file", "")?;
+    if !trace.is_empty() {
+        c.trace_capacity = 1_000_000;
+    }
+    Ok((mode, c, trace))
 }
 
 fn convert(msg: Msg) -> Result<Input, String> {
@@ -205,7 +270,6 @@ async fn run() -> Result<()> {
     params.bool("use_sim_time", false)?;
     let calibration_path = params.string("calibration", "")?;
     let calib = Calibration::load(&calibration_path).context("parameter 'calibration'")?;
-    let queue_size = params.usize("queue_size", 64)?.max(4);
     let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
     let mut dp = DetectorParams::default();
     dp.detector = params.string("detector", &dp.detector)?;
@@ -228,6 +292,7 @@ async fn run() -> Result<()> {
     }
     let (target_ns, hard_ns) = (pp.target_deadline_ns, pp.hard_deadline_ns);
     let base_frame = calib.base_frame.clone();
+    let (mode, sched, trace_file) = sched_config(&params)?;
 
     let input_qos = QosProfile::default().keep_last(10);
     let cam = node.subscribe::<Image>("/sensors/camera", input_qos.clone())?;
@@ -244,141 +309,54 @@ async fn run() -> Result<()> {
     tracing::info!(node = %node_name, calibration = %if calibration_path.is_empty() { "<defaults>" } else { &calibration_path },
                    "fusion node up: deadlines {} / {} ms", target_ns / 1_000_000, hard_ns / 1_000_000);
 
-    let stats = Arc::new(Mutex::new(Stats {
-        received: BTreeMap::new(),
-        counters: BTreeMap::new(),
-        latency: Histogram::new_with_bounds(1, 600_000_000, 3).expect("bounds"),
-        window_sets: 0,
-        window_hard_misses: 0,
-        events: BTreeMap::new(),
-    }));
-    let (tx, rx) = crossbeam_channel::bounded::<(Instant, Msg)>(queue_size);
+    let now_ns: fusion::sched::Clock = {
+        let clock = clock.clone();
+        Arc::new(move || {
+            let t = ros::now(&clock);
+            stamp_ns(t.sec, t.nanosec)
+        })
+    };
+    let pipeline = Pipeline::new(pp, &calib, detector);
+    let sink = Publishers { objects: objects_pub, markers: markers_pub, events: events_pub, base_frame };
+    let preprocess = Box::new(convert);
+    let executor = Arc::new(if mode == "fifo" {
+        Executor::spawn_fifo(pipeline, preprocess, sink, now_ns, sched)?
+    } else {
+        Executor::spawn_edf(pipeline, preprocess, sink, now_ns, sched)?
+    });
+    tracing::info!("scheduler: {mode}");
+    let stats = executor.stats();
     let mut drains = vec![];
     macro_rules! feed {
         ($stream:expr, $variant:ident) => {{
-            let (tx, evict, stats) = (tx.clone(), rx.clone(), stats.clone());
-            drains.push(ros::drain($stream, move |m| {
-                let mut item = (Instant::now(), Msg::$variant(m));
-                let mut s = stats.lock().expect("stats");
-                *s.received.entry(item.1.sensor()).or_default() += 1;
-                // Full: drop the oldest message (a stale input must not delay a fresh one).
-                while let Err(crossbeam_channel::TrySendError::Full(back)) = tx.try_send(item) {
-                    if let Ok((_, old)) = evict.try_recv() {
-                        s.add(format!("dropped.queue_full.{}", old.sensor()), 1);
-                    }
-                    item = back;
-                }
-            }));
+            let executor = executor.clone();
+            drains.push(ros::drain($stream, move |m| executor.post(Msg::$variant(m))));
         }};
     }
     feed!(cam, Camera);
     feed!(lidar, Lidar);
     feed!(radar, Radar);
     feed!(imu, Imu);
-    drop(tx);
-
-    let now_ns = {
-        let clock = clock.clone();
-        move || {
-            let t = ros::now(&clock);
-            stamp_ns(t.sec, t.nanosec)
-        }
+    // Joined by spin_until_shutdown after the drains stop: finishes the sets in flight,
+    // writes the trace.
+    let worker = {
+        let executor = executor.clone();
+        std::thread::Builder::new().name("fusion-shutdown".into()).spawn(move || {
+            while Arc::strong_count(&executor) > 1 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let Ok(executor) = Arc::try_unwrap(executor) else { return };
+            let trace = executor.trace();
+            executor.shutdown();
+            if let (Some(t), false) = (trace, trace_file.is_empty()) {
+                match t.write(std::path::Path::new(&trace_file)) {
+                    Ok(()) => tracing::info!("trace of {} stage runs written to {trace_file}", t.len()),
+                    Err(e) => tracing::warn!("cannot write trace {trace_file}: {e}"),
+                }
+            }
+        })?
     };
-    let worker_stats = stats.clone();
-    let worker_now = now_ns.clone();
-    let worker = std::thread::Builder::new().name("fusion-worker".into()).spawn(move || {
-        let mut pipeline = Pipeline::new(pp, &calib, detector);
-        let mut newest_data: Option<StampNs> = None;
-        let mut warned_clock = false;
-        loop {
-            let step = match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok((_, msg)) => {
-                    let sensor = msg.sensor();
-                    match convert(msg) {
-                        Ok(input) => {
-                            newest_data = Some(newest_data.unwrap_or(i64::MIN).max(input.stamp()));
-                            pipeline.push(input)
-                        }
-                        Err(reason) => {
-                            worker_stats.lock().expect("stats").add(format!("rejected.{sensor}.{reason}"), 1);
-                            continue;
-                        }
-                    }
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    // Silence: release partial sets and notice dropouts on the node's clock,
-                    // but only when that clock and the data share a time base.
-                    let now = worker_now();
-                    match newest_data {
-                        Some(d) if (now - d).abs() < 5_000_000_000 => pipeline.tick(now),
-                        _ => continue,
-                    }
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-            };
-            let now = worker_now();
-            let mut events = step.events;
-            for set in &step.sets {
-                let latency = now - set.newest_stamp;
-                let hard_miss = latency > hard_ns;
-                {
-                    let mut s = worker_stats.lock().expect("stats");
-                    s.window_sets += 1;
-                    s.add("sets", 1);
-                    if set.partial {
-                        s.add("sets.partial", 1);
-                    }
-                    s.latency.record((latency.max(1) / 1000).max(1) as u64).ok();
-                    if latency > target_ns {
-                        s.add("deadline.target_misses", 1);
-                    }
-                    if hard_miss {
-                        s.window_hard_misses += 1;
-                        s.add("dropped.hard_deadline", 1);
-                    }
-                }
-                if latency.abs() > 10_000_000_000 && !warned_clock {
-                    warned_clock = true;
-                    tracing::warn!(
-                        "set stamps are {:.1} s from the node clock: every set misses its deadline. Playing a bag? \
-                         Use `fusion_bag play --clock` and use_sim_time:=true",
-                        latency as f64 * 1e-9
-                    );
-                }
-                events.extend(pipeline.report_deadline(set.stamp, hard_miss));
-                if hard_miss {
-                    continue; // work past its hard deadline is not published
-                }
-                let header = Header { stamp: ros::to_time(set.stamp), frame_id: base_frame.clone() };
-                let msg = FusedObjectArray {
-                    header: header.clone(),
-                    objects: set.objects.iter().map(object_msg).collect(),
-                    partial: set.partial,
-                    missing_sensors: set.missing.iter().map(|m| m.to_string()).collect(),
-                    latency_ms: (worker_now() - set.newest_stamp) as f32 / 1e6,
-                };
-                if let Err(e) = objects_pub.publish(&msg) {
-                    tracing::warn!("publish /fusion/objects failed: {e}");
-                }
-                if let Err(e) = markers_pub.publish(&markers(&header, set)) {
-                    tracing::warn!("publish /fusion/markers failed: {e}");
-                }
-            }
-            for e in &events {
-                tracing::info!(kind = e.kind, rule = e.rule, id = e.event_id, "anomaly event");
-                *worker_stats.lock().expect("stats").events.entry(e.kind).or_default() += 1;
-                if let Err(err) = events_pub.publish(&event_msg(e, &base_frame)) {
-                    tracing::warn!("publish /anomaly/events failed: {err}");
-                }
-            }
-            if !pipeline.counters.is_empty() {
-                let mut s = worker_stats.lock().expect("stats");
-                for (k, v) in std::mem::take(&mut pipeline.counters) {
-                    s.add(format!("pipeline.{k}"), v);
-                }
-            }
-        }
-    })?;
+    drop(executor);
 
     let diag_stats = stats.clone();
     let diag_clock = clock.clone();
@@ -388,35 +366,20 @@ async fn run() -> Result<()> {
         loop {
             tick.tick().await;
             let mut s = diag_stats.lock().expect("stats");
-            let ms = |v: u64| format!("{:.3}", v as f64 / 1000.0);
-            let mut kv: Vec<(String, String)> = vec![];
-            for (k, v) in &s.received {
-                kv.push((format!("received.{k}"), v.to_string()));
-            }
-            for (k, v) in &s.counters {
-                kv.push((k.clone(), v.to_string()));
-            }
-            for (k, v) in &s.events {
-                kv.push((format!("events.{k}"), v.to_string()));
-            }
-            let (sets, misses) = (s.window_sets, s.window_hard_misses);
-            if !s.latency.is_empty() {
-                kv.push(("latency_p50_ms".into(), ms(s.latency.value_at_quantile(0.5))));
-                kv.push(("latency_p99_ms".into(), ms(s.latency.value_at_quantile(0.99))));
-                kv.push(("latency_max_ms".into(), ms(s.latency.max())));
-            }
-            kv.push(("window.sets".into(), sets.to_string()));
-            kv.push(("window.hard_misses".into(), misses.to_string()));
+            let kv = s.key_values();
+            let (sets, misses, shed) = (s.window_sets, s.window_hard_misses, s.window_shed);
             let (level, message) = if misses > 0 {
                 (1u8, format!("{misses} of {sets} sets missed the hard deadline"))
-            } else if sets == 0 {
+            } else if sets == 0 && shed == 0 {
                 (1u8, "no synchronized sets".to_string())
+            } else if shed > 0 {
+                (1u8, format!("{sets} sets, {shed} shed to hold the deadline; degradation: {}", s.level_name))
+            } else if s.level > 0 {
+                (1u8, format!("{sets} sets; degraded: {}", s.level_name))
             } else {
                 (0u8, format!("{sets} sets"))
             };
-            s.latency.reset();
-            s.window_sets = 0;
-            s.window_hard_misses = 0;
+            s.reset_window();
             drop(s);
             let status = ros::status(status_name.clone(), "fusion", level, message, kv);
             let header = Header { stamp: ros::now(&diag_clock), frame_id: String::new() };
