@@ -35,7 +35,7 @@ demo: build install
 	bash scripts/demo.sh
 
 # Benchmarks: programs that print JSON.
-bench: build
+bench: build install
 	bash scripts/bench.sh
 
 # Prints how to get the same ROS environment in your shell.

@@ -7,6 +7,13 @@
 #    and end-to-end latency, deadline misses, throughput (fusion_replay --realtime --bench);
 #  - pipeline_max_throughput: the same bag as fast as possible;
 #  both with the shipped camera detector (CenterNet, flex CPU backend, 320x240) in the loop;
+#  - scheduler: fusion_sched_bench, the same bag played in real time at 1x, 2x, 4x the sensor
+#    rates into the deadline scheduler and into the plain FIFO baseline, in the same run:
+#    end-to-end p50/p99/p99.9/max (newest member's stamp -> publication), misses and shed per
+#    1,000 sets, degradation level, anonymous RSS over time, FIFO/EDF ratios; then an
+#    overload (640x480 detector input at 4x); then over real DDS through the launched nodes
+#    at 1x (scripts/bench_dds.py, fusion_bag play --restamp). The 4x scheduler run's
+#    timeline is written to .cache/bench/trace_4x.json (open in ui.perfetto.dev);
 #  - detector: per-frame detector latency at 320x240 and 640x480 on flex (CPU) and wgpu
 #    (the machine's GPU, or Mesa lavapipe on a CPU-only machine) (fusion_bench_detector).
 set -euo pipefail
@@ -21,8 +28,11 @@ fi
 sync=$(target/release/fusion_sync --bench)
 rt=$(target/release/fusion_replay "$BAG" --realtime --bench)
 fast=$(target/release/fusion_replay "$BAG" --bench)
+sched=$(target/release/fusion_sched_bench "$BAG" --rates 1,2,4 --trace .cache/bench/trace_4x.json)
+overload=$(target/release/fusion_sched_bench "$BAG" --rates 4 --input-size 640x480)
+dds=$(source install/local_setup.bash && python scripts/bench_dds.py "$BAG")
 detector=$(target/release/fusion_bench_detector --backends flex,wgpu --sizes 320x240,640x480 --frames 100)
 # The summarizer's LLM next to llama.cpp (same GGUF, same prompt, same run).
 llm=$(python scripts/bench_llm.py)
-printf '{"machine": "%s, %s cores", "sync": %s, "pipeline_realtime": %s, "pipeline_max_throughput": %s, "detector": %s, "llm": %s}\n' \
-  "$(uname -m)" "$(nproc)" "$sync" "$rt" "$fast" "$detector" "$llm" | python3 -m json.tool
+printf '{"machine": "%s, %s cores", "sync": %s, "pipeline_realtime": %s, "pipeline_max_throughput": %s, "scheduler": %s, "scheduler_overload_640x480": %s, "scheduler_dds": %s, "detector": %s, "llm": %s}\n' \
+  "$(uname -m)" "$(nproc)" "$sync" "$rt" "$fast" "$sched" "$overload" "$dds" "$detector" "$llm" | python3 -m json.tool
