@@ -161,7 +161,7 @@ impl ExecStats {
         let i = stage as usize;
         let mut h = self.current[i].clone();
         h.add(&self.previous[i]).ok();
-        let us = if h.len() >= self.min_samples && h.len() > 0 {
+        let us = if h.len() >= self.min_samples && !h.is_empty() {
             h.value_at_quantile(0.99)
         } else {
             self.prior_us[i].max(if h.is_empty() { 0 } else { h.max() })
@@ -738,8 +738,9 @@ pub struct SchedConfig {
     /// FIFO baseline only: queue depth (drop-oldest).
     pub fifo_depth: usize,
     /// After the detector was left out of this many sets in a row because its p99 said it
-    /// would miss, run it once anyway: a probe that re-measures a load that may be gone
-    /// (a probe faster than the prediction restarts that stage's statistics).
+    /// would miss (or at once after a step back up the ladder), run it once on the side: a
+    /// probe nobody waits for, that re-measures a load that may be gone (a probe faster
+    /// than the prediction restarts that stage's statistics).
     pub probe_after: u32,
 }
 
@@ -925,6 +926,8 @@ enum Outcome {
     /// The detector was left out (the set goes on without camera boxes).
     StageShed(Shed),
     Skipped,
+    /// A probe finished (it only re-measured the detector).
+    Probe,
 }
 
 struct Done {
@@ -1015,11 +1018,8 @@ fn worker_loop(
         }
         let now = (shared.clock)();
         let predicted = shared.predict(stage);
-        let admitted = if task.probe {
-            admit(now, task.hard, stage, 0, 0)
-        } else {
-            admit(now, task.hard, stage, predicted, shared.predict_fuse())
-        };
+        // A probe serves no set (nobody waits for it): never refused.
+        let admitted = if task.probe { Ok(()) } else { admit(now, task.hard, stage, predicted, shared.predict_fuse()) };
         if let Err(shed) = admitted {
             if matches!(task.kind, TaskKind::Detector { .. }) {
                 // Optional stage: the set goes on without it.
@@ -1041,8 +1041,15 @@ fn worker_loop(
                 }
                 let r = det.detect(stamp, &image).map_err(|e| e.to_string());
                 let end = Instant::now();
-                if task.probe && (end.duration_since(start).as_nanos() as i64) < predicted {
-                    shared.exec.lock().expect("exec").reset(stage);
+                if task.probe {
+                    // Faster than predicted: the load that kept this stage out is gone.
+                    if (end.duration_since(start).as_nanos() as i64) < predicted {
+                        shared.exec.lock().expect("exec").reset(stage);
+                    }
+                    shared.record(stage, start, end, tid, task.stamp, "probe");
+                    shared.add("inference.probes", 1);
+                    done.send(Done { set: task.set, outcome: Outcome::Probe }).ok();
+                    continue;
                 }
                 let us = shared.record(stage, start, end, tid, task.stamp, if reduced { "reduced" } else { "" });
                 // The inference thread's own deadline: done in time for the fusion stages.
@@ -1084,6 +1091,427 @@ struct Flight {
     flag: Arc<AtomicBool>,
 }
 
+/// The fusion thread of the deadline scheduler: takes inputs from the mailboxes, releases
+/// sets, admits and dispatches their perception stages, collects what the workers finish,
+/// and finishes sets in stamp order (fuse, hard-deadline check, publish).
+struct Coordinator<M: Message, S: Sink> {
+    cfg: SchedConfig,
+    shared: Arc<Shared>,
+    clock: Clock,
+    pipeline: Pipeline,
+    preprocess: Preprocess<M>,
+    sink: S,
+    mailboxes: Arc<[Mailbox<M>; 4]>,
+    done: Receiver<Done>,
+    inference: Arc<TaskQueue>,
+    cpu: Arc<TaskQueue>,
+    has_detector: bool,
+    target_ns: i64,
+    hard_ns: i64,
+    degrade: Degradation,
+    /// Released sets not yet finished, in stamp order.
+    in_flight: VecDeque<Flight>,
+    next_id: u64,
+    camera_sets: u64,
+    /// Sets in a row the detector was left out of (full, reduced input).
+    detector_left_out: [u32; 2],
+    newest_data: Option<StampNs>,
+    warned_clock: bool,
+    /// The degradation level in force.
+    level: usize,
+    /// Events of this round, handed to the sink together.
+    events: Vec<Event>,
+}
+
+impl<M: Message, S: Sink> Coordinator<M, S> {
+    fn run(mut self, closed: Arc<AtomicBool>) {
+        let o = apply_rt(&self.cfg.rt, 0);
+        self.shared.stats.lock().expect("stats").rt.insert("fusion", o);
+        loop {
+            let woke = self.wait();
+            for job in self.take_inputs(woke) {
+                self.dispatch(job);
+            }
+            self.collect();
+            self.finish_ready();
+            self.report();
+            let idle = self.mailboxes.iter().all(|m| m.is_empty()) && self.in_flight.is_empty();
+            if closed.load(Ordering::Acquire) && idle {
+                break;
+            }
+        }
+        self.inference.close();
+        self.cpu.close();
+    }
+
+    /// Sleeps until a message or a completion arrives; false after a quiet tick.
+    fn wait(&self) -> bool {
+        let mut sel = Select::new();
+        for m in self.mailboxes.iter() {
+            sel.recv(m.receiver());
+        }
+        sel.recv(&self.done);
+        sel.ready_timeout(self.cfg.tick).is_ok()
+    }
+
+    /// Everything waiting in the mailboxes, in stamp order, through preprocessing and the
+    /// synchronizer: the sets released.
+    fn take_inputs(&mut self, woke: bool) -> Vec<SetJob> {
+        let mut batch: Vec<M> = vec![];
+        for m in self.mailboxes.iter() {
+            while let Some(msg) = m.try_take() {
+                batch.push(msg);
+            }
+        }
+        // Arrival order across sensors is lost in separate mailboxes: stamps restore it.
+        batch.sort_by_key(|m| m.stamp());
+        let mut released = vec![];
+        for msg in batch {
+            let (sensor, stamp) = (msg.sensor().min(3), msg.stamp());
+            let start = Instant::now();
+            let input = (self.preprocess)(msg);
+            self.shared.record(Stage::Preprocess, start, Instant::now(), TID_FUSION, stamp, "");
+            match input {
+                Ok(input) => {
+                    self.newest_data = Some(self.newest_data.unwrap_or(i64::MIN).max(input.stamp()));
+                    let (jobs, events) = self.pipeline.push_jobs(input);
+                    released.extend(jobs);
+                    self.events.extend(events);
+                }
+                Err(reason) => self.shared.add(format!("rejected.{}.{reason}", SENSORS[sensor]), 1),
+            }
+        }
+        // Silence: release partial sets and notice dropouts on the clock, when the clock
+        // and the data share a time base.
+        let now = (self.clock)();
+        if !woke && self.newest_data.is_some_and(|d| (now - d).abs() < 5_000_000_000) {
+            let (jobs, events) = self.pipeline.tick_jobs(now);
+            released.extend(jobs);
+            self.events.extend(events);
+        }
+        released
+    }
+
+    /// Admission and dispatch of a released set's perception stages.
+    fn dispatch(&mut self, job: SetJob) {
+        self.next_id += 1;
+        self.shared.add("sets.released", 1);
+        let now = (self.clock)();
+        if (now - job.newest_stamp).abs() > 10_000_000_000 && !self.warned_clock {
+            self.warned_clock = true;
+            tracing::warn!(
+                "set stamps are {:.1} s from the node clock: every set misses its deadline. Playing a bag? Use \
+                 `fusion_bag play --clock` and use_sim_time:=true (or `--restamp`)",
+                (now - job.newest_stamp) as f64 * 1e-9
+            );
+        }
+        let mut f = Flight {
+            id: self.next_id,
+            hard: job.newest_stamp + self.hard_ns,
+            target: job.newest_stamp + self.target_ns,
+            pending: 0,
+            perception: Perception::default(),
+            shed: None,
+            stage_shed: false,
+            flag: Arc::new(AtomicBool::new(false)),
+            job,
+        };
+        let has_camera = self.has_detector && f.job.camera().is_some();
+        let mut run_detector = has_camera
+            && !(self.degrade.active(Rung::SkipDetectorAlternate) && {
+                self.camera_sets += 1;
+                self.camera_sets.is_multiple_of(2)
+            });
+        if has_camera && !run_detector {
+            self.shared.add("degraded.detector_skipped", 1);
+        }
+        let run_radar = f.job.radar().is_some() && !self.degrade.active(Rung::SkipRadarAssociation);
+        if f.job.radar().is_some() && !run_radar {
+            self.shared.add("degraded.radar_skipped", 1);
+        }
+        let reduced = self.degrade.active(Rung::ReduceDetectorInput);
+        if self.cfg.admission {
+            match self.admit_set(now, &f, run_detector, run_radar, reduced) {
+                Admitted::All => self.detector_left_out[reduced as usize] = 0,
+                Admitted::Shed(s) => f.shed = Some(s),
+                Admitted::WithoutDetector(s) => {
+                    run_detector = false;
+                    f.stage_shed = true;
+                    self.shared.add(format!("shed_stage.{}", s.reason().trim_start_matches("shed.")), 1);
+                    let streak = &mut self.detector_left_out[reduced as usize];
+                    *streak += 1;
+                    // Kept out this often, the p99 may be stale (the load went away, but a
+                    // stage that never runs is never re-measured): run it on this frame as a
+                    // probe nobody waits for, when the inference thread has nothing queued.
+                    if *streak > self.cfg.probe_after && self.inference.len() == 0 {
+                        *streak = 0;
+                        let (stamp, image) = f.job.camera().expect("camera member");
+                        let probe = Task {
+                            set: f.id,
+                            stamp: f.job.stamp,
+                            hard: f.hard,
+                            shed: Arc::new(AtomicBool::new(false)),
+                            probe: true,
+                            kind: TaskKind::Detector { stamp, image, reduced },
+                        };
+                        if let Some(evicted) = self.inference.push(probe) {
+                            self.evicted(evicted, &mut f);
+                        }
+                    }
+                }
+            }
+        }
+        if f.shed.is_none() {
+            let task =
+                |kind| Task { set: f.id, stamp: f.job.stamp, hard: f.hard, shed: f.flag.clone(), probe: false, kind };
+            let mut tasks = vec![];
+            if run_detector {
+                let (stamp, image) = f.job.camera().expect("camera member");
+                tasks.push((true, task(TaskKind::Detector { stamp, image, reduced })));
+            }
+            if let Some(points) = f.job.lidar() {
+                let coarse = self.degrade.active(Rung::CoarseLidarClustering);
+                tasks.push((false, task(TaskKind::Lidar { points, omega: f.job.omega(), coarse })));
+            }
+            if run_radar {
+                tasks.push((false, task(TaskKind::Radar { targets: f.job.radar().expect("radar member") })));
+            }
+            f.pending = tasks.len();
+            for (to_inference, t) in tasks {
+                let queue = if to_inference { &self.inference } else { &self.cpu };
+                if let Some(evicted) = queue.push(t) {
+                    self.evicted(evicted, &mut f);
+                }
+            }
+        }
+        self.in_flight.push_back(f);
+        if self.in_flight.len() > self.cfg.max_in_flight.max(1) {
+            let oldest = self.in_flight.front_mut().expect("non-empty");
+            oldest.flag.store(true, Ordering::Release);
+            oldest.shed.get_or_insert(Shed::PastDeadline(Stage::Association));
+            self.shared.add("dropped.in_flight_full", 1);
+        }
+    }
+
+    /// Can the set make its hard deadline? The CPU path (clustering, radar) is what a set
+    /// cannot do without: when it would miss, the set is shed. The detector runs in
+    /// parallel on its own thread, behind what its queue holds; when only it would miss,
+    /// the set goes on without camera boxes.
+    fn admit_set(&self, now: StampNs, f: &Flight, run_detector: bool, run_radar: bool, reduced: bool) -> Admitted {
+        let det_stage = if reduced { Stage::DetectorReduced } else { Stage::Detector };
+        let (det, clu, rad, fuse) = {
+            let e = self.shared.exec.lock().expect("exec");
+            (
+                e.predict_ns(det_stage),
+                e.predict_ns(Stage::Clustering),
+                e.predict_ns(Stage::Radar),
+                e.predict_all_ns(&Stage::FUSE),
+            )
+        };
+        let cpu_work = if f.job.lidar().is_some() { clu } else { 0 } + if run_radar { rad } else { 0 };
+        let cpu_path = cpu_work * (self.cpu.len() as i64 / self.cfg.cpu_workers.max(1) as i64 + 1);
+        if let Err(s) = admit(now, f.hard, Stage::Clustering, cpu_path, fuse) {
+            return Admitted::Shed(s);
+        }
+        if run_detector {
+            if let Err(s) = admit(now, f.hard, det_stage, det * (self.inference.len() as i64 + 1), fuse) {
+                return Admitted::WithoutDetector(s);
+            }
+        }
+        Admitted::All
+    }
+
+    /// A task pushed out of a full queue (its stalest). A detector task superseded by a
+    /// fresher frame leaves its set without camera boxes; a lost CPU task sheds its set.
+    fn evicted(&mut self, evicted: Task, current: &mut Flight) {
+        if evicted.probe {
+            return;
+        }
+        let optional = matches!(evicted.kind, TaskKind::Detector { .. });
+        if !optional {
+            evicted.shed.store(true, Ordering::Release);
+        }
+        self.shared.add(if optional { "shed_stage.superseded.detector" } else { "dropped.task_queue_full" }, 1);
+        let owner = if evicted.set == current.id {
+            Some(current)
+        } else {
+            self.in_flight.iter_mut().find(|x| x.id == evicted.set)
+        };
+        if let Some(f) = owner {
+            f.pending -= 1;
+            if optional {
+                f.stage_shed = true;
+            } else {
+                f.shed.get_or_insert(Shed::PastDeadline(evicted.kind.stage()));
+            }
+        }
+    }
+
+    /// What the workers finished.
+    fn collect(&mut self) {
+        while let Ok(d) = self.done.try_recv() {
+            if matches!(d.outcome, Outcome::Probe) {
+                continue;
+            }
+            let Some(f) = self.in_flight.iter_mut().find(|f| f.id == d.set) else { continue };
+            f.pending = f.pending.saturating_sub(1);
+            match d.outcome {
+                Outcome::Lidar(b, us) => {
+                    f.perception.lidar = Some(b);
+                    f.perception.times.lidar_us = us;
+                }
+                Outcome::Radar(r, us) => {
+                    f.perception.radar = Some(r);
+                    f.perception.times.radar_us = us;
+                }
+                Outcome::Camera(c, us) => {
+                    f.perception.camera = Some(c);
+                    f.perception.times.camera_us = us;
+                }
+                Outcome::Shed(s) => {
+                    f.shed.get_or_insert(s);
+                }
+                Outcome::StageShed(s) => {
+                    f.stage_shed = true;
+                    self.shared.add(format!("shed_stage.{}", s.reason().trim_start_matches("shed.")), 1);
+                }
+                Outcome::Skipped | Outcome::Probe => {}
+            }
+        }
+    }
+
+    /// Finishes sets in stamp order: shed ones at once, the others once their perception
+    /// is complete.
+    fn finish_ready(&mut self) {
+        while self.in_flight.front().is_some_and(|f| f.pending == 0 || f.shed.is_some()) {
+            let f = self.in_flight.pop_front().expect("front");
+            f.flag.store(true, Ordering::Release);
+            let now = (self.clock)();
+            let mut shed = f.shed.clone();
+            if shed.is_none() && self.cfg.admission {
+                shed = admit(now, f.hard, Stage::Association, self.shared.predict_fuse(), 0).err();
+            }
+            match shed {
+                Some(s) => self.shed(f.job.stamp, s),
+                None => self.fuse_and_publish(f),
+            }
+        }
+    }
+
+    fn shed(&mut self, stamp: StampNs, s: Shed) {
+        {
+            let mut st = self.shared.stats.lock().expect("stats");
+            st.add(s.reason(), 1);
+            st.add("sets.shed", 1);
+            st.window_shed += 1;
+        }
+        if let Some(t) = &self.shared.trace {
+            let i = Instant::now();
+            t.span("shed", TID_FUSION, i, i, stamp, &s.reason());
+        }
+        self.events.extend(self.pipeline.report_deadline(stamp, true));
+        let changed = self.degrade.observe_shed();
+        self.log_level(changed);
+    }
+
+    fn fuse_and_publish(&mut self, f: Flight) {
+        let stamp = f.job.stamp;
+        let start = Instant::now();
+        let step = {
+            let _span = tracing::debug_span!("stage", stage = "fuse", set = stamp).entered();
+            self.pipeline.fuse(f.job, f.perception)
+        };
+        let end = Instant::now();
+        if let Some(tr) = &self.shared.trace {
+            tr.span("fuse", TID_FUSION, start, end, stamp, "");
+        }
+        for set in &step.sets {
+            let t = &set.times;
+            for (stage, us) in
+                [(Stage::Association, t.associate_us), (Stage::Tracking, t.track_us), (Stage::Rules, t.rules_us)]
+            {
+                self.shared.exec.lock().expect("exec").record(stage, us);
+                self.shared.stats.lock().expect("stats").stage[stage as usize].record(us.max(1)).ok();
+            }
+            let now = (self.clock)();
+            let latency = now - set.newest_stamp;
+            // A stage overran after admission: withheld, never published late.
+            let late = now > f.hard;
+            {
+                let mut st = self.shared.stats.lock().expect("stats");
+                st.window_sets += 1;
+                st.add("sets", 1);
+                if late {
+                    st.window_hard_misses += 1;
+                    st.add("deadline.hard_misses", 1);
+                    st.add("dropped.hard_deadline", 1);
+                } else {
+                    st.add("sets.published", 1);
+                    st.e2e.record((latency / 1000).max(1) as u64).ok();
+                    st.e2e_total.record((latency / 1000).max(1) as u64).ok();
+                    if now > f.target {
+                        st.add("deadline.target_misses", 1);
+                    }
+                    if set.partial {
+                        st.add("sets.partial", 1);
+                    }
+                }
+            }
+            self.events.extend(self.pipeline.report_deadline(stamp, late));
+            if !late {
+                self.sink.publish(set, latency);
+            }
+            let changed =
+                if late || f.stage_shed { self.degrade.observe_shed() } else { self.degrade.observe(f.target - now) };
+            self.log_level(changed);
+        }
+        self.events.extend(step.events);
+    }
+
+    fn log_level(&mut self, changed: Option<usize>) {
+        let Some(level) = changed else { return };
+        tracing::info!("degradation level {level} ({})", self.degrade.describe());
+        if level < self.level {
+            // Back up a rung: the next time the detector would be kept out, probe it at once.
+            self.detector_left_out = [self.cfg.probe_after; 2];
+        }
+        self.level = level;
+    }
+
+    /// Events to the sink; counters and gauges to the statistics.
+    fn report(&mut self) {
+        let events = std::mem::take(&mut self.events);
+        if !events.is_empty() {
+            self.sink.events(&events);
+        }
+        let mut st = self.shared.stats.lock().expect("stats");
+        for e in &events {
+            st.add(format!("events.{}", e.kind), 1);
+        }
+        for (k, v) in std::mem::take(&mut self.pipeline.counters) {
+            st.add(format!("pipeline.{k}"), v);
+        }
+        for (i, m) in self.mailboxes.iter().enumerate() {
+            st.mailbox_len[i] = m.len();
+            st.counters.insert(format!("dropped.superseded.{}", SENSORS[i]), m.superseded());
+        }
+        st.inference_queue = self.inference.len();
+        st.cpu_queue = self.cpu.len();
+        st.in_flight = self.in_flight.len();
+        st.level = self.degrade.level();
+        st.level_name = self.degrade.describe();
+        st.max_level = self.degrade.max_level;
+        st.counters.insert("degradation.changes".into(), self.degrade.changes);
+    }
+}
+
+/// A set's admission verdict.
+enum Admitted {
+    All,
+    WithoutDetector(Shed),
+    Shed(Shed),
+}
+
 /// The running scheduler (or FIFO baseline): post messages to it; `shutdown` drains it.
 pub struct Executor<M: Message> {
     mailboxes: Arc<[Mailbox<M>; 4]>,
@@ -1099,8 +1527,8 @@ impl<M: Message> Executor<M> {
     /// `cfg.cpu_workers` CPU workers.
     pub fn spawn_edf(
         mut pipeline: Pipeline,
-        mut preprocess: Preprocess<M>,
-        mut sink: impl Sink,
+        preprocess: Preprocess<M>,
+        sink: impl Sink,
         clock: Clock,
         cfg: SchedConfig,
     ) -> std::io::Result<Self> {
@@ -1163,347 +1591,32 @@ impl<M: Message> Executor<M> {
         }
         drop(done_tx);
 
-        let (mb, cl) = (mailboxes.clone(), closed.clone());
-        let fusion = std::thread::Builder::new().name("fusion-sched".into()).spawn(move || {
-            let o = apply_rt(&cfg.rt, 0);
-            shared.stats.lock().expect("stats").rt.insert("fusion", o);
-            let mut degrade = Degradation::new(cfg.degrade.clone());
-            let mut in_flight: VecDeque<Flight> = VecDeque::new();
-            let mut next_id = 0u64;
-            let mut camera_sets = 0u64;
-            // Sets in a row the detector was left out of, full and reduced input.
-            let mut detector_left_out = [0u32; 2];
-            let mut newest_data: Option<StampNs> = None;
-            let mut batch: Vec<M> = vec![];
-            let mut warned_clock = false;
-            loop {
-                let mut sel = Select::new();
-                for m in mb.iter() {
-                    sel.recv(m.receiver());
-                }
-                sel.recv(&done_rx);
-                let woke = sel.ready_timeout(cfg.tick).is_ok();
-                for m in mb.iter() {
-                    while let Some(msg) = m.try_take() {
-                        batch.push(msg);
-                    }
-                }
-                // Arrival order across sensors is lost in separate mailboxes: stamps restore it.
-                batch.sort_by_key(|m| m.stamp());
-                let mut released: Vec<SetJob> = vec![];
-                let mut events: Vec<Event> = vec![];
-                for msg in batch.drain(..) {
-                    let sensor = msg.sensor().min(3);
-                    let stamp = msg.stamp();
-                    let start = Instant::now();
-                    let input = preprocess(msg);
-                    shared.record(Stage::Preprocess, start, Instant::now(), TID_FUSION, stamp, "");
-                    match input {
-                        Ok(input) => {
-                            newest_data = Some(newest_data.unwrap_or(i64::MIN).max(input.stamp()));
-                            let (jobs, ev) = pipeline.push_jobs(input);
-                            released.extend(jobs);
-                            events.extend(ev);
-                        }
-                        Err(reason) => shared.add(format!("rejected.{}.{reason}", SENSORS[sensor]), 1),
-                    }
-                }
-                if !woke {
-                    // Silence: release partial sets and notice dropouts on the clock, when
-                    // the clock and the data share a time base.
-                    let now = (clock)();
-                    if let Some(d) = newest_data.filter(|d| (now - d).abs() < 5_000_000_000) {
-                        let _ = d;
-                        let (jobs, ev) = pipeline.tick_jobs(now);
-                        released.extend(jobs);
-                        events.extend(ev);
-                    }
-                }
-                // Dispatch the released sets' perception stages.
-                for job in released {
-                    next_id += 1;
-                    shared.add("sets.released", 1);
-                    let now = (clock)();
-                    let hard = job.newest_stamp + hard_ns;
-                    if (now - job.newest_stamp).abs() > 10_000_000_000 && !warned_clock {
-                        warned_clock = true;
-                        tracing::warn!(
-                            "set stamps are {:.1} s from the node clock: every set misses its deadline. Playing a \
-                             bag? Use `fusion_bag play --clock` and use_sim_time:=true",
-                            (now - job.newest_stamp) as f64 * 1e-9
-                        );
-                    }
-                    let mut f = Flight {
-                        id: next_id,
-                        hard,
-                        target: job.newest_stamp + target_ns,
-                        pending: 0,
-                        perception: Perception::default(),
-                        shed: None,
-                        stage_shed: false,
-                        flag: Arc::new(AtomicBool::new(false)),
-                        job,
-                    };
-                    let mut run_detector = has_detector
-                        && f.job.camera().is_some()
-                        && !(degrade.active(Rung::SkipDetectorAlternate) && {
-                            camera_sets += 1;
-                            camera_sets % 2 == 0
-                        });
-                    if f.job.camera().is_some() && has_detector && !run_detector {
-                        shared.add("degraded.detector_skipped", 1);
-                    }
-                    let run_radar = f.job.radar().is_some() && !degrade.active(Rung::SkipRadarAssociation);
-                    if f.job.radar().is_some() && !run_radar {
-                        shared.add("degraded.radar_skipped", 1);
-                    }
-                    let reduced = degrade.active(Rung::ReduceDetectorInput);
-                    let det_stage = if reduced { Stage::DetectorReduced } else { Stage::Detector };
-                    let mut probe = false;
-                    // Admission. The CPU path (clustering, radar) is what a set cannot do
-                    // without: when it would miss, the set is shed. The detector runs in
-                    // parallel on its own thread, behind what its queue holds; when it would
-                    // miss, the set goes on without camera boxes.
-                    if cfg.admission {
-                        let (det, clu, rad, fuse) = {
-                            let e = shared.exec.lock().expect("exec");
-                            (
-                                e.predict_ns(det_stage),
-                                e.predict_ns(Stage::Clustering),
-                                e.predict_ns(Stage::Radar),
-                                e.predict_all_ns(&Stage::FUSE),
-                            )
-                        };
-                        let cpu_path = (if f.job.lidar().is_some() { clu } else { 0 }
-                            + if run_radar { rad } else { 0 })
-                            * (cpu.len() as i64 / cfg.cpu_workers.max(1) as i64 + 1);
-                        if let Err(s) = admit(now, hard, Stage::Clustering, cpu_path, fuse) {
-                            f.shed = Some(s);
-                        } else if run_detector {
-                            let det_path = det * (inference.len() as i64 + 1);
-                            if let Err(s) = admit(now, hard, det_stage, det_path, fuse) {
-                                let streak = &mut detector_left_out[reduced as usize];
-                                *streak += 1;
-                                if *streak > cfg.probe_after && inference.len() == 0 {
-                                    probe = true;
-                                    *streak = 0;
-                                    shared.add("inference.probes", 1);
-                                } else {
-                                    run_detector = false;
-                                    f.stage_shed = true;
-                                    shared.add(format!("shed_stage.{}", s.reason().trim_start_matches("shed.")), 1);
-                                }
-                            } else {
-                                detector_left_out[reduced as usize] = 0;
-                            }
-                        }
-                    }
-                    if f.shed.is_none() {
-                        let task = |kind| Task {
-                            set: f.id,
-                            stamp: f.job.stamp,
-                            hard,
-                            shed: f.flag.clone(),
-                            probe: false,
-                            kind,
-                        };
-                        let mut tasks = vec![];
-                        if run_detector {
-                            let (stamp, image) = f.job.camera().expect("camera member");
-                            let mut t = task(TaskKind::Detector { stamp, image, reduced });
-                            t.probe = probe;
-                            tasks.push((true, t));
-                        }
-                        if let Some(points) = f.job.lidar() {
-                            let coarse = degrade.active(Rung::CoarseLidarClustering);
-                            tasks.push((false, task(TaskKind::Lidar { points, omega: f.job.omega(), coarse })));
-                        }
-                        if run_radar {
-                            tasks
-                                .push((false, task(TaskKind::Radar { targets: f.job.radar().expect("radar member") })));
-                        }
-                        f.pending = tasks.len();
-                        for (to_inference, t) in tasks {
-                            let q = if to_inference { &inference } else { &cpu };
-                            if let Some(evicted) = q.push(t) {
-                                // The queue was full: its stalest task goes. A detector task
-                                // superseded by a fresher frame leaves its set without camera
-                                // boxes; a lost CPU task sheds its set.
-                                let optional = matches!(evicted.kind, TaskKind::Detector { .. });
-                                if !optional {
-                                    evicted.shed.store(true, Ordering::Release);
-                                }
-                                shared.add(
-                                    if optional { "shed_stage.superseded.detector" } else { "dropped.task_queue_full" },
-                                    1,
-                                );
-                                let target = if evicted.set == f.id {
-                                    Some(&mut f)
-                                } else {
-                                    in_flight.iter_mut().find(|x| x.id == evicted.set)
-                                };
-                                if let Some(ef) = target {
-                                    ef.pending -= 1;
-                                    if optional {
-                                        ef.stage_shed = true;
-                                    } else {
-                                        ef.shed.get_or_insert(Shed::PastDeadline(evicted.kind.stage()));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    in_flight.push_back(f);
-                    if in_flight.len() > cfg.max_in_flight.max(1) {
-                        let oldest = in_flight.front_mut().expect("non-empty");
-                        oldest.flag.store(true, Ordering::Release);
-                        oldest.shed.get_or_insert(Shed::PastDeadline(Stage::Association));
-                        shared.add("dropped.in_flight_full", 1);
-                    }
-                }
-                // Completions.
-                while let Ok(d) = done_rx.try_recv() {
-                    let Some(f) = in_flight.iter_mut().find(|f| f.id == d.set) else { continue };
-                    f.pending = f.pending.saturating_sub(1);
-                    match d.outcome {
-                        Outcome::Lidar(b, us) => {
-                            f.perception.lidar = Some(b);
-                            f.perception.times.lidar_us = us;
-                        }
-                        Outcome::Radar(r, us) => {
-                            f.perception.radar = Some(r);
-                            f.perception.times.radar_us = us;
-                        }
-                        Outcome::Camera(c, us) => {
-                            f.perception.camera = Some(c);
-                            f.perception.times.camera_us = us;
-                        }
-                        Outcome::Shed(s) => {
-                            f.shed.get_or_insert(s);
-                        }
-                        Outcome::StageShed(s) => {
-                            f.stage_shed = true;
-                            shared.add(format!("shed_stage.{}", s.reason().trim_start_matches("shed.")), 1);
-                        }
-                        Outcome::Skipped => {}
-                    }
-                }
-                // Finish sets in stamp order: shed ones go at once, others when complete.
-                while let Some(f) = in_flight.front() {
-                    if f.pending > 0 && f.shed.is_none() {
-                        break;
-                    }
-                    let f = in_flight.pop_front().expect("front");
-                    f.flag.store(true, Ordering::Release);
-                    let stamp = f.job.stamp;
-                    let mut shed = f.shed.clone();
-                    let now = (clock)();
-                    if shed.is_none() && cfg.admission {
-                        shed = admit(now, f.hard, Stage::Association, shared.predict_fuse(), 0).err();
-                    }
-                    if let Some(s) = shed {
-                        {
-                            let mut st = shared.stats.lock().expect("stats");
-                            st.add(s.reason(), 1);
-                            st.add("sets.shed", 1);
-                            st.window_shed += 1;
-                        }
-                        if let Some(t) = &shared.trace {
-                            let i = Instant::now();
-                            t.span("shed", TID_FUSION, i, i, stamp, &s.reason());
-                        }
-                        events.extend(pipeline.report_deadline(stamp, true));
-                        if let Some(level) = degrade.observe_shed() {
-                            tracing::info!("degradation level {level} ({})", degrade.describe());
-                        }
-                        continue;
-                    }
-                    let start = Instant::now();
-                    let step = {
-                        let _span = tracing::debug_span!("stage", stage = "fuse", set = stamp).entered();
-                        pipeline.fuse(f.job, f.perception)
-                    };
-                    let end = Instant::now();
-                    for set in &step.sets {
-                        let t = &set.times;
-                        for (stage, us) in [
-                            (Stage::Association, t.associate_us),
-                            (Stage::Tracking, t.track_us),
-                            (Stage::Rules, t.rules_us),
-                        ] {
-                            shared.exec.lock().expect("exec").record(stage, us);
-                            shared.stats.lock().expect("stats").stage[stage as usize].record(us.max(1)).ok();
-                        }
-                        if let Some(tr) = &shared.trace {
-                            tr.span("fuse", TID_FUSION, start, end, stamp, "");
-                        }
-                        let now = (clock)();
-                        let latency = now - set.newest_stamp;
-                        let late = now > f.hard;
-                        {
-                            let mut st = shared.stats.lock().expect("stats");
-                            st.window_sets += 1;
-                            st.add("sets", 1);
-                            if late {
-                                st.window_hard_misses += 1;
-                                st.add("deadline.hard_misses", 1);
-                                st.add("dropped.hard_deadline", 1);
-                            } else {
-                                st.add("sets.published", 1);
-                                st.e2e.record((latency / 1000).max(1) as u64).ok();
-                                st.e2e_total.record((latency / 1000).max(1) as u64).ok();
-                                if now > f.target {
-                                    st.add("deadline.target_misses", 1);
-                                }
-                                if set.partial {
-                                    st.add("sets.partial", 1);
-                                }
-                            }
-                        }
-                        events.extend(pipeline.report_deadline(stamp, late));
-                        if !late {
-                            sink.publish(set, latency);
-                        }
-                        let changed =
-                            if late || f.stage_shed { degrade.observe_shed() } else { degrade.observe(f.target - now) };
-                        if let Some(level) = changed {
-                            tracing::info!("degradation level {level} ({})", degrade.describe());
-                        }
-                    }
-                    events.extend(step.events);
-                }
-                if !events.is_empty() {
-                    sink.events(&events);
-                    let mut st = shared.stats.lock().expect("stats");
-                    for e in &events {
-                        st.add(format!("events.{}", e.kind), 1);
-                    }
-                }
-                {
-                    let mut st = shared.stats.lock().expect("stats");
-                    for (k, v) in std::mem::take(&mut pipeline.counters) {
-                        st.add(format!("pipeline.{k}"), v);
-                    }
-                    for (i, m) in mb.iter().enumerate() {
-                        st.mailbox_len[i] = m.len();
-                        let sup = m.superseded();
-                        st.counters.insert(format!("dropped.superseded.{}", SENSORS[i]), sup);
-                    }
-                    st.inference_queue = inference.len();
-                    st.cpu_queue = cpu.len();
-                    st.in_flight = in_flight.len();
-                    st.level = degrade.level();
-                    st.level_name = degrade.describe();
-                    st.max_level = degrade.max_level;
-                    st.counters.insert("degradation.changes".into(), degrade.changes);
-                }
-                if cl.load(Ordering::Acquire) && mb.iter().all(|m| m.is_empty()) && in_flight.is_empty() {
-                    break;
-                }
-            }
-            inference.close();
-            cpu.close();
-        })?;
+        let coordinator = Coordinator {
+            degrade: Degradation::new(cfg.degrade.clone()),
+            cfg,
+            shared,
+            clock,
+            pipeline,
+            preprocess,
+            sink,
+            mailboxes: mailboxes.clone(),
+            done: done_rx,
+            inference,
+            cpu,
+            has_detector,
+            target_ns,
+            hard_ns,
+            in_flight: VecDeque::new(),
+            next_id: 0,
+            camera_sets: 0,
+            detector_left_out: [0; 2],
+            newest_data: None,
+            warned_clock: false,
+            level: 0,
+            events: vec![],
+        };
+        let cl = closed.clone();
+        let fusion = std::thread::Builder::new().name("fusion-sched".into()).spawn(move || coordinator.run(cl))?;
         threads.push(fusion);
         Ok(Self { mailboxes, fifo: None, closed, stats, threads, trace })
     }
