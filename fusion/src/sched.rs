@@ -612,23 +612,23 @@ pub fn lock_memory() -> RtOutcome {
 // ---------------------------------------------------------------------------------------
 // Trace export
 
-#[derive(Debug, Clone, Serialize)]
+/// One stage run (Chrome trace "complete" event), kept lean: JSON is built at write time.
+#[derive(Debug, Clone)]
 struct TraceEvent {
     name: &'static str,
-    cat: &'static str,
-    ph: &'static str,
-    ts: f64,
-    dur: f64,
-    pid: u32,
     tid: u32,
-    args: BTreeMap<&'static str, serde_json::Value>,
+    ts_us: f64,
+    dur_us: f64,
+    set: StampNs,
+    outcome: String,
 }
 
-/// Chrome-trace / Perfetto JSON of every stage run (bounded: beyond `capacity` events
-/// the rest are counted, not kept). Open the file at ui.perfetto.dev or chrome://tracing.
+/// Chrome-trace / Perfetto JSON of stage runs: a ring of the newest `capacity` events (a
+/// long-running node keeps the last minutes, not an ever-growing log; the overwritten ones
+/// are counted). Open the file at ui.perfetto.dev or chrome://tracing.
 pub struct TraceRecorder {
     origin: Instant,
-    events: Mutex<Vec<TraceEvent>>,
+    events: Mutex<VecDeque<TraceEvent>>,
     capacity: usize,
     dropped: AtomicU64,
 }
@@ -640,22 +640,24 @@ pub const TID_WORKER: u32 = 3;
 
 impl TraceRecorder {
     pub fn new(capacity: usize) -> Self {
-        Self { origin: Instant::now(), events: Mutex::new(vec![]), capacity, dropped: AtomicU64::new(0) }
+        Self {
+            origin: Instant::now(),
+            events: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+        }
     }
 
     pub fn span(&self, name: &'static str, tid: u32, start: Instant, end: Instant, set: StampNs, outcome: &str) {
-        let mut ev = self.events.lock().expect("trace");
-        if ev.len() >= self.capacity {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         let us = |t: Instant| t.saturating_duration_since(self.origin).as_nanos() as f64 / 1000.0;
-        let mut args = BTreeMap::new();
-        args.insert("set_stamp_ns", serde_json::json!(set));
-        if !outcome.is_empty() {
-            args.insert("outcome", serde_json::json!(outcome));
+        let ev =
+            TraceEvent { name, tid, ts_us: us(start), dur_us: us(end) - us(start), set, outcome: outcome.to_string() };
+        let mut events = self.events.lock().expect("trace");
+        if events.len() >= self.capacity {
+            events.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        ev.push(TraceEvent { name, cat: "stage", ph: "X", ts: us(start), dur: us(end) - us(start), pid: 1, tid, args });
+        events.push_back(ev);
     }
 
     pub fn len(&self) -> usize {
@@ -666,17 +668,30 @@ impl TraceRecorder {
         self.len() == 0
     }
 
+    /// Events overwritten because the ring was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let ev = self.events.lock().expect("trace");
-        let mut all: Vec<serde_json::Value> = [(TID_FUSION, "fusion"), (TID_INFERENCE, "inference"), (TID_WORKER, "cpu worker")]
-            .iter()
-            .map(|(tid, name)| {
-                serde_json::json!({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}})
-            })
-            .collect();
-        all.extend(ev.iter().map(|e| serde_json::to_value(e).expect("serializable")));
+        let events = self.events.lock().expect("trace");
+        let mut all: Vec<serde_json::Value> =
+            [(TID_FUSION, "fusion"), (TID_INFERENCE, "inference"), (TID_WORKER, "cpu worker")]
+                .iter()
+                .map(|(tid, name)| {
+                    serde_json::json!({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}})
+                })
+                .collect();
+        all.extend(events.iter().map(|e| {
+            let mut args = serde_json::json!({"set_stamp_ns": e.set});
+            if !e.outcome.is_empty() {
+                args["outcome"] = serde_json::json!(e.outcome);
+            }
+            serde_json::json!({"name": e.name, "cat": "stage", "ph": "X", "ts": e.ts_us, "dur": e.dur_us, "pid": 1,
+                               "tid": e.tid, "args": args})
+        }));
         let doc = serde_json::json!({"traceEvents": all, "displayTimeUnit": "ms",
-                                     "otherData": {"dropped_events": self.dropped.load(Ordering::Relaxed)}});
+                                     "otherData": {"overwritten_events": self.dropped()}});
         let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
         serde_json::to_writer(&mut f, &doc)?;
         f.flush()

@@ -407,3 +407,31 @@ fn executor_degrades_under_scripted_overload_and_recovers_without_late_publicati
     assert_eq!(s.count("sets.shed"), s.total("shed."), "every shed set has a reason: {:?}", s.counters);
     assert!(s.e2e_total.max() <= 100_000, "{}", s.e2e_total.max());
 }
+
+#[test]
+fn trace_keeps_the_newest_runs_in_a_bounded_ring_and_writes_chrome_json() {
+    let t = TraceRecorder::new(3);
+    let t0 = Instant::now();
+    for i in 0..5i64 {
+        let start = t0 + Duration::from_millis(i as u64 * 10);
+        t.span(
+            "detector",
+            TID_INFERENCE,
+            start,
+            start + Duration::from_millis(4),
+            i,
+            if i == 4 { "reduced" } else { "" },
+        );
+    }
+    assert_eq!((t.len(), t.dropped()), (3, 2));
+    let path = std::env::temp_dir().join(format!("trace_{}.json", std::process::id()));
+    t.write(&path).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    std::fs::remove_file(&path).ok();
+    let spans: Vec<_> = doc["traceEvents"].as_array().unwrap().iter().filter(|e| e["ph"] == "X").collect();
+    // The newest three, in order, 4 ms long, on the inference row.
+    assert_eq!(spans.iter().map(|e| e["args"]["set_stamp_ns"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 3, 4]);
+    assert!(spans.iter().all(|e| (e["dur"].as_f64().unwrap() - 4000.0).abs() < 1.0 && e["tid"] == TID_INFERENCE));
+    assert_eq!(spans[2]["args"]["outcome"], "reduced");
+    assert_eq!(doc["otherData"]["overwritten_events"], 2);
+}

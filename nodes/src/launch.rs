@@ -139,13 +139,12 @@ pub struct Launch {
 }
 
 /// ROS YAML typing of a parameter value: `1` int, `1.0` float, `true` bool, `'1'` string,
-/// `[a, b]` list; anything YAML cannot read stays a string.
+/// `[a, b]` list; anything YAML cannot read stays a string. As in launch_ros, a value that
+/// reads as YAML null (`""`, `~`, `null`) stays the string it was: `value=""` is an empty
+/// string parameter, never a null (which rcl would read as the string "null").
 pub fn typed_value(text: &str) -> Value {
     match serde_yaml::from_str::<Value>(text) {
-        Ok(Value::Null) if !text.trim().is_empty() && text.trim() != "~" && text.trim() != "null" => {
-            Value::String(text.into())
-        }
-        Ok(Value::Mapping(_)) | Err(_) => Value::String(text.into()),
+        Ok(Value::Null) | Ok(Value::Mapping(_)) | Err(_) => Value::String(text.into()),
         Ok(v) => v,
     }
 }
@@ -1230,6 +1229,8 @@ mod tests {
         assert_eq!(typed_value("'1'"), Value::from("1"));
         assert_eq!(typed_value("/a/b.yaml"), Value::from("/a/b.yaml"));
         assert_eq!(typed_value("a: b"), Value::from("a: b"));
+        assert_eq!(typed_value(""), Value::from(""), "an empty value is an empty string");
+        assert_eq!(typed_value("null"), Value::from("null"));
         assert_eq!(shell_split("a 'b c' \"d\" ''").unwrap(), ["a", "b c", "d", ""]);
         assert!(shell_split("'open").is_none());
         assert_eq!(join_namespace("/", ""), "/");
