@@ -29,7 +29,10 @@ def last_diagnostics(path):
         conns = [c for c in r.connections if c.topic == '/diagnostics']
         for c, _, raw in r.messages(connections=conns):
             for s in TS.deserialize_cdr(raw, c.msgtype).status:
-                last[s.name] = {'level': int(s.level), 'message': s.message, **{kv.key: kv.value for kv in s.values}}
+                # Merged over time: the latency keys of the last window that had any stay (a
+                # node reports none for windows without data, e.g. after the bag ended).
+                last.setdefault(s.name, {}).update(
+                    {'level': int(s.level), 'message': s.message, **{kv.key: kv.value for kv in s.values}})
     return last
 
 
@@ -51,6 +54,14 @@ def main():
         print(f"{name:36} {d.get('received', ''):>6} {d.get('accepted', ''):>6} {d.get('rejected', ''):>5} "
               f"{d.get('dropped.queue_full', ''):>5} {d.get('latency_p50_ms', ''):>8} {d.get('latency_p99_ms', ''):>8} "
               f"{d.get('latency_max_ms', ''):>8}")
+    for name, d in sorted(diag.items()):
+        if 'sets.released' in d:
+            g = lambda k: d.get(k, '0')
+            print(f"{name}: sets released {g('sets.released')}, published {g('sets.published')}, "
+                  f"shed {g('sets.shed')}, target misses {g('deadline.target_misses')}, "
+                  f"hard misses {g('deadline.hard_misses')}, degradation max level {g('degradation.max_level')}, "
+                  f"detector p50/p99 {d.get('stage.detector.p50_ms', '-')}/{d.get('stage.detector.p99_ms', '-')} ms, "
+                  f"RT {d.get('rt.fusion', '-')}")
     print('raw bag:      ' + ', '.join(f'{k}={v}' for k, v in sorted(raw.items())))
     print('recorded bag: ' + ', '.join(f'{k}={v}' for k, v in sorted(rec.items())))
     summaries = texts(a.recorded, '/anomaly/summary')
