@@ -120,6 +120,11 @@ fn micros_histogram() -> Histogram<u64> {
 pub struct ExecStats {
     current: Vec<Histogram<u64>>,
     previous: Vec<Histogram<u64>>,
+    /// `current` + `previous`, kept in step with them: the window predictions read.
+    window_hist: Vec<Histogram<u64>>,
+    /// Each stage's prediction (ns), refreshed when its samples change: admission asks
+    /// for several per set, each of which would otherwise scan a histogram.
+    predicted_ns: [i64; STAGES],
     window: u64,
     min_samples: u64,
     prior_us: [u64; STAGES],
@@ -127,9 +132,12 @@ pub struct ExecStats {
 
 impl ExecStats {
     pub fn new(prior_us: [u64; STAGES], window: u64, min_samples: u64) -> Self {
+        let histograms = || (0..STAGES).map(|_| micros_histogram()).collect::<Vec<_>>();
         Self {
-            current: (0..STAGES).map(|_| micros_histogram()).collect(),
-            previous: (0..STAGES).map(|_| micros_histogram()).collect(),
+            current: histograms(),
+            previous: histograms(),
+            window_hist: histograms(),
+            predicted_ns: prior_us.map(|us| us as i64 * 1000),
             window: window.max(1),
             min_samples,
             prior_us,
@@ -139,34 +147,42 @@ impl ExecStats {
     pub fn record(&mut self, stage: Stage, us: u64) {
         let i = stage as usize;
         if self.current[i].len() >= self.window {
+            // The older half leaves the window.
             std::mem::swap(&mut self.current[i], &mut self.previous[i]);
             self.current[i].reset();
+            self.window_hist[i].clone_from(&self.previous[i]);
         }
         self.current[i].record(us.max(1)).ok();
+        self.window_hist[i].record(us.max(1)).ok();
+        self.refresh(i);
     }
 
     /// Forgets a stage's history (its load changed: the next samples decide).
     pub fn reset(&mut self, stage: Stage) {
-        self.current[stage as usize].reset();
-        self.previous[stage as usize].reset();
+        let i = stage as usize;
+        self.current[i].reset();
+        self.previous[i].reset();
+        self.window_hist[i].reset();
+        self.refresh(i);
     }
 
-    pub fn samples(&self, stage: Stage) -> u64 {
-        let i = stage as usize;
-        self.current[i].len() + self.previous[i].len()
-    }
-
-    /// Predicted execution time of a stage: its p99 over the window (ns).
-    pub fn predict_ns(&self, stage: Stage) -> i64 {
-        let i = stage as usize;
-        let mut h = self.current[i].clone();
-        h.add(&self.previous[i]).ok();
+    fn refresh(&mut self, i: usize) {
+        let h = &self.window_hist[i];
         let us = if h.len() >= self.min_samples && !h.is_empty() {
             h.value_at_quantile(0.99)
         } else {
             self.prior_us[i].max(if h.is_empty() { 0 } else { h.max() })
         };
-        us as i64 * 1000
+        self.predicted_ns[i] = us as i64 * 1000;
+    }
+
+    pub fn samples(&self, stage: Stage) -> u64 {
+        self.window_hist[stage as usize].len()
+    }
+
+    /// Predicted execution time of a stage: its p99 over the window (ns).
+    pub fn predict_ns(&self, stage: Stage) -> i64 {
+        self.predicted_ns[stage as usize]
     }
 
     pub fn predict_all_ns(&self, stages: &[Stage]) -> i64 {
@@ -284,17 +300,24 @@ impl<T> Mailbox<T> {
         Self { tx, rx, superseded: AtomicU64::new(0) }
     }
 
-    /// Posts a message; returns the one it superseded, if any.
-    pub fn post(&self, mut item: T) -> Option<T> {
-        let mut evicted = None;
+    /// Posts a message; returns the one it superseded, if any (the last one, should other
+    /// threads be posting at the same time).
+    pub fn post(&self, item: T) -> Option<T> {
+        let mut last = None;
+        self.post_evicting(item, |old| last = Some(old));
+        last
+    }
+
+    /// Posts a message, handing every message it superseded to `evicted`.
+    pub fn post_evicting(&self, mut item: T, mut evicted: impl FnMut(T)) {
         loop {
             match self.tx.try_send(item) {
-                Ok(()) => return evicted,
+                Ok(()) => return,
                 Err(TrySendError::Full(back)) => {
                     item = back;
                     if let Ok(old) = self.rx.try_recv() {
                         self.superseded.fetch_add(1, Ordering::Relaxed);
-                        evicted = Some(old);
+                        evicted(old);
                     }
                 }
                 Err(TrySendError::Disconnected(_)) => unreachable!("the mailbox holds its own receiver"),
@@ -1527,10 +1550,16 @@ enum Admitted {
     Shed(Shed),
 }
 
+/// Where posted messages wait: one latest-wins mailbox per sensor (scheduler), or one
+/// drop-oldest queue for everything (baseline).
+enum Inbox<M> {
+    PerSensor(Arc<[Mailbox<M>; 4]>),
+    Fifo(Arc<Mailbox<M>>),
+}
+
 /// The running scheduler (or FIFO baseline): post messages to it; `shutdown` drains it.
 pub struct Executor<M: Message> {
-    mailboxes: Arc<[Mailbox<M>; 4]>,
-    fifo: Option<(Sender<M>, Receiver<M>)>,
+    inbox: Inbox<M>,
     closed: Arc<AtomicBool>,
     stats: Arc<Mutex<SchedStats>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -1633,7 +1662,7 @@ impl<M: Message> Executor<M> {
         let cl = closed.clone();
         let fusion = std::thread::Builder::new().name("fusion-sched".into()).spawn(move || coordinator.run(cl))?;
         threads.push(fusion);
-        Ok(Self { mailboxes, fifo: None, closed, stats, threads, trace })
+        Ok(Self { inbox: Inbox::PerSensor(mailboxes), closed, stats, threads, trace })
     }
 
     /// The baseline: one thread, one bounded FIFO queue (drop-oldest when full, counted),
@@ -1646,12 +1675,12 @@ impl<M: Message> Executor<M> {
         cfg: SchedConfig,
     ) -> std::io::Result<Self> {
         let stats = Arc::new(Mutex::new(SchedStats::new()));
-        let (tx, rx) = crossbeam_channel::bounded::<M>(cfg.fifo_depth.max(1));
+        let queue = Arc::new(Mailbox::<M>::new(cfg.fifo_depth));
         let closed = Arc::new(AtomicBool::new(false));
-        let (st, cl, rx2) = (stats.clone(), closed.clone(), rx.clone());
+        let (st, cl, q) = (stats.clone(), closed.clone(), queue.clone());
         let (target_ns, hard_ns) = (pipeline.params.target_deadline_ns, pipeline.params.hard_deadline_ns);
         let thread = std::thread::Builder::new().name("fusion-fifo".into()).spawn(move || loop {
-            let msg = match rx2.recv_timeout(cfg.tick) {
+            let msg = match q.receiver().recv_timeout(cfg.tick) {
                 Ok(m) => m,
                 Err(_) if cl.load(Ordering::Acquire) => break,
                 Err(_) => continue,
@@ -1710,16 +1739,9 @@ impl<M: Message> Executor<M> {
             for (k, v) in std::mem::take(&mut pipeline.counters) {
                 s.add(format!("pipeline.{k}"), v);
             }
-            s.counters.insert("queue.fifo".into(), rx2.len() as u64);
+            s.counters.insert("queue.fifo".into(), q.len() as u64);
         })?;
-        Ok(Self {
-            mailboxes: Arc::new([Mailbox::new(1), Mailbox::new(1), Mailbox::new(1), Mailbox::new(1)]),
-            fifo: Some((tx, rx)),
-            closed,
-            stats,
-            threads: vec![thread],
-            trace: None,
-        })
+        Ok(Self { inbox: Inbox::Fifo(queue), closed, stats, threads: vec![thread], trace: None })
     }
 
     /// Hands a message to the executor: into its sensor's latest-wins mailbox (scheduler),
@@ -1727,21 +1749,15 @@ impl<M: Message> Executor<M> {
     pub fn post(&self, msg: M) {
         let sensor = msg.sensor().min(3);
         self.stats.lock().expect("stats").received[sensor] += 1;
-        match &self.fifo {
-            None => {
-                self.mailboxes[sensor].post(msg);
+        match &self.inbox {
+            Inbox::PerSensor(mailboxes) => {
+                mailboxes[sensor].post(msg);
             }
-            Some((tx, rx)) => {
-                let mut item = msg;
-                while let Err(TrySendError::Full(back)) = tx.try_send(item) {
-                    if let Ok(old) = rx.try_recv() {
-                        self.stats
-                            .lock()
-                            .expect("stats")
-                            .add(format!("dropped.queue_full.{}", SENSORS[old.sensor().min(3)]), 1);
-                    }
-                    item = back;
-                }
+            Inbox::Fifo(queue) => {
+                queue.post_evicting(msg, |old| {
+                    let reason = format!("dropped.queue_full.{}", SENSORS[old.sensor().min(3)]);
+                    self.stats.lock().expect("stats").add(reason, 1);
+                });
             }
         }
     }
