@@ -9,6 +9,7 @@ use crate::{
     detector::DetectorParams,
     ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
     replay::apply_params_file_with,
+    ros,
 };
 use anyhow::{bail, Context as _, Result};
 use fusion::{
@@ -21,7 +22,6 @@ use fusion::{
 };
 use hdrhistogram::Histogram;
 use r2r::{
-    builtin_interfaces::msg::Time,
     sensor_msgs::msg::{Image, Imu, PointCloud2},
     WrappedTypesupport,
 };
@@ -138,11 +138,6 @@ impl Sink for BenchSink {
     }
 }
 
-fn set_stamp(t: &mut Time, ns: StampNs) {
-    t.sec = ns.div_euclid(1_000_000_000) as i32;
-    t.nanosec = ns.rem_euclid(1_000_000_000) as u32;
-}
-
 /// Anonymous resident memory of this process (heap, stacks), MiB: what a leak or an
 /// unbounded queue would grow. File-backed pages (the memory-mapped bag being read) come
 /// and go with the page cache and are left out.
@@ -244,11 +239,11 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
             let stamp = clock();
             let raw = match sensor {
                 0 => Image::from_serialized_bytes(&m.data).map(|mut i| {
-                    set_stamp(&mut i.header.stamp, stamp);
+                    i.header.stamp = ros::to_time(stamp);
                     Raw::Camera(i)
                 }),
                 1 | 2 => PointCloud2::from_serialized_bytes(&m.data).map(|mut c| {
-                    set_stamp(&mut c.header.stamp, stamp);
+                    c.header.stamp = ros::to_time(stamp);
                     if sensor == 1 {
                         Raw::Lidar(c)
                     } else {
@@ -256,7 +251,7 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
                     }
                 }),
                 _ => Imu::from_serialized_bytes(&m.data).map(|mut i| {
-                    set_stamp(&mut i.header.stamp, stamp);
+                    i.header.stamp = ros::to_time(stamp);
                     Raw::Imu(i)
                 }),
             };
