@@ -1679,26 +1679,39 @@ impl<M: Message> Executor<M> {
         let closed = Arc::new(AtomicBool::new(false));
         let (st, cl, q) = (stats.clone(), closed.clone(), queue.clone());
         let (target_ns, hard_ns) = (pipeline.params.target_deadline_ns, pipeline.params.hard_deadline_ns);
+        let mut newest_data: Option<StampNs> = None;
         let thread = std::thread::Builder::new().name("fusion-fifo".into()).spawn(move || loop {
-            let msg = match q.receiver().recv_timeout(cfg.tick) {
-                Ok(m) => m,
+            let step = match q.receiver().recv_timeout(cfg.tick) {
+                Ok(msg) => {
+                    let sensor = msg.sensor().min(3);
+                    let start = Instant::now();
+                    let input = preprocess(msg);
+                    st.lock().expect("stats").stage[Stage::Preprocess as usize]
+                        .record(start.elapsed().as_micros().max(1) as u64)
+                        .ok();
+                    match input {
+                        Ok(input) => {
+                            newest_data = Some(newest_data.unwrap_or(i64::MIN).max(input.stamp()));
+                            pipeline.push(input)
+                        }
+                        Err(reason) => {
+                            st.lock().expect("stats").add(format!("rejected.{}.{reason}", SENSORS[sensor]), 1);
+                            continue;
+                        }
+                    }
+                }
                 Err(_) if cl.load(Ordering::Acquire) => break,
-                Err(_) => continue,
-            };
-            let sensor = msg.sensor().min(3);
-            let start = Instant::now();
-            let input = preprocess(msg);
-            st.lock().expect("stats").stage[Stage::Preprocess as usize]
-                .record(start.elapsed().as_micros().max(1) as u64)
-                .ok();
-            let input = match input {
-                Ok(i) => i,
-                Err(reason) => {
-                    st.lock().expect("stats").add(format!("rejected.{}.{reason}", SENSORS[sensor]), 1);
-                    continue;
+                Err(_) => {
+                    // Silence: as the scheduler does, release partial sets and notice
+                    // dropouts on the clock (when the clock and the data share a time base),
+                    // or a set missing a silent sensor would wait for the next message.
+                    let now = (clock)();
+                    if newest_data.is_none_or(|d| (now - d).abs() >= 5_000_000_000) {
+                        continue;
+                    }
+                    pipeline.tick(now)
                 }
             };
-            let step = pipeline.push(input);
             let mut events = step.events;
             for set in &step.sets {
                 let now = (clock)();
@@ -1719,6 +1732,9 @@ impl<M: Message> Executor<M> {
                     s.window_sets += 1;
                     s.add("sets", 1);
                     s.add("sets.published", 1);
+                    if set.partial {
+                        s.add("sets.partial", 1);
+                    }
                     s.e2e.record((latency / 1000).max(1) as u64).ok();
                     s.e2e_total.record((latency / 1000).max(1) as u64).ok();
                     if latency > target_ns {

@@ -340,6 +340,7 @@ impl Message for Msg {
 #[derive(Default)]
 struct Recorded {
     published: Vec<(StampNs, i64)>,
+    partial: usize,
     events: usize,
 }
 
@@ -347,7 +348,9 @@ struct Recorder(Arc<Mutex<Recorded>>);
 
 impl Sink for Recorder {
     fn publish(&mut self, set: &SetOutput, latency_ns: i64) {
-        self.0.lock().unwrap().published.push((set.stamp, latency_ns));
+        let mut rec = self.0.lock().unwrap();
+        rec.published.push((set.stamp, latency_ns));
+        rec.partial += set.partial as usize;
     }
     fn events(&mut self, events: &[Event]) {
         self.0.lock().unwrap().events += events.len();
@@ -406,6 +409,44 @@ fn executor_degrades_under_scripted_overload_and_recovers_without_late_publicati
     );
     assert_eq!(s.count("sets.shed"), s.total("shed."), "every shed set has a reason: {:?}", s.counters);
     assert!(s.e2e_total.max() <= 100_000, "{}", s.e2e_total.max());
+}
+
+#[test]
+fn both_executors_count_the_partial_sets_they_publish() {
+    // Camera and LiDAR at 10 Hz, the radar silent: every set goes out partial (missing
+    // radar), in time, and /diagnostics' `sets.partial` says so under either scheduler.
+    let origin = Instant::now();
+    let clock: Clock = Arc::new(move || origin.elapsed().as_nanos() as i64);
+    let image = Arc::new(Rgb8 { width: 64, height: 48, data: vec![90; 64 * 48 * 3] });
+    let points: Arc<Vec<[f32; 5]>> =
+        Arc::new((0..100).map(|i| [10.0 + (i % 10) as f32 * 0.05, (i / 10) as f32 * 0.05, 0.5, 1.0, 0.0]).collect());
+    for fifo in [false, true] {
+        let pipeline = Pipeline::new(PipelineParams::default(), &Calibration::default(), None);
+        let rec = Arc::new(Mutex::new(Recorded::default()));
+        let (preprocess, sink) = (Box::new(|m: Msg| Ok(m.0)), Recorder(rec.clone()));
+        let exec = if fifo {
+            Executor::spawn_fifo(pipeline, preprocess, sink, clock.clone(), SchedConfig::default())
+        } else {
+            Executor::spawn_edf(pipeline, preprocess, sink, clock.clone(), SchedConfig::default())
+        }
+        .unwrap();
+        for _ in 0..15 {
+            let t = clock();
+            exec.post(Msg(Input::Camera { stamp: t, image: image.clone() }));
+            exec.post(Msg(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 0 }));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let s = exec.shutdown();
+        let rec = rec.lock().unwrap();
+        let name = if fifo { "fifo" } else { "edf" };
+        assert!(rec.partial >= 10, "{name}: {} partial of {} published", rec.partial, rec.published.len());
+        assert_eq!(s.count("sets.partial") as usize, rec.partial, "{name}: {:?}", s.counters);
+        assert_eq!(s.count("sets.published") as usize, rec.published.len(), "{name}");
+        // Released on the clock once the radar's wait is over, not when the next frame
+        // comes 100 ms later: no set reaches the hard deadline.
+        let late: Vec<_> = rec.published.iter().filter(|(_, l)| *l > 100 * MS).collect();
+        assert!(late.is_empty() && s.count("deadline.hard_misses") == 0, "{name}: {late:?} {:?}", s.counters);
+    }
 }
 
 #[test]
