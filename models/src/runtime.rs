@@ -284,12 +284,18 @@ impl CenterNet {
                 model.quantize_weights_group(&mut quantizer, ParamGroup::from_predicate("conv.weight"))
             }
         };
-        let name = format!("centernet/{}/{}/{}x{}", options.backend.as_str(), options.precision.as_str(), w, h);
+        let name = Self::name_for(&options);
         Ok(Self { model, device, full_size: options.input_size, options, name })
     }
 
     pub fn options(&self) -> &DetectorOptions {
         &self.options
+    }
+
+    /// `centernet/<backend>/<precision>/<W>x<H>`, the input size being the one in force.
+    fn name_for(options: &DetectorOptions) -> String {
+        let [w, h] = options.input_size;
+        format!("centernet/{}/{}/{w}x{h}", options.backend.as_str(), options.precision.as_str())
     }
 
     /// Raw maps for a batch of frames already at the input size (rgb8): heat (probabilities),
@@ -355,6 +361,7 @@ impl CameraDetector for CenterNet {
     fn set_reduced_input(&mut self, reduced: bool) -> bool {
         let [w, h] = self.full_size;
         self.options.input_size = if reduced { [reduced_side(w), reduced_side(h)] } else { [w, h] };
+        self.name = Self::name_for(&self.options);
         true
     }
 }
