@@ -118,9 +118,9 @@ fn micros_histogram() -> Histogram<u64> {
 /// `min_samples` samples its prediction is the larger of its prior and its worst sample.
 #[derive(Debug, Clone)]
 pub struct ExecStats {
+    /// The newer half of each stage's window.
     current: Vec<Histogram<u64>>,
-    previous: Vec<Histogram<u64>>,
-    /// `current` + `previous`, kept in step with them: the window predictions read.
+    /// The whole window (the older half + `current`): what predictions read.
     window_hist: Vec<Histogram<u64>>,
     /// Each stage's prediction (ns), refreshed when its samples change: admission asks
     /// for several per set, each of which would otherwise scan a histogram.
@@ -135,7 +135,6 @@ impl ExecStats {
         let histograms = || (0..STAGES).map(|_| micros_histogram()).collect::<Vec<_>>();
         Self {
             current: histograms(),
-            previous: histograms(),
             window_hist: histograms(),
             predicted_ns: prior_us.map(|us| us as i64 * 1000),
             window: window.max(1),
@@ -147,10 +146,9 @@ impl ExecStats {
     pub fn record(&mut self, stage: Stage, us: u64) {
         let i = stage as usize;
         if self.current[i].len() >= self.window {
-            // The older half leaves the window.
-            std::mem::swap(&mut self.current[i], &mut self.previous[i]);
+            // The older half leaves the window; the newer one becomes the older.
+            self.window_hist[i].clone_from(&self.current[i]);
             self.current[i].reset();
-            self.window_hist[i].clone_from(&self.previous[i]);
         }
         self.current[i].record(us.max(1)).ok();
         self.window_hist[i].record(us.max(1)).ok();
@@ -161,7 +159,6 @@ impl ExecStats {
     pub fn reset(&mut self, stage: Stage) {
         let i = stage as usize;
         self.current[i].reset();
-        self.previous[i].reset();
         self.window_hist[i].reset();
         self.refresh(i);
     }
@@ -1211,7 +1208,7 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
             self.shared.record(Stage::Preprocess, start, Instant::now(), TID_FUSION, stamp, "");
             match input {
                 Ok(input) => {
-                    self.newest_data = Some(self.newest_data.unwrap_or(i64::MIN).max(input.stamp()));
+                    self.newest_data = self.newest_data.max(Some(input.stamp()));
                     let (jobs, events) = self.pipeline.push_jobs(input);
                     released.extend(jobs);
                     self.events.extend(events);
@@ -1222,7 +1219,7 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
         // Silence: release partial sets and notice dropouts on the clock, when the clock
         // and the data share a time base.
         let now = (self.clock)();
-        if !woke && self.newest_data.is_some_and(|d| (now - d).abs() < 5_000_000_000) {
+        if !woke && clock_follows_data(self.newest_data, now) {
             let (jobs, events) = self.pipeline.tick_jobs(now);
             released.extend(jobs);
             self.events.extend(events);
@@ -1550,6 +1547,13 @@ enum Admitted {
     Shed(Shed),
 }
 
+/// Whether the executor's clock and the data's stamps share a time base (the newest
+/// stamp within 5 s of now): only then may silence release sets or declare dropouts on
+/// the clock (a bag played without `--clock` must not look like every sensor died).
+fn clock_follows_data(newest_data: Option<StampNs>, now: StampNs) -> bool {
+    newest_data.is_some_and(|d| (now - d).abs() < 5_000_000_000)
+}
+
 /// Where posted messages wait: one latest-wins mailbox per sensor (scheduler), or one
 /// drop-oldest queue for everything (baseline).
 enum Inbox<M> {
@@ -1691,7 +1695,7 @@ impl<M: Message> Executor<M> {
                         .ok();
                     match input {
                         Ok(input) => {
-                            newest_data = Some(newest_data.unwrap_or(i64::MIN).max(input.stamp()));
+                            newest_data = newest_data.max(Some(input.stamp()));
                             pipeline.push(input)
                         }
                         Err(reason) => {
@@ -1706,7 +1710,7 @@ impl<M: Message> Executor<M> {
                     // dropouts on the clock (when the clock and the data share a time base),
                     // or a set missing a silent sensor would wait for the next message.
                     let now = (clock)();
-                    if newest_data.is_none_or(|d| (now - d).abs() >= 5_000_000_000) {
+                    if !clock_follows_data(newest_data, now) {
                         continue;
                     }
                     pipeline.tick(now)
