@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, binary, child_env
+from conftest import ROOT, binary, child_env, simulate
 from test_launch import launch_env, launcher
 
 sys.path.insert(0, str(ROOT / 'scripts'))
@@ -23,13 +23,6 @@ ANOMALY_SCENARIOS = {'pedestrian_intrusion': 12, 'collision_course': 12, 'camera
                      'imu_impact': 12, 'sensor_disagreement': 12, 'mixed': 20}
 
 
-def simulate(name, duration, out, seed=SEED):
-    res = subprocess.run([binary('fusion_sim'), '--scenario', name, '--seed', str(seed), '--duration', str(duration),
-                          '--out', str(out)], capture_output=True, text=True, env=child_env(), timeout=900)
-    assert res.returncode == 0, res.stderr
-    return out
-
-
 @pytest.fixture(scope='session')
 def scenario_bags(tmp_path_factory):
     root = tmp_path_factory.mktemp('scenarios')
@@ -38,7 +31,7 @@ def scenario_bags(tmp_path_factory):
     def get(name, duration, seed=SEED):
         key = (name, duration, seed)
         if key not in cache:
-            cache[key] = simulate(name, duration, root / f'{name}_{seed}_{duration}', seed)
+            cache[key] = simulate(root / f'{name}_{seed}_{duration}', name, seed, duration, timeout=900)
         return cache[key]
     return get
 
@@ -76,7 +69,7 @@ def test_ten_minutes_of_nominal_false_alarms_and_mota(tmp_path):
     # ground truth beside it), so a run's peak disk use is one copy and none is kept.
     bag = tmp_path / 'nominal_bag'
     try:
-        out = replay(simulate('nominal', 600, bag), tmp_path / 'nominal')
+        out = replay(simulate(bag, 'nominal', SEED, 600, timeout=900), tmp_path / 'nominal')
     finally:
         for storage in bag.glob('*.mcap'):
             storage.unlink()

@@ -10,7 +10,7 @@ import json
 import resource
 import subprocess
 
-from conftest import binary, child_env
+from conftest import binary, child_env, simulate
 from test_launch import launch_env, launcher
 
 CAP_SYS_NICE = 23
@@ -30,9 +30,7 @@ def test_scheduler_without_rt_capability_warns_once_meets_deadlines_and_writes_a
     from fusion_msgs.msg import FusedObjectArray
 
     bag = tmp_path / 'nominal_31'
-    res = subprocess.run([binary('fusion_sim'), '--scenario', 'nominal', '--seed', '31', '--duration', '8', '--out',
-                          str(bag)], capture_output=True, text=True, env=child_env(), timeout=300)
-    assert res.returncode == 0, res.stderr
+    simulate(bag, 'nominal', 31, 8)
     trace = tmp_path / 'fusion_trace.json'
     probe = ros()
     probe.subscribe('/fusion/objects', FusedObjectArray)

@@ -4,25 +4,17 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import yaml
-from conftest import binary, child_env
+from conftest import simulate
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
 TS = get_typestore(Stores.ROS2_JAZZY)
 START_NS = 1_700_000_000_000_000_000
 RATES = {'/camera/image_raw': 30, '/camera/camera_info': 30, '/lidar/points': 10, '/radar/points': 20, '/imu/data': 200}
-
-
-def simulate(out, scenario, seed=1, duration=10.0):
-    res = subprocess.run([binary('fusion_sim'), '--scenario', scenario, '--seed', str(seed), '--duration', str(duration),
-                          '--out', str(out)], capture_output=True, text=True, env=child_env(), timeout=300)
-    assert res.returncode == 0, res.stderr
-    return out
 
 
 def ground_truth(bag):
@@ -236,10 +228,7 @@ def test_each_scenario_holds_its_event(scenario, tmp_path):
 
 def test_training_export_images_and_boxes(tmp_path):
     export = tmp_path / 'train'
-    res = subprocess.run([binary('fusion_sim'), '--scenario', 'camera_blackout', '--seed', '4', '--duration', '6',
-                          '--out', str(tmp_path / 'bag'), '--export', str(export), '--export-every', '10'],
-                         capture_output=True, text=True, env=child_env(), timeout=120)
-    assert res.returncode == 0, res.stderr
+    simulate(tmp_path / 'bag', 'camera_blackout', 4, 6, '--export', str(export), '--export-every', '10', timeout=120)
     labels = [json.loads(line) for line in (export / 'labels.jsonl').read_text().splitlines()]
     # 18 frames at every 10th of 30 Hz; the three in the 5-6 s blackout are left out.
     assert len(labels) == 15

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, binary, child_env
+from conftest import ROOT, binary, child_env, simulate
 
 MODEL = ROOT / '.cache' / 'llm' / 'SmolLM2-135M-Instruct.Q4_1.gguf'
 REF = [sys.executable, str(ROOT / 'tests' / 'llama_cpp_ref.py')]
@@ -259,9 +259,7 @@ def test_corrupted_model_gives_a_clear_error_and_fallback_summaries(procs, ros, 
 
 def test_fusion_replay_writes_a_summary_for_every_event(tmp_path):
     bag, out = tmp_path / 'bag', tmp_path / 'out'
-    res = subprocess.run([binary('fusion_sim'), '--scenario', 'pedestrian_intrusion', '--seed', '4', '--duration', '12',
-                          '--out', str(bag)], capture_output=True, text=True, env=child_env(), timeout=300)
-    assert res.returncode == 0, res.stderr
+    simulate(bag, 'pedestrian_intrusion', 4, 12)
     res = subprocess.run([binary('fusion_replay'), str(bag), '--out', str(out), '--summaries', '--summary-deadline', '30'],
                          capture_output=True, text=True, env=child_env(), timeout=600)
     assert res.returncode == 0, res.stderr
