@@ -84,7 +84,10 @@ impl Exporter {
         let boxes: Vec<_> = sim::truth(world, t, Some(frame))
             .into_iter()
             .filter(|a| !a.camera_invisible && a.visible_pixels >= 20)
-            .map(|a| serde_json::json!({"class": a.class, "id": a.id, "box": a.box2d, "visible_pixels": a.visible_pixels}))
+            .map(|a| {
+                serde_json::json!({"class": a.class, "shape": a.shape, "id": a.id, "box": a.box2d,
+                                   "visible_pixels": a.visible_pixels})
+            })
             .collect();
         writeln!(
             self.labels,
@@ -154,7 +157,9 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let Some(scenario) = sim::scenario(&cli.scenario) else {
+    // The seed varies the world (bodies, sizes, paint, light, start positions), not only
+    // the sensor noise.
+    let Some(scenario) = sim::scenario_seeded(&cli.scenario, cli.seed) else {
         bail!("unknown scenario '{}' (one of: {})", cli.scenario, sim::SCENARIOS.join(", "));
     };
     if !(cli.duration > 0.0 && cli.duration.is_finite()) {
@@ -191,7 +196,7 @@ fn run(cli: Cli) -> Result<()> {
         gt,
         "{}",
         serde_json::json!({"type": "scenario", "name": scenario.name, "seed": cli.seed, "duration": cli.duration,
-                           "start_ns": START_NS, "base_frame": calib.base_frame})
+                           "start_ns": START_NS, "base_frame": calib.base_frame, "look": scenario.look})
     )?;
 
     // Every sensor's sample times in integer nanoseconds, merged in time order.

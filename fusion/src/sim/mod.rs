@@ -3,7 +3,10 @@
 //! and ray-cast camera, LiDAR and radar plus an IMU. Occlusion is real: every sensor sees
 //! the nearest surface along each ray. The binary in `nodes/` turns the outputs into ROS
 //! messages in a rosbag2 bag and writes the ground truth beside it.
+pub mod dress;
+
 use crate::calib::Calibration;
+pub use dress::{Appearance, Material, Part, Pattern, SceneLook, Shape};
 use nalgebra::{Isometry3, Point3, Translation3, UnitQuaternion, Vector3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -20,37 +23,19 @@ pub enum Class {
     Obstacle,
 }
 
-impl Class {
-    fn color(self) -> [f64; 3] {
-        match self {
-            Class::Person => [200.0, 60.0, 50.0],
-            Class::Vehicle => [40.0, 70.0, 190.0],
-            Class::Obstacle => [230.0, 150.0, 20.0],
-        }
-    }
-    fn lidar_intensity(self) -> f64 {
-        match self {
-            Class::Person => 35.0,
-            Class::Vehicle => 80.0,
-            Class::Obstacle => 60.0,
-        }
-    }
-    fn rcs(self) -> f64 {
-        match self {
-            Class::Person => -5.0,
-            Class::Vehicle => 15.0,
-            Class::Obstacle => 5.0,
-        }
-    }
-}
-
-/// An actor: a box moving at constant velocity in the world frame between `t0` and `t1`.
+/// An actor: a body moving at constant velocity in the world frame between `t0` and `t1`.
+/// Its bounding box (`size`) is the ground truth; the sensors see its `shape`'s parts.
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub id: u32,
     pub class: Class,
     /// Length (along heading), width, height, metres.
     pub size: [f64; 3],
+    pub shape: Shape,
+    /// Paint, pattern, LiDAR intensity and radar RCS: drawn independently of the class.
+    pub look: Appearance,
+    /// Where in its stride a pedestrian starts, [0, 1).
+    pub stride_phase: f64,
     /// World position of the box's ground centre at `t0`, and its velocity.
     pub p0: [f64; 2],
     pub velocity: [f64; 2],
@@ -67,6 +52,11 @@ impl Actor {
     pub fn position(&self, t: f64) -> [f64; 2] {
         let dt = t - self.t0;
         [self.p0[0] + self.velocity[0] * dt, self.p0[1] + self.velocity[1] * dt]
+    }
+    /// The parts of its body at t (a pedestrian's legs and arms swing as it walks).
+    pub fn parts(&self, t: f64) -> Vec<Part> {
+        let walked = self.velocity[0].hypot(self.velocity[1]) * (t - self.t0).max(0.0);
+        dress::parts(self.shape, self.size, (self.stride_phase + walked / 1.4).fract())
     }
     pub fn yaw(&self) -> f64 {
         if self.velocity[0].hypot(self.velocity[1]) > 1e-6 {
@@ -93,6 +83,8 @@ pub struct Scenario {
     pub speed: fn(f64) -> f64,
     pub yaw_rate: fn(f64) -> f64,
     pub actors: Vec<Actor>,
+    /// Sky, ground, light and camera response.
+    pub look: SceneLook,
     pub faults: Faults,
     /// Anomalies the scenario is built to contain (kind, sensor, window); the rest of the
     /// ground-truth events (zone intrusion, collision risk) are found from the geometry.
@@ -126,15 +118,70 @@ fn actor(id: u32, class: Class, p0: [f64; 2], velocity: [f64; 2]) -> Actor {
         Class::Vehicle => [4.5, 1.9, 1.6],
         Class::Obstacle => [0.8, 0.8, 1.0],
     };
-    Actor { id, class, size, p0, velocity, t0: 0.0, t1: f64::INFINITY, camera_invisible: false }
+    Actor {
+        id,
+        class,
+        size,
+        shape: dress::default_body(class),
+        look: Appearance::solid([128.0, 128.0, 128.0]),
+        stride_phase: 0.0,
+        p0,
+        velocity,
+        t0: 0.0,
+        t1: f64::INFINITY,
+        camera_invisible: false,
+    }
 }
 
 fn event(kind: &str, sensor: Option<&str>, onset: f64, offset: f64) -> Event {
     Event { kind: kind.into(), sensor: sensor.map(Into::into), actor_ids: vec![], onset, offset }
 }
 
-/// The named scenarios. Ego starts at the world origin heading +x.
+/// A named scenario as scripted, its world drawn from seed 0 (see [`scenario_seeded`]).
 pub fn scenario(name: &str) -> Option<Scenario> {
+    let mut s = scripted(name)?;
+    dress_world(&mut s, 0);
+    Some(s)
+}
+
+/// A named scenario whose seed varies its world, not only the sensor noise: every actor's
+/// body, size, paint, pattern, LiDAR intensity and RCS, the sky, ground, light and
+/// exposure, and the actors' start positions (±1 m along, ±0.4 m across their path) and
+/// speeds (±10 %). What the script stages stays: the crossing still crosses, the oncoming
+/// vehicle still closes in the ego lane, faults keep their times.
+pub fn scenario_seeded(name: &str, seed: u64) -> Option<Scenario> {
+    let mut s = scripted(name)?;
+    let mut r = rng(seed, 31);
+    for a in s.actors.iter_mut() {
+        let (along, across) = (r.gen_range(-1.0..1.0), r.gen_range(-0.4..0.4));
+        let speed = a.velocity[0].hypot(a.velocity[1]);
+        let dir = if speed > 1e-3 { [a.velocity[0] / speed, a.velocity[1] / speed] } else { [1.0, 0.0] };
+        if !a.camera_invisible {
+            a.p0 = [a.p0[0] + along * dir[0] - across * dir[1], a.p0[1] + along * dir[1] + across * dir[0]];
+        }
+        let k = r.gen_range(0.9..1.1);
+        a.velocity = [a.velocity[0] * k, a.velocity[1] * k];
+    }
+    dress_world(&mut s, seed);
+    Some(s)
+}
+
+/// Draws the scene's look and every actor's body and appearance from `seed`. An actor's
+/// draw depends on its id and the seed only, never on its class's colour.
+fn dress_world(s: &mut Scenario, seed: u64) {
+    s.look = dress::random_look(&mut rng(seed, 997));
+    for a in s.actors.iter_mut() {
+        let mut r = rng(seed, 1_000 + a.id as u64);
+        let (shape, size) = dress::random_body(a.class, &mut r);
+        a.shape = shape;
+        a.size = size;
+        a.look = dress::random_appearance(&mut r);
+        a.stride_phase = r.gen_range(0.0..1.0);
+    }
+}
+
+/// The named scenarios' scripts. Ego starts at the world origin heading +x.
+fn scripted(name: &str) -> Option<Scenario> {
     let gentle: fn(f64) -> f64 = |t| if (8.0..14.0).contains(&t) { 0.05 } else { 0.0 };
     let straight: fn(f64) -> f64 = |_| 0.0;
     let base = |name: &str| Scenario {
@@ -146,6 +193,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             actor(2, Class::Person, [30.0, 5.0], [1.2, 0.0]),
             actor(3, Class::Obstacle, [45.0, -6.0], [0.0, 0.0]),
         ],
+        look: SceneLook::default(),
         faults: Faults::default(),
         declared_events: vec![],
     };
@@ -229,8 +277,9 @@ pub fn scenario(name: &str) -> Option<Scenario> {
 }
 
 /// A random street scene for detector training and evaluation, deterministic in `seed`:
-/// 2–10 actors of random class, size (±15 % around the class's), position (4–70 m ahead,
-/// ±14 m to the side, some behind the ego) and velocity, with one of a few ego motions.
+/// 2–10 actors of random class, body and size (several per class), appearance (drawn
+/// independently of the class), position (4–70 m ahead, ±14 m to the side, some behind
+/// the ego) and velocity, under a random sky and light, with one of a few ego motions.
 /// Nothing camera-invisible, no faults: every actor the camera can see is a label.
 pub fn random_scenario(seed: u64) -> Scenario {
     const SPEEDS: [fn(f64) -> f64; 4] = [|_| 0.0, |_| 4.0, |t| 6.0 + 2.0 * (t / 3.0).min(1.0), |_| 10.0];
@@ -253,9 +302,9 @@ pub fn random_scenario(seed: u64) -> Scenario {
             };
             let heading: f64 = r.gen_range(-std::f64::consts::PI..std::f64::consts::PI);
             let mut a = actor(i + 1, class, [x, y], [speed * heading.cos(), speed * heading.sin()]);
-            for s in a.size.iter_mut() {
-                *s *= r.gen_range(0.85..1.15);
-            }
+            (a.shape, a.size) = dress::random_body(class, &mut r);
+            a.look = dress::random_appearance(&mut r);
+            a.stride_phase = r.gen_range(0.0..1.0);
             if speed == 0.0 {
                 // A parked or standing actor still has a heading (its box is not axis-aligned).
                 a.velocity = [1e-5 * heading.cos(), 1e-5 * heading.sin()];
@@ -268,6 +317,7 @@ pub fn random_scenario(seed: u64) -> Scenario {
         speed: SPEEDS[r.gen_range(0..SPEEDS.len())],
         yaw_rate: YAW_RATES[r.gen_range(0..YAW_RATES.len())],
         actors,
+        look: dress::random_look(&mut r),
         faults: Faults::default(),
         declared_events: vec![],
     }
@@ -340,13 +390,14 @@ impl Trajectory {
     }
 }
 
-/// An actor's box at one instant, in the world frame.
+/// An actor's bounding box, or one part of its body, at one instant, in the world frame.
 #[derive(Debug, Clone, Copy)]
 struct BoxNow {
     index: usize,
     center: Point3<f64>,
     half: Vector3<f64>,
     rot: UnitQuaternion<f64>,
+    material: Material,
 }
 
 /// Ray–oriented-box intersection (slab test in the box frame); the entry distance and the
@@ -406,6 +457,7 @@ impl<'a> World<'a> {
         Self { scenario, traj: Trajectory::new(scenario, duration), calib }
     }
 
+    /// Every present actor's bounding box (what a sensor could hit at all).
     fn boxes(&self, t: f64, for_camera: bool) -> Vec<BoxNow> {
         self.scenario
             .actors
@@ -419,9 +471,30 @@ impl<'a> World<'a> {
                     center: Point3::new(p[0], p[1], a.size[2] / 2.0),
                     half: Vector3::new(a.size[0] / 2.0, a.size[1] / 2.0, a.size[2] / 2.0),
                     rot: UnitQuaternion::from_axis_angle(&Vector3::z_axis(), a.yaw()),
+                    material: Material::Paint,
                 }
             })
             .collect()
+    }
+
+    /// The body parts of the actors whose bounding boxes are given: what rays really hit.
+    fn parts(&self, t: f64, bounding: &[BoxNow]) -> Vec<BoxNow> {
+        let mut out = Vec::with_capacity(bounding.len() * 8);
+        for b in bounding {
+            let a = &self.scenario.actors[b.index];
+            let ground = b.center - Vector3::new(0.0, 0.0, b.half.z);
+            for part in a.parts(t) {
+                let c = Vector3::from(part.center);
+                out.push(BoxNow {
+                    index: b.index,
+                    center: ground + b.rot * c,
+                    half: Vector3::from(part.half),
+                    rot: b.rot,
+                    material: part.material,
+                });
+            }
+        }
+        out
     }
 
     fn cast(o: &Point3<f64>, d: &Vector3<f64>, boxes: &[BoxNow], max: f64) -> (f64, Hit) {
@@ -466,7 +539,7 @@ pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
     let (width, height) = (cam.width.unwrap_or(640), cam.height.unwrap_or(480));
     let k = cam.k.unwrap_or([500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]);
     let pose = w.sensor_pose("camera", t);
-    let boxes = w.boxes(t, true);
+    let boxes = w.parts(t, &w.boxes(t, true));
     // Image-space bounds of every box (all 8 corners in front of the camera), so that a
     // pixel only tests the boxes that can cover it.
     let inv = pose.inverse();
@@ -491,9 +564,10 @@ pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
         })
         .collect();
     let blackout = w.scenario.faults.camera_blackout.is_some_and(|(a, b)| t >= a && t < b);
+    let look = &w.scenario.look;
     // Slow auto-exposure drift; a blackout is a lens covered (nearly no light).
-    let gain = if blackout { 0.03 } else { 1.0 + 0.12 * (t * 0.7).sin() };
-    let noise = Normal::new(0.0, 3.0).expect("sigma > 0");
+    let gain = if blackout { 0.03 } else { look.exposure * (1.0 + 0.12 * (t * 0.7).sin()) };
+    let noise = Normal::new(0.0, look.noise_sigma.max(0.01)).expect("sigma > 0");
     let table: Vec<i16> = (0..4096).map(|_| Distribution::<f64>::sample(&noise, rng).round() as i16).collect();
     let offset: usize = rng.gen_range(0..4096);
     let mut rgb = vec![0u8; (width * height * 3) as usize];
@@ -545,7 +619,8 @@ struct RenderCtx<'a> {
 
 impl RenderCtx<'_> {
     fn rows(&self, rows: std::ops::Range<u32>, out: &mut [u8]) -> Vec<(usize, u32, [u32; 4])> {
-        let sun = Vector3::new(0.4, 0.3, 0.85).normalize();
+        let look = &self.w.scenario.look;
+        let sun = Vector3::from(look.sun).normalize();
         let o = Point3::from(self.pose.translation.vector);
         let (k, width) = (&self.k, self.width);
         let mut visible: Vec<(usize, u32, [u32; 4])> = vec![];
@@ -566,9 +641,9 @@ impl RenderCtx<'_> {
             let mut d = d_row;
             for u in 0..width {
                 let fu = u as f64 + 0.5;
-                // Ground (z = 0) first, then any box in front of it.
+                // Ground (z = 0) first, then any part in front of it.
                 let mut best_t = if d.z < -1e-9 { -o.z / d.z } else { f64::INFINITY };
-                let mut best_box: Option<(usize, Vector3<f64>)> = None;
+                let mut best_box: Option<(&BoxNow, Vector3<f64>)> = None;
                 for (b, lo, hi) in &row_boxes {
                     if fu < *lo || fu > *hi {
                         continue;
@@ -576,13 +651,20 @@ impl RenderCtx<'_> {
                     if let Some((t, n)) = ray_box(&o, &d, b) {
                         if t < best_t {
                             best_t = t;
-                            best_box = Some((b.index, n));
+                            best_box = Some((b, n));
                         }
                     }
                 }
-                let color = if let Some((index, normal)) = best_box {
-                    let shade = 0.35 + 0.65 * normal.dot(&sun).max(0.0);
-                    let c = self.w.scenario.actors[index].class.color();
+                let sky = |d: &Vector3<f64>| {
+                    let up = (d.z / d.norm()).clamp(0.0, 1.0).sqrt();
+                    let (h, z) = (look.sky_horizon, look.sky_zenith);
+                    [h[0] + (z[0] - h[0]) * up, h[1] + (z[1] - h[1]) * up, h[2] + (z[2] - h[2]) * up]
+                };
+                let color = if let Some((b, normal)) = best_box {
+                    let index = b.index;
+                    let shade = look.ambient + (1.0 - look.ambient) * normal.dot(&sun).max(0.0);
+                    let hit = o + d * best_t;
+                    let c = surface_color(&self.w.scenario.actors[index].look, b, &hit, &normal, sky(&d));
                     match visible.iter_mut().find(|e| e.0 == index) {
                         Some(e) => {
                             e.1 += 1;
@@ -593,14 +675,18 @@ impl RenderCtx<'_> {
                     [c[0] * shade, c[1] * shade, c[2] * shade]
                 } else if best_t.is_finite() && best_t * d.norm() < 300.0 {
                     let (px, py) = (o.x + d.x * best_t, o.y + d.y * best_t);
-                    let checker = (fast_floor(px * 0.5) + fast_floor(py * 0.5)).rem_euclid(2) == 0;
-                    let base = if checker { 95.0 } else { 125.0 };
+                    let size = look.checker_size;
+                    let checker = (fast_floor(px / size) + fast_floor(py / size)).rem_euclid(2) == 0;
+                    let grain = look.grain * (cell_noise(fast_floor(px / 0.3), fast_floor(py / 0.3), 7) - 0.5);
+                    let f = 1.0 + if checker { -0.5 } else { 0.5 } * look.checker_contrast + grain;
                     let fade = (best_t * d.norm() / 150.0).min(1.0);
-                    let c = base * (1.0 - fade) + 170.0 * fade;
-                    [c, c * 0.97, c * 0.9]
+                    let haze = sky(&Vector3::new(d.x, d.y, 0.0));
+                    let g = look.ground;
+                    let light = look.ambient + (1.0 - look.ambient) * sun.z.max(0.0);
+                    let mix = |ch: usize| g[ch] * f * light * (1.0 - fade) + haze[ch] * 0.9 * fade;
+                    [mix(0), mix(1), mix(2)]
                 } else {
-                    let up = (d.z / d.norm()).clamp(0.0, 1.0);
-                    [120.0 + 60.0 * up, 160.0 + 50.0 * up, 230.0]
+                    sky(&d)
                 };
                 let pixel = (v * width + u) as usize;
                 let i = ((v - first) * width + u) as usize * 3;
@@ -615,6 +701,56 @@ impl RenderCtx<'_> {
             }
         }
         visible
+    }
+}
+
+/// A deterministic value in [0, 1) for an integer cell (textures without a table).
+fn cell_noise(x: i64, y: i64, z: i64) -> f64 {
+    let mut h = (x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (y as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ (z as u64).wrapping_mul(0x1656_67B1_9E37_79F9);
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^= h >> 32;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The unlit colour of an actor's surface at a world point: its material, and for paint
+/// the actor's pattern in the part's own coordinates.
+fn surface_color(
+    look: &Appearance,
+    part: &BoxNow,
+    hit: &Point3<f64>,
+    normal: &Vector3<f64>,
+    sky: [f64; 3],
+) -> [f64; 3] {
+    match part.material {
+        // A cabin's roof is painted; its sides are windows that mirror some sky.
+        Material::Glass if normal.z < 0.5 => [30.0 + 0.35 * sky[0], 38.0 + 0.35 * sky[1], 45.0 + 0.35 * sky[2]],
+        Material::Tyre => [28.0, 28.0, 30.0],
+        Material::Skin => look.skin,
+        Material::Trim => look.trim,
+        Material::Paint | Material::Glass => {
+            let local = part.rot.inverse() * (hit - part.center);
+            let along = local.x + local.y;
+            let second = |on: bool| if on { look.trim } else { look.paint };
+            match look.pattern {
+                Pattern::Solid => look.paint,
+                Pattern::Stripes { period, vertical } => {
+                    let a = if vertical { along } else { hit.z };
+                    second(fast_floor(a / period).rem_euclid(2) == 0)
+                }
+                Pattern::Checker { period } => {
+                    second((fast_floor(along / period) + fast_floor(hit.z / period)).rem_euclid(2) == 0)
+                }
+                Pattern::Speckle { cell } => {
+                    let n =
+                        cell_noise(fast_floor(local.x / cell), fast_floor(local.y / cell), fast_floor(hit.z / cell));
+                    let f = 0.7 + 0.6 * n;
+                    [look.paint[0] * f, look.paint[1] * f, look.paint[2] * f]
+                }
+            }
+        }
     }
 }
 
@@ -695,6 +831,7 @@ pub fn lidar_sweep(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Sweep {
                 inside || (rel >= lo - 0.01 && rel <= hi + 0.01)
             })
             .collect();
+        let boxes = w.parts(t + dt, &boxes);
         for &(ce, se) in &beams {
             let local = Vector3::new(ce * ca, ce * sa, se);
             let d = pose.rotation * local;
@@ -707,7 +844,7 @@ pub fn lidar_sweep(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Sweep {
             let (intensity, who) = match hit {
                 Hit::Actor { index, .. } => {
                     let a = &w.scenario.actors[index];
-                    (a.class.lidar_intensity(), Some(a.id))
+                    (a.look.lidar_intensity, Some(a.id))
                 }
                 _ => (15.0, None),
             };
@@ -732,6 +869,7 @@ pub fn radar_scan(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Vec<([f32; 5], Opt
     let lever = ego.pose().rotation * w.calib.sensor("radar").to_base().translation.vector;
     let v_sensor = ego.velocity() + Vector3::new(0.0, 0.0, ego.yaw_rate).cross(&lever);
     let boxes = w.boxes(t, false);
+    let parts = w.parts(t, &boxes);
     let inv = pose.inverse();
     let mut out = vec![];
     let doppler_noise = Normal::new(0.0, 0.1).expect("sigma > 0");
@@ -743,25 +881,27 @@ pub fn radar_scan(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Vec<([f32; 5], Opt
         if local.x <= 0.5 || local.y.atan2(local.x).abs() > fov || to.norm() > 120.0 {
             continue;
         }
-        // Occluded? The first thing along the line of sight must be this actor.
-        if let (_, Hit::Actor { index, .. }) = World::cast(&o, &to.normalize(), &boxes, 200.0) {
+        // Occluded? Nothing else may come first along the line of sight (the ray may pass
+        // between this actor's own parts: a barrier's legs, under a panel).
+        if let (_, Hit::Actor { index, .. }) = World::cast(&o, &to.normalize(), &parts, 200.0) {
             if index != b.index {
                 continue;
             }
-        } else {
-            continue;
         }
         let n = 1 + (a.size[0] * a.size[1]).sqrt().round() as usize;
         let va = Vector3::new(a.velocity[0], a.velocity[1], 0.0);
         for _ in 0..n {
             let jitter = Vector3::new(rng.gen_range(-1.0..1.0) * b.half.x, rng.gen_range(-1.0..1.0) * b.half.y, 0.0);
             let target = b.center + b.rot * jitter;
-            let (_, hit) = World::cast(&o, &(target - o).normalize(), &boxes, 200.0);
-            let Hit::Actor { point, .. } = hit else { continue };
+            let (_, hit) = World::cast(&o, &(target - o).normalize(), &parts, 200.0);
+            let Hit::Actor { point, index, .. } = hit else { continue };
+            if index != b.index {
+                continue;
+            }
             let los = (point - o).normalize();
             let doppler = (va - v_sensor).dot(&los) + doppler_noise.sample(rng);
             let p = inv * point;
-            let rcs = a.class.rcs() + rng.gen_range(-2.0..2.0);
+            let rcs = a.look.rcs + rng.gen_range(-2.0..2.0);
             out.push(([p.x as f32, p.y as f32, p.z as f32, doppler as f32, rcs as f32], Some(a.id)));
         }
     }
@@ -848,6 +988,10 @@ pub fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
 pub struct ActorTruth {
     pub id: u32,
     pub class: Class,
+    pub shape: Shape,
+    /// The actor's material as the range sensors see it (mean intensity, RCS in dBsm).
+    pub lidar_intensity: f64,
+    pub rcs: f64,
     /// Box centre in base_link, size (l, w, h), yaw relative to base_link.
     pub center: [f64; 3],
     pub size: [f64; 3],
@@ -877,6 +1021,9 @@ pub fn truth(w: &World, t: f64, frame: Option<&Frame>) -> Vec<ActorTruth> {
             ActorTruth {
                 id: a.id,
                 class: a.class,
+                shape: a.shape,
+                lidar_intensity: a.look.lidar_intensity,
+                rcs: a.look.rcs,
                 center: [c.x, c.y, c.z],
                 size: a.size,
                 yaw: a.yaw() - ego.yaw,
@@ -956,6 +1103,7 @@ mod tests {
             center: Point3::new(10.0, 0.0, 1.0),
             half: Vector3::new(1.0, 1.0, 1.0),
             rot: UnitQuaternion::identity(),
+            material: Material::Paint,
         };
         let (t, n) = ray_box(&Point3::new(0.0, 0.0, 1.0), &Vector3::x(), &b).unwrap();
         assert!((t - 9.0).abs() < 1e-9 && (n + Vector3::x()).norm() < 1e-9);
