@@ -147,6 +147,26 @@ pub fn time_to_collision(t: &TrackView, p: &AnomalyParams) -> f64 {
     }
 }
 
+/// A stream as the dropout rule sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamState {
+    /// Nothing accepted yet: not a dropout (start-up), reported on /diagnostics.
+    NeverReceived,
+    Receiving,
+    /// Reported as `sensor_dropout`, not back yet.
+    Silent,
+}
+
+impl StreamState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamState::NeverReceived => "never_received",
+            StreamState::Receiving => "receiving",
+            StreamState::Silent => "silent",
+        }
+    }
+}
+
 /// Per camera-checked track: did the camera see it?
 #[derive(Debug, Clone)]
 pub struct CameraCheck {
@@ -195,7 +215,6 @@ pub struct AnomalyDetector {
     pub params: AnomalyParams,
     zones: Vec<SafetyZone>,
     next_id: u64,
-    first_stamp: Option<StampNs>,
     last_seen: [Option<StampNs>; 4],
     dropout_active: [bool; 4],
     camera: CameraState,
@@ -217,7 +236,6 @@ impl AnomalyDetector {
             params,
             zones,
             next_id: 1,
-            first_stamp: None,
             last_seen: [None; 4],
             dropout_active: [false; 4],
             camera: CameraState::default(),
@@ -271,7 +289,6 @@ impl AnomalyDetector {
     /// A message of `sensor` was accepted; returns nothing (a returning stream re-arms its
     /// dropout rule).
     pub fn on_message(&mut self, sensor: Sensor, stamp: StampNs) {
-        self.first_stamp.get_or_insert(stamp);
         let last = &mut self.last_seen[sensor as usize];
         if last.is_none_or(|l| stamp > l) {
             *last = Some(stamp);
@@ -279,13 +296,24 @@ impl AnomalyDetector {
         self.dropout_active[sensor as usize] = false;
     }
 
-    /// sensor_dropout: every stream silent for more than `dropout_periods` periods at `now`.
+    /// Where each stream stands for the dropout rule (camera, lidar, radar, imu).
+    pub fn stream_states(&self) -> [StreamState; 4] {
+        Sensor::ALL.map(|s| match self.last_seen[s as usize] {
+            None => StreamState::NeverReceived,
+            Some(_) if self.dropout_active[s as usize] => StreamState::Silent,
+            Some(_) => StreamState::Receiving,
+        })
+    }
+
+    /// sensor_dropout: every stream that has delivered at least once and has then been
+    /// silent for more than `dropout_periods` periods at `now`. A stream that has not
+    /// started (node start-up, a bag's first instants, a respawned node, a sensor this robot
+    /// lacks) is not a dropout: it is `never_received` in [`Self::stream_states`].
     pub fn check_dropouts(&mut self, now: StampNs) -> Vec<Event> {
-        let Some(first) = self.first_stamp else { return vec![] };
         let mut out = vec![];
         for s in Sensor::ALL {
             let period = self.period_ns(s);
-            let last = self.last_seen[s as usize].unwrap_or(first);
+            let Some(last) = self.last_seen[s as usize] else { continue };
             let silent = now - last;
             let limit = (self.params.dropout_periods * period as f64) as i64;
             if silent > limit && !self.dropout_active[s as usize] {
@@ -305,7 +333,6 @@ impl AnomalyDetector {
                     kv("silent_s", format!("{:.3}", secs(silent))),
                     kv("expected_rate_hz", self.params.expected_rate_hz[s as usize]),
                     kv("last_message_stamp_s", format!("{:.3}", secs(last))),
-                    kv("ever_received", self.last_seen[s as usize].is_some()),
                 ];
                 out.push(e);
             }
@@ -673,6 +700,31 @@ mod tests {
         }
         d.on_message(Sensor::Lidar, 2_000 * MS);
         assert_eq!(d.check_dropouts(2_500 * MS).len(), 4, "everything silent for 500 ms");
+    }
+
+    #[test]
+    fn a_stream_that_never_started_is_not_a_dropout() {
+        let mut d = det();
+        // Start-up: the IMU delivers at once, the camera after 0.4 s, LiDAR and radar never.
+        for k in 0..400 {
+            d.on_message(Sensor::Imu, k * 5 * MS);
+            if k >= 80 && k % 7 == 0 {
+                d.on_message(Sensor::Camera, k * 5 * MS);
+            }
+            assert!(d.check_dropouts(k * 5 * MS).is_empty(), "at {} ms", k * 5);
+        }
+        assert_eq!(
+            d.stream_states().map(|s| s.as_str()),
+            ["receiving", "never_received", "never_received", "receiving"]
+        );
+        // Once started, the same silence is a dropout.
+        d.on_message(Sensor::Lidar, 2_000 * MS);
+        let e = d.check_dropouts(2_400 * MS);
+        assert_eq!(
+            e.iter().map(|e| e.sensors.clone()).collect::<Vec<_>>(),
+            vec![vec!["camera"], vec!["lidar"], vec!["imu"]]
+        );
+        assert_eq!(d.stream_states().map(|s| s.as_str()), ["silent", "silent", "never_received", "silent"]);
     }
 
     fn frame(level: u8, noise: bool) -> Rgb8 {

@@ -17,7 +17,7 @@
 //! thread on wgpu) with its own deadline accounting. [`Executor::spawn_fifo`] is the plain
 //! FIFO baseline the benchmark compares against.
 use crate::{
-    anomaly::Event,
+    anomaly::{Event, StreamState},
     detect::CameraDetector,
     pipeline::{lidar_stage, radar_stage, Input, Perception, Pipeline, PipelineParams, SetJob, SetOutput},
     StampNs,
@@ -829,6 +829,8 @@ pub struct SchedStats {
     pub in_flight: usize,
     /// Real-time settings per thread role, as applied.
     pub rt: BTreeMap<&'static str, RtOutcome>,
+    /// Each input stream for the dropout rule: never received (start-up), receiving, silent.
+    pub streams: [StreamState; 4],
 }
 
 impl SchedStats {
@@ -849,6 +851,7 @@ impl SchedStats {
             inference_queue: 0,
             cpu_queue: 0,
             in_flight: 0,
+            streams: [StreamState::NeverReceived; 4],
             rt: BTreeMap::new(),
         }
     }
@@ -884,6 +887,9 @@ impl SchedStats {
         let mut kv = vec![];
         for (k, v) in SENSORS.iter().zip(self.received) {
             kv.push((format!("received.{k}"), v.to_string()));
+        }
+        for (k, v) in SENSORS.iter().zip(self.streams) {
+            kv.push((format!("stream.{k}"), v.as_str().to_string()));
         }
         for (k, v) in &self.counters {
             kv.push((k.clone(), v.to_string()));
@@ -1526,6 +1532,7 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
         for (k, v) in std::mem::take(&mut self.pipeline.counters) {
             st.add(format!("pipeline.{k}"), v);
         }
+        st.streams = self.pipeline.anomaly.stream_states();
         for (i, m) in self.mailboxes.iter().enumerate() {
             st.mailbox_len[i] = m.len();
             st.counters.insert(format!("dropped.superseded.{}", SENSORS[i]), m.superseded());
@@ -1756,6 +1763,7 @@ impl<M: Message> Executor<M> {
                 sink.events(&events);
             }
             let mut s = st.lock().expect("stats");
+            s.streams = pipeline.anomaly.stream_states();
             for (k, v) in std::mem::take(&mut pipeline.counters) {
                 s.add(format!("pipeline.{k}"), v);
             }
