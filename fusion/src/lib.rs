@@ -6,6 +6,7 @@
 pub mod anomaly;
 pub mod calib;
 pub mod camera;
+pub mod classify;
 pub mod cloud;
 pub mod cluster;
 pub mod detect;

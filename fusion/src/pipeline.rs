@@ -11,6 +11,7 @@
 //!
 //! Everything is driven by message stamps, never by a wall clock, so the same input
 //! sequence gives the same output at any speed; callers measure latency around it.
+use crate::classify::{ClassPriors, Fit};
 use crate::{
     anomaly::{AnomalyDetector, AnomalyParams, CameraCheck, Event, Sensor, TrackView},
     calib::Calibration,
@@ -68,6 +69,11 @@ pub struct PipelineParams {
     pub disagreement_min_box_px: f32,
     /// Confirmed tracks are published while missed in at most this many consecutive sets.
     pub publish_max_misses: u32,
+    /// What sizes each class can have: camera votes the geometry rules out are dropped.
+    pub class_priors: ClassPriors,
+    /// A camera box at least this share of whose area lies inside the image projection of a
+    /// known LiDAR/radar object or track is part of that object, not a missed one.
+    pub camera_explained_overlap: f32,
     pub anomaly: AnomalyParams,
 }
 
@@ -92,6 +98,8 @@ impl Default for PipelineParams {
             disagreement_range: 40.0,
             disagreement_min_box_px: 25.0,
             publish_max_misses: 2,
+            class_priors: ClassPriors::default(),
+            camera_explained_overlap: 0.5,
             anomaly: AnomalyParams::default(),
         }
     }
@@ -350,6 +358,27 @@ impl CameraModel {
         let r = [x0.max(0.0), y0.max(0.0), x1.min(self.width), y1.min(self.height)];
         (r[2] - r[0] >= 2.0 && r[3] - r[1] >= 2.0).then_some([r[0] as f32, r[1] as f32, r[2] as f32, r[3] as f32])
     }
+}
+
+/// The share of `inner`'s area that lies inside `outer`.
+fn covered_share(inner: &[f32; 4], outer: &[f32; 4]) -> f32 {
+    let w = (inner[2].min(outer[2]) - inner[0].max(outer[0])).max(0.0);
+    let h = (inner[3].min(outer[3]) - inner[1].max(outer[1])).max(0.0);
+    let area = (inner[2] - inner[0]).max(0.0) * (inner[3] - inner[1]).max(0.0);
+    if area > 0.0 {
+        w * h / area
+    } else {
+        0.0
+    }
+}
+
+/// What association made of one set.
+struct Association {
+    detections: Vec<Detection>,
+    /// Camera boxes no known object explains.
+    unexplained: Vec<[f32; 4]>,
+    /// Camera class votes the LiDAR box's extent contradicts: (label, "ruled_out" | "undersized").
+    inconsistent: Vec<(Label, &'static str)>,
 }
 
 /// A camera box and a projected 3D box show the same object: they overlap by `min_iou`, or
@@ -648,8 +677,11 @@ impl Pipeline {
             }
             None => None,
         };
-        let (detections, unexplained) =
+        let Association { detections, mut unexplained, inconsistent } =
             self.associate(&lidar_boxes, &radar, camera.as_deref(), job.set.members[LIDAR].is_some());
+        for (label, why) in inconsistent {
+            self.count(&format!("label.camera_{why}.{}", label.as_str()));
+        }
         times.associate_us = lap.elapsed().as_micros() as u64;
         lap = Instant::now();
         self.tracker.step(dt, EgoMotion { dx: 0.0, dy: 0.0, dyaw }, &detections);
@@ -689,6 +721,20 @@ impl Pipeline {
         }
         let mut step = Step::default();
         step.events.extend(self.anomaly.on_tracks(t, &views));
+        // Where every track (confirmed or not, seen this set or coasting) lands in the image,
+        // with its range: the objects the camera's evidence is weighed against.
+        let track_rects: Vec<(u32, f64, [f32; 4])> = self
+            .tracker
+            .tracks()
+            .iter()
+            .filter_map(|tr| {
+                let center = [tr.state[0], tr.state[1], tr.z];
+                let rect = self.camera_model.project_standing(center, tr.size, tr.yaw)?;
+                Some((tr.id, tr.state[0].hypot(tr.state[1]), rect))
+            })
+            .collect();
+        let explained = self.params.camera_explained_overlap;
+        unexplained.retain(|b| !track_rects.iter().any(|(_, _, r)| covered_share(b, r) >= explained));
         // A blinded or frozen camera is already reported as degraded: not compared.
         if let Some(dets) = camera.as_ref().filter(|_| camera_frame && !self.anomaly.camera_degraded()) {
             let checks: Vec<CameraCheck> = views
@@ -696,8 +742,15 @@ impl Pipeline {
                 .filter(|v| v.sensors & (SENSOR_LIDAR | SENSOR_RADAR) == SENSOR_LIDAR | SENSOR_RADAR)
                 .filter(|v| v.position[0].hypot(v.position[1]) <= self.params.disagreement_range)
                 .filter_map(|v| {
-                    let center = [v.position[0], v.position[1], v.z];
-                    let r = self.camera_model.project_standing(center, v.size, 0.0)?;
+                    let range = v.position[0].hypot(v.position[1]);
+                    let (_, _, r) = *track_rects.iter().find(|(id, _, _)| *id == v.id)?;
+                    // Hidden behind a nearer known object: the camera cannot see it.
+                    let occluded = track_rects
+                        .iter()
+                        .any(|(id, d, o)| *id != v.id && *d < range - 0.5 && covered_share(&r, o) >= 0.5);
+                    if occluded {
+                        return None;
+                    }
                     // Fully inside the image: a box cut by the border may be legitimately missed.
                     let inside = r[0] > 4.0
                         && r[1] > 4.0
@@ -735,13 +788,18 @@ impl Pipeline {
         radar: &[RadarObject],
         camera: Option<&[Detection2d]>,
         have_lidar: bool,
-    ) -> (Vec<Detection>, Vec<[f32; 4]>) {
+    ) -> Association {
         let p = &self.params;
         let mut radar_used = vec![false; radar.len()];
         let mut camera_used = vec![false; camera.map_or(0, |c| c.len())];
         let mut out = vec![];
+        let mut inconsistent = vec![];
+        // Where every LiDAR box (completed) and radar object lands in the image: a camera
+        // box inside one is part of a known object even when another box was matched to it.
+        let mut known_rects: Vec<[f32; 4]> = vec![];
         for seen in boxes {
             let b = &complete_box(seen, geometric_label(seen));
+            known_rects.extend(self.camera_model.project_standing(b.center, b.size, b.yaw));
             let mut d = Detection {
                 position: [b.center[0], b.center[1]],
                 size: b.size,
@@ -768,8 +826,17 @@ impl Pipeline {
                 if let Some((i, _)) = best {
                     camera_used[i] = true;
                     d.sensors |= SENSOR_CAMERA;
-                    d.label = cam[i].label;
-                    d.confidence = cam[i].score;
+                    // The camera names the class unless the box's extent rules it out.
+                    match p.class_priors.fit(cam[i].label, seen) {
+                        Fit::RuledOut => inconsistent.push((cam[i].label, "ruled_out")),
+                        fit => {
+                            if fit == Fit::Undersized {
+                                inconsistent.push((cam[i].label, "undersized"));
+                            }
+                            d.label = cam[i].label;
+                            d.confidence = cam[i].score * p.class_priors.camera_weight(cam[i].label, seen);
+                        }
+                    }
                 }
             }
             out.push(d);
@@ -805,21 +872,21 @@ impl Pipeline {
         // Camera boxes no LiDAR box or radar object explains (only meaningful with LiDAR).
         let mut unexplained = vec![];
         if let (Some(cam), true) = (camera, have_lidar) {
+            known_rects.extend(
+                radar
+                    .iter()
+                    .filter_map(|r| self.camera_model.project([r.center[0], r.center[1], 0.75], [1.0, 1.0, 1.5], 0.0)),
+            );
             for (i, c) in cam.iter().enumerate() {
                 if camera_used[i] || c.bbox[3] - c.bbox[1] < p.disagreement_min_box_px {
                     continue;
                 }
-                let radar_behind = radar.iter().any(|r| {
-                    self.camera_model
-                        .project([r.center[0], r.center[1], 0.75], [1.0, 1.0, 1.5], 0.0)
-                        .is_some_and(|rect| iou(&c.bbox, &rect) > 0.0)
-                });
-                if !radar_behind {
+                if !known_rects.iter().any(|rect| covered_share(&c.bbox, rect) >= p.camera_explained_overlap) {
                     unexplained.push(c.bbox);
                 }
             }
         }
-        (out, unexplained)
+        Association { detections: out, unexplained, inconsistent }
     }
 }
 
@@ -919,6 +986,17 @@ param_table! {
     "radar.min_targets" => n radar_min_targets,
     "camera.min_iou" => r camera_min_iou,
     "camera.min_score" => r camera_min_score,
+    "camera.explained_overlap" => r camera_explained_overlap,
+    "label.person_max_footprint" => f class_priors.person.max_footprint,
+    "label.person_max_height" => f class_priors.person.max_height,
+    "label.person_min_height" => f class_priors.person.min_height,
+    "label.vehicle_min_footprint" => f class_priors.vehicle.min_footprint,
+    "label.vehicle_max_height" => f class_priors.vehicle.max_height,
+    "label.obstacle_max_footprint" => f class_priors.obstacle.max_footprint,
+    "label.obstacle_max_height" => f class_priors.obstacle.max_height,
+    "label.size_margin" => f class_priors.margin,
+    "label.min_points" => n class_priors.min_points,
+    "label.undersized_weight" => r class_priors.undersized_weight,
     "anomaly.ttc_threshold_s" => f anomaly.ttc_threshold_s,
     "anomaly.lane_half_width" => f anomaly.lane_half_width,
     "anomaly.min_closing_speed" => f anomaly.min_closing_speed,
