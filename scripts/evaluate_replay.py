@@ -13,6 +13,9 @@ objects, per synchronized set, over actors within the evaluation region (|x| <= 
 |y| <= 15 m in base_link) that the LiDAR or the radar returned from at that stamp (as
 nuScenes counts only boxes with a return); a track on an actor no sensor saw is neither
 a hit nor a false positive. Matches are greedy by centre distance up to 2 m.
+
+Labels: over the same matches, the share of published (confirmed) tracks whose label is
+the actor's true class, overall and per class (an `unknown` label counts as wrong).
 """
 import argparse
 import json
@@ -83,6 +86,7 @@ def in_region(x, y):
 def score_tracking(frames, sets):
     gt_total = misses = fps = switches = 0
     last_match = {}
+    labels = {}  # true class -> [correct, matched]
     for s in sets:
         actors = frames.get(s["stamp_ns"])
         if actors is None:
@@ -106,11 +110,17 @@ def score_tracking(frames, sets):
             if gid in last_match and last_match[gid] != tid:
                 switches += 1
             last_match[gid] = tid
+            tally = labels.setdefault(gts[gi]["class"], [0, 0])
+            tally[0] += preds[pi]["label"] == gts[gi]["class"]
+            tally[1] += 1
         gt_total += len(gts)
         misses += len(gts) - len(used_g)
         fps += len(preds) - len(used_p)
     mota = 1.0 - (misses + fps + switches) / gt_total if gt_total else float("nan")
-    return {"mota": mota, "gt_objects": gt_total, "misses": misses, "false_positives": fps, "id_switches": switches}
+    correct, matched = sum(c for c, _ in labels.values()), sum(n for _, n in labels.values())
+    return {"mota": mota, "gt_objects": gt_total, "misses": misses, "false_positives": fps, "id_switches": switches,
+            "label_accuracy": correct / matched if matched else float("nan"), "labels_matched": matched,
+            "label_accuracy_per_class": {k: c / n for k, (c, n) in sorted(labels.items())}}
 
 
 def evaluate(bag, out):

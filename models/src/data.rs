@@ -50,9 +50,38 @@ fn class_index(c: sim::Class) -> usize {
     }
 }
 
-/// Renders `scenario` at time `t` (camera noise from `seed`) and labels it.
+/// Renders `scenario` at time `t` (camera noise from `seed`) and labels it, with the
+/// calibration the bags use.
 pub fn render(scenario: &sim::Scenario, t: f64, seed: u64) -> LabelledFrame {
-    let world = World::new(scenario, t + 0.5, Calibration::default());
+    render_with(scenario, t, seed, Calibration::default())
+}
+
+/// The default calibration with the camera's intrinsics (focal ±4 %, principal point
+/// ±10 px) and mounting (±6 cm, ±1.5° about each axis) jittered: no real camera is the
+/// nominal one. The labels come from the render, so they stay exact.
+pub fn jittered_calibration(r: &mut ChaCha8Rng) -> Calibration {
+    let mut calib = Calibration::default();
+    let cam = calib.sensors.get_mut("camera").expect("default camera");
+    let mut k = cam.k.expect("default intrinsics");
+    let f = r.gen_range(0.96..1.04);
+    k[0] *= f * r.gen_range(0.995..1.005);
+    k[4] *= f;
+    k[2] += r.gen_range(-10.0..10.0);
+    k[5] += r.gen_range(-10.0..10.0);
+    cam.k = Some(k);
+    for v in cam.translation.iter_mut() {
+        *v += r.gen_range(-0.06..0.06);
+    }
+    let mut angle = || r.gen_range(-1.5f64..1.5).to_radians();
+    let wobble = nalgebra::UnitQuaternion::from_euler_angles(angle(), angle(), angle());
+    let q = cam.to_base().rotation * wobble;
+    cam.rotation_xyzw = [q.i, q.j, q.k, q.w];
+    calib
+}
+
+/// Renders `scenario` at `t` through `calib`'s camera and labels it.
+pub fn render_with(scenario: &sim::Scenario, t: f64, seed: u64, calib: Calibration) -> LabelledFrame {
+    let world = World::new(scenario, t + 0.5, calib);
     let mut rng = sim::rng(seed, 1);
     let frame = sim::render_camera(&world, t, &mut rng);
     let boxes = sim::truth(&world, t, Some(&frame))
@@ -76,26 +105,49 @@ pub fn render(scenario: &sim::Scenario, t: f64, seed: u64) -> LabelledFrame {
 }
 
 /// Frame `index` of a seed range: mostly random scenes, every fifth one a named scenario
-/// (without its camera blackout window), at a time drawn from the seed.
+/// (its world varied by the seed, outside its camera blackout window), at a time drawn
+/// from the seed, through a jittered camera calibration.
 pub fn scene_frame(seeds: &Range<u64>, index: u64) -> LabelledFrame {
     let seed = seeds.start + index;
     assert!(seed < seeds.end, "seed range exhausted");
     let mut r = sim::rng(seed, 23);
+    let calib = jittered_calibration(&mut sim::rng(seed, 29));
     if index % 5 == 4 {
         let names = &sim::SCENARIOS;
         let name = names[r.gen_range(0..names.len())];
-        let scenario = sim::scenario(name).expect("named scenario");
+        let scenario = sim::scenario_seeded(name, seed).expect("named scenario");
         let mut t = r.gen_range(0.0..20.0);
         if let Some((a, b)) = scenario.faults.camera_blackout {
             if t >= a && t < b {
                 t = b + 0.5;
             }
         }
-        render(&scenario, t, seed)
+        render_with(&scenario, t, seed, calib)
     } else {
         let scenario = sim::random_scenario(seed);
-        render(&scenario, r.gen_range(0.0..3.0), seed)
+        render_with(&scenario, r.gen_range(0.0..3.0), seed, calib)
     }
+}
+
+/// The paint each class had before domain randomisation (person red, vehicle blue,
+/// obstacle orange): a detector that learned paint instead of shape is caught by
+/// [`colour_swapped_frame`].
+pub const OLD_CLASS_PAINT: [[f64; 3]; 3] = [[200.0, 60.0, 50.0], [40.0, 70.0, 190.0], [230.0, 150.0, 20.0]];
+
+/// Frame `index` of a seed range with every actor painted, flat, in the old colour of
+/// *another* class (person ← vehicle blue, vehicle ← obstacle orange, obstacle ← person
+/// red), under the old sky and ground: only the shapes tell the classes apart.
+pub fn colour_swapped_frame(seeds: &Range<u64>, index: u64) -> LabelledFrame {
+    let seed = seeds.start + index;
+    assert!(seed < seeds.end, "seed range exhausted");
+    let mut scenario = sim::random_scenario(seed);
+    scenario.look = sim::SceneLook::default();
+    for a in scenario.actors.iter_mut() {
+        let c = class_index(a.class);
+        a.look = sim::Appearance::solid(OLD_CLASS_PAINT[(c + 1) % 3]);
+    }
+    let t = sim::rng(seed, 23).gen_range(0.0..3.0);
+    render(&scenario, t, seed)
 }
 
 /// A training sample at the network input size.
@@ -107,7 +159,7 @@ pub struct Sample {
 /// A training view of a frame at `input` size: either the whole frame resampled (objects at
 /// the input's scale) or an input-sized crop at full resolution (objects at the frame's
 /// scale, so a larger `input_size` at run time sees sizes it was trained on), mirrored
-/// half of the time, with an exposure change.
+/// half of the time, then a camera's photometric faults ([`photometric`]).
 pub fn augment(frame: &LabelledFrame, input: [usize; 2], rng: &mut ChaCha8Rng) -> Sample {
     let [iw, ih] = input;
     let (mut rgb, mut boxes) = if rng.gen_bool(0.6) || frame.width < iw || frame.height < ih {
@@ -156,11 +208,136 @@ pub fn augment(frame: &LabelledFrame, input: [usize; 2], rng: &mut ChaCha8Rng) -
             b.bbox = [iw as f32 - b.bbox[2], b.bbox[1], iw as f32 - b.bbox[0], b.bbox[3]];
         }
     }
-    let gain: f32 = rng.gen_range(0.75..1.25);
-    for v in rgb.iter_mut() {
-        *v = (*v as f32 * gain).round().clamp(0.0, 255.0) as u8;
-    }
+    photometric(&mut rgb, iw, ih, rng);
     Sample { rgb, boxes }
+}
+
+/// What a real camera does to an image, each drawn at random: exposure and white-balance
+/// gains, defocus / motion blur, sensor noise, and JPEG-like compression (8×8 block DCT of
+/// the luma with a quantized spectrum, chroma at half resolution).
+pub fn photometric(rgb: &mut [u8], w: usize, h: usize, rng: &mut ChaCha8Rng) {
+    let gain: f32 = rng.gen_range(0.7..1.3);
+    let balance: [f32; 3] = [rng.gen_range(0.85..1.15), rng.gen_range(0.9..1.1), rng.gen_range(0.85..1.15)];
+    let mut img: Vec<f32> = rgb.iter().enumerate().map(|(i, &v)| v as f32 * gain * balance[i % 3]).collect();
+    if rng.gen_bool(0.35) {
+        // Box blur, horizontal (motion) or both directions (defocus), radius 1–2 px.
+        let radius = rng.gen_range(1..=2);
+        let both = rng.gen_bool(0.6);
+        box_blur(&mut img, w, h, radius, true);
+        if both {
+            box_blur(&mut img, w, h, radius, false);
+        }
+    }
+    if rng.gen_bool(0.5) {
+        let sigma: f32 = rng.gen_range(1.0..6.0);
+        let normal = rand_distr::Normal::new(0.0f32, sigma).expect("sigma > 0");
+        for v in img.iter_mut() {
+            *v += rand_distr::Distribution::sample(&normal, rng);
+        }
+    }
+    if rng.gen_bool(0.4) {
+        jpeg_like(&mut img, w, h, rng.gen_range(2.0..10.0));
+    }
+    for (o, v) in rgb.iter_mut().zip(&img) {
+        *o = v.round().clamp(0.0, 255.0) as u8;
+    }
+}
+
+fn box_blur(img: &mut [f32], w: usize, h: usize, radius: usize, horizontal: bool) {
+    let src = img.to_vec();
+    let r = radius as i64;
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let (mut sum, mut n) = (0.0, 0.0);
+                for d in -r..=r {
+                    let (xx, yy) = if horizontal { (x as i64 + d, y as i64) } else { (x as i64, y as i64 + d) };
+                    if xx >= 0 && yy >= 0 && (xx as usize) < w && (yy as usize) < h {
+                        sum += src[(yy as usize * w + xx as usize) * 3 + c];
+                        n += 1.0;
+                    }
+                }
+                img[(y * w + x) * 3 + c] = sum / n;
+            }
+        }
+    }
+}
+
+/// JPEG's visible artefacts: luma in 8×8 blocks through a DCT whose coefficients are
+/// rounded to steps of `quality_step` × the JPEG luma table / 16 (blocking, ringing),
+/// chroma averaged over 2×2 pixels (colour bleeding).
+fn jpeg_like(img: &mut [f32], w: usize, h: usize, quality_step: f32) {
+    const Q: [f32; 64] = [
+        16., 11., 10., 16., 24., 40., 51., 61., 12., 12., 14., 19., 26., 58., 60., 55., 14., 13., 16., 24., 40., 57.,
+        69., 56., 14., 17., 22., 29., 51., 87., 80., 62., 18., 22., 37., 56., 68., 109., 103., 77., 24., 35., 55., 64.,
+        81., 104., 113., 92., 49., 64., 78., 87., 103., 121., 120., 101., 72., 92., 95., 98., 112., 100., 103., 99.,
+    ];
+    let mut basis = [[0f32; 8]; 8];
+    for (k, row) in basis.iter_mut().enumerate() {
+        for (n, v) in row.iter_mut().enumerate() {
+            let a = if k == 0 { (1.0f32 / 8.0).sqrt() } else { (2.0f32 / 8.0).sqrt() };
+            *v = a * ((std::f32::consts::PI * (2 * n + 1) as f32 * k as f32) / 16.0).cos();
+        }
+    }
+    let n = w * h;
+    let (mut y, mut cb, mut cr) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    for i in 0..n {
+        let (r, g, b) = (img[i * 3], img[i * 3 + 1], img[i * 3 + 2]);
+        y[i] = 0.299 * r + 0.587 * g + 0.114 * b;
+        cb[i] = -0.1687 * r - 0.3313 * g + 0.5 * b;
+        cr[i] = 0.5 * r - 0.4187 * g - 0.0813 * b;
+    }
+    for by in (0..h - h % 8).step_by(8) {
+        for bx in (0..w - w % 8).step_by(8) {
+            let mut block = [[0f32; 8]; 8];
+            for (j, row) in block.iter_mut().enumerate() {
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v = y[(by + j) * w + bx + i] - 128.0;
+                }
+            }
+            // Forward DCT (rows then columns), quantize, inverse.
+            let mut coef = [[0f32; 8]; 8];
+            for u in 0..8 {
+                for v in 0..8 {
+                    let mut s = 0.0;
+                    for j in 0..8 {
+                        for i in 0..8 {
+                            s += basis[u][j] * basis[v][i] * block[j][i];
+                        }
+                    }
+                    let q = Q[u * 8 + v] * quality_step / 16.0;
+                    coef[u][v] = (s / q).round() * q;
+                }
+            }
+            for j in 0..8 {
+                for i in 0..8 {
+                    let mut s = 0.0;
+                    for u in 0..8 {
+                        for v in 0..8 {
+                            s += basis[u][j] * basis[v][i] * coef[u][v];
+                        }
+                    }
+                    y[(by + j) * w + bx + i] = s + 128.0;
+                }
+            }
+        }
+    }
+    for py in (0..h - 1).step_by(2) {
+        for px in (0..w - 1).step_by(2) {
+            let idx = [py * w + px, py * w + px + 1, (py + 1) * w + px, (py + 1) * w + px + 1];
+            let (mb, mr) =
+                (idx.iter().map(|&i| cb[i]).sum::<f32>() / 4.0, idx.iter().map(|&i| cr[i]).sum::<f32>() / 4.0);
+            for i in idx {
+                cb[i] = mb;
+                cr[i] = mr;
+            }
+        }
+    }
+    for i in 0..n {
+        img[i * 3] = y[i] + 1.402 * cr[i];
+        img[i * 3 + 1] = y[i] - 0.344_14 * cb[i] - 0.714_14 * cr[i];
+        img[i * 3 + 2] = y[i] + 1.772 * cb[i];
+    }
 }
 
 /// CenterNet targets for a batch, at stride 4, channel-major:

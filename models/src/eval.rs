@@ -121,6 +121,35 @@ pub fn average_precision(hits: &[(f32, bool)], gt: usize) -> f64 {
     ap
 }
 
+/// Per class, how often the detector names the class of an object it found: for every
+/// scored ground-truth box, the highest-scoring detection of any class overlapping it by
+/// IoU ≥ `iou_threshold`; `correct[c]` of `found[c]` carry the right label.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Classification {
+    pub found: [usize; 3],
+    pub correct: [usize; 3],
+}
+
+impl Classification {
+    pub fn add(&mut self, detections: &[Detection2d], truth: &[GtBox], iou_threshold: f32) {
+        for g in truth.iter().filter(|g| !g.difficult) {
+            let best = detections
+                .iter()
+                .filter(|d| iou(&d.bbox, &g.bbox) >= iou_threshold)
+                .max_by(|a, b| a.score.total_cmp(&b.score));
+            if let Some(d) = best {
+                self.found[g.class] += 1;
+                self.correct[g.class] += (d.label == CLASSES[g.class]) as usize;
+            }
+        }
+    }
+
+    /// Accuracy per class (None where nothing of the class was found).
+    pub fn accuracy(&self) -> [Option<f64>; 3] {
+        std::array::from_fn(|c| (self.found[c] > 0).then(|| self.correct[c] as f64 / self.found[c] as f64))
+    }
+}
+
 /// Fraction of scored ground-truth boxes matched (IoU ≥ threshold, same class) by a
 /// detection.
 pub fn recall(detections: &[Detection2d], truth: &[GtBox], iou_threshold: f32) -> (usize, usize) {

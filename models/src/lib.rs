@@ -4,6 +4,7 @@
 //! language model that writes anomaly summaries (`llm`: GGUF, tokenizer, Llama decoder).
 //! The backend is chosen at run time: `flex` (CPU) or `wgpu` (GPU; lavapipe on CPU-only
 //! machines) when built with the `wgpu` feature.
+pub mod coco;
 pub mod data;
 pub mod detector;
 pub mod eval;

@@ -2,7 +2,7 @@
 //! held-out evaluation shared by the training command and `fusion_eval_detector`.
 use crate::data::{self, LabelledFrame, Sample};
 use crate::detector::{Detector, DetectorConfig, DetectorOutput, CLASSES, STRIDE};
-use crate::eval::{ApAccumulator, Score};
+use crate::eval::{ApAccumulator, Classification, Score};
 use crate::runtime::{CenterNet, DetectorOptions};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
@@ -54,6 +54,18 @@ pub fn evaluate(detector: &CenterNet, frames: &[LabelledFrame], iou: f32) -> Sco
         acc.add(&dets, &f.boxes, iou);
     }
     acc.score(iou)
+}
+
+/// As [`evaluate`], with the per-class classification accuracy of what was found.
+pub fn evaluate_with_classes(detector: &CenterNet, frames: &[LabelledFrame], iou: f32) -> (Score, Classification) {
+    let mut acc = ApAccumulator::new();
+    let mut classes = Classification::default();
+    for f in frames {
+        let dets = detector.detect_rgb(&f.rgb, f.width, f.height);
+        acc.add(&dets, &f.boxes, iou);
+        classes.add(&dets, &f.boxes, iou);
+    }
+    (acc.score(iou), classes)
 }
 
 struct Losses {
