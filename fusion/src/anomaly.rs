@@ -282,6 +282,13 @@ impl AnomalyDetector {
         e
     }
 
+    /// Gives an event raised elsewhere (model monitoring) the next event id.
+    pub fn number(&mut self, mut e: Event) -> Event {
+        e.event_id = self.next_id;
+        self.next_id += 1;
+        e
+    }
+
     fn period_ns(&self, s: Sensor) -> i64 {
         (1e9 / self.params.expected_rate_hz[s as usize]).round() as i64
     }

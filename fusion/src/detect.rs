@@ -61,6 +61,11 @@ pub trait CameraDetector: Send {
     fn set_reduced_input(&mut self, _reduced: bool) -> bool {
         false
     }
+    /// The input statistics the model saw in training, for run-time monitoring
+    /// (`fusion::monitor`); None when unknown (nothing is judged then).
+    fn training_ranges(&self) -> Option<crate::monitor::ModelRanges> {
+        None
+    }
 }
 
 /// Intersection over union of two boxes.

@@ -13,6 +13,7 @@ pub mod detect;
 pub mod frontend;
 pub mod imu;
 pub mod ingest;
+pub mod monitor;
 pub mod motion;
 pub mod pipeline;
 pub mod sched;

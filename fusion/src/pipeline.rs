@@ -12,6 +12,7 @@
 //! Everything is driven by message stamps, never by a wall clock, so the same input
 //! sequence gives the same output at any speed; callers measure latency around it.
 use crate::classify::{ClassPriors, Fit};
+use crate::monitor::{ModelMonitor, MonitorParams};
 use crate::{
     anomaly::{AnomalyDetector, AnomalyParams, CameraCheck, Event, Sensor, TrackView},
     calib::Calibration,
@@ -71,6 +72,9 @@ pub struct PipelineParams {
     pub publish_max_misses: u32,
     /// What sizes each class can have: camera votes the geometry rules out are dropped.
     pub class_priors: ClassPriors,
+    /// Model monitoring: when the detector's input or its agreement with LiDAR departs
+    /// from training (`model_degraded`).
+    pub monitor: MonitorParams,
     /// A camera box at least this share of whose area lies inside the image projection of a
     /// known LiDAR/radar object or track is part of that object, not a missed one.
     pub camera_explained_overlap: f32,
@@ -99,6 +103,7 @@ impl Default for PipelineParams {
             disagreement_min_box_px: 25.0,
             publish_max_misses: 2,
             class_priors: ClassPriors::default(),
+            monitor: MonitorParams::default(),
             camera_explained_overlap: 0.5,
             anomaly: AnomalyParams::default(),
         }
@@ -452,6 +457,8 @@ pub struct Pipeline {
     detector: Option<Box<dyn CameraDetector>>,
     tracker: Tracker,
     pub anomaly: AnomalyDetector,
+    /// The camera detector checking itself against its training ranges.
+    pub monitor: ModelMonitor,
     last_set: Option<StampNs>,
     last_lidar: Option<StampNs>,
     recent_camera: Option<(StampNs, Arc<Rgb8>)>,
@@ -469,8 +476,10 @@ impl Pipeline {
             deadline_ns: params.sync_wait_ns,
             buffer: 8,
         });
+        let monitor = ModelMonitor::new(params.monitor, detector.as_ref().and_then(|d| d.training_ranges()));
         Self {
             sync,
+            monitor,
             imu: ImuBuffer::new(400),
             camera_model: CameraModel::new(calib),
             detector,
@@ -765,6 +774,13 @@ impl Pipeline {
                 })
                 .collect();
             step.events.extend(self.anomaly.on_camera_checks(t, &checks, &unexplained));
+            if let Some((_, image)) = job.camera() {
+                let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
+                let agreed = checks.iter().filter(|c| c.seen_by_camera).count();
+                if let Some(e) = self.monitor.on_frame(t, &image, &scores, checks.len(), agreed) {
+                    step.events.push(self.anomaly.number(e));
+                }
+            }
         }
         times.rules_us = lap.elapsed().as_micros() as u64;
         step.sets.push(SetOutput {
@@ -997,6 +1013,10 @@ param_table! {
     "label.size_margin" => f class_priors.margin,
     "label.min_points" => n class_priors.min_points,
     "label.undersized_weight" => r class_priors.undersized_weight,
+    "monitor.window_frames" => n monitor.window_frames,
+    "monitor.out_of_range_share" => f monitor.out_of_range_share,
+    "monitor.min_agreement" => f monitor.min_agreement,
+    "monitor.min_checks" => n monitor.min_checks,
     "anomaly.ttc_threshold_s" => f anomaly.ttc_threshold_s,
     "anomaly.lane_half_width" => f anomaly.lane_half_width,
     "anomaly.min_closing_speed" => f anomaly.min_closing_speed,

@@ -831,6 +831,8 @@ pub struct SchedStats {
     pub rt: BTreeMap<&'static str, RtOutcome>,
     /// Each input stream for the dropout rule: never received (start-up), receiving, silent.
     pub streams: [StreamState; 4],
+    /// Model monitoring (`model.*`): input statistics against training, agreement, state.
+    pub model: Vec<crate::anomaly::KeyValue>,
 }
 
 impl SchedStats {
@@ -852,6 +854,7 @@ impl SchedStats {
             cpu_queue: 0,
             in_flight: 0,
             streams: [StreamState::NeverReceived; 4],
+            model: vec![],
             rt: BTreeMap::new(),
         }
     }
@@ -890,6 +893,9 @@ impl SchedStats {
         }
         for (k, v) in SENSORS.iter().zip(self.streams) {
             kv.push((format!("stream.{k}"), v.as_str().to_string()));
+        }
+        for e in &self.model {
+            kv.push((format!("model.{}", e.key), e.value.clone()));
         }
         for (k, v) in &self.counters {
             kv.push((k.clone(), v.to_string()));
@@ -1533,6 +1539,7 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
             st.add(format!("pipeline.{k}"), v);
         }
         st.streams = self.pipeline.anomaly.stream_states();
+        st.model = self.pipeline.monitor.key_values();
         for (i, m) in self.mailboxes.iter().enumerate() {
             st.mailbox_len[i] = m.len();
             st.counters.insert(format!("dropped.superseded.{}", SENSORS[i]), m.superseded());
@@ -1764,6 +1771,7 @@ impl<M: Message> Executor<M> {
             }
             let mut s = st.lock().expect("stats");
             s.streams = pipeline.anomaly.stream_states();
+            s.model = pipeline.monitor.key_values();
             for (k, v) in std::mem::take(&mut pipeline.counters) {
                 s.add(format!("pipeline.{k}"), v);
             }

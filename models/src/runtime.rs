@@ -153,6 +153,10 @@ pub struct Manifest {
     pub training: serde_json::Value,
     #[serde(default)]
     pub evaluation: serde_json::Value,
+    /// Input statistics of training-distribution frames, for run-time model monitoring
+    /// (`fusion_eval_detector --record` writes them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<fusion::monitor::ModelRanges>,
 }
 
 impl Manifest {
@@ -246,6 +250,8 @@ pub struct CenterNet {
     name: String,
     /// The configured input size (`options.input_size` is halved while reduced).
     full_size: [usize; 2],
+    /// What the model saw in training (from the manifest), for monitoring.
+    ranges: Option<fusion::monitor::ModelRanges>,
 }
 
 /// Half of a side, rounded to the network's size multiple (at least one multiple).
@@ -257,8 +263,10 @@ impl CenterNet {
     /// Loads verified weights onto the backend the options name.
     pub fn load(manifest_path: &Path, options: DetectorOptions) -> Result<Self, ModelError> {
         let device = options.backend.device()?;
-        let (model, _) = load_verified(manifest_path, &device)?;
-        Self::new(model, device, options)
+        let (model, manifest) = load_verified(manifest_path, &device)?;
+        let mut detector = Self::new(model, device, options)?;
+        detector.ranges = manifest.monitoring;
+        Ok(detector)
     }
 
     pub fn new(model: Detector, device: Device, options: DetectorOptions) -> Result<Self, ModelError> {
@@ -285,7 +293,7 @@ impl CenterNet {
             }
         };
         let name = Self::name_for(&options);
-        Ok(Self { model, device, full_size: options.input_size, options, name })
+        Ok(Self { model, device, full_size: options.input_size, options, name, ranges: None })
     }
 
     pub fn options(&self) -> &DetectorOptions {
@@ -354,6 +362,10 @@ impl CameraDetector for CenterNet {
             )));
         }
         Ok(self.detect_rgb(&image.data, image.width as usize, image.height as usize))
+    }
+
+    fn training_ranges(&self) -> Option<fusion::monitor::ModelRanges> {
+        self.ranges
     }
 
     /// Half the configured input on each side (320x240 -> 160x128): the network is fully

@@ -890,9 +890,16 @@ pub fn radar_scan(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Vec<([f32; 5], Opt
         }
         let n = 1 + (a.size[0] * a.size[1]).sqrt().round() as usize;
         let va = Vector3::new(a.velocity[0], a.velocity[1], 0.0);
+        let own: Vec<&BoxNow> = parts.iter().filter(|p| p.index == b.index).collect();
         for _ in 0..n {
-            let jitter = Vector3::new(rng.gen_range(-1.0..1.0) * b.half.x, rng.gen_range(-1.0..1.0) * b.half.y, 0.0);
-            let target = b.center + b.rot * jitter;
+            // A point on one of the actor's parts (a cone's tiers, a barrier's panel).
+            let part = own[rng.gen_range(0..own.len())];
+            let jitter = Vector3::new(
+                rng.gen_range(-1.0..1.0) * part.half.x,
+                rng.gen_range(-1.0..1.0) * part.half.y,
+                rng.gen_range(-0.5..0.5) * part.half.z,
+            );
+            let target = part.center + part.rot * jitter;
             let (_, hit) = World::cast(&o, &(target - o).normalize(), &parts, 200.0);
             let Hit::Actor { point, index, .. } = hit else { continue };
             if index != b.index {

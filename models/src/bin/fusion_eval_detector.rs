@@ -94,6 +94,28 @@ fn main() -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&result)?);
     if cli.record {
         let mut manifest = Manifest::read(&manifest_path)?;
+        if set == "sim" {
+            // The training distribution's input statistics: the reference run-time model
+            // monitoring holds camera frames against.
+            let stats: Vec<_> = frames
+                .iter()
+                .map(|f| {
+                    let img =
+                        fusion::camera::Rgb8 { width: f.width as u32, height: f.height as u32, data: f.rgb.clone() };
+                    fusion::monitor::ImageStats::of(&img)
+                })
+                .collect();
+            let (mut n, mut score) = (0usize, 0.0f64);
+            for f in &frames {
+                for d in detector.detect_rgb(&f.rgb, f.width, f.height).iter().filter(|d| d.score >= 0.3) {
+                    n += 1;
+                    score += d.score as f64;
+                }
+            }
+            let per_frame = n as f64 / frames.len().max(1) as f64;
+            manifest.monitoring =
+                Some(fusion::monitor::ModelRanges::from_samples(&stats, per_frame, score / n.max(1) as f64));
+        }
         if !manifest.evaluation.is_object() {
             manifest.evaluation = serde_json::json!({});
         }

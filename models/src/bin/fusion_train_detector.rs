@@ -98,6 +98,7 @@ fn main() -> Result<()> {
             "machine": format!("{} CPU threads, flex backend", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)),
         }),
         evaluation: serde_json::json!({"held_out_during_training": trained.final_score}),
+        monitoring: None,
     };
     std::fs::write(cli.out.join("detector.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
     println!(

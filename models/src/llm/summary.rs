@@ -126,6 +126,22 @@ impl EventInfo {
                 self.ev("hard_misses").unwrap_or("?"),
                 self.ev("window_sets").unwrap_or("?")
             ),
+            "model_degraded" => format!(
+                "{sev} at {t}: the camera detector is outside what it was trained on ({}): {}; detections may be unreliable.",
+                self.rule.replace('_', " "),
+                match self.rule.as_str() {
+                    "camera_lidar_agreement_low" => format!(
+                        "it found {} of the objects LiDAR and radar see (floor {:.2})",
+                        self.ev("camera_lidar_agreement").unwrap_or("?"),
+                        self.threshold
+                    ),
+                    _ => format!(
+                        "{:.0} % of recent frames have {} outside the training range",
+                        self.measured_value * 100.0,
+                        self.ev("last_out_of_range_stat").unwrap_or("an input statistic")
+                    ),
+                }
+            ),
             kind => format!(
                 "{sev} at {t}: {} ({}), measured {:.2} against {:.2}, sensors {}.",
                 kind.replace('_', " "),
