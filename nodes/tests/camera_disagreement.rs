@@ -169,3 +169,61 @@ fn centernet_in_the_replay_labels_what_it_sees_and_flags_what_it_cannot() {
     assert!(labelled as f64 >= 0.95 * seen as f64, "{labelled}/{seen} objects with the right class");
     assert!(confirmed as f64 >= 0.75 * seen as f64, "{confirmed}/{seen} objects camera-confirmed");
 }
+
+/// The field report, reproduced with a stand-in camera that is wrong the way the paint-fed
+/// detector was: it calls every vehicle a person, and reports the vehicle's visible end as a
+/// second, small box. The geometry must win the label (a 4-8 m box is no person) and the
+/// second box is part of a known object, not a disagreement.
+struct WrongCamera(GroundTruthBoxes);
+
+impl CameraDetector for WrongCamera {
+    fn name(&self) -> &str {
+        "wrong_camera (test only, not a model)"
+    }
+    fn detect(&mut self, stamp: StampNs, image: &Rgb8) -> Result<Vec<Detection2d>, DetectError> {
+        let mut out = vec![];
+        for mut d in self.0.detect(stamp, image)? {
+            if d.label == Label::Vehicle {
+                d.label = Label::Person;
+                let [x0, y0, x1, y1] = d.bbox;
+                // The rear third of the car, as its own (person) box.
+                out.push(Detection2d {
+                    label: Label::Person,
+                    score: 0.8,
+                    bbox: [x0, y0 + (y1 - y0) * 0.3, x0 + (x1 - x0) / 3.0, y1],
+                });
+            }
+            out.push(d);
+        }
+        Ok(out)
+    }
+}
+
+#[test]
+fn a_car_the_camera_calls_a_person_stays_a_vehicle_and_raises_no_disagreement() {
+    let dir = simulate("nominal", 41, 12);
+    let bag = dir.path.join("bag");
+    let mut opts = ReplayOptions::new(&bag);
+    opts.out = Some(dir.path.join("out"));
+    let r = run(&opts, Some(Box::new(WrongCamera(GroundTruthBoxes::load(&bag))))).unwrap();
+    let dis: Vec<_> = r.events.iter().filter(|e| e.kind == "sensor_disagreement").collect();
+    assert!(dis.is_empty(), "{dis:#?}");
+    // Every published object on the vehicle (actor 1, y ≈ -3.5 m) is a vehicle.
+    let objects = std::fs::read_to_string(dir.path.join("out/objects.jsonl")).unwrap();
+    let (mut on_car, mut vehicle) = (0, 0);
+    for line in objects.lines() {
+        let set: serde_json::Value = serde_json::from_str(line).unwrap();
+        for o in set["objects"].as_array().unwrap() {
+            let y = o["center"][1].as_f64().unwrap();
+            let x = o["center"][0].as_f64().unwrap();
+            if (-5.0..-2.0).contains(&y) && (5.0..40.0).contains(&x) {
+                on_car += 1;
+                vehicle += (o["label"] == "vehicle") as usize;
+            }
+        }
+    }
+    assert!(on_car >= 50, "{on_car} objects on the car");
+    assert!(vehicle as f64 >= 0.95 * on_car as f64, "{vehicle}/{on_car} published as vehicle");
+    let ruled_out = r.metrics["pipeline"]["label.camera_ruled_out.person"].as_u64().unwrap_or(0);
+    assert!(ruled_out >= 20, "the contradiction is counted: {}", r.metrics["pipeline"]);
+}
