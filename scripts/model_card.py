@@ -69,8 +69,8 @@ def detector_card(m: dict) -> str:
         out.append('')
     if m.get('monitoring'):
         out.append('## Run-time monitoring reference\n')
-        out.append('`fusion_node` holds every camera frame against these ranges (p1..p99 over training-distribution '
-                   'frames) and raises `model_degraded` on a sustained departure (see `monitor.*` parameters).\n')
+        out.append('`fusion_node` holds every camera frame against these ranges (p0.5 × 0.75 .. p99.5 × 1.25 over '
+                   'training-distribution frames) and raises `model_degraded` on a sustained departure (see `monitor.*` parameters).\n')
         out.append('| statistic | training range |\n|---|---|')
         for k, v in m['monitoring'].items():
             out.append(f'| {k} | {fmt(v[0], 2)} .. {fmt(v[1], 2)} |' if isinstance(v, list) else f'| {k} | {fmt(v, 2)} |')

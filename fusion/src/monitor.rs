@@ -66,8 +66,8 @@ impl ImageStats {
     }
 }
 
-/// What the detector saw in training: per input statistic the [p1, p99] range over
-/// training-distribution frames (the detector's manifest, `monitoring`).
+/// What the detector saw in training: per input statistic a range over training-
+/// distribution frames (the detector's manifest, `monitoring`; see [`Self::from_samples`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ModelRanges {
     pub brightness: [f64; 2],
@@ -85,7 +85,9 @@ impl ModelRanges {
         [self.brightness, self.contrast, self.saturation, self.sharpness]
     }
 
-    /// Ranges from per-frame statistics (p1 and p99 of each).
+    /// Ranges from per-frame statistics: p0.5 × 0.75 to p99.5 × 1.25 of each. A scene's
+    /// look holds for all its frames, so a scene at the tail of the training distribution
+    /// must not read as out of it: only frames clearly beyond what training saw count.
     pub fn from_samples(stats: &[ImageStats], detections_per_frame: f64, mean_score: f64) -> Self {
         let range = |k: usize| {
             let mut v: Vec<f64> = stats.iter().map(|s| s.values()[k]).collect();
@@ -94,7 +96,7 @@ impl ModelRanges {
             if v.is_empty() {
                 [0.0, f64::INFINITY]
             } else {
-                [at(0.01), at(0.99)]
+                [at(0.005) * 0.75, at(0.995) * 1.25]
             }
         };
         Self {

@@ -9,9 +9,12 @@ use models::eval::recall;
 use models::runtime::{default_manifest, load_verified, Manifest, ModelError};
 use models::{Backend, CenterNet, DetectorOptions};
 
-/// Recall at IoU 0.5 of the shipped weights at half input (160x128) on the 40 test frames:
-/// 0.694 (86/124) measured, against 0.903 at the full 320x240. A floor with margin.
-const REDUCED_RECALL_FLOOR: f64 = 0.6;
+/// Recall at IoU 0.5 of the shipped weights on the 40 test frames of the domain-randomised
+/// renderer: 0.826 (95/115) measured at the full 320x240, 0.496 (57/115) at half input
+/// (160x128). Floors with margin. (The first weights, trained on class-coloured actors,
+/// had 0.903 / 0.694 on the old, class-coloured renderer, and 0.10 mAP on this one.)
+const RECALL_FLOOR: f64 = 0.78;
+const REDUCED_RECALL_FLOOR: f64 = 0.42;
 
 fn backends() -> Vec<Backend> {
     if cfg!(feature = "wgpu") {
@@ -118,7 +121,8 @@ fn shipped_weights_find_the_actors_in_fresh_simulator_frames() {
     }
     let r = found as f64 / total as f64;
     assert!(total >= 100, "only {total} scored actors");
-    assert!(r >= 0.9, "recall {r:.3} ({found}/{total}) at IoU 0.5");
+    println!("recall at IoU 0.5: {r:.3} ({found}/{total})");
+    assert!(r >= RECALL_FLOOR, "recall {r:.3} ({found}/{total}) at IoU 0.5");
 }
 
 #[test]
