@@ -136,12 +136,15 @@ def test_radar_doppler_is_the_true_radial_velocity(nominal):
         for p in pts:
             base = radar @ np.array([p[0], p[1], p[2], 1.0])
             # On an actor (position), and of its material (RCS ±2 dB around the actor's own,
-            # which does not depend on its class); ground clutter and false alarms are neither.
-            actor = next((a for a in f['actors'] if abs(base[0] - a['center'][0]) <= a['size'][0] / 2 + 0.3
-                          and abs(base[1] - a['center'][1]) <= max(a['size'][:2]) / 2 + 0.3
-                          and abs(p[4] - a['rcs']) <= 2.0 and 0.0 <= base[2] <= a['size'][2] + 0.1), None)
-            if actor is None:
+            # which does not depend on its class); ground clutter and false alarms are neither
+            # (they lie on the ground plane, 0.1 m in base_link, and RCS may now coincide).
+            # Two actors whose boxes and materials both fit the return are ambiguous: skipped.
+            fits = [a for a in f['actors'] if abs(base[0] - a['center'][0]) <= a['size'][0] / 2 + 0.3
+                    and abs(base[1] - a['center'][1]) <= max(a['size'][:2]) / 2 + 0.3
+                    and abs(p[4] - a['rcs']) <= 2.0 and 0.15 <= base[2] <= a['size'][2] + 0.1]
+            if len(fits) != 1:
                 continue
+            actor = fits[0]
             v_sensor = np.array([speed - yaw_rate * radar[1, 3], yaw_rate * radar[0, 3], 0.0])
             los = (base[:3] - radar[:3, 3]) / np.linalg.norm(base[:3] - radar[:3, 3])
             true = (np.array([*actor['velocity'], 0.0]) - v_sensor) @ los
@@ -270,6 +273,6 @@ def test_the_seed_varies_the_world_not_the_class_paint(tmp_path):
         a, b = actors_a[i], actors_b[i]
         assert a['class'] == b['class'] and a['shape'] in SHAPES[a['class']] and b['shape'] in SHAPES[b['class']]
         assert a['size'] != b['size'] and a['lidar_intensity'] != b['lidar_intensity'] and a['rcs'] != b['rcs']
-        assert math.dist(a['center'][:2], b['center'][:2]) < 1.5
+        assert math.dist(a['center'][:2], b['center'][:2]) < 2.2  # each within ±1 m along, ±0.4 m across
     # Not only noise: the images differ by far more than the pixel noise (σ ≤ 7 levels).
     assert np.abs(img_a - img_b).mean() > 15

@@ -133,6 +133,9 @@ fn actor(id: u32, class: Class, p0: [f64; 2], velocity: [f64; 2]) -> Actor {
     }
 }
 
+/// Actors 1..=BASE_ACTORS are every named scenario's street scene; scenarios add theirs after.
+const BASE_ACTORS: u32 = 3;
+
 fn event(kind: &str, sensor: Option<&str>, onset: f64, offset: f64) -> Event {
     Event { kind: kind.into(), sensor: sensor.map(Into::into), actor_ids: vec![], onset, offset }
 }
@@ -146,13 +149,15 @@ pub fn scenario(name: &str) -> Option<Scenario> {
 
 /// A named scenario whose seed varies its world, not only the sensor noise: every actor's
 /// body, size, paint, pattern, LiDAR intensity and RCS, the sky, ground, light and
-/// exposure, and the actors' start positions (±1 m along, ±0.4 m across their path) and
-/// speeds (±10 %). What the script stages stays: the crossing still crosses, the oncoming
-/// vehicle still closes in the ego lane, faults keep their times.
+/// exposure, and the street scene's start positions (±1 m along, ±0.4 m across their path)
+/// and speeds (±10 %). What the script stages stays: the crossing still crosses, the
+/// oncoming vehicle still closes in the ego lane, faults keep their times.
 pub fn scenario_seeded(name: &str, seed: u64) -> Option<Scenario> {
     let mut s = scripted(name)?;
     let mut r = rng(seed, 31);
-    for a in s.actors.iter_mut() {
+    // The street scene around the script (ids 1–3) moves; the actors a scenario adds to
+    // stage its event keep their timing (a crossing shifted by a metre may miss the zone).
+    for a in s.actors.iter_mut().filter(|a| a.id <= BASE_ACTORS) {
         let (along, across) = (r.gen_range(-1.0..1.0), r.gen_range(-0.4..0.4));
         let speed = a.velocity[0].hypot(a.velocity[1]);
         let dir = if speed > 1e-3 { [a.velocity[0] / speed, a.velocity[1] / speed] } else { [1.0, 0.0] };
@@ -252,7 +257,8 @@ fn scripted(name: &str) -> Option<Scenario> {
             let mut s = base(name);
             s.speed = |t| 5.0 + 1.5 * (t * 0.3).sin();
             s.yaw_rate = |t| 0.03 * (t * 0.4).sin();
-            s.actors.push(actor(4, Class::Person, [20.0, 6.0], [0.0, -1.3]));
+            // Crosses the ego's path ~2 m ahead of the ego as it enters the lane (3.5 s).
+            s.actors.push(actor(4, Class::Person, [22.0, 6.0], [0.0, -1.3]));
             s.actors.push(actor(5, Class::Vehicle, [150.0, 0.3], [-7.0, 0.0]));
             let mut ghost = actor(6, Class::Obstacle, [35.0, -0.5], [0.0, 0.0]);
             ghost.camera_invisible = true;
