@@ -62,7 +62,7 @@ def detector_card(m: dict) -> str:
     if 'latency' in m:
         lat = m['latency']
         out.append('## Latency\n')
-        out.append(f"`{lat['command']}`\n")
+        out.append(f"`{lat['command']}` ({lat.get('machine', 'machine not recorded')}; one 640x480 rgb8 frame to boxes)\n")
         out.append('| backend / input | p50 ms | p99 ms |\n|---|---|---|')
         for k, v in sorted(lat.get('rows', {}).items()):
             out.append(f"| {k} | {fmt(v['p50_ms'], 2)} | {fmt(v['p99_ms'], 2)} |")

@@ -157,7 +157,24 @@ pub struct Manifest {
     /// (`fusion_eval_detector --record` writes them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<fusion::monitor::ModelRanges>,
+    /// Per-frame latency by backend and input (`fusion_bench_detector --record`).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub latency: serde_json::Value,
+    /// What the model card says the model is for, and where it is known to fail.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub intended_use: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_limits: Vec<String>,
+    /// Any other key a newer tool wrote: a `--record` must not drop what it does not know.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
+
+/// The detector's intended use, as a newly trained manifest (and its model card) states it.
+pub const DETECTOR_INTENDED_USE: &str = "Camera-side class evidence for fusion_node: boxes of person, vehicle and \
+obstacle in a forward-looking 640x480 rgb8 road/yard camera, associated with LiDAR/radar objects whose 3D extent \
+checks the label (fusion::classify). Not a stand-alone safety detector: a zone intrusion or collision risk is \
+raised from LiDAR/radar geometry, and the camera only names and confirms objects.";
 
 impl Manifest {
     pub fn read(path: &Path) -> Result<Self, ModelError> {
@@ -375,5 +392,24 @@ impl CameraDetector for CenterNet {
         self.options.input_size = if reduced { [reduced_side(w), reduced_side(h)] } else { [w, h] };
         self.name = Self::name_for(&self.options);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fusion_eval_detector --record` and `fusion_bench_detector --record` rewrite the
+    /// manifest through this type: every key of the shipped manifest (the model card's intended
+    /// use and known limits included) must come back out, and any key a newer tool added too.
+    #[test]
+    fn a_manifest_rewrite_keeps_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/detector.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut original: serde_json::Value = serde_json::from_str(&text).unwrap();
+        original["added_by_a_newer_tool"] = serde_json::json!({"x": 1});
+        let manifest: Manifest = serde_json::from_value(original.clone()).unwrap();
+        assert!(!manifest.known_limits.is_empty() && !manifest.intended_use.is_empty());
+        assert_eq!(serde_json::to_value(&manifest).unwrap(), original);
     }
 }

@@ -1,11 +1,13 @@
 //! fusion_bench_detector: per-frame detector latency (frame resample + network + decode,
 //! from a 640×480 rgb8 frame to boxes) at each input size on each backend, as JSON.
 //!
-//!     fusion_bench_detector [--backends flex,wgpu] [--sizes 320x240,640x480] [--frames 100]
+//!     fusion_bench_detector [--backends flex,wgpu] [--sizes 320x240,640x480] [--frames 100] [--record]
+//!
+//! `--record` writes the figures into the manifest's `latency` (the model card shows them).
 use anyhow::{Context, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use models::runtime::{default_manifest, parse_size};
+use models::runtime::{default_manifest, parse_size, Manifest};
 use models::{data, CenterNet, DetectorOptions};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -26,6 +28,9 @@ struct Cli {
     /// Untimed frames first (allocators, kernel compilation and autotuning on wgpu).
     #[arg(long, default_value_t = 10)]
     warmup: usize,
+    /// Write the figures into the manifest's `latency` (rows keyed backend/input).
+    #[arg(long)]
+    record: bool,
 }
 
 fn main() -> Result<()> {
@@ -70,13 +75,29 @@ fn main() -> Result<()> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
         s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
     });
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
-            "benchmark": "detector_latency", "cpu": cpu,
-            "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            "results": results,
+            "benchmark": "detector_latency", "cpu": cpu, "threads": threads, "results": results,
         }))?
     );
+    if cli.record {
+        let mut m = Manifest::read(&manifest)?;
+        let rows: serde_json::Map<String, serde_json::Value> = results
+            .iter()
+            .filter(|r| r.get("p50_ms").is_some())
+            .map(|r| {
+                let key = format!("{}/{}/{}", r["backend"].as_str().unwrap_or(""), cli.precision, r["input"].as_str().unwrap_or(""));
+                (key, serde_json::json!({"p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "frames": r["frames"]}))
+            })
+            .collect();
+        m.latency = serde_json::json!({
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "machine": format!("{}, {threads} threads", cpu.as_deref().unwrap_or("unknown CPU")),
+            "rows": rows,
+        });
+        std::fs::write(&manifest, serde_json::to_string_pretty(&m)? + "\n")?;
+    }
     Ok(())
 }

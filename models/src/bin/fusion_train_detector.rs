@@ -99,6 +99,11 @@ fn main() -> Result<()> {
         }),
         evaluation: serde_json::json!({"held_out_during_training": trained.final_score}),
         monitoring: None,
+        latency: serde_json::Value::Null,
+        intended_use: models::runtime::DETECTOR_INTENDED_USE.into(),
+        // Where a new network fails is learned from its evaluations: written by hand after them.
+        known_limits: vec![],
+        other: Default::default(),
     };
     std::fs::write(cli.out.join("detector.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
     println!(
