@@ -64,16 +64,12 @@ def test_events_against_ground_truth(scenario_bags, tmp_path):
 
 
 def test_ten_minutes_of_nominal_false_alarms_and_mota(tmp_path):
-    # Ten minutes of 640x480 camera make an 18 GB MCAP file: it is generated for this
-    # test alone and deleted as soon as it has been replayed (evaluate() needs only the
-    # ground truth beside it), so a run's peak disk use is one copy and none is kept.
-    bag = tmp_path / 'nominal_bag'
-    try:
-        out = replay(simulate(bag, 'nominal', SEED, 600, timeout=900), tmp_path / 'nominal')
-    finally:
-        for storage in bag.glob('*.mcap'):
-            storage.unlink()
-    r = evaluate(bag, out)
+    # Ten minutes of 640x480 camera would be a 17 GB MCAP file: the run is streamed into the
+    # pipeline in process (fusion_replay --sim: the messages fusion_sim would write, so the
+    # same outputs, see test_a_streamed_simulation_equals_its_replayed_bag) and the ground
+    # truth lands beside the outputs.
+    out = replay_sim('nominal', SEED, 600, tmp_path / 'nominal')
+    r = evaluate(out, out)
     assert len(r['false_alarms']) <= 1, r['false_alarms']
     t = r['tracking']
     print(json.dumps(t))
@@ -81,6 +77,27 @@ def test_ten_minutes_of_nominal_false_alarms_and_mota(tmp_path):
     # whose thin bodies (barrier legs, cones, children) give LiDAR fewer returns than the boxes
     # did (0.921 then): an actor with any return counts as a target.
     assert t['gt_objects'] > 300 and t['mota'] >= 0.75, t
+
+
+def replay_sim(scenario, seed, duration, out, *extra):
+    res = subprocess.run([binary('fusion_replay'), '--sim', scenario, '--seed', str(seed), '--duration', str(duration),
+                          '--out', str(out), *extra], capture_output=True, text=True, env=child_env(), timeout=1500)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_a_streamed_simulation_equals_its_replayed_bag(scenario_bags, tmp_path):
+    bag = scenario_bags('mixed', 20)
+    from_bag = replay(bag, tmp_path / 'bag')
+    streamed = replay_sim('mixed', SEED, 20, tmp_path / 'streamed')
+    for name in ('events.jsonl', 'objects.jsonl'):
+        assert (from_bag / name).read_bytes() == (streamed / name).read_bytes(), name
+    assert (bag / 'ground_truth.jsonl').read_bytes() == (streamed / 'ground_truth.jsonl').read_bytes()
+    metrics = [json.loads((d / 'metrics.json').read_text()) for d in (from_bag, streamed)]
+    assert metrics[1].pop('bag') == 'sim:mixed:23:20'
+    metrics[0].pop('bag')
+    assert metrics[0] == metrics[1]
+    assert metrics[1]['sets'] > 150 and metrics[1]['events'] >= 5, metrics[1]
 
 
 def digest(out: Path) -> str:

@@ -8,4 +8,5 @@ pub mod msgdef;
 pub mod replay;
 pub mod ros;
 pub mod schedbench;
+pub mod simrun;
 pub mod summarizer;

@@ -10,8 +10,9 @@
 //! The first three depend only on the bag, the calibration and the parameters: the same
 //! input gives byte-identical files at any replay speed. `timing.json` is measured.
 use crate::{
-    bag::Bag,
+    bag::{Bag, BagMessage},
     ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
+    simrun,
 };
 use anyhow::{bail, Context as _, Result};
 use fusion::{
@@ -47,6 +48,17 @@ pub struct ReplayOptions {
     pub params_file: Option<PathBuf>,
     /// camera, lidar, radar, imu input topics (raw, as drivers publish them).
     pub topics: [String; 4],
+    /// Instead of reading `bag`, stream this simulated scenario into the pipeline (no bag
+    /// on disk); its ground truth and calibration are written into `out`.
+    pub sim: Option<SimSpec>,
+}
+
+/// A `fusion_sim` run streamed in process: the same messages `fusion_sim` would write.
+#[derive(Debug, Clone)]
+pub struct SimSpec {
+    pub scenario: String,
+    pub seed: u64,
+    pub duration: f64,
 }
 
 impl ReplayOptions {
@@ -59,6 +71,7 @@ impl ReplayOptions {
             calibration: None,
             params_file: None,
             topics: ["/camera/image_raw", "/lidar/points", "/radar/points", "/imu/data"].map(String::from),
+            sim: None,
         }
     }
 }
@@ -138,16 +151,83 @@ pub fn set_line(s: &SetOutput) -> String {
     .to_string()
 }
 
+/// Where the messages come from: a recorded bag, or a simulated run generated on the fly.
+enum Source {
+    Bag(Bag),
+    Sim { scenario: fusion::sim::Scenario, spec: SimSpec },
+}
+
+impl Source {
+    fn open(opts: &ReplayOptions) -> Result<Source> {
+        let Some(spec) = &opts.sim else { return Ok(Source::Bag(Bag::open(&opts.bag)?)) };
+        let Some(scenario) = fusion::sim::scenario_seeded(&spec.scenario, spec.seed) else {
+            bail!("unknown scenario '{}' (one of: {})", spec.scenario, fusion::sim::SCENARIOS.join(", "));
+        };
+        if !(spec.duration > 0.0 && spec.duration.is_finite()) {
+            bail!("--duration must be > 0");
+        }
+        Ok(Source::Sim { scenario, spec: spec.clone() })
+    }
+
+    fn topic_names(&self) -> Vec<String> {
+        match self {
+            Source::Bag(bag) => bag.topics.iter().map(|t| t.name.clone()).collect(),
+            Source::Sim { .. } => simrun::TOPICS.iter().map(|(name, _)| name.to_string()).collect(),
+        }
+    }
+
+    fn name(&self, opts: &ReplayOptions) -> Option<String> {
+        match self {
+            Source::Bag(_) => opts.bag.file_name().map(|n| n.to_string_lossy().to_string()),
+            Source::Sim { spec, .. } => Some(format!("sim:{}:{}:{}", spec.scenario, spec.seed, spec.duration)),
+        }
+    }
+
+    /// The calibration: `--calibration`, else the bag's calibration.yaml, else the built-in one.
+    fn calibration(&self, opts: &ReplayOptions) -> Result<Calibration> {
+        let beside = match self {
+            Source::Bag(_) => Some(opts.bag.join("calibration.yaml")).filter(|p| p.is_file()),
+            Source::Sim { .. } => None,
+        };
+        match opts.calibration.clone().or(beside) {
+            Some(p) => Ok(Calibration::load(&p.to_string_lossy())?),
+            None => Ok(Calibration::default()),
+        }
+    }
+
+    /// Feeds every message in log-time order to `f` (false stops); returns the duration.
+    fn for_each_message(
+        &self,
+        calib: &Calibration,
+        out: Option<&Path>,
+        f: impl FnMut(BagMessage) -> bool,
+    ) -> Result<i64> {
+        match self {
+            Source::Bag(bag) => {
+                bag.for_each_message(f)?;
+                Ok(bag.duration_ns)
+            }
+            Source::Sim { scenario, spec } => {
+                let world = fusion::sim::World::new(scenario, spec.duration + 0.2, calib.clone());
+                // The ground truth beside the outputs, as fusion_sim puts it beside the bag.
+                let mut gt: Box<dyn Write> = match out {
+                    Some(dir) => {
+                        std::fs::write(dir.join("calibration.yaml"), serde_yaml::to_string(calib)?)?;
+                        Box::new(std::io::BufWriter::new(std::fs::File::create(dir.join("ground_truth.jsonl"))?))
+                    }
+                    None => Box::new(std::io::sink()),
+                };
+                let mut f = f;
+                simrun::generate(&world, spec.seed, spec.duration, &mut gt, None, |m| Ok(f(m)))?;
+                Ok((spec.duration * 1e9).round() as i64)
+            }
+        }
+    }
+}
+
 pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> Result<ReplayResult> {
-    let bag = Bag::open(&opts.bag)?;
-    let calib_path = match &opts.calibration {
-        Some(p) => Some(p.clone()),
-        None => Some(opts.bag.join("calibration.yaml")).filter(|p| p.is_file()),
-    };
-    let calib = match &calib_path {
-        Some(p) => Calibration::load(&p.to_string_lossy())?,
-        None => Calibration::default(),
-    };
+    let source = Source::open(opts)?;
+    let calib = source.calibration(opts)?;
     let mut params = PipelineParams::default();
     if let Some(p) = &opts.params_file {
         apply_params_file(&mut params, p, "fusion_node")?;
@@ -158,8 +238,9 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     let mut pipeline = Pipeline::new(params, &calib, detector);
     let detector_name = pipeline.detector_name().unwrap_or("none").to_string();
 
+    let topic_names = source.topic_names();
     let topic_of: Vec<Option<usize>> =
-        bag.topics.iter().map(|t| opts.topics.iter().position(|name| *name == t.name)).collect();
+        topic_names.iter().map(|t| opts.topics.iter().position(|name| name == t)).collect();
     if topic_of.iter().all(Option::is_none) {
         bail!("{}: none of the input topics {:?} is in the bag", opts.bag.display(), opts.topics);
     }
@@ -189,9 +270,9 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     let mut first_log: Option<i64> = None;
     let mut error: Option<anyhow::Error> = None;
 
-    bag.for_each_message(|m| {
+    let duration_ns = source.for_each_message(&calib, opts.out.as_deref(), |m| {
         let Some(Some(sensor)) = topic_of.get(m.topic).copied() else { return true };
-        let name = &bag.topics[m.topic].name;
+        let name = &topic_names[m.topic];
         *messages.entry(name.clone()).or_default() += 1;
         if opts.realtime {
             let t0 = *first_log.get_or_insert(m.log_time_ns);
@@ -286,7 +367,7 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
         *by_kind.entry(e.kind).or_default() += 1;
     }
     let metrics = json!({
-        "bag": opts.bag.file_name().map(|n| n.to_string_lossy().to_string()),
+        "bag": source.name(opts),
         "detector": detector_name,
         "messages": messages,
         "frontend": frontend.counters,
@@ -302,8 +383,8 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     let timing = json!({
         "mode": if opts.realtime { format!("realtime x{}", opts.rate) } else { "as_fast_as_possible".to_string() },
         "wall_s": (elapsed * 1000.0).round() / 1000.0,
-        "bag_duration_s": bag.duration_ns as f64 * 1e-9,
-        "speed_vs_realtime": ((bag.duration_ns as f64 * 1e-9 / elapsed) * 100.0).round() / 100.0,
+        "bag_duration_s": duration_ns as f64 * 1e-9,
+        "speed_vs_realtime": ((duration_ns as f64 * 1e-9 / elapsed) * 100.0).round() / 100.0,
         "messages_per_s": (total_messages as f64 / elapsed).round(),
         "sets_per_s": ((sets as f64 / elapsed) * 10.0).round() / 10.0,
         "end_to_end": summary(&e2e),

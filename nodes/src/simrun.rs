@@ -1,0 +1,283 @@
+//! A `fusion::sim` scenario as the raw messages real drivers publish (DESIGN.md §3), in log
+//! time order, with its ground truth. One generator, two consumers:
+//!
+//! - `fusion_sim` writes the messages into a rosbag2 MCAP bag;
+//! - `fusion_replay --sim` streams them straight into the pipeline, so a long run needs no
+//!   bag on disk (ten minutes of 640×480 camera are a 17 GB MCAP file).
+//!
+//! Both see the same bytes: a streamed run's outputs equal a replay of the written bag's.
+use crate::bag::BagMessage;
+use anyhow::{Context as _, Result};
+use fusion::sim::{self, World};
+use r2r::{
+    builtin_interfaces::msg::Time,
+    geometry_msgs::msg::{Quaternion, Vector3},
+    sensor_msgs::msg::{CameraInfo, Image, Imu, PointCloud2, PointField, RegionOfInterest},
+    std_msgs::msg::Header,
+    WrappedTypesupport,
+};
+use std::io::Write;
+
+/// Bag time of the scenario's t = 0 (fixed, so that bags are reproducible).
+pub const START_NS: i64 = 1_700_000_000_000_000_000;
+
+/// The raw topics of a simulated run, as (name, type); `BagMessage::topic` indexes this.
+pub const TOPICS: [(&str, &str); 5] = [
+    ("/camera/image_raw", "sensor_msgs/msg/Image"),
+    ("/camera/camera_info", "sensor_msgs/msg/CameraInfo"),
+    ("/lidar/points", "sensor_msgs/msg/PointCloud2"),
+    ("/radar/points", "sensor_msgs/msg/PointCloud2"),
+    ("/imu/data", "sensor_msgs/msg/Imu"),
+];
+const CAMERA: usize = 0;
+const CAMERA_INFO: usize = 1;
+const LIDAR: usize = 2;
+const RADAR: usize = 3;
+const IMU: usize = 4;
+
+/// A camera frame handed to a training exporter: the world, its time and the rendering.
+pub type FrameHook<'h> = Box<dyn FnMut(&World, i64, &sim::Frame) -> Result<()> + Send + 'h>;
+
+/// What [`generate`] produced.
+pub struct Generated {
+    pub messages: u64,
+    /// Ground-truth events of the run.
+    pub events: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Sensor {
+    Imu,
+    Lidar,
+    Radar,
+    Camera,
+}
+
+fn stamp(t_ns: i64) -> Time {
+    let ns = START_NS + t_ns;
+    Time { sec: (ns / 1_000_000_000) as i32, nanosec: (ns % 1_000_000_000) as u32 }
+}
+
+fn header(t_ns: i64, frame: &str) -> Header {
+    Header { stamp: stamp(t_ns), frame_id: frame.into() }
+}
+
+fn cloud(t_ns: i64, frame: &str, names: &[&str], values: impl Iterator<Item = f32>, n: usize) -> PointCloud2 {
+    let step = 4 * names.len() as u32;
+    let mut data = Vec::with_capacity(n * step as usize);
+    for v in values {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    PointCloud2 {
+        header: header(t_ns, frame),
+        height: 1,
+        width: n as u32,
+        fields: names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| PointField { name: (*name).into(), offset: 4 * i as u32, datatype: 7, count: 1 })
+            .collect(),
+        is_bigendian: false,
+        point_step: step,
+        row_step: step * n as u32,
+        data,
+        is_dense: true,
+    }
+}
+
+/// Returns per actor in one LiDAR sweep or radar scan: the ground truth of what that
+/// sensor could possibly detect (evaluations count only actors some range sensor saw).
+fn hits_record(kind: &str, stamp_ns: i64, owners: impl Iterator<Item = Option<u32>>) -> serde_json::Value {
+    let mut hits: std::collections::BTreeMap<String, u32> = Default::default();
+    for id in owners.flatten() {
+        *hits.entry(id.to_string()).or_default() += 1;
+    }
+    serde_json::json!({"type": kind, "stamp_ns": stamp_ns, "hits": hits})
+}
+
+/// Every sensor's sample times in integer nanoseconds over `[0, duration)`, merged in time
+/// order: IMU 200 Hz, LiDAR 10 Hz, radar 20 Hz, camera 30 Hz.
+fn schedule(duration_ns: i64) -> Vec<(i64, Sensor)> {
+    let mut schedule = vec![];
+    for (hz, s) in [(200, Sensor::Imu), (10, Sensor::Lidar), (20, Sensor::Radar), (30, Sensor::Camera)] {
+        let mut i = 0i64;
+        loop {
+            let t = i * 1_000_000_000 / hz;
+            if t >= duration_ns {
+                break;
+            }
+            schedule.push((t, s));
+            i += 1;
+        }
+    }
+    schedule.sort();
+    schedule
+}
+
+/// Generates `duration` seconds of `world`'s sensor data (seeded by `seed`) in log-time
+/// order into `sink` (which returns false to stop early), and the ground truth into `gt`:
+/// the scenario line, one line per camera frame, the LiDAR/radar hit records and the
+/// events. `on_frame` sees every rendered camera frame (the training exporter).
+pub fn generate(
+    world: &World,
+    seed: u64,
+    duration: f64,
+    gt: &mut dyn Write,
+    on_frame: Option<FrameHook<'_>>,
+    mut sink: impl FnMut(BagMessage) -> Result<bool>,
+) -> Result<Generated> {
+    let scenario = world.scenario;
+    let calib = &world.calib;
+    writeln!(
+        gt,
+        "{}",
+        serde_json::json!({"type": "scenario", "name": scenario.name, "seed": seed, "duration": duration,
+                           "start_ns": START_NS, "base_frame": calib.base_frame, "look": scenario.look})
+    )?;
+    let dur_ns = (duration * 1e9).round() as i64;
+    let schedule = schedule(dur_ns);
+    let mut rng_cam = sim::rng(seed, 1);
+    let mut rng_lidar = sim::rng(seed, 2);
+    let mut rng_radar = sim::rng(seed, 3);
+    let mut rng_imu = sim::rng(seed, 4);
+    let mut imu = sim::ImuModel::new(&mut rng_imu);
+    let cam = calib.sensor("camera").clone();
+    let k = cam.k.unwrap_or([500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]);
+    let (lidar_frame, radar_frame, imu_frame) = (
+        calib.sensor("lidar").frame_id.clone(),
+        calib.sensor("radar").frame_id.clone(),
+        calib.sensor("imu").frame_id.clone(),
+    );
+
+    // Camera frames are the expensive part: render them (in order, from their own seeded
+    // stream) on a producer thread while this one serializes and hands on everything else.
+    let camera_times: Vec<i64> = schedule.iter().filter(|(_, s)| *s == Sensor::Camera).map(|(t, _)| *t).collect();
+    let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<(sim::Frame, String)>(3);
+    let progress = indicatif::ProgressBar::new(dur_ns as u64 / 1_000_000);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ms sim time ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress.set_message(format!("fusion_sim {}", scenario.name));
+    let mut count = 0u64;
+    std::thread::scope(|scope| -> Result<()> {
+        let camera = std::thread::Builder::new().name("camera".into()).spawn_scoped(scope, move || -> Result<()> {
+            let mut on_frame = on_frame;
+            for t_ns in camera_times {
+                let t = t_ns as f64 * 1e-9;
+                let frame = sim::render_camera(world, t, &mut rng_cam);
+                if let Some(hook) = on_frame.as_mut() {
+                    hook(world, t_ns, &frame)?;
+                }
+                let truth = serde_json::json!({"type": "frame", "stamp_ns": START_NS + t_ns, "t": t,
+                                               "ego": world.traj.at(t), "actors": sim::truth(world, t, Some(&frame))});
+                if frame_tx.send((frame, truth.to_string())).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })?;
+        let mut emit = |topic: usize, t_ns: i64, data: Vec<u8>| -> Result<bool> {
+            count += 1;
+            sink(BagMessage { topic, log_time_ns: START_NS + t_ns, data })
+        };
+        let produced = (|| -> Result<()> {
+            for (t_ns, sensor) in schedule {
+                let t = t_ns as f64 * 1e-9;
+                let log_time = START_NS + t_ns;
+                let go_on = match sensor {
+                    Sensor::Camera => {
+                        let (frame, truth) = frame_rx.recv().context("camera renderer stopped")?;
+                        let (width, height) = (frame.width, frame.height);
+                        let img = Image {
+                            header: header(t_ns, &cam.frame_id),
+                            height,
+                            width,
+                            encoding: "rgb8".into(),
+                            is_bigendian: 0,
+                            step: width * 3,
+                            data: frame.rgb,
+                        };
+                        writeln!(gt, "{truth}")?;
+                        let info = CameraInfo {
+                            header: header(t_ns, &cam.frame_id),
+                            height,
+                            width,
+                            distortion_model: "plumb_bob".into(),
+                            d: vec![0.0; 5],
+                            k: k.to_vec(),
+                            r: vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                            p: vec![k[0], 0.0, k[2], 0.0, 0.0, k[4], k[5], 0.0, 0.0, 0.0, 1.0, 0.0],
+                            binning_x: 0,
+                            binning_y: 0,
+                            roi: RegionOfInterest::default(),
+                        };
+                        emit(CAMERA, t_ns, img.to_serialized_bytes()?)?
+                            && emit(CAMERA_INFO, t_ns, info.to_serialized_bytes()?)?
+                    }
+                    Sensor::Lidar => {
+                        if scenario.faults.lidar_dropout.is_some_and(|(a, b)| t >= a && t < b) {
+                            continue;
+                        }
+                        let sweep = sim::lidar_sweep(world, t, &mut rng_lidar);
+                        writeln!(gt, "{}", hits_record("lidar_hits", log_time, sweep.actor.iter().copied()))?;
+                        let n = sweep.points.len();
+                        let names = ["x", "y", "z", "intensity", "t"];
+                        let msg = cloud(t_ns, &lidar_frame, &names, sweep.points.iter().flatten().copied(), n);
+                        emit(LIDAR, t_ns, msg.to_serialized_bytes()?)?
+                    }
+                    Sensor::Radar => {
+                        let targets = sim::radar_scan(world, t, &mut rng_radar);
+                        writeln!(gt, "{}", hits_record("radar_hits", log_time, targets.iter().map(|(_, a)| *a)))?;
+                        let n = targets.len();
+                        let names = ["x", "y", "z", "doppler", "rcs"];
+                        let msg =
+                            cloud(t_ns, &radar_frame, &names, targets.iter().flat_map(|(p, _)| p.iter().copied()), n);
+                        emit(RADAR, t_ns, msg.to_serialized_bytes()?)?
+                    }
+                    Sensor::Imu => {
+                        let r = imu.sample(world, t, 0.005, &mut rng_imu);
+                        let v3 = |v: [f64; 3]| Vector3 { x: v[0], y: v[1], z: v[2] };
+                        let mut ocov = vec![0.0; 9];
+                        ocov[0] = -1.0; // no orientation (REP 145)
+                        let msg = Imu {
+                            header: header(t_ns, &imu_frame),
+                            orientation: Quaternion { x: 0.0, y: 0.0, z: 0.0, w: 1.0 },
+                            orientation_covariance: ocov,
+                            angular_velocity: v3(r.angular_velocity),
+                            angular_velocity_covariance: vec![4e-6, 0.0, 0.0, 0.0, 4e-6, 0.0, 0.0, 0.0, 4e-6],
+                            linear_acceleration: v3(r.linear_acceleration),
+                            linear_acceleration_covariance: vec![9e-4, 0.0, 0.0, 0.0, 9e-4, 0.0, 0.0, 0.0, 9e-4],
+                        };
+                        emit(IMU, t_ns, msg.to_serialized_bytes()?)?
+                    }
+                };
+                progress.set_position(t_ns as u64 / 1_000_000);
+                if !go_on {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        // Dropping the receiver stops the renderer at its next frame when we stopped early.
+        drop(frame_rx);
+        progress.finish_and_clear();
+        let rendered = camera.join().map_err(|_| anyhow::anyhow!("camera thread panicked"))?;
+        produced.and(rendered)
+    })?;
+
+    let mut events = sim::geometric_events(world, duration, 3.0);
+    events.extend(scenario.declared_events.iter().filter(|e| e.onset < duration).cloned());
+    events.sort_by(|a, b| a.onset.total_cmp(&b.onset).then(a.kind.cmp(&b.kind)));
+    for e in &events {
+        writeln!(
+            gt,
+            "{}",
+            serde_json::json!({"type": "event", "kind": e.kind, "sensor": e.sensor, "actor_ids": e.actor_ids,
+                               "onset_ns": START_NS + (e.onset * 1e9).round() as i64,
+                               "offset_ns": START_NS + (e.offset.min(duration) * 1e9).round() as i64})
+        )?;
+    }
+    gt.flush()?;
+    Ok(Generated { messages: count, events: events.len() })
+}
