@@ -29,6 +29,7 @@ test-rust: setup
 	$(ROS) cargo test $(CARGO_FLAGS) --workspace
 
 test-e2e: build install
+	@bash scripts/setup.sh --test-peers
 	$(ROS) source $(PREFIX)/local_setup.bash && python -m pytest tests -q
 
 demo: build install
@@ -36,6 +37,7 @@ demo: build install
 
 # Benchmarks: programs that print JSON.
 bench: build install
+	@bash scripts/setup.sh --test-peers
 	bash scripts/bench.sh
 
 # Prints how to get the same ROS environment in your shell.

@@ -13,6 +13,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROS_DIR=$ROOT/.ros
 mkdir -p "$ROS_DIR"
+PEERS=false
+[ "${1:-}" = --test-peers ] && PEERS=true
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -48,10 +50,12 @@ ROS_WHEELS=(
   ros-jazzy-rosidl-core-generators==0.2.0
 )
 # Test-only tools: the independent rosbag2 implementation we check our bags against, and
-# llama.cpp (built from source by pip, ~15 min on 2 cores, then cached by pip) as the
-# reference peer of the summarizer's language model, with `gguf` (llama.cpp's GGUF writer) to
-# write a second, tiny Llama model in the tests.
-TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0 llama-cpp-python==0.3.36 gguf==0.19.0)
+# `gguf` (llama.cpp's GGUF writer) to write a second, tiny Llama model in the tests.
+TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0 gguf==0.19.0)
+# llama.cpp, the summarizer's reference peer, is built from source by pip (minutes on 2 cores,
+# then cached by pip): only `scripts/setup.sh --test-peers` (make test, make bench) installs it,
+# so `make demo` on a fresh machine never waits for it.
+PEER_WHEELS=(llama-cpp-python==0.3.36)
 
 MSG_HASH=$(cat "$ROOT"/nodes/fusion_msgs/msg/*.msg "$ROOT"/nodes/fusion_msgs/CMakeLists.txt \
   "$ROOT"/nodes/fusion_msgs/package.xml | sha256sum | cut -c1-16)
@@ -74,7 +78,16 @@ else
 fi
 WANT_STAMP="$MODE ${ROS_WHEELS[*]} ${TEST_WHEELS[*]} msgs=$MSG_HASH v6"
 STAMP=$ROS_DIR/setup.stamp
+install_peers() {
+  $PEERS || return 0
+  local peer_stamp=$ROS_DIR/peers.stamp
+  [ -f "$peer_stamp" ] && [ "$(cat "$peer_stamp")" = "${PEER_WHEELS[*]}" ] && return 0
+  log "installing the test peers: ${PEER_WHEELS[*]} (llama.cpp builds from source once)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PEER_WHEELS[@]}"
+  echo "${PEER_WHEELS[*]}" >"$peer_stamp"
+}
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_STAMP" ] && [ -f "$ROS_DIR/env.sh" ]; then
+  install_peers
   exit 0
 fi
 
@@ -161,4 +174,5 @@ export PYTHONPATH=$SITE\${PYTHONPATH:+:\$PYTHONPATH}
 export LD_LIBRARY_PATH=$LIBS\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
 ENV
 echo "$WANT_STAMP" >"$STAMP"
+install_peers
 log "done ($MODE mode); source scripts/ros-env.sh to use it in a shell"
