@@ -151,3 +151,49 @@ fn quantized_and_dequantized_weights_and_wgpu_agree() {
     let w = logits(Backend::Wgpu, WeightMode::Dequantized);
     assert!(maxdiff(&w, &d) < 0.05, "wgpu vs flex dequantized: {}", maxdiff(&w, &d));
 }
+
+/// The summarizer on the real model: a zone intrusion (the event the node test publishes)
+/// gets a model-written summary that the claim verifier accepts, and whatever is published
+/// for a burst — model or template — passes the verifier.
+#[test]
+fn the_model_summary_of_a_zone_intrusion_is_verified_and_published_text_is_faithful() {
+    use models::llm::summary::{EventInfo, Summarizer, SummarizerConfig};
+    use models::llm::verify::verify;
+    let zone = EventInfo {
+        event_id: 41,
+        stamp_ns: 100_000_000_000,
+        kind: "zone_intrusion".into(),
+        severity: 1,
+        rule: "track_inside_zone".into(),
+        measured_value: 3.14,
+        threshold: 0.0,
+        sensors: vec!["lidar".into(), "radar".into(), "camera".into()],
+        track_ids: vec![7],
+        zone: "forward".into(),
+        position: [3.1, 0.5, 0.9],
+        onset_ns: 100_000_000_000,
+        evidence: vec![("label".into(), "person".into()), ("distance_m".into(), "3.14".into())],
+    };
+    let dropout = EventInfo {
+        event_id: 42,
+        stamp_ns: 100_400_000_000,
+        kind: "sensor_dropout".into(),
+        rule: "stream_silent".into(),
+        measured_value: 6.0,
+        threshold: 5.0,
+        sensors: vec!["lidar".into()],
+        track_ids: vec![],
+        zone: String::new(),
+        position: [0.0; 3],
+        evidence: vec![("silent_s".into(), "0.60".into())],
+        ..zone.clone()
+    };
+    let config = SummarizerConfig { deadline: std::time::Duration::from_secs(60), ..SummarizerConfig::default() };
+    let s = Summarizer::new(Llm::load(&model_path(), &LlmOptions::default()).map_err(|e| e.to_string()), config);
+    let one = s.summarize(std::slice::from_ref(&zone));
+    assert!(!one.fallback, "{} ({}): {}", one.fallback_reason, one.rejected_claim, one.rejected_text);
+    assert_eq!(verify(&one.text, std::slice::from_ref(&zone)), Ok(()));
+    let burst = [zone, dropout];
+    let two = s.summarize(&burst);
+    assert_eq!(verify(&two.text, &burst), Ok(()), "{two:?}");
+}

@@ -6,6 +6,7 @@ pub mod llama;
 pub mod quant;
 pub mod summary;
 pub mod tokenizer;
+pub mod verify;
 
 pub use gguf::GgufFile;
 pub use llama::{KvCache, KvPrecision, Llama, LlamaConfig, WeightMode};

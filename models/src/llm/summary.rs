@@ -237,14 +237,26 @@ pub fn check_output(text: &str, events: &[EventInfo]) -> Result<(), &'static str
     Ok(())
 }
 
-/// Cuts a length-limited answer back to its last complete sentence, when it has one.
+/// Cuts a length-limited answer back to its last complete sentence, when it has one. A
+/// sentence ends at `.`, `!` or `?` followed by a space or the end, and a `.` right after a
+/// digit ends one only when a space follows: "y 0." at the end of a cut answer is half a
+/// number ("y 0.4 m"), not a sentence.
 fn trim_to_sentence(text: &str) -> String {
     let t = text.trim();
-    if t.ends_with(['.', '!', '?']) {
-        return t.to_string();
-    }
-    match t.rfind(['.', '!', '?']) {
-        Some(i) if i > 20 => t[..=i].to_string(),
+    let chars: Vec<(usize, char)> = t.char_indices().collect();
+    let ends = |k: usize| {
+        let (_, c) = chars[k];
+        let next = chars.get(k + 1).map(|x| x.1);
+        let after_digit = k > 0 && chars[k - 1].1.is_ascii_digit();
+        matches!(c, '.' | '!' | '?')
+            && match next {
+                None => !(c == '.' && after_digit),
+                Some(n) => n.is_whitespace(),
+            }
+    };
+    match (0..chars.len()).rev().find(|&k| ends(k)) {
+        Some(k) if k + 1 == chars.len() => t.to_string(),
+        Some(k) if chars[k].0 > 20 => t[..=chars[k].0].to_string(),
         _ => t.to_string(),
     }
 }
@@ -262,8 +274,14 @@ pub struct Summary {
     pub tokens_generated: u32,
     pub fallback: bool,
     /// deadline | load_error | empty_output | garbage_output | ungrounded_output |
-    /// model_error | queue_full; empty when the model's answer was used.
+    /// unverified_claim | model_error | queue_full; empty when the model's answer was used.
     pub fallback_reason: String,
+    /// With `unverified_claim`: the kind of the first claim the events do not support
+    /// (`verify::Rejection::kind`), and the model's rejected text.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub rejected_claim: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub rejected_text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -309,6 +327,8 @@ impl Summarizer {
             tokens_generated: tokens,
             fallback: true,
             fallback_reason: reason.into(),
+            rejected_claim: String::new(),
+            rejected_text: String::new(),
         }
     }
 
@@ -343,6 +363,13 @@ impl Summarizer {
         if let Err(reason) = check_output(&text, events) {
             return Self::fallback(events, reason, start.elapsed(), tokens);
         }
+        if let Err(rejection) = super::verify::verify(&text, events) {
+            tracing::info!("model summary rejected ({rejection}): {text}");
+            let mut s = Self::fallback(events, "unverified_claim", start.elapsed(), tokens);
+            s.rejected_claim = rejection.kind.to_string();
+            s.rejected_text = text;
+            return s;
+        }
         Summary {
             event_ids: events.iter().map(|e| e.event_id).collect(),
             kinds: events.iter().map(|e| e.kind.clone()).collect(),
@@ -353,6 +380,8 @@ impl Summarizer {
             tokens_generated: tokens,
             fallback: false,
             fallback_reason: String::new(),
+            rejected_claim: String::new(),
+            rejected_text: String::new(),
         }
     }
 }
@@ -437,6 +466,16 @@ mod tests {
         assert_eq!(check_output("the the the the the the the", &ev), Err("garbage_output"));
         assert_eq!(check_output("Have a wonderful day with friends.", &ev), Err("ungrounded_output"));
         assert_eq!(check_output("A person entered the forward zone.", &ev), Ok(()));
+    }
+
+    #[test]
+    fn a_cut_answer_is_trimmed_to_its_last_sentence_not_into_a_number() {
+        let cut = "A person entered the forward zone 3.1 m ahead. It is at (x 4.9 m, y 0.";
+        assert_eq!(trim_to_sentence(cut), "A person entered the forward zone 3.1 m ahead.");
+        let cut = "A person entered the forward zone at a distance of 3.";
+        assert_eq!(trim_to_sentence(cut), cut, "no complete sentence to fall back to: left to the checks");
+        assert_eq!(trim_to_sentence("The closing speed is 2.5 m/s. Range 3"), "The closing speed is 2.5 m/s.");
+        assert_eq!(trim_to_sentence("The lidar stopped at t=4.2 s."), "The lidar stopped at t=4.2 s.");
     }
 
     #[test]

@@ -79,6 +79,8 @@ struct Stats {
     events_dropped: u64,
     summaries_llm: u64,
     fallbacks: BTreeMap<String, u64>,
+    /// Model answers the claim verifier refused, by the kind of the failing claim.
+    rejected_claims: BTreeMap<String, u64>,
     generation_ms: Option<Histogram<u64>>,
     model: String,
     model_error: String,
@@ -196,6 +198,9 @@ async fn run() -> Result<()> {
             let mut st = worker_stats.lock().expect("stats");
             if s.fallback {
                 *st.fallbacks.entry(s.fallback_reason.clone()).or_default() += 1;
+                if !s.rejected_claim.is_empty() {
+                    *st.rejected_claims.entry(s.rejected_claim.clone()).or_default() += 1;
+                }
             } else {
                 st.summaries_llm += 1;
             }
@@ -252,6 +257,9 @@ async fn run() -> Result<()> {
                 ];
                 for (reason, n) in &s.fallbacks {
                     kv.push((format!("fallback.{reason}"), n.to_string()));
+                }
+                for (claim, n) in &s.rejected_claims {
+                    kv.push((format!("rejected.claim.{claim}"), n.to_string()));
                 }
                 if let Some(h) = s.generation_ms.as_ref().filter(|h| !h.is_empty()) {
                     kv.push(("generation_ms_p50".into(), h.value_at_quantile(0.5).to_string()));

@@ -1,0 +1,656 @@
+//! The claim verifier: a model-written summary is published only when every claim it makes
+//! is supported by the burst's events and every event is mentioned. A wrong summary is worse
+//! than none; whatever fails here goes out as the template instead.
+//!
+//! A candidate is cut into clauses (sentences, then `;`, `and`, `while`, `but`); each clause's
+//! claims — event kinds, object classes, numbers with units, sensors, zones, track ids, times —
+//! must all be supported by ONE event of the burst (two events merged into one false claim
+//! fail here even when each word is true of some event). Numbers are compared at the
+//! precision the text gives them ("3.1 m" supports a fact of 3.14). A collision said to have
+//! happened is never supported: the rules only ever raise a collision *risk*.
+use super::summary::EventInfo;
+
+/// Why a candidate was rejected: the kind of the failing claim (`class`, `number`, `sensor`,
+/// `zone`, `track`, `time`, `event`, `merged`, `missing_event`) and the words that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub kind: &'static str,
+    pub claim: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unsupported {} claim '{}'", self.kind, self.claim)
+    }
+}
+
+/// Physical quantity of a number, from its unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Quantity {
+    Distance,
+    Time,
+    Speed,
+    Gravity,
+    Acceleration,
+    Percent,
+    /// No unit, or frames / periods / times: compared against every fact.
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Number {
+    value: f64,
+    /// Half a unit of the last digit given: "3.1" → 0.05.
+    tolerance: f64,
+    quantity: Quantity,
+    text: String,
+}
+
+/// Everything one clause claims.
+#[derive(Debug, Default)]
+struct Claims {
+    kinds: Vec<&'static str>,
+    classes: Vec<&'static str>,
+    sensors: Vec<&'static str>,
+    zones: Vec<String>,
+    tracks: Vec<u32>,
+    numbers: Vec<Number>,
+    /// Time of day (seconds since midnight, tolerance) or run time (t=… s).
+    times: Vec<(f64, f64, String)>,
+    /// A collision stated as having happened.
+    asserted_collision: Option<String>,
+}
+
+/// Words that name an event kind (prefixes of lower-case words).
+const KIND_WORDS: &[(&str, &str)] = &[
+    ("intru", "zone_intrusion"),
+    ("entered", "zone_intrusion"),
+    ("entering", "zone_intrusion"),
+    ("enters", "zone_intrusion"),
+    ("inside", "zone_intrusion"),
+    ("collision", "collision_risk"),
+    ("ttc", "collision_risk"),
+    ("closing", "collision_risk"),
+    ("dropout", "sensor_dropout"),
+    ("dropped", "sensor_dropout"),
+    ("silent", "sensor_dropout"),
+    ("stopped", "sensor_dropout"),
+    ("degraded", "sensor_degraded"),
+    ("blind", "sensor_degraded"),
+    ("frozen", "sensor_degraded"),
+    ("blackout", "sensor_degraded"),
+    ("disagree", "sensor_disagreement"),
+    ("discrepanc", "sensor_disagreement"),
+    ("mismatch", "sensor_disagreement"),
+    ("inconsisten", "sensor_disagreement"),
+    ("impact", "impact"),
+    ("shock", "impact"),
+    ("deadline", "deadline_overrun"),
+    ("overrun", "deadline_overrun"),
+    ("detector", "model_degraded"),
+    ("trained", "model_degraded"),
+];
+
+const CLASS_WORDS: &[(&str, &str)] = &[
+    ("person", "person"),
+    ("people", "person"),
+    ("pedestrian", "person"),
+    ("human", "person"),
+    ("man", "person"),
+    ("woman", "person"),
+    ("child", "person"),
+    ("vehicle", "vehicle"),
+    ("car", "vehicle"),
+    ("truck", "vehicle"),
+    ("van", "vehicle"),
+    ("bus", "vehicle"),
+    ("obstacle", "obstacle"),
+    ("debris", "obstacle"),
+    ("cone", "obstacle"),
+    ("barrier", "obstacle"),
+    ("crate", "obstacle"),
+];
+
+const SENSOR_WORDS: &[(&str, &str)] = &[
+    ("camera", "camera"),
+    ("cameras", "camera"),
+    ("lidar", "lidar"),
+    ("lidars", "lidar"),
+    ("radar", "radar"),
+    ("radars", "radar"),
+    ("imu", "imu"),
+    ("gyro", "imu"),
+    ("gyroscope", "imu"),
+    ("accelerometer", "imu"),
+];
+
+/// Words before "zone" that are not zone names.
+const GENERIC_ZONE_WORDS: &[&str] =
+    &["safety", "the", "a", "its", "this", "that", "same", "protected", "restricted", "danger", "monitored", "one"];
+
+/// Words that make "collision" a risk rather than an event that happened.
+const RISK_WORDS: &[&str] =
+    &["risk", "potential", "possible", "imminent", "time", "ttc", "course", "warning", "avoid", "predicted", "threat"];
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Word(String),
+    Number(String),
+    Clock(String),
+    Punct(char),
+}
+
+fn tokenize(text: &str) -> Vec<Token> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = vec![];
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+            let start = i;
+            i += 1;
+            // Digits with inner '.' or ':' (a decimal point is one followed by a digit).
+            while i < chars.len()
+                && (chars[i].is_ascii_digit()
+                    || (matches!(chars[i], '.' | ':') && chars.get(i + 1).is_some_and(char::is_ascii_digit)))
+            {
+                i += 1;
+            }
+            let s: String = chars[start..i].iter().collect();
+            out.push(if s.contains(':') { Token::Clock(s) } else { Token::Number(s) });
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '\'') {
+                i += 1;
+            }
+            let w: String = chars[start..i].iter().collect::<String>().to_lowercase();
+            out.push(Token::Word(w.trim_end_matches("'s").trim_end_matches('\'').to_string()));
+        } else {
+            if !c.is_whitespace() {
+                out.push(Token::Punct(c));
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Splits tokens into clauses: sentence ends, then ';', "and", "while", "but", "whereas".
+fn clauses(tokens: &[Token]) -> Vec<&[Token]> {
+    let is_break = |t: &Token| match t {
+        Token::Punct(c) => matches!(c, '.' | '!' | '?' | ';'),
+        Token::Word(w) => matches!(w.as_str(), "and" | "while" | "but" | "whereas" | "also"),
+        _ => false,
+    };
+    tokens.split(is_break).filter(|c| !c.is_empty()).collect()
+}
+
+fn number(text: &str, unit: Quantity) -> Option<Number> {
+    let value: f64 = text.parse().ok()?;
+    let decimals = text.split_once('.').map_or(0, |(_, d)| d.len()) as i32;
+    Some(Number { value, tolerance: 0.5 * 10f64.powi(-decimals) + 1e-9, quantity: unit, text: text.into() })
+}
+
+fn word_at(tokens: &[Token], i: usize) -> Option<&str> {
+    match tokens.get(i) {
+        Some(Token::Word(w)) => Some(w.as_str()),
+        _ => None,
+    }
+}
+
+/// The unit after a number at `i` and how many tokens it spans.
+fn unit_after(tokens: &[Token], i: usize) -> (Quantity, usize) {
+    let w = word_at(tokens, i + 1);
+    let slash = matches!(tokens.get(i + 2), Some(Token::Punct('/')));
+    match w {
+        Some("m") if slash && word_at(tokens, i + 3) == Some("s") => (Quantity::Speed, 3),
+        Some("m") if slash && matches!(word_at(tokens, i + 3), Some("s²" | "s2")) => (Quantity::Acceleration, 3),
+        Some("m" | "meter" | "meters" | "metre" | "metres" | "km") => (Quantity::Distance, 1),
+        Some("s" | "sec" | "secs" | "second" | "seconds") => (Quantity::Time, 1),
+        Some("ms" | "milliseconds") => (Quantity::Time, 1),
+        Some("g") => (Quantity::Gravity, 1),
+        Some("times") if word_at(tokens, i + 2) == Some("gravity") => (Quantity::Gravity, 2),
+        Some("percent") => (Quantity::Percent, 1),
+        _ if matches!(tokens.get(i + 1), Some(Token::Punct('%'))) => (Quantity::Percent, 1),
+        _ => (Quantity::Any, 0),
+    }
+}
+
+fn claims_of(clause: &[Token]) -> Claims {
+    let mut c = Claims::default();
+    let words: Vec<&str> =
+        clause.iter().filter_map(|t| if let Token::Word(w) = t { Some(w.as_str()) } else { None }).collect();
+    for (i, w) in words.iter().enumerate() {
+        if let Some((_, k)) = KIND_WORDS.iter().find(|(p, _)| w.starts_with(p)) {
+            c.kinds.push(k);
+        }
+        // "from the vehicle", "ahead of the vehicle", "the ego vehicle": the robot itself.
+        let before = |n: usize| i.checked_sub(n).map(|j| words[j]);
+        let ego = matches!(before(1), Some("ego" | "our"))
+            || (before(1) == Some("the")
+                && matches!(
+                    before(2),
+                    Some("from" | "of" | "to" | "near" | "behind" | "around" | "toward" | "towards")
+                ));
+        if let Some((_, k)) = CLASS_WORDS.iter().find(|(p, _)| *w == *p || w.strip_suffix('s') == Some(p)) {
+            if !(ego && *k == "vehicle") {
+                c.classes.push(k);
+            }
+        }
+        if let Some((_, s)) = SENSOR_WORDS.iter().find(|(p, _)| w == p) {
+            c.sensors.push(s);
+        }
+    }
+    // A collision that happened: "collided", "crashed", or "collision" with no risk word.
+    let collided = words.iter().find(|w| w.starts_with("collided") || w.starts_with("crash") || **w == "hit");
+    let bare_collision = words.iter().any(|w| w.starts_with("collision"))
+        && !words.iter().any(|w| RISK_WORDS.iter().any(|r| w.starts_with(r)));
+    if let Some(w) = collided {
+        c.asserted_collision = Some(w.to_string());
+    } else if bare_collision {
+        c.asserted_collision = Some("collision".into());
+    }
+    let mut i = 0;
+    while i < clause.len() {
+        match &clause[i] {
+            Token::Word(w) if w == "zone" => {
+                // The zone's name is the word before "zone" (or before "safety zone").
+                let mut j = i;
+                while j > 0 {
+                    j -= 1;
+                    match &clause[j] {
+                        Token::Punct('\'' | '"' | '‘' | '’') => continue,
+                        Token::Word(n) if n == "safety" => continue,
+                        Token::Word(n) if !GENERIC_ZONE_WORDS.contains(&n.as_str()) => c.zones.push(n.clone()),
+                        _ => {}
+                    }
+                    break;
+                }
+            }
+            Token::Word(w) if matches!(w.as_str(), "track" | "tracks" | "id" | "ids") => {
+                // "track 7", "tracks 3, 5 and 9": every number of the list.
+                let mut j = i + 1;
+                while let Some(t) = clause.get(j) {
+                    match t {
+                        Token::Number(n) => {
+                            if let Ok(id) = n.parse() {
+                                c.tracks.push(id)
+                            }
+                        }
+                        Token::Punct(',' | '#') => {}
+                        _ => break,
+                    }
+                    j += 1;
+                }
+                i = j;
+                continue;
+            }
+            Token::Punct('#') => {
+                if let Some(Token::Number(n)) = clause.get(i + 1) {
+                    if let Ok(id) = n.parse() {
+                        c.tracks.push(id);
+                    }
+                    i += 2;
+                    continue;
+                }
+            }
+            Token::Word(w) if w == "t" && matches!(clause.get(i + 1), Some(Token::Punct('='))) => {
+                if let Some(Token::Number(n)) = clause.get(i + 2) {
+                    if let Some(num) = number(n, Quantity::Time) {
+                        c.times.push((num.value, num.tolerance, format!("t={n}")));
+                    }
+                    let (_, span) = unit_after(clause, i + 2);
+                    i += 3 + span;
+                    continue;
+                }
+            }
+            Token::Clock(s) => {
+                let parts: Vec<f64> = s.split(':').filter_map(|p| p.parse().ok()).collect();
+                let last = s.rsplit(':').next().unwrap_or("");
+                let decimals = last.split_once('.').map_or(0, |(_, d)| d.len()) as i32;
+                let secs = match parts.as_slice() {
+                    [h, m, s] => Some(h * 3600.0 + m * 60.0 + s),
+                    [h, m] => Some(h * 3600.0 + m * 60.0),
+                    _ => None,
+                };
+                if let Some(secs) = secs {
+                    let tol = if parts.len() == 2 { 60.0 } else { 0.5 * 10f64.powi(-decimals) + 0.05 };
+                    c.times.push((secs, tol, s.clone()));
+                }
+            }
+            Token::Number(n) => {
+                let (q, span) = unit_after(clause, i);
+                if let Some(num) = number(n, q) {
+                    c.numbers.push(num);
+                }
+                i += 1 + span;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    c
+}
+
+/// The numbers an event states, by quantity.
+fn facts(e: &EventInfo) -> Vec<(f64, Quantity)> {
+    let measured = match e.kind.as_str() {
+        "zone_intrusion" => Quantity::Distance,
+        "collision_risk" => Quantity::Time,
+        "model_degraded" => Quantity::Any,
+        _ => Quantity::Any,
+    };
+    let mut f = vec![(e.measured_value, measured), (e.threshold, measured)];
+    if e.kind == "impact" {
+        f[1].1 = Quantity::Acceleration;
+    }
+    if e.kind == "model_degraded" {
+        f.push((e.measured_value * 100.0, Quantity::Percent));
+    }
+    f.extend(e.position.iter().map(|p| (*p, Quantity::Distance)));
+    f.push((e.position[0].hypot(e.position[1]), Quantity::Distance));
+    f.extend(event_times(e).into_iter().map(|t| (t, Quantity::Time)));
+    for (k, v) in &e.evidence {
+        let Ok(x) = v.parse::<f64>() else { continue };
+        let q = if k.ends_with("_mps") {
+            Quantity::Speed
+        } else if k.ends_with("_m") {
+            Quantity::Distance
+        } else if k.ends_with("_s") {
+            Quantity::Time
+        } else if k.ends_with("_g") {
+            Quantity::Gravity
+        } else {
+            Quantity::Any
+        };
+        f.push((x, q));
+    }
+    f
+}
+
+fn label(e: &EventInfo) -> Option<&str> {
+    e.evidence.iter().find(|(k, _)| k == "label").map(|(_, v)| v.as_str())
+}
+
+/// The event's times as the text may give them: run time in seconds, or UTC time of day.
+fn event_times(e: &EventInfo) -> Vec<f64> {
+    const DAY_NS: i64 = 86_400 * 1_000_000_000;
+    [e.stamp_ns, e.onset_ns]
+        .iter()
+        .flat_map(|&ns| if ns < DAY_NS { vec![ns as f64 * 1e-9] } else { vec![ns.rem_euclid(DAY_NS) as f64 * 1e-9] })
+        .collect()
+}
+
+/// The first claim of `c` that `e` does not support, as a rejection.
+fn unsupported(c: &Claims, e: &EventInfo, events: usize) -> Option<Rejection> {
+    let reject = |kind: &'static str, claim: String| Some(Rejection { kind, claim });
+    if let Some(k) = c.kinds.iter().find(|k| **k != e.kind) {
+        return reject("event", k.to_string());
+    }
+    let label = label(e);
+    if let Some(k) = c.classes.iter().find(|k| Some(**k) != label) {
+        return reject("class", k.to_string());
+    }
+    if let Some(s) = c.sensors.iter().find(|s| !e.sensors.iter().any(|x| x == *s)) {
+        return reject("sensor", s.to_string());
+    }
+    if let Some(z) = c.zones.iter().find(|z| !e.zone.eq_ignore_ascii_case(z)) {
+        return reject("zone", z.clone());
+    }
+    if let Some(t) = c.tracks.iter().find(|t| !e.track_ids.contains(t)) {
+        return reject("track", t.to_string());
+    }
+    if let Some((_, _, text)) = c.times.iter().find(|(v, tol, _)| !event_times(e).iter().any(|t| (t - v).abs() <= *tol))
+    {
+        return reject("time", text.clone());
+    }
+    let facts = facts(e);
+    let supported = |n: &Number| {
+        facts.iter().any(|(v, q)| {
+            let same_kind = n.quantity == Quantity::Any || *q == Quantity::Any || *q == n.quantity;
+            same_kind && (v - n.value).abs() <= n.tolerance
+        }) || (n.quantity == Quantity::Any && n.value == events as f64)
+            || (n.quantity == Quantity::Time && n.value.abs() < 1e-9)
+    };
+    if let Some(n) = c.numbers.iter().find(|n| !supported(n)) {
+        return reject("number", n.text.clone());
+    }
+    None
+}
+
+/// Checks a candidate summary of `events`: `Ok` when every clause's claims are supported by
+/// one event and every event is mentioned (its kind named in a clause it supports).
+pub fn verify(text: &str, events: &[EventInfo]) -> Result<(), Rejection> {
+    let tokens = tokenize(text);
+    let mut mentioned = vec![false; events.len()];
+    for clause in clauses(&tokens) {
+        let c = claims_of(clause);
+        if let Some(w) = &c.asserted_collision {
+            return Err(Rejection { kind: "event", claim: format!("{w} (only a collision risk is known)") });
+        }
+        let verdicts: Vec<Option<Rejection>> = events.iter().map(|e| unsupported(&c, e, events.len())).collect();
+        let supporters: Vec<usize> = (0..events.len()).filter(|&i| verdicts[i].is_none()).collect();
+        if supporters.is_empty() {
+            // A claim no event supports, or claims of two events merged into one clause.
+            let lone = single_claims(&c)
+                .into_iter()
+                .find(|(_, _, part)| !events.iter().any(|e| unsupported(part, e, events.len()).is_none()));
+            return Err(match lone {
+                Some((kind, claim, _)) => Rejection { kind, claim },
+                None => Rejection { kind: "merged", claim: clause_text(clause) },
+            });
+        }
+        if !c.kinds.is_empty() {
+            for i in supporters {
+                mentioned[i] = true;
+            }
+        }
+    }
+    match mentioned.iter().position(|m| !m) {
+        Some(i) => Err(Rejection {
+            kind: "missing_event",
+            claim: format!("{} (event {})", events[i].kind, events[i].event_id),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Each claim of `c` alone, with its kind and words.
+fn single_claims(c: &Claims) -> Vec<(&'static str, String, Claims)> {
+    let mut out = vec![];
+    let mut push = |kind: &'static str, claim: String, f: &dyn Fn(&mut Claims)| {
+        let mut part = Claims::default();
+        f(&mut part);
+        out.push((kind, claim, part));
+    };
+    for k in &c.kinds {
+        push("event", k.to_string(), &|p| p.kinds.push(k));
+    }
+    for k in &c.classes {
+        push("class", k.to_string(), &|p| p.classes.push(k));
+    }
+    for s in &c.sensors {
+        push("sensor", s.to_string(), &|p| p.sensors.push(s));
+    }
+    for z in &c.zones {
+        push("zone", z.clone(), &|p| p.zones.push(z.clone()));
+    }
+    for t in &c.tracks {
+        push("track", t.to_string(), &|p| p.tracks.push(*t));
+    }
+    for n in &c.numbers {
+        push("number", n.text.clone(), &|p| p.numbers.push(n.clone()));
+    }
+    for t in &c.times {
+        push("time", t.2.clone(), &|p| p.times.push(t.clone()));
+    }
+    out
+}
+
+fn clause_text(clause: &[Token]) -> String {
+    clause
+        .iter()
+        .map(|t| match t {
+            Token::Word(w) | Token::Number(w) | Token::Clock(w) => w.clone(),
+            Token::Punct(p) => p.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::summary::template_summary;
+
+    fn event(id: u64, kind: &str, t: f64) -> EventInfo {
+        EventInfo {
+            event_id: id,
+            stamp_ns: (t * 1e9) as i64,
+            kind: kind.into(),
+            severity: 1,
+            rule: String::new(),
+            measured_value: 0.0,
+            threshold: 0.0,
+            sensors: vec![],
+            track_ids: vec![],
+            zone: String::new(),
+            position: [0.0; 3],
+            onset_ns: (t * 1e9) as i64,
+            evidence: vec![],
+        }
+    }
+
+    fn zone(id: u64, t: f64) -> EventInfo {
+        EventInfo {
+            rule: "track_inside_zone".into(),
+            measured_value: 3.14,
+            sensors: vec!["lidar".into(), "radar".into()],
+            track_ids: vec![7],
+            zone: "forward".into(),
+            position: [3.1, 0.5, 0.9],
+            evidence: vec![("label".into(), "person".into()), ("distance_m".into(), "3.14".into())],
+            ..event(id, "zone_intrusion", t)
+        }
+    }
+
+    fn disagreement(id: u64, t: f64) -> EventInfo {
+        EventInfo {
+            rule: "camera_misses_confirmed_object".into(),
+            measured_value: 12.0,
+            threshold: 10.0,
+            sensors: vec!["lidar".into(), "radar".into(), "camera".into()],
+            track_ids: vec![4],
+            position: [14.0, -2.0, 0.5],
+            evidence: vec![("label".into(), "obstacle".into()), ("range_m".into(), "14.2".into())],
+            ..event(id, "sensor_disagreement", t)
+        }
+    }
+
+    fn collision(id: u64, t: f64) -> EventInfo {
+        EventInfo {
+            rule: "ttc_below_threshold".into(),
+            measured_value: 1.62,
+            threshold: 2.0,
+            sensors: vec!["lidar".into(), "radar".into()],
+            track_ids: vec![3],
+            position: [9.7, 0.2, 0.8],
+            evidence: vec![
+                ("label".into(), "vehicle".into()),
+                ("ttc_s".into(), "1.62".into()),
+                ("closing_speed_mps".into(), "6.0".into()),
+            ],
+            ..event(id, "collision_risk", t)
+        }
+    }
+
+    fn dropout(id: u64, t: f64) -> EventInfo {
+        EventInfo {
+            rule: "stream_silent".into(),
+            measured_value: 6.0,
+            threshold: 5.0,
+            sensors: vec!["lidar".into()],
+            evidence: vec![("silent_s".into(), "0.60".into())],
+            ..event(id, "sensor_dropout", t)
+        }
+    }
+
+    fn impact(id: u64, t: f64) -> EventInfo {
+        EventInfo {
+            rule: "shock_above_threshold".into(),
+            measured_value: 41.2,
+            threshold: 29.4,
+            sensors: vec!["imu".into()],
+            evidence: vec![("shock_g".into(), "4.2".into())],
+            ..event(id, "impact", t)
+        }
+    }
+
+    fn rejected(text: &str, events: &[EventInfo]) -> &'static str {
+        match verify(text, events) {
+            Err(r) => r.kind,
+            Ok(()) => panic!("accepted: {text}"),
+        }
+    }
+
+    #[test]
+    fn the_template_verifies_for_every_kind_and_for_a_burst() {
+        let all = [zone(1, 12.0), disagreement(2, 12.3), collision(3, 12.5), dropout(4, 13.0), impact(5, 13.2)];
+        for e in &all {
+            let text = template_summary(std::slice::from_ref(e));
+            assert_eq!(verify(&text, std::slice::from_ref(e)), Ok(()), "{text}");
+        }
+        let text = template_summary(&all);
+        assert_eq!(verify(&text, &all), Ok(()), "{text}");
+        let mut wall = zone(9, 0.0);
+        wall.stamp_ns = 1_700_000_002_650_000_000;
+        let text = template_summary(std::slice::from_ref(&wall));
+        assert_eq!(verify(&text, &[wall]), Ok(()), "{text}");
+    }
+
+    #[test]
+    fn faithful_paraphrases_are_accepted() {
+        let z = [zone(1, 12.0)];
+        for text in [
+            "A person (track 7) entered the forward safety zone about 3.1 m from the vehicle.",
+            "At t=12.0 s a pedestrian entered the 'forward' zone, 3 meters ahead, seen by lidar and radar.",
+            "Track 7, a person, is inside the forward zone.",
+        ] {
+            assert_eq!(verify(text, &z), Ok(()), "{text}");
+        }
+        let c = [collision(3, 5.0)];
+        assert_eq!(verify("Collision risk: a car (track 3) is 9.7 m ahead, time to collision 1.6 s.", &c), Ok(()));
+        let burst = [zone(1, 12.0), dropout(2, 12.4)];
+        let text = "A person entered the forward zone; the lidar stream went silent for 0.6 s.";
+        assert_eq!(verify(text, &burst), Ok(()), "{text}");
+    }
+
+    #[test]
+    fn each_kind_of_unsupported_claim_is_rejected_with_its_reason() {
+        let z = [zone(1, 12.0)];
+        assert_eq!(rejected("A vehicle entered the forward safety zone.", &z), "class");
+        assert_eq!(rejected("A person entered the forward zone 8.5 m from the vehicle.", &z), "number");
+        assert_eq!(rejected("A person entered the forward zone, seen by the camera.", &z), "sensor");
+        assert_eq!(rejected("A person entered the rear zone.", &z), "zone");
+        assert_eq!(rejected("Track 9 entered the forward zone.", &z), "track");
+        assert_eq!(rejected("At t=30.0 s a person entered the forward zone.", &z), "time");
+        assert_eq!(rejected("The lidar stream dropped out.", &z), "event");
+        // A collision that happened, for a collision risk.
+        let c = [collision(3, 5.0)];
+        assert_eq!(rejected("The robot was involved in a collision with a vehicle.", &c), "event");
+        assert_eq!(rejected("A vehicle is experiencing a collision.", &c), "event");
+        // Two events merged into one false claim: each word is true of some event.
+        let burst = [disagreement(1, 3.0), zone(2, 3.2)];
+        assert_eq!(
+            rejected("There is a discrepancy in the lidar's report of a person entering the forward zone.", &burst),
+            "merged"
+        );
+        // A burst of two summarized as one.
+        assert_eq!(rejected("A person entered the forward zone.", &burst), "missing_event");
+        // The field report's burst: the class is wrong (the intruder is a person, the
+        // disagreement is about an obstacle), and the events are merged.
+        let text = "A discrepancy in the lidar radar sensor's report of a vehicle entering a safety zone 3.69 meters.";
+        assert_eq!(rejected(text, &burst), "class");
+    }
+}
