@@ -88,7 +88,12 @@ fn main() -> Result<()> {
             .iter()
             .filter(|r| r.get("p50_ms").is_some())
             .map(|r| {
-                let key = format!("{}/{}/{}", r["backend"].as_str().unwrap_or(""), cli.precision, r["input"].as_str().unwrap_or(""));
+                let key = format!(
+                    "{}/{}/{}",
+                    r["backend"].as_str().unwrap_or(""),
+                    cli.precision,
+                    r["input"].as_str().unwrap_or("")
+                );
                 (key, serde_json::json!({"p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "frames": r["frames"]}))
             })
             .collect();
