@@ -273,3 +273,14 @@ def test_fusion_replay_writes_a_summary_for_every_event(tmp_path):
     for s in by_model:
         assert s['model'].lower().startswith('smollm2') and s['text'] and s['tokens_generated'] > 0
     assert 'summaries (' in res.stderr
+    # The summary benchmark on this run: whatever is published (model or template) is verified
+    # true of its events, for one candidate and for best-of-3.
+    bench = subprocess.run([binary('fusion_bench_summaries'), str(out), '--candidates', '1,3', '--deadline', '30',
+                            '--model', str(ROOT / '.cache' / 'llm' / 'SmolLM2-135M-Instruct.Q4_1.gguf')],
+                           capture_output=True, text=True, env=child_env(), timeout=600)
+    assert bench.returncode == 0, bench.stderr
+    report = json.loads(bench.stdout)
+    assert report['bursts'] == len(summaries) and report['template']['unverified'] == 0, report
+    for row in report['by_candidates']:
+        assert row['published_unverified'] == 0, row
+    assert report['by_candidates'][1]['model_written_share'] >= report['by_candidates'][0]['model_written_share']

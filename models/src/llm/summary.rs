@@ -282,6 +282,8 @@ pub struct Summary {
     pub rejected_claim: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub rejected_text: String,
+    /// Model answers generated for this summary (0 for a template without a model).
+    pub candidates: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -290,11 +292,13 @@ pub struct SummarizerConfig {
     pub deadline: Duration,
     pub max_tokens: usize,
     pub sampling: Sampling,
+    /// Answers tried within the deadline until one verifies (best-of-N, first verified wins).
+    pub candidates: usize,
 }
 
 impl Default for SummarizerConfig {
     fn default() -> Self {
-        SummarizerConfig { deadline: Duration::from_secs(2), max_tokens: 48, sampling: Sampling::Greedy }
+        SummarizerConfig { deadline: Duration::from_secs(2), max_tokens: 48, sampling: Sampling::Greedy, candidates: 3 }
     }
 }
 
@@ -329,11 +333,16 @@ impl Summarizer {
             fallback_reason: reason.into(),
             rejected_claim: String::new(),
             rejected_text: String::new(),
+            candidates: 0,
         }
     }
 
     /// A summary of `events`: the model's answer when it comes within the deadline and
-    /// passes the checks, else the template. Never fails.
+    /// passes the checks and the claim verifier, else the template. Never fails.
+    ///
+    /// Test-time compute: the deadline is spent on up to `config.candidates` answers — the
+    /// configured sampling first, then seeded top-p samples — and the first one the verifier
+    /// accepts is published. The fallback carries the first candidate's failure.
     pub fn summarize(&self, events: &[EventInfo]) -> Summary {
         let start = Instant::now();
         let llm = match &self.llm {
@@ -341,48 +350,76 @@ impl Summarizer {
             Err(_) => return Self::fallback(events, "load_error", start.elapsed(), 0),
         };
         let user = prompt_messages(events);
-        let opts = GenerateOptions {
-            max_tokens: self.config.max_tokens,
-            sampling: self.config.sampling,
-            deadline: Some(start + self.config.deadline),
-        };
         let messages =
             [ChatMessage { role: "system", content: SYSTEM_PROMPT }, ChatMessage { role: "user", content: &user }];
-        let g = match llm.chat(&messages, &opts) {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!("summary generation failed: {e}");
-                return Self::fallback(events, "model_error", start.elapsed(), 0);
+        // Seeds follow the burst, so a replay gives the same summaries.
+        let burst_seed = events.iter().fold(0u64, |h, e| h.wrapping_mul(1_000_003).wrapping_add(e.event_id));
+        let mut first_failure: Option<Summary> = None;
+        let mut tokens_total = 0u32;
+        let mut tried = 0u32;
+        for candidate in 0..self.config.candidates.max(1) {
+            let sampling = match candidate {
+                0 => self.config.sampling,
+                k => Sampling::TopP { temperature: 0.7, top_p: 0.9, seed: burst_seed.wrapping_add(k as u64) },
+            };
+            let opts = GenerateOptions {
+                max_tokens: self.config.max_tokens,
+                sampling,
+                deadline: Some(start + self.config.deadline),
+            };
+            let g = match llm.chat(&messages, &opts) {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!("summary generation failed: {e}");
+                    return first_failure.unwrap_or_else(|| Self::fallback(events, "model_error", start.elapsed(), 0));
+                }
+            };
+            tokens_total += g.tokens.len() as u32;
+            tried += 1;
+            if g.stop == StopReason::Deadline || start.elapsed() > self.config.deadline {
+                break;
             }
-        };
-        let tokens = g.tokens.len() as u32;
-        if g.stop == StopReason::Deadline || start.elapsed() > self.config.deadline {
-            return Self::fallback(events, "deadline", start.elapsed(), tokens);
+            let text = trim_to_sentence(&g.text);
+            let failure = match check_output(&text, events) {
+                Err(reason) => Some(Self::fallback(events, reason, start.elapsed(), tokens_total)),
+                Ok(()) => match super::verify::verify(&text, events) {
+                    Err(rejection) => {
+                        tracing::info!("model summary candidate {candidate} rejected ({rejection}): {text}");
+                        let mut s = Self::fallback(events, "unverified_claim", start.elapsed(), tokens_total);
+                        s.rejected_claim = rejection.kind.to_string();
+                        s.rejected_text = text.clone();
+                        Some(s)
+                    }
+                    Ok(()) => None,
+                },
+            };
+            match failure {
+                Some(f) => {
+                    first_failure.get_or_insert(f);
+                }
+                None => {
+                    return Summary {
+                        event_ids: events.iter().map(|e| e.event_id).collect(),
+                        kinds: events.iter().map(|e| e.kind.clone()).collect(),
+                        stamp_ns: events.iter().map(|e| e.stamp_ns).max().unwrap_or(0),
+                        text,
+                        model: llm.name.clone(),
+                        generation_time_s: start.elapsed().as_secs_f32(),
+                        tokens_generated: tokens_total,
+                        fallback: false,
+                        fallback_reason: String::new(),
+                        rejected_claim: String::new(),
+                        rejected_text: String::new(),
+                        candidates: candidate as u32 + 1,
+                    };
+                }
+            }
         }
-        let text = trim_to_sentence(&g.text);
-        if let Err(reason) = check_output(&text, events) {
-            return Self::fallback(events, reason, start.elapsed(), tokens);
-        }
-        if let Err(rejection) = super::verify::verify(&text, events) {
-            tracing::info!("model summary rejected ({rejection}): {text}");
-            let mut s = Self::fallback(events, "unverified_claim", start.elapsed(), tokens);
-            s.rejected_claim = rejection.kind.to_string();
-            s.rejected_text = text;
-            return s;
-        }
-        Summary {
-            event_ids: events.iter().map(|e| e.event_id).collect(),
-            kinds: events.iter().map(|e| e.kind.clone()).collect(),
-            stamp_ns: events.iter().map(|e| e.stamp_ns).max().unwrap_or(0),
-            text,
-            model: llm.name.clone(),
-            generation_time_s: start.elapsed().as_secs_f32(),
-            tokens_generated: tokens,
-            fallback: false,
-            fallback_reason: String::new(),
-            rejected_claim: String::new(),
-            rejected_text: String::new(),
-        }
+        let mut s = first_failure.unwrap_or_else(|| Self::fallback(events, "deadline", start.elapsed(), 0));
+        s.generation_time_s = start.elapsed().as_secs_f32();
+        s.tokens_generated = tokens_total;
+        s.candidates = tried;
+        s
     }
 }
 

@@ -79,6 +79,10 @@ struct Cli {
     /// Events within this many seconds (data time) of a burst's first share one summary.
     #[arg(long, default_value_t = 1.0)]
     summary_window: f64,
+    /// Model answers tried per summary within the deadline until one verifies (default: the
+    /// summarizer's).
+    #[arg(long)]
+    summary_candidates: Option<usize>,
     /// Language model backend: flex or wgpu.
     #[arg(long, default_value = "flex")]
     summary_backend: String,
@@ -150,6 +154,7 @@ fn go(cli: Cli) -> Result<()> {
         let choice = ModelChoice { model: cli.summary_model, backend: summary_backend, ..ModelChoice::default() };
         let config = SummarizerConfig {
             deadline: std::time::Duration::from_secs_f64(cli.summary_deadline),
+            candidates: cli.summary_candidates.unwrap_or(SummarizerConfig::default().candidates).max(1),
             ..SummarizerConfig::default()
         };
         let summarizer = load_summarizer(&choice, config);

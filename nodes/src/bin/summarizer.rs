@@ -126,6 +126,7 @@ async fn run() -> Result<()> {
     let temperature = params.f64("temperature", 0.0)? as f32;
     let top_p = params.f64("top_p", 0.9)? as f32;
     let seed = params.i64("seed", 0)? as u64;
+    let candidates = params.i64("candidates", SummarizerConfig::default().candidates as i64)?.clamp(1, 16) as usize;
     let queue_size = params.usize("queue_size", 32)?.max(1);
     let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
     if !(deadline_s > 0.0) {
@@ -142,7 +143,7 @@ async fn run() -> Result<()> {
     let sampling = if temperature > 0.0 { Sampling::TopP { temperature, top_p, seed } } else { Sampling::Greedy };
     let summarizer = load_summarizer(
         &choice,
-        SummarizerConfig { deadline: Duration::from_secs_f64(deadline_s), max_tokens, sampling },
+        SummarizerConfig { deadline: Duration::from_secs_f64(deadline_s), max_tokens, sampling, candidates },
     );
     let stats = Arc::new(Mutex::new(Stats {
         generation_ms: Histogram::new_with_bounds(1, 600_000, 3).ok(),
