@@ -298,7 +298,7 @@ pub struct SummarizerConfig {
 
 impl Default for SummarizerConfig {
     fn default() -> Self {
-        SummarizerConfig { deadline: Duration::from_secs(2), max_tokens: 48, sampling: Sampling::Greedy, candidates: 3 }
+        SummarizerConfig { deadline: Duration::from_secs(2), max_tokens: 48, sampling: Sampling::Greedy, candidates: 2 }
     }
 }
 
