@@ -160,12 +160,7 @@ enum Source {
 impl Source {
     fn open(opts: &ReplayOptions) -> Result<Source> {
         let Some(spec) = &opts.sim else { return Ok(Source::Bag(Bag::open(&opts.bag)?)) };
-        let Some(scenario) = fusion::sim::scenario_seeded(&spec.scenario, spec.seed) else {
-            bail!("unknown scenario '{}' (one of: {})", spec.scenario, fusion::sim::SCENARIOS.join(", "));
-        };
-        if !(spec.duration > 0.0 && spec.duration.is_finite()) {
-            bail!("--duration must be > 0");
-        }
+        let scenario = simrun::scenario(&spec.scenario, spec.seed, spec.duration)?;
         Ok(Source::Sim { scenario, spec: spec.clone() })
     }
 
@@ -211,10 +206,7 @@ impl Source {
                 let world = fusion::sim::World::new(scenario, spec.duration + 0.2, calib.clone());
                 // The ground truth beside the outputs, as fusion_sim puts it beside the bag.
                 let mut gt: Box<dyn Write> = match out {
-                    Some(dir) => {
-                        std::fs::write(dir.join("calibration.yaml"), serde_yaml::to_string(calib)?)?;
-                        Box::new(std::io::BufWriter::new(std::fs::File::create(dir.join("ground_truth.jsonl"))?))
-                    }
+                    Some(dir) => Box::new(simrun::beside(dir, calib)?),
                     None => Box::new(std::io::sink()),
                 };
                 let mut f = f;

@@ -35,6 +35,24 @@ const LIDAR: usize = 2;
 const RADAR: usize = 3;
 const IMU: usize = 4;
 
+/// The seeded scenario `name` for a run of `duration` seconds, or a one-line error.
+pub fn scenario(name: &str, seed: u64, duration: f64) -> Result<sim::Scenario> {
+    let Some(scenario) = sim::scenario_seeded(name, seed) else {
+        anyhow::bail!("unknown scenario '{name}' (one of: {})", sim::SCENARIOS.join(", "));
+    };
+    if !(duration > 0.0 && duration.is_finite()) {
+        anyhow::bail!("--duration must be > 0");
+    }
+    Ok(scenario)
+}
+
+/// What a run leaves beside its messages in `dir`: `calibration.yaml` (written now) and the
+/// `ground_truth.jsonl` writer for [`generate`].
+pub fn beside(dir: &std::path::Path, calib: &fusion::calib::Calibration) -> Result<std::io::BufWriter<std::fs::File>> {
+    std::fs::write(dir.join("calibration.yaml"), serde_yaml::to_string(calib)?)?;
+    Ok(std::io::BufWriter::new(std::fs::File::create(dir.join("ground_truth.jsonl"))?))
+}
+
 /// A camera frame handed to a training exporter: the world, its time and the rendering.
 pub type FrameHook<'h> = Box<dyn FnMut(&World, i64, &sim::Frame) -> Result<()> + Send + 'h>;
 

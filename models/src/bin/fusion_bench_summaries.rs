@@ -106,8 +106,11 @@ fn main() -> Result<()> {
     let mut summarizer = Summarizer::new(llm, SummarizerConfig::default());
     for n in args.candidates.split(',').map(str::parse::<usize>) {
         let n = n.context("--candidates")?;
-        summarizer.config =
-            SummarizerConfig { deadline: Duration::from_secs_f64(args.deadline), candidates: n, ..SummarizerConfig::default() };
+        summarizer.config = SummarizerConfig {
+            deadline: Duration::from_secs_f64(args.deadline),
+            candidates: n,
+            ..SummarizerConfig::default()
+        };
         let mut hist = Histogram::<u64>::new(3)?;
         let (mut by_model, mut unverified, mut word_sum, mut tried) = (0usize, 0usize, 0usize, 0u64);
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();

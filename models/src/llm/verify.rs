@@ -338,7 +338,6 @@ fn facts(e: &EventInfo) -> Vec<(f64, Quantity)> {
     let measured = match e.kind.as_str() {
         "zone_intrusion" => Quantity::Distance,
         "collision_risk" => Quantity::Time,
-        "model_degraded" => Quantity::Any,
         _ => Quantity::Any,
     };
     let mut f = vec![(e.measured_value, measured), (e.threshold, measured)];

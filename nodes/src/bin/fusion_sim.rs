@@ -5,7 +5,7 @@
 //!
 //! DIR becomes a rosbag2 directory; beside the MCAP file it gets `calibration.yaml` (the
 //! extrinsics the nodes read) and `ground_truth.jsonl`. Same arguments → identical bytes.
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::Parser;
 use fusion::{
     calib::Calibration,
@@ -113,18 +113,12 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     // The seed varies the world (bodies, sizes, paint, light, start positions), not only
     // the sensor noise.
-    let Some(scenario) = sim::scenario_seeded(&cli.scenario, cli.seed) else {
-        bail!("unknown scenario '{}' (one of: {})", cli.scenario, sim::SCENARIOS.join(", "));
-    };
-    if !(cli.duration > 0.0 && cli.duration.is_finite()) {
-        bail!("--duration must be > 0");
-    }
+    let scenario = simrun::scenario(&cli.scenario, cli.seed, cli.duration)?;
     let calib = Calibration::load(&cli.calibration)?;
     let world = World::new(&scenario, cli.duration + 0.2, calib.clone());
     let mut bag = BagWriter::create(&cli.out)?;
     let dir = std::path::PathBuf::from(&cli.out);
-    std::fs::write(dir.join("calibration.yaml"), serde_yaml::to_string(&calib)?)?;
-    let mut gt = std::io::BufWriter::new(std::fs::File::create(dir.join("ground_truth.jsonl"))?);
+    let mut gt = simrun::beside(&dir, &calib)?;
 
     // Sensor-data QoS, as drivers publish (best effort, keep last 5).
     let qos: serde_yaml::Value = serde_yaml::from_str(
