@@ -130,6 +130,10 @@ CASES = {
         ('data_size_mismatch', mutate(lambda m: setattr(m, 'height', 479))),
         ('empty', mutate(lambda m: (setattr(m, 'width', 0), setattr(m, 'step', 0), setattr(m, 'data', b'')))),
         ('size_mismatch_intrinsics', lambda v: image(v.header.stamp.sec, w=320, h=240)),
+        # A header claiming 48 megapixels over a VGA buffer.
+        ('data_size_mismatch', set_(width=8000, height=6000, step=24000)),
+        # width x 3 past u32: the step a 32-bit product would wrap to.
+        ('bad_step', set_(width=0x60000000, step=(0x60000000 * 3) % 2**32)),
     ] + header_cases('camera_optical')),
     'lidar_ingest': ('/lidar/points', '/sensors/lidar', lidar, 'lidar_ingest: lidar ingest',
                      CLOUD_CASES + [('non_finite', mutate(nan_points))] + header_cases('lidar_link')),
@@ -139,6 +143,9 @@ CASES = {
         ('non_finite', mutate(lambda m: setattr(m.linear_acceleration, 'x', math.nan))),
         ('non_finite', mutate(lambda m: setattr(m.angular_velocity, 'z', math.inf))),
         ('bad_orientation', mutate(lambda m: (m.orientation_covariance.__setitem__(0, 0.01), setattr(m.orientation, 'w', 0.5)))),
+        # Finite but beyond any sensor: integrated, one would leave the orientation NaN for good.
+        ('impossible_value', mutate(lambda m: setattr(m.angular_velocity, 'z', 1e30))),
+        ('impossible_value', mutate(lambda m: setattr(m.linear_acceleration, 'x', -1e12))),
     ] + header_cases('imu_link')),
 }
 
@@ -192,6 +199,43 @@ def test_malformed_messages_are_rejected_and_counted(node, procs, ros):
     assert int(d['rejected']) == sum(expected.values())
     assert int(d['received']) == int(d['accepted']) + int(d['rejected'])
     assert proc.alive()
+
+
+def test_a_far_future_stamp_does_not_lock_a_stream_out(procs, ros):
+    """One message stamped in 2033 among ones stamped at 11 s, 12 s, ...: the stream's own
+    messages are refused as going backwards a few times (RESYNC_AFTER = 5), then followed
+    again, counted as one stamp_resync; the node's orientation output stays finite."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Imu
+
+    status = 'imu_ingest: imu ingest'
+    proc = procs([binary('imu_ingest'), '--ros-args', '-p', 'diagnostics_period:=0.2'])
+    probe = ros()
+    probe.subscribe('/sensors/imu', Imu)
+    probe.subscribe('/diagnostics', DiagnosticArray)
+    pub = probe.publisher('/imu/data', Imu)
+    probe.wait_matched(pub, timeout=30)
+    probe.wait_publishers('/sensors/imu', timeout=30)
+    sec = probe.publish_until_through(pub, imu, '/sensors/imu', stamp=10)
+    time.sleep(0.3)
+    before = probe.count('/sensors/imu')
+    pub.publish(imu(2_000_000_000))
+    probe.wait_for(lambda: probe.count('/sensors/imu') == before + 1, 10, 'the future-stamped sample is published')
+    for k in range(1, 16):
+        pub.publish(imu(sec + k))
+        time.sleep(0.02)
+
+    def settled():
+        d = diagnostics_values(probe, status)
+        return d.get('rejected.stamp_backwards') == '5' and d.get('stamp_resync') == '1'
+
+    probe.wait_for(settled, 10, f'5 refused then resynced: {diagnostics_values(probe, status)}')
+    probe.wait_for(lambda: probe.count('/sensors/imu') == before + 1 + 10, 10, 'the last 10 samples come through')
+    last = probe.get('/sensors/imu')[-1]
+    assert last.header.stamp.sec == sec + 15
+    q = last.orientation
+    assert all(math.isfinite(v) for v in (q.x, q.y, q.z, q.w))
+    assert proc.alive(), proc.output()
 
 
 def test_camera_info_malformed(procs, ros):

@@ -64,6 +64,10 @@ pub fn check_intrinsics_size(width: u32, height: u32, intrinsics: Option<(u32, u
     }
 }
 
+/// The largest output side `letterbox` is asked for by configuration (a 16k × 16k rgb8
+/// frame is 768 MB): a larger `output_width`/`output_height` is refused at start-up.
+pub const MAX_OUTPUT_SIDE: u32 = 16_384;
+
 /// Scales `img` to fit `width`×`height` keeping its aspect ratio (bilinear), centred on a
 /// grey (114) canvas, as YOLO/CenterNet-style detectors expect.
 pub fn letterbox(img: &Rgb8, width: u32, height: u32) -> Rgb8 {
@@ -74,7 +78,7 @@ pub fn letterbox(img: &Rgb8, width: u32, height: u32) -> Rgb8 {
     let (nw, nh) =
         (((img.width as f64 * scale).round() as u32).max(1), ((img.height as f64 * scale).round() as u32).max(1));
     let (ox, oy) = ((width - nw) / 2, (height - nh) / 2);
-    let mut data = vec![114u8; (width * height * 3) as usize];
+    let mut data = vec![114u8; width as usize * height as usize * 3];
     let (sw, sh) = (img.width as usize, img.height as usize);
     for y in 0..nh as usize {
         let fy = ((y as f64 + 0.5) / scale - 0.5).clamp(0.0, (sh - 1) as f64);

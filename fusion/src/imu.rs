@@ -42,6 +42,9 @@ impl Default for ImuParams {
 
 const GRAVITY: f64 = 9.80665;
 
+/// A reading this many times its saturation level cannot come from the sensor.
+const IMPOSSIBLE_FACTOR: f64 = 10.0;
+
 /// Per-stream state: the mount rotation and the filter's orientation estimate.
 pub struct ImuProcessor {
     imu_to_base: UnitQuaternion<f64>,
@@ -78,6 +81,18 @@ impl ImuProcessor {
         if !finite(&s.linear_acceleration) {
             return Err(Reject::NonFiniteValue("linear_acceleration"));
         }
+        // Finite but physically impossible: far beyond any sensor's range (10x the
+        // saturation level). Integrated, one such sample would ruin the orientation for good.
+        let p = &self.params;
+        for (field, v, limit) in [
+            ("angular_velocity", &s.angular_velocity, IMPOSSIBLE_FACTOR * p.gyro_saturation),
+            ("linear_acceleration", &s.linear_acceleration, IMPOSSIBLE_FACTOR * p.accel_saturation),
+        ] {
+            let magnitude = Vector3::from(*v).norm();
+            if magnitude > limit {
+                return Err(Reject::ImpossibleValue { field, value: magnitude, limit });
+            }
+        }
         let has_orientation = s.orientation_covariance[0] != -1.0;
         if has_orientation {
             if !finite(&s.orientation) {
@@ -88,7 +103,6 @@ impl ImuProcessor {
                 return Err(Reject::BadOrientation(n));
             }
         }
-        let p = &self.params;
         let w_s = Vector3::from(s.angular_velocity) - Vector3::from(p.gyro_bias);
         let a_s = Vector3::from(s.linear_acceleration) - Vector3::from(p.accel_bias);
         let saturated = s.linear_acceleration.iter().any(|v| v.abs() >= p.accel_saturation)
@@ -138,6 +152,8 @@ impl ImuProcessor {
                 q
             }
         };
+        // Never keep a non-finite estimate (it would stay so): start over from the tilt.
+        let q = if q.coords.iter().all(|c| c.is_finite()) { q } else { tilt() };
         self.estimate = Some((stamp, q));
         q
     }
@@ -171,6 +187,23 @@ mod tests {
         assert!(!sat);
         assert!((out.linear_acceleration[1] - 1.0).abs() < 1e-9 && out.linear_acceleration[0].abs() < 1e-9);
         assert!((out.angular_velocity[2] - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_absurd_but_finite_reading_is_refused_and_leaves_the_orientation_intact() {
+        let mut p = ImuProcessor::new(UnitQuaternion::identity(), ImuParams::default());
+        let t0 = 1_000_000_000;
+        p.process(&sample(t0, [0.0, 0.0, GRAVITY], [0.0, 0.0, 0.1])).unwrap();
+        for (a, w) in [([0.0, 0.0, GRAVITY], [0.0, 0.0, 1e30]), ([1e30, 0.0, 0.0], [0.0; 3]), ([0.0; 3], [1e155, 1e155, 0.0])]
+        {
+            let e = p.process(&sample(t0 + 5_000_000, a, w)).unwrap_err();
+            assert_eq!(e.as_str(), "impossible_value", "{e}");
+        }
+        // Saturated but possible readings still pass (and say so).
+        let (_, saturated) = p.process(&sample(t0 + 5_000_000, [0.0, 0.0, GRAVITY], [0.0, 0.0, 40.0])).unwrap();
+        assert!(saturated);
+        let (out, _) = p.process(&sample(t0 + 10_000_000, [0.0, 0.0, GRAVITY], [0.0, 0.0, 0.1])).unwrap();
+        assert!(out.orientation.iter().all(|c| c.is_finite()), "{:?}", out.orientation);
     }
 
     #[test]

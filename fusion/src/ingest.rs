@@ -49,6 +49,8 @@ pub enum Reject {
     NonFiniteValue(&'static str),
     #[error("orientation quaternion has norm {0:.3}")]
     BadOrientation(f64),
+    #[error("{field} of magnitude {value:.3e} is beyond any sensor (limit {limit:.1})")]
+    ImpossibleValue { field: &'static str, value: f64, limit: f64 },
 }
 
 impl Reject {
@@ -73,6 +75,7 @@ impl Reject {
             BadDistortion { .. } => "bad_distortion",
             BadIntrinsics(_) => "bad_intrinsics",
             NonFiniteValue(_) => "non_finite",
+            ImpossibleValue { .. } => "impossible_value",
             BadOrientation(_) => "bad_orientation",
         }
     }
@@ -80,35 +83,62 @@ impl Reject {
 
 /// Header checks shared by every stream: non-zero stamps that strictly increase, and the
 /// frame id the calibration names for this sensor.
+///
+/// A stream whose time goes back for good (a bag played with `--loop`, a sensor clock
+/// reset, or one stray stamp far in the future that would otherwise lock the stream out
+/// for the node's lifetime) is followed again after [`RESYNC_AFTER`] consecutive messages
+/// whose stamps increase among themselves: the next one is accepted and counted as a
+/// resync, so the user sees it on /diagnostics.
 #[derive(Debug, Clone)]
 pub struct HeaderGuard {
     expected_frame: String,
     last_accepted: Option<StampNs>,
+    /// The consecutive run of messages refused as going backwards: its length and last stamp.
+    backwards_run: (u32, StampNs),
+    resyncs: u64,
 }
+
+/// Consecutive, mutually increasing messages stamped before the last accepted one after
+/// which the stream's new timeline is taken.
+pub const RESYNC_AFTER: u32 = 5;
 
 impl HeaderGuard {
     pub fn new(expected_frame: impl Into<String>) -> Self {
-        Self { expected_frame: expected_frame.into(), last_accepted: None }
+        Self { expected_frame: expected_frame.into(), last_accepted: None, backwards_run: (0, 0), resyncs: 0 }
     }
 
     /// Checks without committing: call `accept` once the whole message passed.
-    pub fn check(&self, stamp: StampNs, frame_id: &str) -> Result<(), Reject> {
+    pub fn check(&mut self, stamp: StampNs, frame_id: &str) -> Result<(), Reject> {
         if stamp == 0 {
             return Err(Reject::ZeroStamp);
         }
-        if let Some(last) = self.last_accepted {
-            if stamp <= last {
-                return Err(Reject::StampBackwards { stamp, last });
-            }
-        }
         if frame_id != self.expected_frame {
             return Err(Reject::UnknownFrameId { got: frame_id.into(), expected: self.expected_frame.clone() });
+        }
+        if let Some(last) = self.last_accepted {
+            if stamp <= last {
+                let (run, run_last) = self.backwards_run;
+                let run = if run > 0 && stamp > run_last { run + 1 } else { 1 };
+                self.backwards_run = (run, stamp);
+                if run <= RESYNC_AFTER {
+                    return Err(Reject::StampBackwards { stamp, last });
+                }
+            }
         }
         Ok(())
     }
 
     pub fn accept(&mut self, stamp: StampNs) {
+        if self.last_accepted.is_some_and(|last| stamp <= last) {
+            self.resyncs += 1;
+        }
         self.last_accepted = Some(stamp);
+        self.backwards_run = (0, 0);
+    }
+
+    /// How often the stream's time went back for good and was followed again.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs
     }
 
     pub fn expected_frame(&self) -> &str {
@@ -254,6 +284,63 @@ mod tests {
         assert_eq!(g.check(101, "velodyne").unwrap_err().as_str(), "unknown_frame_id");
         // A rejected message does not move the reference stamp.
         assert!(g.check(101, "lidar_link").is_ok());
+    }
+
+    #[test]
+    fn one_far_future_stamp_does_not_lock_the_stream_out() {
+        let mut g = HeaderGuard::new("imu_link");
+        let period = 10_000_000; // 100 Hz
+        let mut t = 1_000_000_000;
+        g.check(t, "imu_link").unwrap();
+        g.accept(t);
+        // One stamp a century ahead is accepted (nothing tells it from a real jump yet)…
+        let future = t + 100 * 365 * 86_400 * 1_000_000_000;
+        g.check(future, "imu_link").unwrap();
+        g.accept(future);
+        // …the stream's own time is refused RESYNC_AFTER times, then followed again.
+        let mut refused = 0;
+        for _ in 0..20 {
+            t += period;
+            match g.check(t, "imu_link") {
+                Ok(()) => g.accept(t),
+                Err(e) => {
+                    assert_eq!(e.as_str(), "stamp_backwards");
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(refused, RESYNC_AFTER);
+        assert_eq!(g.resyncs(), 1);
+        // A bag loop (time back to the start) is followed the same way.
+        let mut t = 1_000_000_000;
+        let mut accepted = 0;
+        for _ in 0..10 {
+            t += period;
+            if g.check(t, "imu_link").is_ok() {
+                g.accept(t);
+                accepted += 1;
+            }
+        }
+        assert_eq!((accepted, g.resyncs()), (10 - RESYNC_AFTER as usize, 2));
+    }
+
+    #[test]
+    fn a_few_reordered_or_repeated_stamps_never_resync() {
+        let mut g = HeaderGuard::new("imu_link");
+        g.check(1_000, "imu_link").unwrap();
+        g.accept(1_000);
+        // The same old stamp over and over is not a new timeline (it does not increase).
+        for _ in 0..50 {
+            assert!(g.check(900, "imu_link").is_err());
+        }
+        // Stragglers between good messages never add up to a resync.
+        for k in 1..50 {
+            let good = 1_000 + 10 * k;
+            g.check(good, "imu_link").unwrap();
+            g.accept(good);
+            assert!(g.check(good - 5, "imu_link").is_err());
+        }
+        assert_eq!(g.resyncs(), 0);
     }
 
     #[test]

@@ -156,7 +156,12 @@ where
             }
             match result {
                 Ok(out) => {
+                    let resyncs = guard.resyncs();
                     guard.accept(stamp);
+                    if guard.resyncs() > resyncs {
+                        tracing::warn!("stamps went back for good; following the new timeline");
+                        worker_stats.lock().expect("stats").add_extra("stamp_resync", 1);
+                    }
                     if let Err(e) = output.publish(&out) {
                         tracing::warn!("publish failed: {e}");
                     }

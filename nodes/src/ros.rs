@@ -76,7 +76,10 @@ impl Params {
 
     pub fn f64(&self, name: &str, default: f64) -> Result<f64> {
         match self.declare(name, ParameterValue::Double(default)) {
-            ParameterValue::Double(v) => Ok(v),
+            // No parameter of ours means anything at NaN or infinity; refusing them here
+            // keeps them out of every Duration, size and threshold computed from one.
+            ParameterValue::Double(v) if v.is_finite() => Ok(v),
+            ParameterValue::Double(v) => anyhow::bail!("parameter {name} must be a finite number, got {v}"),
             ParameterValue::Integer(v) => Ok(v as f64),
             other => anyhow::bail!("parameter {name} must be a number, got {other:?}"),
         }

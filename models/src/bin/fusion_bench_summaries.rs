@@ -107,7 +107,8 @@ fn main() -> Result<()> {
     for n in args.candidates.split(',').map(str::parse::<usize>) {
         let n = n.context("--candidates")?;
         summarizer.config = SummarizerConfig {
-            deadline: Duration::from_secs_f64(args.deadline),
+            deadline: Duration::try_from_secs_f64(args.deadline)
+                .map_err(|_| anyhow::anyhow!("--deadline must be a finite number of seconds >= 0, got {}", args.deadline))?,
             candidates: n,
             ..SummarizerConfig::default()
         };

@@ -59,7 +59,13 @@ fn main() -> Result<()> {
     };
     run(spec, |s| {
         let cam = s.calibration.sensor("camera").clone();
-        let (ow, oh) = (s.params.usize("output_width", 0)? as u32, s.params.usize("output_height", 0)? as u32);
+        let side = |name: &str| -> anyhow::Result<u32> {
+            let v = s.params.usize(name, 0)?;
+            u32::try_from(v).ok().filter(|&v| v <= fusion::camera::MAX_OUTPUT_SIDE).ok_or_else(|| {
+                anyhow::anyhow!("parameter {name} must be 0 (keep the input size) .. {}, got {v}", fusion::camera::MAX_OUTPUT_SIDE)
+            })
+        };
+        let (ow, oh) = (side("output_width")?, side("output_height")?);
         let intrinsics_size = Arc::new(Mutex::new(cam.width.zip(cam.height)));
         let info_stats = Arc::new(Mutex::new(IngestStats::default()));
         s.extra_stats.push(("camera_info".into(), info_stats.clone()));
@@ -83,7 +89,11 @@ fn main() -> Result<()> {
                 });
                 match checked {
                     Ok(()) => {
+                        let resyncs = guard.resyncs();
                         guard.accept(stamp);
+                        if guard.resyncs() > resyncs {
+                            st.add_extra("stamp_resync", 1);
+                        }
                         *size.lock().expect("lock") = Some((info.width, info.height));
                         st.on_accepted(1);
                     }

@@ -168,7 +168,7 @@ fn info(path: &str, json: bool) -> Result<()> {
             .collect();
         let v = serde_json::json!({
             "path": path, "files": files, "size_bytes": bag.size_bytes(), "storage_identifier": bag.storage_identifier,
-            "ros_distro": bag.ros_distro, "start_ns": bag.start_ns, "end_ns": bag.start_ns + bag.duration_ns,
+            "ros_distro": bag.ros_distro, "start_ns": bag.start_ns, "end_ns": bag.start_ns.saturating_add(bag.duration_ns),
             "duration_ns": bag.duration_ns, "message_count": bag.message_count, "topics": topics,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -180,7 +180,7 @@ fn info(path: &str, json: bool) -> Result<()> {
     println!("ROS Distro:        {}", if bag.ros_distro.is_empty() { "unknown" } else { &bag.ros_distro });
     println!("Duration:          {}.{:09}s", bag.duration_ns / 1_000_000_000, bag.duration_ns % 1_000_000_000);
     println!("Start:             {}", utc(bag.start_ns));
-    println!("End:               {}", utc(bag.start_ns + bag.duration_ns));
+    println!("End:               {}", utc(bag.start_ns.saturating_add(bag.duration_ns)));
     println!("Messages:          {}", bag.message_count);
     let lines: Vec<String> = bag
         .topics
@@ -269,6 +269,10 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
     if !(o.rate > 0.0 && o.rate.is_finite()) {
         bail!("--rate must be > 0, got {}", o.rate);
     }
+    let delay = sensor_fusion::seconds("--delay", o.delay)?;
+    if !o.start_offset.is_finite() {
+        bail!("--start-offset must be a finite number of seconds, got {}", o.start_offset);
+    }
     let bag = Bag::open(path)?;
     let mut remaps = BTreeMap::new();
     for r in &o.remap {
@@ -296,7 +300,7 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
         });
     }
     let clock_pub = match o.clock {
-        Some(hz) if hz > 0.0 => Some((
+        Some(hz) if hz > 0.0 && (1.0 / hz).is_finite() => Some((
             node.create_publisher::<r2r::rosgraph_msgs::msg::Clock>("/clock", QosProfile::default().keep_last(1))?,
             hz,
         )),
@@ -332,7 +336,7 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    sleep_unless_stopped(Duration::from_secs_f64(o.delay.max(0.0)), &stop);
+    sleep_unless_stopped(delay, &stop);
 
     let offset_ns = (o.start_offset.max(0.0) * 1e9) as i64;
     let first = bag.start_ns + offset_ns;
@@ -363,11 +367,14 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
     let mut published = 0u64;
     let mut failed = 0u64;
     loop {
-        // The clock starts at the first message actually read: reading a large storage file
-        // takes a while, and starting before it would turn the backlog into one burst.
-        let mut start: Option<Instant> = None;
         // --restamp: wall time − bag time, fixed at the first message of each play.
         let mut offset: Option<i64> = None;
+        // Bag time → wall time: bag time `base_ns` (the first message played) is `start`.
+        // The clock starts at the first message actually read: reading a large storage file
+        // takes a while, and starting before it would turn the backlog into one burst. It is
+        // anchored at a message, not at the summary's start time, which a damaged file can
+        // put anywhere (and `Instant::now() - huge` panics).
+        let mut anchor: Option<(Instant, i64)> = None;
         bag.for_each_message(|mut m| {
             if stop.load(Ordering::Relaxed) {
                 return false;
@@ -376,24 +383,25 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
             if m.log_time_ns < first {
                 return true;
             }
-            let start = *start.get_or_insert_with(|| {
-                Instant::now() - Duration::from_nanos(((m.log_time_ns - first) as f64 / o.rate) as u64)
-            });
-            let due = start + Duration::from_nanos(((m.log_time_ns - first) as f64 / o.rate) as u64);
+            let (start, base_ns) = *anchor.get_or_insert_with(|| (Instant::now(), m.log_time_ns));
+            // A message stamped before the first one played is due at once; one due past
+            // what an Instant can hold (a garbage log time) too, rather than never.
+            let after = Duration::from_nanos((m.log_time_ns.saturating_sub(base_ns).max(0) as f64 / o.rate) as u64);
+            let due = start.checked_add(after).unwrap_or(start);
             // Keep /clock moving while waiting for the next message.
             while let Some(wait) = due.checked_duration_since(Instant::now()) {
                 if stop.load(Ordering::Relaxed) {
                     return false;
                 }
                 let elapsed = start.elapsed().as_nanos() as f64 * o.rate;
-                bag_now.store((first + elapsed as i64).min(m.log_time_ns) as u64, Ordering::Relaxed);
+                bag_now.store(base_ns.saturating_add(elapsed as i64).min(m.log_time_ns) as u64, Ordering::Relaxed);
                 std::thread::sleep(wait.min(Duration::from_millis(5)));
             }
             bag_now.store(m.log_time_ns as u64, Ordering::Relaxed);
             if o.restamp && starts_with_header(&bag.topics[m.topic].type_name) {
                 if let Some(stamp) = cdr_stamp(&m.data) {
-                    let off = *offset.get_or_insert_with(|| wall_ns() - m.log_time_ns);
-                    set_cdr_stamp(&mut m.data, stamp + off);
+                    let off = *offset.get_or_insert_with(|| wall_ns().saturating_sub(m.log_time_ns));
+                    set_cdr_stamp(&mut m.data, stamp.saturating_add(off));
                 }
             }
             match publisher.publish_raw(&m.data) {
@@ -424,8 +432,8 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
 }
 
 fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
-    let end = Instant::now() + d;
-    while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+    let end = Instant::now().checked_add(d);
+    while end.is_none_or(|end| Instant::now() < end) && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -544,7 +552,11 @@ async fn record_async(topics: Vec<String>, all: bool, output: &str, duration: Op
 
     let mut counts: Vec<TopicCounts> = vec![];
     let mut unsupported: Vec<String> = vec![];
-    let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
+    let deadline = match duration {
+        // A duration past what an Instant holds records until stopped.
+        Some(d) => Instant::now().checked_add(sensor_fusion::seconds("--duration", d)?),
+        None => None,
+    };
     let mut signal = Box::pin(ros::shutdown_signal());
     eprintln!("fusion_bag record: writing {output}");
     loop {

@@ -52,7 +52,8 @@ fn parse_cli() -> Result<Options> {
             "--show-args" | "-s" => show_args = true,
             "--print" | "-p" => print = true,
             "--grace" => {
-                grace = it.next().context("--grace needs seconds")?.parse().context("--grace needs seconds")?
+                grace = it.next().context("--grace needs seconds")?.parse().context("--grace needs seconds")?;
+                sensor_fusion::seconds("--grace", grace)?;
             }
             _ if a.contains(":=") => {
                 let (k, v) = a.split_once(":=").expect("checked");

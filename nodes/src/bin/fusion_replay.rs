@@ -153,7 +153,7 @@ fn go(cli: Cli) -> Result<()> {
         use sensor_fusion::summarizer::{load_summarizer, summarize_events, ModelChoice};
         let choice = ModelChoice { model: cli.summary_model, backend: summary_backend, ..ModelChoice::default() };
         let config = SummarizerConfig {
-            deadline: std::time::Duration::from_secs_f64(cli.summary_deadline),
+            deadline: sensor_fusion::seconds("--summary-deadline", cli.summary_deadline)?,
             candidates: cli.summary_candidates.unwrap_or(SummarizerConfig::default().candidates).max(1),
             ..SummarizerConfig::default()
         };

@@ -143,7 +143,7 @@ async fn run() -> Result<()> {
     let sampling = if temperature > 0.0 { Sampling::TopP { temperature, top_p, seed } } else { Sampling::Greedy };
     let summarizer = load_summarizer(
         &choice,
-        SummarizerConfig { deadline: Duration::from_secs_f64(deadline_s), max_tokens, sampling, candidates },
+        SummarizerConfig { deadline: sensor_fusion::seconds("parameter deadline", deadline_s)?, max_tokens, sampling, candidates },
     );
     let stats = Arc::new(Mutex::new(Stats {
         generation_ms: Histogram::new_with_bounds(1, 600_000, 3).ok(),
