@@ -142,6 +142,15 @@ pub struct Bag {
     storage: Storage,
 }
 
+/// The order of a split bag's storage files: the name without its trailing number, then
+/// that number (`bag_2.mcap` before `bag_10.mcap`), then the whole name.
+fn split_order(path: &Path) -> (String, u64, String) {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let digits = stem.len() - stem.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (prefix, number) = stem.split_at(stem.len() - digits);
+    (prefix.to_string(), number.parse().unwrap_or(0), path.to_string_lossy().into_owned())
+}
+
 fn storage_of(path: &Path, declared: Option<&str>) -> Result<Storage> {
     match declared {
         Some("mcap") => return Ok(Storage::Mcap),
@@ -188,7 +197,8 @@ impl Bag {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("mcap" | "db3")))
                 .collect();
-            files.sort();
+            // rosbag2 numbers split files name_0 … name_10: by number, not as strings.
+            files.sort_by_cached_key(|p| split_order(p));
             if files.is_empty() {
                 return Err(BagError::NotFound(path.into()));
             }
@@ -272,7 +282,8 @@ impl Bag {
                 }
             }
         }
-        let (start_ns, duration_ns) = if count > 0 { (start, end - start) } else { (0, 0) };
+        // Saturating and never negative: a damaged or pre-1970 log time must not overflow.
+        let (start_ns, duration_ns) = if count > 0 { (start, end.saturating_sub(start).max(0)) } else { (0, 0) };
         Ok(Bag {
             path: path.into(),
             storage_identifier: match storage {
@@ -306,7 +317,8 @@ impl Bag {
             let go_on = match self.storage {
                 Storage::Mcap => {
                     let buf = read_file(file)?;
-                    let stream = mcap::MessageStream::new(&buf).map_err(|e| mcap_err(file, e))?;
+                    let stream = mcap::MessageStream::new_with_options(&buf, CHECKED_CHUNKS.into())
+                        .map_err(|e| mcap_err(file, e))?;
                     let mut go_on = true;
                     for m in stream {
                         let m = m.map_err(|e| mcap_err(file, e))?;
@@ -355,6 +367,10 @@ struct Scan {
     end: i64,
     count: u64,
 }
+
+/// Every chunk carries a CRC of its records: check it, so that a damaged file is named
+/// instead of played (the mcap crate skips the check unless asked).
+const CHECKED_CHUNKS: mcap::read::Options = mcap::read::Options::ValidateChunkCrcs;
 
 fn mcap_err(path: &Path, e: mcap::McapError) -> BagError {
     BagError::Mcap { path: path.into(), msg: e.to_string() }
@@ -410,7 +426,7 @@ fn scan_mcap(path: &Path) -> Result<Scan> {
         });
     }
     let mut scan = Scan { topics: vec![], start: i64::MAX, end: i64::MIN, count: 0 };
-    for m in mcap::MessageStream::new(&buf).map_err(|e| mcap_err(path, e))? {
+    for m in mcap::MessageStream::new_with_options(&buf, CHECKED_CHUNKS.into()).map_err(|e| mcap_err(path, e))? {
         let m = m.map_err(|e| mcap_err(path, e))?;
         let i = match scan.topics.iter().position(|t| t.name == m.channel.topic) {
             Some(i) => i,
@@ -555,7 +571,8 @@ impl BagWriter {
     pub fn finish(mut self) -> Result<PathBuf> {
         let path = self.dir.join(&self.file_name);
         self.writer.finish().map_err(|e| mcap_err(&path, e))?;
-        let (start, duration) = if self.count > 0 { (self.start, self.end - self.start) } else { (0, 0) };
+        let (start, duration) =
+            if self.count > 0 { (self.start, self.end.saturating_sub(self.start).max(0)) } else { (0, 0) };
         let info = BagfileInformation {
             version: 9,
             storage_identifier: "mcap".into(),
@@ -627,6 +644,76 @@ mod tests {
         assert_eq!(got[4], BagMessage { topic: 0, log_time_ns: 1_004, data: vec![0, 1, 0, 0, 4] });
         // Writing over an existing bag is refused, as ros2 bag record does.
         assert!(BagWriter::create(&dir).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn split_files_without_metadata_play_in_number_order() {
+        // 12 storage files split_0 … split_11 (no metadata.yaml, as after a killed
+        // recorder): as strings split_10 and split_11 would sort before split_2.
+        let dir = tmpdir("split");
+        std::fs::create_dir_all(&dir).unwrap();
+        for k in 0..12i64 {
+            let one = tmpdir(&format!("split-part{k}"));
+            let mut w = BagWriter::create(&one).unwrap();
+            let a = w.add_topic("/a", "std_msgs/msg/String", "string data\n", empty_qos()).unwrap();
+            w.write(a, 1_000 + k, &[0, 1, 0, 0, k as u8]).unwrap();
+            let written = w.finish().unwrap().join(format!("{}_0.mcap", one.file_name().unwrap().to_string_lossy()));
+            std::fs::rename(&written, dir.join(format!("split_{k}.mcap"))).unwrap();
+            std::fs::remove_dir_all(&one).unwrap();
+        }
+        let bag = Bag::open(&dir).unwrap();
+        let mut times = vec![];
+        bag.for_each_message(|m| {
+            times.push(m.log_time_ns);
+            true
+        })
+        .unwrap();
+        assert_eq!(times, (1_000..1_012).collect::<Vec<_>>());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_time_span_past_i64_saturates_instead_of_overflowing() {
+        let dir = tmpdir("span");
+        let mut w = BagWriter::create(&dir).unwrap();
+        let a = w.add_topic("/a", "std_msgs/msg/String", "string data\n", empty_qos()).unwrap();
+        // A garbage log time (i64::MIN, or 2^63 as MCAP's u64 holds it) beside a sane one:
+        // `end - start` overflowed (a panic in debug, a negative duration in release).
+        w.write(a, 1, b"x").unwrap();
+        w.write(a, i64::MIN, b"y").unwrap();
+        w.finish().unwrap();
+        let meta = std::fs::read_to_string(dir.join("metadata.yaml")).unwrap();
+        assert!(meta.contains(&format!("nanoseconds: {}", i64::MAX)), "the recorder's duration: {meta}");
+        let d = Bag::open(&dir).unwrap().duration_ns;
+        assert!(d >= 0, "with metadata.yaml: {d}");
+        // And from the storage file alone.
+        std::fs::remove_file(dir.join("metadata.yaml")).unwrap();
+        let d = Bag::open(&dir).unwrap().duration_ns;
+        assert!(d >= 0, "from the MCAP summary: {d}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_chunk_with_flipped_bytes_is_named_not_played() {
+        let dir = tmpdir("crc");
+        let mut w = BagWriter::create(&dir).unwrap();
+        let a = w.add_topic("/a", "std_msgs/msg/String", "string data\n", empty_qos()).unwrap();
+        for i in 0..300 {
+            w.write(a, 1_000 + i, &[(i % 251) as u8; 64]).unwrap();
+        }
+        let path = w.finish().unwrap().join(format!("{}_0.mcap", dir.file_name().unwrap().to_string_lossy()));
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The payload of message 100 (64 bytes of 100), inside the one chunk: the records
+        // around it stay well-formed, only the chunk's CRC can tell.
+        let at = bytes.windows(64).position(|w| w.iter().all(|&b| b == 100)).expect("uncompressed payload");
+        for b in &mut bytes[at..at + 64] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let bag = Bag::open(&dir).unwrap();
+        let err = bag.for_each_message(|_| true).unwrap_err().to_string();
+        assert!(err.contains("CRC") && err.contains(".mcap"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

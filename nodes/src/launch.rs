@@ -180,6 +180,8 @@ struct Loader<'o> {
     top_level: bool,
 }
 
+/// Launch files are small; anything past this is not one.
+const MAX_LAUNCH_FILE_BYTES: u64 = 16 << 20;
 const MAX_INCLUDE_DEPTH: usize = 16;
 
 fn allowed_attrs(tag: &str) -> Option<&'static [&'static str]> {
@@ -280,6 +282,19 @@ impl Loader<'_> {
         };
         if self.depth > MAX_INCLUDE_DEPTH {
             return Err(at(format!("includes nested deeper than {MAX_INCLUDE_DEPTH} (a cycle?)")));
+        }
+        // Only a regular file of a launch file's size: an include of /dev/zero or a FIFO
+        // would otherwise read (and allocate) forever.
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => return Err(at(format!("launch file {} is not a regular file", path.display()))),
+            Ok(m) if m.len() > MAX_LAUNCH_FILE_BYTES => {
+                return Err(at(format!(
+                    "launch file {} is {} bytes, more than the {MAX_LAUNCH_FILE_BYTES} accepted",
+                    path.display(),
+                    m.len()
+                )))
+            }
+            _ => {}
         }
         let text = std::fs::read_to_string(path)
             .map_err(|e| at(format!("cannot read launch file {}: {e}", path.display())))?;
@@ -470,8 +485,8 @@ impl Loader<'_> {
                 v.trim()
                     .parse::<f64>()
                     .ok()
-                    .filter(|x| *x >= 0.0)
-                    .ok_or_else(|| f.err(n, format!("respawn_delay '{v}' is not a number ≥ 0")))?
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .ok_or_else(|| f.err(n, format!("respawn_delay '{v}' is not a finite number ≥ 0")))?
             }
             None => 0.0,
         };
@@ -621,7 +636,7 @@ fn subst(f: &File, n: roxmltree::Node, text: &str, scope: &Scope) -> Result<Stri
     let mut out = String::new();
     while pos < chars.len() {
         if chars[pos] == '$' && chars.get(pos + 1) == Some(&'(') {
-            let (v, next) = call(f, n, &chars, pos + 2, scope, text)?;
+            let (v, next) = call(f, n, &chars, pos + 2, scope, text, 0)?;
             out.push_str(&v);
             pos = next;
         } else {
@@ -632,8 +647,11 @@ fn subst(f: &File, n: roxmltree::Node, text: &str, scope: &Scope) -> Result<Stri
     Ok(out)
 }
 
-/// Evaluates `$(name args…)` whose name starts at `pos`; returns the value and the
-/// position after the closing parenthesis.
+/// How deep `$(…)` may nest inside another's arguments (ros2 launch files nest two or three).
+const MAX_SUBST_DEPTH: usize = 32;
+
+/// Evaluates `$(name args…)` whose name starts at `pos`, `depth` substitutions deep;
+/// returns the value and the position after the closing parenthesis.
 fn call(
     f: &File,
     n: roxmltree::Node,
@@ -641,8 +659,12 @@ fn call(
     mut pos: usize,
     scope: &Scope,
     text: &str,
+    depth: usize,
 ) -> Result<(String, usize)> {
     let bad = |msg: String| f.err(n, format!("bad substitution in \"{text}\": {msg}"));
+    if depth >= MAX_SUBST_DEPTH {
+        return Err(bad(format!("substitutions nested more than {MAX_SUBST_DEPTH} deep")));
+    }
     let start = pos;
     while pos < c.len() && !c[pos].is_whitespace() && c[pos] != ')' {
         pos += 1;
@@ -670,7 +692,7 @@ fn call(
                 break;
             }
             if ch == '$' && c.get(pos + 1) == Some(&'(') {
-                let (v, next) = call(f, n, c, pos + 2, scope, text)?;
+                let (v, next) = call(f, n, c, pos + 2, scope, text, depth + 1)?;
                 arg.push_str(&v);
                 pos = next;
                 continue;
@@ -756,6 +778,11 @@ fn call(
         other => return Err(bad(format!("unknown substitution $({other})"))),
     };
     Ok((v, pos))
+}
+
+/// The value of a `$(eval EXPR)` substitution (what a launch file writes inside it).
+pub fn evaluate_expression(expr: &str) -> std::result::Result<String, String> {
+    eval::evaluate(expr)
 }
 
 /// `$(eval)` for the simple Python expressions launch files use: numbers, strings,
@@ -870,7 +897,10 @@ mod eval {
     struct P {
         t: Vec<T>,
         i: usize,
+        /// Nesting of unary minus and parentheses (each level is a stack frame).
+        depth: usize,
     }
+    const MAX_DEPTH: usize = 64;
 
     impl P {
         fn peek_op(&self) -> Option<&str> {
@@ -904,10 +934,12 @@ mod eval {
             Ok(l)
         }
         fn not(&mut self) -> Result<V, String> {
-            if self.eat("not") {
-                return Ok(V::Bool(!self.not()?.truthy()));
+            let mut negations = 0;
+            while self.eat("not") {
+                negations += 1;
             }
-            self.cmp()
+            let v = self.cmp()?;
+            Ok(if negations == 0 { v } else { V::Bool(v.truthy() == (negations % 2 == 0)) })
         }
         fn cmp(&mut self) -> Result<V, String> {
             let l = self.add()?;
@@ -982,9 +1014,18 @@ mod eval {
             }
         }
         fn unary(&mut self) -> Result<V, String> {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err(format!("expression nested more than {MAX_DEPTH} deep"));
+            }
+            let v = self.unary_inner();
+            self.depth -= 1;
+            v
+        }
+        fn unary_inner(&mut self) -> Result<V, String> {
             if self.eat("-") {
                 return match self.unary()? {
-                    V::Int(i) => Ok(V::Int(-i)),
+                    V::Int(i) => i.checked_neg().map(V::Int).ok_or_else(|| format!("integer overflow in -({i})")),
                     V::Float(x) => Ok(V::Float(-x)),
                     _ => Err("unary minus needs a number".into()),
                 };
@@ -1006,29 +1047,43 @@ mod eval {
         }
     }
 
+    /// Python's integer and float arithmetic: `//` floors and `%` takes the divisor's sign
+    /// (-7 // 2 == -4, 7 % -2 == -1); an integer result outside i64 is an error, not a
+    /// wrapped number or a panic (Python would go to big integers).
     fn arith(l: &V, r: &V, op: char) -> Result<V, String> {
         if let (V::Int(a), V::Int(b)) = (l, r) {
-            return Ok(V::Int(match op {
-                '+' => a + b,
-                '-' => a - b,
-                '*' => a * b,
-                '/' if *b != 0 => a.div_euclid(*b),
-                '%' if *b != 0 => a.rem_euclid(*b),
-                _ => return Err("division by zero".into()),
-            }));
+            let (a, b) = (*a, *b);
+            if matches!(op, '/' | '%') && b == 0 {
+                return Err("division by zero".into());
+            }
+            let floor_div = |a: i64, b: i64| {
+                let q = a.checked_div(b)?;
+                Some(if a % b != 0 && ((a < 0) != (b < 0)) { q - 1 } else { q })
+            };
+            let v = match op {
+                '+' => a.checked_add(b),
+                '-' => a.checked_sub(b),
+                '*' => a.checked_mul(b),
+                '/' => floor_div(a, b),
+                _ => a.checked_rem(b).map(|m| if m != 0 && ((m < 0) != (b < 0)) { m + b } else { m }),
+            };
+            return v.map(V::Int).ok_or_else(|| format!("integer overflow in {a} {op} {b}"));
         }
         let (a, b) = (l.num().ok_or("not a number")?, r.num().ok_or("not a number")?);
+        if matches!(op, '/' | '%') && b == 0.0 {
+            return Err("division by zero".into());
+        }
         Ok(V::Float(match op {
             '+' => a + b,
             '-' => a - b,
             '*' => a * b,
-            '/' => a / b,
-            _ => a.rem_euclid(b),
+            '/' => (a / b).floor(),
+            _ => a - b * (a / b).floor(),
         }))
     }
 
     pub fn evaluate(expr: &str) -> Result<String, String> {
-        let mut p = P { t: lex(expr)?, i: 0 };
+        let mut p = P { t: lex(expr)?, i: 0, depth: 0 };
         let v = p.or()?;
         if p.i != p.t.len() {
             return Err(format!("unexpected {:?}", p.t[p.i]));
@@ -1050,6 +1105,36 @@ mod eval {
             assert_eq!(evaluate("0.5 * 4").unwrap(), "2.0");
             assert!(evaluate("1 +").is_err());
             assert!(evaluate("import os").is_err());
+            // Python floors and takes the divisor's sign.
+            assert_eq!(evaluate("-7 // 2").unwrap(), "-4");
+            assert_eq!(evaluate("7 // -2").unwrap(), "-4");
+            assert_eq!(evaluate("7 % -2").unwrap(), "-1");
+            assert_eq!(evaluate("-7 % 2").unwrap(), "1");
+            assert_eq!(evaluate("7.0 // -2").unwrap(), "-4.0");
+            assert_eq!(evaluate("not not 1").unwrap(), "True");
+        }
+
+        #[test]
+        fn overflow_division_by_zero_and_deep_nesting_are_errors_not_panics() {
+            for e in [
+                "(-9223372036854775807 - 1) // -1",
+                "(-9223372036854775807 - 1) % -1",
+                "9223372036854775807 + 1",
+                "-9223372036854775807 - 2",
+                "4611686018427387904 * 2",
+                "-(-9223372036854775807 - 1)",
+                "1 // 0",
+                "1 % 0",
+                "1.0 % 0",
+            ] {
+                let r = evaluate(e);
+                assert!(r.is_err(), "{e} gave {r:?}");
+            }
+            let deep = format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000));
+            assert!(evaluate(&deep).unwrap_err().contains("nested"));
+            assert!(evaluate(&"-".repeat(100_000)).unwrap_err().contains("nested"));
+            let nots = format!("{}1", "not ".repeat(100_000));
+            assert_eq!(evaluate(&nots).unwrap(), "True");
         }
     }
 }

@@ -78,9 +78,15 @@ pub struct TensorInfo {
     pub offset: u64,
 }
 
+/// The longest metadata array accepted: a tokenizer's vocabulary or merges are < 1 M items;
+/// 16 M u8 items would already decode to 512 MB of values.
+const MAX_ARRAY_ITEMS: usize = 1 << 24;
+
 impl TensorInfo {
+    /// Saturates instead of wrapping: a garbage shape then fails the bounds check at parse
+    /// time instead of passing it with a wrapped small number.
     pub fn num_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims.iter().fold(1u64, |n, &d| n.saturating_mul(d))
     }
     pub fn num_bytes(&self) -> u64 {
         self.ggml_type.row_bytes(self.num_elements())
@@ -153,7 +159,22 @@ impl<'a> Cursor<'a> {
             9 if depth == 0 => {
                 let item_ty = self.u32()?;
                 let n = self.len("array")?;
-                let mut items = Vec::with_capacity(n);
+                // Every item takes at least this many bytes of the file: a length the rest of
+                // the file cannot hold is refused before anything is reserved (a decoded
+                // Value is ~32 bytes, so trusting `n` could reserve 32x the file size).
+                let smallest = match item_ty {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    _ => 8,
+                };
+                if n.saturating_mul(smallest) > self.bytes.len() - self.pos {
+                    return Err(self.err(format!("array of {n} items of type {item_ty} exceeds the file")));
+                }
+                if n > MAX_ARRAY_ITEMS {
+                    return Err(self.err(format!("array of {n} items exceeds the {MAX_ARRAY_ITEMS} we accept")));
+                }
+                let mut items = Vec::with_capacity(n.min(1 << 16));
                 for _ in 0..n {
                     items.push(self.value(item_ty, depth + 1)?);
                 }
@@ -273,5 +294,68 @@ impl GgufFile {
     pub fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
         let start = self.data_start + t.offset as usize;
         &self.bytes[start..start + t.num_bytes() as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF v3 header with no metadata and the given tensor table entries
+    /// (name, dims, ggml type id, offset), followed by `data` bytes.
+    fn file(tensors: &[(&str, &[u64], u32, u64)], kv: &[u8], n_kv: u64, data: usize) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend((tensors.len() as u64).to_le_bytes());
+        b.extend(n_kv.to_le_bytes());
+        b.extend(kv);
+        for (name, dims, ty, offset) in tensors {
+            b.extend((name.len() as u64).to_le_bytes());
+            b.extend(name.as_bytes());
+            b.extend((dims.len() as u32).to_le_bytes());
+            for d in *dims {
+                b.extend(d.to_le_bytes());
+            }
+            b.extend(ty.to_le_bytes());
+            b.extend(offset.to_le_bytes());
+        }
+        b.resize(b.len().div_ceil(32) * 32 + data, 0);
+        b
+    }
+
+    fn parse(bytes: Vec<u8>) -> Result<GgufFile, LlmError> {
+        GgufFile::parse(Path::new("test.gguf"), bytes)
+    }
+
+    #[test]
+    fn a_well_formed_table_parses() {
+        let g = parse(file(&[("w", &[32, 2], 8, 0)], &[], 0, 68)).unwrap();
+        assert_eq!(g.tensors[0].num_bytes(), 68);
+        assert_eq!(g.tensor_bytes(&g.tensors[0]).len(), 68);
+    }
+
+    #[test]
+    fn a_shape_whose_size_overflows_is_refused_not_wrapped() {
+        // 32 x 2^59 Q8_0 values: 2^64 / 32 * 34 bytes wraps to a small number in u64.
+        let e = parse(file(&[("w", &[32, 1 << 59], 8, 0)], &[], 0, 64)).err().expect("refused");
+        assert!(e.to_string().contains("past the end of the file"), "{e}");
+        let e = parse(file(&[("w", &[u64::MAX, u64::MAX], 0, 0)], &[], 0, 64)).err().expect("refused");
+        assert!(e.to_string().contains("past the end of the file"), "{e}");
+    }
+
+    #[test]
+    fn a_garbage_array_length_is_refused_before_allocating() {
+        // One metadata key: an array of 2^24 + 1 u8 items (the file holds them, but they
+        // would decode to 512 MB), and one of 1000 strings the rest of the file cannot hold.
+        for (item_ty, n, data) in [(0u32, (1u64 << 24) + 1, (1 << 24) + 64), (8, 1000, 4000)] {
+            let mut kv = Vec::new();
+            kv.extend(1u64.to_le_bytes());
+            kv.push(b'k');
+            kv.extend(9u32.to_le_bytes());
+            kv.extend(item_ty.to_le_bytes());
+            kv.extend(n.to_le_bytes());
+            let e = parse(file(&[], &kv, 1, data)).err().expect("refused");
+            assert!(e.to_string().contains("array of"), "{e}");
+        }
     }
 }

@@ -51,7 +51,7 @@ impl GgmlType {
         }
     }
     pub fn row_bytes(self, values: u64) -> u64 {
-        values / self.block_size() as u64 * self.block_bytes() as u64
+        (values / self.block_size() as u64).saturating_mul(self.block_bytes() as u64)
     }
 }
 
