@@ -471,6 +471,13 @@ impl AnomalyDetector {
         let p = self.params;
         let mut inside_now = BTreeSet::new();
         for t in tracks {
+            if t.sensors == 0 {
+                // Coasting (no sensor measured it in this set): a prediction alone neither
+                // raises an event ("seen by no sensor") nor ends one, so the same intrusion
+                // or risk does not fire again when a measurement comes back.
+                inside_now.extend(self.in_zone.iter().filter(|(id, _)| *id == t.id).copied());
+                continue;
+            }
             for zi in 0..self.zones.len() {
                 if point_in_polygon(t.position[0], t.position[1], &self.zones[zi].polygon) {
                     inside_now.insert((t.id, zi));
@@ -663,6 +670,25 @@ mod tests {
         assert!(d.on_tracks(200 * MS, &[track(7, 3.5, 0.5, 0.0)]).is_empty(), "still inside: no new event");
         assert!(d.on_tracks(300 * MS, &[track(7, 3.5, 4.0, 0.0)]).is_empty());
         assert_eq!(d.on_tracks(400 * MS, &[track(7, 3.5, 0.5, 0.0)]).len(), 1, "re-entry fires again");
+    }
+
+    #[test]
+    fn a_coasting_track_neither_raises_nor_repeats_an_event() {
+        let mut d = det();
+        let coasting = |mut t: TrackView| {
+            t.sensors = 0;
+            t
+        };
+        // Predicted into the zone with no measurement: nothing (it would say "seen by no sensor").
+        assert!(d.on_tracks(0, &[coasting(track(7, 4.0, 0.5, 0.0))]).is_empty());
+        assert!(d.on_tracks(0, &[coasting(track(8, 20.0, 0.0, -10.0))]).is_empty(), "no collision_risk either");
+        // Measured inside: one event, naming the sensor.
+        let e = d.on_tracks(100 * MS, &[track(7, 4.0, 0.5, 0.0)]);
+        assert_eq!(e.len(), 1);
+        assert!(!e[0].sensors.is_empty());
+        // A coasting set, even one predicted outside, then measured inside again: no repeat.
+        assert!(d.on_tracks(200 * MS, &[coasting(track(7, 4.0, 4.0, 0.0))]).is_empty());
+        assert!(d.on_tracks(300 * MS, &[track(7, 3.8, 0.5, 0.0)]).is_empty(), "the same intrusion fired twice");
     }
 
     #[test]
