@@ -6,7 +6,7 @@ SHELL := /bin/bash
 ROS := source scripts/ros-env.sh &&
 CARGO_FLAGS ?= --release --locked
 
-.PHONY: all setup build install test test-rust test-e2e demo bench env clean
+.PHONY: all setup build install test test-rust test-e2e demo bench fuzz env clean
 
 all: build
 
@@ -39,6 +39,11 @@ demo: build install
 bench: build install
 	@bash scripts/setup.sh --test-peers
 	bash scripts/bench.sh
+
+# Coverage-guided fuzzing of every ROS-free parser (cargo fuzz, nightly): FUZZ_SECONDS per
+# target (default 60); `make fuzz FUZZ_SECONDS=600`. JSON line per target.
+fuzz:
+	bash scripts/fuzz.sh
 
 # Prints how to get the same ROS environment in your shell.
 env: setup

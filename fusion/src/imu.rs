@@ -139,7 +139,8 @@ impl ImuProcessor {
         let q = match self.estimate {
             None => tilt(),
             Some((t0, q0)) => {
-                let dt = (stamp - t0) as f64 * 1e-9;
+                // Saturating: stamps at both ends of i64 (found by fuzz/imu) must not overflow.
+                let dt = stamp.saturating_sub(t0) as f64 * 1e-9;
                 let mut q = if dt > 0.0 && dt < 0.5 { q0 * UnitQuaternion::from_scaled_axis(w * dt) } else { q0 };
                 let g = a.norm();
                 if (g - GRAVITY).abs() < 0.1 * GRAVITY {
@@ -204,6 +205,15 @@ mod tests {
         assert!(saturated);
         let (out, _) = p.process(&sample(t0 + 10_000_000, [0.0, 0.0, GRAVITY], [0.0, 0.0, 0.1])).unwrap();
         assert!(out.orientation.iter().all(|c| c.is_finite()), "{:?}", out.orientation);
+    }
+
+    #[test]
+    fn stamps_at_both_ends_of_i64_do_not_overflow_the_filter() {
+        // Found by fuzz/imu: a sample stamped near i64::MAX after one near i64::MIN.
+        let mut p = ImuProcessor::new(UnitQuaternion::identity(), ImuParams::default());
+        p.process(&sample(i64::MIN + 1, [0.0, 0.0, GRAVITY], [0.0; 3])).unwrap();
+        let (out, _) = p.process(&sample(i64::MAX, [0.0, 0.0, GRAVITY], [0.0, 0.0, 0.1])).unwrap();
+        assert!(out.orientation.iter().all(|c| c.is_finite()));
     }
 
     #[test]
