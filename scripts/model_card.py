@@ -37,6 +37,12 @@ def detector_card(m: dict) -> str:
     out.append('')
     out.append('## Training\n')
     out.append(f"`{t['command']}` — {t.get('machine', '')}, {t.get('seconds', 0) / 60:.1f} min.\n")
+    chain = t.get('initialised_from')
+    while chain:  # fine-tuned: the weights it started from, and how those were made
+        prior = chain.get('training', {})
+        out.append(f"Fine-tuned from weights sha256 `{chain['sha256']}`, made by `{prior.get('command', '?')}` "
+                   f"({prior.get('seconds', 0) / 60:.1f} min).\n")
+        chain = prior.get('initialised_from')
     opts = t.get('options', {})
     out.append('| option | value |\n|---|---|')
     out += [f'| {k} | {v} |' for k, v in opts.items()]

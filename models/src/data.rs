@@ -106,16 +106,28 @@ pub fn render_with(scenario: &sim::Scenario, t: f64, seed: u64, calib: Calibrati
 
 /// Frame `index` of a seed range: mostly random scenes, every fifth one a named scenario
 /// (its world varied by the seed, outside its camera blackout window), at a time drawn
-/// from the seed, through a jittered camera calibration.
+/// from the seed, through a jittered camera calibration; half of them among unlabelled
+/// surroundings (road paint, sidewalks, buildings, walls, poles, trees:
+/// [`sim::random_surroundings`]).
 pub fn scene_frame(seeds: &Range<u64>, index: u64) -> LabelledFrame {
     let seed = seeds.start + index;
     assert!(seed < seeds.end, "seed range exhausted");
     let mut r = sim::rng(seed, 23);
     let calib = jittered_calibration(&mut sim::rng(seed, 29));
+    // Half the frames among surroundings, half on the plain ground of the fusion_sim
+    // scenarios (whose bags the pipeline is tested on): trained on surroundings alone, the
+    // network lost vehicles on plain ground that it had found before.
+    let surroundings = sim::rng(seed, 37).gen_bool(0.5);
+    let dress = |look: &mut sim::SceneLook| {
+        if surroundings {
+            sim::random_surroundings(look, &mut sim::rng(seed, 31));
+        }
+    };
     if index % 5 == 4 {
         let names = &sim::SCENARIOS;
         let name = names[r.gen_range(0..names.len())];
-        let scenario = sim::scenario_seeded(name, seed).expect("named scenario");
+        let mut scenario = sim::scenario_seeded(name, seed).expect("named scenario");
+        dress(&mut scenario.look);
         let mut t = r.gen_range(0.0..20.0);
         if let Some((a, b)) = scenario.faults.camera_blackout {
             if t >= a && t < b {
@@ -124,7 +136,8 @@ pub fn scene_frame(seeds: &Range<u64>, index: u64) -> LabelledFrame {
         }
         render_with(&scenario, t, seed, calib)
     } else {
-        let scenario = sim::random_scenario(seed);
+        let mut scenario = sim::random_scenario(seed);
+        dress(&mut scenario.look);
         render_with(&scenario, r.gen_range(0.0..3.0), seed, calib)
     }
 }

@@ -26,6 +26,9 @@ pub struct TrainOptions {
     /// Held-out frames for the evaluation every `eval_every` steps (0: only at the end).
     pub eval_frames: usize,
     pub eval_every: usize,
+    /// Start from these weights (a detector.json manifest) instead of a seeded init.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<std::path::PathBuf>,
 }
 
 /// Renders frames `0..n` of a seed range on both cores, in order.
@@ -142,7 +145,11 @@ pub fn train(config: &DetectorConfig, o: &TrainOptions, log: &mut dyn Write) -> 
     let device = Device::flex().autodiff();
     // Parameters initialised from the seed: burn's initialisers draw from the device's RNG.
     device.seed(o.seed);
-    let mut model = config.init(&device);
+    let mut model = match &o.init {
+        // Fine-tuning: start from shipped weights (verified by sha256) instead of the seed.
+        Some(manifest) => crate::runtime::load_verified(manifest, &device)?.0,
+        None => config.init(&device),
+    };
     let mut optimizer = AdamConfig::new().init();
     let mut rng = fusion::sim::rng(o.seed, 99);
     let pb = bar(o.steps, "train");

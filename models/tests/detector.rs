@@ -10,10 +10,12 @@ use models::runtime::{default_manifest, load_verified, Manifest, ModelError};
 use models::{Backend, CenterNet, DetectorOptions};
 
 /// Recall at IoU 0.5 of the shipped weights on the 40 test frames of the domain-randomised
-/// renderer: 0.826 (95/115) measured at the full 320x240, 0.496 (57/115) at half input
-/// (160x128). Floors with margin. (The first weights, trained on class-coloured actors,
-/// had 0.903 / 0.694 on the old, class-coloured renderer, and 0.10 mAP on this one.)
-const RECALL_FLOOR: f64 = 0.78;
+/// renderer, half of them among unlabelled surroundings (buildings, poles, road paint):
+/// 0.786 (88/112) measured at the full 320x240, 0.491 (55/112) at half input (160x128).
+/// Floors with margin. (The weights before surroundings existed had 0.826 / 0.496 on the
+/// plain frames of that time; the first weights, trained on class-coloured actors, had
+/// 0.903 / 0.694 on the old, class-coloured renderer.)
+const RECALL_FLOOR: f64 = 0.72;
 const REDUCED_RECALL_FLOOR: f64 = 0.42;
 
 fn backends() -> Vec<Backend> {

@@ -106,6 +106,145 @@ pub struct SceneLook {
     /// Exposure gain (1 = nominal) and the camera's pixel noise σ (8-bit levels).
     pub exposure: f64,
     pub noise_sigma: f64,
+    /// Lane markings and sidewalks painted on the ground (none: one uniform ground).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub road: Option<Road>,
+    /// Unlabelled structure beside the road: buildings, walls, poles, signs, trees.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scenery: Vec<Scenery>,
+}
+
+/// Road paint and sidewalks along the world x axis (the ego's heading at t = 0).
+#[derive(Debug, Clone, Serialize)]
+pub struct Road {
+    /// Half width of the carriageway (m); beyond it, on both sides, a paved sidewalk.
+    pub half_width: f64,
+    pub sidewalk: [f64; 3],
+    /// Side of the sidewalk's paving slabs (m).
+    pub slab: f64,
+    /// Lateral positions (m) of the dashed lane lines, their dash length and period (m).
+    pub lanes: Vec<f64>,
+    pub dash: f64,
+    pub period: f64,
+    /// Solid edge lines 0.3 m inside the kerbs.
+    pub edge_lines: bool,
+    pub paint: [f64; 3],
+}
+
+/// One static box of background structure (world frame; `center.z` is its centre height).
+/// Seen by the camera only: LiDAR and radar do not model it, which is why only the
+/// detector's training and held-out frames carry scenery (a scenario's bag has none, so
+/// the fusion pipeline is never shown a building that LiDAR misses).
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenery {
+    pub center: [f64; 3],
+    pub half: [f64; 3],
+    pub yaw: f64,
+    pub colour: [f64; 3],
+    /// A facade's window grid: cell width and storey height (m); none for a plain box.
+    pub windows: Option<[f64; 2]>,
+}
+
+/// Surroundings for a scene: with probability 0.85 a road with lane lines and sidewalks,
+/// and 0–40 pieces of scenery — rows of buildings (±16–60 m to the side, 0–220 m ahead),
+/// walls and fences, poles with lamps or sign panels, trees (trunk and crown). None of it
+/// is labelled: the detector has to learn that boxes, posts and paint on the road are not
+/// objects. Kept clear of the actors' lanes near the ego (|y| < 5 m ahead of x = 0).
+pub fn random_surroundings(look: &mut SceneLook, r: &mut ChaCha8Rng) {
+    if r.gen_bool(0.85) {
+        let half_width = r.gen_range(3.5..9.0);
+        let lanes = match r.gen_range(0..3) {
+            0 => vec![0.0],
+            1 => vec![-half_width / 2.0, 0.0, half_width / 2.0],
+            _ => vec![r.gen_range(-1.0..1.0)],
+        };
+        let paint = if r.gen_bool(0.75) { [225.0, 225.0, 215.0] } else { [230.0, 190.0, 60.0] };
+        look.road = Some(Road {
+            half_width,
+            sidewalk: any_color(r).map(|c| 0.5 * c + 0.5 * 150.0),
+            slab: r.gen_range(0.4..1.5),
+            lanes,
+            dash: r.gen_range(1.5..4.0),
+            period: r.gen_range(6.0..12.0),
+            edge_lines: r.gen_bool(0.5),
+            paint,
+        });
+    }
+    let side = |r: &mut ChaCha8Rng| if r.gen_bool(0.5) { 1.0 } else { -1.0 };
+    let mut scenery = Vec::new();
+    // Building rows, one block after another along each side.
+    for s in [-1.0, 1.0] {
+        if r.gen_bool(0.3) {
+            continue;
+        }
+        let setback = r.gen_range(16.0..40.0);
+        let mut x = r.gen_range(-10.0..30.0);
+        while x < 220.0 && scenery.len() < 30 {
+            let len = r.gen_range(6.0..30.0);
+            let depth = r.gen_range(6.0..20.0);
+            let height = r.gen_range(4.0..30.0);
+            let y = s * (setback + r.gen_range(0.0..12.0) + depth / 2.0);
+            let windows = r.gen_bool(0.6).then(|| [r.gen_range(1.5..4.0), r.gen_range(2.8..3.6)]);
+            scenery.push(Scenery {
+                center: [x + len / 2.0, y, height / 2.0],
+                half: [len / 2.0, depth / 2.0, height / 2.0],
+                yaw: r.gen_range(-0.1..0.1),
+                colour: any_color(r),
+                windows,
+            });
+            x += len + if r.gen_bool(0.3) { r.gen_range(2.0..25.0) } else { 0.0 };
+        }
+    }
+    // Walls, poles, signs and trees at the roadside.
+    for _ in 0..r.gen_range(0..10) {
+        let x = r.gen_range(0.0..120.0);
+        let y = side(r) * r.gen_range(5.0..16.0);
+        match r.gen_range(0..4) {
+            0 => {
+                let (len, h) = (r.gen_range(4.0..40.0), r.gen_range(0.4..2.5));
+                scenery.push(Scenery {
+                    center: [x + len / 2.0, y, h / 2.0],
+                    half: [len / 2.0, r.gen_range(0.1..0.3), h / 2.0],
+                    yaw: r.gen_range(-0.05..0.05),
+                    colour: any_color(r),
+                    windows: None,
+                });
+            }
+            1 | 2 => {
+                let (w, h) = (r.gen_range(0.08..0.3), r.gen_range(2.5..9.0));
+                let colour = any_color(r);
+                scenery.push(Scenery { center: [x, y, h / 2.0], half: [w / 2.0, w / 2.0, h / 2.0], yaw: 0.0, colour, windows: None });
+                // A lamp arm or a sign panel at the top.
+                let (pw, ph) = if r.gen_bool(0.5) { (r.gen_range(0.5..1.5), r.gen_range(0.4..1.2)) } else { (0.15, 0.15) };
+                let arm = if pw < 0.2 { -y.signum() * r.gen_range(0.8..2.5) } else { 0.0 };
+                scenery.push(Scenery {
+                    center: [x, y + arm / 2.0, h - ph / 2.0],
+                    half: [0.04, pw / 2.0 + arm.abs() / 2.0, ph / 2.0],
+                    yaw: 0.0,
+                    colour: any_color(r),
+                    windows: None,
+                });
+            }
+            _ => {
+                let (trunk, crown) = (r.gen_range(1.5..4.0), r.gen_range(1.5..5.0));
+                scenery.push(Scenery {
+                    center: [x, y, trunk / 2.0],
+                    half: [0.15, 0.15, trunk / 2.0],
+                    yaw: 0.0,
+                    colour: hsv(r.gen_range(20.0..40.0), 0.5, r.gen_range(0.2..0.4)),
+                    windows: None,
+                });
+                scenery.push(Scenery {
+                    center: [x, y, trunk + crown / 2.0],
+                    half: [crown / 2.0, crown / 2.0, crown / 2.0],
+                    yaw: r.gen_range(0.0..1.5),
+                    colour: if r.gen_bool(0.7) { hsv(r.gen_range(70.0..140.0), 0.6, r.gen_range(0.2..0.6)) } else { any_color(r) },
+                    windows: None,
+                });
+            }
+        }
+    }
+    look.scenery = scenery;
 }
 
 impl Default for SceneLook {
@@ -122,6 +261,8 @@ impl Default for SceneLook {
             ambient: 0.35,
             exposure: 1.0,
             noise_sigma: 3.0,
+            road: None,
+            scenery: vec![],
         }
     }
 }
@@ -200,6 +341,8 @@ pub fn random_look(r: &mut ChaCha8Rng) -> SceneLook {
         ambient: r.gen_range(0.2..0.7),
         exposure: r.gen_range(0.65..1.35),
         noise_sigma: r.gen_range(1.0..7.0),
+        road: None,
+        scenery: vec![],
     }
 }
 

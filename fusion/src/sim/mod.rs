@@ -6,7 +6,7 @@
 pub mod dress;
 
 use crate::calib::Calibration;
-pub use dress::{Appearance, Material, Part, Pattern, SceneLook, Shape};
+pub use dress::{random_surroundings, Appearance, Material, Part, Pattern, Road, SceneLook, Scenery, Shape};
 use nalgebra::{Isometry3, Point3, Translation3, UnitQuaternion, Vector3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -545,7 +545,16 @@ pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
     let (width, height) = (cam.width.unwrap_or(640), cam.height.unwrap_or(480));
     let k = cam.k.unwrap_or([500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]);
     let pose = w.sensor_pose("camera", t);
-    let boxes = w.parts(t, &w.boxes(t, true));
+    let mut boxes = w.parts(t, &w.boxes(t, true));
+    // Scenery after the actors' parts: index = actors + its place in `look.scenery`.
+    let actors = w.scenario.actors.len();
+    boxes.extend(w.scenario.look.scenery.iter().enumerate().map(|(j, s)| BoxNow {
+        index: actors + j,
+        center: Point3::from(s.center),
+        half: Vector3::from(s.half),
+        rot: UnitQuaternion::from_axis_angle(&Vector3::z_axis(), s.yaw),
+        material: Material::Paint,
+    }));
     // Image-space bounds of every box (all 8 corners in front of the camera), so that a
     // pixel only tests the boxes that can cover it.
     let inv = pose.inverse();
@@ -666,7 +675,12 @@ impl RenderCtx<'_> {
                     let (h, z) = (look.sky_horizon, look.sky_zenith);
                     [h[0] + (z[0] - h[0]) * up, h[1] + (z[1] - h[1]) * up, h[2] + (z[2] - h[2]) * up]
                 };
-                let color = if let Some((b, normal)) = best_box {
+                let actors = self.w.scenario.actors.len();
+                let color = if let Some((b, normal)) = best_box.filter(|(b, _)| b.index >= actors) {
+                    let shade = look.ambient + (1.0 - look.ambient) * normal.dot(&sun).max(0.0);
+                    let c = scenery_color(&look.scenery[b.index - actors], b, &(o + d * best_t), &normal, sky(&d));
+                    [c[0] * shade, c[1] * shade, c[2] * shade]
+                } else if let Some((b, normal)) = best_box {
                     let index = b.index;
                     let shade = look.ambient + (1.0 - look.ambient) * normal.dot(&sun).max(0.0);
                     let hit = o + d * best_t;
@@ -687,7 +701,10 @@ impl RenderCtx<'_> {
                     let f = 1.0 + if checker { -0.5 } else { 0.5 } * look.checker_contrast + grain;
                     let fade = (best_t * d.norm() / 150.0).min(1.0);
                     let haze = sky(&Vector3::new(d.x, d.y, 0.0));
-                    let g = look.ground;
+                    let (g, f) = match &look.road {
+                        Some(road) => road_color(road, look.ground, px, py, f),
+                        None => (look.ground, f),
+                    };
                     let light = look.ambient + (1.0 - look.ambient) * sun.z.max(0.0);
                     let mix = |ch: usize| g[ch] * f * light * (1.0 - fade) + haze[ch] * 0.9 * fade;
                     [mix(0), mix(1), mix(2)]
@@ -719,6 +736,40 @@ fn cell_noise(x: i64, y: i64, z: i64) -> f64 {
     h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     h ^= h >> 32;
     (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The ground's colour and brightness factor at (x, y) on a road: sidewalk slabs beyond the
+/// kerbs, lane and edge paint on the carriageway, else the ground's own.
+fn road_color(road: &Road, ground: [f64; 3], x: f64, y: f64, f: f64) -> ([f64; 3], f64) {
+    let lateral = y.abs();
+    if lateral > road.half_width {
+        let joint = |c: f64| (c / road.slab - fast_floor(c / road.slab) as f64) < 0.06;
+        let kerb = lateral < road.half_width + 0.25;
+        let shade = if kerb { 1.25 } else if joint(x) || joint(y) { 0.75 } else { 1.0 };
+        return (road.sidewalk, shade * (0.9 + 0.2 * cell_noise(fast_floor(x / 0.3), fast_floor(y / 0.3), 11)));
+    }
+    let dashed = road.lanes.iter().any(|&l| (y - l).abs() < 0.08)
+        && (x / road.period - fast_floor(x / road.period) as f64) * road.period < road.dash;
+    let edge = road.edge_lines && (lateral - (road.half_width - 0.3)).abs() < 0.08;
+    if dashed || edge {
+        (road.paint, 1.0)
+    } else {
+        (ground, f)
+    }
+}
+
+/// The unlit colour of a piece of scenery: its colour, and a facade's windows (dark glass
+/// with some sky in it) on the vertical faces.
+fn scenery_color(s: &Scenery, part: &BoxNow, hit: &Point3<f64>, normal: &Vector3<f64>, sky: [f64; 3]) -> [f64; 3] {
+    if let (Some([cell, storey]), true) = (s.windows, normal.z.abs() < 0.5) {
+        let local = part.rot.inverse() * (hit - part.center);
+        let along = if local.x.abs() * part.half.y > local.y.abs() * part.half.x { local.y } else { local.x };
+        let frac = |a: f64, p: f64| a / p - fast_floor(a / p) as f64;
+        if hit.z > 0.8 && (0.2..0.8).contains(&frac(along, cell)) && (0.3..0.85).contains(&frac(hit.z, storey)) {
+            return [25.0 + 0.3 * sky[0], 30.0 + 0.3 * sky[1], 38.0 + 0.3 * sky[2]];
+        }
+    }
+    s.colour
 }
 
 /// The unlit colour of an actor's surface at a world point: its material, and for paint

@@ -44,6 +44,15 @@ struct Cli {
     /// Store the result in the manifest's `evaluation` section (the weights hash is unchanged).
     #[arg(long)]
     record: bool,
+    /// Also write every frame's detections and ground truth as JSON lines to this file
+    /// (`{"frame", "detections": [{label, score, bbox}], "truth": [{class, bbox, difficult}]}`),
+    /// to look at what the detector does on your frames.
+    #[arg(long)]
+    detections: Option<PathBuf>,
+    /// Also write the scored frames as a COCO folder (PNG + annotations.json) to this
+    /// directory: to look at our rendered sets, or to score them with another tool.
+    #[arg(long)]
+    export_coco: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -76,8 +85,14 @@ fn main() -> Result<()> {
         }
     };
     let set = cli.name.clone().unwrap_or(set);
+    if let Some(dir) = &cli.export_coco {
+        models::coco::save(&frames, dir)?;
+    }
     let started = std::time::Instant::now();
     let (score, classification) = train::evaluate_with_classes(&detector, &frames, cli.iou);
+    if let Some(path) = &cli.detections {
+        write_detections(path, &detector, &frames).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let accuracy: std::collections::BTreeMap<&str, Option<f64>> =
         models::detector::CLASSES.iter().map(|c| c.as_str()).zip(classification.accuracy()).collect();
     let key = if set == "sim" {
@@ -126,5 +141,27 @@ fn main() -> Result<()> {
         });
         std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest)? + "\n")?;
     }
+    Ok(())
+}
+
+fn write_detections(path: &std::path::Path, detector: &CenterNet, frames: &[data::LabelledFrame]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (i, f) in frames.iter().enumerate() {
+        let dets: Vec<_> = detector
+            .detect_rgb(&f.rgb, f.width, f.height)
+            .iter()
+            .map(|d| serde_json::json!({"label": d.label.as_str(), "score": d.score, "bbox": d.bbox}))
+            .collect();
+        let truth: Vec<_> = f
+            .boxes
+            .iter()
+            .map(|g| {
+                serde_json::json!({"class": models::detector::CLASSES[g.class].as_str(), "bbox": g.bbox, "difficult": g.difficult})
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::json!({"frame": i, "detections": dets, "truth": truth}))?;
+    }
+    out.flush()?;
     Ok(())
 }

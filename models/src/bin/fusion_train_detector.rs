@@ -40,6 +40,10 @@ struct Cli {
     widths: String,
     #[arg(long, default_value_t = 32)]
     head_width: usize,
+    /// Fine-tune: start from the weights of this manifest (its network config wins over
+    /// --widths/--head-width) instead of a seeded initialisation.
+    #[arg(long)]
+    init: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -50,7 +54,15 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let widths: Vec<usize> = cli.widths.split(',').map(|w| w.trim().parse()).collect::<Result<_, _>>()?;
     let widths: [usize; 4] = widths.try_into().map_err(|_| anyhow::anyhow!("--widths needs 4 values"))?;
-    let config = DetectorConfig::new().with_widths(widths).with_head_width(cli.head_width);
+    let init = cli.init.as_deref().map(Manifest::read).transpose()?;
+    let config = match &init {
+        Some(manifest) => manifest.config.clone(),
+        None => DetectorConfig::new().with_widths(widths).with_head_width(cli.head_width),
+    };
+    // A fine-tuned network's provenance: the weights it started from and how they were made.
+    let initialised_from = init.as_ref().map(|m| {
+        serde_json::json!({"sha256": m.sha256, "training": m.training})
+    });
     let options = TrainOptions {
         seed: cli.seed,
         steps: cli.steps,
@@ -61,6 +73,7 @@ fn main() -> Result<()> {
         input: parse_size(&cli.input).context("--input")?,
         eval_frames: cli.eval_frames,
         eval_every: cli.eval_every,
+        init: cli.init.clone(),
     };
     std::fs::create_dir_all(&cli.out).with_context(|| format!("cannot create {}", cli.out.display()))?;
     let log_path = cli.out.join("train_log.jsonl");
@@ -81,7 +94,9 @@ fn main() -> Result<()> {
                 "source": "fusion_sim world (fusion::sim): models::data::scene_frame over seeds 1000000.., \
                            4 of 5 frames sim::random_scenario(seed) at t in [0,3) s, 1 of 5 a named scenario \
                            (sim::scenario_seeded) at t in [0,20) s outside camera blackouts; labels = visible 2D box of \
-                           each camera-visible actor",
+                           each camera-visible actor; half the frames among unlabelled surroundings (sim::random_surroundings: \
+                           road paint and sidewalks p=0.85, rows of buildings with window grids, walls, poles with lamps or \
+                           signs, trees), half on the scenarios' plain ground",
                 "domain_randomisation": "sim::dress: per actor a body of its class (pedestrian with legs/arms/head; \
                            car/van/truck with glazed cabin and wheels; crate/cone/barrier) in several sizes, and paint, \
                            trim, skin, pattern (solid/stripes/checker/speckle), LiDAR intensity and RCS drawn independently \
@@ -94,6 +109,7 @@ fn main() -> Result<()> {
                 "difficult": format!("< {} visible px or < {} px tall (full resolution): ignored in loss and scoring",
                                      models::data::MIN_VISIBLE_PIXELS, models::data::MIN_BOX_HEIGHT),
             },
+            "initialised_from": initialised_from,
             "seconds": trained.seconds,
             "machine": format!("{} CPU threads, flex backend", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)),
         }),
