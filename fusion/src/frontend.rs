@@ -57,10 +57,7 @@ impl Frontend {
     fn finish(&mut self, sensor: Sensor, stamp: StampNs, r: Result<Input, Reject>) -> Result<Input, Rejected> {
         match r {
             Ok(input) => {
-                let guard = &mut self.guards[sensor as usize];
-                let resyncs = guard.resyncs();
-                guard.accept(stamp);
-                if guard.resyncs() > resyncs {
+                if self.guards[sensor as usize].accept(stamp) {
                     self.count(format!("{}.stamp_resync", sensor.as_str()));
                 }
                 self.count(format!("{}.accepted", sensor.as_str()));

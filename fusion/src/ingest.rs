@@ -128,12 +128,13 @@ impl HeaderGuard {
         Ok(())
     }
 
-    pub fn accept(&mut self, stamp: StampNs) {
-        if self.last_accepted.is_some_and(|last| stamp <= last) {
-            self.resyncs += 1;
-        }
+    /// Commits a checked stamp; true when it starts a new timeline (a resync to count).
+    pub fn accept(&mut self, stamp: StampNs) -> bool {
+        let resync = self.last_accepted.is_some_and(|last| stamp <= last);
+        self.resyncs += resync as u64;
         self.last_accepted = Some(stamp);
         self.backwards_run = (0, 0);
+        resync
     }
 
     /// How often the stream's time went back for good and was followed again.
@@ -302,7 +303,9 @@ mod tests {
         for _ in 0..20 {
             t += period;
             match g.check(t, "imu_link") {
-                Ok(()) => g.accept(t),
+                Ok(()) => {
+                    g.accept(t);
+                }
                 Err(e) => {
                     assert_eq!(e.as_str(), "stamp_backwards");
                     refused += 1;

@@ -156,9 +156,7 @@ where
             }
             match result {
                 Ok(out) => {
-                    let resyncs = guard.resyncs();
-                    guard.accept(stamp);
-                    if guard.resyncs() > resyncs {
+                    if guard.accept(stamp) {
                         tracing::warn!("stamps went back for good; following the new timeline");
                         worker_stats.lock().expect("stats").add_extra("stamp_resync", 1);
                     }

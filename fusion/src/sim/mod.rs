@@ -640,6 +640,8 @@ impl RenderCtx<'_> {
         let (k, width) = (&self.k, self.width);
         let mut visible: Vec<(usize, u32, [u32; 4])> = vec![];
         let first = rows.start;
+        // Box indices from here on are scenery (see render_camera).
+        let actors = self.w.scenario.actors.len();
         let mut row_boxes: Vec<(BoxNow, f64, f64)> = Vec::with_capacity(self.boxes.len());
         for v in rows {
             let fv = v as f64 + 0.5;
@@ -675,7 +677,6 @@ impl RenderCtx<'_> {
                     let (h, z) = (look.sky_horizon, look.sky_zenith);
                     [h[0] + (z[0] - h[0]) * up, h[1] + (z[1] - h[1]) * up, h[2] + (z[2] - h[2]) * up]
                 };
-                let actors = self.w.scenario.actors.len();
                 let color = if let Some((b, normal)) = best_box.filter(|(b, _)| b.index >= actors) {
                     let shade = look.ambient + (1.0 - look.ambient) * normal.dot(&sun).max(0.0);
                     let c = scenery_color(&look.scenery[b.index - actors], b, &(o + d * best_t), &normal, sky(&d));
@@ -738,18 +739,23 @@ fn cell_noise(x: i64, y: i64, z: i64) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Where `a` lies within its period `p`, in [0, 1).
+fn frac(a: f64, p: f64) -> f64 {
+    a / p - fast_floor(a / p) as f64
+}
+
 /// The ground's colour and brightness factor at (x, y) on a road: sidewalk slabs beyond the
 /// kerbs, lane and edge paint on the carriageway, else the ground's own.
 fn road_color(road: &Road, ground: [f64; 3], x: f64, y: f64, f: f64) -> ([f64; 3], f64) {
     let lateral = y.abs();
     if lateral > road.half_width {
-        let joint = |c: f64| (c / road.slab - fast_floor(c / road.slab) as f64) < 0.06;
+        let joint = |c: f64| frac(c, road.slab) < 0.06;
         let kerb = lateral < road.half_width + 0.25;
         let shade = if kerb { 1.25 } else if joint(x) || joint(y) { 0.75 } else { 1.0 };
         return (road.sidewalk, shade * (0.9 + 0.2 * cell_noise(fast_floor(x / 0.3), fast_floor(y / 0.3), 11)));
     }
     let dashed = road.lanes.iter().any(|&l| (y - l).abs() < 0.08)
-        && (x / road.period - fast_floor(x / road.period) as f64) * road.period < road.dash;
+        && frac(x, road.period) * road.period < road.dash;
     let edge = road.edge_lines && (lateral - (road.half_width - 0.3)).abs() < 0.08;
     if dashed || edge {
         (road.paint, 1.0)
@@ -764,7 +770,6 @@ fn scenery_color(s: &Scenery, part: &BoxNow, hit: &Point3<f64>, normal: &Vector3
     if let (Some([cell, storey]), true) = (s.windows, normal.z.abs() < 0.5) {
         let local = part.rot.inverse() * (hit - part.center);
         let along = if local.x.abs() * part.half.y > local.y.abs() * part.half.x { local.y } else { local.x };
-        let frac = |a: f64, p: f64| a / p - fast_floor(a / p) as f64;
         if hit.z > 0.8 && (0.2..0.8).contains(&frac(along, cell)) && (0.3..0.85).contains(&frac(hit.z, storey)) {
             return [25.0 + 0.3 * sky[0], 30.0 + 0.3 * sky[1], 38.0 + 0.3 * sky[2]];
         }

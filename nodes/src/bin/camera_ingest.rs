@@ -89,9 +89,7 @@ fn main() -> Result<()> {
                 });
                 match checked {
                     Ok(()) => {
-                        let resyncs = guard.resyncs();
-                        guard.accept(stamp);
-                        if guard.resyncs() > resyncs {
+                        if guard.accept(stamp) {
                             st.add_extra("stamp_resync", 1);
                         }
                         *size.lock().expect("lock") = Some((info.width, info.height));
