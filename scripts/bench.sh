@@ -16,8 +16,8 @@
 #    timeline is written to .cache/bench/trace_4x.json (open in ui.perfetto.dev);
 #  - detector: per-frame detector latency at 320x240 and 640x480 on flex (CPU) and wgpu
 #    (the machine's GPU, or Mesa lavapipe on a CPU-only machine) (fusion_bench_detector);
-#  - summaries: the summarizer's model on every burst of 40 replayed scenario runs, by number
-#    of candidates (fusion_bench_summaries).
+#  - summaries: the summarizer's model on every burst of 120 replayed scenario runs and 40
+#    hand-made edge-case bursts, by number of candidates (fusion_bench_summaries).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -36,17 +36,19 @@ dds=$(source install/local_setup.bash && python scripts/bench_dds.py "$BAG")
 detector=$(target/release/fusion_bench_detector --backends flex,wgpu --sizes 320x240,640x480 --frames 100)
 # The summarizer's LLM next to llama.cpp (same GGUF, same prompt, same run).
 llm=$(python scripts/bench_llm.py)
-# Summaries: every fusion_sim scenario over 5 seeds streamed through the pipeline (events
-# only, kept in .cache/bench/summaries), then every burst summarized under the summarizer's
-# rules for 1..4 candidates: model-written share, verified rate, reasons, latency.
+# Summaries: every fusion_sim scenario over 15 seeds streamed through the pipeline (events
+# only, kept in .cache/bench/summaries), plus the hand-made edge cases
+# (models/bench/summary_edge_cases, from scripts/summary_edge_cases.py), then every burst
+# summarized under the summarizer's rules for 1..4 candidates: model-written share, verified
+# rate, reasons, latency.
 CORPUS=.cache/bench/summaries
 for scenario in nominal pedestrian_intrusion collision_course camera_blackout lidar_dropout imu_impact \
                 sensor_disagreement mixed; do
-  for seed in 201 202 203 204 205; do
+  for seed in $(seq 201 215); do
     [ -f "$CORPUS/${scenario}_$seed/events.jsonl" ] || \
       target/release/fusion_replay --sim "$scenario" --seed "$seed" --duration 16 --out "$CORPUS/${scenario}_$seed" >&2
   done
 done
-summaries=$(target/release/fusion_bench_summaries "$CORPUS"/*_* --candidates 1,2,3,4)
+summaries=$(target/release/fusion_bench_summaries "$CORPUS"/*_* models/bench/summary_edge_cases --candidates 1,2,3,4)
 printf '{"machine": "%s, %s cores", "sync": %s, "pipeline_realtime": %s, "pipeline_max_throughput": %s, "scheduler": %s, "scheduler_overload_640x480": %s, "scheduler_dds": %s, "detector": %s, "llm": %s, "summaries": %s}\n' \
   "$(uname -m)" "$(nproc)" "$sync" "$rt" "$fast" "$sched" "$overload" "$dds" "$detector" "$llm" "$summaries" | python3 -m json.tool

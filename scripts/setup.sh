@@ -28,6 +28,7 @@ dpkg -s libmessage-filters-dev >/dev/null 2>&1 || need_apt+=(libmessage-filters-
 # Lavapipe: a real Vulkan device on the CPU, so the detector's wgpu backend runs without a GPU.
 dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 dpkg -s libvulkan1 >/dev/null 2>&1 || need_apt+=(libvulkan1)
+dpkg -s espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)  # the summarizer's optional voice (speak)
 if ((${#need_apt[@]})); then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -57,7 +58,7 @@ TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0 gguf==0.19.0)
 # so `make demo` on a fresh machine never waits for it.
 PEER_WHEELS=(llama-cpp-python==0.3.36)
 
-MSG_HASH=$(cat "$ROOT"/nodes/fusion_msgs/msg/*.msg "$ROOT"/nodes/fusion_msgs/CMakeLists.txt \
+MSG_HASH=$(cat "$ROOT"/nodes/fusion_msgs/msg/*.msg "$ROOT"/nodes/fusion_msgs/srv/*.srv "$ROOT"/nodes/fusion_msgs/CMakeLists.txt \
   "$ROOT"/nodes/fusion_msgs/package.xml | sha256sum | cut -c1-16)
 
 # A shell that sourced another checkout's wheel environment (SENSOR_FUSION_ROS_MODE=wheels)

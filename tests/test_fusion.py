@@ -154,6 +154,7 @@ def test_launched_nodes_publish_anomaly_events_over_dds(scenario_bags, procs, ro
     assert {kv.key for kv in ev.evidence} >= {'label', 'x_m', 'y_m', 'distance_m'}
     kinds = [e.kind for e in probe.get('/anomaly/events')]
     assert 'collision_risk' in kinds, kinds
+    explain_events_of_a_played_bag(probe, ev)
     objs = probe.get('/fusion/objects')
     # Most of the 120 sets arrive complete and in time (sim time follows the player's /clock).
     assert len(objs) >= 80, len(objs)
@@ -169,3 +170,42 @@ def test_launched_nodes_publish_anomaly_events_over_dds(scenario_bags, procs, ro
             'rt.fusion', 'rt.inference', 'sets.released', 'dropped.superseded.lidar'} <= keys, keys
     values = {kv.key: kv.value for s in status for kv in s.values}
     assert values['rt.fusion'] in ('applied',) or values['rt.fusion'].startswith('fallback: SCHED_FIFO'), values['rt.fusion']
+
+
+def explain_events_of_a_played_bag(probe, zone_event):
+    """/anomaly/explain (the summarizer) answers for an event of the played bag: by id, by
+    time window, and with a reason for an id it never saw."""
+    from fusion_msgs.srv import Explain
+
+    client = probe.node.create_client(Explain, '/anomaly/explain')
+    assert client.wait_for_service(timeout_sec=30), '/anomaly/explain not offered'
+
+    def call(**fields):
+        req = Explain.Request()
+        for k, v in fields.items():
+            setattr(req, k, v)
+        fut = client.call_async(req)
+        # The model answers between summaries: up to a few 2 s deadlines.
+        probe.wait_for(fut.done, 60, f'an /anomaly/explain answer to {fields}')
+        return fut.result()
+
+    r = call(event_id=zone_event.event_id)
+    assert r.success, r.message
+    assert list(r.event_ids) == [zone_event.event_id] and list(r.kinds) == ['zone_intrusion']
+    assert list(r.rules) == ['track_inside_zone']
+    assert r.measured_values[0] == pytest.approx(zone_event.measured_value) and r.thresholds[0] == zone_event.threshold
+    depth = next(kv.value for kv in zone_event.evidence if kv.key == 'zone_depth_m')
+    assert r.counterfactuals[0] == f"Would not have fired had the object stayed {depth} m further out, outside the 'forward' zone."
+    if r.fallback:
+        # The deterministic explanation: what happened, the rule, the evidence, the counterfactual.
+        assert r.model == 'template' and r.fallback_reason
+        assert f'Event {zone_event.event_id}:' in r.text and 'Rule track_inside_zone' in r.text
+        assert 'zone_depth_m = ' in r.text and r.counterfactuals[0] in r.text
+    else:
+        assert r.model.lower().startswith('smollm2') and r.text.strip()
+    # A window around the event's stamp holds it; events come oldest first.
+    t = zone_event.header.stamp
+    r = call(window_start=type(t)(sec=t.sec - 1, nanosec=t.nanosec), window_end=type(t)(sec=t.sec + 1, nanosec=t.nanosec))
+    assert r.success and zone_event.event_id in r.event_ids and list(r.event_ids) == sorted(r.event_ids), r.message
+    r = call(event_id=10**9)
+    assert not r.success and r.message.startswith(f'no event {10**9}: this summarizer holds events '), r.message

@@ -257,6 +257,44 @@ def test_corrupted_model_gives_a_clear_error_and_fallback_summaries(procs, ros, 
     assert all(m.fallback for m in probe.get('/anomaly/summary_detailed'))
 
 
+def wav_figures(path: Path) -> tuple[float, float, float]:
+    """Duration (s), RMS, and the share of 50 ms frames that are not silence."""
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(path)) as w:
+        assert w.getsampwidth() == 2 and w.getnchannels() == 1
+        rate, samples = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    x = samples.astype(np.float64)
+    frames = x[: len(x) // (rate // 20) * (rate // 20)].reshape(-1, rate // 20)
+    voiced = float(np.mean(np.sqrt(np.mean(frames ** 2, axis=1)) > 100.0))
+    return len(x) / rate, float(np.sqrt(np.mean(x ** 2))), voiced
+
+
+def test_speak_mode_writes_an_audible_wav_per_summary(procs, ros, tmp_path):
+    from std_msgs.msg import String
+
+    speech = tmp_path / 'speech'
+    # The template (no model) is enough: every published summary is spoken, whoever wrote it.
+    node, probe, pub = run_node(procs, ros, '-p', f'model:={tmp_path / "none.gguf"}', '-p', 'speak:=true',
+                                '-p', f'speak_dir:={speech}')
+    probe.subscribe('/anomaly/summary_audio_path', String)
+    probe.wait_publishers('/anomaly/summary_audio_path', 1, timeout=30)
+    pub.publish(zone_event(80, 500))
+    pub.publish(zone_event(81, 500))
+    probe.wait_for(lambda: probe.count('/anomaly/summary_audio_path') >= 1, 30, f'an audio path; log:\n{node.output()}')
+    text = probe.get('/anomaly/summary')[0].data
+    path = Path(probe.get('/anomaly/summary_audio_path')[0].data)
+    assert path.parent == speech and path.name.endswith('_event80.wav') and path.is_file()
+    sentences = text.count('. ') + 1
+    assert sentences == 3, text  # "2 anomaly events." and one sentence per event
+    seconds, rms, voiced = wav_figures(path)
+    assert seconds > 0.5 * sentences, (seconds, text)
+    assert rms > 300 and voiced > 0.3, (rms, voiced)
+    assert not list(speech.glob('.*partial')), 'only complete files are left'
+
+
 def test_fusion_replay_writes_a_summary_for_every_event(tmp_path):
     bag, out = tmp_path / 'bag', tmp_path / 'out'
     simulate(bag, 'pedestrian_intrusion', 4, 12)
@@ -284,3 +322,36 @@ def test_fusion_replay_writes_a_summary_for_every_event(tmp_path):
     for row in report['by_candidates']:
         assert row['published_unverified'] == 0, row
     assert report['by_candidates'][1]['model_written_share'] >= report['by_candidates'][0]['model_written_share']
+
+
+EDGE_CASES = ROOT / 'models' / 'bench' / 'summary_edge_cases' / 'events.jsonl'
+
+
+def test_summaries_of_hand_made_edge_cases_are_faithful(tmp_path):
+    """The hand-made bursts of the summary benchmark (scripts/summary_edge_cases.py): the
+    template verifies on every one of them (it is what goes out whenever the model cannot),
+    and on a slice — the disagreement + intrusion burst, missing evidence, tiny numbers, the
+    8-kind burst — whatever is published, by the model or not, verifies."""
+    def bench(run_dir, *args):
+        res = subprocess.run([binary('fusion_bench_summaries'), str(run_dir), '--model', str(MODEL), *args],
+                             capture_output=True, text=True, env=child_env(), timeout=600)
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)
+
+    # A 1 ms deadline: the model never answers, every burst is the template.
+    report = bench(EDGE_CASES.parent, '--candidates', '1', '--deadline', '0.001')
+    assert report['bursts'] >= 40 and report['template']['unverified'] == 0, report['template']
+    events = [json.loads(line) for line in EDGE_CASES.read_text().splitlines()]
+    bursts: dict[int, list] = {}
+    for e in events:
+        bursts.setdefault(e['stamp_ns'] // 10**10, []).append(e)
+    groups = list(bursts.values())
+    kinds = [len({e['kind'] for e in g}) for g in groups]
+    pick = [g for g in groups if not g[0]['evidence']][:1] + [groups[24], groups[29], groups[kinds.index(max(kinds))]]
+    (tmp_path / 'slice').mkdir()
+    (tmp_path / 'slice' / 'events.jsonl').write_text(
+        ''.join(json.dumps(e) + '\n' for e in sorted((e for g in pick for e in g), key=lambda e: e['stamp_ns'])))
+    report = bench(tmp_path / 'slice', '--candidates', '1', '--deadline', '30')
+    assert report['bursts'] == 4, report['bursts']
+    row = report['by_candidates'][0]
+    assert row['published_unverified'] == 0, row

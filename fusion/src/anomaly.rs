@@ -4,7 +4,7 @@
 //! the sensors and tracks involved — so a summary can explain itself.
 //!
 //! Time is the data's own (message stamps), so a replay gives the same events at any speed.
-use crate::{calib::SafetyZone, camera::Rgb8, detect::Label, sim::point_in_polygon, StampNs};
+use crate::{calib::SafetyZone, camera::Rgb8, detect::Label, StampNs};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -479,7 +479,7 @@ impl AnomalyDetector {
                 continue;
             }
             for zi in 0..self.zones.len() {
-                if point_in_polygon(t.position[0], t.position[1], &self.zones[zi].polygon) {
+                if self.zones[zi].contains(t.position[0], t.position[1]) {
                     inside_now.insert((t.id, zi));
                     if !self.in_zone.contains(&(t.id, zi)) {
                         let dist = t.position[0].hypot(t.position[1]);
@@ -498,6 +498,10 @@ impl AnomalyDetector {
                         e.position = [t.position[0], t.position[1], t.z];
                         e.evidence = track_evidence(t);
                         e.evidence.push(kv("distance_m", format!("{dist:.2}")));
+                        // How far inside: the explanation's counterfactual ("would not have
+                        // fired had it stayed 0.8 m further out").
+                        let depth = self.zones[zi].edge_distance(t.position[0], t.position[1]);
+                        e.evidence.push(kv("zone_depth_m", format!("{depth:.2}")));
                         out.push(e);
                     }
                 }

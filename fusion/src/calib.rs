@@ -46,6 +46,41 @@ pub struct SafetyZone {
     pub polygon: Vec<[f64; 2]>,
 }
 
+impl SafetyZone {
+    /// Whether (x, y) in base_link lies inside the zone (even-odd rule).
+    pub fn contains(&self, x: f64, y: f64) -> bool {
+        point_in_polygon(x, y, &self.polygon)
+    }
+
+    /// Distance from (x, y) to the zone's nearest edge: how far a point inside would have to
+    /// move to leave the zone (the counterfactual an explanation of an intrusion gives).
+    pub fn edge_distance(&self, x: f64, y: f64) -> f64 {
+        let n = self.polygon.len();
+        (0..n)
+            .map(|i| {
+                let (a, b) = (self.polygon[i], self.polygon[(i + 1) % n]);
+                let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
+                let len2 = dx * dx + dy * dy;
+                let t = if len2 > 0.0 { (((x - a[0]) * dx + (y - a[1]) * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
+                (x - a[0] - t * dx).hypot(y - a[1] - t * dy)
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// Even-odd point-in-polygon test.
+pub fn point_in_polygon(x: f64, y: f64, poly: &[[f64; 2]]) -> bool {
+    let mut inside = false;
+    let n = poly.len();
+    for i in 0..n {
+        let (a, b) = (poly[i], poly[(i + n - 1) % n]);
+        if (a[1] > y) != (b[1] > y) && x < (b[0] - a[0]) * (y - a[1]) / (b[1] - a[1]) + a[0] {
+            inside = !inside;
+        }
+    }
+    inside
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Calibration {
@@ -145,6 +180,15 @@ impl Calibration {
 mod tests {
     use super::*;
     use nalgebra::{Point3, Vector3};
+
+    #[test]
+    fn a_zone_knows_what_is_inside_and_how_far_from_its_edge() {
+        let z = SafetyZone { name: "forward".into(), polygon: vec![[0.0, -1.0], [4.0, -1.0], [4.0, 1.0], [0.0, 1.0]] };
+        assert!(z.contains(1.0, 0.2) && !z.contains(5.0, 0.0) && !z.contains(1.0, -1.5));
+        assert!((z.edge_distance(1.0, 0.2) - 0.8).abs() < 1e-12, "nearest edge is y = 1");
+        assert!((z.edge_distance(3.5, 0.0) - 0.5).abs() < 1e-12, "nearest edge is x = 4");
+        assert!((z.edge_distance(5.0, 2.0) - 2f64.sqrt()).abs() < 1e-12, "outside: distance to the corner");
+    }
 
     #[test]
     fn default_round_trips_through_yaml() {

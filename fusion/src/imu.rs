@@ -195,7 +195,8 @@ mod tests {
         let mut p = ImuProcessor::new(UnitQuaternion::identity(), ImuParams::default());
         let t0 = 1_000_000_000;
         p.process(&sample(t0, [0.0, 0.0, GRAVITY], [0.0, 0.0, 0.1])).unwrap();
-        for (a, w) in [([0.0, 0.0, GRAVITY], [0.0, 0.0, 1e30]), ([1e30, 0.0, 0.0], [0.0; 3]), ([0.0; 3], [1e155, 1e155, 0.0])]
+        for (a, w) in
+            [([0.0, 0.0, GRAVITY], [0.0, 0.0, 1e30]), ([1e30, 0.0, 0.0], [0.0; 3]), ([0.0; 3], [1e155, 1e155, 0.0])]
         {
             let e = p.process(&sample(t0 + 5_000_000, a, w)).unwrap_err();
             assert_eq!(e.as_str(), "impossible_value", "{e}");

@@ -178,7 +178,8 @@ mod tests {
     #[test]
     fn a_saved_set_loads_back_with_the_same_pixels_and_boxes() {
         let dir = std::env::temp_dir().join(format!("coco_save_{}", std::process::id()));
-        let frames: Vec<LabelledFrame> = (0..2u64).map(|i| crate::data::scene_frame(&crate::data::EVAL_SEEDS, i)).collect();
+        let frames: Vec<LabelledFrame> =
+            (0..2u64).map(|i| crate::data::scene_frame(&crate::data::EVAL_SEEDS, i)).collect();
         save(&frames, &dir).unwrap();
         let back = load(&dir.join("annotations.json")).unwrap();
         assert_eq!(back.len(), 2);

@@ -9,6 +9,7 @@ pub mod replay;
 pub mod ros;
 pub mod schedbench;
 pub mod simrun;
+pub mod speech;
 pub mod summarizer;
 
 /// A time span a user gave in seconds (a parameter, an option, a launch attribute) as a

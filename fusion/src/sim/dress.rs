@@ -213,9 +213,16 @@ pub fn random_surroundings(look: &mut SceneLook, r: &mut ChaCha8Rng) {
             1 | 2 => {
                 let (w, h) = (r.gen_range(0.08..0.3), r.gen_range(2.5..9.0));
                 let colour = any_color(r);
-                scenery.push(Scenery { center: [x, y, h / 2.0], half: [w / 2.0, w / 2.0, h / 2.0], yaw: 0.0, colour, windows: None });
+                scenery.push(Scenery {
+                    center: [x, y, h / 2.0],
+                    half: [w / 2.0, w / 2.0, h / 2.0],
+                    yaw: 0.0,
+                    colour,
+                    windows: None,
+                });
                 // A lamp arm or a sign panel at the top.
-                let (pw, ph) = if r.gen_bool(0.5) { (r.gen_range(0.5..1.5), r.gen_range(0.4..1.2)) } else { (0.15, 0.15) };
+                let (pw, ph) =
+                    if r.gen_bool(0.5) { (r.gen_range(0.5..1.5), r.gen_range(0.4..1.2)) } else { (0.15, 0.15) };
                 let arm = if pw < 0.2 { -y.signum() * r.gen_range(0.8..2.5) } else { 0.0 };
                 scenery.push(Scenery {
                     center: [x, y + arm / 2.0, h - ph / 2.0],
@@ -238,7 +245,11 @@ pub fn random_surroundings(look: &mut SceneLook, r: &mut ChaCha8Rng) {
                     center: [x, y, trunk + crown / 2.0],
                     half: [crown / 2.0, crown / 2.0, crown / 2.0],
                     yaw: r.gen_range(0.0..1.5),
-                    colour: if r.gen_bool(0.7) { hsv(r.gen_range(70.0..140.0), 0.6, r.gen_range(0.2..0.6)) } else { any_color(r) },
+                    colour: if r.gen_bool(0.7) {
+                        hsv(r.gen_range(70.0..140.0), 0.6, r.gen_range(0.2..0.6))
+                    } else {
+                        any_color(r)
+                    },
                     windows: None,
                 });
             }

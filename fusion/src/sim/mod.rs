@@ -5,7 +5,7 @@
 //! messages in a rosbag2 bag and writes the ground truth beside it.
 pub mod dress;
 
-use crate::calib::Calibration;
+use crate::calib::{point_in_polygon, Calibration};
 pub use dress::{random_surroundings, Appearance, Material, Part, Pattern, Road, SceneLook, Scenery, Shape};
 use nalgebra::{Isometry3, Point3, Translation3, UnitQuaternion, Vector3};
 use rand::{Rng, SeedableRng};
@@ -751,11 +751,16 @@ fn road_color(road: &Road, ground: [f64; 3], x: f64, y: f64, f: f64) -> ([f64; 3
     if lateral > road.half_width {
         let joint = |c: f64| frac(c, road.slab) < 0.06;
         let kerb = lateral < road.half_width + 0.25;
-        let shade = if kerb { 1.25 } else if joint(x) || joint(y) { 0.75 } else { 1.0 };
+        let shade = if kerb {
+            1.25
+        } else if joint(x) || joint(y) {
+            0.75
+        } else {
+            1.0
+        };
         return (road.sidewalk, shade * (0.9 + 0.2 * cell_noise(fast_floor(x / 0.3), fast_floor(y / 0.3), 11)));
     }
-    let dashed = road.lanes.iter().any(|&l| (y - l).abs() < 0.08)
-        && frac(x, road.period) * road.period < road.dash;
+    let dashed = road.lanes.iter().any(|&l| (y - l).abs() < 0.08) && frac(x, road.period) * road.period < road.dash;
     let edge = road.edge_lines && (lateral - (road.half_width - 0.3)).abs() < 0.08;
     if dashed || edge {
         (road.paint, 1.0)
@@ -1147,18 +1152,6 @@ pub fn geometric_events(w: &World, duration: f64, ttc_s: f64) -> Vec<Event> {
     }
     out.sort_by(|a, b| a.onset.total_cmp(&b.onset));
     out
-}
-
-pub fn point_in_polygon(x: f64, y: f64, poly: &[[f64; 2]]) -> bool {
-    let mut inside = false;
-    let n = poly.len();
-    for i in 0..n {
-        let (a, b) = (poly[i], poly[(i + n - 1) % n]);
-        if (a[1] > y) != (b[1] > y) && x < (b[0] - a[0]) * (y - a[1]) / (b[1] - a[1]) + a[0] {
-            inside = !inside;
-        }
-    }
-    inside
 }
 
 #[cfg(test)]

@@ -101,14 +101,23 @@ fn main() -> Result<()> {
         }
     }
     let template_words: Vec<usize> = corpus.iter().map(|b| words(&template_summary(b))).collect();
-    let template_unverified = corpus.iter().filter(|b| verify(&template_summary(b), b).is_err()).count();
+    // The template must verify on every burst: it is what goes out whenever the model cannot.
+    let template_failures: Vec<Value> = corpus
+        .iter()
+        .filter_map(|b| {
+            let text = template_summary(b);
+            verify(&text, b).err().map(|r| json!({"text": text, "rejected": r.to_string()}))
+        })
+        .collect();
+    let template_unverified = template_failures.len();
     let mut rows = vec![];
     let mut summarizer = Summarizer::new(llm, SummarizerConfig::default());
     for n in args.candidates.split(',').map(str::parse::<usize>) {
         let n = n.context("--candidates")?;
         summarizer.config = SummarizerConfig {
-            deadline: Duration::try_from_secs_f64(args.deadline)
-                .map_err(|_| anyhow::anyhow!("--deadline must be a finite number of seconds >= 0, got {}", args.deadline))?,
+            deadline: Duration::try_from_secs_f64(args.deadline).map_err(|_| {
+                anyhow::anyhow!("--deadline must be a finite number of seconds >= 0, got {}", args.deadline)
+            })?,
             candidates: n,
             ..SummarizerConfig::default()
         };
@@ -159,7 +168,7 @@ fn main() -> Result<()> {
             "benchmark": "summaries", "deadline_s": args.deadline, "runs": args.runs.len(), "bursts": corpus.len(),
             "events_by_kind": kinds,
             "template": {"words_per_summary": template_words.iter().sum::<usize>() as f64 / template_words.len().max(1) as f64,
-                         "unverified": template_unverified},
+                         "unverified": template_unverified, "unverified_examples": template_failures},
             "by_candidates": rows,
         }))?
     );

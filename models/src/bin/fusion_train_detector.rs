@@ -60,9 +60,7 @@ fn main() -> Result<()> {
         None => DetectorConfig::new().with_widths(widths).with_head_width(cli.head_width),
     };
     // A fine-tuned network's provenance: the weights it started from and how they were made.
-    let initialised_from = init.as_ref().map(|m| {
-        serde_json::json!({"sha256": m.sha256, "training": m.training})
-    });
+    let initialised_from = init.as_ref().map(|m| serde_json::json!({"sha256": m.sha256, "training": m.training}));
     let options = TrainOptions {
         seed: cli.seed,
         steps: cli.steps,

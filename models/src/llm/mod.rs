@@ -1,6 +1,7 @@
 //! The on-device language model that writes anomaly summaries: a Llama-architecture decoder
 //! in Burn loaded from a GGUF file (SmolLM2-135M-Instruct by default), its tokenizer from the
 //! same file, and generation (greedy or temperature/top-p with a seed) under a deadline.
+pub mod explain;
 pub mod gguf;
 pub mod llama;
 pub mod quant;

@@ -71,6 +71,15 @@ impl EventInfo {
         }
     }
 
+    /// Which side, for a spatial event off the vehicle's axis: ", 9° to the left" (bearing
+    /// from base_link's x axis; within 5° of it there is no side to name).
+    fn bearing_text(&self) -> Option<String> {
+        let [x, y, _] = self.position;
+        let bearing = y.atan2(x).to_degrees();
+        ((x != 0.0 || y != 0.0) && bearing.abs() >= 5.0)
+            .then(|| format!(", {:.0}° to the {}", bearing.abs(), if bearing > 0.0 { "left" } else { "right" }))
+    }
+
     /// One deterministic sentence with the facts of this event.
     pub fn fact_sentence(&self) -> String {
         let t = When(self.stamp_ns);
@@ -79,18 +88,20 @@ impl EventInfo {
         let sev = self.severity_word();
         match self.kind.as_str() {
             "zone_intrusion" => format!(
-                "{sev} at {t}: {label} ({}) entered the '{}' safety zone {} m from the vehicle (x {:.1} m, y {:.1} m), seen by {}.",
+                "{sev} at {t}: {label} ({}) entered the '{}' safety zone {} m from the vehicle{} (x {:.1} m, y {:.1} m), seen by {}.",
                 self.track(),
                 self.zone,
                 self.ev("distance_m").map(str::to_string).unwrap_or_else(|| format!("{:.1}", self.measured_value)),
+                self.bearing_text().unwrap_or_else(|| ", straight ahead".into()),
                 self.position[0],
                 self.position[1],
                 self.sensors_text()
             ),
             "collision_risk" => format!(
-                "{sev} at {t}: collision risk with {label} ({}) {:.1} m ahead; time to collision {} s (threshold {:.1} s), closing at {} m/s.",
+                "{sev} at {t}: collision risk with {label} ({}) {:.1} m ahead{}; time to collision {} s (threshold {:.1} s), closing at {} m/s.",
                 self.track(),
                 self.position[0],
+                self.bearing_text().unwrap_or_default(),
                 self.ev("ttc_s").map(str::to_string).unwrap_or_else(|| format!("{:.2}", self.measured_value)),
                 self.threshold,
                 self.ev("closing_speed_mps").unwrap_or("?"),
@@ -102,13 +113,22 @@ impl EventInfo {
                 self.measured_value,
                 self.threshold
             ),
-            "sensor_degraded" => format!(
-                "{sev} at {t}: the {} is degraded ({}): measured {:.2} against a threshold of {:.2}.",
-                self.sensors_text(),
-                self.rule.replace('_', " "),
-                self.measured_value,
-                self.threshold
-            ),
+            "sensor_degraded" => {
+                let (m, th) = (self.measured_value, self.threshold);
+                let what = match self.rule.as_str() {
+                    "image_blinded" if m < th => format!("blinded, too dark: mean brightness {m:.1} (limit {th:.1})"),
+                    "image_blinded" => format!("blinded, too bright: mean brightness {m:.1} (limit {th:.1})"),
+                    "image_frozen" => format!("frozen: {m:.0} identical frames in a row (limit {th:.0})"),
+                    "cloud_non_finite" => format!(
+                        "degraded: {:.1} % of a sweep's points are not finite (limit {:.1} %)",
+                        m * 100.0,
+                        th * 100.0
+                    ),
+                    "imu_saturated" => format!("degraded, saturated: an axis read {m:.1} m/s² (limit {th:.1} m/s²)"),
+                    rule => format!("degraded ({}): measured {m:.2} against a threshold of {th:.2}", rule.replace('_', " ")),
+                };
+                format!("{sev} at {t}: the {} is {what}.", self.sensors_text())
+            }
             "sensor_disagreement" => format!(
                 "{sev} at {t}: the sensors disagree about {} ({}) for {:.0} frames{}.",
                 if self.track_ids.is_empty() { "an object".to_string() } else { self.track() },
@@ -122,16 +142,15 @@ impl EventInfo {
                 self.threshold
             ),
             "deadline_overrun" => format!(
-                "{sev} at {t}: perception missed its hard deadline {} times in the last {} frames.",
+                "{sev} at {t}: perception missed its 100 ms hard deadline {} times in the last {} frames.",
                 self.ev("hard_misses").unwrap_or("?"),
                 self.ev("window_sets").unwrap_or("?")
             ),
             "model_degraded" => format!(
-                "{sev} at {t}: the camera detector is outside what it was trained on ({}): {}; detections may be unreliable.",
-                self.rule.replace('_', " "),
+                "{sev} at {t}: the camera detector is outside what it was trained on: {}; detections may be unreliable.",
                 match self.rule.as_str() {
                     "camera_lidar_agreement_low" => format!(
-                        "it found {} of the objects LiDAR and radar see (floor {:.2})",
+                        "it found {} of the objects the range sensors see (floor {:.2})",
                         self.ev("camera_lidar_agreement").unwrap_or("?"),
                         self.threshold
                     ),
@@ -230,6 +249,18 @@ pub fn check_output(text: &str, events: &[EventInfo]) -> Result<(), &'static str
     if words.windows(6).any(|w| w.iter().all(|x| x.eq_ignore_ascii_case(w[0]))) {
         return Err("garbage_output");
     }
+    // The same sentence twice is a loop too ("…critical safety feature. The alert is … feature.").
+    let mut sentences: Vec<String> = t
+        .split(['.', '!', '?', '\n'])
+        .map(|x| x.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase())
+        .filter(|x| x.split(' ').count() >= 4)
+        .collect();
+    let n = sentences.len();
+    sentences.sort();
+    sentences.dedup();
+    if sentences.len() < n {
+        return Err("garbage_output");
+    }
     let lower = t.to_lowercase();
     if !events.iter().flat_map(EventInfo::salient_words).any(|w| !w.is_empty() && lower.contains(&w)) {
         return Err("ungrounded_output");
@@ -241,7 +272,7 @@ pub fn check_output(text: &str, events: &[EventInfo]) -> Result<(), &'static str
 /// sentence ends at `.`, `!` or `?` followed by a space or the end, and a `.` right after a
 /// digit ends one only when a space follows: "y 0." at the end of a cut answer is half a
 /// number ("y 0.4 m"), not a sentence.
-fn trim_to_sentence(text: &str) -> String {
+pub(super) fn trim_to_sentence(text: &str) -> String {
     let t = text.trim();
     let chars: Vec<(usize, char)> = t.char_indices().collect();
     let ends = |k: usize| {
@@ -261,6 +292,12 @@ fn trim_to_sentence(text: &str) -> String {
     }
 }
 
+/// An answer the token limit cut before its first sentence ended ("…and rule track
+/// track_inside"): broken text, never published, however true its words.
+pub(super) fn cut_mid_sentence(text: &str, stop: StopReason) -> bool {
+    stop == StopReason::MaxTokens && !text.trim_end().ends_with(['.', '!', '?'])
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub event_ids: Vec<u64>,
@@ -274,7 +311,8 @@ pub struct Summary {
     pub tokens_generated: u32,
     pub fallback: bool,
     /// deadline | load_error | empty_output | garbage_output | ungrounded_output |
-    /// unverified_claim | model_error | queue_full; empty when the model's answer was used.
+    /// truncated_output | unverified_claim | model_error | queue_full; empty when the model's
+    /// answer was used.
     pub fallback_reason: String,
     /// With `unverified_claim`: the kind of the first claim the events do not support
     /// (`verify::Rejection::kind`), and the model's rejected text.
@@ -317,6 +355,9 @@ impl Summarizer {
     }
     pub fn load_error(&self) -> Option<&str> {
         self.llm.as_ref().err().map(String::as_str)
+    }
+    pub(super) fn llm(&self) -> Option<&Llm> {
+        self.llm.as_ref().ok()
     }
 
     /// The template summary, flagged as a fallback for `reason`.
@@ -380,7 +421,14 @@ impl Summarizer {
                 break;
             }
             let text = trim_to_sentence(&g.text);
-            let failure = match check_output(&text, events) {
+            let checked = check_output(&text, events).and_then(|()| {
+                if cut_mid_sentence(&text, g.stop) {
+                    Err("truncated_output")
+                } else {
+                    Ok(())
+                }
+            });
+            let failure = match checked {
                 Err(reason) => Some(Self::fallback(events, reason, start.elapsed(), tokens_total)),
                 Ok(()) => match super::verify::verify(&text, events) {
                     Err(rejection) => {
@@ -487,7 +535,7 @@ mod tests {
         let s = template_summary(&[zone_event(1, 12.0)]);
         assert_eq!(
             s,
-            "Warning at t=12.0 s: a person (track 7) entered the 'forward' safety zone 3.14 m from the vehicle (x 3.1 m, y 0.5 m), seen by lidar, radar."
+            "Warning at t=12.0 s: a person (track 7) entered the 'forward' safety zone 3.14 m from the vehicle, 9° to the left (x 3.1 m, y 0.5 m), seen by lidar, radar."
         );
         let wall = template_summary(&[zone_event(1, 1_700_000_002.65)]);
         assert!(wall.starts_with("Warning at 22:13:22.6 UTC: a person"), "{wall}");
@@ -503,6 +551,9 @@ mod tests {
         assert_eq!(check_output("the the the the the the the", &ev), Err("garbage_output"));
         assert_eq!(check_output("Have a wonderful day with friends.", &ev), Err("ungrounded_output"));
         assert_eq!(check_output("A person entered the forward zone.", &ev), Ok(()));
+        let looped =
+            "The alert fires when a track enters a safety zone. The alert fires when a track enters a safety zone.";
+        assert_eq!(check_output(looped, &ev), Err("garbage_output"));
     }
 
     #[test]
@@ -513,6 +564,13 @@ mod tests {
         assert_eq!(trim_to_sentence(cut), cut, "no complete sentence to fall back to: left to the checks");
         assert_eq!(trim_to_sentence("The closing speed is 2.5 m/s. Range 3"), "The closing speed is 2.5 m/s.");
         assert_eq!(trim_to_sentence("The lidar stopped at t=4.2 s."), "The lidar stopped at t=4.2 s.");
+        // What the trimmer cannot save, the caller refuses when the token limit cut it.
+        assert!(cut_mid_sentence(
+            "The alert fired when a person was seen by lidar, and rule track",
+            StopReason::MaxTokens
+        ));
+        assert!(!cut_mid_sentence("A person entered the forward zone.", StopReason::MaxTokens));
+        assert!(!cut_mid_sentence("A person entered the forward zone", StopReason::EndOfTurn), "the model ended it");
     }
 
     #[test]

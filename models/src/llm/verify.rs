@@ -33,6 +33,8 @@ enum Quantity {
     Gravity,
     Acceleration,
     Percent,
+    /// Degrees: a bearing or a direction.
+    Angle,
     /// No unit, or frames / periods / times: compared against every fact.
     Any,
 }
@@ -212,6 +214,8 @@ fn unit_after(tokens: &[Token], i: usize) -> (Quantity, usize) {
         Some("times") if word_at(tokens, i + 2) == Some("gravity") => (Quantity::Gravity, 2),
         Some("percent") => (Quantity::Percent, 1),
         _ if matches!(tokens.get(i + 1), Some(Token::Punct('%'))) => (Quantity::Percent, 1),
+        Some("degrees" | "degree" | "deg") => (Quantity::Angle, 1),
+        _ if matches!(tokens.get(i + 1), Some(Token::Punct('°'))) => (Quantity::Angle, 1),
         _ => (Quantity::Any, 0),
     }
 }
@@ -344,11 +348,18 @@ fn facts(e: &EventInfo) -> Vec<(f64, Quantity)> {
     if e.kind == "impact" {
         f[1].1 = Quantity::Acceleration;
     }
-    if e.kind == "model_degraded" {
+    // Rules that compare a share give it as a percentage too ("34 % of the points").
+    if e.kind == "model_degraded" || matches!(e.rule.as_str(), "cloud_non_finite" | "hard_miss_ratio") {
         f.push((e.measured_value * 100.0, Quantity::Percent));
+        f.push((e.threshold * 100.0, Quantity::Percent));
     }
     f.extend(e.position.iter().map(|p| (*p, Quantity::Distance)));
     f.push((e.position[0].hypot(e.position[1]), Quantity::Distance));
+    if e.position[0] != 0.0 || e.position[1] != 0.0 {
+        // The bearing, either side: "9° to the left" is written without its sign.
+        let bearing = e.position[1].atan2(e.position[0]).to_degrees();
+        f.extend([(bearing, Quantity::Angle), (bearing.abs(), Quantity::Angle)]);
+    }
     f.extend(event_times(e).into_iter().map(|t| (t, Quantity::Time)));
     for (k, v) in &e.evidence {
         let Ok(x) = v.parse::<f64>() else { continue };
@@ -360,6 +371,8 @@ fn facts(e: &EventInfo) -> Vec<(f64, Quantity)> {
             Quantity::Time
         } else if k.ends_with("_g") {
             Quantity::Gravity
+        } else if k.ends_with("_deg") {
+            Quantity::Angle
         } else {
             Quantity::Any
         };

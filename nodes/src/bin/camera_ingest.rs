@@ -62,7 +62,10 @@ fn main() -> Result<()> {
         let side = |name: &str| -> anyhow::Result<u32> {
             let v = s.params.usize(name, 0)?;
             u32::try_from(v).ok().filter(|&v| v <= fusion::camera::MAX_OUTPUT_SIDE).ok_or_else(|| {
-                anyhow::anyhow!("parameter {name} must be 0 (keep the input size) .. {}, got {v}", fusion::camera::MAX_OUTPUT_SIDE)
+                anyhow::anyhow!(
+                    "parameter {name} must be 0 (keep the input size) .. {}, got {v}",
+                    fusion::camera::MAX_OUTPUT_SIDE
+                )
             })
         };
         let (ow, oh) = (side("output_width")?, side("output_height")?);

@@ -7,26 +7,41 @@
 //! deadline; when the model misses it, could not be loaded, or answers with empty, garbage or
 //! ungrounded text, the deterministic template summary is published instead, flagged
 //! `fallback` with the reason. A summary is never lost.
+//!
+//! It also answers `/anomaly/explain` (fusion_msgs/Explain) for the events it has received:
+//! the rule, the measured value against its threshold, the evidence and the nearest
+//! counterfactual (models::llm::explain); and with `speak` on, it speaks each summary into a
+//! WAV file named on `/anomaly/summary_audio_path` (sensor_fusion::speech).
 use anyhow::Result;
 use hdrhistogram::Histogram;
+use models::llm::explain::{self, Explanation, Query};
 use models::llm::summary::{Coalescer, EventInfo, Summarizer, SummarizerConfig, Summary};
 use models::llm::Sampling;
 use r2r::{
     diagnostic_msgs::msg::DiagnosticArray,
     fusion_msgs::msg::{AnomalyEvent, AnomalySummary},
+    fusion_msgs::srv::Explain,
     std_msgs::msg::{Header, String as StringMsg},
     QosProfile,
 };
 use sensor_fusion::ros::{self, Params};
+use sensor_fusion::speech::{Speaker, SpeechConfig};
 use sensor_fusion::summarizer::{load_summarizer, ModelChoice};
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 /// Events parked when the worker's queue is full; they get template summaries.
 const OVERFLOW_LIMIT: usize = 1024;
+/// Explanation requests waiting for the model; beyond this they are answered with the
+/// template at once.
+const EXPLAIN_QUEUE: usize = 4;
+/// Summaries waiting to be spoken; beyond this one is not spoken (counted).
+const SPEECH_QUEUE: usize = 16;
+
+type ExplainRequest = r2r::ServiceRequest<Explain::Service>;
 
 fn stamp_ns(t: &r2r::builtin_interfaces::msg::Time) -> i64 {
     fusion::stamp_ns(t.sec, t.nanosec)
@@ -84,6 +99,14 @@ struct Stats {
     generation_ms: Option<Histogram<u64>>,
     model: String,
     model_error: String,
+    explain_requests: u64,
+    explain_model_written: u64,
+    /// Requests that named no event we hold, by reason.
+    explain_not_found: u64,
+    speech_files: u64,
+    speech_failed: u64,
+    speech_dropped: u64,
+    speech_error: String,
 }
 
 fn summary_msg(s: &Summary, frame_id: &str) -> AnomalySummary {
@@ -98,6 +121,30 @@ fn summary_msg(s: &Summary, frame_id: &str) -> AnomalySummary {
         fallback: s.fallback,
         fallback_reason: s.fallback_reason.clone(),
     }
+}
+
+fn explain_response(x: &Explanation) -> Explain::Response {
+    Explain::Response {
+        success: true,
+        message: format!("{} event(s) explained", x.events.len()),
+        event_ids: x.events.iter().map(|e| e.event_id).collect(),
+        kinds: x.events.iter().map(|e| e.kind.clone()).collect(),
+        rules: x.events.iter().map(|e| e.rule.clone()).collect(),
+        measured_values: x.events.iter().map(|e| e.measured_value).collect(),
+        thresholds: x.events.iter().map(|e| e.threshold).collect(),
+        counterfactuals: x.events.iter().map(|e| e.counterfactual.clone()).collect(),
+        text: x.text.clone(),
+        model: x.model.clone(),
+        fallback: x.fallback,
+        fallback_reason: x.fallback_reason.clone(),
+    }
+}
+
+/// `$ROS_HOME/sensor_fusion/speech`, ROS_HOME defaulting to `~/.ros` as ROS 2 does.
+fn default_speech_dir() -> String {
+    let ros_home = std::env::var("ROS_HOME")
+        .unwrap_or_else(|_| format!("{}/.ros", std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())));
+    format!("{ros_home}/sensor_fusion/speech")
 }
 
 fn main() -> Result<()> {
@@ -129,6 +176,16 @@ async fn run() -> Result<()> {
     let candidates = params.i64("candidates", SummarizerConfig::default().candidates as i64)?.clamp(1, 16) as usize;
     let queue_size = params.usize("queue_size", 32)?.max(1);
     let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
+    let explain_history = params.usize("explain_history", 1000)?.max(1);
+    let explain_deadline = sensor_fusion::seconds("parameter explain_deadline", params.f64("explain_deadline", 5.0)?)?;
+    let speak = params.bool("speak", false)?;
+    let speech = SpeechConfig {
+        dir: params.string("speak_dir", &default_speech_dir())?.into(),
+        voice: params.string("speak_voice", "en")?,
+        words_per_minute: params.usize("speak_rate", 170)?.clamp(80, 450) as u32,
+        keep_files: params.usize("speak_keep_files", 200)?.max(1),
+        play: params.bool("speak_play", true)?,
+    };
     if !(deadline_s > 0.0) {
         anyhow::bail!("parameter deadline must be > 0 s, got {deadline_s}");
     }
@@ -143,7 +200,12 @@ async fn run() -> Result<()> {
     let sampling = if temperature > 0.0 { Sampling::TopP { temperature, top_p, seed } } else { Sampling::Greedy };
     let summarizer = load_summarizer(
         &choice,
-        SummarizerConfig { deadline: sensor_fusion::seconds("parameter deadline", deadline_s)?, max_tokens, sampling, candidates },
+        SummarizerConfig {
+            deadline: sensor_fusion::seconds("parameter deadline", deadline_s)?,
+            max_tokens,
+            sampling,
+            candidates,
+        },
     );
     let stats = Arc::new(Mutex::new(Stats {
         generation_ms: Histogram::new_with_bounds(1, 600_000, 3).ok(),
@@ -158,6 +220,39 @@ async fn run() -> Result<()> {
     let detailed_pub =
         node.create_publisher::<AnomalySummary>("/anomaly/summary_detailed", QosProfile::default().keep_last(100))?;
     let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
+    let explain_service = node.create_service::<Explain::Service>("/anomaly/explain", QosProfile::default())?;
+    // Speech: a thread of its own, so writing a WAV never holds up the next summary.
+    let speech_tx = if speak {
+        let speaker = Speaker::new(speech)?;
+        tracing::info!("speak: summaries spoken into {}", speaker.dir().display());
+        let audio_pub =
+            node.create_publisher::<StringMsg>("/anomaly/summary_audio_path", QosProfile::default().keep_last(100))?;
+        let (tx, rx) = crossbeam_channel::bounded::<(u64, String)>(SPEECH_QUEUE);
+        let speech_stats = stats.clone();
+        std::thread::Builder::new().name("summarizer-speech".into()).spawn(move || {
+            let mut speaker = speaker;
+            for (first_event, text) in rx {
+                match speaker.speak(first_event, &text) {
+                    Ok(path) => {
+                        speech_stats.lock().expect("stats").speech_files += 1;
+                        let data = path.display().to_string();
+                        if let Err(e) = audio_pub.publish(&StringMsg { data }) {
+                            tracing::warn!("publish /anomaly/summary_audio_path failed: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("speak: {e:#}");
+                        let mut st = speech_stats.lock().expect("stats");
+                        st.speech_failed += 1;
+                        st.speech_error = format!("{e:#}");
+                    }
+                }
+            }
+        })?;
+        Some(tx)
+    } else {
+        None
+    };
     let (param_handler, _param_events) = node.make_parameter_handler()?;
     let clock = node.get_ros_clock();
     tracing::info!(node = %node_name, "summarizer up: deadline {deadline_s} s, window {window_s} s, up to {max_events} events per summary");
@@ -165,9 +260,18 @@ async fn run() -> Result<()> {
     // Bounded queue to the worker; on overflow the event is parked for a template summary.
     let (tx, rx) = crossbeam_channel::bounded::<(EventInfo, String)>(queue_size);
     let overflow: Arc<Mutex<Vec<(EventInfo, String)>>> = Arc::default();
-    let (drain_stats, drain_overflow) = (stats.clone(), overflow.clone());
+    // The events /anomaly/explain can answer for: the newest `explain_history`.
+    let history: Arc<Mutex<VecDeque<EventInfo>>> = Arc::default();
+    let (drain_stats, drain_overflow, drain_history) = (stats.clone(), overflow.clone(), history.clone());
     let drain = ros::drain(events, move |m: AnomalyEvent| {
         let item = (event_info(&m), m.header.frame_id.clone());
+        {
+            let mut h = drain_history.lock().expect("history");
+            if h.len() >= explain_history {
+                h.pop_front();
+            }
+            h.push_back(item.0.clone());
+        }
         let mut s = drain_stats.lock().expect("stats");
         s.events_received += 1;
         if let Err(crossbeam_channel::TrySendError::Full(item)) = tx.try_send(item) {
@@ -178,6 +282,41 @@ async fn run() -> Result<()> {
             } else {
                 s.events_dropped += 1;
                 tracing::error!("event {} dropped: queue and overflow full", m.event_id);
+            }
+        }
+    });
+
+    // Explanation requests: answered at once when no event matches or the model is busy with
+    // EXPLAIN_QUEUE requests already; otherwise the worker answers between summaries.
+    let (explain_tx, explain_rx) = crossbeam_channel::bounded::<(ExplainRequest, Vec<EventInfo>)>(EXPLAIN_QUEUE);
+    let explain_stats = stats.clone();
+    let explain_drain = ros::drain(explain_service, move |req: ExplainRequest| {
+        let q = &req.message;
+        let query = if q.event_id != 0 {
+            Query::Event(q.event_id)
+        } else {
+            Query::Window { start_ns: stamp_ns(&q.window_start), end_ns: stamp_ns(&q.window_end) }
+        };
+        let selected = {
+            let mut h = history.lock().expect("history");
+            explain::select(h.make_contiguous(), query)
+        };
+        explain_stats.lock().expect("stats").explain_requests += 1;
+        match selected {
+            Err(why) => {
+                explain_stats.lock().expect("stats").explain_not_found += 1;
+                let resp = Explain::Response { success: false, message: why, ..Default::default() };
+                if let Err(e) = req.respond(resp) {
+                    tracing::warn!("/anomaly/explain response failed: {e}");
+                }
+            }
+            Ok(events) => {
+                if let Err(crossbeam_channel::TrySendError::Full((req, events))) = explain_tx.try_send((req, events)) {
+                    let x = Summarizer::explain_template(&events, "busy");
+                    if let Err(e) = req.respond(explain_response(&x)) {
+                        tracing::warn!("/anomaly/explain response failed: {e}");
+                    }
+                }
             }
         }
     });
@@ -209,6 +348,11 @@ async fn run() -> Result<()> {
                 let _ = h.record((s.generation_time_s as f64 * 1e3).round().max(1.0) as u64);
             }
             tracing::info!(events = ?s.event_ids, fallback = s.fallback, reason = %s.fallback_reason, "summary: {}", s.text);
+            if let Some(tx) = &speech_tx {
+                if tx.try_send((s.event_ids.first().copied().unwrap_or(0), s.text.clone())).is_err() {
+                    st.speech_dropped += 1;
+                }
+            }
         };
         loop {
             // Parked overflow first: template summaries, immediately.
@@ -221,13 +365,27 @@ async fn run() -> Result<()> {
                 Some(t) => Duration::from_nanos((t - now_ns()).max(0) as u64),
                 None => Duration::from_millis(100),
             };
-            let batch = match rx.recv_timeout(wait) {
-                Ok((e, f)) => {
-                    frame_id = f;
-                    coalescer.push(e, now_ns())
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => coalescer.poll(now_ns()),
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            let batch = crossbeam_channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok((e, f)) => {
+                        frame_id = f;
+                        coalescer.push(e, now_ns())
+                    }
+                    Err(_) => break,
+                },
+                recv(explain_rx) -> msg => {
+                    if let Ok((req, events)) = msg {
+                        let x = summarizer.explain(&events, explain_deadline);
+                        if !x.fallback {
+                            worker_stats.lock().expect("stats").explain_model_written += 1;
+                        }
+                        if let Err(e) = req.respond(explain_response(&x)) {
+                            tracing::warn!("/anomaly/explain response failed: {e}");
+                        }
+                    }
+                    coalescer.poll(now_ns())
+                },
+                default(wait) => coalescer.poll(now_ns()),
             };
             if let Some(batch) = batch {
                 let s = summarizer.summarize(&batch);
@@ -262,6 +420,17 @@ async fn run() -> Result<()> {
                 for (claim, n) in &s.rejected_claims {
                     kv.push((format!("rejected.claim.{claim}"), n.to_string()));
                 }
+                kv.push(("explain_requests".into(), s.explain_requests.to_string()));
+                kv.push(("explain_model_written".into(), s.explain_model_written.to_string()));
+                kv.push(("explain_not_found".into(), s.explain_not_found.to_string()));
+                if speak {
+                    kv.push(("speech_files".into(), s.speech_files.to_string()));
+                    kv.push(("speech_failed".into(), s.speech_failed.to_string()));
+                    kv.push(("speech_dropped".into(), s.speech_dropped.to_string()));
+                    if !s.speech_error.is_empty() {
+                        kv.push(("speech_last_error".into(), s.speech_error.clone()));
+                    }
+                }
                 if let Some(h) = s.generation_ms.as_ref().filter(|h| !h.is_empty()) {
                     kv.push(("generation_ms_p50".into(), h.value_at_quantile(0.5).to_string()));
                     kv.push(("generation_ms_p99".into(), h.value_at_quantile(0.99).to_string()));
@@ -284,6 +453,6 @@ async fn run() -> Result<()> {
     });
 
     tokio::spawn(param_handler);
-    ros::spin_until_shutdown(node, vec![drain], diag, worker).await;
+    ros::spin_until_shutdown(node, vec![drain, explain_drain], diag, worker).await;
     Ok(())
 }
