@@ -91,6 +91,11 @@ def out_of_range():
                         ('camera_lidar_agreement', '0.71')])
 
 
+def detector_unavailable():
+    return ev('model_degraded', 'detector_unavailable', 0.0, 0.0, ['camera'], ERROR,
+              evidence=[('error', 'camera detector from /opt/models/detector.json: weights sha256 is 3f2a..., expected 868f...')])
+
+
 def low_agreement():
     return ev('model_degraded', 'camera_lidar_agreement_low', 0.31, 0.5, ['camera'], WARN,
               evidence=[('window_frames', '50'), ('camera_lidar_agreement', '0.31')])
@@ -99,7 +104,7 @@ def low_agreement():
 BURSTS = [
     # One event of each kind and rule.
     [zone()], [risk()], [dropout()], [blinded()], [blinded(252.7)], [frozen()], [non_finite()], [saturated(160.2)],
-    [impact()], [camera_misses()], [phantom()], [overrun()], [out_of_range()], [low_agreement()],
+    [impact()], [camera_misses()], [phantom()], [overrun()], [out_of_range()], [low_agreement()], [detector_unavailable()],
     [zone('obstacle', 12, 2.4, -0.3)], [risk('person', 9, 5.2, 1.6, 2.1)],
     [dropout('camera', 0.4, 30)], [dropout('radar', 0.9, 20)], [dropout('imu', 0.05, 200)],
     # Evidence missing.

@@ -295,3 +295,81 @@ def test_big_endian_cloud_decodes_like_little_endian(procs, ros):
     probe.wait_for(lambda: probe.count('/sensors/lidar') == n + 1, 10, 'the big-endian cloud')
     le, be = probe.get('/sensors/lidar')[n - 1:]
     assert bytes(le.data) == bytes(be.data) and le.width == 20
+
+
+@pytest.mark.parametrize('model', ['corrupted', 'missing'])
+def test_fusion_node_starts_degraded_without_its_detector(procs, ros, tmp_path, model):
+    """A missing or corrupted camera model does not leave the robot without perception:
+    fusion_node starts on LiDAR and radar alone, says so on /diagnostics (ERROR) and in one
+    model_degraded event (detector_unavailable) naming the file; with detector_required it
+    refuses to start, with the same reason."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fusion_msgs.msg import AnomalyEvent, FusedObjectArray
+    from sensor_msgs.msg import PointCloud2
+
+    manifest = tmp_path / 'detector.json'
+    if model == 'corrupted':
+        manifest.write_bytes(b'{"sha256": "00", "weights": "x"')
+    node = procs([binary('fusion_node'), '--ros-args', '-p', f'detector_weights:={manifest}',
+                  '-p', 'diagnostics_period:=0.2'], name='fusion_node')
+    probe = ros()
+    for topic, kind in (('/anomaly/events', AnomalyEvent), ('/fusion/objects', FusedObjectArray),
+                        ('/diagnostics', DiagnosticArray)):
+        probe.subscribe(topic, kind)
+    pub = probe.publisher('/sensors/lidar', PointCloud2)
+    probe.wait_matched(pub, 1, timeout=30)
+    # A box of points 6 m ahead, 10 sweeps: LiDAR-only sets, released partial.
+    points = [(6.0 + 0.1 * i, -0.4 + 0.1 * j, 0.2 + 0.2 * k, 50.0) for i in range(5) for j in range(8) for k in range(6)]
+    for _ in range(20):
+        now = time.time_ns()  # node clock time: sets within their deadlines
+        m = cloud(0, XYZI, points, 'base_link')
+        m.header.stamp.sec, m.header.stamp.nanosec = now // 10**9, now % 10**9
+        pub.publish(m)
+        time.sleep(0.1)
+    probe.wait_for(lambda: any(e.rule == 'detector_unavailable' for e in probe.get('/anomaly/events')), 20,
+                   f'a detector_unavailable event; log:\n{node.output()[-2000:]}')
+    events = [e for e in probe.get('/anomaly/events') if e.rule == 'detector_unavailable']
+    assert len(events) == 1 and events[0].kind == 'model_degraded' and events[0].severity == AnomalyEvent.ERROR
+    error = {kv.key: kv.value for kv in events[0].evidence}['error']
+    assert str(manifest) in error, error
+    assert node.alive() and probe.count('/fusion/objects') > 0
+    status = [s for a in probe.get('/diagnostics') for s in a.status if s.name.endswith('fusion_node: fusion')]
+    assert status and status[-1].level == b'\x02' and 'camera detector unavailable' in status[-1].message, status[-1:]
+    # Required: no start, the same reason, exit status 1.
+    strict = procs([binary('fusion_node'), '--ros-args', '-r', '__node:=fusion_node_strict',
+                    '-p', f'detector_weights:={manifest}', '-p', 'detector_required:=true'], name='strict')
+    assert strict.p.wait(30) == 1
+    assert str(manifest) in strict.output() and 'panicked' not in strict.output()
+
+
+NODES = ['camera_ingest', 'lidar_ingest', 'radar_ingest', 'imu_ingest', 'fusion_node', 'summarizer']
+
+
+@pytest.mark.parametrize('case', ['params_yaml', 'remap', 'calibration_yaml', 'calibration_missing'])
+def test_bad_files_and_arguments_give_a_one_line_error_not_a_panic(tmp_path, case):
+    """Every node, given a malformed parameter file or remap rule (rcl refuses it, and r2r
+    would panic), or a calibration file that is not the schema or not there: exit status 1,
+    an error naming the file and what is wrong, never a panic."""
+    import subprocess
+
+    from conftest import child_env
+
+    bad_params = tmp_path / 'params.yaml'
+    bad_params.write_text('a: [1,\n')
+    bad_calibration = tmp_path / 'calibration.yaml'
+    bad_calibration.write_text('base_frame: base_link\nsensors:\n  camera: {frame_id: cam, translation: [1, 2]}\n')
+    args, expect = {
+        'params_yaml': (['--params-file', str(bad_params)], f"invalid ROS arguments: Couldn't parse params file: '--params-file {bad_params}'"),
+        'remap': (['-r', 'bad:='], "invalid ROS arguments: Couldn't parse remap rule: '-r bad:='"),
+        'calibration_yaml': (['-p', f'calibration:={bad_calibration}'],
+                             f'calibration {bad_calibration} is not valid YAML for the schema: sensors.camera.translation: invalid length 2'),
+        'calibration_missing': (['-p', f'calibration:={tmp_path}/none.yaml'], f'cannot read calibration {tmp_path}/none.yaml'),
+    }[case]
+    for name in NODES:
+        if case.startswith('calibration') and name == 'summarizer':
+            continue  # the summarizer reads no calibration
+        res = subprocess.run([binary(name), '--ros-args', *args], capture_output=True, text=True, timeout=60,
+                             env=child_env(RUST_BACKTRACE='0'))
+        out = res.stdout + res.stderr
+        assert res.returncode == 1, (name, res.returncode, out[-2000:])
+        assert expect in out and 'panicked' not in out, (name, out[-2000:])

@@ -347,7 +347,10 @@ def test_summaries_of_hand_made_edge_cases_are_faithful(tmp_path):
         bursts.setdefault(e['stamp_ns'] // 10**10, []).append(e)
     groups = list(bursts.values())
     kinds = [len({e['kind'] for e in g}) for g in groups]
-    pick = [g for g in groups if not g[0]['evidence']][:1] + [groups[24], groups[29], groups[kinds.index(max(kinds))]]
+    missing = next(g for g in groups if not g[0]['evidence'])
+    tiny = next(g for g in groups if g[0]['position'][0] < 0.1 and g[0]['kind'] == 'zone_intrusion')
+    disagreement_and_intrusion = next(g for g in groups if [e['kind'] for e in g] == ['sensor_disagreement', 'zone_intrusion'])
+    pick = [missing, tiny, disagreement_and_intrusion, groups[kinds.index(max(kinds))]]
     (tmp_path / 'slice').mkdir()
     (tmp_path / 'slice' / 'events.jsonl').write_text(
         ''.join(json.dumps(e) + '\n' for e in sorted((e for g in pick for e in g), key=lambda e: e['stamp_ns'])))

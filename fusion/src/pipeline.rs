@@ -465,6 +465,8 @@ pub struct Pipeline {
     now: StampNs,
     /// Named counters (sets, partial sets by missing sensor, detector errors, ...).
     pub counters: BTreeMap<String, u64>,
+    /// Why the camera detector could not be loaded, until the event that says so is out.
+    detector_unavailable: Option<String>,
 }
 
 impl Pipeline {
@@ -491,7 +493,16 @@ impl Pipeline {
             now: i64::MIN,
             counters: BTreeMap::new(),
             params,
+            detector_unavailable: None,
         }
+    }
+
+    /// The node started without its camera detector (missing or corrupted model): objects
+    /// come from LiDAR and radar alone, and the first processed set raises one
+    /// `model_degraded` event (`detector_unavailable`, ERROR) with `why` as evidence, so
+    /// whoever reads the events knows the classes are missing and why.
+    pub fn set_detector_unavailable(&mut self, why: String) {
+        self.detector_unavailable = Some(why);
     }
 
     pub fn detector_name(&self) -> Option<&str> {
@@ -651,6 +662,30 @@ impl Pipeline {
     /// rules. `perception` holds what the (possibly parallel, possibly skipped) perception
     /// stages made of the set.
     pub fn fuse(&mut self, job: SetJob, perception: Perception) -> Step {
+        let unavailable = self.detector_unavailable.take().map(|why| {
+            let t = job.stamp;
+            self.anomaly.number(crate::anomaly::Event {
+                event_id: 0,
+                stamp_ns: t,
+                kind: "model_degraded",
+                severity: crate::anomaly::ERROR,
+                rule: "detector_unavailable",
+                measured_value: 0.0,
+                threshold: 0.0,
+                sensors: vec!["camera"],
+                track_ids: vec![],
+                zone: String::new(),
+                position: [0.0; 3],
+                onset_ns: t,
+                evidence: vec![crate::anomaly::KeyValue { key: "error".into(), value: why }],
+            })
+        });
+        let mut step = self.fuse_set(job, perception);
+        step.events.splice(0..0, unavailable);
+        step
+    }
+
+    fn fuse_set(&mut self, job: SetJob, perception: Perception) -> Step {
         let mut times = StageTimes {
             lidar_us: perception.times.lidar_us,
             radar_us: perception.times.radar_us,

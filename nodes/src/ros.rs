@@ -45,8 +45,29 @@ pub fn init_logging() {
 /// Creates the context and the node. `--ros-args` on the command line (remaps, `__node`,
 /// `__ns`, `--params-file`, `-p`) are applied by rcl.
 pub fn create_node(default_name: &str) -> Result<r2r::Node> {
-    let ctx = r2r::Context::create().context("rcl init failed")?;
+    let ctx = rcl_context()?;
     r2r::Node::create(ctx, default_name, "").with_context(|| format!("cannot create node {default_name}"))
+}
+
+/// The rcl context, from this process's command line. r2r panics when rcl refuses the
+/// command line (a malformed `--params-file`, a bad remap rule): that is the user's input, so
+/// it becomes an error carrying rcl's own message instead of a panic.
+fn rcl_context() -> Result<r2r::Context> {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let created = std::panic::catch_unwind(r2r::Context::create);
+    std::panic::set_hook(quiet);
+    match created {
+        Ok(ctx) => ctx.context("rcl init failed"),
+        Err(payload) => {
+            let why = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("rcl_init failed");
+            anyhow::bail!("invalid ROS arguments: {}", why.lines().next().unwrap_or(why).trim())
+        }
+    }
 }
 
 /// Typed access to the node's parameters. `declare` inserts the default when the user

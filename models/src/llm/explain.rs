@@ -145,6 +145,9 @@ fn rule_clause(e: &EventInfo) -> String {
             th * 100.0,
             m * 100.0
         ),
+        "detector_unavailable" => {
+            format!("fires when the camera detector cannot be loaded at start-up: {}.", ev(e, "error").unwrap_or("no reason given"))
+        }
         _ => format!("compared {m:.3} against a threshold of {th:.3}."),
     }
 }
@@ -217,6 +220,9 @@ pub fn counterfactual(e: &EventInfo) -> String {
             "Would not have fired with fewer than {:.0} % of recent frames outside the training range.",
             th * 100.0
         ),
+        "detector_unavailable" => {
+            "Would not have fired with a readable model whose sha256 matches its manifest.".into()
+        }
         _ => format!("Would not have fired on the other side of the threshold {th:.3}."),
     }
 }

@@ -146,6 +146,9 @@ impl EventInfo {
                 self.ev("hard_misses").unwrap_or("?"),
                 self.ev("window_sets").unwrap_or("?")
             ),
+            "model_degraded" if self.rule == "detector_unavailable" => format!(
+                "{sev} at {t}: the camera detector could not be loaded at start-up; objects are found without camera classes until it is fixed."
+            ),
             "model_degraded" => format!(
                 "{sev} at {t}: the camera detector is outside what it was trained on: {}; detections may be unreliable.",
                 match self.rule.as_str() {

@@ -279,9 +279,19 @@ async fn run() -> Result<()> {
     dp.input_size = params.string("input_size", &dp.input_size)?;
     dp.precision = params.string("precision", &dp.precision)?;
     dp.score_threshold = params.f64("detector_score_threshold", dp.score_threshold)?;
-    // Loaded (and its weights verified) before any subscription: a bad model is a start-up
-    // error, not a surprise on the first frame.
-    let detector = dp.build()?;
+    // Loaded (and its weights verified) before any subscription, never on the first frame.
+    // A missing or corrupted model is not a reason to leave the robot without perception:
+    // the node starts degraded (LiDAR and radar objects, no camera classes), says so on
+    // /diagnostics (ERROR) and in one model_degraded event — unless detector_required.
+    let detector_required = params.bool("detector_required", false)?;
+    let (detector, detector_error) = match dp.build() {
+        Ok(d) => (d, None),
+        Err(e) if !detector_required => {
+            tracing::error!("camera detector unavailable, running on LiDAR and radar alone: {e:#}");
+            (None, Some(format!("{e:#}")))
+        }
+        Err(e) => return Err(e.context("parameter detector_required is true")),
+    };
     tracing::info!(
         "camera detector: {}",
         detector.as_ref().map(|d| d.name().to_string()).unwrap_or_else(|| "none".into())
@@ -317,7 +327,10 @@ async fn run() -> Result<()> {
             stamp_ns(t.sec, t.nanosec)
         })
     };
-    let pipeline = Pipeline::new(pp, &calib, detector);
+    let mut pipeline = Pipeline::new(pp, &calib, detector);
+    if let Some(why) = &detector_error {
+        pipeline.set_detector_unavailable(why.clone());
+    }
     let sink = Publishers { objects: objects_pub, markers: markers_pub, events: events_pub, base_frame };
     let preprocess = Box::new(convert);
     let executor = Arc::new(if mode == "fifo" {
@@ -367,9 +380,14 @@ async fn run() -> Result<()> {
         loop {
             tick.tick().await;
             let mut s = diag_stats.lock().expect("stats");
-            let kv = s.key_values();
+            let mut kv = s.key_values();
             let (sets, misses, shed) = (s.window_sets, s.window_hard_misses, s.window_shed);
-            let (level, message) = if misses > 0 {
+            if let Some(why) = &detector_error {
+                kv.push(("detector".into(), format!("unavailable: {why}")));
+            }
+            let (level, message) = if let Some(why) = &detector_error {
+                (2u8, format!("camera detector unavailable (LiDAR and radar only): {why}"))
+            } else if misses > 0 {
                 (1u8, format!("{misses} of {sets} sets missed the hard deadline"))
             } else if sets == 0 && shed == 0 {
                 (1u8, "no synchronized sets".to_string())

@@ -180,7 +180,11 @@ async fn run() -> Result<()> {
     let explain_deadline = sensor_fusion::seconds("parameter explain_deadline", params.f64("explain_deadline", 5.0)?)?;
     let speak = params.bool("speak", false)?;
     let speech = SpeechConfig {
-        dir: params.string("speak_dir", &default_speech_dir())?.into(),
+        dir: match params.string("speak_dir", "")?.as_str() {
+            "" => default_speech_dir(),
+            d => d.to_string(),
+        }
+        .into(),
         voice: params.string("speak_voice", "en")?,
         words_per_minute: params.usize("speak_rate", 170)?.clamp(80, 450) as u32,
         keep_files: params.usize("speak_keep_files", 200)?.max(1),
