@@ -96,6 +96,16 @@ def detector_unavailable():
               evidence=[('error', 'camera detector from /opt/models/detector.json: weights sha256 is 3f2a..., expected 868f...')])
 
 
+def recovered(sensor='lidar', silent=2.4):
+    return ev('sensor_dropout', 'stream_recovered', silent * 10, 5.0, [sensor], INFO,
+              evidence=[('silent_s', f'{silent:.3f}'), ('last_message_stamp_s', '4.100')])
+
+
+def time_jump():
+    return ev('time_jump', 'data_time_went_back', 12.402, 1.0, ['lidar'], INFO,
+              evidence=[('jump_back_s', '12.402'), ('previous_time_s', '17.402'), ('new_time_s', '5.000')])
+
+
 def low_agreement():
     return ev('model_degraded', 'camera_lidar_agreement_low', 0.31, 0.5, ['camera'], WARN,
               evidence=[('window_frames', '50'), ('camera_lidar_agreement', '0.31')])
@@ -105,6 +115,7 @@ BURSTS = [
     # One event of each kind and rule.
     [zone()], [risk()], [dropout()], [blinded()], [blinded(252.7)], [frozen()], [non_finite()], [saturated(160.2)],
     [impact()], [camera_misses()], [phantom()], [overrun()], [out_of_range()], [low_agreement()], [detector_unavailable()],
+    [time_jump()], [recovered()], [dropout('radar', 0.5, 20), recovered('camera', 0.7)],
     [zone('obstacle', 12, 2.4, -0.3)], [risk('person', 9, 5.2, 1.6, 2.1)],
     [dropout('camera', 0.4, 30)], [dropout('radar', 0.9, 20)], [dropout('imu', 0.05, 200)],
     # Evidence missing.

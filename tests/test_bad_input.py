@@ -373,3 +373,41 @@ def test_bad_files_and_arguments_give_a_one_line_error_not_a_panic(tmp_path, cas
         out = res.stdout + res.stderr
         assert res.returncode == 1, (name, res.returncode, out[-2000:])
         assert expect in out and 'panicked' not in out, (name, out[-2000:])
+
+
+def test_a_stream_that_stops_and_comes_back_raises_dropout_then_recovery(procs, ros):
+    """Radar goes silent for 1.5 s while LiDAR goes on: one sensor_dropout (ERROR), then one
+    stream_recovered (INFO) saying how long it was gone; objects keep coming throughout."""
+    from fusion_msgs.msg import AnomalyEvent, FusedObjectArray
+    from sensor_msgs.msg import PointCloud2
+
+    node = procs([binary('fusion_node'), '--ros-args', '-p', 'detector:=none'], name='fusion_node')
+    probe = ros()
+    probe.subscribe('/anomaly/events', AnomalyEvent)
+    probe.subscribe('/fusion/objects', FusedObjectArray)
+    lidar = probe.publisher('/sensors/lidar', PointCloud2)
+    radar = probe.publisher('/sensors/radar', PointCloud2)
+    probe.wait_matched(lidar, 1, timeout=30)
+    probe.wait_matched(radar, 1, timeout=30)
+    points = [(6.0 + 0.1 * i, -0.4 + 0.1 * j, 0.2 + 0.2 * k, 50.0) for i in range(5) for j in range(8) for k in range(6)]
+    objects_while_silent = 0
+    for n in range(50):  # 5 s at 10 Hz; radar silent from 1.5 s to 3.0 s
+        now = time.time_ns()
+        for pub, names, pts in ((lidar, XYZI, points), (radar, RADAR, [(6.2, 0.0, 0.5, 0.0, 12.0)])):
+            if pub is radar and 15 <= n < 30:
+                continue
+            m = cloud(0, names, pts, 'base_link')
+            m.header.stamp.sec, m.header.stamp.nanosec = now // 10**9, now % 10**9
+            pub.publish(m)
+        if n == 29:
+            objects_while_silent = probe.count('/fusion/objects')
+        time.sleep(0.1)
+    probe.wait_for(lambda: any(e.rule == 'stream_recovered' for e in probe.get('/anomaly/events')), 10,
+                   f'a recovery event; events {[(e.kind, e.rule) for e in probe.get("/anomaly/events")]}')
+    radar_events = [e for e in probe.get('/anomaly/events') if list(e.sensors) == ['radar']]
+    assert [(e.rule, e.severity) for e in radar_events] == [('stream_silent', AnomalyEvent.ERROR),
+                                                          ('stream_recovered', AnomalyEvent.INFO)], radar_events
+    silent_s = float({kv.key: kv.value for kv in radar_events[1].evidence}['silent_s'])
+    assert 1.3 < silent_s < 1.9, silent_s
+    assert objects_while_silent >= 20 and probe.count('/fusion/objects') > objects_while_silent
+    assert node.alive()

@@ -231,6 +231,15 @@ pub struct AnomalyDetector {
 }
 
 impl AnomalyDetector {
+    /// Data time went back (a bag loop, a clock reset): every stream's, track's and rule's
+    /// state starts over — the same intrusion may fire again in the new timeline — while
+    /// event ids keep counting, so they stay unique for the run.
+    pub fn restart_timeline(&mut self) {
+        let next_id = self.next_id;
+        *self = AnomalyDetector::new(self.params, std::mem::take(&mut self.zones));
+        self.next_id = next_id;
+    }
+
     pub fn new(params: AnomalyParams, zones: Vec<SafetyZone>) -> Self {
         Self {
             params,
@@ -293,14 +302,33 @@ impl AnomalyDetector {
         (1e9 / self.params.expected_rate_hz[s as usize]).round() as i64
     }
 
-    /// A message of `sensor` was accepted; returns nothing (a returning stream re-arms its
-    /// dropout rule).
-    pub fn on_message(&mut self, sensor: Sensor, stamp: StampNs) {
-        let last = &mut self.last_seen[sensor as usize];
-        if last.is_none_or(|l| stamp > l) {
-            *last = Some(stamp);
+    /// A message of `sensor` was accepted. A stream reported silent is back: its dropout
+    /// rule re-arms and one `sensor_dropout` event with rule `stream_recovered` (INFO) says
+    /// how long it was gone, so whoever saw the dropout also sees its end.
+    pub fn on_message(&mut self, sensor: Sensor, stamp: StampNs) -> Option<Event> {
+        let previous = self.last_seen[sensor as usize];
+        if previous.is_none_or(|l| stamp > l) {
+            self.last_seen[sensor as usize] = Some(stamp);
         }
-        self.dropout_active[sensor as usize] = false;
+        if !std::mem::replace(&mut self.dropout_active[sensor as usize], false) {
+            return None;
+        }
+        let last = previous.unwrap_or(stamp);
+        let gap = stamp.saturating_sub(last);
+        let periods = gap as f64 / self.period_ns(sensor) as f64;
+        let mut e = self.event(
+            stamp,
+            "sensor_dropout",
+            INFO,
+            "stream_recovered",
+            periods,
+            self.params.dropout_periods,
+            vec![sensor.as_str()],
+            last,
+        );
+        e.evidence =
+            vec![kv("silent_s", format!("{:.3}", secs(gap))), kv("last_message_stamp_s", format!("{:.3}", secs(last)))];
+        Some(e)
     }
 
     /// Where each stream stands for the dropout rule (camera, lidar, radar, imu).
@@ -731,7 +759,15 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!((e[0].kind, e[0].sensors.clone(), e[0].onset_ns), ("sensor_dropout", vec!["lidar"], 1_000 * MS));
         assert!(d.check_dropouts(1_260 * MS).iter().all(|e| e.sensors != ["lidar"]), "once");
-        d.on_message(Sensor::Lidar, 1_300 * MS);
+        // Back: one recovery event saying how long it was gone, then the rule re-arms.
+        let back = d.on_message(Sensor::Lidar, 1_300 * MS).expect("a recovery event");
+        assert_eq!(
+            (back.kind, back.rule, back.severity, back.sensors.clone()),
+            ("sensor_dropout", "stream_recovered", INFO, vec!["lidar"])
+        );
+        assert_eq!((back.onset_ns, back.measured_value), (900 * MS, 4.0));
+        assert_eq!(back.evidence[0].value, "0.400");
+        assert!(d.on_message(Sensor::Lidar, 1_400 * MS).is_none(), "once");
         for s in Sensor::ALL {
             d.on_message(s, 2_000 * MS);
         }

@@ -467,22 +467,36 @@ pub struct Pipeline {
     pub counters: BTreeMap<String, u64>,
     /// Why the camera detector could not be loaded, until the event that says so is out.
     detector_unavailable: Option<String>,
+    /// Newest stamp per stream (camera, lidar, radar, imu): a stream going back by more than
+    /// TIME_JUMP_NS restarts the timeline.
+    stream_newest: [Option<StampNs>; 4],
+}
+
+/// Data time going back by more than this, on one stream, is a new timeline (a bag played
+/// with --loop, a clock reset), not a late message.
+pub const TIME_JUMP_NS: StampNs = 1_000_000_000;
+
+/// IMU samples kept for interpolation at set stamps (2 s at 200 Hz).
+const IMU_BUFFER: usize = 400;
+
+fn sync_config(params: &PipelineParams) -> DeadlineConfig {
+    DeadlineConfig {
+        topics: 3,
+        reference: LIDAR,
+        tolerance_ns: params.sync_tolerance_ns,
+        deadline_ns: params.sync_wait_ns,
+        buffer: 8,
+    }
 }
 
 impl Pipeline {
     pub fn new(params: PipelineParams, calib: &Calibration, detector: Option<Box<dyn CameraDetector>>) -> Self {
-        let sync = DeadlineSync::new(DeadlineConfig {
-            topics: 3,
-            reference: LIDAR,
-            tolerance_ns: params.sync_tolerance_ns,
-            deadline_ns: params.sync_wait_ns,
-            buffer: 8,
-        });
+        let sync = DeadlineSync::new(sync_config(&params));
         let monitor = ModelMonitor::new(params.monitor, detector.as_ref().and_then(|d| d.training_ranges()));
         Self {
             sync,
             monitor,
-            imu: ImuBuffer::new(400),
+            imu: ImuBuffer::new(IMU_BUFFER),
             camera_model: CameraModel::new(calib),
             detector,
             tracker: Tracker::new(params.tracker.clone()),
@@ -494,7 +508,53 @@ impl Pipeline {
             counters: BTreeMap::new(),
             params,
             detector_unavailable: None,
+            stream_newest: [None; 4],
         }
+    }
+
+    /// When `stamp` takes its stream back by more than [`TIME_JUMP_NS`] (and behind the
+    /// pipeline's time): the synchronizer, IMU buffer, tracker and rules start over, and one
+    /// `time_jump` event (INFO) says so. A late message of a stalled stream is newer than its
+    /// own stream's last one, so it never restarts anything.
+    fn follow_timeline(&mut self, sensor: Sensor, stamp: StampNs) -> Option<Event> {
+        let newest = self.stream_newest[sensor as usize].replace(stamp)?;
+        if stamp >= newest.saturating_sub(TIME_JUMP_NS) || stamp >= self.now.saturating_sub(TIME_JUMP_NS) {
+            self.stream_newest[sensor as usize] = Some(newest.max(stamp));
+            return None;
+        }
+        let back = self.now.saturating_sub(stamp);
+        let previous = self.now;
+        self.sync = DeadlineSync::new(sync_config(&self.params));
+        self.imu = ImuBuffer::new(IMU_BUFFER);
+        self.tracker = Tracker::new(self.params.tracker.clone());
+        self.anomaly.restart_timeline();
+        self.last_set = None;
+        self.last_lidar = None;
+        self.recent_camera = None;
+        self.stream_newest = [None; 4];
+        self.stream_newest[sensor as usize] = Some(stamp);
+        self.now = stamp;
+        self.count("time_jumps");
+        let secs = |ns: StampNs| format!("{:.3}", ns as f64 * 1e-9);
+        Some(self.anomaly.number(Event {
+            event_id: 0,
+            stamp_ns: stamp,
+            kind: "time_jump",
+            severity: crate::anomaly::INFO,
+            rule: "data_time_went_back",
+            measured_value: back as f64 * 1e-9,
+            threshold: TIME_JUMP_NS as f64 * 1e-9,
+            sensors: vec![sensor.as_str()],
+            track_ids: vec![],
+            zone: String::new(),
+            position: [0.0; 3],
+            onset_ns: stamp,
+            evidence: vec![
+                crate::anomaly::KeyValue { key: "jump_back_s".into(), value: secs(back) },
+                crate::anomaly::KeyValue { key: "previous_time_s".into(), value: secs(previous) },
+                crate::anomaly::KeyValue { key: "new_time_s".into(), value: secs(stamp) },
+            ],
+        }))
     }
 
     /// The node started without its camera detector (missing or corrupted model): objects
@@ -554,10 +614,17 @@ impl Pipeline {
     /// this message released, as jobs.
     fn release(&mut self, input: Input, events: &mut Vec<Event>) -> Vec<SetJob> {
         let stamp = input.stamp();
+        let sensor = match &input {
+            Input::Camera { .. } => Sensor::Camera,
+            Input::Lidar { .. } => Sensor::Lidar,
+            Input::Radar { .. } => Sensor::Radar,
+            Input::Imu(_) => Sensor::Imu,
+        };
+        events.extend(self.follow_timeline(sensor, stamp));
         self.now = self.now.max(stamp);
         let released = match input {
             Input::Imu(s) => {
-                self.anomaly.on_message(Sensor::Imu, s.stamp);
+                events.extend(self.anomaly.on_message(Sensor::Imu, s.stamp));
                 if self.imu.push(s).is_err() {
                     self.count("imu.out_of_order");
                 }
@@ -565,19 +632,19 @@ impl Pipeline {
                 self.sync.poll(self.now)
             }
             Input::Camera { stamp, image } => {
-                self.anomaly.on_message(Sensor::Camera, stamp);
+                events.extend(self.anomaly.on_message(Sensor::Camera, stamp));
                 events.extend(self.anomaly.on_camera_frame(stamp, &image));
                 self.recent_camera = Some((stamp, image.clone()));
                 self.sync.add(CAMERA, stamp, Member::Camera(image))
             }
             Input::Lidar { stamp, points, non_finite, total } => {
-                self.anomaly.on_message(Sensor::Lidar, stamp);
+                events.extend(self.anomaly.on_message(Sensor::Lidar, stamp));
                 events.extend(self.anomaly.on_lidar_health(stamp, non_finite, total));
                 self.last_lidar = Some(stamp);
                 self.sync.add(LIDAR, stamp, Member::Lidar(points))
             }
             Input::Radar { stamp, targets } => {
-                self.anomaly.on_message(Sensor::Radar, stamp);
+                events.extend(self.anomaly.on_message(Sensor::Radar, stamp));
                 let lidar_lost = self.last_lidar.is_none_or(|l| stamp - l > self.params.reference_lost_ns);
                 let due = self
                     .last_set
@@ -944,6 +1011,67 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// LiDAR (a 1 m box 8 m ahead) and radar at 10 Hz, camera frames (textured) at 10 Hz,
+    /// from `t0` for `n` periods.
+    fn feed(p: &mut Pipeline, t0: StampNs, n: i64) -> Step {
+        let points: Vec<[f32; 5]> = (0..200)
+            .map(|i| {
+                [8.0 + (i % 5) as f32 * 0.2, -0.5 + (i / 5 % 5) as f32 * 0.25, 0.2 + (i / 25) as f32 * 0.15, 40.0, 0.0]
+            })
+            .collect();
+        let image =
+            Arc::new(Rgb8 { width: 64, height: 48, data: (0..64 * 48 * 3).map(|i| (i * 37 % 251) as u8).collect() });
+        let mut out = Step::default();
+        for k in 0..n {
+            let t = t0 + k * 100_000_000;
+            let mut img = (*image).clone();
+            img.data[0] = k as u8; // not a frozen image
+            out.extend(p.push(Input::Lidar { stamp: t, points: Arc::new(points.clone()), non_finite: 0, total: 200 }));
+            out.extend(
+                p.push(Input::Radar { stamp: t + 1_000_000, targets: Arc::new(vec![[8.5, 0.0, 0.5, 0.0, 10.0]]) }),
+            );
+            out.extend(p.push(Input::Camera { stamp: t + 2_000_000, image: Arc::new(img) }));
+        }
+        out
+    }
+
+    #[test]
+    fn a_bag_loop_restarts_the_timeline_with_one_event_and_sets_keep_coming() {
+        let mut p = Pipeline::new(PipelineParams::default(), &Calibration::default(), None);
+        let first = feed(&mut p, 5_000_000_000, 30);
+        assert!(first.sets.len() >= 28, "{} sets", first.sets.len());
+        assert!(first.events.iter().all(|e| e.kind != "time_jump"));
+        let last_id = first.events.iter().map(|e| e.event_id).max().unwrap_or(0);
+        // The bag starts again, 3 s back.
+        let second = feed(&mut p, 5_000_000_000, 30);
+        let jumps: Vec<&Event> = second.events.iter().filter(|e| e.kind == "time_jump").collect();
+        assert_eq!(jumps.len(), 1, "{:?}", second.events);
+        let j = jumps[0];
+        assert_eq!(
+            (j.rule, j.severity, j.sensors.as_slice()),
+            ("data_time_went_back", crate::anomaly::INFO, &["lidar"][..])
+        );
+        assert!((j.measured_value - 2.902).abs() < 0.01, "jumped back {} s", j.measured_value);
+        assert!(j.event_id > last_id, "event ids keep counting");
+        assert!(second.sets.len() >= 28, "sets go on in the new timeline: {}", second.sets.len());
+        assert!(second.sets.iter().all(|s| s.stamp < 8_000_000_000));
+        // No dropout was raised for streams that simply started over.
+        assert!(second.events.iter().all(|e| e.kind != "sensor_dropout"), "{:?}", second.events);
+        assert_eq!(p.counters.get("time_jumps"), Some(&1));
+    }
+
+    #[test]
+    fn a_late_message_of_a_stalled_stream_is_not_a_time_jump() {
+        let mut p = Pipeline::new(PipelineParams::default(), &Calibration::default(), None);
+        feed(&mut p, 5_000_000_000, 30);
+        // A camera frame 0.4 s older than the camera's last one: out of order, not a new
+        // timeline (only a stream going back by more than TIME_JUMP_NS is one).
+        let img = Arc::new(Rgb8 { width: 8, height: 8, data: vec![90; 192] });
+        let step = p.push(Input::Camera { stamp: 7_500_000_000, image: img });
+        assert!(step.events.iter().all(|e| e.kind != "time_jump"));
+        assert_eq!(p.counters.get("time_jumps"), None);
+    }
 
     #[test]
     fn projection_of_a_box_ahead_is_centred() {

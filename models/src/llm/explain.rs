@@ -145,6 +145,12 @@ fn rule_clause(e: &EventInfo) -> String {
             th * 100.0,
             m * 100.0
         ),
+        "stream_recovered" => format!(
+            "fires when a stream reported silent delivers again; the {sensor} stream was silent for {m:.1} expected periods."
+        ),
+        "data_time_went_back" => format!(
+            "fires when a stream's stamps go back by more than {th:.1} s; they went back {m:.3} s, so tracking and the rules restarted."
+        ),
         "detector_unavailable" => {
             format!("fires when the camera detector cannot be loaded at start-up: {}.", ev(e, "error").unwrap_or("no reason given"))
         }
@@ -220,6 +226,10 @@ pub fn counterfactual(e: &EventInfo) -> String {
             "Would not have fired with fewer than {:.0} % of recent frames outside the training range.",
             th * 100.0
         ),
+        "stream_recovered" => {
+            format!("Would not have fired had the {sensor} stream never gone silent for more than {th:.0} periods.")
+        }
+        "data_time_went_back" => format!("Would not have fired had the stamps gone back by at most {th:.1} s."),
         "detector_unavailable" => {
             "Would not have fired with a readable model whose sha256 matches its manifest.".into()
         }

@@ -106,6 +106,11 @@ impl EventInfo {
                 self.threshold,
                 self.ev("closing_speed_mps").unwrap_or("?"),
             ),
+            "sensor_dropout" if self.rule == "stream_recovered" => format!(
+                "{sev} at {t}: the {} stream is back after {} s of silence.",
+                self.sensors_text(),
+                self.ev("silent_s").unwrap_or("?")
+            ),
             "sensor_dropout" => format!(
                 "{sev} at {t}: the {} stream has been silent for {} s ({:.0} expected periods, limit {:.0}).",
                 self.sensors_text(),
@@ -145,6 +150,10 @@ impl EventInfo {
                 "{sev} at {t}: perception missed its 100 ms hard deadline {} times in the last {} frames.",
                 self.ev("hard_misses").unwrap_or("?"),
                 self.ev("window_sets").unwrap_or("?")
+            ),
+            "time_jump" => format!(
+                "{sev} at {t}: data time jumped back {} s (a bag played in a loop, or a clock reset); tracking and the anomaly rules started over.",
+                self.ev("jump_back_s").map(str::to_string).unwrap_or_else(|| format!("{:.1}", self.measured_value))
             ),
             "model_degraded" if self.rule == "detector_unavailable" => format!(
                 "{sev} at {t}: the camera detector could not be loaded at start-up; objects are found without camera classes until it is fixed."

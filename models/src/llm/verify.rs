@@ -90,6 +90,8 @@ const KIND_WORDS: &[(&str, &str)] = &[
     ("deadline", "deadline_overrun"),
     ("overrun", "deadline_overrun"),
     ("detector", "model_degraded"),
+    ("jump", "time_jump"),
+    ("silence", "sensor_dropout"),
     ("trained", "model_degraded"),
 ];
 
@@ -341,7 +343,7 @@ fn claims_of(clause: &[Token]) -> Claims {
 fn facts(e: &EventInfo) -> Vec<(f64, Quantity)> {
     let measured = match e.kind.as_str() {
         "zone_intrusion" => Quantity::Distance,
-        "collision_risk" => Quantity::Time,
+        "collision_risk" | "time_jump" => Quantity::Time,
         _ => Quantity::Any,
     };
     let mut f = vec![(e.measured_value, measured), (e.threshold, measured)];
