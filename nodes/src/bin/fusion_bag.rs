@@ -69,6 +69,15 @@ enum Cmd {
         restamp: bool,
     },
     /// Record topics into a new rosbag2 directory (MCAP storage).
+    /// Recover a bag whose recorder was killed (SIGKILL, power loss): every complete record
+    /// up to the cut is written to a new, indexed bag with metadata.yaml; the original is
+    /// left as it is.
+    Reindex {
+        bag: String,
+        /// Output directory (must not exist); default BAG_reindexed.
+        #[arg(short, long)]
+        output: Option<String>,
+    },
     Record {
         /// Topics to record.
         topics: Vec<String>,
@@ -96,6 +105,7 @@ fn main() {
             )
         }
         Cmd::Record { topics, all, output, duration } => record(topics, all, &output, duration),
+        Cmd::Reindex { bag, output } => reindex(&bag, output),
     };
     if let Err(e) = result {
         // One line, whatever went wrong.
@@ -105,6 +115,16 @@ fn main() {
 }
 
 // ---- info -------------------------------------------------------------------------------
+
+fn reindex(bag: &str, output: Option<String>) -> Result<()> {
+    let out = output.unwrap_or_else(|| format!("{}_reindexed", bag.trim_end_matches('/')));
+    let r = sensor_fusion::bag::reindex(std::path::Path::new(bag), std::path::Path::new(&out))?;
+    for s in &r.stopped {
+        eprintln!("fusion_bag reindex: stopped reading at the damaged tail: {s}");
+    }
+    println!("{out}: {} messages on {} topics recovered from {} file(s)", r.messages, r.topics, r.files);
+    Ok(())
+}
 
 /// UTC calendar date of a Unix time, for the `Start:`/`End:` lines.
 fn utc(ns: i64) -> String {
