@@ -57,6 +57,11 @@ TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0 gguf==0.19.0)
 # then cached by pip): only `scripts/setup.sh --test-peers` (make test, make bench) installs it,
 # so `make demo` on a fresh machine never waits for it.
 PEER_WHEELS=(llama-cpp-python==0.3.36)
+# llama.cpp builds for the build machine's CPU by default, with AMX and AVX-512 kernels where
+# it has them; on a machine with AMX_INT8 (seen in session 11) that build crashed (SIGSEGV in
+# eval of the Q4_1 model), so the reference is built for AVX2/FMA/F16C, which every x86-64
+# machine of this kind has — the same kernels wherever the tests run.
+PEER_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF"
 
 MSG_HASH=$(cat "$ROOT"/nodes/fusion_msgs/msg/*.msg "$ROOT"/nodes/fusion_msgs/srv/*.srv "$ROOT"/nodes/fusion_msgs/CMakeLists.txt \
   "$ROOT"/nodes/fusion_msgs/package.xml | sha256sum | cut -c1-16)
@@ -82,10 +87,13 @@ STAMP=$ROS_DIR/setup.stamp
 install_peers() {
   $PEERS || return 0
   local peer_stamp=$ROS_DIR/peers.stamp
-  [ -f "$peer_stamp" ] && [ "$(cat "$peer_stamp")" = "${PEER_WHEELS[*]}" ] && return 0
+  [ -f "$peer_stamp" ] && [ "$(cat "$peer_stamp")" = "${PEER_WHEELS[*]} $PEER_CMAKE_ARGS" ] && return 0
   log "installing the test peers: ${PEER_WHEELS[*]} (llama.cpp builds from source once)"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PEER_WHEELS[@]}"
-  echo "${PEER_WHEELS[*]}" >"$peer_stamp"
+  # A wheel cached (or installed) from a native build must not be reused: no cache, replace.
+  "$VENV/bin/python" -m pip uninstall -q -y llama-cpp-python >/dev/null 2>&1 || true
+  CMAKE_ARGS="$PEER_CMAKE_ARGS" "$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check \
+    "${PEER_WHEELS[@]}"
+  echo "${PEER_WHEELS[*]} $PEER_CMAKE_ARGS" >"$peer_stamp"
 }
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_STAMP" ] && [ -f "$ROS_DIR/env.sh" ]; then
   install_peers

@@ -405,9 +405,11 @@ def test_a_stream_that_stops_and_comes_back_raises_dropout_then_recovery(procs, 
     probe.wait_for(lambda: any(e.rule == 'stream_recovered' for e in probe.get('/anomaly/events')), 10,
                    f'a recovery event; events {[(e.kind, e.rule) for e in probe.get("/anomaly/events")]}')
     radar_events = [e for e in probe.get('/anomaly/events') if list(e.sensors) == ['radar']]
-    assert [(e.rule, e.severity) for e in radar_events] == [('stream_silent', AnomalyEvent.ERROR),
-                                                          ('stream_recovered', AnomalyEvent.INFO)], radar_events
-    silent_s = float({kv.key: kv.value for kv in radar_events[1].evidence}['silent_s'])
-    assert 1.3 < silent_s < 1.9, silent_s
+    rules = [(e.rule, e.severity) for e in radar_events]
+    # Dropouts and recoveries alternate (a loaded machine may add a short pair of its own).
+    assert rules[::2] == [('stream_silent', AnomalyEvent.ERROR)] * len(rules[::2]), rules
+    assert rules[1::2] == [('stream_recovered', AnomalyEvent.INFO)] * len(rules[1::2]), rules
+    gaps = [float({kv.key: kv.value for kv in e.evidence}['silent_s']) for e in radar_events[1::2]]
+    assert any(1.3 < g < 1.9 for g in gaps), gaps
     assert objects_while_silent >= 20 and probe.count('/fusion/objects') > objects_while_silent
     assert node.alive()

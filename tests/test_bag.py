@@ -85,18 +85,25 @@ def wait_for_line(proc, text, timeout=20.0):
     raise AssertionError(f'{text!r} not in output:\n{proc.output()}')
 
 
+def record_a_playback(procs, src, out, topics):
+    """`fusion_bag record` of `topics` while `src` plays once into it; returns the recorder,
+    still running, 1 s after the player finished."""
+    rec = procs([binary('fusion_bag'), 'record', '-o', str(out), *topics])
+    # Start playing only once the recorder subscribed to every topic.
+    player = procs([binary('fusion_bag'), 'play', str(src), '--wait-for-subscribers', '--delay', '0.5'])
+    for t in topics:
+        wait_for_line(rec, f'subscribed to {t} ')
+    assert player.p.wait(60) == 0, player.output()
+    time.sleep(1.0)
+    return rec
+
+
 def test_play_then_record_round_trips_identical_messages(tmp_path, procs, nominal_bag):
     """Raw CDR bytes from a rosbags bag → fusion_bag play → DDS → fusion_bag record → rosbags."""
     src, counts = nominal_bag
     out = tmp_path / 'recorded'
     topics = ['/camera/image_raw', '/camera/camera_info', '/lidar/points', '/radar/points', '/imu/data']
-    rec = procs([binary('fusion_bag'), 'record', '-o', str(out), *topics])
-    # Start playing only once the recorder subscribed to every topic.
-    player_ready = procs([binary('fusion_bag'), 'play', str(src), '--wait-for-subscribers', '--delay', '0.5'])
-    for t in topics:
-        wait_for_line(rec, f'subscribed to {t} ')
-    assert player_ready.p.wait(60) == 0, player_ready.output()
-    time.sleep(1.0)
+    rec = record_a_playback(procs, src, out, topics)
     assert rec.stop() == 0, rec.output()
     summary = rec.output()
     # Received vs written is reported; nothing may be lost at nominal sensor load.
@@ -185,12 +192,7 @@ def test_a_recording_killed_with_sigkill_is_recovered_by_reindex(tmp_path, procs
     src, counts = nominal_bag
     out = tmp_path / 'killed'
     topics = ['/camera/image_raw', '/lidar/points', '/radar/points', '/imu/data']
-    rec = procs([binary('fusion_bag'), 'record', '-o', str(out), *topics])
-    player = procs([binary('fusion_bag'), 'play', str(src), '--wait-for-subscribers', '--delay', '0.5'])
-    for t in topics:
-        wait_for_line(rec, f'subscribed to {t} ')
-    assert player.p.wait(60) == 0, player.output()
-    time.sleep(1.0)
+    rec = record_a_playback(procs, src, out, topics)
     rec.p.send_signal(signal.SIGKILL)
     rec.p.wait(10)
     assert not (out / 'metadata.yaml').exists()

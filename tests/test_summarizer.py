@@ -29,12 +29,14 @@ IDENTICAL_PROMPTS = [
     chat('Count from one to ten.'),
     chat('What color is the sky on a clear day?'),
     chat('Spell the word robot letter by letter.'),
-    chat('Explain what a camera sensor does in one sentence.'),
     chat('What does an IMU measure?'),
     chat('Explain what a LiDAR sensor does in one sentence.'),
     chat('List three colors.'),
 ]
 OTHER_PROMPTS = [
+    # Identical against llama.cpp's AVX-512 kernels, a near tie at token 16 against its AVX2
+    # build (the reference is built for AVX2 since session 11): checked as a near tie.
+    chat('Explain what a camera sensor does in one sentence.'),
     chat('What is the capital of France?'),
     chat('Write a haiku about robots.'),
     chat('A person entered the forward safety zone of the robot 3 m ahead. Summarize for the operator.'),
