@@ -231,13 +231,44 @@ pub struct AnomalyDetector {
 }
 
 impl AnomalyDetector {
-    /// Data time went back (a bag loop, a clock reset): every stream's, track's and rule's
-    /// state starts over — the same intrusion may fire again in the new timeline — while
-    /// event ids keep counting, so they stay unique for the run.
-    pub fn restart_timeline(&mut self) {
+    /// Data time went back from `previous` to `stamp` on `sensor`'s stream (a bag loop, a
+    /// clock reset): every stream's, track's and rule's state starts over — the same
+    /// intrusion may fire again in the new timeline — while event ids keep counting, so they
+    /// stay unique for the run. Returns the `time_jump` event (INFO) that says so.
+    pub fn restart_timeline(&mut self, sensor: Sensor, stamp: StampNs, previous: StampNs, threshold_ns: i64) -> Event {
         let next_id = self.next_id;
         *self = AnomalyDetector::new(self.params, std::mem::take(&mut self.zones));
         self.next_id = next_id;
+        let back = previous.saturating_sub(stamp);
+        let mut e = self.event(
+            stamp,
+            "time_jump",
+            INFO,
+            "data_time_went_back",
+            secs(back),
+            secs(threshold_ns),
+            vec![sensor.as_str()],
+            stamp,
+        );
+        e.evidence = vec![
+            kv("jump_back_s", format!("{:.3}", secs(back))),
+            kv("previous_time_s", format!("{:.3}", secs(previous))),
+            kv("new_time_s", format!("{:.3}", secs(stamp))),
+        ];
+        e
+    }
+
+    /// The camera detector could not be loaded at start-up: one `model_degraded` event
+    /// (`detector_unavailable`, ERROR) with the reason as evidence.
+    pub fn detector_unavailable(&mut self, stamp: StampNs, why: String) -> Event {
+        let mut e = self.event(stamp, "model_degraded", ERROR, "detector_unavailable", 0.0, 0.0, vec!["camera"], stamp);
+        e.evidence = vec![kv("error", why)];
+        e
+    }
+
+    /// The newest stamp accepted from `sensor` in this timeline.
+    pub fn last_seen(&self, sensor: Sensor) -> Option<StampNs> {
+        self.last_seen[sensor as usize]
     }
 
     pub fn new(params: AnomalyParams, zones: Vec<SafetyZone>) -> Self {

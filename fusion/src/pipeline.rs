@@ -134,6 +134,15 @@ pub enum Input {
 }
 
 impl Input {
+    pub fn sensor(&self) -> Sensor {
+        match self {
+            Input::Camera { .. } => Sensor::Camera,
+            Input::Lidar { .. } => Sensor::Lidar,
+            Input::Radar { .. } => Sensor::Radar,
+            Input::Imu(_) => Sensor::Imu,
+        }
+    }
+
     pub fn stamp(&self) -> StampNs {
         match self {
             Input::Camera { stamp, .. } | Input::Lidar { stamp, .. } | Input::Radar { stamp, .. } => *stamp,
@@ -467,9 +476,6 @@ pub struct Pipeline {
     pub counters: BTreeMap<String, u64>,
     /// Why the camera detector could not be loaded, until the event that says so is out.
     detector_unavailable: Option<String>,
-    /// Newest stamp per stream (camera, lidar, radar, imu): a stream going back by more than
-    /// TIME_JUMP_NS restarts the timeline.
-    stream_newest: [Option<StampNs>; 4],
 }
 
 /// Data time going back by more than this, on one stream, is a new timeline (a bag played
@@ -508,7 +514,6 @@ impl Pipeline {
             counters: BTreeMap::new(),
             params,
             detector_unavailable: None,
-            stream_newest: [None; 4],
         }
     }
 
@@ -517,44 +522,20 @@ impl Pipeline {
     /// `time_jump` event (INFO) says so. A late message of a stalled stream is newer than its
     /// own stream's last one, so it never restarts anything.
     fn follow_timeline(&mut self, sensor: Sensor, stamp: StampNs) -> Option<Event> {
-        let newest = self.stream_newest[sensor as usize].replace(stamp)?;
+        let newest = self.anomaly.last_seen(sensor)?;
         if stamp >= newest.saturating_sub(TIME_JUMP_NS) || stamp >= self.now.saturating_sub(TIME_JUMP_NS) {
-            self.stream_newest[sensor as usize] = Some(newest.max(stamp));
             return None;
         }
-        let back = self.now.saturating_sub(stamp);
         let previous = self.now;
         self.sync = DeadlineSync::new(sync_config(&self.params));
         self.imu = ImuBuffer::new(IMU_BUFFER);
         self.tracker = Tracker::new(self.params.tracker.clone());
-        self.anomaly.restart_timeline();
         self.last_set = None;
         self.last_lidar = None;
         self.recent_camera = None;
-        self.stream_newest = [None; 4];
-        self.stream_newest[sensor as usize] = Some(stamp);
         self.now = stamp;
         self.count("time_jumps");
-        let secs = |ns: StampNs| format!("{:.3}", ns as f64 * 1e-9);
-        Some(self.anomaly.number(Event {
-            event_id: 0,
-            stamp_ns: stamp,
-            kind: "time_jump",
-            severity: crate::anomaly::INFO,
-            rule: "data_time_went_back",
-            measured_value: back as f64 * 1e-9,
-            threshold: TIME_JUMP_NS as f64 * 1e-9,
-            sensors: vec![sensor.as_str()],
-            track_ids: vec![],
-            zone: String::new(),
-            position: [0.0; 3],
-            onset_ns: stamp,
-            evidence: vec![
-                crate::anomaly::KeyValue { key: "jump_back_s".into(), value: secs(back) },
-                crate::anomaly::KeyValue { key: "previous_time_s".into(), value: secs(previous) },
-                crate::anomaly::KeyValue { key: "new_time_s".into(), value: secs(stamp) },
-            ],
-        }))
+        Some(self.anomaly.restart_timeline(sensor, stamp, previous, TIME_JUMP_NS))
     }
 
     /// The node started without its camera detector (missing or corrupted model): objects
@@ -614,13 +595,7 @@ impl Pipeline {
     /// this message released, as jobs.
     fn release(&mut self, input: Input, events: &mut Vec<Event>) -> Vec<SetJob> {
         let stamp = input.stamp();
-        let sensor = match &input {
-            Input::Camera { .. } => Sensor::Camera,
-            Input::Lidar { .. } => Sensor::Lidar,
-            Input::Radar { .. } => Sensor::Radar,
-            Input::Imu(_) => Sensor::Imu,
-        };
-        events.extend(self.follow_timeline(sensor, stamp));
+        events.extend(self.follow_timeline(input.sensor(), stamp));
         self.now = self.now.max(stamp);
         let released = match input {
             Input::Imu(s) => {
@@ -729,24 +704,7 @@ impl Pipeline {
     /// rules. `perception` holds what the (possibly parallel, possibly skipped) perception
     /// stages made of the set.
     pub fn fuse(&mut self, job: SetJob, perception: Perception) -> Step {
-        let unavailable = self.detector_unavailable.take().map(|why| {
-            let t = job.stamp;
-            self.anomaly.number(crate::anomaly::Event {
-                event_id: 0,
-                stamp_ns: t,
-                kind: "model_degraded",
-                severity: crate::anomaly::ERROR,
-                rule: "detector_unavailable",
-                measured_value: 0.0,
-                threshold: 0.0,
-                sensors: vec!["camera"],
-                track_ids: vec![],
-                zone: String::new(),
-                position: [0.0; 3],
-                onset_ns: t,
-                evidence: vec![crate::anomaly::KeyValue { key: "error".into(), value: why }],
-            })
-        });
+        let unavailable = self.detector_unavailable.take().map(|why| self.anomaly.detector_unavailable(job.stamp, why));
         let mut step = self.fuse_set(job, perception);
         step.events.splice(0..0, unavailable);
         step

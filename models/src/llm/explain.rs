@@ -82,12 +82,8 @@ pub struct Explanation {
     pub generation_time_s: f32,
 }
 
-fn ev<'a>(e: &'a EventInfo, key: &str) -> Option<&'a str> {
-    e.evidence.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
 fn ev_f64(e: &EventInfo, key: &str) -> Option<f64> {
-    ev(e, key).and_then(|v| v.parse().ok())
+    e.ev(key).and_then(|v| v.parse().ok())
 }
 
 /// When the rule fires, and what it measured against its threshold ("fires when the time to
@@ -98,7 +94,7 @@ fn rule_clause(e: &EventInfo) -> String {
     match e.rule.as_str() {
         "track_inside_zone" => format!(
             "fires when a confirmed track measured by at least one sensor enters a safety zone; the track was {m:.2} m from the vehicle, {} m inside the '{}' zone's edge.",
-            ev(e, "zone_depth_m").unwrap_or("?"),
+            e.ev("zone_depth_m").unwrap_or("?"),
             e.zone
         ),
         "ttc_below_threshold" => format!(
@@ -152,7 +148,7 @@ fn rule_clause(e: &EventInfo) -> String {
             "fires when a stream's stamps go back by more than {th:.1} s; they went back {m:.3} s, so tracking and the rules restarted."
         ),
         "detector_unavailable" => {
-            format!("fires when the camera detector cannot be loaded at start-up: {}.", ev(e, "error").unwrap_or("no reason given"))
+            format!("fires when the camera detector cannot be loaded at start-up: {}.", e.ev("error").unwrap_or("no reason given"))
         }
         _ => format!("compared {m:.3} against a threshold of {th:.3}."),
     }
@@ -163,7 +159,7 @@ pub fn counterfactual(e: &EventInfo) -> String {
     let th = e.threshold;
     let sensor = e.sensors.join(", ");
     match e.rule.as_str() {
-        "track_inside_zone" => match ev(e, "zone_depth_m") {
+        "track_inside_zone" => match e.ev("zone_depth_m") {
             Some(d) => {
                 format!("Would not have fired had the object stayed {d} m further out, outside the '{}' zone.", e.zone)
             }

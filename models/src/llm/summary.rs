@@ -47,7 +47,8 @@ impl From<&fusion::anomaly::Event> for EventInfo {
 }
 
 impl EventInfo {
-    fn ev(&self, key: &str) -> Option<&str> {
+    /// The evidence value named `key`.
+    pub(super) fn ev(&self, key: &str) -> Option<&str> {
         self.evidence.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
     fn severity_word(&self) -> &'static str {
