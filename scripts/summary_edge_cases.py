@@ -106,6 +106,11 @@ def time_jump():
               evidence=[('jump_back_s', '12.402'), ('previous_time_s', '17.402'), ('new_time_s', '5.000')])
 
 
+def time_jump_forward():
+    return ev('time_jump', 'data_time_went_forward', 22.098, 1.0, ['lidar'], INFO,
+              evidence=[('jump_forward_s', '22.098'), ('previous_time_s', '7.902'), ('new_time_s', '30.000')])
+
+
 def low_agreement():
     return ev('model_degraded', 'camera_lidar_agreement_low', 0.31, 0.5, ['camera'], WARN,
               evidence=[('window_frames', '50'), ('camera_lidar_agreement', '0.31')])
@@ -137,6 +142,7 @@ BURSTS = [
     [zone(), risk(), dropout('radar', 0.5, 20), blinded(), impact(), camera_misses(), overrun()],
     [zone(), risk('person', 7, 3.1, 0.7, 4.0), dropout('radar', 0.5, 20), frozen(), impact(), phantom(), overrun(),
      low_agreement()],
+    [time_jump_forward()],
     # Last, with a wall-clock (epoch) stamp as a robot's own clock gives (later than every
     # run-time stamp above, so coalescing by time keeps it apart).
     [zone('person', 7, 2.9, -0.4), risk('person', 7, 2.9, 0.6, 4.2)],

@@ -101,12 +101,16 @@ def test_first_32_greedy_tokens_equal_llama_cpp(tmp_path):
 def test_divergence_only_at_near_ties(tmp_path):
     """Both engines quantize activations to 8 bits per 32 values; float rounding differences
     (summation order, exp/rsqrt implementations) move some values across a rounding boundary,
-    which shifts logits by up to ~0.5 on this model (measured: max |Δlogit| 0.2-0.5 for a
-    single token). So where two candidates are closer than that, greedy decoding may pick
-    either. Everything before a divergence must be identical, and at the divergence our top
-    two logits must be within that noise. This runs the default configuration (prompts in f32,
-    more exact than llama.cpp's 8-bit activations) on every prompt, and the llama.cpp
-    arithmetic on the prompts not in IDENTICAL_PROMPTS."""
+    which shifts single logits by up to ~0.9 on this model (measured with the `logits`
+    commands of both engines at the divergence points below: max |Δlogit| 0.56-0.91 over the
+    vocabulary, both prompt modes). So where two candidates are closer than that, greedy
+    decoding may pick either: the France prompt diverges at token 15 where our top-2 margin
+    is 0.68 (default mode, llama.cpp built for AVX2). Everything before a divergence must be
+    identical, and at the divergence our top two logits must be within that noise (< 1.0; a
+    wrong kernel moves logits by several units and diverges at confident tokens, whose
+    margins here are 1-12). This runs the default configuration (prompts in f32, more exact
+    than llama.cpp's 8-bit activations) on every prompt, and the llama.cpp arithmetic on the
+    prompts not in IDENTICAL_PROMPTS."""
     pairs = greedy_pairs(tmp_path, IDENTICAL_PROMPTS + OTHER_PROMPTS, 'default')
     pairs += greedy_pairs(tmp_path, OTHER_PROMPTS, 'int8', '--prompt-int8')
     for prompt, g, w in pairs:
@@ -114,7 +118,7 @@ def test_divergence_only_at_near_ties(tmp_path):
         n = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), None)
         if n is None:
             continue
-        assert g['margins'][n] < 0.6, f'{prompt!r}: diverged at token {n} with a top-2 margin of {g["margins"][n]:.3f}'
+        assert g['margins'][n] < 1.0, f'{prompt!r}: diverged at token {n} with a top-2 margin of {g["margins"][n]:.3f}'
 
 
 @pytest.fixture(scope='module')
@@ -177,6 +181,13 @@ def zone_event(event_id: int, stamp_s: int):
     return m
 
 
+def events_qos():
+    """/anomaly/events as fusion_node publishes it: reliable, keep-last 100, transient-local."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
 def run_node(procs, ros, *params: str):
     from fusion_msgs.msg import AnomalyEvent, AnomalySummary
     from std_msgs.msg import String
@@ -185,7 +196,7 @@ def run_node(procs, ros, *params: str):
     probe = ros()
     probe.subscribe('/anomaly/summary', String)
     probe.subscribe('/anomaly/summary_detailed', AnomalySummary)
-    pub = probe.publisher('/anomaly/events', AnomalyEvent)
+    pub = probe.publisher('/anomaly/events', AnomalyEvent, events_qos())
     probe.wait_matched(pub, 1, timeout=30)
     probe.wait_publishers('/anomaly/summary_detailed', 1, timeout=30)
     return node, probe, pub
@@ -254,9 +265,73 @@ def test_corrupted_model_gives_a_clear_error_and_fallback_summaries(procs, ros, 
     probe.wait_for(lambda: 'past the end of the file' in node2.output(), 30, f'the parse error; log:\n{node2.output()}')
     probe.wait_matched(pub, 2, timeout=30)
     pub.publish(zone_event(61, 301))
-    probe.wait_for(lambda: sum(1 for m in probe.get('/anomaly/summary_detailed') if list(m.event_ids) == [61]) >= 2, 30,
+    # (The late-joining node2 is also handed event 60 from the transient-local history, and
+    # may summarize it together with 61.)
+    probe.wait_for(lambda: sum(1 for m in probe.get('/anomaly/summary_detailed') if 61 in m.event_ids) >= 2, 30,
                    'both nodes summarize event 61')
     assert all(m.fallback for m in probe.get('/anomaly/summary_detailed'))
+
+
+def test_pending_events_survive_a_kill_and_none_is_summarized_twice(procs, ros, tmp_path):
+    """SIGKILL while events wait in the coalescing window: the next process summarizes them
+    (from its journal), and the event sent while no summarizer ran (transient-local history);
+    the events already summarized, delivered again, are not summarized twice."""
+    import signal
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fusion_msgs.msg import AnomalyEvent, AnomalySummary
+
+    state = tmp_path / 'state'
+    journal = state / 'summarizer.pending.jsonl'
+    common = ['-p', f'state_dir:={state}', '-p', 'deadline:=0.001']
+    # Every subscription before the first summarizer starts. Transient-local, as an operator
+    # display should subscribe: the restarted summarizer publishes the restored events'
+    # summary within a second, before this participant has discovered it (1-3 s here).
+    probe = ros()
+    probe.subscribe('/anomaly/summary_detailed', AnomalySummary, events_qos())
+    probe.subscribe('/diagnostics', DiagnosticArray)
+    pub = probe.publisher('/anomaly/events', AnomalyEvent, events_qos())
+    node = procs([binary('summarizer'), '--ros-args', *common, '-p', 'coalesce_window:=0.5'], name='summarizer')
+    probe.wait_matched(pub, 1, timeout=30)
+    probe.wait_publishers('/anomaly/summary_detailed', 1, timeout=30)
+    pub.publish(zone_event(80, 500))
+    probe.wait_for(lambda: probe.count('/anomaly/summary_detailed') >= 1, 30, f'the first summary; log:\n{node.output()}')
+    node.stop()
+    # A long window: events 81 and 82 are accepted and still pending when the process dies.
+    node = procs([binary('summarizer'), '--ros-args', *common, '-p', 'coalesce_window:=30.0'], name='summarizer_b')
+    probe.wait_matched(pub, 1, timeout=30)
+    for i in (81, 82):
+        pub.publish(zone_event(i, 500 + i))
+
+    def journaled():
+        text = journal.read_text() if journal.exists() else ''
+        return '"event_id":81' in text and '"event_id":82' in text
+
+    probe.wait_for(journaled, 20, f'events 81 and 82 journaled; log:\n{node.output()}')
+    os.kill(node.p.pid, signal.SIGKILL)
+    node.p.wait(10)
+    assert probe.count('/anomaly/summary_detailed') == 1
+    pub.publish(zone_event(83, 583))  # no summarizer runs now
+    node = procs([binary('summarizer'), '--ros-args', *common, '-p', 'coalesce_window:=0.5'], name='summarizer_c')
+
+    def summarized():
+        return sorted(i for m in probe.get('/anomaly/summary_detailed') for i in m.event_ids)
+
+    probe.wait_for(lambda: summarized() == [80, 81, 82, 83], 30, f'all four summarized; got {summarized()} diag {probe.count("/diagnostics")} {[(s.name, s.hardware_id) for m in probe.get("/diagnostics")[-3:] for s in m.status]}\n{node.output()}')
+    assert 'not yet summarized; summarizing them now' in node.output()
+
+    def value(key):
+        vals = [kv.value for m in probe.get('/diagnostics') for s in m.status if s.hardware_id == 'summarizer'
+                for kv in s.values if kv.key == key]
+        return vals[-1] if vals else None
+
+    # 80, 81, 82 came again in the transient-local history: recognised, not summarized again.
+    probe.wait_for(lambda: value('events_duplicate') == '3' and value('events_restored') == '2', 10,
+                   f'duplicates counted; restored {value("events_restored")}, duplicate {value("events_duplicate")}')
+    assert value('events_pending_persisted') == '0' and value('journal_errors') == '0'
+    import time as _time
+    _time.sleep(1.5)
+    assert summarized() == [80, 81, 82, 83]
 
 
 def wav_figures(path: Path) -> tuple[float, float, float]:

@@ -5,6 +5,7 @@ pub mod detector;
 pub mod ingest;
 pub mod launch;
 pub mod msgdef;
+pub mod pending;
 pub mod replay;
 pub mod ros;
 pub mod schedbench;

@@ -147,6 +147,9 @@ fn rule_clause(e: &EventInfo) -> String {
         "data_time_went_back" => format!(
             "fires when a stream's stamps go back by more than {th:.1} s; they went back {m:.3} s, so tracking and the rules restarted."
         ),
+        "data_time_went_forward" => format!(
+            "fires when data time leaps forward by more than {th:.1} s while every stream is live; it leapt {m:.3} s, so tracking and the rules restarted."
+        ),
         "detector_unavailable" => {
             format!("fires when the camera detector cannot be loaded at start-up: {}.", e.ev("error").unwrap_or("no reason given"))
         }
@@ -226,6 +229,9 @@ pub fn counterfactual(e: &EventInfo) -> String {
             format!("Would not have fired had the {sensor} stream never gone silent for more than {th:.0} periods.")
         }
         "data_time_went_back" => format!("Would not have fired had the stamps gone back by at most {th:.1} s."),
+        "data_time_went_forward" => {
+            format!("Would not have fired had data time moved forward by at most {th:.1} s in one step.")
+        }
         "detector_unavailable" => {
             "Would not have fired with a readable model whose sha256 matches its manifest.".into()
         }

@@ -4,11 +4,11 @@
 //! coalescing window that turns a burst of events into one summary. No ROS: the summarizer
 //! node and `fusion_replay` both use this.
 use super::{ChatMessage, GenerateOptions, Llm, Sampling, StopReason};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 /// An anomaly event as the summarizer sees it (fusion_msgs/AnomalyEvent, owned).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventInfo {
     pub event_id: u64,
     pub stamp_ns: i64,
@@ -151,6 +151,10 @@ impl EventInfo {
                 "{sev} at {t}: perception missed its 100 ms hard deadline {} times in the last {} frames.",
                 self.ev("hard_misses").unwrap_or("?"),
                 self.ev("window_sets").unwrap_or("?")
+            ),
+            "time_jump" if self.rule == "data_time_went_forward" => format!(
+                "{sev} at {t}: data time jumped forward {} s (a seek in a bag, or a gap in the recording); tracking and the anomaly rules started over.",
+                self.ev("jump_forward_s").map(str::to_string).unwrap_or_else(|| format!("{:.1}", self.measured_value))
             ),
             "time_jump" => format!(
                 "{sev} at {t}: data time jumped back {} s (a bag played in a loop, or a clock reset); tracking and the anomaly rules started over.",

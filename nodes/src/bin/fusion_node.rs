@@ -312,8 +312,10 @@ async fn run() -> Result<()> {
     let imu = node.subscribe::<Imu>("/sensors/imu", input_qos.keep_last(100))?;
     let objects_pub = node.create_publisher::<FusedObjectArray>("/fusion/objects", QosProfile::default())?;
     let markers_pub = node.create_publisher::<MarkerArray>("/fusion/markers", QosProfile::default())?;
-    // Events are rare and must not be lost: reliable, deep history.
-    let events_pub = node.create_publisher::<AnomalyEvent>("/anomaly/events", QosProfile::default().keep_last(100))?;
+    // Events are rare and must not be lost: reliable, deep history, transient-local so a
+    // subscriber that (re)starts late (a respawned summarizer) is handed the last 100.
+    let events_pub = node
+        .create_publisher::<AnomalyEvent>("/anomaly/events", QosProfile::default().keep_last(100).transient_local())?;
     let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
     let (param_handler, _param_events) = node.make_parameter_handler()?;
     let clock = node.get_ros_clock();

@@ -12,6 +12,12 @@
 //! the rule, the measured value against its threshold, the evidence and the nearest
 //! counterfactual (models::llm::explain); and with `speak` on, it speaks each summary into a
 //! WAV file named on `/anomaly/summary_audio_path` (sensor_fusion::speech).
+//!
+//! Every accepted event is journaled (sensor_fusion::pending) until its summary is published,
+//! so a summarizer killed and respawned still summarizes what it had accepted; fusion_node
+//! publishes `/anomaly/events` transient-local, so the events sent while it was down are
+//! handed to the new process too, and the journal keeps any event from being summarized
+//! twice.
 use anyhow::Result;
 use hdrhistogram::Histogram;
 use models::llm::explain::{self, Explanation, Query};
@@ -24,6 +30,7 @@ use r2r::{
     std_msgs::msg::{Header, String as StringMsg},
     QosProfile,
 };
+use sensor_fusion::pending::PendingStore;
 use sensor_fusion::ros::{self, Params};
 use sensor_fusion::speech::{Speaker, SpeechConfig};
 use sensor_fusion::summarizer::{load_summarizer, ModelChoice};
@@ -107,6 +114,13 @@ struct Stats {
     speech_failed: u64,
     speech_dropped: u64,
     speech_error: String,
+    /// Pending events read back from the journal at start (accepted by an earlier process).
+    events_restored: u64,
+    /// Events delivered again (transient-local history after a restart): not summarized twice.
+    events_duplicate: u64,
+    journal_errors: u64,
+    journal_error: String,
+    journal_path: String,
 }
 
 fn summary_msg(s: &Summary, frame_id: &str) -> AnomalySummary {
@@ -140,11 +154,19 @@ fn explain_response(x: &Explanation) -> Explain::Response {
     }
 }
 
-/// `$ROS_HOME/sensor_fusion/speech`, ROS_HOME defaulting to `~/.ros` as ROS 2 does.
-fn default_speech_dir() -> String {
+/// `$ROS_HOME/sensor_fusion/<sub>`, ROS_HOME defaulting to `~/.ros` as ROS 2 does.
+fn ros_home_dir(sub: &str) -> String {
     let ros_home = std::env::var("ROS_HOME")
         .unwrap_or_else(|_| format!("{}/.ros", std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())));
-    format!("{ros_home}/sensor_fusion/speech")
+    format!("{ros_home}/sensor_fusion/{sub}")
+}
+
+/// The journal of this node: one file per fully qualified node name, so namespaced
+/// summarizers (one per robot) keep theirs apart.
+fn journal_path(state_dir: &str, fully_qualified_name: &str) -> std::path::PathBuf {
+    let dir = if state_dir.is_empty() { ros_home_dir("summarizer") } else { state_dir.to_string() };
+    let name = fully_qualified_name.trim_start_matches('/').replace('/', "__");
+    std::path::Path::new(&dir).join(format!("{name}.pending.jsonl"))
 }
 
 fn main() -> Result<()> {
@@ -178,10 +200,12 @@ async fn run() -> Result<()> {
     let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
     let explain_history = params.usize("explain_history", 1000)?.max(1);
     let explain_deadline = sensor_fusion::seconds("parameter explain_deadline", params.f64("explain_deadline", 5.0)?)?;
+    let persist_pending = params.bool("persist_pending", true)?;
+    let state_dir = params.string("state_dir", "")?;
     let speak = params.bool("speak", false)?;
     let speech = SpeechConfig {
         dir: match params.string("speak_dir", "")?.as_str() {
-            "" => default_speech_dir(),
+            "" => ros_home_dir("speech"),
             d => d.to_string(),
         }
         .into(),
@@ -217,12 +241,50 @@ async fn run() -> Result<()> {
         model_error: summarizer.load_error().unwrap_or_default().to_string(),
         ..Stats::default()
     }));
+    // The journal of accepted, not yet summarized events. Without it (disabled, or it cannot
+    // be opened) summaries go on; only a kill would lose the pending ones.
+    let (journal, restored) = if persist_pending {
+        let path = journal_path(&state_dir, &node.fully_qualified_name()?);
+        stats.lock().expect("stats").journal_path = path.display().to_string();
+        match PendingStore::open(&path, true) {
+            Ok((store, restored)) => {
+                if !restored.pending.is_empty() || restored.unreadable_lines > 0 {
+                    tracing::warn!(
+                        "{}: {} event(s) accepted before a restart and not yet summarized; summarizing them now{}",
+                        path.display(),
+                        restored.pending.len(),
+                        match restored.unreadable_lines {
+                            0 => String::new(),
+                            n => format!(" ({n} unreadable line(s) skipped)"),
+                        }
+                    );
+                }
+                (Some(store), restored.pending)
+            }
+            Err(e) => {
+                tracing::error!("pending events will not survive a restart: {e:#}");
+                let mut st = stats.lock().expect("stats");
+                st.journal_errors += 1;
+                st.journal_error = format!("{e:#}");
+                (None, Vec::new())
+            }
+        }
+    } else {
+        (None, Vec::new())
+    };
+    let journal = Arc::new(Mutex::new(journal));
 
-    // Events are rare and must not be lost: reliable, deep history (as fusion_node publishes).
-    let events = node.subscribe::<AnomalyEvent>("/anomaly/events", QosProfile::default().keep_last(100))?;
-    let summary_pub = node.create_publisher::<StringMsg>("/anomaly/summary", QosProfile::default().keep_last(100))?;
-    let detailed_pub =
-        node.create_publisher::<AnomalySummary>("/anomaly/summary_detailed", QosProfile::default().keep_last(100))?;
+    // Events are rare and must not be lost: reliable, deep history, transient-local as
+    // fusion_node publishes them, so a respawned summarizer gets what it missed.
+    let events =
+        node.subscribe::<AnomalyEvent>("/anomaly/events", QosProfile::default().keep_last(100).transient_local())?;
+    // Summaries are transient-local too: a restarted summarizer publishes the summaries of
+    // its restored events at once, usually before the subscribers' DDS participants have
+    // discovered the new process (measured: 1-3 s here); a transient-local subscriber (an
+    // operator display, rosbag2 record) is handed them when it matches instead of losing them.
+    let summary_qos = QosProfile::default().keep_last(100).transient_local();
+    let summary_pub = node.create_publisher::<StringMsg>("/anomaly/summary", summary_qos.clone())?;
+    let detailed_pub = node.create_publisher::<AnomalySummary>("/anomaly/summary_detailed", summary_qos.clone())?;
     let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
     let explain_service = node.create_service::<Explain::Service>("/anomaly/explain", QosProfile::default())?;
     // Speech: a thread of its own, so writing a WAV never holds up the next summary.
@@ -230,7 +292,7 @@ async fn run() -> Result<()> {
         let speaker = Speaker::new(speech)?;
         tracing::info!("speak: summaries spoken into {}", speaker.dir().display());
         let audio_pub =
-            node.create_publisher::<StringMsg>("/anomaly/summary_audio_path", QosProfile::default().keep_last(100))?;
+            node.create_publisher::<StringMsg>("/anomaly/summary_audio_path", summary_qos.clone())?;
         let (tx, rx) = crossbeam_channel::bounded::<(u64, String)>(SPEECH_QUEUE);
         let speech_stats = stats.clone();
         std::thread::Builder::new().name("summarizer-speech".into()).spawn(move || {
@@ -266,28 +328,51 @@ async fn run() -> Result<()> {
     let overflow: Arc<Mutex<Vec<(EventInfo, String)>>> = Arc::default();
     // The events /anomaly/explain can answer for: the newest `explain_history`.
     let history: Arc<Mutex<VecDeque<EventInfo>>> = Arc::default();
-    let (drain_stats, drain_overflow, drain_history) = (stats.clone(), overflow.clone(), history.clone());
+    // An accepted event: remembered for /anomaly/explain, queued for the worker (parked for a
+    // template summary when the queue is full).
+    let enqueue = {
+        let (stats, overflow, history) = (stats.clone(), overflow.clone(), history.clone());
+        move |item: (EventInfo, String)| {
+            {
+                let mut h = history.lock().expect("history");
+                if h.len() >= explain_history {
+                    h.pop_front();
+                }
+                h.push_back(item.0.clone());
+            }
+            let mut s = stats.lock().expect("stats");
+            if let Err(crossbeam_channel::TrySendError::Full(item)) = tx.try_send(item) {
+                let mut o = overflow.lock().expect("overflow");
+                if o.len() < OVERFLOW_LIMIT {
+                    o.push(item);
+                    s.events_overflowed += 1;
+                } else {
+                    s.events_dropped += 1;
+                    tracing::error!("event {} dropped: queue and overflow full", item.0.event_id);
+                }
+            }
+        }
+    };
+    stats.lock().expect("stats").events_restored = restored.len() as u64;
+    for item in restored {
+        enqueue(item);
+    }
+    let (drain_stats, drain_journal) = (stats.clone(), journal.clone());
     let drain = ros::drain(events, move |m: AnomalyEvent| {
         let item = (event_info(&m), m.header.frame_id.clone());
-        {
-            let mut h = drain_history.lock().expect("history");
-            if h.len() >= explain_history {
-                h.pop_front();
+        if let Some(store) = drain_journal.lock().expect("journal").as_mut() {
+            if store.seen(&item.0) {
+                drain_stats.lock().expect("stats").events_duplicate += 1;
+                return;
             }
-            h.push_back(item.0.clone());
-        }
-        let mut s = drain_stats.lock().expect("stats");
-        s.events_received += 1;
-        if let Err(crossbeam_channel::TrySendError::Full(item)) = tx.try_send(item) {
-            let mut o = drain_overflow.lock().expect("overflow");
-            if o.len() < OVERFLOW_LIMIT {
-                o.push(item);
-                s.events_overflowed += 1;
-            } else {
-                s.events_dropped += 1;
-                tracing::error!("event {} dropped: queue and overflow full", m.event_id);
+            if let Err(e) = store.accept(&item.0, &item.1) {
+                let mut s = drain_stats.lock().expect("stats");
+                s.journal_errors += 1;
+                s.journal_error = format!("{e:#}");
             }
         }
+        drain_stats.lock().expect("stats").events_received += 1;
+        enqueue(item);
     });
 
     // Explanation requests: answered at once when no event matches or the model is busy with
@@ -325,21 +410,29 @@ async fn run() -> Result<()> {
         }
     });
 
-    let worker_stats = stats.clone();
+    let (worker_stats, worker_journal) = (stats.clone(), journal.clone());
     let window_ns = (window_s * 1e9) as i64;
     let worker = std::thread::Builder::new().name("summarizer-llm".into()).spawn(move || {
         let start = Instant::now();
         let now_ns = || start.elapsed().as_nanos() as i64;
         let mut coalescer = Coalescer::new(window_ns, max_events);
         let mut frame_id = String::from("base_link");
-        let publish = |s: &Summary, frame_id: &str| {
+        let publish = |s: &Summary, events: &[EventInfo], frame_id: &str| {
             if let Err(e) = summary_pub.publish(&StringMsg { data: s.text.clone() }) {
                 tracing::warn!("publish /anomaly/summary failed: {e}");
             }
             if let Err(e) = detailed_pub.publish(&summary_msg(s, frame_id)) {
                 tracing::warn!("publish /anomaly/summary_detailed failed: {e}");
             }
+            let journaled = match worker_journal.lock().expect("journal").as_mut() {
+                Some(store) => store.done(events).map_err(|e| format!("{e:#}")),
+                None => Ok(()),
+            };
             let mut st = worker_stats.lock().expect("stats");
+            if let Err(e) = journaled {
+                st.journal_errors += 1;
+                st.journal_error = e;
+            }
             if s.fallback {
                 *st.fallbacks.entry(s.fallback_reason.clone()).or_default() += 1;
                 if !s.rejected_claim.is_empty() {
@@ -363,7 +456,7 @@ async fn run() -> Result<()> {
             let parked: Vec<(EventInfo, String)> = std::mem::take(&mut *overflow.lock().expect("overflow"));
             for chunk in parked.chunks(max_events) {
                 let evs: Vec<EventInfo> = chunk.iter().map(|(e, _)| e.clone()).collect();
-                publish(&Summarizer::fallback(&evs, "queue_full", Duration::ZERO, 0), &chunk[0].1);
+                publish(&Summarizer::fallback(&evs, "queue_full", Duration::ZERO, 0), &evs, &chunk[0].1);
             }
             let wait = match coalescer.closes_at() {
                 Some(t) => Duration::from_nanos((t - now_ns()).max(0) as u64),
@@ -393,20 +486,22 @@ async fn run() -> Result<()> {
             };
             if let Some(batch) = batch {
                 let s = summarizer.summarize(&batch);
-                publish(&s, &frame_id);
+                publish(&s, &batch, &frame_id);
             }
         }
         if let Some(batch) = coalescer.flush() {
-            publish(&Summarizer::fallback(&batch, "shutdown", Duration::ZERO, 0), &frame_id);
+            publish(&Summarizer::fallback(&batch, "shutdown", Duration::ZERO, 0), &batch, &frame_id);
         }
     })?;
 
-    let diag_stats = stats.clone();
+    let (diag_stats, diag_journal) = (stats.clone(), journal.clone());
     let status_name = format!("{node_name}: summaries");
     let diag = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.max(0.05)));
         loop {
             tick.tick().await;
+            // The journal's lock is taken before (never inside) the stats lock, as the drain does.
+            let persisted = diag_journal.lock().expect("journal").as_ref().map(|store| store.pending_len());
             let (level, message, kv) = {
                 let s = diag_stats.lock().expect("stats");
                 let fallbacks: u64 = s.fallbacks.values().sum();
@@ -423,6 +518,18 @@ async fn run() -> Result<()> {
                 }
                 for (claim, n) in &s.rejected_claims {
                     kv.push((format!("rejected.claim.{claim}"), n.to_string()));
+                }
+                kv.push(("events_restored".into(), s.events_restored.to_string()));
+                kv.push(("events_duplicate".into(), s.events_duplicate.to_string()));
+                if let Some(n) = persisted {
+                    kv.push(("events_pending_persisted".into(), n.to_string()));
+                }
+                if !s.journal_path.is_empty() {
+                    kv.push(("journal".into(), s.journal_path.clone()));
+                    kv.push(("journal_errors".into(), s.journal_errors.to_string()));
+                }
+                if !s.journal_error.is_empty() {
+                    kv.push(("journal_last_error".into(), s.journal_error.clone()));
                 }
                 kv.push(("explain_requests".into(), s.explain_requests.to_string()));
                 kv.push(("explain_model_written".into(), s.explain_model_written.to_string()));
@@ -443,6 +550,8 @@ async fn run() -> Result<()> {
                     (1u8, format!("no language model (template summaries): {}", s.model_error))
                 } else if s.events_dropped > 0 {
                     (2u8, format!("{} events dropped", s.events_dropped))
+                } else if !s.journal_error.is_empty() {
+                    (1u8, format!("pending events may not survive a restart: {}", s.journal_error))
                 } else {
                     (0u8, "ok".to_string())
                 };
