@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -180,6 +181,49 @@ def test_play_rate_and_loop(tmp_path, procs, ros):
     probe.wait_for(lambda: probe.count('/imu/data') >= 200 + 3 * 200, 20, 'three more passes')
     assert looping.alive()
     assert looping.stop() == 0, looping.output()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MB tmpfs: a disk that fills up within the first second of a recording."""
+    mnt = tmp_path / 'small_disk'
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip('mounting a tmpfs needs root')
+    res = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', str(mnt)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f'cannot mount a tmpfs here: {res.stderr.strip()}')
+    yield mnt
+    subprocess.run(['umount', '-l', str(mnt)], check=False)
+
+
+def test_a_disk_that_fills_up_stops_record_with_a_clear_error_and_the_part_written_is_recoverable(
+        tmp_path, procs, nominal_bag, small_disk):
+    """`fusion_bag record` onto a disk that fills up: it stops at once with one clear error
+    (exit 1, the file and 'No space left on device' named, the way to recover it), and what
+    was written before is recovered by reindex (onto a disk with room) and read by rosbags."""
+    src, counts = nominal_bag
+    out = small_disk / 'bag'
+    topics = ['/camera/image_raw', '/lidar/points', '/imu/data']
+    rec = procs([binary('fusion_bag'), 'record', '-o', str(out), *topics])
+    player = procs([binary('fusion_bag'), 'play', str(src), '--topics', *topics, '--wait-for-subscribers',
+                    '--delay', '0.5'])
+    for t in topics:
+        wait_for_line(rec, f'subscribed to {t} ')
+    # The recorder stops by itself, before the 3 s bag has finished playing.
+    assert rec.p.wait(30) == 1, rec.output()
+    err = rec.output()
+    assert 'No space left on device' in err and str(out) in err and 'fusion_bag reindex' in err, err
+    assert 'panicked' not in err, err
+    player.p.wait(60)
+    recovered = tmp_path / 'recovered'
+    res = run_bag('reindex', out, '-o', recovered)
+    assert res.returncode == 0, res.stderr
+    view = rosbags_view(recovered)
+    assert view['message_count'] >= 5, view
+    with Reader(recovered) as r:
+        stamps = [t for _, t, _ in r.messages()]
+    assert stamps == sorted(stamps) and len(stamps) == view['message_count']
 
 
 def test_a_recording_killed_with_sigkill_is_recovered_by_reindex(tmp_path, procs, nominal_bag):

@@ -19,6 +19,11 @@ pub enum BagError {
     Metadata { path: PathBuf, msg: String },
     #[error("{path}: not a readable MCAP file ({msg})")]
     Mcap { path: PathBuf, msg: String },
+    /// Writing a recording failed (the disk full, the device gone).
+    #[error("{path}: cannot write: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot write the MCAP file ({msg})")]
+    McapWrite { path: PathBuf, msg: String },
     #[error("{path}: not a readable rosbag2 sqlite3 file ({msg})")]
     Sqlite { path: PathBuf, msg: String },
     #[error("{path}: unsupported storage '{storage}' (mcap and sqlite3 are supported)")]
@@ -376,6 +381,15 @@ fn mcap_err(path: &Path, e: mcap::McapError) -> BagError {
     BagError::Mcap { path: path.into(), msg: e.to_string() }
 }
 
+/// An error of the MCAP writer: the OS error itself when there is one ("No space left on
+/// device"), which the mcap crate's own message hides.
+fn mcap_write_err(path: &Path, e: mcap::McapError) -> BagError {
+    match e {
+        mcap::McapError::Io(source) => BagError::Write { path: path.into(), source },
+        other => BagError::McapWrite { path: path.into(), msg: other.to_string() },
+    }
+}
+
 fn sqlite_err(path: &Path, e: rusqlite::Error) -> BagError {
     BagError::Sqlite { path: path.into(), msg: e.to_string() }
 }
@@ -499,19 +513,19 @@ impl BagWriter {
     pub fn create(dir: impl AsRef<Path>) -> Result<BagWriter> {
         let dir = dir.as_ref().to_path_buf();
         if dir.exists() {
-            return Err(BagError::Io { path: dir, source: std::io::Error::from(std::io::ErrorKind::AlreadyExists) });
+            return Err(BagError::Write { path: dir, source: std::io::Error::from(std::io::ErrorKind::AlreadyExists) });
         }
-        std::fs::create_dir_all(&dir).map_err(|source| BagError::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| BagError::Write { path: dir.clone(), source })?;
         let stem = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "bag".into());
         let file_name = format!("{stem}_0.mcap");
         let path = dir.join(&file_name);
-        let file = File::create(&path).map_err(|source| BagError::Io { path: path.clone(), source })?;
+        let file = File::create(&path).map_err(|source| BagError::Write { path: path.clone(), source })?;
         let writer = mcap::WriteOptions::new()
             .profile("ros2")
             .library("sensor_fusion fusion_bag")
             .compression(None)
             .create(BufWriter::with_capacity(1 << 20, file))
-            .map_err(|e| mcap_err(&path, e))?;
+            .map_err(|e| mcap_write_err(&path, e))?;
         Ok(BagWriter { dir, file_name, writer, topics: vec![], start: i64::MAX, end: i64::MIN, count: 0 })
     }
 
@@ -526,13 +540,13 @@ impl BagWriter {
     ) -> Result<usize> {
         let path = self.dir.join(&self.file_name);
         let schema =
-            self.writer.add_schema(type_name, "ros2msg", definition.as_bytes()).map_err(|e| mcap_err(&path, e))?;
+            self.writer.add_schema(type_name, "ros2msg", definition.as_bytes()).map_err(|e| mcap_write_err(&path, e))?;
         let qos_text = serde_yaml::to_string(&qos).unwrap_or_default();
         let meta = BTreeMap::from([
             ("offered_qos_profiles".to_string(), qos_text.trim_end().to_string()),
             ("topic_type_hash".to_string(), String::new()),
         ]);
-        let channel = self.writer.add_channel(schema, name, "cdr", &meta).map_err(|e| mcap_err(&path, e))?;
+        let channel = self.writer.add_channel(schema, name, "cdr", &meta).map_err(|e| mcap_write_err(&path, e))?;
         self.topics.push((
             TopicMetadata {
                 name: name.into(),
@@ -556,7 +570,7 @@ impl BagWriter {
             log_time: log_time_ns as u64,
             publish_time: log_time_ns as u64,
         };
-        self.writer.write_to_known_channel(&header, data).map_err(|e| mcap_err(&self.dir.join(&self.file_name), e))?;
+        self.writer.write_to_known_channel(&header, data).map_err(|e| mcap_write_err(&self.dir.join(&self.file_name), e))?;
         self.start = self.start.min(log_time_ns);
         self.end = self.end.max(log_time_ns);
         self.count += 1;
@@ -570,7 +584,7 @@ impl BagWriter {
     /// Closes the MCAP file (summary and index) and writes metadata.yaml.
     pub fn finish(mut self) -> Result<PathBuf> {
         let path = self.dir.join(&self.file_name);
-        self.writer.finish().map_err(|e| mcap_err(&path, e))?;
+        self.writer.finish().map_err(|e| mcap_write_err(&path, e))?;
         let (start, duration) =
             if self.count > 0 { (self.start, self.end.saturating_sub(self.start).max(0)) } else { (0, 0) };
         let info = BagfileInformation {
@@ -599,8 +613,8 @@ impl BagWriter {
         let text = serde_yaml::to_string(&Metadata { rosbag2_bagfile_information: info })
             .map_err(|e| BagError::Metadata { path: self.dir.clone(), msg: e.to_string() })?;
         let meta_path = self.dir.join("metadata.yaml");
-        let mut f = File::create(&meta_path).map_err(|source| BagError::Io { path: meta_path.clone(), source })?;
-        f.write_all(text.as_bytes()).map_err(|source| BagError::Io { path: meta_path.clone(), source })?;
+        let mut f = File::create(&meta_path).map_err(|source| BagError::Write { path: meta_path.clone(), source })?;
+        f.write_all(text.as_bytes()).map_err(|source| BagError::Write { path: meta_path.clone(), source })?;
         Ok(self.dir)
     }
 }

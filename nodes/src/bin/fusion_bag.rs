@@ -625,6 +625,11 @@ async fn record_async(topics: Vec<String>, all: bool, output: &str, duration: Op
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
+        // The writer stopped on an error (the disk full, the device gone): stop recording
+        // now rather than count every later message as dropped until someone notices.
+        if writer_thread.is_finished() {
+            break;
+        }
         tokio::select! {
             _ = &mut signal => break,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -637,7 +642,21 @@ async fn record_async(topics: Vec<String>, all: bool, output: &str, duration: Op
     drains.lock().expect("drains").clear();
     drop(tx);
     drop(topic_tx);
-    let (writer, written) = writer_thread.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+    let (writer, written) = match writer_thread.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))? {
+        Ok(done) => done,
+        Err(e) => {
+            for c in &counts {
+                let (r, d) = (c.received.load(Ordering::Relaxed), c.dropped.load(Ordering::Relaxed));
+                eprintln!("fusion_bag record: {}: received {r}, dropped {d}", c.name);
+            }
+            // What was written before the error is intact up to the last complete chunk;
+            // reindex makes it a playable bag (elsewhere, if this disk is full).
+            bail!(
+                "{e:#}; recording stopped. The part written before the error is recovered by \
+                 `fusion_bag reindex {output} -o <a directory with free space>`"
+            );
+        }
+    };
     let total_written = writer.message_count();
     writer.finish()?;
     let mut total_received = 0;
