@@ -51,6 +51,25 @@ def simulate(out, scenario, seed=1, duration=10.0, *extra, timeout=300):
     return out
 
 
+# The seed of the scenario bags the end-to-end tests play (used by no other test, never for
+# tuning).
+SCENARIO_SEED = 23
+
+
+@pytest.fixture(scope='session')
+def scenario_bags(tmp_path_factory):
+    """fusion_sim scenario bags, made once per test session: `scenario_bags(name, seconds)`."""
+    root = tmp_path_factory.mktemp('scenarios')
+    cache = {}
+
+    def get(name, duration, seed=SCENARIO_SEED):
+        key = (name, duration, seed)
+        if key not in cache:
+            cache[key] = simulate(root / f'{name}_{seed}_{duration}', name, seed, duration, timeout=900)
+        return cache[key]
+    return get
+
+
 class Proc:
     """A child process with its output captured to a file."""
 
@@ -79,6 +98,16 @@ class Proc:
         if not self._f.closed:
             self._f.flush()
         return self.log.read_text(errors='replace')
+
+
+@pytest.fixture(autouse=True)
+def ros_home(tmp_path, monkeypatch):
+    """A ROS_HOME of each test's own: what a node keeps there (the summarizer's journal of
+    pending events, speech files, rcl logs) never carries over into another test."""
+    home = tmp_path / 'ros_home'
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv('ROS_HOME', str(home))
+    return home
 
 
 @pytest.fixture

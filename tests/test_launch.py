@@ -188,3 +188,74 @@ def test_exit_status_reports_a_failed_node(tmp_path):
     res = subprocess.run([launcher(), str(f)], capture_output=True, text=True, env=launch_env(), timeout=60)
     assert res.returncode == 1, res.stderr
     assert 'broken-1: process has died' in res.stderr
+
+
+def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_publishing(scenario_bags, procs, ros):
+    """Faults under load: the launched graph plays a bag (in a loop, sim time); each node in
+    turn is killed with SIGKILL. The launcher respawns it within 0.8 s and its output flows
+    again within 3 s of the kill, while the other ingest streams never pause."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fusion_msgs.msg import FusedObjectArray
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image, Imu, PointCloud2
+
+    bag = scenario_bags('pedestrian_intrusion', 12)
+    probe = ros()
+    arrivals: dict[str, list[float]] = {}
+    outputs = {'camera_ingest': ('/sensors/camera', Image), 'lidar_ingest': ('/sensors/lidar', PointCloud2),
+               'radar_ingest': ('/sensors/radar', PointCloud2), 'imu_ingest': ('/sensors/imu', Imu),
+               'fusion_node': ('/fusion/objects', FusedObjectArray), 'summarizer': ('/diagnostics', DiagnosticArray)}
+
+    def arrived(topic, only=None):
+        def cb(m):
+            if only is None or only(m):
+                arrivals[topic].append(time.monotonic())
+        return cb
+
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+    for name, (topic, kind) in outputs.items():
+        key = f'{name}:{topic}'
+        arrivals[key] = []
+        only = (lambda m: any(s.hardware_id == 'summarizer' for s in m.status)) if name == 'summarizer' else None
+        probe.node.create_subscription(kind, topic, arrived(key, only), qos if kind is not DiagnosticArray else 50)
+    launch = procs([launcher(), 'sensor_fusion', 'fusion.launch.xml', 'use_sim_time:=true', '--grace', '3'],
+                   name='fusion_launch', env=launch_env())
+    probe.wait_publishers('/fusion/objects', timeout=40)
+    probe.wait_publishers('/sensors/lidar', timeout=40)
+    procs([binary('fusion_bag'), 'play', str(bag), '--clock', '200', '--loop', '--wait-for-subscribers', '--delay', '1'],
+          name='play')
+    keys = {name: f'{name}:{topic}' for name, (topic, _) in outputs.items()}
+    probe.wait_for(lambda: all(len(arrivals[k]) >= 3 for k in keys.values()), 40,
+                   f'every node publishing; {[(k, len(v)) for k, v in arrivals.items()]}\n{launch.output()[-3000:]}')
+
+    recovery, respawned_after = {}, {}
+    for name in outputs:
+        starts = re.findall(rf'\] {name}-\d+: process started with pid \[(\d+)\]', launch.output())
+        pid = int(starts[-1])
+        t_kill = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        probe.wait_for(lambda: len(re.findall(rf'\] {name}-\d+: process started', launch.output())) > len(starts), 10,
+                       f'{name} respawned\n{launch.output()[-3000:]}')
+        t_started = time.monotonic()
+        probe.wait_for(lambda: any(t > t_started for t in arrivals[keys[name]]), 10,
+                       f'{name} publishing again\n{launch.output()[-3000:]}')
+        t_back = min(t for t in arrivals[keys[name]] if t > t_started)
+        recovery[name] = round(t_back - t_kill, 2)
+        respawned_after[name] = round(t_started - t_kill, 2)
+        # The other ingest streams never paused while this node was away (nominal 10-200 Hz;
+        # the bag's loop restart costs LiDAR 0.5 s at ingest).
+        for other in ('camera_ingest', 'lidar_ingest', 'radar_ingest', 'imu_ingest'):
+            if other == name:
+                continue
+            seen = [t_kill] + [t for t in arrivals[keys[other]] if t_kill < t < t_back] + [t_back]
+            gap = max(b - a for a, b in zip(seen, seen[1:]))
+            assert gap < 1.2, f'{other} paused {gap:.2f} s while {name} was down'
+        time.sleep(1.0)
+    print(f'recovery after SIGKILL (s): {recovery}; process restarted after (s): {respawned_after}')
+    # The launcher restarts a node 0.5 s after it died. Its output then waits for DDS to match
+    # the new process with its peers: with Fast DDS's default 3 s announcement period that
+    # took 1.5-8.3 s from the kill on 2 busy cores; launch/fastdds.xml announces every 0.5 s,
+    # and it takes 1.6-2.5 s (12 kills, session 13).
+    assert all(r <= 0.8 for r in respawned_after.values()), respawned_after
+    assert max(recovery.values()) <= 3.0, recovery
+    assert launch.alive()

@@ -14,7 +14,7 @@
 use crate::classify::{ClassPriors, Fit};
 use crate::monitor::{ModelMonitor, MonitorParams};
 use crate::{
-    anomaly::{AnomalyDetector, AnomalyParams, CameraCheck, Event, Sensor, TrackView},
+    anomaly::{AnomalyDetector, AnomalyParams, CameraCheck, Event, Sensor, StreamState, TrackView},
     calib::Calibration,
     camera::Rgb8,
     cluster::{euclidean_clusters, object_box, radar_objects, remove_ground, ClusterParams, ObjectBox, RadarObject},
@@ -517,13 +517,22 @@ impl Pipeline {
         }
     }
 
-    /// When `stamp` takes its stream back by more than [`TIME_JUMP_NS`] (and behind the
-    /// pipeline's time): the synchronizer, IMU buffer, tracker and rules start over, and one
-    /// `time_jump` event (INFO) says so. A late message of a stalled stream is newer than its
-    /// own stream's last one, so it never restarts anything.
+    /// A new timeline: `stamp` takes its stream back by more than [`TIME_JUMP_NS`] (and
+    /// behind the pipeline's time: a bag played with --loop, a clock reset), or takes data
+    /// time forward by more than that in one step while every stream was live (a seek in the
+    /// bag, a recording cut, a node that was stopped). The synchronizer, IMU buffer, tracker
+    /// and rules start over, and one `time_jump` event (INFO) says so. A late message of a
+    /// stalled stream is newer than its own stream's last one, so it never restarts
+    /// anything; a stream coming back from a dropout is a recovery, not a jump.
     fn follow_timeline(&mut self, sensor: Sensor, stamp: StampNs) -> Option<Event> {
-        let newest = self.anomaly.last_seen(sensor)?;
-        if stamp >= newest.saturating_sub(TIME_JUMP_NS) || stamp >= self.now.saturating_sub(TIME_JUMP_NS) {
+        if self.now == StampNs::MIN {
+            return None;
+        }
+        let back = self.anomaly.last_seen(sensor).is_some_and(|newest| {
+            stamp < newest.saturating_sub(TIME_JUMP_NS) && stamp < self.now.saturating_sub(TIME_JUMP_NS)
+        });
+        let forward = stamp > self.now.saturating_add(TIME_JUMP_NS) && !self.anomaly.any_dropout_active();
+        if !back && !forward {
             return None;
         }
         let previous = self.now;
@@ -536,6 +545,19 @@ impl Pipeline {
         self.now = stamp;
         self.count("time_jumps");
         Some(self.anomaly.restart_timeline(sensor, stamp, previous, TIME_JUMP_NS))
+    }
+
+    /// Time advanced by the clock without data. A leap of more than [`TIME_JUMP_NS`] (a /clock
+    /// seek; the node's own ticks come every few milliseconds) is not taken: the data after
+    /// it decides whether this is a new timeline, instead of every stream being declared
+    /// silent for time that was skipped.
+    fn advance_clock(&mut self, now: StampNs) -> bool {
+        if self.now != StampNs::MIN && now > self.now.saturating_add(TIME_JUMP_NS) {
+            self.count("clock_leaps_waited_out");
+            return false;
+        }
+        self.now = self.now.max(now);
+        true
     }
 
     /// The node started without its camera detector (missing or corrupted model): objects
@@ -554,6 +576,16 @@ impl Pipeline {
         *self.counters.entry(key.to_string()).or_default() += 1;
     }
 
+    /// Sets do not wait for a sensor in dropout: without this, while the camera (say) is
+    /// dead every set would wait for it until `sync.wait_ms` and miss the 50 ms target.
+    /// A stream that has not started yet is still waited for (a bag's first instants).
+    fn sync_follows_dropouts(&mut self) {
+        let states = self.anomaly.stream_states();
+        for (topic, sensor) in [(LIDAR, Sensor::Lidar), (CAMERA, Sensor::Camera), (RADAR, Sensor::Radar)] {
+            self.sync.set_awaited(topic, states[sensor as usize] != StreamState::Silent);
+        }
+    }
+
     /// Feeds one message (in arrival order); returns the sets it released, fully processed
     /// on the calling thread, and the events.
     pub fn push(&mut self, input: Input) -> Step {
@@ -561,15 +593,19 @@ impl Pipeline {
         let jobs = self.release(input, &mut events);
         let mut step = self.run_jobs(jobs, events);
         step.events.extend(self.anomaly.check_dropouts(self.now));
+        self.sync_follows_dropouts();
         step
     }
 
     /// Advances time without data (a node's timer): partial sets and dropouts at `now`.
     pub fn tick(&mut self, now: StampNs) -> Step {
-        self.now = self.now.max(now);
+        if !self.advance_clock(now) {
+            return Step { sets: vec![], events: vec![] };
+        }
         let jobs: Vec<SetJob> = self.sync.poll(self.now).into_iter().map(|set| self.job(set)).collect();
         let mut step = self.run_jobs(jobs, vec![]);
         step.events.extend(self.anomaly.check_dropouts(self.now));
+        self.sync_follows_dropouts();
         step
     }
 
@@ -588,6 +624,7 @@ impl Pipeline {
         let mut events = vec![];
         let jobs = self.release(input, &mut events);
         events.extend(self.anomaly.check_dropouts(self.now));
+        self.sync_follows_dropouts();
         (jobs, events)
     }
 
@@ -649,10 +686,14 @@ impl Pipeline {
 
     /// As [`Pipeline::tick`], returning jobs.
     pub fn tick_jobs(&mut self, now: StampNs) -> (Vec<SetJob>, Vec<Event>) {
-        self.now = self.now.max(now);
+        if !self.advance_clock(now) {
+            return (vec![], vec![]);
+        }
         let released = self.sync.poll(self.now);
         let jobs = released.into_iter().map(|set| self.job(set)).collect();
-        (jobs, self.anomaly.check_dropouts(self.now))
+        let events = self.anomaly.check_dropouts(self.now);
+        self.sync_follows_dropouts();
+        (jobs, events)
     }
 
     /// The camera detector, for a scheduler that runs it on its own thread.
@@ -1020,6 +1061,68 @@ mod tests {
     }
 
     #[test]
+    fn a_seek_forward_restarts_the_timeline_with_one_event_and_no_dropouts() {
+        let mut p = Pipeline::new(PipelineParams::default(), &Calibration::default(), None);
+        let first = feed(&mut p, 5_000_000_000, 30);
+        let last_id = first.events.iter().map(|e| e.event_id).max().unwrap_or(0);
+        // The /clock leaps 22 s ahead before any data of the new position: not taken.
+        let idle = p.tick(30_000_000_000);
+        assert!(idle.events.is_empty() && idle.sets.is_empty(), "{:?}", idle.events);
+        let second = feed(&mut p, 30_000_000_000, 30);
+        let jumps: Vec<&Event> = second.events.iter().filter(|e| e.kind == "time_jump").collect();
+        assert_eq!(jumps.len(), 1, "{:?}", second.events);
+        assert_eq!(jumps[0].rule, "data_time_went_forward");
+        assert!((jumps[0].measured_value - 22.098).abs() < 0.01, "jumped {} s", jumps[0].measured_value);
+        assert!(jumps[0].evidence.iter().any(|kv| kv.key == "jump_forward_s"));
+        assert!(jumps[0].event_id > last_id);
+        assert!(second.events.iter().all(|e| e.kind != "sensor_dropout"), "{:?}", second.events);
+        assert!(second.sets.len() >= 28, "sets go on after the seek: {}", second.sets.len());
+        assert_eq!(p.counters.get("time_jumps"), Some(&1));
+    }
+
+    #[test]
+    fn streams_back_from_a_real_outage_recover_and_are_not_a_time_jump() {
+        let mut p = Pipeline::new(PipelineParams::default(), &Calibration::default(), None);
+        feed(&mut p, 5_000_000_000, 30);
+        // Every sensor silent for 2 s of a live clock (the node ticks every 20 ms).
+        let mut outage = vec![];
+        for k in 1..=100 {
+            outage.extend(p.tick(7_902_000_000 + k * 20_000_000).events);
+        }
+        assert!(outage.iter().filter(|e| e.kind == "sensor_dropout").count() >= 3, "{outage:?}");
+        // They come back 2.1 s after the last tick (the executor stops ticking on the clock
+        // once the data is 5 s old): more than a jump's worth, but the outage explains it.
+        let back = feed(&mut p, 12_000_000_000, 10);
+        assert!(back.events.iter().all(|e| e.kind != "time_jump"), "{:?}", back.events);
+        assert!(back.events.iter().any(|e| e.rule == "stream_recovered"), "{:?}", back.events);
+        assert_eq!(p.counters.get("time_jumps"), None);
+    }
+
+    #[test]
+    fn sets_do_not_wait_for_a_camera_in_dropout() {
+        let mut p = Pipeline::new(PipelineParams::default(), &Calibration::default(), None);
+        feed(&mut p, 5_000_000_000, 30);
+        let points = Arc::new(vec![[8.0f32, 0.0, 0.5, 40.0, 0.0]; 50]);
+        let radar = Arc::new(vec![[8.5f32, 0.0, 0.5, 0.0, 10.0]]);
+        let mut dropout_seen = false;
+        for k in 0..10 {
+            // The camera is dead from 8 s on: LiDAR, then radar 1 ms later.
+            let t = 8_000_000_000 + k * 100_000_000;
+            let on_lidar = p.push(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 50 });
+            dropout_seen |= on_lidar.events.iter().any(|e| e.rule == "stream_silent" && e.sensors == ["camera"]);
+            let on_radar = p.push(Input::Radar { stamp: t + 1_000_000, targets: radar.clone() });
+            dropout_seen |= on_radar.events.iter().any(|e| e.rule == "stream_silent" && e.sensors == ["camera"]);
+            if k >= 3 {
+                // Once the camera is known to be gone, the set goes out with its last awaited
+                // member (the radar), not when a later message passes its deadline.
+                assert!(dropout_seen, "the camera's dropout is declared by now");
+                let set = on_radar.sets.iter().find(|s| s.stamp == t).unwrap_or_else(|| panic!("set {t} out at once"));
+                assert!(set.partial && set.missing == ["camera"], "{:?}", set.missing);
+            }
+        }
+    }
+
+    #[test]
     fn a_late_message_of_a_stalled_stream_is_not_a_time_jump() {
         let mut p = Pipeline::new(PipelineParams::default(), &Calibration::default(), None);
         feed(&mut p, 5_000_000_000, 30);
@@ -1143,6 +1246,7 @@ param_table! {
     "anomaly.min_closing_speed" => f anomaly.min_closing_speed,
     "anomaly.ttc_clear_margin_s" => f anomaly.ttc_clear_margin_s,
     "anomaly.dropout_periods" => f anomaly.dropout_periods,
+    "anomaly.dropout_min_silence_s" => f anomaly.dropout_min_silence_s,
     "anomaly.blind_dark" => f anomaly.blind_dark,
     "anomaly.blind_bright" => f anomaly.blind_bright,
     "anomaly.blind_max_std" => f anomaly.blind_max_std,

@@ -304,12 +304,26 @@ pub struct DeadlineSync<T: Clone> {
     cfg: DeadlineConfig,
     buffers: Vec<VecDeque<(i64, T)>>,
     pending: VecDeque<SyncSet<T>>,
+    /// Per topic: whether a set waits for it. A topic known to be gone (a sensor in
+    /// dropout) is not waited for, or every set would go out at its deadline, late.
+    awaited: Vec<bool>,
 }
 
 impl<T: Clone> DeadlineSync<T> {
     pub fn new(cfg: DeadlineConfig) -> Self {
         assert!(cfg.reference < cfg.topics && cfg.buffer > 0);
-        Self { buffers: (0..cfg.topics).map(|_| VecDeque::new()).collect(), pending: VecDeque::new(), cfg }
+        Self {
+            buffers: (0..cfg.topics).map(|_| VecDeque::new()).collect(),
+            pending: VecDeque::new(),
+            awaited: vec![true; cfg.topics],
+            cfg,
+        }
+    }
+
+    /// Whether sets wait for `topic` (default: every topic). Sets that then lack only
+    /// topics not waited for go out at the next `add` or `poll`, partial, naming them.
+    pub fn set_awaited(&mut self, topic: usize, awaited: bool) {
+        self.awaited[topic] = awaited;
     }
 
     fn closest(&self, topic: usize, stamp: i64) -> Option<(i64, T)> {
@@ -355,9 +369,10 @@ impl<T: Clone> DeadlineSync<T> {
         let mut out = vec![];
         while let Some(front) = self.pending.front() {
             let complete = front.members.iter().all(Option::is_some);
+            let nothing_awaited_missing = front.members.iter().zip(&self.awaited).all(|(m, w)| m.is_some() || !w);
             if complete {
                 out.push(self.pending.pop_front().expect("front exists"));
-            } else if front.stamp + self.cfg.deadline_ns <= now {
+            } else if nothing_awaited_missing || front.stamp + self.cfg.deadline_ns <= now {
                 let mut set = self.pending.pop_front().expect("front exists");
                 set.partial = true;
                 set.missing = (0..self.cfg.topics).filter(|k| set.members[*k].is_none()).collect();
@@ -419,6 +434,25 @@ mod tests {
         s.add(0, 400, "lidar");
         s.add(1, 450, "cam");
         assert_eq!(s.pending(), 1);
+    }
+
+    #[test]
+    fn a_topic_not_awaited_does_not_hold_sets_to_their_deadline() {
+        let mut s = deadline();
+        s.set_awaited(1, false); // the camera is in dropout
+        assert!(s.add(0, 100, "lidar").is_empty(), "radar still awaited");
+        let out = s.add(2, 105, "radar");
+        assert_eq!((out.len(), out[0].partial, out[0].missing.clone()), (1, true, vec![1]), "out at once, naming it");
+        // A camera frame that does arrive still joins, and the set is then complete.
+        s.add(1, 200, "cam");
+        s.add(0, 200, "lidar");
+        let out = s.add(2, 200, "radar");
+        assert_eq!((out[0].partial, out[0].members[1].clone()), (false, Some((200, "cam"))));
+        // Awaited again: back to waiting until the deadline.
+        s.set_awaited(1, true);
+        s.add(0, 300, "lidar");
+        assert!(s.add(2, 300, "radar").is_empty() && s.poll(399).is_empty());
+        assert_eq!(s.poll(400)[0].missing, vec![1]);
     }
 
     #[test]
