@@ -6,7 +6,7 @@ SHELL := /bin/bash
 ROS := source scripts/ros-env.sh &&
 CARGO_FLAGS ?= --release --locked
 
-.PHONY: all setup build install test test-rust test-e2e demo bench fuzz env clean
+.PHONY: all setup build install test test-rust test-e2e test-long demo bench soak fuzz env clean
 
 all: build
 
@@ -25,12 +25,19 @@ install: build
 # Unit tests (fusion/ needs no ROS; nodes/ links r2r), then the end-to-end tests over DDS.
 test: build test-rust test-e2e
 
+# Library unit tests and tests/*.rs; the binaries hold no tests, and building each of the 18
+# again as a test harness (each links Burn) only cost CI time.
 test-rust: setup
-	$(ROS) cargo test $(CARGO_FLAGS) --workspace
+	$(ROS) cargo test $(CARGO_FLAGS) --workspace --lib --test '*'
 
 test-e2e: build install
 	@bash scripts/setup.sh --test-peers
-	$(ROS) source $(PREFIX)/local_setup.bash && python -m pytest tests -q
+	$(ROS) source $(PREFIX)/local_setup.bash && python -m pytest tests -q -m 'not long'
+
+# The tests marked long (the ten-minute nominal run: ~12 min on 2 cores); not in `make test`.
+test-long: build install
+	@bash scripts/setup.sh --test-peers
+	$(ROS) source $(PREFIX)/local_setup.bash && python -m pytest tests -q -m long
 
 demo: build install
 	bash scripts/demo.sh
@@ -39,6 +46,11 @@ demo: build install
 bench: build install
 	@bash scripts/setup.sh --test-peers
 	bash scripts/bench.sh
+
+# A soak (not in CI): SOAK_SECONDS (default 1800) of nominal load through the launched node
+# set; RSS and CPU per node every 10 s, deadline misses and every loss counter, as JSON.
+soak: build install
+	$(ROS) source $(PREFIX)/local_setup.bash && python scripts/soak.py --out soak.json
 
 # Coverage-guided fuzzing of every ROS-free parser (cargo fuzz, nightly): FUZZ_SECONDS per
 # target (default 60); `make fuzz FUZZ_SECONDS=600`. JSON line per target.

@@ -8,15 +8,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-60}
 rss=${FUZZ_RSS_MB:-2048}
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-  rustup toolchain install nightly --profile minimal >&2
+# A pinned nightly (sanitizer flags need one) and cargo-fuzz: a new nightly must not turn
+# CI red on its own.
+toolchain=${FUZZ_TOOLCHAIN:-nightly-2026-10-29}
+if ! rustup run "$toolchain" rustc --version >/dev/null 2>&1; then
+  rustup toolchain install "$toolchain" --profile minimal >&2
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
-  cargo install cargo-fuzz --locked >&2
+  cargo install cargo-fuzz --locked --version '^0.13' >&2
 fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  mapfile -t targets < <(cd fuzz && cargo +nightly fuzz list)
+  mapfile -t targets < <(cd fuzz && cargo +"$toolchain" fuzz list)
 fi
 status=0
 for t in "${targets[@]}"; do
@@ -26,7 +29,7 @@ for t in "${targets[@]}"; do
   # Inputs that once crashed (fuzz/regressions/TARGET, committed) are run first, every time.
   extra=()
   [ -d "fuzz/regressions/$t" ] && extra=("fuzz/regressions/$t")
-  cargo +nightly fuzz run "$t" "fuzz/corpus/$t" "${extra[@]}" -- \
+  cargo +"$toolchain" fuzz run "$t" "fuzz/corpus/$t" "${extra[@]}" -- \
     -max_total_time="$seconds" -rss_limit_mb="$rss" -malloc_limit_mb="$rss" -timeout=10 \
     -print_final_stats=1 >"$log" 2>&1
   rc=$?
