@@ -31,9 +31,12 @@ IDENTICAL_PROMPTS = [
     chat('Spell the word robot letter by letter.'),
     chat('What does an IMU measure?'),
     chat('Explain what a LiDAR sensor does in one sentence.'),
-    chat('List three colors.'),
 ]
 OTHER_PROMPTS = [
+    # Identical on the Intel machines of earlier sessions; on an AMD EPYC with AVX2 and no
+    # AVX-512 (our decoder's kernels then sum in another order) the llama.cpp-arithmetic run
+    # diverges at token 9, where our top-2 margin is 0.023: checked as a near tie.
+    chat('List three colors.'),
     # Identical against llama.cpp's AVX-512 kernels, a near tie at token 16 against its AVX2
     # build (the reference is built for AVX2 since session 11): checked as a near tie.
     chat('Explain what a camera sensor does in one sentence.'),
