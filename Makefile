@@ -6,7 +6,7 @@ SHELL := /bin/bash
 ROS := source scripts/ros-env.sh &&
 CARGO_FLAGS ?= --release --locked
 
-.PHONY: all setup build install test test-rust test-e2e test-long demo bench soak fuzz env clean
+.PHONY: all setup build install test test-fast test-rust test-e2e test-long demo bench soak fuzz env clean
 
 all: build
 
@@ -32,7 +32,14 @@ test-rust: setup
 
 test-e2e: build install
 	@bash scripts/setup.sh --test-peers
-	$(ROS) source $(PREFIX)/local_setup.bash && python -m pytest tests -q -m 'not long'
+	$(ROS) source $(PREFIX)/local_setup.bash && python -m pytest tests -q -m 'not long' --durations=15
+
+# A quick tier while you work (a few minutes once built): the library unit tests and the
+# end-to-end tests marked fast (bad input over DDS, bags against rosbags, launch parsing).
+# It needs no test peer (llama.cpp); `make test` runs everything.
+test-fast: build install
+	$(ROS) cargo test $(CARGO_FLAGS) --workspace --lib
+	$(ROS) source $(PREFIX)/local_setup.bash && python -m pytest tests -q -m fast --durations=5
 
 # The tests marked long (the ten-minute nominal run: ~12 min on 2 cores); not in `make test`.
 test-long: build install

@@ -13,6 +13,9 @@ from conftest import binary, diagnostics_values
 
 FLOAT32, FLOAT64, UINT8 = 7, 8, 2
 
+# `make test-fast` runs this file (seconds per test).
+pytestmark = pytest.mark.fast
+
 
 def _header(msg, sec, frame):
     msg.header.stamp.sec = sec

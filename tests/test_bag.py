@@ -11,6 +11,9 @@ from bagmaker import write_bag
 from conftest import binary, child_env
 from rosbags.rosbag2 import Reader
 
+# `make test-fast` runs this file (seconds per test).
+pytestmark = pytest.mark.fast
+
 
 def run_bag(*args, timeout=60) -> subprocess.CompletedProcess:
     return subprocess.run([binary('fusion_bag'), *map(str, args)], capture_output=True, text=True, timeout=timeout,

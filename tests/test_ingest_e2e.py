@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from conftest import binary, child_env, diagnostics_values
 from test_bad_input import imu, radar
 
@@ -13,6 +14,9 @@ OUT = {'camera_ingest': ('/sensors/camera', '/camera/image_raw'), 'lidar_ingest'
        'radar_ingest': ('/sensors/radar', '/radar/points'), 'imu_ingest': ('/sensors/imu', '/imu/data')}
 STATUS = {'camera_ingest': 'camera_ingest: camera ingest', 'lidar_ingest': 'lidar_ingest: lidar ingest',
           'radar_ingest': 'radar_ingest: radar ingest', 'imu_ingest': 'imu_ingest: imu ingest'}
+
+# `make test-fast` runs this file (seconds per test).
+pytestmark = pytest.mark.fast
 
 
 def start_nodes(procs, env=None, *ros_args):

@@ -31,6 +31,7 @@ def launch_env(**kw):
     return env
 
 
+@pytest.mark.fast
 def test_install_layout_file_by_file():
     files = [f'lib/sensor_fusion/{e}' for e in INGEST + ['fusion_bag', 'fusion_launch']] + [
         'share/sensor_fusion/package.xml',
@@ -55,6 +56,7 @@ def test_install_layout_file_by_file():
     assert out.split(':').count(str(PREFIX)) == 1, out
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('path', sorted((ROOT / 'launch').glob('*.launch.xml')), ids=lambda p: p.name)
 def test_every_launch_file_parses(path):
     res = subprocess.run([launcher(), '--print', str(path)], capture_output=True, text=True, env=launch_env(), timeout=30)
@@ -78,6 +80,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.fast
 def test_launched_graph_params_respawn_and_clean_sigint(procs, ros, tmp_path):
     from rcl_interfaces.srv import GetParameters
 
@@ -117,6 +120,7 @@ def test_launched_graph_params_respawn_and_clean_sigint(procs, ros, tmp_path):
     assert not [p for p in all_pids if alive(p)], proc.output()
 
 
+@pytest.mark.fast
 def test_remaps_and_custom_launch_file(procs, ros, tmp_path):
     from sensor_msgs.msg import Imu
 
@@ -165,6 +169,7 @@ MALFORMED = {
 }
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('kind', list(MALFORMED))
 def test_malformed_launch_file_gives_file_line_error_and_starts_nothing(kind, tmp_path):
     text, line, msg = MALFORMED[kind]
@@ -177,6 +182,7 @@ def test_malformed_launch_file_gives_file_line_error_and_starts_nothing(kind, tm
     assert 'process started' not in res.stderr + res.stdout
 
 
+@pytest.mark.fast
 def test_exit_status_reports_a_failed_node(tmp_path):
     f = tmp_path / 'fails.launch.xml'
     f.write_text("""<launch>
@@ -199,7 +205,10 @@ def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_p
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, Imu, PointCloud2
 
-    bag = scenario_bags('pedestrian_intrusion', 12)
+    from rosgraph_msgs.msg import Clock
+
+    BAG_SECONDS = 12
+    bag = scenario_bags('pedestrian_intrusion', BAG_SECONDS)
     probe = ros()
     arrivals: dict[str, list[float]] = {}
     outputs = {'camera_ingest': ('/sensors/camera', Image), 'lidar_ingest': ('/sensors/lidar', PointCloud2),
@@ -217,7 +226,14 @@ def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_p
         key = f'{name}:{topic}'
         arrivals[key] = []
         only = (lambda m: any(s.hardware_id == 'summarizer' for s in m.status)) if name == 'summarizer' else None
-        probe.node.create_subscription(kind, topic, arrived(key, only), qos if kind is not DiagnosticArray else 50)
+        # Only arrival times matter: the sensor streams are taken serialized (raw), so the
+        # probe does not spend a core deserializing 30 VGA images a second in Python, which on
+        # 2 cores delayed its own callbacks by seconds and looked like a paused stream.
+        diag = kind is DiagnosticArray
+        probe.node.create_subscription(kind, topic, arrived(key, only), 50 if diag else qos, raw=not diag)
+    # /clock from the first message on (the player's first is the bag's start).
+    sim_time = []
+    probe.node.create_subscription(Clock, '/clock', lambda m: sim_time.append(m.clock.sec + m.clock.nanosec * 1e-9), 10)
     launch = procs([launcher(), 'sensor_fusion', 'fusion.launch.xml', 'use_sim_time:=true', '--grace', '3'],
                    name='fusion_launch', env=launch_env())
     probe.wait_publishers('/fusion/objects', timeout=40)
@@ -228,8 +244,19 @@ def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_p
     probe.wait_for(lambda: all(len(arrivals[k]) >= 3 for k in keys.values()), 40,
                    f'every node publishing; {[(k, len(v)) for k, v in arrivals.items()]}\n{launch.output()[-3000:]}')
 
+    # Each kill is made where the bag will not loop within its recovery window: a loop
+    # restart is a fault of its own (data time goes back, every stream resyncs and fusion
+    # starts over: test_fusion.py's loop test), and one landing inside a recovery window added
+    # up to ~2 s to it on this 2-core machine.
+    bag_start = min(sim_time)
+
+    def far_from_a_loop_restart():
+        t = sim_time[-1] - bag_start
+        return 1.5 <= t <= BAG_SECONDS - 4.5
+
     recovery, respawned_after = {}, {}
     for name in outputs:
+        probe.wait_for(far_from_a_loop_restart, 20, f'a kill window; sim time {sim_time[-1] - bag_start:.1f} s into the bag')
         starts = re.findall(rf'\] {name}-\d+: process started with pid \[(\d+)\]', launch.output())
         pid = int(starts[-1])
         t_kill = time.monotonic()
@@ -255,7 +282,7 @@ def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_p
     # The launcher restarts a node 0.5 s after it died. Its output then waits for DDS to match
     # the new process with its peers: with Fast DDS's default 3 s announcement period that
     # took 1.5-8.3 s from the kill on 2 busy cores; launch/fastdds.xml announces every 0.5 s,
-    # and it takes 1.6-2.5 s (12 kills, session 13).
+    # and it takes 1.6-2.5 s (12 kills, session 13), 1.2-2.6 s (30 kills, an AMD EPYC).
     assert all(r <= 0.8 for r in respawned_after.values()), respawned_after
     assert max(recovery.values()) <= 3.0, recovery
     assert launch.alive()

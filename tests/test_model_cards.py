@@ -5,8 +5,13 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / 'models' / 'weights'
+
+# `make test-fast` runs this file (seconds per test).
+pytestmark = pytest.mark.fast
 
 
 def test_cards_match_the_manifests():

@@ -12,6 +12,9 @@ FUSION_SYNC = ROOT / 'target' / 'release' / 'fusion_sync'
 ORACLE_SRC = ROOT / 'tests' / 'oracle' / 'approximate_time_oracle.cpp'
 STREAMS = 100_000
 
+# `make test-fast` runs this file (seconds per test).
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope='module')
 def oracle(tmp_path_factory):

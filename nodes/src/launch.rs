@@ -492,7 +492,9 @@ impl Loader<'_> {
         };
         let split = |attr: &str| -> Result<Vec<String>> {
             match n.attribute(attr) {
-                Some(v) => shell_split(&s(v)?).ok_or_else(|| f.err(n, format!("{attr}: unbalanced quotes"))),
+                // POSIX shell words, as launch_ros splits them (shlex): quotes group,
+                // a backslash escapes, nothing is expanded.
+                Some(v) => shlex::split(&s(v)?).ok_or_else(|| f.err(n, format!("{attr}: unbalanced quotes"))),
                 None => Ok(vec![]),
             }
         };
@@ -594,38 +596,6 @@ fn join_namespace(base: &str, ns: &str) -> String {
     } else {
         trimmed.to_string()
     }
-}
-
-/// Splits like a POSIX shell (quotes group, no expansion); None on unbalanced quotes.
-pub fn shell_split(s: &str) -> Option<Vec<String>> {
-    let mut out = vec![];
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    let mut has = false;
-    for c in s.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => cur.push(c),
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                has = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if has || !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                    has = false;
-                }
-            }
-            (None, c) => cur.push(c),
-        }
-    }
-    if quote.is_some() {
-        return None;
-    }
-    if has || !cur.is_empty() {
-        out.push(cur);
-    }
-    Some(out)
 }
 
 // ---- substitutions ----------------------------------------------------------------------
@@ -1179,7 +1149,7 @@ mod tests {
             r#"<launch>
   <arg name="rate" default="10"/>
   <let name="twice" value="$(eval $(var rate) * 2)"/>
-  <node pkg="demo_pkg" exec="talker" name="t" namespace="ns" args="--flag 'a b'" ros_args="--log-level debug">
+  <node pkg="demo_pkg" exec="talker" name="t" namespace="ns" args="--flag 'a b' &quot;c \&quot; d&quot; e\ f ''" ros_args="--log-level debug">
     <param name="rate" value="$(var twice)"/>
     <param name="label" value="'7'"/>
     <param name="nested"><param name="x" value="1.5"/><param name="list" value="[1, 2]"/></param>
@@ -1210,6 +1180,9 @@ mod tests {
                 exe.as_str(),
                 "--flag",
                 "a b",
+                "c \" d",
+                "e f",
+                "",
                 "--ros-args",
                 "--log-level",
                 "debug",
@@ -1316,8 +1289,6 @@ mod tests {
         assert_eq!(typed_value("a: b"), Value::from("a: b"));
         assert_eq!(typed_value(""), Value::from(""), "an empty value is an empty string");
         assert_eq!(typed_value("null"), Value::from("null"));
-        assert_eq!(shell_split("a 'b c' \"d\" ''").unwrap(), ["a", "b c", "d", ""]);
-        assert!(shell_split("'open").is_none());
         assert_eq!(join_namespace("/", ""), "/");
         assert_eq!(join_namespace("/a", "b/"), "/a/b");
         assert_eq!(join_namespace("/a", "/c"), "/c");

@@ -8,6 +8,7 @@
 //! --params-file … -r from:=to`), its output prefixed with its name. SIGINT/SIGTERM are
 //! forwarded; after a grace period SIGTERM, then SIGKILL. Exit status 1 when a node failed.
 use anyhow::{bail, Context as _, Result};
+use clap::Parser;
 use sensor_fusion::launch::{self, LaunchError, NodeSpec, Output, ParamSource};
 use std::{
     collections::BTreeMap,
@@ -25,10 +26,29 @@ use tokio::{
     process::Command,
 };
 
-const USAGE: &str = "usage: fusion_launch <pkg> <file> [name:=value ...] | fusion_launch <path> [name:=value ...]
-options: --show-args   list the launch arguments and exit
-         --print       print the commands that would run and exit
-         --grace S     seconds between SIGINT and SIGTERM (and SIGTERM and SIGKILL) at shutdown (default 5)";
+/// `ros2 launch` for a machine without the ROS 2 CLI: the same two forms, the same
+/// `name:=value` launch arguments.
+#[derive(Parser)]
+#[command(
+    name = "fusion_launch",
+    about = "Run a ROS 2 XML launch file the way `ros2 launch` does",
+    override_usage = "fusion_launch <PKG> <FILE> [name:=value ...]\n       fusion_launch <PATH> [name:=value ...]"
+)]
+struct Cli {
+    /// A launch file's path, or a package and a file in its share directory, then the
+    /// launch arguments as `name:=value`.
+    #[arg(required = true, value_name = "PKG FILE | PATH, name:=value")]
+    words: Vec<String>,
+    /// List the launch arguments and exit.
+    #[arg(short, long)]
+    show_args: bool,
+    /// Print the commands that would run and exit.
+    #[arg(short, long)]
+    print: bool,
+    /// Seconds between SIGINT and SIGTERM (and SIGTERM and SIGKILL) at shutdown.
+    #[arg(long, default_value_t = 5.0, value_name = "S")]
+    grace: f64,
+}
 
 struct Options {
     file: PathBuf,
@@ -39,37 +59,22 @@ struct Options {
 }
 
 fn parse_cli() -> Result<Options> {
-    let mut positional = vec![];
-    let mut args = BTreeMap::new();
-    let (mut show_args, mut print, mut grace) = (false, false, 5.0);
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--show-args" | "-s" => show_args = true,
-            "--print" | "-p" => print = true,
-            "--grace" => {
-                grace = it.next().context("--grace needs seconds")?.parse().context("--grace needs seconds")?;
-                sensor_fusion::seconds("--grace", grace)?;
-            }
-            _ if a.contains(":=") => {
-                let (k, v) = a.split_once(":=").expect("checked");
-                args.insert(k.to_string(), v.to_string());
-            }
-            _ if a.starts_with('-') => bail!("unknown option {a}\n{USAGE}"),
-            _ => positional.push(a),
-        }
-    }
+    let cli = Cli::parse();
+    sensor_fusion::seconds("--grace", cli.grace)?;
+    // As in `ros2 launch`, a word holding `:=` is a launch argument wherever it stands.
+    let (assignments, positional): (Vec<&String>, Vec<&String>) = cli.words.iter().partition(|w| w.contains(":="));
+    let args = assignments
+        .into_iter()
+        .filter_map(|a| a.split_once(":="))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let file = match positional.as_slice() {
-        [path] if Path::new(path).is_file() => PathBuf::from(path),
-        [path] => bail!("{path}: no such launch file\n{USAGE}"),
+        [path] if Path::new(path.as_str()).is_file() => PathBuf::from(path.as_str()),
+        [path] => bail!("{path}: no such launch file"),
         [pkg, name] => find_in_package(pkg, name)?,
-        _ => bail!("{USAGE}"),
+        _ => bail!("expected a launch file's path, or a package and a file name; got {positional:?}"),
     };
-    Ok(Options { file, args, show_args, print, grace })
+    Ok(Options { file, args, show_args: cli.show_args, print: cli.print, grace: cli.grace })
 }
 
 /// `ros2 launch <pkg> <file>`: the file anywhere under the package's share directory.
