@@ -387,7 +387,7 @@ impl AnomalyDetector {
     }
 
     /// sensor_dropout: every stream that has delivered at least once and has then been
-    /// silent for more than `dropout_periods` periods at `now`. A stream that has not
+    /// silent for longer than its `dropout_limit_ns` at `now`. A stream that has not
     /// started (node start-up, a bag's first instants, a respawned node, a sensor this robot
     /// lacks) is not a dropout: it is `never_received` in [`Self::stream_states`].
     pub fn check_dropouts(&mut self, now: StampNs) -> Vec<Event> {

@@ -576,14 +576,17 @@ impl Pipeline {
         *self.counters.entry(key.to_string()).or_default() += 1;
     }
 
-    /// Sets do not wait for a sensor in dropout: without this, while the camera (say) is
-    /// dead every set would wait for it until `sync.wait_ms` and miss the 50 ms target.
-    /// A stream that has not started yet is still waited for (a bag's first instants).
-    fn sync_follows_dropouts(&mut self) {
+    /// The dropout rule at the pipeline's time, and the synchronizer told what it found:
+    /// sets do not wait for a sensor in dropout (without this, while the camera (say) is dead
+    /// every set would wait for it until `sync.wait_ms` and miss the 50 ms target). A stream
+    /// that has not started yet is still waited for (a bag's first instants).
+    fn check_dropouts(&mut self) -> Vec<Event> {
+        let events = self.anomaly.check_dropouts(self.now);
         let states = self.anomaly.stream_states();
         for (topic, sensor) in [(LIDAR, Sensor::Lidar), (CAMERA, Sensor::Camera), (RADAR, Sensor::Radar)] {
             self.sync.set_awaited(topic, states[sensor as usize] != StreamState::Silent);
         }
+        events
     }
 
     /// Feeds one message (in arrival order); returns the sets it released, fully processed
@@ -592,8 +595,7 @@ impl Pipeline {
         let mut events = vec![];
         let jobs = self.release(input, &mut events);
         let mut step = self.run_jobs(jobs, events);
-        step.events.extend(self.anomaly.check_dropouts(self.now));
-        self.sync_follows_dropouts();
+        step.events.extend(self.check_dropouts());
         step
     }
 
@@ -604,8 +606,7 @@ impl Pipeline {
         }
         let jobs: Vec<SetJob> = self.sync.poll(self.now).into_iter().map(|set| self.job(set)).collect();
         let mut step = self.run_jobs(jobs, vec![]);
-        step.events.extend(self.anomaly.check_dropouts(self.now));
-        self.sync_follows_dropouts();
+        step.events.extend(self.check_dropouts());
         step
     }
 
@@ -623,8 +624,7 @@ impl Pipeline {
     pub fn push_jobs(&mut self, input: Input) -> (Vec<SetJob>, Vec<Event>) {
         let mut events = vec![];
         let jobs = self.release(input, &mut events);
-        events.extend(self.anomaly.check_dropouts(self.now));
-        self.sync_follows_dropouts();
+        events.extend(self.check_dropouts());
         (jobs, events)
     }
 
@@ -691,9 +691,7 @@ impl Pipeline {
         }
         let released = self.sync.poll(self.now);
         let jobs = released.into_iter().map(|set| self.job(set)).collect();
-        let events = self.anomaly.check_dropouts(self.now);
-        self.sync_follows_dropouts();
-        (jobs, events)
+        (jobs, self.check_dropouts())
     }
 
     /// The camera detector, for a scheduler that runs it on its own thread.
