@@ -332,7 +332,7 @@ def test_fusion_node_starts_degraded_without_its_detector(procs, ros, tmp_path, 
     probe.wait_for(lambda: any(e.rule == 'detector_unavailable' for e in probe.get('/anomaly/events')), 20,
                    f'a detector_unavailable event; log:\n{node.output()[-2000:]}')
     events = [e for e in probe.get('/anomaly/events') if e.rule == 'detector_unavailable']
-    assert len(events) == 1 and events[0].kind == 'model_degraded' and events[0].severity == AnomalyEvent.ERROR
+    assert len(events) == 1 and events[0].kind == AnomalyEvent.KIND_MODEL_DEGRADED and events[0].severity == AnomalyEvent.ERROR
     error = {kv.key: kv.value for kv in events[0].evidence}['error']
     assert str(manifest) in error, error
     assert node.alive() and probe.count('/fusion/objects') > 0

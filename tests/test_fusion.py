@@ -153,6 +153,10 @@ def test_launched_nodes_publish_anomaly_events_over_dds(scenario_bags, procs, ro
     assert {kv.key for kv in ev.evidence} >= {'label', 'x_m', 'y_m', 'distance_m'}
     kinds = [e.kind for e in probe.get('/anomaly/events')]
     assert 'collision_risk' in kinds, kinds
+    # Every kind published is one of the message's KIND_* constants (as rclpy generated them).
+    from fusion_msgs.msg import AnomalyEvent
+    declared = {v for k, v in vars(AnomalyEvent).items() if k.startswith('KIND_')}
+    assert {'model_degraded', 'time_jump'} <= declared and set(kinds) <= declared, (kinds, declared)
     explain_events_of_a_played_bag(probe, ev)
     objs = probe.get('/fusion/objects')
     # Most of the 120 sets arrive complete and in time (sim time follows the player's /clock).
@@ -243,7 +247,7 @@ def test_a_seek_forward_gives_one_time_jump_and_no_dropouts(scenario_bags, procs
                    f'objects after the seek; events {[(e.kind, e.rule) for e in probe.get("/anomaly/events")]}')
     time.sleep(1.0)
     events = probe.get('/anomaly/events')
-    jumps = [e for e in events if e.kind == 'time_jump']
+    jumps = [e for e in events if e.kind == AnomalyEvent.KIND_TIME_JUMP]
     assert [e.rule for e in jumps] == ['data_time_went_forward'], [(e.kind, e.rule) for e in events]
     leap = {kv.key: float(kv.value) for kv in jumps[0].evidence}['jump_forward_s']
     assert 4.0 < leap < 9.5 and jumps[0].severity == AnomalyEvent.INFO, leap

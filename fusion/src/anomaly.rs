@@ -116,7 +116,7 @@ pub struct Event {
     pub event_id: u64,
     /// When the rule fired (data time).
     pub stamp_ns: StampNs,
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub severity: u8,
     pub rule: &'static str,
     pub measured_value: f64,
@@ -128,6 +128,66 @@ pub struct Event {
     /// When the condition started to hold.
     pub onset_ns: StampNs,
     pub evidence: Vec<KeyValue>,
+}
+
+/// What an event is about: `fusion_msgs/AnomalyEvent`'s `kind`, one value per `KIND_*`
+/// constant of that message (a test in `nodes` reads the .msg file and fails when the two
+/// drift), so a subscriber can switch on the constants and meet every kind we publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    ZoneIntrusion,
+    CollisionRisk,
+    SensorDropout,
+    SensorDegraded,
+    SensorDisagreement,
+    Impact,
+    DeadlineOverrun,
+    /// The camera model out of its depth (inputs or outputs outside the training ranges,
+    /// or no detector at all).
+    ModelDegraded,
+    /// Data time leapt (a bag loop, a seek); INFO, so a reader knows why gaps follow.
+    TimeJump,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        EventKind::ZoneIntrusion,
+        EventKind::CollisionRisk,
+        EventKind::SensorDropout,
+        EventKind::SensorDegraded,
+        EventKind::SensorDisagreement,
+        EventKind::Impact,
+        EventKind::DeadlineOverrun,
+        EventKind::ModelDegraded,
+        EventKind::TimeJump,
+    ];
+
+    /// The wire string (`AnomalyEvent.kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ZoneIntrusion => "zone_intrusion",
+            EventKind::CollisionRisk => "collision_risk",
+            EventKind::SensorDropout => "sensor_dropout",
+            EventKind::SensorDegraded => "sensor_degraded",
+            EventKind::SensorDisagreement => "sensor_disagreement",
+            EventKind::Impact => "impact",
+            EventKind::DeadlineOverrun => "deadline_overrun",
+            EventKind::ModelDegraded => "model_degraded",
+            EventKind::TimeJump => "time_jump",
+        }
+    }
+
+    /// The kind a wire string names; `None` for one we never publish.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A confirmed track as the rules see it (base_link, velocity relative to the ego).
@@ -251,7 +311,7 @@ impl AnomalyDetector {
         } else {
             ("data_time_went_forward", "jump_forward_s", stamp.saturating_sub(previous))
         };
-        let mut e = self.event(stamp, "time_jump", INFO, rule, secs(jump), secs(threshold_ns), vec![sensor.as_str()], stamp);
+        let mut e = self.event(stamp, EventKind::TimeJump, INFO, rule, secs(jump), secs(threshold_ns), vec![sensor.as_str()], stamp);
         e.evidence = vec![
             kv(evidence_key, format!("{:.3}", secs(jump))),
             kv("previous_time_s", format!("{:.3}", secs(previous))),
@@ -269,7 +329,7 @@ impl AnomalyDetector {
     /// The camera detector could not be loaded at start-up: one `model_degraded` event
     /// (`detector_unavailable`, ERROR) with the reason as evidence.
     pub fn detector_unavailable(&mut self, stamp: StampNs, why: String) -> Event {
-        let mut e = self.event(stamp, "model_degraded", ERROR, "detector_unavailable", 0.0, 0.0, vec!["camera"], stamp);
+        let mut e = self.event(stamp, EventKind::ModelDegraded, ERROR, "detector_unavailable", 0.0, 0.0, vec!["camera"], stamp);
         e.evidence = vec![kv("error", why)];
         e
     }
@@ -303,7 +363,7 @@ impl AnomalyDetector {
     fn event(
         &mut self,
         stamp: StampNs,
-        kind: &'static str,
+        kind: EventKind,
         severity: u8,
         rule: &'static str,
         measured: f64,
@@ -357,7 +417,7 @@ impl AnomalyDetector {
         let periods = gap as f64 / self.period_ns(sensor) as f64;
         let mut e = self.event(
             stamp,
-            "sensor_dropout",
+            EventKind::SensorDropout,
             INFO,
             "stream_recovered",
             periods,
@@ -402,7 +462,7 @@ impl AnomalyDetector {
                 let periods = silent as f64 / period as f64;
                 let mut e = self.event(
                     now,
-                    "sensor_dropout",
+                    EventKind::SensorDropout,
                     ERROR,
                     "stream_silent",
                     periods,
@@ -475,7 +535,7 @@ impl AnomalyDetector {
         } else {
             ("image_frozen", (c.frozen_run + 1) as f64, p.frozen_frames as f64)
         };
-        let mut e = self.event(stamp, "sensor_degraded", ERROR, rule, measured, threshold, vec!["camera"], onset);
+        let mut e = self.event(stamp, EventKind::SensorDegraded, ERROR, rule, measured, threshold, vec!["camera"], onset);
         e.evidence = vec![
             kv("mean_luma", format!("{mean:.1}")),
             kv("luma_std", format!("{std:.1}")),
@@ -503,7 +563,7 @@ impl AnomalyDetector {
         }
         self.lidar_degraded = true;
         let th = self.params.lidar_max_non_finite_ratio;
-        let mut e = self.event(stamp, "sensor_degraded", WARN, "cloud_non_finite", ratio, th, vec!["lidar"], stamp);
+        let mut e = self.event(stamp, EventKind::SensorDegraded, WARN, "cloud_non_finite", ratio, th, vec!["lidar"], stamp);
         e.evidence = vec![kv("non_finite_points", non_finite), kv("points", total)];
         vec![e]
     }
@@ -518,7 +578,7 @@ impl AnomalyDetector {
         if shock > p.impact_accel && stamp >= self.impact_until {
             self.impact_until = stamp + refractory;
             let mut e =
-                self.event(stamp, "impact", ERROR, "shock_above_threshold", shock, p.impact_accel, vec!["imu"], stamp);
+                self.event(stamp, EventKind::Impact, ERROR, "shock_above_threshold", shock, p.impact_accel, vec!["imu"], stamp);
             e.evidence = vec![
                 kv("shock_g", format!("{:.2}", shock / 9.80665)),
                 kv("accel_x", format!("{:.2}", accel[0])),
@@ -532,7 +592,7 @@ impl AnomalyDetector {
         if peak >= p.imu_saturation_accel && stamp >= self.imu_saturated_until {
             self.imu_saturated_until = stamp + refractory;
             let th = p.imu_saturation_accel;
-            let mut e = self.event(stamp, "sensor_degraded", WARN, "imu_saturated", peak, th, vec!["imu"], stamp);
+            let mut e = self.event(stamp, EventKind::SensorDegraded, WARN, "imu_saturated", peak, th, vec!["imu"], stamp);
             e.evidence = vec![kv("peak_axis_accel", format!("{peak:.1}"))];
             out.push(e);
         }
@@ -559,7 +619,7 @@ impl AnomalyDetector {
                         let dist = t.position[0].hypot(t.position[1]);
                         let mut e = self.event(
                             stamp,
-                            "zone_intrusion",
+                            EventKind::ZoneIntrusion,
                             WARN,
                             "track_inside_zone",
                             dist,
@@ -586,7 +646,7 @@ impl AnomalyDetector {
                     let sev = if ttc < p.ttc_threshold_s / 2.0 { ERROR } else { WARN };
                     let mut e = self.event(
                         stamp,
-                        "collision_risk",
+                        EventKind::CollisionRisk,
                         sev,
                         "ttc_below_threshold",
                         ttc,
@@ -655,7 +715,7 @@ impl AnomalyDetector {
     fn disagreement(&mut self, stamp: StampNs, rule: &'static str, run: Run) -> Event {
         let k = self.params.disagreement_frames as f64;
         let sensors = vec!["camera", "lidar", "radar"];
-        self.event(stamp, "sensor_disagreement", WARN, rule, run.frames as f64, k, sensors, run.onset)
+        self.event(stamp, EventKind::SensorDisagreement, WARN, rule, run.frames as f64, k, sensors, run.onset)
     }
 
     /// deadline_overrun: the share of sets that missed their hard deadline over the last
@@ -681,7 +741,7 @@ impl AnomalyDetector {
         self.deadline_active = true;
         let mut e = self.event(
             stamp,
-            "deadline_overrun",
+            EventKind::DeadlineOverrun,
             WARN,
             "hard_miss_ratio",
             ratio,
@@ -743,7 +803,7 @@ mod tests {
         assert!(d.on_tracks(0, &[track(7, 8.0, 0.0, 0.0)]).is_empty());
         let e = d.on_tracks(100 * MS, &[track(7, 4.0, 0.5, 0.0)]);
         assert_eq!(e.len(), 1);
-        assert_eq!((e[0].kind, e[0].zone.as_str(), e[0].track_ids.clone()), ("zone_intrusion", "forward", vec![7]));
+        assert_eq!((e[0].kind, e[0].zone.as_str(), e[0].track_ids.clone()), (EventKind::ZoneIntrusion, "forward", vec![7]));
         assert!(e[0].evidence.iter().any(|k| k.key == "label" && k.value == "person"));
         assert!(d.on_tracks(200 * MS, &[track(7, 3.5, 0.5, 0.0)]).is_empty(), "still inside: no new event");
         assert!(d.on_tracks(300 * MS, &[track(7, 3.5, 4.0, 0.0)]).is_empty());
@@ -775,7 +835,7 @@ mod tests {
         // 40 m ahead closing at 10 m/s: TTC ≈ 4 s, above 3 s.
         assert!(d.on_tracks(0, &[track(1, 40.0, 0.0, -10.0)]).is_empty());
         let e = d.on_tracks(MS, &[track(1, 25.0, 0.0, -10.0)]);
-        assert_eq!(e[0].kind, "collision_risk");
+        assert_eq!(e[0].kind, EventKind::CollisionRisk);
         assert!((e[0].measured_value - 2.475).abs() < 1e-9 && e[0].threshold == 3.0);
         assert!(d.on_tracks(2 * MS, &[track(1, 31.0, 0.0, -10.0)]).is_empty(), "3.1 s: inside the margin");
         assert!(d.on_tracks(3 * MS, &[track(1, 40.0, 0.0, -10.0)]).is_empty());
@@ -803,13 +863,13 @@ mod tests {
         }
         let e = d.check_dropouts(1_250 * MS);
         assert_eq!(e.len(), 1);
-        assert_eq!((e[0].kind, e[0].sensors.clone(), e[0].onset_ns), ("sensor_dropout", vec!["lidar"], 1_000 * MS));
+        assert_eq!((e[0].kind, e[0].sensors.clone(), e[0].onset_ns), (EventKind::SensorDropout, vec!["lidar"], 1_000 * MS));
         assert!(d.check_dropouts(1_260 * MS).iter().all(|e| e.sensors != ["lidar"]), "once");
         // Back: one recovery event saying how long it was gone, then the rule re-arms.
         let back = d.on_message(Sensor::Lidar, 1_300 * MS).expect("a recovery event");
         assert_eq!(
             (back.kind, back.rule, back.severity, back.sensors.clone()),
-            ("sensor_dropout", "stream_recovered", INFO, vec!["lidar"])
+            (EventKind::SensorDropout, "stream_recovered", INFO, vec!["lidar"])
         );
         assert_eq!((back.onset_ns, back.measured_value), (900 * MS, 4.0));
         assert_eq!(back.evidence[0].value, "0.400");
@@ -895,13 +955,13 @@ mod tests {
         assert!(d.on_imu(0, [0.5, 0.1, 9.8]).is_empty());
         let e = d.on_imu(5 * MS, [30.0, -85.0, 29.8]);
         assert_eq!(e.len(), 1);
-        assert_eq!(e[0].kind, "impact");
+        assert_eq!(e[0].kind, EventKind::Impact);
         assert!((e[0].measured_value - (30f64.powi(2) + 85f64.powi(2) + 19.99335f64.powi(2)).sqrt()).abs() < 1e-6);
         assert!(d.on_imu(10 * MS, [30.0, -85.0, 29.8]).is_empty(), "same shock");
         let e = d.on_imu(2_000 * MS, [160.0, 0.0, 9.8]);
         assert_eq!(
             e.iter().map(|e| (e.kind, e.rule)).collect::<Vec<_>>(),
-            vec![("impact", "shock_above_threshold"), ("sensor_degraded", "imu_saturated")]
+            vec![(EventKind::Impact, "shock_above_threshold"), (EventKind::SensorDegraded, "imu_saturated")]
         );
     }
 

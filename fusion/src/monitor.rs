@@ -9,7 +9,7 @@
 //! that still delivers pictures the model was not trained on (night, fog, glare, a dirty
 //! or defocused lens, another camera altogether), so a user learns when the camera model
 //! is out of its depth.
-use crate::{anomaly::Event, anomaly::KeyValue, camera::Rgb8, StampNs};
+use crate::{anomaly::Event, anomaly::EventKind, anomaly::KeyValue, camera::Rgb8, StampNs};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -211,7 +211,7 @@ impl ModelMonitor {
         Some(Event {
             event_id: 0,
             stamp_ns: stamp,
-            kind: "model_degraded",
+            kind: EventKind::ModelDegraded,
             severity: crate::anomaly::WARN,
             rule,
             measured_value: measured,
@@ -317,7 +317,7 @@ mod tests {
         let e = &events[0];
         assert_eq!(
             (e.kind, e.rule, e.sensors.clone()),
-            ("model_degraded", "input_outside_training_range", vec!["camera"])
+            (EventKind::ModelDegraded, "input_outside_training_range", vec!["camera"])
         );
         assert!(e.evidence.iter().any(|kv| kv.key == "contrast_training_range"), "{:?}", e.evidence);
         assert_eq!(m.key_values()[0].value, "degraded");

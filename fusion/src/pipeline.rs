@@ -1008,6 +1008,7 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::anomaly::EventKind;
 
     /// LiDAR (a 1 m box 8 m ahead) and radar at 10 Hz, camera frames (textured) at 10 Hz,
     /// from `t0` for `n` periods.
@@ -1038,11 +1039,11 @@ mod tests {
         let mut p = Pipeline::new(PipelineParams::default(), &Calibration::default(), None);
         let first = feed(&mut p, 5_000_000_000, 30);
         assert!(first.sets.len() >= 28, "{} sets", first.sets.len());
-        assert!(first.events.iter().all(|e| e.kind != "time_jump"));
+        assert!(first.events.iter().all(|e| e.kind != EventKind::TimeJump));
         let last_id = first.events.iter().map(|e| e.event_id).max().unwrap_or(0);
         // The bag starts again, 3 s back.
         let second = feed(&mut p, 5_000_000_000, 30);
-        let jumps: Vec<&Event> = second.events.iter().filter(|e| e.kind == "time_jump").collect();
+        let jumps: Vec<&Event> = second.events.iter().filter(|e| e.kind == EventKind::TimeJump).collect();
         assert_eq!(jumps.len(), 1, "{:?}", second.events);
         let j = jumps[0];
         assert_eq!(
@@ -1054,7 +1055,7 @@ mod tests {
         assert!(second.sets.len() >= 28, "sets go on in the new timeline: {}", second.sets.len());
         assert!(second.sets.iter().all(|s| s.stamp < 8_000_000_000));
         // No dropout was raised for streams that simply started over.
-        assert!(second.events.iter().all(|e| e.kind != "sensor_dropout"), "{:?}", second.events);
+        assert!(second.events.iter().all(|e| e.kind != EventKind::SensorDropout), "{:?}", second.events);
         assert_eq!(p.counters.get("time_jumps"), Some(&1));
     }
 
@@ -1067,13 +1068,13 @@ mod tests {
         let idle = p.tick(30_000_000_000);
         assert!(idle.events.is_empty() && idle.sets.is_empty(), "{:?}", idle.events);
         let second = feed(&mut p, 30_000_000_000, 30);
-        let jumps: Vec<&Event> = second.events.iter().filter(|e| e.kind == "time_jump").collect();
+        let jumps: Vec<&Event> = second.events.iter().filter(|e| e.kind == EventKind::TimeJump).collect();
         assert_eq!(jumps.len(), 1, "{:?}", second.events);
         assert_eq!(jumps[0].rule, "data_time_went_forward");
         assert!((jumps[0].measured_value - 22.098).abs() < 0.01, "jumped {} s", jumps[0].measured_value);
         assert!(jumps[0].evidence.iter().any(|kv| kv.key == "jump_forward_s"));
         assert!(jumps[0].event_id > last_id);
-        assert!(second.events.iter().all(|e| e.kind != "sensor_dropout"), "{:?}", second.events);
+        assert!(second.events.iter().all(|e| e.kind != EventKind::SensorDropout), "{:?}", second.events);
         assert!(second.sets.len() >= 28, "sets go on after the seek: {}", second.sets.len());
         assert_eq!(p.counters.get("time_jumps"), Some(&1));
     }
@@ -1087,11 +1088,11 @@ mod tests {
         for k in 1..=100 {
             outage.extend(p.tick(7_902_000_000 + k * 20_000_000).events);
         }
-        assert!(outage.iter().filter(|e| e.kind == "sensor_dropout").count() >= 3, "{outage:?}");
+        assert!(outage.iter().filter(|e| e.kind == EventKind::SensorDropout).count() >= 3, "{outage:?}");
         // They come back 2.1 s after the last tick (the executor stops ticking on the clock
         // once the data is 5 s old): more than a jump's worth, but the outage explains it.
         let back = feed(&mut p, 12_000_000_000, 10);
-        assert!(back.events.iter().all(|e| e.kind != "time_jump"), "{:?}", back.events);
+        assert!(back.events.iter().all(|e| e.kind != EventKind::TimeJump), "{:?}", back.events);
         assert!(back.events.iter().any(|e| e.rule == "stream_recovered"), "{:?}", back.events);
         assert_eq!(p.counters.get("time_jumps"), None);
     }
@@ -1128,7 +1129,7 @@ mod tests {
         // timeline (only a stream going back by more than TIME_JUMP_NS is one).
         let img = Arc::new(Rgb8 { width: 8, height: 8, data: vec![90; 192] });
         let step = p.push(Input::Camera { stamp: 7_500_000_000, image: img });
-        assert!(step.events.iter().all(|e| e.kind != "time_jump"));
+        assert!(step.events.iter().all(|e| e.kind != EventKind::TimeJump));
         assert_eq!(p.counters.get("time_jumps"), None);
     }
 

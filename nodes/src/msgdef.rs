@@ -91,6 +91,28 @@ pub fn type_hash(type_name: &str) -> String {
 mod tests {
     use super::*;
 
+    /// `AnomalyEvent`'s `KIND_*` constants and the core's `EventKind` are one list, in one
+    /// order, so a subscriber that switches on the constants meets every kind fusion_node
+    /// publishes; its severity constants are the core's too.
+    #[test]
+    fn anomaly_event_constants_are_the_core_vocabulary() {
+        use fusion::anomaly::{EventKind, ERROR, INFO, WARN};
+        let msg = include_str!("../fusion_msgs/msg/AnomalyEvent.msg");
+        let constants = |prefix: &str| -> Vec<(String, String)> {
+            msg.lines()
+                .filter_map(|l| l.strip_prefix(prefix))
+                .map(|c| c.split('#').next().unwrap_or_default())
+                .filter_map(|c| c.split_once('='))
+                .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+                .collect()
+        };
+        let core: Vec<(String, String)> =
+            EventKind::ALL.iter().map(|k| (format!("KIND_{}", k.as_str().to_uppercase()), k.to_string())).collect();
+        assert_eq!(constants("string "), core);
+        let levels = [("INFO", INFO), ("WARN", WARN), ("ERROR", ERROR)].map(|(n, v)| (n.to_string(), v.to_string()));
+        assert_eq!(constants("byte "), levels);
+    }
+
     #[test]
     fn dependencies_skip_builtins_constants_and_resolve_own_package() {
         let text = "uint8 A=1\nstring KIND=x\nstd_msgs/Header header # c\nPointField[] fields\nfloat64[9] k\nstring<=8 s\nbuiltin_interfaces/Time[<=3] t\n";

@@ -356,7 +356,7 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     let elapsed = wall.elapsed().as_secs_f64();
     let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
     for e in &events {
-        *by_kind.entry(e.kind).or_default() += 1;
+        *by_kind.entry(e.kind.as_str()).or_default() += 1;
     }
     let metrics = json!({
         "bag": source.name(opts),

@@ -6,6 +6,7 @@
 //! must also give the actors it sees their class.
 use fusion::track::SENSOR_CAMERA;
 use fusion::{
+    anomaly::EventKind,
     camera::Rgb8,
     detect::{CameraDetector, DetectError, Detection2d, Label},
     StampNs,
@@ -94,7 +95,7 @@ fn camera_blind_to_a_lidar_radar_object_is_reported_and_seen_objects_are_not() {
     let dir = simulate("sensor_disagreement", 29, 12);
     let bag = dir.path.join("bag");
     let r = run(&ReplayOptions::new(&bag), Some(Box::new(GroundTruthBoxes::load(&bag)))).unwrap();
-    let dis: Vec<_> = r.events.iter().filter(|e| e.kind == "sensor_disagreement").collect();
+    let dis: Vec<_> = r.events.iter().filter(|e| e.kind == EventKind::SensorDisagreement).collect();
     // The ghost obstacle exists from 3 s to 9 s; one event, soon after it appears.
     assert_eq!(dis.len(), 1, "{dis:#?}");
     let e = dis[0];
@@ -116,12 +117,12 @@ fn mixed_scenario_reports_its_ghost_once() {
     let times: Vec<f64> = r
         .events
         .iter()
-        .filter(|e| e.kind == "sensor_disagreement")
+        .filter(|e| e.kind == EventKind::SensorDisagreement)
         .map(|e| (e.stamp_ns - 1_700_000_000_000_000_000) as f64 * 1e-9)
         .collect();
     // The camera-invisible obstacle stands from 2 s to 6 s (the camera blackout at 9–11 s
     // is sensor_degraded, not a disagreement: blinded frames are not compared).
-    let detail: Vec<_> = r.events.iter().filter(|e| e.kind == "sensor_disagreement").collect();
+    let detail: Vec<_> = r.events.iter().filter(|e| e.kind == EventKind::SensorDisagreement).collect();
     assert_eq!(times.len(), 1, "{times:?} {detail:#?}");
     assert!((2.0..6.0).contains(&times[0]), "{times:?}");
 }
@@ -136,7 +137,7 @@ fn centernet_in_the_replay_labels_what_it_sees_and_flags_what_it_cannot() {
     let r = run(&opts, detector).unwrap();
     assert!(r.metrics["detector"].as_str().unwrap().starts_with("centernet/flex/f32/320x240"), "{}", r.metrics);
 
-    let dis: Vec<_> = r.events.iter().filter(|e| e.kind == "sensor_disagreement").collect();
+    let dis: Vec<_> = r.events.iter().filter(|e| e.kind == EventKind::SensorDisagreement).collect();
     assert_eq!(dis.len(), 1, "{dis:#?}");
     let t = (dis[0].stamp_ns - 1_700_000_000_000_000_000) as f64 * 1e-9;
     // The ghost appears at 3 s; its track needs confirming by LiDAR and radar, then
@@ -209,7 +210,7 @@ fn a_car_the_camera_calls_a_person_stays_a_vehicle_and_raises_no_disagreement() 
     let mut opts = ReplayOptions::new(&bag);
     opts.out = Some(dir.path.join("out"));
     let r = run(&opts, Some(Box::new(WrongCamera(GroundTruthBoxes::load(&bag))))).unwrap();
-    let dis: Vec<_> = r.events.iter().filter(|e| e.kind == "sensor_disagreement").collect();
+    let dis: Vec<_> = r.events.iter().filter(|e| e.kind == EventKind::SensorDisagreement).collect();
     assert!(dis.is_empty(), "{dis:#?}");
     // Every published object on the vehicle (actor 1, y ≈ -3.5 m) is a vehicle.
     let objects = std::fs::read_to_string(dir.path.join("out/objects.jsonl")).unwrap();

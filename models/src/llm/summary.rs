@@ -4,6 +4,7 @@
 //! coalescing window that turns a burst of events into one summary. No ROS: the summarizer
 //! node and `fusion_replay` both use this.
 use super::{ChatMessage, GenerateOptions, Llm, Sampling, StopReason};
+use fusion::anomaly::EventKind;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -87,8 +88,10 @@ impl EventInfo {
         let label = self.ev("label").unwrap_or("object");
         let label = format!("{} {label}", if label.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" });
         let sev = self.severity_word();
-        match self.kind.as_str() {
-            "zone_intrusion" => format!(
+        // Exhaustive over the kinds we publish: a new `EventKind` does not compile without
+        // its sentence. A kind from another publisher gets the generic one.
+        match EventKind::parse(&self.kind) {
+            Some(EventKind::ZoneIntrusion) => format!(
                 "{sev} at {t}: {label} ({}) entered the '{}' safety zone {} m from the vehicle{} (x {:.1} m, y {:.1} m), seen by {}.",
                 self.track(),
                 self.zone,
@@ -98,7 +101,7 @@ impl EventInfo {
                 self.position[1],
                 self.sensors_text()
             ),
-            "collision_risk" => format!(
+            Some(EventKind::CollisionRisk) => format!(
                 "{sev} at {t}: collision risk with {label} ({}) {:.1} m ahead{}; time to collision {} s (threshold {:.1} s), closing at {} m/s.",
                 self.track(),
                 self.position[0],
@@ -107,19 +110,19 @@ impl EventInfo {
                 self.threshold,
                 self.ev("closing_speed_mps").unwrap_or("?"),
             ),
-            "sensor_dropout" if self.rule == "stream_recovered" => format!(
+            Some(EventKind::SensorDropout) if self.rule == "stream_recovered" => format!(
                 "{sev} at {t}: the {} stream is back after {} s of silence.",
                 self.sensors_text(),
                 self.ev("silent_s").unwrap_or("?")
             ),
-            "sensor_dropout" => format!(
+            Some(EventKind::SensorDropout) => format!(
                 "{sev} at {t}: the {} stream has been silent for {} s ({:.0} expected periods, limit {:.0}).",
                 self.sensors_text(),
                 self.ev("silent_s").unwrap_or("?"),
                 self.measured_value,
                 self.threshold
             ),
-            "sensor_degraded" => {
+            Some(EventKind::SensorDegraded) => {
                 let (m, th) = (self.measured_value, self.threshold);
                 let what = match self.rule.as_str() {
                     "image_blinded" if m < th => format!("blinded, too dark: mean brightness {m:.1} (limit {th:.1})"),
@@ -135,35 +138,35 @@ impl EventInfo {
                 };
                 format!("{sev} at {t}: the {} is {what}.", self.sensors_text())
             }
-            "sensor_disagreement" => format!(
+            Some(EventKind::SensorDisagreement) => format!(
                 "{sev} at {t}: the sensors disagree about {} ({}) for {:.0} frames{}.",
                 if self.track_ids.is_empty() { "an object".to_string() } else { self.track() },
                 self.rule.replace('_', " "),
                 self.measured_value,
                 self.ev("range_m").map(|r| format!(", {r} m away")).unwrap_or_default()
             ),
-            "impact" => format!(
+            Some(EventKind::Impact) => format!(
                 "{sev} at {t}: the IMU measured an impact of {} times gravity (threshold {:.1} m/s²).",
                 self.ev("shock_g").unwrap_or("?"),
                 self.threshold
             ),
-            "deadline_overrun" => format!(
+            Some(EventKind::DeadlineOverrun) => format!(
                 "{sev} at {t}: perception missed its 100 ms hard deadline {} times in the last {} frames.",
                 self.ev("hard_misses").unwrap_or("?"),
                 self.ev("window_sets").unwrap_or("?")
             ),
-            "time_jump" if self.rule == "data_time_went_forward" => format!(
+            Some(EventKind::TimeJump) if self.rule == "data_time_went_forward" => format!(
                 "{sev} at {t}: data time jumped forward {} s (a seek in a bag, or a gap in the recording); tracking and the anomaly rules started over.",
                 self.ev("jump_forward_s").map(str::to_string).unwrap_or_else(|| format!("{:.1}", self.measured_value))
             ),
-            "time_jump" => format!(
+            Some(EventKind::TimeJump) => format!(
                 "{sev} at {t}: data time jumped back {} s (a bag played in a loop, or a clock reset); tracking and the anomaly rules started over.",
                 self.ev("jump_back_s").map(str::to_string).unwrap_or_else(|| format!("{:.1}", self.measured_value))
             ),
-            "model_degraded" if self.rule == "detector_unavailable" => format!(
+            Some(EventKind::ModelDegraded) if self.rule == "detector_unavailable" => format!(
                 "{sev} at {t}: the camera detector could not be loaded at start-up; objects are found without camera classes until it is fixed."
             ),
-            "model_degraded" => format!(
+            Some(EventKind::ModelDegraded) => format!(
                 "{sev} at {t}: the camera detector is outside what it was trained on: {}; detections may be unreliable.",
                 match self.rule.as_str() {
                     "camera_lidar_agreement_low" => format!(
@@ -178,9 +181,9 @@ impl EventInfo {
                     ),
                 }
             ),
-            kind => format!(
+            None => format!(
                 "{sev} at {t}: {} ({}), measured {:.2} against {:.2}, sensors {}.",
-                kind.replace('_', " "),
+                self.kind.replace('_', " "),
                 self.rule.replace('_', " "),
                 self.measured_value,
                 self.threshold,

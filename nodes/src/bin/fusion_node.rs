@@ -94,7 +94,7 @@ impl Sink for Publishers {
 
     fn events(&mut self, events: &[Event]) {
         for e in events {
-            tracing::info!(kind = e.kind, rule = e.rule, id = e.event_id, "anomaly event");
+            tracing::info!(kind = e.kind.as_str(), rule = e.rule, id = e.event_id, "anomaly event");
             if let Err(err) = self.events.publish(&event_msg(e, &self.base_frame)) {
                 tracing::warn!("publish /anomaly/events failed: {err}");
             }
@@ -244,7 +244,7 @@ fn event_msg(e: &Event, base_frame: &str) -> AnomalyEvent {
     AnomalyEvent {
         header: Header { stamp: ros::to_time(e.stamp_ns), frame_id: base_frame.into() },
         event_id: e.event_id,
-        kind: e.kind.into(),
+        kind: e.kind.as_str().into(),
         severity: e.severity,
         rule: e.rule.into(),
         measured_value: e.measured_value,

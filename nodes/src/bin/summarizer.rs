@@ -123,6 +123,14 @@ struct Stats {
     journal_path: String,
 }
 
+impl Stats {
+    /// A journal write that failed: counted and kept for /diagnostics; summaries go on.
+    fn journal_failed(&mut self, error: impl std::fmt::Display) {
+        self.journal_errors += 1;
+        self.journal_error = error.to_string();
+    }
+}
+
 fn summary_msg(s: &Summary, frame_id: &str) -> AnomalySummary {
     AnomalySummary {
         header: Header { stamp: ros::to_time(s.stamp_ns), frame_id: frame_id.into() },
@@ -263,9 +271,7 @@ async fn run() -> Result<()> {
             }
             Err(e) => {
                 tracing::error!("pending events will not survive a restart: {e:#}");
-                let mut st = stats.lock().expect("stats");
-                st.journal_errors += 1;
-                st.journal_error = format!("{e:#}");
+                stats.lock().expect("stats").journal_failed(format!("{e:#}"));
                 (None, Vec::new())
             }
         }
@@ -366,9 +372,7 @@ async fn run() -> Result<()> {
                 return;
             }
             if let Err(e) = store.accept(&item.0, &item.1) {
-                let mut s = drain_stats.lock().expect("stats");
-                s.journal_errors += 1;
-                s.journal_error = format!("{e:#}");
+                drain_stats.lock().expect("stats").journal_failed(format!("{e:#}"));
             }
         }
         drain_stats.lock().expect("stats").events_received += 1;
@@ -430,8 +434,7 @@ async fn run() -> Result<()> {
             };
             let mut st = worker_stats.lock().expect("stats");
             if let Err(e) = journaled {
-                st.journal_errors += 1;
-                st.journal_error = e;
+                st.journal_failed(e);
             }
             if s.fallback {
                 *st.fallbacks.entry(s.fallback_reason.clone()).or_default() += 1;
