@@ -175,6 +175,73 @@ def test_launched_nodes_publish_anomaly_events_over_dds(scenario_bags, procs, ro
     assert values['rt.fusion'] in ('applied',) or values['rt.fusion'].startswith('fallback: SCHED_FIFO'), values['rt.fusion']
 
 
+def test_ros2_param_set_changes_live_thresholds_and_refuses_the_rest(scenario_bags, procs, ros):
+    """`ros2 param set` on the launched graph (its SetParameters service, called from rclpy):
+    fusion_node's anomaly thresholds change while it runs (the next collision_risk states the
+    new threshold, get_parameters shows it), and every other set, on any node, is refused with
+    its reason instead of being acknowledged and ignored."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fusion_msgs.msg import AnomalyEvent
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import GetParameters, SetParameters
+
+    bag = scenario_bags('pedestrian_intrusion', 12)
+    probe = ros()
+    probe.subscribe('/anomaly/events', AnomalyEvent)
+    probe.subscribe('/diagnostics', DiagnosticArray)
+    launch = procs([launcher(), 'sensor_fusion', 'fusion.launch.xml', 'use_sim_time:=true', '--grace', '3'],
+                   name='fusion_launch', env=launch_env())
+
+    def service(node, srv, name):
+        client = probe.node.create_client(srv, f'/{node}/{name}')
+        assert client.wait_for_service(timeout_sec=40), f'/{node}/{name} not offered\n{launch.output()[-2000:]}'
+        return client
+
+    def set_param(node, name, value):
+        v = ParameterValue()
+        if isinstance(value, bool):
+            v.type, v.bool_value = ParameterType.PARAMETER_BOOL, value
+        elif isinstance(value, float):
+            v.type, v.double_value = ParameterType.PARAMETER_DOUBLE, value
+        elif isinstance(value, int):
+            v.type, v.integer_value = ParameterType.PARAMETER_INTEGER, value
+        else:
+            v.type, v.string_value = ParameterType.PARAMETER_STRING, value
+        fut = service(node, SetParameters, 'set_parameters').call_async(
+            SetParameters.Request(parameters=[Parameter(name=name, value=v)]))
+        probe.wait_for(fut.done, 10, f'a set_parameters reply from {node}')
+        return fut.result().results[0]
+
+    r = set_param('fusion_node', 'anomaly.ttc_threshold_s', 4.5)
+    assert r.successful, r.reason
+    for node, name, value, why in [
+        ('fusion_node', 'sync.wait_ms', 20.0, 'start-up'),
+        ('fusion_node', 'anomaly.ttc_threshold_s', 'soon', 'must be a number'),
+        ('fusion_node', 'anomaly.ttc_threshold_s', -1.0, '>= 0'),
+        ('fusion_node', 'no_such_parameter', 1.0, 'no such parameter'),
+        ('radar_ingest', 'min_rcs', 0.0, 'start-up'),
+        ('summarizer', 'speak', True, 'start-up'),
+    ]:
+        r = set_param(node, name, value)
+        assert not r.successful and why in r.reason, (node, name, value, r.reason)
+    fut = service('fusion_node', GetParameters, 'get_parameters').call_async(
+        GetParameters.Request(names=['anomaly.ttc_threshold_s', 'sync.wait_ms']))
+    probe.wait_for(fut.done, 10, 'a get_parameters reply')
+    assert [v.double_value for v in fut.result().values] == [4.5, 50.0]
+
+    probe.wait_publishers('/sensors/lidar', timeout=40)
+    player = procs([binary('fusion_bag'), 'play', str(bag), '--clock', '200', '--wait-for-subscribers', '--delay', '1'],
+                   name='play')
+    assert player.p.wait(120) == 0, player.output()
+    probe.wait_for(lambda: any(e.kind == AnomalyEvent.KIND_COLLISION_RISK for e in probe.get('/anomaly/events')), 20,
+                   f'a collision_risk event; got {[e.kind for e in probe.get("/anomaly/events")]}')
+    risks = [e for e in probe.get('/anomaly/events') if e.kind == AnomalyEvent.KIND_COLLISION_RISK]
+    assert [e.threshold for e in risks] == [4.5] * len(risks), [(e.threshold, e.measured_value) for e in risks]
+    values = {kv.key: kv.value for m in probe.get('/diagnostics') for s in m.status if s.name.endswith('fusion')
+              for kv in s.values}
+    assert values.get('params.applied') == '1' and 'params.refused' not in values, values
+
+
 def explain_events_of_a_played_bag(probe, zone_event):
     """/anomaly/explain (the summarizer) answers for an event of the played bag: by id, by
     time window, and with a reason for an id it never saw."""

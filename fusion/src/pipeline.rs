@@ -694,6 +694,25 @@ impl Pipeline {
         (jobs, self.check_dropouts())
     }
 
+    /// Whether a running pipeline takes a new value of this parameter (`ros2 param set`):
+    /// the anomaly rules read their thresholds at every set. Everything else shapes state
+    /// built at start (synchronizer, tracker, clustering, the workers' copies) and takes a
+    /// restart.
+    pub fn is_live_param(name: &str) -> bool {
+        name.starts_with("anomaly.") && PipelineParams::NAMES.contains(&name)
+    }
+
+    /// A new value for a live parameter, from the next set on; the rules' state (an event
+    /// already raised, a run being counted) is kept.
+    pub fn set_live_param(&mut self, name: &str, value: f64) -> Result<(), String> {
+        if !Self::is_live_param(name) {
+            return Err(format!("{name} is read at start-up only"));
+        }
+        self.params.set(name, value)?;
+        self.anomaly.params = self.params.anomaly;
+        Ok(())
+    }
+
     /// The camera detector, for a scheduler that runs it on its own thread.
     pub fn take_detector(&mut self) -> Option<Box<dyn CameraDetector>> {
         self.detector.take()
@@ -1119,6 +1138,40 @@ mod tests {
                 assert!(set.partial && set.missing == ["camera"], "{:?}", set.missing);
             }
         }
+    }
+
+    #[test]
+    fn a_live_threshold_takes_effect_on_a_running_pipeline_and_start_up_parameters_are_refused() {
+        // The camera goes silent for 1 s at 8 s; with the silence floor raised to 5 s while
+        // running, that is no longer a dropout.
+        let camera_dropout = |silence_floor_s: Option<f64>| {
+            let mut p = Pipeline::new(PipelineParams::default(), &Calibration::default(), None);
+            feed(&mut p, 5_000_000_000, 30);
+            if let Some(v) = silence_floor_s {
+                p.set_live_param("anomaly.dropout_min_silence_s", v).expect("a live parameter");
+                assert_eq!(p.anomaly.params.dropout_min_silence_s, v);
+            }
+            let points = Arc::new(vec![[8.0f32, 0.0, 0.5, 40.0, 0.0]; 50]);
+            let radar = Arc::new(vec![[8.5f32, 0.0, 0.5, 0.0, 10.0]]);
+            (0..10).any(|k| {
+                let t = 8_000_000_000 + k * 100_000_000;
+                let mut events = p.push(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 50 }).events;
+                events.extend(p.push(Input::Radar { stamp: t + 1_000_000, targets: radar.clone() }).events);
+                events.iter().any(|e| e.rule == "stream_silent" && e.sensors == ["camera"])
+            })
+        };
+        assert!(camera_dropout(None));
+        assert!(!camera_dropout(Some(5.0)));
+
+        let mut p = Pipeline::new(PipelineParams::default(), &Calibration::default(), None);
+        let before = p.params.sync_wait_ns;
+        assert!(p.set_live_param("sync.wait_ms", 10.0).unwrap_err().contains("start-up"));
+        assert_eq!(p.params.sync_wait_ns, before);
+        let ttc = p.anomaly.params.ttc_threshold_s;
+        assert!(p.set_live_param("anomaly.ttc_threshold_s", -1.0).is_err());
+        assert_eq!(p.anomaly.params.ttc_threshold_s, ttc);
+        p.set_live_param("anomaly.disagreement_range", 12.0).expect("a live parameter");
+        assert_eq!(p.params.disagreement_range, 12.0);
     }
 
     #[test]

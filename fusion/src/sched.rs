@@ -1168,6 +1168,7 @@ struct Coordinator<M: Message, S: Sink> {
     level: usize,
     /// Events of this round, handed to the sink together.
     events: Vec<Event>,
+    live: LiveParams,
 }
 
 impl<M: Message, S: Sink> Coordinator<M, S> {
@@ -1176,6 +1177,7 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
         self.shared.stats.lock().expect("stats").rt.insert("fusion", o);
         loop {
             let woke = self.wait();
+            self.live.apply(&mut self.pipeline, &self.shared.stats);
             for job in self.take_inputs(woke) {
                 self.dispatch(job);
             }
@@ -1568,6 +1570,29 @@ fn clock_follows_data(newest_data: Option<StampNs>, now: StampNs) -> bool {
     newest_data.is_some_and(|d| (now - d).abs() < 5_000_000_000)
 }
 
+/// Parameter changes waiting for the thread that owns the pipeline: the latest value per
+/// name, so it holds at most one entry per parameter.
+#[derive(Clone, Default)]
+struct LiveParams(Arc<Mutex<BTreeMap<String, f64>>>);
+
+impl LiveParams {
+    fn apply(&self, pipeline: &mut Pipeline, stats: &Mutex<SchedStats>) {
+        let pending = std::mem::take(&mut *self.0.lock().expect("live params"));
+        for (name, value) in pending {
+            let outcome = pipeline.set_live_param(&name, value);
+            let key = match &outcome {
+                Ok(()) => "params.applied",
+                Err(_) => "params.refused",
+            };
+            stats.lock().expect("stats").add(key, 1);
+            match outcome {
+                Ok(()) => tracing::info!("parameter {name} = {value} from the next set on"),
+                Err(e) => tracing::warn!("parameter {name} not applied: {e}"),
+            }
+        }
+    }
+}
+
 /// Where posted messages wait: one latest-wins mailbox per sensor (scheduler), or one
 /// drop-oldest queue for everything (baseline).
 enum Inbox<M> {
@@ -1582,6 +1607,7 @@ pub struct Executor<M: Message> {
     stats: Arc<Mutex<SchedStats>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     trace: Option<Arc<TraceRecorder>>,
+    live: LiveParams,
 }
 
 impl<M: Message> Executor<M> {
@@ -1608,6 +1634,7 @@ impl<M: Message> Executor<M> {
             let o = lock_memory();
             stats.lock().expect("stats").rt.insert("mlockall", o);
         }
+        let live = LiveParams::default();
         let mailboxes = Arc::new([
             Mailbox::new(cfg.mailbox_depth),
             Mailbox::new(cfg.mailbox_depth),
@@ -1676,11 +1703,12 @@ impl<M: Message> Executor<M> {
             warned_clock: false,
             level: 0,
             events: vec![],
+            live: live.clone(),
         };
         let cl = closed.clone();
         let fusion = std::thread::Builder::new().name("fusion-sched".into()).spawn(move || coordinator.run(cl))?;
         threads.push(fusion);
-        Ok(Self { inbox: Inbox::PerSensor(mailboxes), closed, stats, threads, trace })
+        Ok(Self { inbox: Inbox::PerSensor(mailboxes), closed, stats, threads, trace, live })
     }
 
     /// The baseline: one thread, one bounded FIFO queue (drop-oldest when full, counted),
@@ -1698,8 +1726,12 @@ impl<M: Message> Executor<M> {
         let (st, cl, q) = (stats.clone(), closed.clone(), queue.clone());
         let (target_ns, hard_ns) = (pipeline.params.target_deadline_ns, pipeline.params.hard_deadline_ns);
         let mut newest_data: Option<StampNs> = None;
+        let live = LiveParams::default();
+        let fifo_live = live.clone();
         let thread = std::thread::Builder::new().name("fusion-fifo".into()).spawn(move || loop {
-            let step = match q.receiver().recv_timeout(cfg.tick) {
+            let received = q.receiver().recv_timeout(cfg.tick);
+            fifo_live.apply(&mut pipeline, &st);
+            let step = match received {
                 Ok(msg) => {
                     let sensor = msg.sensor().min(3);
                     let start = Instant::now();
@@ -1777,7 +1809,7 @@ impl<M: Message> Executor<M> {
             }
             s.counters.insert("queue.fifo".into(), q.len() as u64);
         })?;
-        Ok(Self { inbox: Inbox::Fifo(queue), closed, stats, threads: vec![thread], trace: None })
+        Ok(Self { inbox: Inbox::Fifo(queue), closed, stats, threads: vec![thread], trace: None, live })
     }
 
     /// Hands a message to the executor: into its sensor's latest-wins mailbox (scheduler),
@@ -1800,6 +1832,18 @@ impl<M: Message> Executor<M> {
 
     pub fn stats(&self) -> Arc<Mutex<SchedStats>> {
         self.stats.clone()
+    }
+
+    /// A new value for a live pipeline parameter ([`Pipeline::is_live_param`]), taken by the
+    /// thread that owns the pipeline before its next step (within one tick). Counted on
+    /// /diagnostics as `params.applied` (or `params.refused`).
+    pub fn set_param(&self, name: &str, value: f64) -> Result<(), String> {
+        if !Pipeline::is_live_param(name) {
+            return Err(format!("{name} is read at start-up only"));
+        }
+        PipelineParams::default().set(name, value)?;
+        self.live.0.lock().expect("live params").insert(name.to_string(), value);
+        Ok(())
     }
 
     pub fn trace(&self) -> Option<Arc<TraceRecorder>> {

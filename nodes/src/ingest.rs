@@ -112,7 +112,8 @@ where
     // Reliable publishers are compatible with both reliable and best-effort subscribers.
     let output = node.create_publisher::<P::Out>(spec.output_topic, QosProfile::default().keep_last(10))?;
     let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
-    let (param_handler, _param_events) = node.make_parameter_handler()?;
+    // Every parameter here is read once at start: `ros2 param set` is refused, with why.
+    let (param_handler, _param_events) = ros::ParamGate::new(&node).serve(&mut node)?;
     let clock = node.get_ros_clock();
     tracing::info!(
         node = %node_name, input = spec.input_topic, output = spec.output_topic, frame = %expected_frame,

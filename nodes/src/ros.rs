@@ -142,6 +142,103 @@ impl Params {
     }
 }
 
+/// A check of a new value for a parameter the node applies while running.
+pub type LiveCheck = Box<dyn Fn(&ParameterValue) -> Result<(), String> + Send>;
+
+/// What `ros2 param set` may change on a running node. r2r's plain parameter handler
+/// acknowledges every set, and our nodes read their parameters once at start, so a set was
+/// accepted and then did nothing. Behind this gate a set either names a parameter the node
+/// applies while running (its value checked here, then handed to the node on the stream
+/// `make_derived_parameter_handler` returns), or it is refused with the reason: unknown
+/// name, wrong type, out of range, or read at start-up only.
+///
+/// The parameters themselves stay in r2r's node map (declared by [`Params`]), so
+/// `ros2 param get/list/dump` are unchanged. Never lock that map here: r2r holds it while it
+/// calls `get_parameter` and `register_parameters`.
+pub struct ParamGate {
+    declared: std::collections::BTreeSet<String>,
+    live: std::collections::BTreeMap<String, LiveCheck>,
+}
+
+impl ParamGate {
+    /// Every parameter declared so far (through [`Params`]), none live yet.
+    pub fn new(node: &r2r::Node) -> Self {
+        let declared = node.params.lock().expect("parameter lock").keys().cloned().collect();
+        Self { declared, live: Default::default() }
+    }
+
+    /// `name` may change while the node runs, when `check` accepts the new value.
+    pub fn live(mut self, name: &str, check: LiveCheck) -> Self {
+        self.live.insert(name.to_string(), check);
+        self
+    }
+
+    /// The node's parameter services behind this gate, and the stream of accepted changes.
+    pub fn serve(
+        self,
+        node: &mut r2r::Node,
+    ) -> Result<(impl std::future::Future<Output = ()> + Send, impl futures::Stream<Item = (String, ParameterValue)>)>
+    {
+        Ok(node.make_derived_parameter_handler(Arc::new(Mutex::new(self)))?)
+    }
+
+    fn refusal(&self, name: &str, value: &ParameterValue) -> Option<String> {
+        if !self.declared.contains(name) {
+            return Some("this node has no such parameter".into());
+        }
+        match self.live.get(name) {
+            None => Some("read once at start-up; relaunch the node with the new value".into()),
+            Some(check) => check(value).err(),
+        }
+    }
+}
+
+impl r2r::RosParams for ParamGate {
+    fn register_parameters(
+        &mut self,
+        _prefix: &str,
+        _param: Option<Parameter>,
+        _params: &mut r2r::indexmap::IndexMap<String, Parameter>,
+    ) -> r2r::Result<()> {
+        Ok(())
+    }
+
+    /// Values come from r2r's node map (it falls back to it on an error here).
+    fn get_parameter(&mut self, name: &str) -> r2r::Result<ParameterValue> {
+        Err(r2r::Error::InvalidParameterName { name: name.to_string() })
+    }
+
+    fn set_parameter(&mut self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
+        self.check_parameter(name, value)
+    }
+
+    fn check_parameter(&self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
+        match self.refusal(name, value) {
+            // r2r words this "Parameter NAME conversion failed: MSG"; MSG is the reason.
+            Some(msg) => Err(r2r::Error::ParameterValueConv { name: name.to_string(), msg }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A live number parameter: a double (or an integer, as `ros2 param set` types `2`) that
+/// `check` accepts.
+pub fn live_number(check: impl Fn(f64) -> Result<(), String> + Send + 'static) -> LiveCheck {
+    Box::new(move |v| match number(v) {
+        Some(x) => check(x),
+        None => Err(format!("must be a number, got {v:?}")),
+    })
+}
+
+/// The number a parameter value holds, if it is one.
+pub fn number(v: &ParameterValue) -> Option<f64> {
+    match v {
+        ParameterValue::Double(x) if x.is_finite() => Some(*x),
+        ParameterValue::Integer(x) => Some(*x as f64),
+        _ => None,
+    }
+}
+
 pub fn key_values(kv: Vec<(String, String)>) -> Vec<KeyValue> {
     kv.into_iter().map(|(key, value)| KeyValue { key, value }).collect()
 }

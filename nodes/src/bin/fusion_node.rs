@@ -317,7 +317,13 @@ async fn run() -> Result<()> {
     let events_pub = node
         .create_publisher::<AnomalyEvent>("/anomaly/events", QosProfile::default().keep_last(100).transient_local())?;
     let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
-    let (param_handler, _param_events) = node.make_parameter_handler()?;
+    // `ros2 param set` changes the anomaly thresholds of the running pipeline; every other
+    // parameter is refused with the reason (it shapes state built at start).
+    let mut gate = ros::ParamGate::new(&node);
+    for &name in PipelineParams::NAMES.iter().filter(|n| Pipeline::is_live_param(n)) {
+        gate = gate.live(name, ros::live_number(move |v| PipelineParams::default().set(name, v)));
+    }
+    let (param_handler, param_events) = gate.serve(&mut node)?;
     let clock = node.get_ros_clock();
     tracing::info!(node = %node_name, calibration = %if calibration_path.is_empty() { "<defaults>" } else { &calibration_path },
                    "fusion node up: deadlines {} / {} ms", target_ns / 1_000_000, hard_ns / 1_000_000);
@@ -353,6 +359,15 @@ async fn run() -> Result<()> {
     feed!(lidar, Lidar);
     feed!(radar, Radar);
     feed!(imu, Imu);
+    {
+        let executor = executor.clone();
+        drains.push(ros::drain(param_events, move |(name, value): (String, r2r::ParameterValue)| {
+            let applied = ros::number(&value).ok_or_else(|| format!("not a number: {value:?}"));
+            if let Err(e) = applied.and_then(|v| executor.set_param(&name, v)) {
+                tracing::warn!("parameter {name} accepted by the gate but not applied: {e}");
+            }
+        }));
+    }
     // Joined by spin_until_shutdown after the drains stop: finishes the sets in flight,
     // writes the trace.
     let worker = {

@@ -325,7 +325,8 @@ async fn run() -> Result<()> {
     } else {
         None
     };
-    let (param_handler, _param_events) = node.make_parameter_handler()?;
+    // Every parameter here is read once at start: `ros2 param set` is refused, with why.
+    let (param_handler, _param_events) = ros::ParamGate::new(&node).serve(&mut node)?;
     let clock = node.get_ros_clock();
     tracing::info!(node = %node_name, "summarizer up: deadline {deadline_s} s, window {window_s} s, up to {max_events} events per summary");
 
