@@ -8,7 +8,10 @@ use crate::{calib::SafetyZone, camera::Rgb8, detect::Label, StampNs};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The sensors, in the order used for indexing.
+/// The sensor kinds, in the order used for indexing (per-sensor arrays, the scheduler's
+/// mailboxes, `/diagnostics` keys): the one encoding of a sensor in the core. Its name is
+/// the calibration key and the `/sensors/<name>` topic; [`Sensor::bit`] is the
+/// `FusedObject.SENSOR_*` bit (a test in `nodes` ties them to the message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Sensor {
@@ -20,6 +23,18 @@ pub enum Sensor {
 
 impl Sensor {
     pub const ALL: [Sensor; 4] = [Sensor::Camera, Sensor::Lidar, Sensor::Radar, Sensor::Imu];
+
+    /// Its place in per-sensor arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its bit in a set of sensors that observed an object (`FusedObject.sensors`); the IMU
+    /// observes none.
+    pub const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Sensor::Camera => "camera",
@@ -27,6 +42,12 @@ impl Sensor {
             Sensor::Radar => "radar",
             Sensor::Imu => "imu",
         }
+    }
+}
+
+impl std::fmt::Display for Sensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

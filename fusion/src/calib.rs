@@ -1,5 +1,6 @@
 //! The calibration YAML (DESIGN.md §3): the pose of each sensor frame in base_link, the
 //! camera intrinsics and the safety zones. Every node reads the same file.
+use crate::Sensor;
 use nalgebra::{Isometry3, Quaternion, Translation3, UnitQuaternion};
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
@@ -90,9 +91,6 @@ pub struct Calibration {
     pub safety_zones: Vec<SafetyZone>,
 }
 
-/// The sensors every node set expects in the calibration.
-pub const SENSORS: [&str; 4] = ["camera", "lidar", "radar", "imu"];
-
 impl Default for Calibration {
     /// The defaults of DESIGN.md §3.
     fn default() -> Self {
@@ -147,7 +145,8 @@ impl Calibration {
     }
 
     fn check(&self) -> Result<(), CalibError> {
-        for name in SENSORS {
+        // Every sensor the node set knows must be calibrated.
+        for name in Sensor::ALL.map(Sensor::as_str) {
             let s = self.sensors.get(name).ok_or_else(|| CalibError::Invalid(format!("sensors.{name} is missing")))?;
             let n = s.rotation_xyzw.iter().map(|v| v * v).sum::<f64>().sqrt();
             if !n.is_finite() || (n - 1.0).abs() > 1e-3 {

@@ -4,6 +4,7 @@
 //! convert messages to these plain types and back, and nothing more.
 
 pub mod anomaly;
+pub use anomaly::{EventKind, Sensor};
 pub mod calib;
 pub mod camera;
 pub mod classify;

@@ -17,7 +17,7 @@
 //! thread on wgpu) with its own deadline accounting. [`Executor::spawn_fifo`] is the plain
 //! FIFO baseline the benchmark compares against.
 use crate::{
-    anomaly::{Event, StreamState},
+    anomaly::{Event, Sensor, StreamState},
     detect::CameraDetector,
     pipeline::{lidar_stage, radar_stage, Input, Perception, Pipeline, PipelineParams, SetJob, SetOutput},
     StampNs,
@@ -721,14 +721,12 @@ impl TraceRecorder {
 // ---------------------------------------------------------------------------------------
 // The executor
 
-/// A message the executor can route: which sensor (0 camera, 1 lidar, 2 radar, 3 imu) and
-/// its stamp, both readable without preprocessing it.
+/// A message the executor can route: which sensor and its stamp, both readable without
+/// preprocessing it.
 pub trait Message: Send + 'static {
-    fn sensor(&self) -> usize;
+    fn sensor(&self) -> Sensor;
     fn stamp(&self) -> StampNs;
 }
-
-pub const SENSORS: [&str; 4] = ["camera", "lidar", "radar", "imu"];
 
 /// Where results go (a node's publishers, a benchmark's recorder). Called on the fusion
 /// thread.
@@ -888,10 +886,10 @@ impl SchedStats {
     pub fn key_values(&self) -> Vec<(String, String)> {
         let ms = |v: u64| format!("{:.3}", v as f64 / 1000.0);
         let mut kv = vec![];
-        for (k, v) in SENSORS.iter().zip(self.received) {
+        for (k, v) in Sensor::ALL.iter().zip(self.received) {
             kv.push((format!("received.{k}"), v.to_string()));
         }
-        for (k, v) in SENSORS.iter().zip(self.streams) {
+        for (k, v) in Sensor::ALL.iter().zip(self.streams) {
             kv.push((format!("stream.{k}"), v.as_str().to_string()));
         }
         for e in &self.model {
@@ -919,7 +917,7 @@ impl SchedStats {
         kv.push(("degradation.level".into(), self.level.to_string()));
         kv.push(("degradation.rung".into(), self.level_name.to_string()));
         kv.push(("degradation.max_level".into(), self.max_level.to_string()));
-        for (k, v) in SENSORS.iter().zip(self.mailbox_len) {
+        for (k, v) in Sensor::ALL.iter().zip(self.mailbox_len) {
             kv.push((format!("queue.mailbox.{k}"), v.to_string()));
         }
         kv.push(("queue.inference".into(), self.inference_queue.to_string()));
@@ -1216,7 +1214,7 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
         batch.sort_by_key(|m| m.stamp());
         let mut released = vec![];
         for msg in batch {
-            let (sensor, stamp) = (msg.sensor().min(3), msg.stamp());
+            let (sensor, stamp) = (msg.sensor(), msg.stamp());
             let start = Instant::now();
             let input = (self.preprocess)(msg);
             self.shared.record(Stage::Preprocess, start, Instant::now(), TID_FUSION, stamp, "");
@@ -1227,7 +1225,7 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
                     released.extend(jobs);
                     self.events.extend(events);
                 }
-                Err(reason) => self.shared.add(format!("rejected.{}.{reason}", SENSORS[sensor]), 1),
+                Err(reason) => self.shared.add(format!("rejected.{}.{reason}", sensor.as_str()), 1),
             }
         }
         // Silence: release partial sets and notice dropouts on the clock, when the clock
@@ -1542,9 +1540,9 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
         }
         st.streams = self.pipeline.anomaly.stream_states();
         st.model = self.pipeline.monitor.key_values();
-        for (i, m) in self.mailboxes.iter().enumerate() {
-            st.mailbox_len[i] = m.len();
-            st.counters.insert(format!("dropped.superseded.{}", SENSORS[i]), m.superseded());
+        for (sensor, m) in Sensor::ALL.into_iter().zip(self.mailboxes.iter()) {
+            st.mailbox_len[sensor.index()] = m.len();
+            st.counters.insert(format!("dropped.superseded.{}", sensor.as_str()), m.superseded());
         }
         st.inference_queue = self.inference.len();
         st.cpu_queue = self.cpu.len();
@@ -1733,7 +1731,7 @@ impl<M: Message> Executor<M> {
             fifo_live.apply(&mut pipeline, &st);
             let step = match received {
                 Ok(msg) => {
-                    let sensor = msg.sensor().min(3);
+                    let sensor = msg.sensor();
                     let start = Instant::now();
                     let input = preprocess(msg);
                     st.lock().expect("stats").stage[Stage::Preprocess as usize]
@@ -1745,7 +1743,7 @@ impl<M: Message> Executor<M> {
                             pipeline.push(input)
                         }
                         Err(reason) => {
-                            st.lock().expect("stats").add(format!("rejected.{}.{reason}", SENSORS[sensor]), 1);
+                            st.lock().expect("stats").add(format!("rejected.{}.{reason}", sensor.as_str()), 1);
                             continue;
                         }
                     }
@@ -1815,15 +1813,15 @@ impl<M: Message> Executor<M> {
     /// Hands a message to the executor: into its sensor's latest-wins mailbox (scheduler),
     /// or the FIFO queue (baseline; full → the oldest is dropped). Never blocks.
     pub fn post(&self, msg: M) {
-        let sensor = msg.sensor().min(3);
-        self.stats.lock().expect("stats").received[sensor] += 1;
+        let sensor = msg.sensor();
+        self.stats.lock().expect("stats").received[sensor.index()] += 1;
         match &self.inbox {
             Inbox::PerSensor(mailboxes) => {
-                mailboxes[sensor].post(msg);
+                mailboxes[sensor.index()].post(msg);
             }
             Inbox::Fifo(queue) => {
                 queue.post_evicting(msg, |old| {
-                    let reason = format!("dropped.queue_full.{}", SENSORS[old.sensor().min(3)]);
+                    let reason = format!("dropped.queue_full.{}", old.sensor().as_str());
                     self.stats.lock().expect("stats").add(reason, 1);
                 });
             }

@@ -1,7 +1,7 @@
 //! Multi-object tracker: constant-velocity Kalman filters (nalgebra) in base_link with
 //! ego-motion compensation, global-nearest-neighbour assignment inside a gate, and track
 //! birth (confirmed after `confirm_hits`) and death (after `max_misses`).
-use crate::detect::Label;
+use crate::{detect::Label, Sensor};
 use nalgebra::{Matrix2, Matrix2x4, Matrix4, Matrix4x2, Vector2, Vector4};
 
 #[derive(Debug, Clone)]
@@ -52,9 +52,9 @@ impl Detection {
     }
 }
 
-pub const SENSOR_CAMERA: u8 = 1;
-pub const SENSOR_LIDAR: u8 = 2;
-pub const SENSOR_RADAR: u8 = 4;
+pub const SENSOR_CAMERA: u8 = Sensor::Camera.bit();
+pub const SENSOR_LIDAR: u8 = Sensor::Lidar.bit();
+pub const SENSOR_RADAR: u8 = Sensor::Radar.bit();
 
 #[derive(Debug, Clone)]
 pub struct Track {

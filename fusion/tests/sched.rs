@@ -8,7 +8,7 @@ use fusion::{
     detect::{CameraDetector, DetectError, Detection2d, Label},
     pipeline::{Input, Pipeline, PipelineParams, SetOutput},
     sched::*,
-    StampNs,
+    Sensor, StampNs,
 };
 use std::{
     sync::{Arc, Mutex},
@@ -324,13 +324,8 @@ impl CameraDetector for ScriptedDetector {
 struct Msg(Input);
 
 impl Message for Msg {
-    fn sensor(&self) -> usize {
-        match &self.0 {
-            Input::Camera { .. } => 0,
-            Input::Lidar { .. } => 1,
-            Input::Radar { .. } => 2,
-            Input::Imu(_) => 3,
-        }
+    fn sensor(&self) -> Sensor {
+        self.0.sensor()
     }
     fn stamp(&self) -> StampNs {
         self.0.stamp()

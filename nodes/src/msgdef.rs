@@ -113,6 +113,23 @@ mod tests {
         assert_eq!(constants("byte "), levels);
     }
 
+    /// `FusedObject.SENSOR_*` are the core's sensor bits (`fusion::Sensor::bit`), for every
+    /// sensor that observes objects.
+    #[test]
+    fn fused_object_sensor_bits_are_the_core_sensors() {
+        use fusion::Sensor;
+        let msg = include_str!("../fusion_msgs/msg/FusedObject.msg");
+        let bits: Vec<(String, u8)> = msg
+            .lines()
+            .filter_map(|l| l.strip_prefix("uint8 SENSOR_"))
+            .filter_map(|c| c.split('#').next()?.split_once('='))
+            .map(|(name, value)| (name.trim().to_lowercase(), value.trim().parse().expect("a number")))
+            .collect();
+        let core: Vec<(String, u8)> =
+            [Sensor::Camera, Sensor::Lidar, Sensor::Radar].map(|s| (s.to_string(), s.bit())).to_vec();
+        assert_eq!(bits, core);
+    }
+
     #[test]
     fn dependencies_skip_builtins_constants_and_resolve_own_package() {
         let text = "uint8 A=1\nstring KIND=x\nstd_msgs/Header header # c\nPointField[] fields\nfloat64[9] k\nstring<=8 s\nbuiltin_interfaces/Time[<=3] t\n";

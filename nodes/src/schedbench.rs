@@ -18,6 +18,7 @@ use fusion::{
     frontend::Frontend,
     pipeline::{Input, Pipeline, PipelineParams, SetOutput},
     sched::{Clock, Executor, Message, SchedConfig, SchedStats, Sink, Stage},
+    Sensor,
     StampNs,
 };
 use hdrhistogram::Histogram;
@@ -83,13 +84,13 @@ pub enum Raw {
 }
 
 pub struct RawMsg {
-    sensor: usize,
+    sensor: Sensor,
     stamp: StampNs,
     msg: Raw,
 }
 
 impl Message for RawMsg {
-    fn sensor(&self) -> usize {
+    fn sensor(&self) -> Sensor {
         self.sensor
     }
     fn stamp(&self) -> StampNs {
@@ -217,8 +218,15 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
         })
     };
 
-    let topics = ["/camera/image_raw", "/lidar/points", "/radar/points", "/imu/data"];
-    let sensor_of: Vec<Option<usize>> = bag.topics.iter().map(|t| topics.iter().position(|n| *n == t.name)).collect();
+    // The drivers' topics of a fusion_sim bag, by sensor.
+    let driver_topic = |s: Sensor| match s {
+        Sensor::Camera => "/camera/image_raw",
+        Sensor::Lidar => "/lidar/points",
+        Sensor::Radar => "/radar/points",
+        Sensor::Imu => "/imu/data",
+    };
+    let sensor_of: Vec<Option<Sensor>> =
+        bag.topics.iter().map(|t| Sensor::ALL.into_iter().find(|&s| driver_topic(s) == t.name)).collect();
     let loops = if opts.loops == 0 { opts.rate.ceil().max(1.0) as usize } else { opts.loops };
     let period = bag.duration_ns + 100_000_000;
     let mut first_log: Option<i64> = None;
@@ -238,19 +246,19 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
             // The "driver" stamps the message as it hands it over.
             let stamp = clock();
             let raw = match sensor {
-                0 => Image::from_serialized_bytes(&m.data).map(|mut i| {
+                Sensor::Camera => Image::from_serialized_bytes(&m.data).map(|mut i| {
                     i.header.stamp = ros::to_time(stamp);
                     Raw::Camera(i)
                 }),
-                1 | 2 => PointCloud2::from_serialized_bytes(&m.data).map(|mut c| {
+                Sensor::Lidar | Sensor::Radar => PointCloud2::from_serialized_bytes(&m.data).map(|mut c| {
                     c.header.stamp = ros::to_time(stamp);
-                    if sensor == 1 {
+                    if sensor == Sensor::Lidar {
                         Raw::Lidar(c)
                     } else {
                         Raw::Radar(c)
                     }
                 }),
-                _ => Imu::from_serialized_bytes(&m.data).map(|mut i| {
+                Sensor::Imu => Imu::from_serialized_bytes(&m.data).map(|mut i| {
                     i.header.stamp = ros::to_time(stamp);
                     Raw::Imu(i)
                 }),

@@ -21,7 +21,7 @@ use fusion::{
     frontend::imu_state,
     pipeline::{FusedObject as Fused, Input, Pipeline, PipelineParams, SetOutput},
     sched::{parse_cpus, parse_ladder, Executor, Message, SchedConfig, Sink},
-    stamp_ns, StampNs,
+    stamp_ns, Sensor, StampNs,
 };
 use r2r::{
     builtin_interfaces::msg::Duration as RosDuration,
@@ -48,12 +48,12 @@ enum Msg {
 }
 
 impl Message for Msg {
-    fn sensor(&self) -> usize {
+    fn sensor(&self) -> Sensor {
         match self {
-            Msg::Camera(_) => 0,
-            Msg::Lidar(_) => 1,
-            Msg::Radar(_) => 2,
-            Msg::Imu(_) => 3,
+            Msg::Camera(_) => Sensor::Camera,
+            Msg::Lidar(_) => Sensor::Lidar,
+            Msg::Radar(_) => Sensor::Radar,
+            Msg::Imu(_) => Sensor::Imu,
         }
     }
     fn stamp(&self) -> StampNs {
