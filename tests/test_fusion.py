@@ -91,6 +91,26 @@ def test_a_streamed_simulation_equals_its_replayed_bag(scenario_bags, tmp_path):
     assert metrics[1]['sets'] > 150 and metrics[1]['events'] >= 5, metrics[1]
 
 
+def test_replay_preprocesses_with_the_robots_ingest_params(tmp_path):
+    """`fusion_replay --ingest-params FILE` filters as the ingest nodes given FILE do: the
+    shipped launch/ingest.yaml gives the default replay byte for byte, and a radar min_rcs
+    above every target leaves no object that radar observed."""
+    shipped_file = ROOT / 'launch' / 'ingest.yaml'
+    default = replay_sim('pedestrian_intrusion', SEED, 6, tmp_path / 'default')
+    shipped = replay_sim('pedestrian_intrusion', SEED, 6, tmp_path / 'shipped', '--ingest-params', str(shipped_file))
+    assert digest(default) == digest(shipped)
+    tuned_file = tmp_path / 'ingest.yaml'
+    tuned_file.write_text(shipped_file.read_text().replace('min_rcs: -20.0', 'min_rcs: 1000.0'))
+    assert tuned_file.read_text() != shipped_file.read_text()
+    tuned = replay_sim('pedestrian_intrusion', SEED, 6, tmp_path / 'tuned', '--ingest-params', str(tuned_file))
+
+    def observed_by_radar(out):
+        return sum(bool(o['sensors'] & 4) for line in (out / 'objects.jsonl').read_text().splitlines()
+                   for o in json.loads(line)['objects'])
+    assert observed_by_radar(default) > 0 and observed_by_radar(tuned) == 0, (observed_by_radar(default),
+                                                                              observed_by_radar(tuned))
+
+
 def digest(out: Path) -> str:
     h = hashlib.sha256()
     for f in ('events.jsonl', 'objects.jsonl', 'metrics.json'):

@@ -107,9 +107,10 @@ def test_remapped_topics_and_node_name(procs, ros):
     assert node.alive()
 
 
-def test_params_file_and_calibration_reach_the_node(tmp_path, procs, ros):
+def test_params_file_calibration_and_live_filters_reach_the_node(tmp_path, procs, ros):
     """Parameters from launch/ingest.yaml and from -p overrides are what the node reports
-    through its parameter services, and the calibration file it names is what it applies."""
+    through its parameter services, the calibration file it names is what it applies, and a
+    filter set on the running node applies to the next cloud."""
     from rcl_interfaces.srv import GetParameters
     from sensor_msgs.msg import PointCloud2
 
@@ -140,3 +141,35 @@ def test_params_file_and_calibration_reach_the_node(tmp_path, procs, ros):
     pts = np.frombuffer(bytes(probe.get('/sensors/radar')[0].data), dtype='<f4').reshape(-1, 5)
     # (20, 1, 0) in radar_link → x = 20 + 3.0 in base_link; rcs 5 ≥ min_rcs 0 keeps all 4.
     assert len(pts) == 4 and np.allclose(pts[0], [23.0, 1.0, 0.5, -3.0, 5.0])
+
+    # `ros2 param set` on the running node: a filter (min_rcs) applies from the next cloud
+    # on, so the same four targets of RCS 5 are now filtered; a start-up parameter
+    # (queue_size) is refused with its reason and keeps its value.
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    setter = probe.node.create_client(SetParameters, '/radar_ingest/set_parameters')
+    assert setter.wait_for_service(timeout_sec=30)
+
+    def set_param(name, value):
+        v = (ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value) if isinstance(value, float)
+             else ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value))
+        fut = setter.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=v)]))
+        probe.wait_for(fut.done, 10, 'set_parameters reply')
+        return fut.result().results[0]
+
+    r = set_param('min_rcs', 6.0)
+    assert r.successful, r.reason
+    r = set_param('queue_size', 8)
+    assert not r.successful and 'start-up' in r.reason, r.reason
+    r = set_param('max_non_finite_ratio', 1.5)
+    assert not r.successful and 'within [0, 1]' in r.reason, r.reason
+    n = probe.count('/sensors/radar')
+    stamp = int(probe.get('/sensors/radar')[-1].header.stamp.sec) + 1
+    pub.publish(radar(stamp))
+    probe.wait_for(lambda: probe.count('/sensors/radar') > n, 10, 'the next radar cloud')
+    assert probe.get('/sensors/radar')[-1].width == 0, 'RCS 5 < min_rcs 6: every target filtered'
+    fut = client.call_async(GetParameters.Request(names=['min_rcs', 'queue_size']))
+    probe.wait_for(fut.done, 10, 'get_parameters reply')
+    v = fut.result().values
+    assert (v[0].double_value, v[1].integer_value) == (6.0, 16)

@@ -224,7 +224,70 @@ fn check_non_finite(non_finite: usize, total: usize, max_ratio: f64) -> Result<(
     Ok(())
 }
 
-#[derive(Debug, Clone)]
+/// A parameter struct of numbers, by name: the ingest node declares its parameters from
+/// [`NumberParams::NAMES`] and the struct's defaults, `ros2 param set` on the running node
+/// and `fusion_replay --ingest-params` go through [`NumberParams::set`], so names, defaults
+/// and checks live here once.
+pub trait NumberParams: Default + Send + 'static {
+    const NAMES: &'static [&'static str];
+    fn get(&self, name: &str) -> Option<f64>;
+    /// Refuses an unknown name or a value out of its range (the reason names both).
+    fn set(&mut self, name: &str, value: f64) -> Result<(), String>;
+}
+
+macro_rules! number_params {
+    ($ty:ty { $($name:literal => $field:ident: $check:expr),* $(,)? }) => {
+        impl NumberParams for $ty {
+            const NAMES: &'static [&'static str] = &[$($name),*];
+
+            fn get(&self, name: &str) -> Option<f64> {
+                match name {
+                    $($name => Some(self.$field),)*
+                    _ => None,
+                }
+            }
+
+            fn set(&mut self, name: &str, value: f64) -> Result<(), String> {
+                match name {
+                    $($name => {
+                        let check: fn(f64) -> Result<(), String> = $check;
+                        check(value).map_err(|why| format!("{name} {why}"))?;
+                        self.$field = value;
+                        Ok(())
+                    })*
+                    _ => Err(format!("unknown parameter '{name}'")),
+                }
+            }
+        }
+    };
+}
+
+/// Checks for [`NumberParams::set`].
+pub fn finite(v: f64) -> Result<(), String> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(format!("must be a finite number, got {v}"))
+    }
+}
+
+pub fn non_negative(v: f64) -> Result<(), String> {
+    if v >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("must be >= 0, got {v}"))
+    }
+}
+
+pub fn ratio(v: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("must be within [0, 1], got {v}"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct LidarParams {
     /// Range limits in the sensor frame, metres.
     pub min_range: f64,
@@ -243,6 +306,15 @@ impl Default for LidarParams {
         Self { min_range: 0.5, max_range: 120.0, min_z: -3.0, max_z: 5.0, voxel_size: 0.0, max_non_finite_ratio: 0.5 }
     }
 }
+
+number_params!(LidarParams {
+    "min_range" => min_range: non_negative,
+    "max_range" => max_range: non_negative,
+    "min_z" => min_z: finite,
+    "max_z" => max_z: finite,
+    "voxel_size" => voxel_size: non_negative,
+    "max_non_finite_ratio" => max_non_finite_ratio: ratio,
+});
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct LidarCounts {
@@ -325,7 +397,7 @@ pub fn voxel_downsample(cloud: &FloatCloud, voxel: f64) -> FloatCloud {
     out
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RadarParams {
     pub min_rcs: f64,
     pub max_abs_doppler: f64,
@@ -338,6 +410,13 @@ impl Default for RadarParams {
         Self { min_rcs: -20.0, max_abs_doppler: 60.0, max_range: 200.0, max_non_finite_ratio: 0.5 }
     }
 }
+
+number_params!(RadarParams {
+    "min_rcs" => min_rcs: finite,
+    "max_abs_doppler" => max_abs_doppler: non_negative,
+    "max_range" => max_range: non_negative,
+    "max_non_finite_ratio" => max_non_finite_ratio: ratio,
+});
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RadarCounts {

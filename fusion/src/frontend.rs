@@ -4,7 +4,7 @@
 use crate::{
     anomaly::Sensor,
     calib::Calibration,
-    camera::{check_intrinsics_size, to_rgb8, ImageRef},
+    camera::{check_intrinsics_size, letterbox, to_rgb8, ImageRef},
     cloud::{preprocess_lidar, preprocess_radar, CloudRef, LidarParams, RadarParams},
     imu::{ImuParams, ImuProcessor, ImuSample},
     ingest::{HeaderGuard, Reject},
@@ -15,12 +15,25 @@ use crate::{
 use nalgebra::{Isometry3, Quaternion, UnitQuaternion, Vector3};
 use std::{collections::BTreeMap, sync::Arc};
 
+/// The ingest nodes' parameters that change what they publish (their params file,
+/// `launch/ingest.yaml`): a replay given the robot's file preprocesses as the robot does.
+/// The defaults are the nodes' defaults (and the shipped file's values; a test checks).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngestParams {
+    pub lidar: LidarParams,
+    pub radar: RadarParams,
+    pub imu: ImuParams,
+    /// camera_ingest's `output_width`/`output_height` letterbox, when both are set.
+    pub camera_output: Option<(u32, u32)>,
+}
+
 pub struct Frontend {
     guards: [HeaderGuard; 4],
     lidar_to_base: Isometry3<f64>,
     radar_to_base: Isometry3<f64>,
     pub lidar_params: LidarParams,
     pub radar_params: RadarParams,
+    camera_output: Option<(u32, u32)>,
     imu: ImuProcessor,
     intrinsics_size: Option<(u32, u32)>,
     /// `<sensor>.accepted`, `<sensor>.rejected.<reason>`.
@@ -35,16 +48,22 @@ pub struct Rejected {
 }
 
 impl Frontend {
+    /// The ingest nodes with their default parameters.
     pub fn new(calib: &Calibration) -> Self {
+        Self::with_params(calib, IngestParams::default())
+    }
+
+    pub fn with_params(calib: &Calibration, params: IngestParams) -> Self {
         let guard = |s: &str| HeaderGuard::new(calib.sensor(s).frame_id.clone());
         let cam = calib.sensor("camera");
         Self {
             guards: [guard("camera"), guard("lidar"), guard("radar"), guard("imu")],
             lidar_to_base: calib.sensor("lidar").to_base(),
             radar_to_base: calib.sensor("radar").to_base(),
-            lidar_params: LidarParams::default(),
-            radar_params: RadarParams::default(),
-            imu: ImuProcessor::new(calib.sensor("imu").to_base().rotation, ImuParams::default()),
+            lidar_params: params.lidar,
+            radar_params: params.radar,
+            camera_output: params.camera_output,
+            imu: ImuProcessor::new(calib.sensor("imu").to_base().rotation, params.imu),
             intrinsics_size: cam.width.zip(cam.height),
             counters: BTreeMap::new(),
         }
@@ -74,6 +93,10 @@ impl Frontend {
         let r = self.guards[0].check(stamp, frame_id).and_then(|_| {
             let rgb = to_rgb8(img)?;
             check_intrinsics_size(rgb.width, rgb.height, self.intrinsics_size)?;
+            let rgb = match self.camera_output {
+                Some((w, h)) => letterbox(&rgb, w, h),
+                None => rgb,
+            };
             Ok(Input::Camera { stamp, image: Arc::new(rgb) })
         });
         self.finish(Sensor::Camera, stamp, r)

@@ -15,7 +15,7 @@ pub struct ImuSample {
     pub linear_acceleration_covariance: [f64; 9],
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImuParams {
     /// Subtracted from the raw readings (sensor frame).
     pub gyro_bias: [f64; 3],

@@ -13,6 +13,7 @@ use crate::ros::{self, Params};
 use anyhow::{Context as _, Result};
 use fusion::{
     calib::Calibration,
+    cloud::NumberParams,
     ingest::{HeaderGuard, IngestStats, Reject},
     stamp_ns,
 };
@@ -31,6 +32,15 @@ pub trait Processor: Send + 'static {
     /// Called after the header checks passed; the output keeps the input's stamp.
     /// Per-message counters (points filtered, ...) go into `counters`.
     fn process(&mut self, msg: Self::In, counters: &mut Counters) -> Result<Self::Out, Reject>;
+
+    /// Number parameters this processor takes while running (`ros2 param set`), each with
+    /// the check of a new value; every other parameter is read once at start.
+    fn live_params(&self) -> Vec<(&'static str, ros::LiveCheck)> {
+        Vec::new()
+    }
+
+    /// A checked new value of one of [`Self::live_params`], from the next message on.
+    fn set_live(&mut self, _name: &str, _value: f64) {}
 }
 
 /// Defaults of one ingest node; every topic is remappable with `-r from:=to`.
@@ -112,8 +122,24 @@ where
     // Reliable publishers are compatible with both reliable and best-effort subscribers.
     let output = node.create_publisher::<P::Out>(spec.output_topic, QosProfile::default().keep_last(10))?;
     let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
-    // Every parameter here is read once at start: `ros2 param set` is refused, with why.
-    let (param_handler, _param_events) = ros::ParamGate::new(&node).serve(&mut node)?;
+    // `ros2 param set` reaches the processor's live parameters (its filters); every other
+    // parameter is read once at start and a set is refused, with why.
+    let mut gate = ros::ParamGate::new(&node);
+    for (name, check) in processor.live_params() {
+        gate = gate.live(name, check);
+    }
+    let (param_handler, param_events) = gate.serve(&mut node)?;
+    // Handed to the worker, which owns the processor; a set is a human act, so 16 waiting
+    // is plenty, and one beyond is counted, not queued.
+    let (param_tx, param_rx) = crossbeam_channel::bounded::<(String, f64)>(16);
+    let stats = Arc::new(Mutex::new(IngestStats::default()));
+    let param_stats = stats.clone();
+    let param_drain = ros::drain(param_events, move |(name, value): (String, r2r::ParameterValue)| {
+        let Some(v) = ros::number(&value) else { return };
+        if param_tx.try_send((name, v)).is_err() {
+            param_stats.lock().expect("stats").add_extra("params.dropped", 1);
+        }
+    });
     let clock = node.get_ros_clock();
     tracing::info!(
         node = %node_name, input = spec.input_topic, output = spec.output_topic, frame = %expected_frame,
@@ -121,7 +147,6 @@ where
         "ingest node up"
     );
 
-    let stats = Arc::new(Mutex::new(IngestStats::default()));
     let (tx, rx) = crossbeam_channel::bounded::<Item<P::In>>(queue_size);
     let evict = rx.clone();
 
@@ -143,6 +168,11 @@ where
     let worker = std::thread::Builder::new().name(format!("{}-worker", spec.sensor)).spawn(move || {
         let mut guard = HeaderGuard::new(expected_frame);
         for (arrived, msg) in rx {
+            for (name, value) in param_rx.try_iter() {
+                processor.set_live(&name, value);
+                tracing::info!("parameter {name} = {value} from this message on");
+                worker_stats.lock().expect("stats").add_extra("params.applied", 1);
+            }
             let h = P::header(&msg);
             let stamp = stamp_ns(h.stamp.sec, h.stamp.nanosec);
             // Process into a scratch record so the shared statistics are not locked while
@@ -205,7 +235,7 @@ where
         tokio::spawn(t);
     }
     tokio::spawn(param_handler);
-    ros::spin_until_shutdown(node, vec![input_drain], diag, worker).await;
+    ros::spin_until_shutdown(node, vec![input_drain, param_drain], diag, worker).await;
     Ok(())
 }
 
@@ -221,11 +251,30 @@ fn stream_status(
 
 /// LiDAR and radar ingest: a PointCloud2 in the sensor frame → a float32 cloud in the
 /// base frame, through a ROS-free preprocessing function from `fusion::cloud`.
+/// Its filter parameters are declared by name from `P` (defaults from `P::default()`), and
+/// every one of them may change while the node runs.
 pub struct CloudIngest<P> {
     pub to_base: nalgebra::Isometry3<f64>,
     pub base_frame: String,
     pub params: P,
     pub preprocess: CloudFn<P>,
+}
+
+impl<P: NumberParams> CloudIngest<P> {
+    /// The node's filter parameters: each declared with its default, read, and checked.
+    pub fn declare(setup: &Setup, preprocess: CloudFn<P>, sensor: &str) -> Result<Self> {
+        let mut params = P::default();
+        for &name in P::NAMES {
+            let v = setup.params.f64(name, params.get(name).expect("a named parameter"))?;
+            params.set(name, v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
+        }
+        Ok(Self {
+            to_base: setup.calibration.sensor(sensor).to_base(),
+            base_frame: setup.calibration.base_frame.clone(),
+            params,
+            preprocess,
+        })
+    }
 }
 
 /// A cloud preprocessing step: sensor-frame cloud → base-frame float32 cloud.
@@ -236,7 +285,7 @@ pub type CloudFn<P> = fn(
     &mut Counters,
 ) -> Result<fusion::cloud::FloatCloud, Reject>;
 
-impl<P: Send + 'static> Processor for CloudIngest<P> {
+impl<P: NumberParams> Processor for CloudIngest<P> {
     type In = r2r::sensor_msgs::msg::PointCloud2;
     type Out = r2r::sensor_msgs::msg::PointCloud2;
 
@@ -248,6 +297,16 @@ impl<P: Send + 'static> Processor for CloudIngest<P> {
         let fields = cloud_fields(&msg);
         let cloud = (self.preprocess)(cloud_ref(&msg, &fields), &self.to_base, &self.params, counters)?;
         Ok(cloud_msg(Header { stamp: msg.header.stamp, frame_id: self.base_frame.clone() }, &cloud))
+    }
+
+    fn live_params(&self) -> Vec<(&'static str, ros::LiveCheck)> {
+        P::NAMES.iter().map(|&name| (name, ros::live_number(move |v| P::default().set(name, v)))).collect()
+    }
+
+    fn set_live(&mut self, name: &str, value: f64) {
+        if let Err(e) = self.params.set(name, value) {
+            tracing::warn!("parameter {name} not applied: {e}");
+        }
     }
 }
 

@@ -19,7 +19,8 @@ use fusion::{
     anomaly::Event,
     calib::Calibration,
     detect::CameraDetector,
-    frontend::Frontend,
+    cloud::{LidarParams, NumberParams, RadarParams},
+    frontend::{Frontend, IngestParams},
     ingest::Reject,
     pipeline::{Input, Pipeline, PipelineParams, SetOutput},
     stamp_ns, StampNs,
@@ -46,6 +47,8 @@ pub struct ReplayOptions {
     pub rate: f64,
     pub calibration: Option<PathBuf>,
     pub params_file: Option<PathBuf>,
+    /// The ingest nodes' parameter file (`launch/ingest.yaml`): preprocess as they do.
+    pub ingest_params: Option<PathBuf>,
     /// camera, lidar, radar, imu input topics (raw, as drivers publish them).
     pub topics: [String; 4],
     /// Instead of reading `bag`, stream this simulated scenario into the pipeline (no bag
@@ -70,6 +73,7 @@ impl ReplayOptions {
             rate: 1.0,
             calibration: None,
             params_file: None,
+            ingest_params: None,
             topics: ["/camera/image_raw", "/lidar/points", "/radar/points", "/imu/data"].map(String::from),
             sim: None,
         }
@@ -119,6 +123,61 @@ pub fn apply_params_file_with(
         }
     }
     Ok(applied)
+}
+
+/// The ingest nodes' sections of a ROS 2 parameter file (`/**/lidar_ingest:` …
+/// `ros__parameters:`), as the nodes read them: their filters, the IMU's biases, limits
+/// and filter gain, and the camera's letterbox size. Everything else in the file (queues,
+/// QoS, diagnostics, calibration) does not change what is published and is skipped.
+const INGEST_NODES: [&str; 4] = ["camera_ingest", "lidar_ingest", "radar_ingest", "imu_ingest"];
+
+pub fn read_ingest_params(path: &Path) -> Result<IngestParams> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
+    let Some(map) = doc.as_mapping() else { bail!("{}: expected a mapping of node names", path.display()) };
+    let mut p = IngestParams::default();
+    let mut camera_output = (0u32, 0u32);
+    for (key, section) in map {
+        let key = key.as_str().unwrap_or("");
+        let node = key.trim_start_matches('/').rsplit('/').next().unwrap_or("");
+        let Some(params) = section.get("ros__parameters") else { continue };
+        let mut flat = vec![];
+        flatten("", params, &mut flat);
+        // `/**` applies to every node, as ROS applies it.
+        let nodes: &[&str] = if node == "**" { &INGEST_NODES } else { std::slice::from_ref(&node) };
+        for ((name, v), &node) in flat.iter().flat_map(|kv| nodes.iter().map(move |n| (kv, n))) {
+            let at = || format!("{}: {node}.{name}", path.display());
+            let number = || v.as_f64().with_context(|| format!("{} must be a number", at()));
+            match (node, name.as_str()) {
+                ("lidar_ingest", n) if LidarParams::NAMES.contains(&n) => {
+                    p.lidar.set(n, number()?).map_err(anyhow::Error::msg).with_context(at)?
+                }
+                ("radar_ingest", n) if RadarParams::NAMES.contains(&n) => {
+                    p.radar.set(n, number()?).map_err(anyhow::Error::msg).with_context(at)?
+                }
+                ("imu_ingest", "gyro_bias" | "accel_bias") => {
+                    let xyz: Vec<f64> = v.as_sequence().into_iter().flatten().filter_map(|x| x.as_f64()).collect();
+                    let xyz: [f64; 3] = xyz.try_into().map_err(|_| anyhow::anyhow!("{} must be 3 numbers", at()))?;
+                    *if name == "gyro_bias" { &mut p.imu.gyro_bias } else { &mut p.imu.accel_bias } = xyz;
+                }
+                ("imu_ingest", "accel_saturation") => p.imu.accel_saturation = number()?,
+                ("imu_ingest", "gyro_saturation") => p.imu.gyro_saturation = number()?,
+                ("imu_ingest", "filter_gain") => p.imu.filter_gain = number()?,
+                ("camera_ingest", "output_width" | "output_height") => {
+                    let side = v
+                        .as_u64()
+                        .and_then(|s| u32::try_from(s).ok())
+                        .filter(|&s| s <= fusion::camera::MAX_OUTPUT_SIDE)
+                        .with_context(|| format!("{} must be 0 .. {}", at(), fusion::camera::MAX_OUTPUT_SIDE))?;
+                    *if name == "output_width" { &mut camera_output.0 } else { &mut camera_output.1 } = side;
+                }
+                _ => {}
+            }
+        }
+    }
+    p.camera_output = (camera_output.0 > 0 && camera_output.1 > 0).then_some(camera_output);
+    Ok(p)
 }
 
 fn flatten(prefix: &str, v: &serde_yaml::Value, out: &mut Vec<(String, serde_yaml::Value)>) {
@@ -226,7 +285,11 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     }
     let hard_ns = params.hard_deadline_ns;
     let target_ns = params.target_deadline_ns;
-    let mut frontend = Frontend::new(&calib);
+    let ingest = match &opts.ingest_params {
+        Some(p) => read_ingest_params(p)?,
+        None => IngestParams::default(),
+    };
+    let mut frontend = Frontend::with_params(&calib, ingest);
     let mut pipeline = Pipeline::new(params, &calib, detector);
     let detector_name = pipeline.detector_name().unwrap_or("none").to_string();
 
@@ -395,4 +458,43 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
         std::fs::write(dir.join("timing.json"), serde_json::to_string_pretty(&timing)? + "\n")?;
     }
     Ok(ReplayResult { events, sets, metrics, timing })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defaults in one place: the shipped params file says what the nodes' structs say.
+    #[test]
+    fn the_shipped_ingest_file_holds_the_nodes_defaults() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/ingest.yaml");
+        assert_eq!(read_ingest_params(&shipped).expect("launch/ingest.yaml"), IngestParams::default());
+    }
+
+    #[test]
+    fn a_robots_ingest_file_is_read_as_the_nodes_read_it() {
+        let dir = std::env::temp_dir().join(format!("ingest_params_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("ingest.yaml");
+        std::fs::write(
+            &file,
+            "/**:\n  ros__parameters:\n    max_range: 30.0\n    queue_size: 3\n\
+             /robot/radar_ingest:\n  ros__parameters:\n    min_rcs: 5.0\n\
+             imu_ingest:\n  ros__parameters:\n    gyro_bias: [0.1, 0.0, -0.1]\n    filter_gain: 0.05\n\
+             /**/camera_ingest:\n  ros__parameters:\n    output_width: 320\n    output_height: 240\n",
+        )
+        .expect("write");
+        let p = read_ingest_params(&file).expect("a valid file");
+        assert_eq!((p.lidar.max_range, p.radar.max_range, p.radar.min_rcs), (30.0, 30.0, 5.0));
+        assert_eq!((p.imu.gyro_bias, p.imu.filter_gain), ([0.1, 0.0, -0.1], 0.05));
+        assert_eq!(p.camera_output, Some((320, 240)));
+        assert_eq!(p.lidar.min_range, LidarParams::default().min_range);
+
+        std::fs::write(&file, "lidar_ingest:\n  ros__parameters:\n    max_non_finite_ratio: 2.0\n").expect("write");
+        let e = format!("{:#}", read_ingest_params(&file).unwrap_err());
+        assert!(e.contains("lidar_ingest.max_non_finite_ratio") && e.contains("within [0, 1]"), "{e}");
+        std::fs::write(&file, "imu_ingest:\n  ros__parameters:\n    accel_bias: [1.0, 2.0]\n").expect("write");
+        assert!(format!("{:#}", read_ingest_params(&file).unwrap_err()).contains("must be 3 numbers"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -46,6 +46,11 @@ struct Cli {
     /// Parameter YAML (the fusion_node section is used), e.g. launch/fusion.yaml.
     #[arg(long)]
     params: Option<PathBuf>,
+    /// The ingest nodes' parameter YAML (e.g. launch/ingest.yaml, or your robot's copy): the
+    /// replay filters LiDAR and radar, corrects the IMU and letterboxes the camera as those
+    /// nodes do with it (default: their defaults, which are the shipped file's values).
+    #[arg(long)]
+    ingest_params: Option<PathBuf>,
     /// Calibration YAML (default: BAG/calibration.yaml when present, else the built-in one).
     #[arg(long)]
     calibration: Option<PathBuf>,
@@ -122,6 +127,7 @@ fn go(cli: Cli) -> Result<()> {
         rate: cli.rate,
         calibration: cli.calibration,
         params_file: cli.params,
+        ingest_params: cli.ingest_params,
         topics: [cli.camera_topic, cli.lidar_topic, cli.radar_topic, cli.imu_topic],
     };
     let mut dp = DetectorParams::default();

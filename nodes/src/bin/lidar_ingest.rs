@@ -32,21 +32,7 @@ fn main() -> Result<()> {
         queue_size: 4,
         input_depth: 5,
     };
-    run(spec, |s| {
-        let d = LidarParams::default();
-        let params = LidarParams {
-            min_range: s.params.f64("min_range", d.min_range)?,
-            max_range: s.params.f64("max_range", d.max_range)?,
-            min_z: s.params.f64("min_z", d.min_z)?,
-            max_z: s.params.f64("max_z", d.max_z)?,
-            voxel_size: s.params.f64("voxel_size", d.voxel_size)?,
-            max_non_finite_ratio: s.params.f64("max_non_finite_ratio", d.max_non_finite_ratio)?,
-        };
-        Ok(CloudIngest {
-            to_base: s.calibration.sensor("lidar").to_base(),
-            base_frame: s.calibration.base_frame.clone(),
-            params,
-            preprocess: lidar,
-        })
-    })
+    // Every filter parameter is declared from LidarParams (names, defaults, checks) and may be
+    // changed on the running node with `ros2 param set`.
+    run(spec, |s| CloudIngest::declare(s, lidar, "lidar"))
 }

@@ -32,19 +32,7 @@ fn main() -> Result<()> {
         queue_size: 16,
         input_depth: 20,
     };
-    run(spec, |s| {
-        let d = RadarParams::default();
-        let params = RadarParams {
-            min_rcs: s.params.f64("min_rcs", d.min_rcs)?,
-            max_abs_doppler: s.params.f64("max_abs_doppler", d.max_abs_doppler)?,
-            max_range: s.params.f64("max_range", d.max_range)?,
-            max_non_finite_ratio: s.params.f64("max_non_finite_ratio", d.max_non_finite_ratio)?,
-        };
-        Ok(CloudIngest {
-            to_base: s.calibration.sensor("radar").to_base(),
-            base_frame: s.calibration.base_frame.clone(),
-            params,
-            preprocess: radar,
-        })
-    })
+    // Every filter parameter is declared from RadarParams (names, defaults, checks) and may be
+    // changed on the running node with `ros2 param set`.
+    run(spec, |s| CloudIngest::declare(s, radar, "radar"))
 }
