@@ -239,7 +239,7 @@ def test_ros2_param_set_changes_live_thresholds_and_refuses_the_rest(scenario_ba
         ('fusion_node', 'anomaly.ttc_threshold_s', 'soon', 'must be a number'),
         ('fusion_node', 'anomaly.ttc_threshold_s', -1.0, '>= 0'),
         ('fusion_node', 'no_such_parameter', 1.0, 'no such parameter'),
-        ('radar_ingest', 'min_rcs', 0.0, 'start-up'),
+        ('radar_ingest', 'queue_size', 8, 'start-up'),
         ('summarizer', 'speak', True, 'start-up'),
     ]:
         r = set_param(node, name, value)
