@@ -332,7 +332,16 @@ impl AnomalyDetector {
         } else {
             ("data_time_went_forward", "jump_forward_s", stamp.saturating_sub(previous))
         };
-        let mut e = self.event(stamp, EventKind::TimeJump, INFO, rule, secs(jump), secs(threshold_ns), vec![sensor.as_str()], stamp);
+        let mut e = self.event(
+            stamp,
+            EventKind::TimeJump,
+            INFO,
+            rule,
+            secs(jump),
+            secs(threshold_ns),
+            vec![sensor.as_str()],
+            stamp,
+        );
         e.evidence = vec![
             kv(evidence_key, format!("{:.3}", secs(jump))),
             kv("previous_time_s", format!("{:.3}", secs(previous))),
@@ -350,7 +359,8 @@ impl AnomalyDetector {
     /// The camera detector could not be loaded at start-up: one `model_degraded` event
     /// (`detector_unavailable`, ERROR) with the reason as evidence.
     pub fn detector_unavailable(&mut self, stamp: StampNs, why: String) -> Event {
-        let mut e = self.event(stamp, EventKind::ModelDegraded, ERROR, "detector_unavailable", 0.0, 0.0, vec!["camera"], stamp);
+        let mut e =
+            self.event(stamp, EventKind::ModelDegraded, ERROR, "detector_unavailable", 0.0, 0.0, vec!["camera"], stamp);
         e.evidence = vec![kv("error", why)];
         e
     }
@@ -556,7 +566,8 @@ impl AnomalyDetector {
         } else {
             ("image_frozen", (c.frozen_run + 1) as f64, p.frozen_frames as f64)
         };
-        let mut e = self.event(stamp, EventKind::SensorDegraded, ERROR, rule, measured, threshold, vec!["camera"], onset);
+        let mut e =
+            self.event(stamp, EventKind::SensorDegraded, ERROR, rule, measured, threshold, vec!["camera"], onset);
         e.evidence = vec![
             kv("mean_luma", format!("{mean:.1}")),
             kv("luma_std", format!("{std:.1}")),
@@ -584,7 +595,8 @@ impl AnomalyDetector {
         }
         self.lidar_degraded = true;
         let th = self.params.lidar_max_non_finite_ratio;
-        let mut e = self.event(stamp, EventKind::SensorDegraded, WARN, "cloud_non_finite", ratio, th, vec!["lidar"], stamp);
+        let mut e =
+            self.event(stamp, EventKind::SensorDegraded, WARN, "cloud_non_finite", ratio, th, vec!["lidar"], stamp);
         e.evidence = vec![kv("non_finite_points", non_finite), kv("points", total)];
         vec![e]
     }
@@ -598,8 +610,16 @@ impl AnomalyDetector {
         let refractory = (p.impact_refractory_s * 1e9) as i64;
         if shock > p.impact_accel && stamp >= self.impact_until {
             self.impact_until = stamp + refractory;
-            let mut e =
-                self.event(stamp, EventKind::Impact, ERROR, "shock_above_threshold", shock, p.impact_accel, vec!["imu"], stamp);
+            let mut e = self.event(
+                stamp,
+                EventKind::Impact,
+                ERROR,
+                "shock_above_threshold",
+                shock,
+                p.impact_accel,
+                vec!["imu"],
+                stamp,
+            );
             e.evidence = vec![
                 kv("shock_g", format!("{:.2}", shock / 9.80665)),
                 kv("accel_x", format!("{:.2}", accel[0])),
@@ -613,7 +633,8 @@ impl AnomalyDetector {
         if peak >= p.imu_saturation_accel && stamp >= self.imu_saturated_until {
             self.imu_saturated_until = stamp + refractory;
             let th = p.imu_saturation_accel;
-            let mut e = self.event(stamp, EventKind::SensorDegraded, WARN, "imu_saturated", peak, th, vec!["imu"], stamp);
+            let mut e =
+                self.event(stamp, EventKind::SensorDegraded, WARN, "imu_saturated", peak, th, vec!["imu"], stamp);
             e.evidence = vec![kv("peak_axis_accel", format!("{peak:.1}"))];
             out.push(e);
         }
@@ -824,7 +845,10 @@ mod tests {
         assert!(d.on_tracks(0, &[track(7, 8.0, 0.0, 0.0)]).is_empty());
         let e = d.on_tracks(100 * MS, &[track(7, 4.0, 0.5, 0.0)]);
         assert_eq!(e.len(), 1);
-        assert_eq!((e[0].kind, e[0].zone.as_str(), e[0].track_ids.clone()), (EventKind::ZoneIntrusion, "forward", vec![7]));
+        assert_eq!(
+            (e[0].kind, e[0].zone.as_str(), e[0].track_ids.clone()),
+            (EventKind::ZoneIntrusion, "forward", vec![7])
+        );
         assert!(e[0].evidence.iter().any(|k| k.key == "label" && k.value == "person"));
         assert!(d.on_tracks(200 * MS, &[track(7, 3.5, 0.5, 0.0)]).is_empty(), "still inside: no new event");
         assert!(d.on_tracks(300 * MS, &[track(7, 3.5, 4.0, 0.0)]).is_empty());
@@ -884,7 +908,10 @@ mod tests {
         }
         let e = d.check_dropouts(1_250 * MS);
         assert_eq!(e.len(), 1);
-        assert_eq!((e[0].kind, e[0].sensors.clone(), e[0].onset_ns), (EventKind::SensorDropout, vec!["lidar"], 1_000 * MS));
+        assert_eq!(
+            (e[0].kind, e[0].sensors.clone(), e[0].onset_ns),
+            (EventKind::SensorDropout, vec!["lidar"], 1_000 * MS)
+        );
         assert!(d.check_dropouts(1_260 * MS).iter().all(|e| e.sensors != ["lidar"]), "once");
         // Back: one recovery event saying how long it was gone, then the rule re-arms.
         let back = d.on_message(Sensor::Lidar, 1_300 * MS).expect("a recovery event");

@@ -1155,7 +1155,8 @@ mod tests {
             let radar = Arc::new(vec![[8.5f32, 0.0, 0.5, 0.0, 10.0]]);
             (0..10).any(|k| {
                 let t = 8_000_000_000 + k * 100_000_000;
-                let mut events = p.push(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 50 }).events;
+                let mut events =
+                    p.push(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 50 }).events;
                 events.extend(p.push(Input::Radar { stamp: t + 1_000_000, targets: radar.clone() }).events);
                 events.iter().any(|e| e.rule == "stream_silent" && e.sensors == ["camera"])
             })

@@ -19,7 +19,7 @@
 use crate::{
     anomaly::{Event, Sensor, StreamState},
     detect::CameraDetector,
-    pipeline::{lidar_stage, radar_stage, Input, Perception, Pipeline, PipelineParams, SetJob, SetOutput},
+    pipeline::{lidar_stage, radar_stage, Input, Perception, Pipeline, PipelineParams, SetJob, SetOutput, StageTimes},
     StampNs,
 };
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
@@ -67,6 +67,8 @@ impl Stage {
     /// The stages after perception, run on the fusion thread in stamp order.
     pub const FUSE: [Stage; 3] = [Stage::Association, Stage::Tracking, Stage::Rules];
 
+    /// The stage's name in `/diagnostics` (`stage.<name>.p99_ms`), traces and
+    /// `fusion_replay`'s timing.json: the one place stage names are written.
     pub fn name(self) -> &'static str {
         match self {
             Stage::Preprocess => "preprocess",
@@ -79,6 +81,18 @@ impl Stage {
             Stage::Rules => "rules",
         }
     }
+}
+
+/// A set's measured stage times by stage (the detector's at whichever input size ran).
+pub fn stage_times(t: &StageTimes) -> [(Stage, u64); 6] {
+    [
+        (Stage::Detector, t.camera_us),
+        (Stage::Clustering, t.lidar_us),
+        (Stage::Radar, t.radar_us),
+        (Stage::Association, t.associate_us),
+        (Stage::Tracking, t.track_us),
+        (Stage::Rules, t.rules_us),
+    ]
 }
 
 /// The time deadlines are measured on (ns, the stamps' time base: ROS time in a node, sim
@@ -1766,15 +1780,7 @@ impl<M: Message> Executor<M> {
                 let latency = now - set.newest_stamp;
                 {
                     let mut s = st.lock().expect("stats");
-                    let t = &set.times;
-                    for (stage, us) in [
-                        (Stage::Detector, t.camera_us),
-                        (Stage::Clustering, t.lidar_us),
-                        (Stage::Radar, t.radar_us),
-                        (Stage::Association, t.associate_us),
-                        (Stage::Tracking, t.track_us),
-                        (Stage::Rules, t.rules_us),
-                    ] {
+                    for (stage, us) in stage_times(&set.times) {
                         s.stage[stage as usize].record(us.max(1)).ok();
                     }
                     s.window_sets += 1;

@@ -539,8 +539,10 @@ impl BagWriter {
         qos: serde_yaml::Value,
     ) -> Result<usize> {
         let path = self.dir.join(&self.file_name);
-        let schema =
-            self.writer.add_schema(type_name, "ros2msg", definition.as_bytes()).map_err(|e| mcap_write_err(&path, e))?;
+        let schema = self
+            .writer
+            .add_schema(type_name, "ros2msg", definition.as_bytes())
+            .map_err(|e| mcap_write_err(&path, e))?;
         let qos_text = serde_yaml::to_string(&qos).unwrap_or_default();
         let meta = BTreeMap::from([
             ("offered_qos_profiles".to_string(), qos_text.trim_end().to_string()),
@@ -570,7 +572,9 @@ impl BagWriter {
             log_time: log_time_ns as u64,
             publish_time: log_time_ns as u64,
         };
-        self.writer.write_to_known_channel(&header, data).map_err(|e| mcap_write_err(&self.dir.join(&self.file_name), e))?;
+        self.writer
+            .write_to_known_channel(&header, data)
+            .map_err(|e| mcap_write_err(&self.dir.join(&self.file_name), e))?;
         self.start = self.start.min(log_time_ns);
         self.end = self.end.max(log_time_ns);
         self.count += 1;

@@ -18,11 +18,12 @@ use anyhow::{bail, Context as _, Result};
 use fusion::{
     anomaly::Event,
     calib::Calibration,
-    detect::CameraDetector,
     cloud::{LidarParams, NumberParams, RadarParams},
+    detect::CameraDetector,
     frontend::{Frontend, IngestParams},
     ingest::Reject,
     pipeline::{Input, Pipeline, PipelineParams, SetOutput},
+    sched::stage_times,
     stamp_ns, StampNs,
 };
 use hdrhistogram::Histogram;
@@ -385,16 +386,10 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
             sets += 1;
             partial += s.partial as u64;
             objects_out += s.objects.len() as u64;
-            let t = &s.times;
-            for (k, v) in [
-                ("imu", t.imu_us),
-                ("lidar_clustering", t.lidar_us),
-                ("radar", t.radar_us),
-                ("camera_detector", t.camera_us),
-                ("association", t.associate_us),
-                ("tracking", t.track_us),
-                ("anomaly_rules", t.rules_us),
-            ] {
+            // The scheduler's stage names (`stage.<name>` on /diagnostics), and the IMU
+            // integration the replay also times.
+            let named = stage_times(&s.times).map(|(st, us)| (st.name(), us));
+            for (k, v) in std::iter::once(("imu", s.times.imu_us)).chain(named) {
                 stage.entry(k).or_insert_with(histogram).record(v.max(1)).ok();
             }
             let newest_arrival =

@@ -18,8 +18,7 @@ use fusion::{
     frontend::Frontend,
     pipeline::{Input, Pipeline, PipelineParams, SetOutput},
     sched::{Clock, Executor, Message, SchedConfig, SchedStats, Sink, Stage},
-    Sensor,
-    StampNs,
+    Sensor, StampNs,
 };
 use hdrhistogram::Histogram;
 use r2r::{

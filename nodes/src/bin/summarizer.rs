@@ -297,8 +297,7 @@ async fn run() -> Result<()> {
     let speech_tx = if speak {
         let speaker = Speaker::new(speech)?;
         tracing::info!("speak: summaries spoken into {}", speaker.dir().display());
-        let audio_pub =
-            node.create_publisher::<StringMsg>("/anomaly/summary_audio_path", summary_qos.clone())?;
+        let audio_pub = node.create_publisher::<StringMsg>("/anomaly/summary_audio_path", summary_qos.clone())?;
         let (tx, rx) = crossbeam_channel::bounded::<(u64, String)>(SPEECH_QUEUE);
         let speech_stats = stats.clone();
         std::thread::Builder::new().name("summarizer-speech".into()).spawn(move || {
