@@ -229,16 +229,82 @@ fn check_non_finite(non_finite: usize, total: usize, max_ratio: f64) -> Result<(
 /// and `fusion_replay --ingest-params` go through [`NumberParams::set`], so names, defaults
 /// and checks live here once.
 pub trait NumberParams: Default + Send + 'static {
-    const NAMES: &'static [&'static str];
+    /// Name, range and meaning of each parameter, in declaration order.
+    const SCHEMA: &'static [ParamSpec];
     fn get(&self, name: &str) -> Option<f64>;
     /// Refuses an unknown name or a value out of its range (the reason names both).
     fn set(&mut self, name: &str, value: f64) -> Result<(), String>;
+
+    fn spec(name: &str) -> Option<&'static ParamSpec> {
+        Self::SCHEMA.iter().find(|s| s.name == name)
+    }
+
+    /// The parameter table of a node's page (`docs/nodes/*.md`), from the schema and the
+    /// defaults: a test fails when the page drifts from it.
+    fn markdown_table() -> String {
+        let d = Self::default();
+        let mut t = String::from("| parameter | default | range | meaning |\n|---|---|---|---|\n");
+        for s in Self::SCHEMA {
+            let default = d.get(s.name).expect("a named parameter");
+            t += &format!("| `{}` | {default:?} | {} | {} |\n", s.name, s.range.text(), s.description);
+        }
+        t
+    }
+}
+
+/// One number parameter: its name, the values it takes and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub range: Range,
+    pub description: &'static str,
+}
+
+/// The values a number parameter takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    Finite,
+    NonNegative,
+    /// 0 ..= 1.
+    Ratio,
+}
+
+impl Range {
+    pub fn check(self, v: f64) -> Result<(), String> {
+        let ok = match self {
+            Range::Finite => v.is_finite(),
+            Range::NonNegative => v >= 0.0,
+            Range::Ratio => (0.0..=1.0).contains(&v),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("must be {}, got {v}", self.words()))
+        }
+    }
+
+    fn words(self) -> &'static str {
+        match self {
+            Range::Finite => "a finite number",
+            Range::NonNegative => ">= 0",
+            Range::Ratio => "within [0, 1]",
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            Range::Finite => "any",
+            Range::NonNegative => "≥ 0",
+            Range::Ratio => "0 … 1",
+        }
+    }
 }
 
 macro_rules! number_params {
-    ($ty:ty { $($name:literal => $field:ident: $check:expr),* $(,)? }) => {
+    ($ty:ty { $($name:literal => $field:ident: $range:ident, $description:literal),* $(,)? }) => {
         impl NumberParams for $ty {
-            const NAMES: &'static [&'static str] = &[$($name),*];
+            const SCHEMA: &'static [ParamSpec] =
+                &[$(ParamSpec { name: $name, range: Range::$range, description: $description }),*];
 
             fn get(&self, name: &str) -> Option<f64> {
                 match name {
@@ -250,8 +316,7 @@ macro_rules! number_params {
             fn set(&mut self, name: &str, value: f64) -> Result<(), String> {
                 match name {
                     $($name => {
-                        let check: fn(f64) -> Result<(), String> = $check;
-                        check(value).map_err(|why| format!("{name} {why}"))?;
+                        Range::$range.check(value).map_err(|why| format!("{name} {why}"))?;
                         self.$field = value;
                         Ok(())
                     })*
@@ -260,31 +325,6 @@ macro_rules! number_params {
             }
         }
     };
-}
-
-/// Checks for [`NumberParams::set`].
-pub fn finite(v: f64) -> Result<(), String> {
-    if v.is_finite() {
-        Ok(())
-    } else {
-        Err(format!("must be a finite number, got {v}"))
-    }
-}
-
-pub fn non_negative(v: f64) -> Result<(), String> {
-    if v >= 0.0 {
-        Ok(())
-    } else {
-        Err(format!("must be >= 0, got {v}"))
-    }
-}
-
-pub fn ratio(v: f64) -> Result<(), String> {
-    if (0.0..=1.0).contains(&v) {
-        Ok(())
-    } else {
-        Err(format!("must be within [0, 1], got {v}"))
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -308,12 +348,13 @@ impl Default for LidarParams {
 }
 
 number_params!(LidarParams {
-    "min_range" => min_range: non_negative,
-    "max_range" => max_range: non_negative,
-    "min_z" => min_z: finite,
-    "max_z" => max_z: finite,
-    "voxel_size" => voxel_size: non_negative,
-    "max_non_finite_ratio" => max_non_finite_ratio: ratio,
+    "min_range" => min_range: NonNegative, "metres, sensor frame: nearer returns are cropped",
+    "max_range" => max_range: NonNegative, "metres, sensor frame: farther returns are cropped",
+    "min_z" => min_z: Finite, "metres, base_link: the bottom of the height band kept",
+    "max_z" => max_z: Finite, "metres, base_link: the top of the height band kept",
+    "voxel_size" => voxel_size: NonNegative, "metres: voxel downsampling edge (mean per voxel); 0 keeps every point",
+    "max_non_finite_ratio" => max_non_finite_ratio: Ratio,
+        "more NaN/Inf points than this fraction rejects the cloud; fewer are dropped and counted",
 });
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -412,10 +453,11 @@ impl Default for RadarParams {
 }
 
 number_params!(RadarParams {
-    "min_rcs" => min_rcs: finite,
-    "max_abs_doppler" => max_abs_doppler: non_negative,
-    "max_range" => max_range: non_negative,
-    "max_non_finite_ratio" => max_non_finite_ratio: ratio,
+    "min_rcs" => min_rcs: Finite, "dBsm: weaker targets are filtered",
+    "max_abs_doppler" => max_abs_doppler: NonNegative, "m/s: faster radial speeds are filtered",
+    "max_range" => max_range: NonNegative, "metres: farther targets are filtered",
+    "max_non_finite_ratio" => max_non_finite_ratio: Ratio,
+        "more NaN/Inf targets than this fraction rejects the cloud; fewer are dropped and counted",
 });
 
 #[derive(Debug, Default, Clone, PartialEq)]

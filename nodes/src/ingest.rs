@@ -264,8 +264,10 @@ impl<P: NumberParams> CloudIngest<P> {
     /// The node's filter parameters: each declared with its default, read, and checked.
     pub fn declare(setup: &Setup, preprocess: CloudFn<P>, sensor: &str) -> Result<Self> {
         let mut params = P::default();
-        for &name in P::NAMES {
+        for spec in P::SCHEMA {
+            let name = spec.name;
             let v = setup.params.f64(name, params.get(name).expect("a named parameter"))?;
+            setup.params.describe(name, spec.description);
             params.set(name, v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
         }
         Ok(Self {
@@ -300,7 +302,7 @@ impl<P: NumberParams> Processor for CloudIngest<P> {
     }
 
     fn live_params(&self) -> Vec<(&'static str, ros::LiveCheck)> {
-        P::NAMES.iter().map(|&name| (name, ros::live_number(move |v| P::default().set(name, v)))).collect()
+        P::SCHEMA.iter().map(|s| (s.name, ros::live_number(move |v| P::default().set(s.name, v)))).collect()
     }
 
     fn set_live(&mut self, name: &str, value: f64) {
@@ -391,5 +393,36 @@ pub fn cloud_msg(header: Header, cloud: &fusion::cloud::FloatCloud) -> r2r::sens
         row_step: cloud.point_step() * n,
         data: cloud.to_bytes(),
         is_dense: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fusion::cloud::{LidarParams, NumberParams, RadarParams};
+    use std::path::Path;
+
+    const BEGIN: &str = "<!-- generated from fusion::cloud::NumberParams";
+    const END: &str = "<!-- end of generated table -->";
+
+    /// The parameter tables of the LiDAR and radar pages are generated from the structs the
+    /// nodes declare their parameters from (names, defaults, ranges, meaning): this fails
+    /// when a page drifts, and `UPDATE_DOCS=1` rewrites the tables instead.
+    #[test]
+    fn node_pages_show_the_parameters_the_nodes_declare() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/nodes");
+        for (page, table) in
+            [("lidar_ingest.md", LidarParams::markdown_table()), ("radar_ingest.md", RadarParams::markdown_table())]
+        {
+            let path = docs.join(page);
+            let text = std::fs::read_to_string(&path).expect("node page");
+            let begin = text.find(BEGIN).expect("generated-table marker");
+            let body = begin + text[begin..].find('\n').expect("marker line") + 1;
+            let end = body + text[body..].find(END).expect("end marker");
+            if std::env::var_os("UPDATE_DOCS").is_some() {
+                std::fs::write(&path, format!("{}{table}{}", &text[..body], &text[end..])).expect("write page");
+            } else {
+                assert_eq!(&text[body..end], table, "{page} drifted from the parameter schema: UPDATE_DOCS=1");
+            }
+        }
     }
 }

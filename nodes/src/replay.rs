@@ -151,10 +151,10 @@ pub fn read_ingest_params(path: &Path) -> Result<IngestParams> {
             let at = || format!("{}: {node}.{name}", path.display());
             let number = || v.as_f64().with_context(|| format!("{} must be a number", at()));
             match (node, name.as_str()) {
-                ("lidar_ingest", n) if LidarParams::NAMES.contains(&n) => {
+                ("lidar_ingest", n) if LidarParams::spec(n).is_some() => {
                     p.lidar.set(n, number()?).map_err(anyhow::Error::msg).with_context(at)?
                 }
-                ("radar_ingest", n) if RadarParams::NAMES.contains(&n) => {
+                ("radar_ingest", n) if RadarParams::spec(n).is_some() => {
                     p.radar.set(n, number()?).map_err(anyhow::Error::msg).with_context(at)?
                 }
                 ("imu_ingest", "gyro_bias" | "accel_bias") => {

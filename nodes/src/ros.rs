@@ -95,6 +95,13 @@ impl Params {
         entry.value.clone()
     }
 
+    /// What `ros2 param describe` says of `name` (declared already).
+    pub fn describe(&self, name: &str, description: &'static str) {
+        if let Some(p) = self.params.lock().expect("parameter lock").get_mut(name) {
+            p.description = description;
+        }
+    }
+
     pub fn f64(&self, name: &str, default: f64) -> Result<f64> {
         match self.declare(name, ParameterValue::Double(default)) {
             // No parameter of ours means anything at NaN or infinity; refusing them here
