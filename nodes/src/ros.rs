@@ -186,7 +186,9 @@ impl ParamGate {
         node: &mut r2r::Node,
     ) -> Result<(impl std::future::Future<Output = ()> + Send, impl futures::Stream<Item = (String, ParameterValue)>)>
     {
-        Ok(node.make_derived_parameter_handler(Arc::new(Mutex::new(self)))?)
+        let served = node.make_derived_parameter_handler(Arc::new(Mutex::new(self)))?;
+        check_sim_time(node)?;
+        Ok(served)
     }
 
     fn refusal(&self, name: &str, value: &ParameterValue) -> Option<String> {
@@ -258,6 +260,29 @@ pub fn status(
     kv: Vec<(String, String)>,
 ) -> DiagnosticStatus {
     DiagnosticStatus { level, name, message, hardware_id: hardware_id.into(), values: key_values(kv) }
+}
+
+/// With `use_sim_time` true, r2r's parameter handler switches the node's clock to /clock,
+/// which reads 0 until the first /clock message: a clock that reads the wall time there is
+/// an r2r built without its sim-time code. r2r's build script emits the cfg that compiles
+/// that code (`r2r__rosgraph_msgs__msg__Clock`) only when it generates its bindings, not when
+/// it reuses them from its cache: rebuilding after a build run in another environment (ROS
+/// not sourced, say) gave nodes that silently stamped with the wall clock and missed every
+/// deadline of a bag played with `--clock`. Refuse to start instead.
+fn check_sim_time(node: &r2r::Node) -> Result<()> {
+    let use_sim_time = node.params.lock().expect("parameter lock").get("use_sim_time").map(|p| p.value.clone());
+    if !matches!(use_sim_time, Some(ParameterValue::Bool(true))) {
+        return Ok(());
+    }
+    let t = now(&node.get_ros_clock());
+    if t.sec != 0 || t.nanosec != 0 {
+        anyhow::bail!(
+            "use_sim_time is true but this binary's r2r was compiled without sim-time support (its \
+             clock reads the wall time, not /clock). r2r's build script reused cached bindings without \
+             enabling it; rebuild with `cargo clean --release -p r2r && make build`"
+        );
+    }
+    Ok(())
 }
 
 /// The node's ROS clock (sim time when `use_sim_time` is true) as a message stamp.
