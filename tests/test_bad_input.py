@@ -416,3 +416,59 @@ def test_a_stream_that_stops_and_comes_back_raises_dropout_then_recovery(procs, 
     assert any(1.3 < g < 1.9 for g in gaps), gaps
     assert objects_while_silent >= 20 and probe.count('/fusion/objects') > objects_while_silent
     assert node.alive()
+
+
+def test_under_sim_time_sets_wait_for_the_first_clock(procs, ros):
+    """With use_sim_time the node clock reads 0 until /clock first arrives: data that comes
+    before it is dropped and counted (dropped.no_clock_yet.<sensor> on /diagnostics), not
+    published with a latency of -1.7e12 ms. Once /clock runs, sets flow with sane latencies."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fusion_msgs.msg import FusedObjectArray
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import PointCloud2
+
+    node = procs([binary('fusion_node'), '--ros-args', '-p', 'detector:=none', '-p', 'use_sim_time:=true'],
+                 name='fusion_node')
+    probe = ros()
+    probe.subscribe('/fusion/objects', FusedObjectArray)
+    probe.subscribe('/diagnostics', DiagnosticArray)
+    lidar = probe.publisher('/sensors/lidar', PointCloud2)
+    radar = probe.publisher('/sensors/radar', PointCloud2)
+    clock = probe.publisher('/clock', Clock)
+    for pub in (lidar, radar, clock):
+        probe.wait_matched(pub, 1, timeout=30)
+    points = [(6.0 + 0.1 * i, -0.4 + 0.1 * j, 0.2 + 0.2 * k, 50.0) for i in range(5) for j in range(8) for k in range(6)]
+    t0 = 1_700_000_000 * 10**9
+
+    def publish(n, with_clock):
+        """One 100 ms step: a LiDAR sweep and a radar scan stamped at its start, then (with
+        the clock) /clock every 10 ms through it, as `fusion_bag play --clock 100` would."""
+        stamp = t0 + n * 100_000_000
+        for pub, names, pts in ((lidar, XYZI, points), (radar, RADAR, [(6.2, 0.0, 0.5, 0.0, 12.0)])):
+            m = cloud(0, names, pts, 'base_link')
+            m.header.stamp.sec, m.header.stamp.nanosec = stamp // 10**9, stamp % 10**9
+            pub.publish(m)
+        for k in range(10):
+            if with_clock:
+                c = Clock()
+                t = stamp + k * 10_000_000
+                c.clock.sec, c.clock.nanosec = t // 10**9, t % 10**9
+                clock.publish(c)
+            time.sleep(0.01)
+
+    def counter(key):
+        values = [int(kv.value) for m in probe.get('/diagnostics') for s in m.status if s.hardware_id == 'fusion'
+                  for kv in s.values if kv.key == key]
+        return max(values, default=0)
+
+    for n in range(15):  # 1.5 s of data, no /clock
+        publish(n, with_clock=False)
+    probe.wait_for(lambda: counter('dropped.no_clock_yet.lidar') >= 10, 5,
+                   f'dropped.no_clock_yet counted; {[(kv.key, kv.value) for m in probe.get("/diagnostics")[-1:] for s in m.status for kv in s.values if "dropped" in kv.key]}')
+    assert probe.count('/fusion/objects') == 0, [o.latency_ms for o in probe.get('/fusion/objects')]
+    for n in range(15, 45):  # 3 s with /clock
+        publish(n, with_clock=True)
+    probe.wait_for(lambda: probe.count('/fusion/objects') >= 10, 5, 'objects once /clock runs')
+    latencies = sorted(o.latency_ms for o in probe.get('/fusion/objects'))
+    assert -5.0 <= latencies[0] and latencies[-1] <= 100.0, latencies
+    assert node.alive()

@@ -285,6 +285,22 @@ fn check_sim_time(node: &r2r::Node) -> Result<()> {
     Ok(())
 }
 
+/// Whether the node clock runs: always with the wall clock; under `use_sim_time` once the
+/// first /clock message has set it (it reads 0 until then). `started` latches the answer so
+/// that the clock is locked only until then.
+pub fn clock_has_started(clock: &Arc<Mutex<r2r::Clock>>, started: &std::sync::atomic::AtomicBool) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    if started.load(Relaxed) {
+        return true;
+    }
+    let t = now(clock);
+    let running = t.sec != 0 || t.nanosec != 0;
+    if running {
+        started.store(true, Relaxed);
+    }
+    running
+}
+
 /// The node's ROS clock (sim time when `use_sim_time` is true) as a message stamp.
 pub fn now(clock: &Arc<Mutex<r2r::Clock>>) -> Time {
     let d = clock.lock().expect("clock lock").get_now().unwrap_or_default();

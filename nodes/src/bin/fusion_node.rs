@@ -268,7 +268,7 @@ async fn run() -> Result<()> {
     let mut node = ros::create_node("fusion_node")?;
     let node_name = node.name()?;
     let params = Params::of(&node);
-    params.bool("use_sim_time", false)?;
+    let use_sim_time = params.bool("use_sim_time", false)?;
     let calibration_path = params.string("calibration", "")?;
     let calib = Calibration::load(&calibration_path).context("parameter 'calibration'")?;
     let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
@@ -348,11 +348,23 @@ async fn run() -> Result<()> {
     });
     tracing::info!("scheduler: {mode}");
     let stats = executor.stats();
+    // Under use_sim_time the node clock reads 0 until the first /clock message: a set's
+    // latency (clock − stamp) would be −1.7e12 ms and its deadlines meaningless. Messages
+    // that arrive before it are dropped, counted as dropped.no_clock_yet.<sensor>.
+    let clock_started = Arc::new(std::sync::atomic::AtomicBool::new(!use_sim_time));
     let mut drains = vec![];
     macro_rules! feed {
         ($stream:expr, $variant:ident) => {{
-            let executor = executor.clone();
-            drains.push(ros::drain($stream, move |m| executor.post(Msg::$variant(m))));
+            let (executor, clock, clock_started, stats) =
+                (executor.clone(), clock.clone(), clock_started.clone(), stats.clone());
+            drains.push(ros::drain($stream, move |m| {
+                let msg = Msg::$variant(m);
+                if !ros::clock_has_started(&clock, &clock_started) {
+                    stats.lock().expect("stats").add(format!("dropped.no_clock_yet.{}", msg.sensor()), 1);
+                    return;
+                }
+                executor.post(msg)
+            }));
         }};
     }
     feed!(cam, Camera);
