@@ -64,6 +64,33 @@ def test_every_launch_file_parses(path):
     assert res.stdout.count('--ros-args') >= 1
 
 
+@pytest.mark.fast
+@pytest.mark.parametrize('args, detector, llm', [([], 'flex', 'flex'), (['backend:=wgpu'], 'wgpu', 'wgpu'),
+                                                 (['detector_backend:=wgpu'], 'wgpu', 'flex'),
+                                                 (['backend:=wgpu', 'llm_backend:=flex'], 'wgpu', 'flex')])
+def test_each_model_gets_its_own_backend(args, detector, llm, tmp_path):
+    """`backend` places both models; `detector_backend` / `llm_backend` place one each (the
+    parameter files the launcher hands fusion_node and the summarizer)."""
+    import yaml
+
+    res = subprocess.run([launcher(), '--print', 'sensor_fusion', 'fusion.launch.xml', *args], capture_output=True,
+                         text=True, env=launch_env(ROS_LOG_DIR=str(tmp_path)), timeout=30)
+    assert res.returncode == 0, res.stderr
+    backend = {}
+    for line in res.stdout.splitlines():
+        label, cmd = line.split(': ', 1)
+        name = label.rsplit('-', 1)[0]
+        for path in re.findall(r'--params-file (\S+)', cmd):
+            # A later params file overrides an earlier one, as in ROS.
+            for params in yaml.safe_load(Path(path).read_text()).values():
+                if 'backend' in params.get('ros__parameters', {}):
+                    backend[name] = params['ros__parameters']['backend']
+    assert (backend['fusion_node'], backend['summarizer']) == (detector, llm), backend
+    bad = subprocess.run([launcher(), '--print', 'sensor_fusion', 'fusion.launch.xml', 'llm_backend:=tpu'],
+                         capture_output=True, text=True, env=launch_env(ROS_LOG_DIR=str(tmp_path)), timeout=30)
+    assert bad.returncode == 1 and 'tpu' in bad.stderr, bad.stderr
+
+
 def started_pids(proc) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r'\] (\S+)-\d+: process started with pid \[(\d+)\]', proc.output())}
 
