@@ -1583,13 +1583,29 @@ fn clock_follows_data(newest_data: Option<StampNs>, now: StampNs) -> bool {
 }
 
 /// Parameter changes waiting for the thread that owns the pipeline: the latest value per
-/// name, so it holds at most one entry per parameter.
+/// name, so it holds at most one entry per parameter. `apply` runs on every wake of the
+/// fusion thread; the flag lets it skip the lock when nothing is waiting (nearly always).
 #[derive(Clone, Default)]
-struct LiveParams(Arc<Mutex<BTreeMap<String, f64>>>);
+struct LiveParams(Arc<PendingParams>);
+
+#[derive(Default)]
+struct PendingParams {
+    any: AtomicBool,
+    values: Mutex<BTreeMap<String, f64>>,
+}
 
 impl LiveParams {
+    fn set(&self, name: &str, value: f64) {
+        self.0.values.lock().expect("live params").insert(name.to_string(), value);
+        // After the insert: an `apply` that sees the flag finds the value.
+        self.0.any.store(true, Ordering::Release);
+    }
+
     fn apply(&self, pipeline: &mut Pipeline, stats: &Mutex<SchedStats>) {
-        let pending = std::mem::take(&mut *self.0.lock().expect("live params"));
+        if !self.0.any.swap(false, Ordering::Acquire) {
+            return;
+        }
+        let pending = std::mem::take(&mut *self.0.values.lock().expect("live params"));
         for (name, value) in pending {
             let outcome = pipeline.set_live_param(&name, value);
             let key = match &outcome {
@@ -1846,7 +1862,7 @@ impl<M: Message> Executor<M> {
             return Err(format!("{name} is read at start-up only"));
         }
         PipelineParams::default().set(name, value)?;
-        self.live.0.lock().expect("live params").insert(name.to_string(), value);
+        self.live.set(name, value);
         Ok(())
     }
 

@@ -425,10 +425,17 @@ fn both_executors_count_the_partial_sets_they_publish() {
             Executor::spawn_edf(pipeline, preprocess, sink, clock.clone(), SchedConfig::default())
         }
         .unwrap();
-        for _ in 0..15 {
+        for k in 0..15 {
             let t = clock();
             exec.post(Msg(Input::Camera { stamp: t, image: image.clone() }));
             exec.post(Msg(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 0 }));
+            if k == 5 {
+                // A live change reaches the thread that owns the pipeline; a start-up one and
+                // an out-of-range one are refused at the call.
+                exec.set_param("anomaly.ttc_threshold_s", 2.5).unwrap();
+                assert!(exec.set_param("sync.wait_ms", 10.0).is_err());
+                assert!(exec.set_param("anomaly.ttc_threshold_s", -1.0).is_err());
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         let s = exec.shutdown();
@@ -441,6 +448,7 @@ fn both_executors_count_the_partial_sets_they_publish() {
         // comes 100 ms later: no set reaches the hard deadline.
         let late: Vec<_> = rec.published.iter().filter(|(_, l)| *l > 100 * MS).collect();
         assert!(late.is_empty() && s.count("deadline.hard_misses") == 0, "{name}: {late:?} {:?}", s.counters);
+        assert_eq!((s.count("params.applied"), s.count("params.refused")), (1, 0), "{name}: {:?}", s.counters);
     }
 }
 
