@@ -181,6 +181,7 @@ impl ParamGate {
     }
 
     /// The node's parameter services behind this gate, and the stream of accepted changes.
+    /// Fails when `use_sim_time` is true and r2r cannot follow /clock (`check_sim_time`).
     pub fn serve(
         self,
         node: &mut r2r::Node,
@@ -274,8 +275,7 @@ fn check_sim_time(node: &r2r::Node) -> Result<()> {
     if !matches!(use_sim_time, Some(ParameterValue::Bool(true))) {
         return Ok(());
     }
-    let t = now(&node.get_ros_clock());
-    if t.sec != 0 || t.nanosec != 0 {
+    if !reads_zero(&node.get_ros_clock()) {
         anyhow::bail!(
             "use_sim_time is true but this binary's r2r was compiled without sim-time support (its \
              clock reads the wall time, not /clock). r2r's build script reused cached bindings without \
@@ -285,20 +285,36 @@ fn check_sim_time(node: &r2r::Node) -> Result<()> {
     Ok(())
 }
 
-/// Whether the node clock runs: always with the wall clock; under `use_sim_time` once the
-/// first /clock message has set it (it reads 0 until then). `started` latches the answer so
-/// that the clock is locked only until then.
-pub fn clock_has_started(clock: &Arc<Mutex<r2r::Clock>>, started: &std::sync::atomic::AtomicBool) -> bool {
-    use std::sync::atomic::Ordering::Relaxed;
-    if started.load(Relaxed) {
-        return true;
-    }
+/// A ROS clock under `use_sim_time` reads 0 until the first /clock message sets it.
+fn reads_zero(clock: &Arc<Mutex<r2r::Clock>>) -> bool {
     let t = now(clock);
-    let running = t.sec != 0 || t.nanosec != 0;
-    if running {
-        started.store(true, Relaxed);
+    t.sec == 0 && t.nanosec == 0
+}
+
+/// Whether the node clock runs: always with the wall clock, under `use_sim_time` once the
+/// first /clock message has set it. The answer latches, so that the clock is locked (once per
+/// message) only until then.
+pub struct ClockStart {
+    clock: Arc<Mutex<r2r::Clock>>,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl ClockStart {
+    pub fn new(clock: Arc<Mutex<r2r::Clock>>, use_sim_time: bool) -> Self {
+        Self { clock, started: std::sync::atomic::AtomicBool::new(!use_sim_time) }
     }
-    running
+
+    pub fn has_started(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.started.load(Relaxed) {
+            return true;
+        }
+        let running = !reads_zero(&self.clock);
+        if running {
+            self.started.store(true, Relaxed);
+        }
+        running
+    }
 }
 
 /// The node's ROS clock (sim time when `use_sim_time` is true) as a message stamp.

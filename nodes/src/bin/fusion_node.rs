@@ -351,15 +351,14 @@ async fn run() -> Result<()> {
     // Under use_sim_time the node clock reads 0 until the first /clock message: a set's
     // latency (clock − stamp) would be −1.7e12 ms and its deadlines meaningless. Messages
     // that arrive before it are dropped, counted as dropped.no_clock_yet.<sensor>.
-    let clock_started = Arc::new(std::sync::atomic::AtomicBool::new(!use_sim_time));
+    let clock_start = Arc::new(ros::ClockStart::new(clock.clone(), use_sim_time));
     let mut drains = vec![];
     macro_rules! feed {
         ($stream:expr, $variant:ident) => {{
-            let (executor, clock, clock_started, stats) =
-                (executor.clone(), clock.clone(), clock_started.clone(), stats.clone());
+            let (executor, clock_start, stats) = (executor.clone(), clock_start.clone(), stats.clone());
             drains.push(ros::drain($stream, move |m| {
                 let msg = Msg::$variant(m);
-                if !ros::clock_has_started(&clock, &clock_started) {
+                if !clock_start.has_started() {
                     stats.lock().expect("stats").add(format!("dropped.no_clock_yet.{}", msg.sensor()), 1);
                     return;
                 }
