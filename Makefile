@@ -12,7 +12,8 @@ all: build
 
 setup:
 	@bash scripts/setup.sh
-	@bash scripts/fetch-llm.sh
+	@bash scripts/fetch-weights.sh models/weights/smollm2.json
+	@bash scripts/fetch-weights.sh models/weights/efficientnet_lite0.json
 
 build: setup
 	$(ROS) cargo build $(CARGO_FLAGS) --workspace --bins

@@ -20,7 +20,7 @@ install -m 644 "$ROOT"/launch/*.launch.xml "$PREFIX/share/sensor_fusion/launch/"
 install -m 644 "$ROOT"/launch/*.yaml "$ROOT/launch/fastdds.xml" "$PREFIX/share/sensor_fusion/config/"
 # The detector's weights and their manifest (the nodes verify the sha256 before loading).
 install -m 644 "$ROOT/models/weights/detector.json" "$ROOT/models/weights/detector.bpk" "$PREFIX/share/sensor_fusion/models/"
-# The summarizer's language model (fetched by scripts/fetch-llm.sh, sha256-checked again at
+# The summarizer's language model (fetched by scripts/fetch-weights.sh, sha256-checked again at
 # load by the summarizer).
 install -m 644 "$ROOT/.cache/llm/SmolLM2-135M-Instruct.Q4_1.gguf" "$PREFIX/share/sensor_fusion/models/"
 install -m 644 "$ROOT/nodes/package.xml" "$PREFIX/share/sensor_fusion/package.xml"

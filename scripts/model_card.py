@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Model cards generated from the models' manifests, so a card never disagrees with the
-weights it describes: models/weights/detector.json -> detector.md, smollm2.json -> smollm2.md.
+weights it describes: models/weights/detector*.json -> detector*.md, smollm2.json -> smollm2.md.
 
     python scripts/model_card.py           # (re)write the cards
     python scripts/model_card.py --check   # exit 1 when a card is out of date
@@ -18,13 +18,18 @@ def fmt(v, digits=3):
     return f'{v:.{digits}f}' if isinstance(v, float) else ('–' if v is None else str(v))
 
 
-def detector_card(m: dict) -> str:
+def detector_card(m: dict, src: str) -> str:
     t, data = m['training'], m['training'].get('data', {})
     c = m['config']
-    out = [GENERATED.format(src='detector.json'), '# Model card: camera detector (CenterNet-style, `models/src/detector.rs`)\n']
+    out = [GENERATED.format(src=src), '# Model card: camera detector (CenterNet-style, `models/src/detector.rs`)\n']
     out.append('## Model\n')
-    out.append(f"Anchor-free CenterNet-style detector for `person`, `vehicle`, `obstacle`: strided 3x3 conv/BN/ReLU "
-               f"backbone with widths {c['widths']} (1/2 ... 1/16), a top-down neck to stride 4, heads of width "
+    if c.get('backbone', 'small') == 'small':
+        backbone = f"strided 3x3 conv/BN/ReLU backbone with widths {c['widths']} (1/2 ... 1/16)"
+    else:
+        backbone = (f"frozen ImageNet EfficientNet-Lite0 backbone (stem and MBConv blocks 0-10, 1/2 ... 1/16; "
+                    f"`models/weights/efficientnet_lite0.json`), 1x1 adapters to neck widths {c['widths'][1:]}")
+    out.append(f"Anchor-free CenterNet-style detector for `person`, `vehicle`, `obstacle`: {backbone}, a top-down "
+               f"neck to stride 4, heads of width "
                f"{c['head_width']} for class centre heat maps, sub-cell offset and ln(box size). Trained at "
                f"{m['train_input'][0]}x{m['train_input'][1]}. Weights `{m['weights']}`, {m['bytes']} bytes, "
                f"sha256 `{m['sha256']}` (verified on every load).\n")
@@ -115,8 +120,9 @@ def main() -> int:
     ap.add_argument('--weights', type=pathlib.Path, default=WEIGHTS)
     a = ap.parse_args()
     stale = []
-    for src, dst, make in (('detector.json', 'detector.md', detector_card), ('smollm2.json', 'smollm2.md', llm_card)):
-        text = make(json.loads((a.weights / src).read_text()))
+    cards = [(d.name, d.with_suffix('.md').name, detector_card) for d in sorted(a.weights.glob('detector*.json'))]
+    for src, dst, make in cards + [('smollm2.json', 'smollm2.md', lambda m, _: llm_card(m))]:
+        text = make(json.loads((a.weights / src).read_text()), src)
         path = a.weights / dst
         if a.check:
             if not path.exists() or path.read_text() != text:

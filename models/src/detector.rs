@@ -4,6 +4,7 @@
 //! Output at stride 4: a per-class centre heat map (person, vehicle, obstacle), a sub-cell
 //! offset of the centre and the box size as ln(pixels / stride). Decoding is a 3×3 local
 //! maximum over the heat map (the "NMS" of CenterNet) — no anchors, no box NMS.
+use crate::efficientnet::{self, EfficientNetLite0};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
@@ -18,8 +19,21 @@ pub const STRIDE: usize = 4;
 /// Input sides must be multiples of this (the deepest level is 1/16).
 pub const SIZE_MULTIPLE: usize = 16;
 
+/// The feature extractor under the neck and head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backbone {
+    /// Four strided conv levels trained from scratch on our frames (`widths`).
+    Small,
+    /// EfficientNet-Lite0 blocks 0–10 with ImageNet weights, kept frozen in training
+    /// (see [`crate::efficientnet`]); `widths[1..]` are the neck's level widths.
+    EfficientnetLite0,
+}
+
 #[derive(Config, Debug)]
 pub struct DetectorConfig {
+    #[config(default = "Backbone::Small")]
+    pub backbone: Backbone,
     /// Channels of the four backbone levels (1/2, 1/4, 1/8, 1/16).
     #[config(default = "[16, 32, 64, 96]")]
     pub widths: [usize; 4],
@@ -59,13 +73,20 @@ impl ConvBnRelu {
 
 #[derive(Module, Debug)]
 pub struct Detector {
-    stem: ConvBnRelu,
-    down4: ConvBnRelu,
-    level4: ConvBnRelu,
-    down8: ConvBnRelu,
-    level8: ConvBnRelu,
-    down16: ConvBnRelu,
-    level16: ConvBnRelu,
+    /// The small backbone (absent with a pretrained one). Separate fields, not a struct, so
+    /// weights saved before there was a choice load unchanged.
+    stem: Option<ConvBnRelu>,
+    down4: Option<ConvBnRelu>,
+    level4: Option<ConvBnRelu>,
+    down8: Option<ConvBnRelu>,
+    level8: Option<ConvBnRelu>,
+    down16: Option<ConvBnRelu>,
+    level16: Option<ConvBnRelu>,
+    /// A pretrained backbone and the 1×1 adapters of its levels to the neck's widths.
+    pretrained: Option<EfficientNetLite0>,
+    adapt4: Option<Conv2d>,
+    adapt8: Option<Conv2d>,
+    adapt16: Option<Conv2d>,
     /// Top-down neck: 1×1 lateral projections, then a 3×3 merge per level.
     lateral16: Conv2d,
     merge8: ConvBnRelu,
@@ -96,14 +117,21 @@ impl DetectorConfig {
         // Focal-loss prior: start every location at p = 0.1 so early training is not
         // swamped by the background (CenterNet's -2.19 bias).
         heatmap.bias = heatmap.bias.map(|b| b.map(|t| t.ones_like().mul_scalar(-2.19)));
+        let small = self.backbone == Backbone::Small;
+        let pretrained = !small;
+        let [e4, e8, e16] = efficientnet::LEVEL_CHANNELS;
         Detector {
-            stem: ConvBnRelu::new(device, [3, c1], 3, 2),
-            down4: ConvBnRelu::new(device, [c1, c2], 3, 2),
-            level4: ConvBnRelu::new(device, [c2, c2], 3, 1),
-            down8: ConvBnRelu::new(device, [c2, c4], 3, 2),
-            level8: ConvBnRelu::new(device, [c4, c4], 3, 1),
-            down16: ConvBnRelu::new(device, [c4, c8], 3, 2),
-            level16: ConvBnRelu::new(device, [c8, c8], 3, 1),
+            stem: small.then(|| ConvBnRelu::new(device, [3, c1], 3, 2)),
+            down4: small.then(|| ConvBnRelu::new(device, [c1, c2], 3, 2)),
+            level4: small.then(|| ConvBnRelu::new(device, [c2, c2], 3, 1)),
+            down8: small.then(|| ConvBnRelu::new(device, [c2, c4], 3, 2)),
+            level8: small.then(|| ConvBnRelu::new(device, [c4, c4], 3, 1)),
+            down16: small.then(|| ConvBnRelu::new(device, [c4, c8], 3, 2)),
+            level16: small.then(|| ConvBnRelu::new(device, [c8, c8], 3, 1)),
+            pretrained: pretrained.then(|| EfficientNetLite0::new(device)),
+            adapt4: pretrained.then(|| conv1(e4, c2)),
+            adapt8: pretrained.then(|| conv1(e8, c4)),
+            adapt16: pretrained.then(|| conv1(e16, c8)),
             lateral16: conv1(c8, c4),
             merge8: ConvBnRelu::new(device, [c4, c4], 3, 1),
             lateral8: conv1(c4, c2),
@@ -124,10 +152,43 @@ fn upsample2(x: Tensor<4>) -> Tensor<4> {
 impl Detector {
     /// `input`: [batch, 3, h, w], normalized (see [`normalize`]); h and w multiples of 16.
     pub fn forward(&self, input: Tensor<4>) -> DetectorOutput {
-        let x2 = self.stem.forward(input);
-        let x4 = self.level4.forward(self.down4.forward(x2));
-        let x8 = self.level8.forward(self.down8.forward(x4.clone()));
-        let x16 = self.level16.forward(self.down16.forward(x8.clone()));
+        let levels = match &self.pretrained {
+            Some(net) => net.forward(efficientnet::renormalize(input, MEAN, STD)),
+            None => self.small_levels(input),
+        };
+        self.forward_levels(levels)
+    }
+
+    /// The pretrained backbone, if any (training keeps it frozen and runs it outside autodiff).
+    pub fn pretrained(&self) -> Option<&EfficientNetLite0> {
+        self.pretrained.as_ref()
+    }
+
+    /// Puts ImageNet weights into the pretrained backbone (before training).
+    pub fn with_pretrained(mut self, net: EfficientNetLite0) -> Self {
+        if self.pretrained.is_some() {
+            self.pretrained = Some(net);
+        }
+        self
+    }
+
+    fn small_levels(&self, input: Tensor<4>) -> [Tensor<4>; 3] {
+        let layer = |l: &Option<ConvBnRelu>, x: Tensor<4>| l.as_ref().expect("small backbone").forward(x);
+        let x2 = layer(&self.stem, input);
+        let x4 = layer(&self.level4, layer(&self.down4, x2));
+        let x8 = layer(&self.level8, layer(&self.down8, x4.clone()));
+        let x16 = layer(&self.level16, layer(&self.down16, x8.clone()));
+        [x4, x8, x16]
+    }
+
+    /// Neck and head over backbone levels at strides 4, 8, 16 (a pretrained backbone's
+    /// levels pass its 1×1 adapters first).
+    pub fn forward_levels(&self, [x4, x8, x16]: [Tensor<4>; 3]) -> DetectorOutput {
+        let adapt = |a: &Option<Conv2d>, x: Tensor<4>| match a {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        let (x4, x8, x16) = (adapt(&self.adapt4, x4), adapt(&self.adapt8, x8), adapt(&self.adapt16, x16));
         let p8 = self.merge8.forward(upsample2(self.lateral16.forward(x16)) + x8);
         let p4 = self.merge4.forward(upsample2(self.lateral8.forward(p8)) + x4);
         let features = self.head.forward(p4);

@@ -7,6 +7,7 @@
 pub mod coco;
 pub mod data;
 pub mod detector;
+pub mod efficientnet;
 pub mod eval;
 pub mod llm;
 pub mod runtime;

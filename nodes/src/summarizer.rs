@@ -7,7 +7,7 @@ use models::Backend;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// The model the package ships (scripts/fetch-llm.sh) and its sha256.
+/// The model the package ships (scripts/fetch-weights.sh) and its sha256.
 pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const DEFAULT_MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 

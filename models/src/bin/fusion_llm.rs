@@ -4,7 +4,7 @@
 //!   fusion_llm generate --prompts-json prompts.json --raw --max-tokens 32
 //!   fusion_llm tokenize --texts-json texts.json
 //!
-//! `--model` defaults to the file `scripts/fetch-llm.sh` puts in `.cache/llm/`.
+//! `--model` defaults to the file `scripts/fetch-weights.sh` puts in `.cache/llm/`.
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use models::llm::{ChatMessage, GenerateOptions, Llm, LlmOptions, Sampling};

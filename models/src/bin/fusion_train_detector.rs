@@ -44,6 +44,14 @@ struct Cli {
     /// --widths/--head-width) instead of a seeded initialisation.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Backbone of a new network: small (trained from scratch) or efficientnet_lite0
+    /// (ImageNet weights from --pretrained, frozen).
+    #[arg(long, default_value = "small")]
+    backbone: String,
+    /// The ImageNet weights of a pretrained backbone (default: where `scripts/fetch-weights.sh
+    /// models/weights/efficientnet_lite0.json` puts them).
+    #[arg(long)]
+    pretrained: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -55,10 +63,16 @@ fn main() -> Result<()> {
     let widths: Vec<usize> = cli.widths.split(',').map(|w| w.trim().parse()).collect::<Result<_, _>>()?;
     let widths: [usize; 4] = widths.try_into().map_err(|_| anyhow::anyhow!("--widths needs 4 values"))?;
     let init = cli.init.as_deref().map(Manifest::read).transpose()?;
-    let config = match &init {
-        Some(manifest) => manifest.config.clone(),
-        None => DetectorConfig::new().with_widths(widths).with_head_width(cli.head_width),
-    };
+    let config =
+        match &init {
+            Some(manifest) => manifest.config.clone(),
+            None => DetectorConfig::new()
+                .with_backbone(serde_json::from_value(serde_json::Value::String(cli.backbone.clone())).map_err(
+                    |_| anyhow::anyhow!("--backbone {}: expected small or efficientnet_lite0", cli.backbone),
+                )?)
+                .with_widths(widths)
+                .with_head_width(cli.head_width),
+        };
     // A fine-tuned network's provenance: the weights it started from and how they were made.
     let initialised_from = init.as_ref().map(|m| serde_json::json!({"sha256": m.sha256, "training": m.training}));
     let options = TrainOptions {
@@ -72,6 +86,7 @@ fn main() -> Result<()> {
         eval_frames: cli.eval_frames,
         eval_every: cli.eval_every,
         init: cli.init.clone(),
+        pretrained: cli.pretrained.clone(),
     };
     std::fs::create_dir_all(&cli.out).with_context(|| format!("cannot create {}", cli.out.display()))?;
     let log_path = cli.out.join("train_log.jsonl");

