@@ -59,7 +59,8 @@ pub const SENSOR_RADAR: u8 = Sensor::Radar.bit();
 #[derive(Debug, Clone)]
 pub struct Track {
     pub id: u32,
-    /// x, y, vx, vy in base_link (velocity relative to the ground, in base axes).
+    /// x, y, vx, vy in base_link; the velocity is relative to the ego (the pipeline gives the
+    /// tracker the IMU's yaw but no translation: there is no odometry), in base axes.
     pub state: Vector4<f64>,
     pub covariance: Matrix4<f64>,
     pub size: [f64; 3],
