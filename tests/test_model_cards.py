@@ -31,7 +31,7 @@ def test_detector_manifest_has_in_distribution_cross_renderer_and_colour_swap_fi
     assert m['sha256'] in card and 'cross_renderer' in card
 
 
-def test_llm_manifest_is_the_file_fetch_llm_installs():
+def test_llm_manifest_is_the_file_fetch_weights_installs():
     m = json.loads((WEIGHTS / 'smollm2.json').read_text())
     gguf = ROOT / '.cache' / 'llm' / m['file']
     assert gguf.stat().st_size == m['bytes']

@@ -20,8 +20,9 @@ pub const STRIDE: usize = 4;
 pub const SIZE_MULTIPLE: usize = 16;
 
 /// The feature extractor under the neck and head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Backbone {
     /// Four strided conv levels trained from scratch on our frames (`widths`).
     Small,
@@ -118,7 +119,7 @@ impl DetectorConfig {
         // swamped by the background (CenterNet's -2.19 bias).
         heatmap.bias = heatmap.bias.map(|b| b.map(|t| t.ones_like().mul_scalar(-2.19)));
         let small = self.backbone == Backbone::Small;
-        let pretrained = !small;
+        let pretrained = self.backbone == Backbone::EfficientnetLite0;
         let [e4, e8, e16] = efficientnet::LEVEL_CHANNELS;
         Detector {
             stem: small.then(|| ConvBnRelu::new(device, [3, c1], 3, 2)),
@@ -153,7 +154,7 @@ impl Detector {
     /// `input`: [batch, 3, h, w], normalized (see [`normalize`]); h and w multiples of 16.
     pub fn forward(&self, input: Tensor<4>) -> DetectorOutput {
         let levels = match &self.pretrained {
-            Some(net) => net.forward(efficientnet::renormalize(input, MEAN, STD)),
+            Some(net) => net.levels(input, MEAN, STD),
             None => self.small_levels(input),
         };
         self.forward_levels(levels)
@@ -164,12 +165,11 @@ impl Detector {
         self.pretrained.as_ref()
     }
 
-    /// Puts ImageNet weights into the pretrained backbone (before training).
-    pub fn with_pretrained(mut self, net: EfficientNetLite0) -> Self {
-        if self.pretrained.is_some() {
-            self.pretrained = Some(net);
-        }
-        self
+    /// Puts ImageNet weights into the pretrained backbone (before training); `None` for a
+    /// network without one.
+    pub fn with_pretrained(mut self, net: EfficientNetLite0) -> Option<Self> {
+        self.pretrained.as_mut().map(|slot| *slot = net)?;
+        Some(self)
     }
 
     fn small_levels(&self, input: Tensor<4>) -> [Tensor<4>; 3] {

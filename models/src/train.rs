@@ -155,7 +155,14 @@ pub fn train(config: &DetectorConfig, o: &TrainOptions, log: &mut dyn Write) -> 
             let model = config.init(&device);
             if model.pretrained().is_some() {
                 let path = o.pretrained.clone().unwrap_or_else(crate::efficientnet::default_pytorch_path);
-                model.with_pretrained(crate::efficientnet::load_pytorch(&path, &device)?)
+                if !path.exists() {
+                    anyhow::bail!(
+                        "{} is missing: run scripts/fetch-weights.sh models/weights/efficientnet_lite0.json",
+                        path.display()
+                    );
+                }
+                let net = crate::efficientnet::load_pytorch(&path, &device)?;
+                model.with_pretrained(net).expect("a network with a pretrained backbone")
             } else {
                 model
             }
@@ -185,8 +192,8 @@ pub fn train(config: &DetectorConfig, o: &TrainOptions, log: &mut dyn Write) -> 
         let out = match &frozen {
             Some(net) => {
                 let x = Tensor::<4>::from_data(TensorData::new(planar, shape), &Device::flex());
-                let x = crate::efficientnet::renormalize(x, crate::detector::MEAN, crate::detector::STD);
-                model.forward_levels(net.forward(x).map(|level| Tensor::from_data(level.into_data(), &device)))
+                let levels = net.levels(x, crate::detector::MEAN, crate::detector::STD);
+                model.forward_levels(levels.map(|level| Tensor::from_data(level.into_data(), &device)))
             }
             None => model.forward(Tensor::<4>::from_data(TensorData::new(planar, shape), &device)),
         };

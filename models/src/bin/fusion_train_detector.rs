@@ -5,7 +5,7 @@
 //!     fusion_train_detector --out models/weights [--seed 7] [--steps 2400] [--batch 16]
 use anyhow::{Context, Result};
 use clap::Parser;
-use models::detector::DetectorConfig;
+use models::detector::{Backbone, DetectorConfig};
 use models::runtime::{parse_size, weights_bytes, Manifest};
 use models::train::{train, TrainOptions};
 use std::path::PathBuf;
@@ -44,10 +44,10 @@ struct Cli {
     /// --widths/--head-width) instead of a seeded initialisation.
     #[arg(long)]
     init: Option<PathBuf>,
-    /// Backbone of a new network: small (trained from scratch) or efficientnet_lite0
-    /// (ImageNet weights from --pretrained, frozen).
-    #[arg(long, default_value = "small")]
-    backbone: String,
+    /// Backbone of a new network (default small, trained from scratch; efficientnet_lite0:
+    /// ImageNet weights from --pretrained, kept frozen).
+    #[arg(long, value_enum)]
+    backbone: Option<Backbone>,
     /// The ImageNet weights of a pretrained backbone (default: where `scripts/fetch-weights.sh
     /// models/weights/efficientnet_lite0.json` puts them).
     #[arg(long)]
@@ -63,16 +63,17 @@ fn main() -> Result<()> {
     let widths: Vec<usize> = cli.widths.split(',').map(|w| w.trim().parse()).collect::<Result<_, _>>()?;
     let widths: [usize; 4] = widths.try_into().map_err(|_| anyhow::anyhow!("--widths needs 4 values"))?;
     let init = cli.init.as_deref().map(Manifest::read).transpose()?;
-    let config =
-        match &init {
-            Some(manifest) => manifest.config.clone(),
-            None => DetectorConfig::new()
-                .with_backbone(serde_json::from_value(serde_json::Value::String(cli.backbone.clone())).map_err(
-                    |_| anyhow::anyhow!("--backbone {}: expected small or efficientnet_lite0", cli.backbone),
-                )?)
-                .with_widths(widths)
-                .with_head_width(cli.head_width),
-        };
+    if init.is_some() && (cli.backbone.is_some() || cli.pretrained.is_some()) {
+        anyhow::bail!("--init fine-tunes the network its manifest names: --backbone and --pretrained do not apply");
+    }
+    let backbone = cli.backbone.unwrap_or(Backbone::Small);
+    if backbone == Backbone::Small && cli.pretrained.is_some() {
+        anyhow::bail!("--pretrained needs a pretrained backbone (--backbone efficientnet_lite0)");
+    }
+    let config = match &init {
+        Some(manifest) => manifest.config.clone(),
+        None => DetectorConfig::new().with_backbone(backbone).with_widths(widths).with_head_width(cli.head_width),
+    };
     // A fine-tuned network's provenance: the weights it started from and how they were made.
     let initialised_from = init.as_ref().map(|m| serde_json::json!({"sha256": m.sha256, "training": m.training}));
     let options = TrainOptions {
