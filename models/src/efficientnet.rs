@@ -93,10 +93,6 @@ impl MbConv {
         }
     }
 
-    fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        self.forward_observed(input, &mut |_, _| {})
-    }
-
     /// The block, handing each batch norm's input and the norm to `observe` on the way.
     fn forward_observed(&self, input: Tensor<4>, observe: &mut impl FnMut(&Tensor<4>, &BatchNorm)) -> Tensor<4> {
         let mut norm = |x: Tensor<4>, bn: &BatchNorm| {
@@ -145,17 +141,11 @@ impl EfficientNetLite0 {
     /// show up here as low or negative correlations.
     pub fn batch_norm_agreement(&self, input: Tensor<4>) -> Vec<f32> {
         let mut out = Vec::new();
-        let mut observe = |pre: &Tensor<4>, norm: &BatchNorm| {
+        self.forward_observed(input, &mut |pre: &Tensor<4>, norm: &BatchNorm| {
             let seen = pre.clone().mean_dim(0).mean_dim(2).mean_dim(3).into_data().try_to_vec::<f32>().expect("f32");
             let stored = norm.running_mean.value().into_data().try_to_vec::<f32>().expect("f32");
             out.push(pearson(&seen, &stored));
-        };
-        let pre = self.conv_stem.forward(input);
-        observe(&pre, &self.bn0);
-        let mut x = relu6(self.bn0.forward(pre));
-        for block in &self.blocks {
-            x = block.forward_observed(x, &mut observe);
-        }
+        });
         out
     }
 
@@ -166,10 +156,17 @@ impl EfficientNetLite0 {
 
     /// Features at strides 4, 8 and 16 ([`LEVEL_CHANNELS`] channels).
     pub fn forward(&self, input: Tensor<4>) -> [Tensor<4>; 3] {
-        let mut x = relu6(self.bn0.forward(self.conv_stem.forward(input)));
+        self.forward_observed(input, &mut |_, _| {})
+    }
+
+    /// The network, handing each batch norm's input and the norm to `observe` on the way.
+    fn forward_observed(&self, input: Tensor<4>, observe: &mut impl FnMut(&Tensor<4>, &BatchNorm)) -> [Tensor<4>; 3] {
+        let pre = self.conv_stem.forward(input);
+        observe(&pre, &self.bn0);
+        let mut x = relu6(self.bn0.forward(pre));
         let mut levels = Vec::with_capacity(3);
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x);
+            x = block.forward_observed(x, observe);
             if LEVEL_ENDS.contains(&i) {
                 levels.push(x.clone());
             }
