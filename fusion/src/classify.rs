@@ -5,6 +5,10 @@
 //! the object's: a box longer or taller than any member of a class rules that class out
 //! (a 4.8 m box is not a person). A box smaller than a class's smallest member only speaks
 //! weakly against it (it may be partly hidden), and only when enough returns outline it.
+//!
+//! Motion over the ground is the other thing geometry knows: an obstacle does not move, and
+//! a person does not move at a car's speed. A track's ground velocity (its velocity relative
+//! to the ego plus the ego's own, from odometry or the radar's Doppler) rules those out.
 use crate::{cluster::ObjectBox, detect::Label};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +38,10 @@ pub struct ClassPriors {
     /// vote for that class by `undersized_weight` (fewer returns: no judgement).
     pub min_points: usize,
     pub undersized_weight: f32,
+    /// A track moving over the ground at least this fast (m/s) is not an obstacle.
+    pub moving_speed: f64,
+    /// A track moving faster than this (m/s) is not a person.
+    pub person_max_speed: f64,
 }
 
 impl Default for ClassPriors {
@@ -45,6 +53,8 @@ impl Default for ClassPriors {
             margin: 0.15,
             min_points: 15,
             undersized_weight: 0.3,
+            moving_speed: 0.8,
+            person_max_speed: 4.0,
         }
     }
 }
@@ -95,6 +105,48 @@ impl ClassPriors {
     }
 }
 
+impl ClassPriors {
+    /// Whether moving at `speed` over the ground rules `label` out.
+    pub fn motion_rules_out(&self, label: Label, speed: f64) -> bool {
+        match label {
+            Label::Obstacle => speed >= self.moving_speed,
+            Label::Person => speed > self.person_max_speed,
+            Label::Vehicle | Label::Unknown => false,
+        }
+    }
+
+    /// A track's label from its accumulated votes (per [`Label::index`]), weighed against
+    /// its ground speed when known: votes for a class the motion rules out do not count.
+    /// When the motion rules out everything the sensors voted for (a walking person LiDAR
+    /// alone saw as a small box, a radar-only track at car speed), speed and size decide,
+    /// with low confidence. Returns the label and its share of the votes that count.
+    pub fn track_label(&self, votes: &[f32; 4], ground_speed: Option<f64>, size: [f64; 3]) -> (Label, f32) {
+        let mut counted = *votes;
+        if let Some(speed) = ground_speed {
+            for label in [Label::Person, Label::Vehicle, Label::Obstacle] {
+                if self.motion_rules_out(label, speed) {
+                    counted[label.index()] = 0.0;
+                }
+            }
+            if counted.iter().sum::<f32>() <= 0.0 && speed >= self.moving_speed {
+                let footprint = size[0].max(size[1]);
+                let person_sized = footprint <= self.person.max_footprint + self.margin;
+                let label = if speed > self.person_max_speed || !person_sized { Label::Vehicle } else { Label::Person };
+                return (label, MOTION_ONLY_CONFIDENCE);
+            }
+        }
+        let total: f32 = counted.iter().sum();
+        if total <= 0.0 {
+            return (Label::Unknown, 0.0);
+        }
+        let (i, best) = counted.iter().enumerate().fold((3, 0.0f32), |a, (i, v)| if *v > a.1 { (i, *v) } else { a });
+        (Label::ALL[i], best / total)
+    }
+}
+
+/// Confidence of a label that only the motion and the size gave.
+pub const MOTION_ONLY_CONFIDENCE: f32 = 0.3;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +173,34 @@ mod tests {
         // A 3.3 m truck is no person either; an unknown label is never ruled out.
         assert_eq!(p.fit(Label::Person, &seen(0.8, 0.9, 3.1, 200)), Fit::RuledOut);
         assert_eq!(p.fit(Label::Unknown, &car), Fit::Plausible);
+    }
+
+    #[test]
+    fn what_moves_is_no_obstacle_and_what_is_fast_no_person() {
+        let p = ClassPriors::default();
+        let idx = |l: Label| l.index();
+        let mut votes = [0.0f32; 4];
+        votes[idx(Label::Obstacle)] = 3.0;
+        votes[idx(Label::Person)] = 1.0;
+        let small = [0.6, 0.5, 1.7];
+        // Standing still, or no ego speed: the votes decide.
+        assert_eq!(p.track_label(&votes, Some(0.2), small).0, Label::Obstacle);
+        assert_eq!(p.track_label(&votes, None, small).0, Label::Obstacle);
+        // Walking: the obstacle votes no longer count.
+        assert_eq!(p.track_label(&votes, Some(1.3), small), (Label::Person, 1.0));
+        // LiDAR alone called a walking person an obstacle: speed and size decide.
+        let only_obstacle = {
+            let mut v = [0.0; 4];
+            v[idx(Label::Obstacle)] = 2.0;
+            v
+        };
+        assert_eq!(p.track_label(&only_obstacle, Some(1.3), small), (Label::Person, MOTION_ONLY_CONFIDENCE));
+        // At car speed neither a person nor an obstacle, whatever the size or the votes.
+        assert_eq!(p.track_label(&votes, Some(7.0), small).0, Label::Vehicle);
+        // A radar-only track with no class vote at all.
+        assert_eq!(p.track_label(&[0.0; 4], Some(6.0), [1.0, 1.0, 1.5]).0, Label::Vehicle);
+        assert_eq!(p.track_label(&[0.0; 4], Some(0.1), [1.0, 1.0, 1.5]).0, Label::Unknown);
+        // A slow, car-sized obstacle-voted box: a vehicle creeping.
+        assert_eq!(p.track_label(&only_obstacle, Some(1.5), [3.2, 1.8, 0.64]).0, Label::Vehicle);
     }
 }

@@ -11,6 +11,7 @@ pub mod classify;
 pub mod cloud;
 pub mod cluster;
 pub mod detect;
+pub mod egospeed;
 pub mod frontend;
 pub mod imu;
 pub mod ingest;

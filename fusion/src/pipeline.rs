@@ -12,6 +12,7 @@
 //! Everything is driven by message stamps, never by a wall clock, so the same input
 //! sequence gives the same output at any speed; callers measure latency around it.
 use crate::classify::{ClassPriors, Fit};
+use crate::egospeed::{EgoSpeedEstimator, EgoSpeedParams};
 use crate::monitor::{ModelMonitor, MonitorParams};
 use crate::{
     anomaly::{AnomalyDetector, AnomalyParams, CameraCheck, Event, Sensor, StreamState, TrackView},
@@ -70,8 +71,11 @@ pub struct PipelineParams {
     pub disagreement_min_box_px: f32,
     /// Confirmed tracks are published while missed in at most this many consecutive sets.
     pub publish_max_misses: u32,
-    /// What sizes each class can have: camera votes the geometry rules out are dropped.
+    /// What sizes (and ground speeds) each class can have: camera votes the geometry rules
+    /// out are dropped.
     pub class_priors: ClassPriors,
+    /// The ego's speed from the radar's Doppler of static returns (no odometry input).
+    pub ego_speed: EgoSpeedParams,
     /// Model monitoring: when the detector's input or its agreement with LiDAR departs
     /// from training (`model_degraded`).
     pub monitor: MonitorParams,
@@ -103,6 +107,7 @@ impl Default for PipelineParams {
             disagreement_min_box_px: 25.0,
             publish_max_misses: 2,
             class_priors: ClassPriors::default(),
+            ego_speed: EgoSpeedParams::default(),
             monitor: MonitorParams::default(),
             camera_explained_overlap: 0.5,
             anomaly: AnomalyParams::default(),
@@ -169,6 +174,9 @@ pub struct FusedObject {
     pub size: [f64; 3],
     /// Relative to the ego (base_link axes), m/s.
     pub velocity: [f64; 2],
+    /// Over the ground (base_link axes), m/s: `velocity` plus the ego's own; None while the
+    /// ego's speed is unknown.
+    pub ground_velocity: Option<[f64; 2]>,
     pub sensors: u8,
     pub age: u32,
     /// Seconds; None when not closing in (+inf on the wire).
@@ -194,6 +202,8 @@ pub struct SetOutput {
     pub newest_stamp: StampNs,
     pub partial: bool,
     pub missing: Vec<&'static str>,
+    /// The ego's forward speed over the ground (m/s) the set was fused with, when known.
+    pub ego_speed: Option<f64>,
     pub objects: Vec<FusedObject>,
     #[serde(skip)]
     pub times: StageTimes,
@@ -239,6 +249,12 @@ impl SetJob {
     pub fn lidar(&self) -> Option<Arc<Vec<[f32; 5]>>> {
         match &self.set.members[LIDAR] {
             Some((_, Member::Lidar(p))) => Some(p.clone()),
+            _ => None,
+        }
+    }
+    pub fn radar_stamped(&self) -> Option<(StampNs, Arc<Vec<[f32; 5]>>)> {
+        match &self.set.members[RADAR] {
+            Some((s, Member::Radar(t))) => Some((*s, t.clone())),
             _ => None,
         }
     }
@@ -405,6 +421,11 @@ fn same_object(camera: &[f32; 4], projected: &[f32; 4], min_iou: f32) -> bool {
         || (cx >= projected[0] - mx && cx <= projected[2] + mx && cy >= projected[1] - my && cy <= projected[3] + my)
 }
 
+/// Where the radar sits in base_link: its Doppler is measured there.
+fn radar_position(calib: &Calibration) -> [f64; 3] {
+    calib.sensor("radar").translation
+}
+
 /// The class a LiDAR box's shape suggests (before any camera evidence): low confidence.
 pub fn geometric_label(b: &ObjectBox) -> Label {
     let footprint = b.size[0].max(b.size[1]);
@@ -465,6 +486,7 @@ pub struct Pipeline {
     camera_model: CameraModel,
     detector: Option<Box<dyn CameraDetector>>,
     tracker: Tracker,
+    ego_speed: EgoSpeedEstimator,
     pub anomaly: AnomalyDetector,
     /// The camera detector checking itself against its training ranges.
     pub monitor: ModelMonitor,
@@ -506,6 +528,7 @@ impl Pipeline {
             camera_model: CameraModel::new(calib),
             detector,
             tracker: Tracker::new(params.tracker.clone()),
+            ego_speed: EgoSpeedEstimator::new(params.ego_speed, radar_position(calib)),
             anomaly: AnomalyDetector::new(params.anomaly, calib.safety_zones.clone()),
             last_set: None,
             last_lidar: None,
@@ -539,6 +562,7 @@ impl Pipeline {
         self.sync = DeadlineSync::new(sync_config(&self.params));
         self.imu = ImuBuffer::new(IMU_BUFFER);
         self.tracker = Tracker::new(self.params.tracker.clone());
+        self.ego_speed = self.ego_speed.restarted();
         self.last_set = None;
         self.last_lidar = None;
         self.recent_camera = None;
@@ -789,6 +813,16 @@ impl Pipeline {
             _ => self.yaw_rate_at(t) * dt,
         };
         self.last_set = Some(t);
+        if let Some((radar_stamp, targets)) = job.radar_stamped() {
+            let yaw_rate = self.yaw_rate_at(radar_stamp);
+            self.ego_speed.update(radar_stamp, &targets, yaw_rate);
+        }
+        let ego_speed = self.ego_speed.at(t).map(|e| e.speed);
+        if ego_speed.is_none() {
+            // Labels then go without motion: too few static radar returns agreed (or no radar).
+            self.count("ego_speed.unknown");
+        }
+        let ego_velocity = ego_speed.map(|v| [v, 0.0]);
         times.imu_us = clock.elapsed().as_micros() as u64;
 
         let mut lap = Instant::now();
@@ -811,7 +845,7 @@ impl Pipeline {
         }
         times.associate_us = lap.elapsed().as_micros() as u64;
         lap = Instant::now();
-        self.tracker.step(dt, EgoMotion { dx: 0.0, dy: 0.0, dyaw }, &detections);
+        self.tracker.step(dt, EgoMotion { dx: 0.0, dy: 0.0, dyaw, velocity: ego_velocity }, &detections);
         times.track_us = lap.elapsed().as_micros() as u64;
         lap = Instant::now();
 
@@ -821,7 +855,7 @@ impl Pipeline {
             if !tr.confirmed(&self.params.tracker) || tr.misses > self.params.publish_max_misses {
                 continue;
             }
-            let (label, confidence) = tr.label();
+            let (label, confidence) = self.params.class_priors.track_label(&tr.votes, tr.ground_speed(), tr.size);
             let view = TrackView {
                 id: tr.id,
                 label,
@@ -840,6 +874,7 @@ impl Pipeline {
                 yaw: tr.yaw,
                 size: tr.size,
                 velocity: tr.velocity(),
+                ground_velocity: ego_velocity.map(|e| [tr.state[2] + e[0], tr.state[3] + e[1]]),
                 sensors: tr.sensors,
                 age: tr.age,
                 time_to_collision: ttc.is_finite().then_some(ttc),
@@ -906,6 +941,7 @@ impl Pipeline {
             newest_stamp: job.newest_stamp,
             partial: job.set.partial,
             missing: job.missing(),
+            ego_speed,
             objects,
             times,
         });
@@ -1290,6 +1326,14 @@ param_table! {
     "label.size_margin" => f class_priors.margin,
     "label.min_points" => n class_priors.min_points,
     "label.undersized_weight" => r class_priors.undersized_weight,
+    "label.moving_speed" => f class_priors.moving_speed,
+    "label.person_max_speed" => f class_priors.person_max_speed,
+    "ego_speed.window_s" => f ego_speed.window_s,
+    "ego_speed.tolerance" => f ego_speed.tolerance,
+    "ego_speed.cell_m" => f ego_speed.cell_m,
+    "ego_speed.min_cells" => n ego_speed.min_cells,
+    "ego_speed.hold_s" => f ego_speed.hold_s,
+    "ego_speed.max_accel" => f ego_speed.max_accel,
     "monitor.window_frames" => n monitor.window_frames,
     "monitor.out_of_range_share" => f monitor.out_of_range_share,
     "monitor.min_agreement" => f monitor.min_agreement,

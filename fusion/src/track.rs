@@ -69,10 +69,15 @@ pub struct Track {
     pub hits: u32,
     pub misses: u32,
     pub age: u32,
-    /// Accumulated confidence per [`Label`] (index = Label::index): the label is the argmax.
+    /// Accumulated confidence per [`Label`] (index = Label::index); the label is the argmax
+    /// of what the motion allows (`ClassPriors::track_label`).
     pub votes: [f32; 4],
     /// Sensors that observed the track in the latest step (0 when it was not updated).
     pub sensors: u8,
+    /// Velocity over the ground (base axes, m/s), averaged over about a second once the
+    /// filter's velocity has settled; None until then, or while the ego's own velocity is
+    /// unknown. What the labels weigh motion by: a thing that moves is no obstacle.
+    pub ground_velocity: Option<[f64; 2]>,
 }
 
 impl Track {
@@ -85,15 +90,13 @@ impl Track {
     pub fn velocity(&self) -> [f64; 2] {
         [self.state[2], self.state[3]]
     }
-    /// The class with most accumulated confidence, and its share of all votes.
-    pub fn label(&self) -> (Label, f32) {
-        let total: f32 = self.votes.iter().sum();
-        let (i, best) = self.votes.iter().enumerate().fold((3, 0.0f32), |a, (i, v)| if *v > a.1 { (i, *v) } else { a });
-        if total <= 0.0 {
-            (Label::Unknown, 0.0)
-        } else {
-            (Label::ALL[i], best / total)
-        }
+    /// Speed over the ground, when known (see `ground_velocity`).
+    pub fn ground_speed(&self) -> Option<f64> {
+        self.ground_velocity.map(|v| v[0].hypot(v[1]))
+    }
+    /// Standard deviation of the filter's velocity (m/s, the worse axis).
+    pub fn velocity_sigma(&self) -> f64 {
+        self.covariance[(2, 2)].max(self.covariance[(3, 3)]).sqrt()
     }
 }
 
@@ -109,7 +112,15 @@ pub struct EgoMotion {
     pub dx: f64,
     pub dy: f64,
     pub dyaw: f64,
+    /// The base's velocity over the ground now (base axes, m/s), when known (odometry, or
+    /// the radar's Doppler): track velocities stay relative, this gives their ground motion.
+    pub velocity: Option<[f64; 2]>,
 }
+
+/// Tracks' ground velocities are averaged with this weight per update (~1 s at 10 Hz), and
+/// only from a filter velocity this settled (m/s): a fresh track's velocity is a guess.
+const GROUND_VELOCITY_WEIGHT: f64 = 0.1;
+const GROUND_VELOCITY_MAX_SIGMA: f64 = 0.7;
 
 pub struct Tracker {
     pub params: TrackerParams,
@@ -145,6 +156,7 @@ impl Tracker {
             let shifted = Vector4::new(predicted[0] - ego.dx, predicted[1] - ego.dy, predicted[2], predicted[3]);
             t.state = frame * shifted;
             t.covariance = frame * (f * t.covariance * f.transpose() + q) * frame.transpose();
+            t.ground_velocity = t.ground_velocity.map(|g| (rot * Vector2::new(g[0], g[1])).into());
             t.age += 1;
         }
         // Global nearest neighbour: all pairs inside the gate, cheapest first.
@@ -185,6 +197,14 @@ impl Tracker {
             t.sensors = d.sensors;
             t.hits += 1;
             t.misses = 0;
+            if let Some(ego) = ego.velocity.filter(|_| t.velocity_sigma() <= GROUND_VELOCITY_MAX_SIGMA) {
+                let now = [t.state[2] + ego[0], t.state[3] + ego[1]];
+                let w = GROUND_VELOCITY_WEIGHT;
+                t.ground_velocity = Some(match t.ground_velocity {
+                    Some(g) => [g[0] + w * (now[0] - g[0]), g[1] + w * (now[1] - g[1])],
+                    None => now,
+                });
+            }
         }
         for (ti, used) in track_used.iter().enumerate() {
             if !used {
@@ -213,6 +233,7 @@ impl Tracker {
                     age: 0,
                     votes,
                     sensors: d.sensors,
+                    ground_velocity: None,
                 });
                 self.next_id += 1;
             }
@@ -275,7 +296,7 @@ mod tests {
             let (e0, e1) = (w.traj.at(t - 0.1), w.traj.at(t));
             let (c, s) = (e0.yaw.cos(), e0.yaw.sin());
             let (wx, wy) = (e1.x - e0.x, e1.y - e0.y);
-            let ego = EgoMotion { dx: c * wx + s * wy, dy: -s * wx + c * wy, dyaw: e1.yaw - e0.yaw };
+            let ego = EgoMotion { dx: c * wx + s * wy, dy: -s * wx + c * wy, dyaw: e1.yaw - e0.yaw, velocity: None };
             tr.step(0.1, ego, &dets);
             if k >= 20 {
                 // Match confirmed tracks to the truth by position.

@@ -207,7 +207,7 @@ fn summary(h: &Histogram<u64>) -> serde_json::Value {
 /// One set as an `objects.jsonl` line.
 pub fn set_line(s: &SetOutput) -> String {
     json!({"stamp_ns": s.stamp, "newest_stamp_ns": s.newest_stamp, "partial": s.partial, "missing": s.missing,
-           "objects": s.objects})
+           "ego_speed": s.ego_speed, "objects": s.objects})
     .to_string()
 }
 
