@@ -15,14 +15,14 @@
 //! sweeps, not the one most returns give.
 use crate::StampNs;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EgoSpeedParams {
     /// Sweeps this recent (s) vote together.
     pub window_s: f64,
-    /// Candidates within this of each other (m/s) agree.
+    /// Candidates within ± this (m/s) of a common speed agree.
     pub tolerance: f64,
     /// Places are cells of this size (m) in base_link.
     pub cell_m: f64,
@@ -107,6 +107,10 @@ impl EgoSpeedEstimator {
                 (speed.abs() <= p.max_speed).then_some(Candidate { speed, cell })
             })
             .collect();
+        if self.sweeps.back().is_some_and(|(s, _)| *s == stamp) {
+            // The same sweep again (one radar scan can join two sets): counted once.
+            return None;
+        }
         let window_ns = (p.window_s * 1e9) as i64;
         // A sweep older than the newest (a bag loop restarts the pipeline first) is not mixed in.
         self.sweeps.retain(|(s, _)| *s <= stamp && stamp - s < window_ns);
@@ -131,20 +135,24 @@ impl EgoSpeedEstimator {
         all.sort_by(|a, b| a.speed.total_cmp(&b.speed));
         let width = 2.0 * self.params.tolerance;
         let mut best: Option<(usize, usize, usize, usize)> = None; // (cells, returns, start, end)
+                                                                   // One pass with two pointers over the sorted speeds, counting returns per cell in the
+                                                                   // window (a real radar gives hundreds of returns per sweep).
+        let mut in_window: HashMap<(i32, i32), usize> = HashMap::new();
         let mut end = 0;
-        let mut cells: Vec<(i32, i32)> = vec![];
         for start in 0..all.len() {
-            end = end.max(start);
             while end < all.len() && all[end].speed - all[start].speed <= width {
+                *in_window.entry(all[end].cell).or_default() += 1;
                 end += 1;
             }
-            cells.clear();
-            cells.extend(all[start..end].iter().map(|c| c.cell));
-            cells.sort_unstable();
-            cells.dedup();
-            let score = (cells.len(), end - start);
+            let score = (in_window.len(), end - start);
             if best.is_none_or(|(c, n, _, _)| score > (c, n)) {
                 best = Some((score.0, score.1, start, end));
+            }
+            if let Some(n) = in_window.get_mut(&all[start].cell) {
+                *n -= 1;
+                if *n == 0 {
+                    in_window.remove(&all[start].cell);
+                }
             }
         }
         let (cells, returns, start, end) = best?;

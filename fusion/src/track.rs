@@ -114,6 +114,7 @@ pub struct EgoMotion {
     pub dyaw: f64,
     /// The base's velocity over the ground now (base axes, m/s), when known (odometry, or
     /// the radar's Doppler): track velocities stay relative, this gives their ground motion.
+    /// Meant for dx = dy = 0 (velocities relative to the ego, the pipeline's case).
     pub velocity: Option<[f64; 2]>,
 }
 
@@ -151,10 +152,24 @@ impl Tracker {
         let mut frame = Matrix4::zeros();
         frame.fixed_view_mut::<2, 2>(0, 0).copy_from(&rot);
         frame.fixed_view_mut::<2, 2>(2, 2).copy_from(&rot);
+        // Relative velocities are ground velocity minus the ego's: when the frame turns, the
+        // ground part turns with it but the ego's does not (it still moves along its own x).
+        // Rotating the whole relative velocity would make static things seem to drift sideways
+        // by ~v·dyaw per step while turning; so add back (R - I)·v_ego.
+        let turn_correction = ego.velocity.map_or(Vector2::zeros(), |e| {
+            let e = Vector2::new(e[0], e[1]);
+            rot * e - e
+        });
         for t in &mut self.tracks {
             let predicted = f * t.state;
             let shifted = Vector4::new(predicted[0] - ego.dx, predicted[1] - ego.dy, predicted[2], predicted[3]);
             t.state = frame * shifted;
+            t.state[2] += turn_correction[0];
+            t.state[3] += turn_correction[1];
+            if ego.velocity.is_none() {
+                // Without the ego's speed there is no ground motion to speak of.
+                t.ground_velocity = None;
+            }
             t.covariance = frame * (f * t.covariance * f.transpose() + q) * frame.transpose();
             t.ground_velocity = t.ground_velocity.map(|g| (rot * Vector2::new(g[0], g[1])).into());
             t.age += 1;
@@ -249,6 +264,42 @@ mod tests {
         cluster::{euclidean_clusters, object_box, remove_ground, ClusterParams},
         sim::{self, World},
     };
+
+    /// The ego drives a 20 m circle (6 m/s, 0.3 rad/s) past a post and a walker: the post
+    /// stays still over the ground and the walker walks, although relative to the turning
+    /// ego both sweep sideways.
+    #[test]
+    fn ground_velocity_while_turning_is_the_world_s() {
+        let (v, w, dt) = (6.0, 0.3, 0.1);
+        let mut tr = Tracker::new(TrackerParams::default());
+        let world = |k: usize, walker: bool| {
+            let t = k as f64 * dt;
+            if walker {
+                [25.0, -5.0 + 1.2 * t]
+            } else {
+                [30.0, 20.0]
+            }
+        };
+        for k in 0..25 {
+            let psi = w * k as f64 * dt;
+            let ego = [v / w * psi.sin(), v / w * (1.0 - psi.cos())];
+            let dets: Vec<Detection> = [false, true]
+                .iter()
+                .map(|&walker| {
+                    let p = world(k, walker);
+                    let (dx, dy) = (p[0] - ego[0], p[1] - ego[1]);
+                    Detection::at([psi.cos() * dx + psi.sin() * dy, -psi.sin() * dx + psi.cos() * dy], [0.5; 3])
+                })
+                .collect();
+            let motion =
+                EgoMotion { dx: 0.0, dy: 0.0, dyaw: if k == 0 { 0.0 } else { w * dt }, velocity: Some([v, 0.0]) };
+            tr.step(dt, motion, &dets);
+        }
+        let speeds: Vec<f64> = tr.tracks().iter().map(|t| t.ground_speed().expect("settled")).collect();
+        assert_eq!(speeds.len(), 2);
+        assert!(speeds[0] < 0.3, "the post moves at {:.2} m/s", speeds[0]);
+        assert!((speeds[1] - 1.2).abs() < 0.3, "the walker moves at {:.2} m/s", speeds[1]);
+    }
 
     #[test]
     fn constant_velocity_target_gets_one_track_and_its_velocity() {
