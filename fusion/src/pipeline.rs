@@ -259,10 +259,7 @@ impl SetJob {
         }
     }
     pub fn radar(&self) -> Option<Arc<Vec<[f32; 5]>>> {
-        match &self.set.members[RADAR] {
-            Some((_, Member::Radar(t))) => Some(t.clone()),
-            _ => None,
-        }
+        self.radar_stamped().map(|(_, targets)| targets)
     }
     pub fn camera(&self) -> Option<(StampNs, Arc<Rgb8>)> {
         match &self.set.members[CAMERA] {
@@ -874,7 +871,7 @@ impl Pipeline {
                 yaw: tr.yaw,
                 size: tr.size,
                 velocity: tr.velocity(),
-                ground_velocity: ego_velocity.map(|e| [tr.state[2] + e[0], tr.state[3] + e[1]]),
+                ground_velocity: ego_velocity.map(|e| tr.ground_velocity_now(e)),
                 sensors: tr.sensors,
                 age: tr.age,
                 time_to_collision: ttc.is_finite().then_some(ttc),

@@ -90,6 +90,10 @@ impl Track {
     pub fn velocity(&self) -> [f64; 2] {
         [self.state[2], self.state[3]]
     }
+    /// The filter's velocity over the ground now (not averaged), given the ego's.
+    pub fn ground_velocity_now(&self, ego_velocity: [f64; 2]) -> [f64; 2] {
+        [self.state[2] + ego_velocity[0], self.state[3] + ego_velocity[1]]
+    }
     /// Speed over the ground, when known (see `ground_velocity`).
     pub fn ground_speed(&self) -> Option<f64> {
         self.ground_velocity.map(|v| v[0].hypot(v[1]))
@@ -213,7 +217,7 @@ impl Tracker {
             t.hits += 1;
             t.misses = 0;
             if let Some(ego) = ego.velocity.filter(|_| t.velocity_sigma() <= GROUND_VELOCITY_MAX_SIGMA) {
-                let now = [t.state[2] + ego[0], t.state[3] + ego[1]];
+                let now = t.ground_velocity_now(ego);
                 let w = GROUND_VELOCITY_WEIGHT;
                 t.ground_velocity = Some(match t.ground_velocity {
                     Some(g) => [g[0] + w * (now[0] - g[0]), g[1] + w * (now[1] - g[1])],
