@@ -60,8 +60,9 @@ PEER_WHEELS=(llama-cpp-python==0.3.36)
 # llama.cpp builds for the build machine's CPU by default, with AMX and AVX-512 kernels where
 # it has them; on a machine with AMX_INT8 (seen in session 11) that build crashed (SIGSEGV in
 # eval of the Q4_1 model), so the reference is built for AVX2/FMA/F16C, which every x86-64
-# machine of this kind has — the same kernels wherever the tests run.
-PEER_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF"
+# machine of this kind has — the same kernels wherever the tests run. The tests use text
+# models only, so the multimodal library (LLAVA_BUILD: mtmd, clip) is not built.
+PEER_CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF"
 
 MSG_HASH=$(cat "$ROOT"/nodes/fusion_msgs/msg/*.msg "$ROOT"/nodes/fusion_msgs/srv/*.srv "$ROOT"/nodes/fusion_msgs/CMakeLists.txt \
   "$ROOT"/nodes/fusion_msgs/package.xml | sha256sum | cut -c1-16)
