@@ -31,6 +31,60 @@ def launch_env(**kw):
     return env
 
 
+def declared_graph(namespace: str, remaps: dict[str, str]):
+    """The README's topic table (generated from nodes/src/graph.rs), resolved in `namespace`:
+    {node: {'pub': {topic: type}, 'sub': {...}, 'srv': {...}}}, and {topic: QoS text}."""
+    text = (ROOT / 'README.md').read_text()
+    table = text[text.index('<!-- graph:begin -->'):text.index('<!-- graph:end -->')]
+    nodes: dict[str, dict[str, dict[str, str]]] = {}
+    qos: dict[str, str] = {}
+
+    def resolve(name: str) -> str:
+        name = remaps.get(name, name)
+        return name if name.startswith('/') else f'{namespace}/{name}'
+
+    for row in table.splitlines()[3:]:
+        cells = [c.strip() for c in row.strip('|').split('|')]
+        name, ty, q, publishers, subscribers = cells[:5]
+        service = name.endswith('(service)')
+        name = resolve(name.split('`')[1])
+        ty = ty.strip('`')
+        every = [*INGEST, 'fusion_node', 'summarizer']
+        pubs = every if publishers == 'every node' else re.findall(r'`(\w+)`', publishers)
+        subs = re.findall(r'`(\w+)`', subscribers)
+        if 'only with' in cells[5]:
+            continue  # published only when a parameter asks for it
+        for n in pubs:
+            nodes.setdefault(n, {'pub': {}, 'sub': {}, 'srv': {}})['srv' if service else 'pub'][name] = ty
+        for n in subs:
+            nodes.setdefault(n, {'pub': {}, 'sub': {}, 'srv': {}})['sub'][name] = ty
+        if not service:
+            qos[name] = q
+    return nodes, qos
+
+
+def launched_graph(node, names, namespace: str):
+    """What the running nodes show over DDS, without ROS's own endpoints."""
+    infra = ('/rosout', '/parameter_events', '/clock')
+    graph = {}
+    for n in names:
+        def own(pairs):
+            return {t: types[0] for t, types in pairs if t not in infra and not re.search(r'/(describe|get|list|set)_parameters|/get_parameter_types|/set_parameters_atomically|/get_type_description$', t)}
+        graph[n] = {'pub': own(node.get_publisher_names_and_types_by_node(n, namespace)),
+                    'sub': own(node.get_subscriber_names_and_types_by_node(n, namespace)),
+                    'srv': own(node.get_service_names_and_types_by_node(n, namespace))}
+    return graph
+
+
+def qos_text(info) -> str:
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+    q = info.qos_profile
+    text = 'reliable' if q.reliability == ReliabilityPolicy.RELIABLE else 'best effort'
+    if q.durability == DurabilityPolicy.TRANSIENT_LOCAL:
+        text += ', transient local'
+    return text
+
+
 @pytest.mark.fast
 def test_install_layout_file_by_file():
     files = [f'lib/sensor_fusion/{e}' for e in INGEST + ['fusion_bag', 'fusion_launch']] + [
@@ -112,11 +166,27 @@ def test_launched_graph_params_respawn_and_clean_sigint(procs, ros, tmp_path):
     from rcl_interfaces.srv import GetParameters
 
     proc = procs([launcher(), 'sensor_fusion', 'fusion.launch.xml', 'namespace:=robot1', 'use_sim_time:=true',
-                  '--grace', '3'], name='fusion_launch', env=launch_env())
+                  'lidar_topic:=/velodyne_points', '--grace', '3'], name='fusion_launch', env=launch_env())
     probe = ros()
     want = {(n, '/robot1') for n in [*INGEST, 'fusion_node', 'summarizer']}
     probe.wait_for(lambda: want <= set(probe.node.get_node_names_and_namespaces()), 30,
                    f'nodes {want} in the ROS graph; output:\n{proc.output()}')
+
+    # The graph over DDS is the declared one (README's table, generated from graph.rs): every
+    # node's publishers, subscriptions and services, resolved in the namespace, the LiDAR
+    # input moved by its launch argument; and each publisher offers the declared QoS.
+    expected, expected_qos = declared_graph('/robot1', {'lidar/points': '/velodyne_points'})
+    names = [*INGEST, 'fusion_node', 'summarizer']
+    try:
+        probe.wait_for(lambda: launched_graph(probe.node, names, '/robot1') == expected, 60, 'the declared graph')
+    except AssertionError:
+        assert launched_graph(probe.node, names, '/robot1') == expected, proc.output()
+    for topic, q in expected_qos.items():
+        offered = probe.node.get_publishers_info_by_topic(topic)
+        for info in offered:
+            if info.node_namespace == '/robot1' and info.node_name in names:
+                assert q.rsplit(', depth', 1)[0] == qos_text(info), (topic, info.node_name, q, qos_text(info))
+                assert f'depth {info.qos_profile.depth}' in q or info.qos_profile.depth == 0, (topic, q, info.qos_profile)
 
     # Parameters: from the YAML file (ingest.yaml), from <param> tags (calibration,
     # use_sim_time from the launch argument), read back through the parameter services.

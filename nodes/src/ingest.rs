@@ -9,6 +9,7 @@
 //! r2r's subscription channel drops silently when full, so a dedicated task drains it at
 //! once into our own bounded queue, where an overflow is counted. Validation and
 //! preprocessing run on a worker thread so they never stall the drain.
+use crate::graph;
 use crate::ros::{self, Params};
 use anyhow::{Context as _, Result};
 use fusion::{
@@ -18,7 +19,7 @@ use fusion::{
     stamp_ns,
 };
 use futures::future::BoxFuture;
-use r2r::{diagnostic_msgs::msg::DiagnosticArray, std_msgs::msg::Header, QosProfile, WrappedTypesupport};
+use r2r::{diagnostic_msgs::msg::DiagnosticArray, std_msgs::msg::Header, WrappedTypesupport};
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -43,18 +44,18 @@ pub trait Processor: Send + 'static {
     fn set_live(&mut self, _name: &str, _value: f64) {}
 }
 
-/// Defaults of one ingest node; every topic is remappable with `-r from:=to`.
+/// Defaults of one ingest node; its topics come from the declared graph (`graph.rs`), and
+/// every one is remappable with `-r from:=to`.
 pub struct Spec {
-    pub node_name: &'static str,
+    pub node: &'static graph::Node,
     /// Key of the sensor in the calibration YAML and in /diagnostics names.
     pub sensor: &'static str,
-    pub input_topic: &'static str,
-    pub output_topic: &'static str,
+    /// The raw input; its QoS depth is the default of the `input_depth` parameter.
+    pub input: &'static graph::Topic,
+    pub output: &'static graph::Topic,
     /// Default of the `queue_size` parameter: messages waiting for the worker. Small for
     /// frames (a stale frame is worth less than a fresh one), larger for IMU samples.
     pub queue_size: usize,
-    /// DDS history depth of the input subscription (sensor-data QoS, best effort).
-    pub input_depth: usize,
 }
 
 /// What a processor's constructor can use: the node (for extra subscriptions), its
@@ -89,7 +90,7 @@ where
     P: Processor,
     F: FnOnce(&mut Setup) -> Result<P>,
 {
-    let mut node = ros::create_node(spec.node_name)?;
+    let mut node = ros::create_node(spec.node.name)?;
     let node_name = node.name()?;
     let params = Params::of(&node);
     params.bool("use_sim_time", false)?;
@@ -112,16 +113,17 @@ where
 
     // Sensor-data QoS (best effort) by default, like every ROS 2 sensor pipeline; with
     // `input_reliability: reliable` DDS repairs losses, but only reliable publishers match.
-    let depth = params.usize("input_depth", spec.input_depth)?.max(1);
+    let depth = params.usize("input_depth", spec.input.qos.depth)?.max(1);
     let input_qos = match params.string("input_reliability", "best_effort")?.as_str() {
-        "best_effort" => QosProfile::sensor_data().keep_last(depth),
-        "reliable" => QosProfile::sensor_data().keep_last(depth).reliable(),
+        "best_effort" => spec.input.qos.depth(depth).profile(),
+        "reliable" => spec.input.qos.depth(depth).profile().reliable(),
         other => anyhow::bail!("parameter input_reliability must be best_effort or reliable, got '{other}'"),
     };
-    let input = node.subscribe::<P::In>(spec.input_topic, input_qos)?;
+    let input = node.subscribe::<P::In>(spec.input.name, input_qos)?;
     // Reliable publishers are compatible with both reliable and best-effort subscribers.
-    let output = node.create_publisher::<P::Out>(spec.output_topic, QosProfile::default().keep_last(10))?;
-    let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
+    let output = node.create_publisher::<P::Out>(spec.output.name, spec.output.qos.profile())?;
+    let diagnostics =
+        node.create_publisher::<DiagnosticArray>(graph::DIAGNOSTICS.name, graph::DIAGNOSTICS.qos.profile())?;
     // `ros2 param set` reaches the processor's live parameters (its filters); every other
     // parameter is read once at start and a set is refused, with why.
     let mut gate = ros::ParamGate::new(&node);
@@ -142,7 +144,7 @@ where
     });
     let clock = node.get_ros_clock();
     tracing::info!(
-        node = %node_name, input = spec.input_topic, output = spec.output_topic, frame = %expected_frame,
+        node = %node_name, input = spec.input.name, output = spec.output.name, frame = %expected_frame,
         calibration = %if calibration_path.is_empty() { "<defaults>" } else { &calibration_path },
         "ingest node up"
     );

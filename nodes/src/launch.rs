@@ -1124,6 +1124,12 @@ mod tests {
             std::fs::create_dir_all(p.join("lib/demo_pkg")).unwrap();
             std::fs::write(p.join("lib/demo_pkg/talker"), "#!/bin/sh\n").unwrap();
             std::fs::create_dir_all(p.join("share/demo_pkg")).unwrap();
+            // The node set itself, for the shipped launch file.
+            std::fs::write(p.join("share/ament_index/resource_index/packages/sensor_fusion"), "").unwrap();
+            std::fs::create_dir_all(p.join("lib/sensor_fusion")).unwrap();
+            for node in crate::graph::NODES {
+                std::fs::write(p.join("lib/sensor_fusion").join(node.name), "#!/bin/sh\n").unwrap();
+            }
             std::env::set_var("AMENT_PREFIX_PATH", &p);
         });
         p
@@ -1292,5 +1298,35 @@ mod tests {
         assert_eq!(join_namespace("/", ""), "/");
         assert_eq!(join_namespace("/a", "b/"), "/a/b");
         assert_eq!(join_namespace("/a", "/c"), "/c");
+    }
+
+    /// The launch file starts every node of the graph, and remaps exactly the driver inputs,
+    /// each to its `*_topic` launch argument (default: the input's own name).
+    #[test]
+    fn the_launch_file_remaps_the_inputs_and_nothing_else() {
+        use crate::graph::{INPUTS, NODES};
+        prefix();
+        let file = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../launch/fusion.launch.xml"));
+        let config = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../launch")).display().to_string();
+        let mut cli: BTreeMap<String, String> = [("config_dir".to_string(), config)].into();
+        let launched = load(file, &cli).expect("fusion.launch.xml");
+        let names: Vec<&str> = launched.nodes.iter().map(|n| n.name.as_deref().unwrap_or("")).collect();
+        assert_eq!(names, NODES.iter().map(|n| n.name).collect::<Vec<_>>());
+        for (spec, node) in launched.nodes.iter().zip(NODES) {
+            let inputs: Vec<(String, String)> = INPUTS
+                .iter()
+                .filter(|(t, _)| node.subscribes.contains(t))
+                .map(|(t, _)| (t.name.to_string(), t.name.to_string()))
+                .collect();
+            assert_eq!(spec.remaps, inputs, "{}", node.name);
+        }
+        // A robot's own driver topic, through the launch argument.
+        cli.extend(INPUTS.iter().map(|(t, arg)| (arg.to_string(), format!("/robot/{}", t.name))));
+        let launched = load(file, &cli).expect("fusion.launch.xml with topic arguments");
+        for (spec, node) in launched.nodes.iter().zip(NODES) {
+            for (from, to) in &spec.remaps {
+                assert_eq!(to, &format!("/robot/{from}"), "{}", node.name);
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! `fusion` crate, and the rosbag2 tooling (`bag`, used by `fusion_bag`).
 pub mod bag;
 pub mod detector;
+pub mod graph;
 pub mod ingest;
 pub mod launch;
 pub mod msgdef;

@@ -11,6 +11,7 @@
 //! input gives byte-identical files at any replay speed. `timing.json` is measured.
 use crate::{
     bag::{Bag, BagMessage},
+    graph,
     ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
     simrun,
 };
@@ -75,7 +76,8 @@ impl ReplayOptions {
             calibration: None,
             params_file: None,
             ingest_params: None,
-            topics: ["/camera/image_raw", "/lidar/points", "/radar/points", "/imu/data"].map(String::from),
+            topics: [&graph::CAMERA_IMAGE, &graph::LIDAR_POINTS, &graph::RADAR_POINTS, &graph::IMU_DATA]
+                .map(|t| t.root_name()),
             sim: None,
         }
     }
@@ -227,7 +229,7 @@ impl Source {
     fn topic_names(&self) -> Vec<String> {
         match self {
             Source::Bag(bag) => bag.topics.iter().map(|t| t.name.clone()).collect(),
-            Source::Sim { .. } => simrun::TOPICS.iter().map(|(name, _)| name.to_string()).collect(),
+            Source::Sim { .. } => simrun::topics().into_iter().map(|(name, _)| name).collect(),
         }
     }
 

@@ -7,6 +7,7 @@
 use crate::{
     bag::Bag,
     detector::DetectorParams,
+    graph,
     ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
     replay::apply_params_file_with,
     ros,
@@ -219,10 +220,10 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
 
     // The drivers' topics of a fusion_sim bag, by sensor.
     let driver_topic = |s: Sensor| match s {
-        Sensor::Camera => "/camera/image_raw",
-        Sensor::Lidar => "/lidar/points",
-        Sensor::Radar => "/radar/points",
-        Sensor::Imu => "/imu/data",
+        Sensor::Camera => graph::CAMERA_IMAGE.root_name(),
+        Sensor::Lidar => graph::LIDAR_POINTS.root_name(),
+        Sensor::Radar => graph::RADAR_POINTS.root_name(),
+        Sensor::Imu => graph::IMU_DATA.root_name(),
     };
     let sensor_of: Vec<Option<Sensor>> =
         bag.topics.iter().map(|t| Sensor::ALL.into_iter().find(|&s| driver_topic(s) == t.name)).collect();

@@ -21,14 +21,11 @@ use std::io::Write;
 /// Bag time of the scenario's t = 0 (fixed, so that bags are reproducible).
 pub const START_NS: i64 = 1_700_000_000_000_000_000;
 
-/// The raw topics of a simulated run, as (name, type); `BagMessage::topic` indexes this.
-pub const TOPICS: [(&str, &str); 5] = [
-    ("/camera/image_raw", "sensor_msgs/msg/Image"),
-    ("/camera/camera_info", "sensor_msgs/msg/CameraInfo"),
-    ("/lidar/points", "sensor_msgs/msg/PointCloud2"),
-    ("/radar/points", "sensor_msgs/msg/PointCloud2"),
-    ("/imu/data", "sensor_msgs/msg/Imu"),
-];
+/// The raw topics of a simulated run, as (name, type): the graph's driver inputs, in the
+/// root namespace. `BagMessage::topic` indexes this.
+pub fn topics() -> Vec<(String, &'static str)> {
+    crate::graph::INPUTS.iter().map(|(t, _)| (t.root_name(), t.msg_type)).collect()
+}
 const CAMERA: usize = 0;
 const CAMERA_INFO: usize = 1;
 const LIDAR: usize = 2;

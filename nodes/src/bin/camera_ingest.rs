@@ -9,8 +9,8 @@ use futures::StreamExt;
 use r2r::{
     sensor_msgs::msg::{CameraInfo, Image},
     std_msgs::msg::Header,
-    QosProfile,
 };
+use sensor_fusion::graph;
 use sensor_fusion::ingest::{image_ref, run, Counters, Processor, Spec};
 use std::sync::{Arc, Mutex};
 
@@ -50,12 +50,11 @@ impl Processor for Camera {
 
 fn main() -> Result<()> {
     let spec = Spec {
-        node_name: "camera_ingest",
+        node: &graph::CAMERA_INGEST,
         sensor: "camera",
-        input_topic: "/camera/image_raw",
-        output_topic: "/sensors/camera",
+        input: &graph::CAMERA_IMAGE,
+        output: &graph::SENSORS_CAMERA,
         queue_size: 4,
-        input_depth: 5,
     };
     run(spec, |s| {
         let cam = s.calibration.sensor("camera").clone();
@@ -73,7 +72,7 @@ fn main() -> Result<()> {
         let info_stats = Arc::new(Mutex::new(IngestStats::default()));
         s.extra_stats.push(("camera_info".into(), info_stats.clone()));
 
-        let mut infos = s.node.subscribe::<CameraInfo>("/camera/camera_info", QosProfile::sensor_data())?;
+        let mut infos = s.node.subscribe::<CameraInfo>(graph::CAMERA_INFO.name, graph::CAMERA_INFO.qos.profile())?;
         let size = intrinsics_size.clone();
         let mut guard = HeaderGuard::new(cam.frame_id.clone());
         s.tasks.push(Box::pin(async move {

@@ -31,10 +31,10 @@ use r2r::{
     sensor_msgs::msg::{Image, Imu, PointCloud2},
     std_msgs::msg::{ColorRGBA, Header},
     visualization_msgs::msg::{Marker, MarkerArray},
-    QosProfile,
 };
 use sensor_fusion::{
     detector::DetectorParams,
+    graph,
     ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
     ros::{self, Params},
 };
@@ -305,18 +305,21 @@ async fn run() -> Result<()> {
     let base_frame = calib.base_frame.clone();
     let (mode, sched, trace_file) = sched_config(&params)?;
 
-    let input_qos = QosProfile::default().keep_last(10);
-    let cam = node.subscribe::<Image>("/sensors/camera", input_qos.clone())?;
-    let lidar = node.subscribe::<PointCloud2>("/sensors/lidar", input_qos.clone())?;
-    let radar = node.subscribe::<PointCloud2>("/sensors/radar", input_qos.clone())?;
-    let imu = node.subscribe::<Imu>("/sensors/imu", input_qos.keep_last(100))?;
-    let objects_pub = node.create_publisher::<FusedObjectArray>("/fusion/objects", QosProfile::default())?;
-    let markers_pub = node.create_publisher::<MarkerArray>("/fusion/markers", QosProfile::default())?;
+    // Topics and QoS from the declared graph (graph.rs). The IMU comes at 100+ Hz: a deeper
+    // history than the frames' so a burst is not lost while the executor is busy.
+    let cam = node.subscribe::<Image>(graph::SENSORS_CAMERA.name, graph::SENSORS_CAMERA.qos.profile())?;
+    let lidar = node.subscribe::<PointCloud2>(graph::SENSORS_LIDAR.name, graph::SENSORS_LIDAR.qos.profile())?;
+    let radar = node.subscribe::<PointCloud2>(graph::SENSORS_RADAR.name, graph::SENSORS_RADAR.qos.profile())?;
+    let imu = node.subscribe::<Imu>(graph::SENSORS_IMU.name, graph::SENSORS_IMU.qos.depth(100).profile())?;
+    let objects_pub =
+        node.create_publisher::<FusedObjectArray>(graph::FUSED_OBJECTS.name, graph::FUSED_OBJECTS.qos.profile())?;
+    let markers_pub = node.create_publisher::<MarkerArray>(graph::MARKERS.name, graph::MARKERS.qos.profile())?;
     // Events are rare and must not be lost: reliable, deep history, transient-local so a
     // subscriber that (re)starts late (a respawned summarizer) is handed the last 100.
-    let events_pub = node
-        .create_publisher::<AnomalyEvent>("/anomaly/events", QosProfile::default().keep_last(100).transient_local())?;
-    let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
+    let events_pub =
+        node.create_publisher::<AnomalyEvent>(graph::ANOMALY_EVENTS.name, graph::ANOMALY_EVENTS.qos.profile())?;
+    let diagnostics =
+        node.create_publisher::<DiagnosticArray>(graph::DIAGNOSTICS.name, graph::DIAGNOSTICS.qos.profile())?;
     // `ros2 param set` changes the anomaly thresholds of the running pipeline; every other
     // parameter is refused with the reason (it shapes state built at start).
     let mut gate = ros::ParamGate::new(&node);

@@ -16,6 +16,7 @@ use anyhow::Result;
 use clap::Parser;
 use fusion::pipeline::PipelineParams;
 use sensor_fusion::detector::DetectorParams;
+use sensor_fusion::graph;
 use sensor_fusion::replay::{apply_params_file_with, run, ReplayOptions, SimSpec};
 use std::path::PathBuf;
 
@@ -91,13 +92,13 @@ struct Cli {
     /// Language model backend: flex or wgpu.
     #[arg(long, default_value = "flex")]
     summary_backend: String,
-    #[arg(long, default_value = "/camera/image_raw")]
+    #[arg(long, default_value_t = graph::CAMERA_IMAGE.root_name())]
     camera_topic: String,
-    #[arg(long, default_value = "/lidar/points")]
+    #[arg(long, default_value_t = graph::LIDAR_POINTS.root_name())]
     lidar_topic: String,
-    #[arg(long, default_value = "/radar/points")]
+    #[arg(long, default_value_t = graph::RADAR_POINTS.root_name())]
     radar_topic: String,
-    #[arg(long, default_value = "/imu/data")]
+    #[arg(long, default_value_t = graph::IMU_DATA.root_name())]
     imu_topic: String,
 }
 

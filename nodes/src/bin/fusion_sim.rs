@@ -127,9 +127,9 @@ fn run(cli: Cli) -> Result<()> {
          avoid_ros_namespace_conventions: false}",
     )?;
     let mut ids = vec![];
-    for (name, ty) in simrun::TOPICS {
+    for (name, ty) in simrun::topics() {
         let def = msgdef::definition(ty).with_context(|| format!("message definition of {ty} not installed"))?;
-        ids.push(bag.add_topic(name, ty, &def, qos.clone())?);
+        ids.push(bag.add_topic(&name, ty, &def, qos.clone())?);
     }
     let mut exporter = cli.export.as_deref().map(|d| Exporter::new(d, cli.export_every)).transpose()?;
     let hook: Option<simrun::FrameHook> =

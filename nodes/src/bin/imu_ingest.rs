@@ -9,6 +9,7 @@ use r2r::{
     sensor_msgs::msg::Imu,
     std_msgs::msg::Header,
 };
+use sensor_fusion::graph;
 use sensor_fusion::ingest::{imu_sample, run, Counters, Processor, Spec};
 
 struct ImuIngest {
@@ -50,12 +51,11 @@ impl Processor for ImuIngest {
 
 fn main() -> Result<()> {
     let spec = Spec {
-        node_name: "imu_ingest",
+        node: &graph::IMU_INGEST,
         sensor: "imu",
-        input_topic: "/imu/data",
-        output_topic: "/sensors/imu",
+        input: &graph::IMU_DATA,
+        output: &graph::SENSORS_IMU,
         queue_size: 200,
-        input_depth: 100,
     };
     run(spec, |s| {
         let d = ImuParams::default();

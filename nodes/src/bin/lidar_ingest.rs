@@ -5,6 +5,7 @@ use fusion::{
     ingest::Reject,
 };
 use nalgebra::Isometry3;
+use sensor_fusion::graph;
 use sensor_fusion::ingest::{run, CloudIngest, Counters, Spec};
 
 fn lidar(
@@ -25,12 +26,11 @@ fn lidar(
 
 fn main() -> Result<()> {
     let spec = Spec {
-        node_name: "lidar_ingest",
+        node: &graph::LIDAR_INGEST,
         sensor: "lidar",
-        input_topic: "/lidar/points",
-        output_topic: "/sensors/lidar",
+        input: &graph::LIDAR_POINTS,
+        output: &graph::SENSORS_LIDAR,
         queue_size: 4,
-        input_depth: 5,
     };
     // Every filter parameter is declared from LidarParams (names, defaults, checks) and may be
     // changed on the running node with `ros2 param set`.

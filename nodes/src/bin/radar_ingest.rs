@@ -5,6 +5,7 @@ use fusion::{
     ingest::Reject,
 };
 use nalgebra::Isometry3;
+use sensor_fusion::graph;
 use sensor_fusion::ingest::{run, CloudIngest, Counters, Spec};
 
 fn radar(
@@ -25,12 +26,11 @@ fn radar(
 
 fn main() -> Result<()> {
     let spec = Spec {
-        node_name: "radar_ingest",
+        node: &graph::RADAR_INGEST,
         sensor: "radar",
-        input_topic: "/radar/points",
-        output_topic: "/sensors/radar",
+        input: &graph::RADAR_POINTS,
+        output: &graph::SENSORS_RADAR,
         queue_size: 16,
-        input_depth: 20,
     };
     // Every filter parameter is declared from RadarParams (names, defaults, checks) and may be
     // changed on the running node with `ros2 param set`.

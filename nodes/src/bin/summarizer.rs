@@ -30,6 +30,7 @@ use r2r::{
     std_msgs::msg::{Header, String as StringMsg},
     QosProfile,
 };
+use sensor_fusion::graph;
 use sensor_fusion::pending::PendingStore;
 use sensor_fusion::ros::{self, Params};
 use sensor_fusion::speech::{Speaker, SpeechConfig};
@@ -282,22 +283,23 @@ async fn run() -> Result<()> {
 
     // Events are rare and must not be lost: reliable, deep history, transient-local as
     // fusion_node publishes them, so a respawned summarizer gets what it missed.
-    let events =
-        node.subscribe::<AnomalyEvent>("/anomaly/events", QosProfile::default().keep_last(100).transient_local())?;
+    let events = node.subscribe::<AnomalyEvent>(graph::ANOMALY_EVENTS.name, graph::ANOMALY_EVENTS.qos.profile())?;
     // Summaries are transient-local too: a restarted summarizer publishes the summaries of
     // its restored events at once, usually before the subscribers' DDS participants have
     // discovered the new process (measured: 1-3 s here); a transient-local subscriber (an
     // operator display, rosbag2 record) is handed them when it matches instead of losing them.
-    let summary_qos = QosProfile::default().keep_last(100).transient_local();
-    let summary_pub = node.create_publisher::<StringMsg>("/anomaly/summary", summary_qos.clone())?;
-    let detailed_pub = node.create_publisher::<AnomalySummary>("/anomaly/summary_detailed", summary_qos.clone())?;
-    let diagnostics = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
-    let explain_service = node.create_service::<Explain::Service>("/anomaly/explain", QosProfile::default())?;
+    let summary_pub = node.create_publisher::<StringMsg>(graph::SUMMARY.name, graph::SUMMARY.qos.profile())?;
+    let detailed_pub =
+        node.create_publisher::<AnomalySummary>(graph::SUMMARY_DETAILED.name, graph::SUMMARY_DETAILED.qos.profile())?;
+    let diagnostics =
+        node.create_publisher::<DiagnosticArray>(graph::DIAGNOSTICS.name, graph::DIAGNOSTICS.qos.profile())?;
+    let explain_service = node.create_service::<Explain::Service>(graph::EXPLAIN.name, QosProfile::default())?;
     // Speech: a thread of its own, so writing a WAV never holds up the next summary.
     let speech_tx = if speak {
         let speaker = Speaker::new(speech)?;
         tracing::info!("speak: summaries spoken into {}", speaker.dir().display());
-        let audio_pub = node.create_publisher::<StringMsg>("/anomaly/summary_audio_path", summary_qos.clone())?;
+        let audio_pub =
+            node.create_publisher::<StringMsg>(graph::SUMMARY_AUDIO.name, graph::SUMMARY_AUDIO.qos.profile())?;
         let (tx, rx) = crossbeam_channel::bounded::<(u64, String)>(SPEECH_QUEUE);
         let speech_stats = stats.clone();
         std::thread::Builder::new().name("summarizer-speech".into()).spawn(move || {

@@ -1,0 +1,398 @@
+//! The node set's ROS graph, declared once: every topic and service a node uses, with its
+//! type and QoS. The nodes take their names and QoS from here; the launch file's remaps, the
+//! README's topic table and `fusion_msgs` are checked against it by the tests below, and an
+//! rclpy test compares the README's table with the graph the launched nodes show over DDS.
+//!
+//! Names are relative, as in every ROS 2 package: they resolve in the node's namespace
+//! (`namespace:=robot1` puts the node set's topics under `/robot1`), and a robot points the
+//! ingest nodes at its own drivers by remapping the five raw inputs (the launch file's
+//! `*_topic` arguments). `/diagnostics` stays absolute: diagnostic aggregators listen there.
+use r2r::QosProfile;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reliability {
+    BestEffort,
+    Reliable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Volatile,
+    /// A late subscriber is handed the last `depth` messages.
+    TransientLocal,
+}
+
+/// Keep-last QoS; deadline, lifespan and liveliness stay at the system defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Qos {
+    pub reliability: Reliability,
+    pub durability: Durability,
+    pub depth: usize,
+}
+
+impl Qos {
+    /// What ROS 2 drivers publish raw sensor data with (`rclcpp::SensorDataQoS`).
+    pub const SENSOR_DATA: Qos =
+        Qos { reliability: Reliability::BestEffort, durability: Durability::Volatile, depth: 5 };
+    /// rclcpp's default: reliable, volatile, depth 10.
+    pub const DEFAULT: Qos = Qos { reliability: Reliability::Reliable, durability: Durability::Volatile, depth: 10 };
+    /// Rare messages that must not be lost, handed to a subscriber that (re)starts late.
+    pub const LATCHED: Qos =
+        Qos { reliability: Reliability::Reliable, durability: Durability::TransientLocal, depth: 100 };
+
+    pub const fn depth(self, depth: usize) -> Qos {
+        Qos { depth, ..self }
+    }
+
+    pub fn profile(self) -> QosProfile {
+        let p = QosProfile::default().keep_last(self.depth);
+        let p = match self.reliability {
+            Reliability::BestEffort => p.best_effort(),
+            Reliability::Reliable => p.reliable(),
+        };
+        match self.durability {
+            Durability::Volatile => p.volatile(),
+            Durability::TransientLocal => p.transient_local(),
+        }
+    }
+
+    /// As the README's table shows it.
+    pub fn describe(self) -> String {
+        let reliability = match self.reliability {
+            Reliability::BestEffort => "best effort",
+            Reliability::Reliable => "reliable",
+        };
+        let durability = match self.durability {
+            Durability::Volatile => "",
+            Durability::TransientLocal => ", transient local",
+        };
+        format!("{reliability}{durability}, depth {}", self.depth)
+    }
+}
+
+/// A topic of the graph with the QoS its publisher offers (for a raw input: the QoS the
+/// ingest node subscribes with by default; `input_reliability`/`input_depth` change it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Topic {
+    pub name: &'static str,
+    pub msg_type: &'static str,
+    pub qos: Qos,
+    pub about: &'static str,
+}
+
+impl Topic {
+    /// The name in the root namespace: what a bag recorded on a robot without a namespace
+    /// (and every fusion_sim bag) holds.
+    pub fn root_name(&self) -> String {
+        if self.name.starts_with('/') {
+            self.name.to_string()
+        } else {
+            format!("/{}", self.name)
+        }
+    }
+}
+
+/// A service of the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub name: &'static str,
+    pub srv_type: &'static str,
+    pub about: &'static str,
+}
+
+// ---- raw inputs: what the robot's drivers (or a bag) publish -----------------------------
+pub const CAMERA_IMAGE: Topic = Topic {
+    name: "camera/image_raw",
+    msg_type: "sensor_msgs/msg/Image",
+    qos: Qos::SENSOR_DATA,
+    about: "raw camera image",
+};
+pub const CAMERA_INFO: Topic = Topic {
+    name: "camera/camera_info",
+    msg_type: "sensor_msgs/msg/CameraInfo",
+    qos: Qos::SENSOR_DATA,
+    about: "its intrinsics (checked against the calibration)",
+};
+pub const LIDAR_POINTS: Topic = Topic {
+    name: "lidar/points",
+    msg_type: "sensor_msgs/msg/PointCloud2",
+    qos: Qos::SENSOR_DATA,
+    about: "raw LiDAR sweep",
+};
+pub const RADAR_POINTS: Topic = Topic {
+    name: "radar/points",
+    msg_type: "sensor_msgs/msg/PointCloud2",
+    qos: Qos::SENSOR_DATA.depth(20),
+    about: "radar targets (x, y, z, doppler, rcs)",
+};
+pub const IMU_DATA: Topic =
+    Topic { name: "imu/data", msg_type: "sensor_msgs/msg/Imu", qos: Qos::SENSOR_DATA.depth(100), about: "raw IMU" };
+
+// ---- validated streams in base_link: ingest nodes → fusion_node ---------------------------
+pub const SENSORS_CAMERA: Topic = Topic {
+    name: "sensors/camera",
+    msg_type: "sensor_msgs/msg/Image",
+    qos: Qos::DEFAULT,
+    about: "validated rgb8 image",
+};
+pub const SENSORS_LIDAR: Topic = Topic {
+    name: "sensors/lidar",
+    msg_type: "sensor_msgs/msg/PointCloud2",
+    qos: Qos::DEFAULT,
+    about: "validated, cropped, downsampled cloud in base_link",
+};
+pub const SENSORS_RADAR: Topic = Topic {
+    name: "sensors/radar",
+    msg_type: "sensor_msgs/msg/PointCloud2",
+    qos: Qos::DEFAULT,
+    about: "validated radar targets in base_link",
+};
+pub const SENSORS_IMU: Topic = Topic {
+    name: "sensors/imu",
+    msg_type: "sensor_msgs/msg/Imu",
+    qos: Qos::DEFAULT,
+    about: "validated IMU with orientation, in base_link",
+};
+
+// ---- outputs -------------------------------------------------------------------------------
+pub const FUSED_OBJECTS: Topic = Topic {
+    name: "fusion/objects",
+    msg_type: "fusion_msgs/msg/FusedObjectArray",
+    qos: Qos::DEFAULT,
+    about: "tracked objects per synchronized set",
+};
+pub const MARKERS: Topic = Topic {
+    name: "fusion/markers",
+    msg_type: "visualization_msgs/msg/MarkerArray",
+    qos: Qos::DEFAULT,
+    about: "the objects for RViz",
+};
+pub const ANOMALY_EVENTS: Topic = Topic {
+    name: "anomaly/events",
+    msg_type: "fusion_msgs/msg/AnomalyEvent",
+    qos: Qos::LATCHED,
+    about: "anomaly events",
+};
+pub const SUMMARY: Topic = Topic {
+    name: "anomaly/summary",
+    msg_type: "std_msgs/msg/String",
+    qos: Qos::LATCHED,
+    about: "each burst of events in plain English",
+};
+pub const SUMMARY_DETAILED: Topic = Topic {
+    name: "anomaly/summary_detailed",
+    msg_type: "fusion_msgs/msg/AnomalySummary",
+    qos: Qos::LATCHED,
+    about: "the summary with its events, source and verification",
+};
+pub const SUMMARY_AUDIO: Topic = Topic {
+    name: "anomaly/summary_audio_path",
+    msg_type: "std_msgs/msg/String",
+    qos: Qos::LATCHED,
+    about: "the spoken summary's WAV file (only with `speak: true`)",
+};
+pub const DIAGNOSTICS: Topic = Topic {
+    name: "/diagnostics",
+    msg_type: "diagnostic_msgs/msg/DiagnosticArray",
+    qos: Qos::DEFAULT,
+    about: "every node's health, rates, drops by reason, latencies",
+};
+pub const EXPLAIN: Service =
+    Service { name: "anomaly/explain", srv_type: "fusion_msgs/srv/Explain", about: "why an event was raised" };
+
+/// What the robot's drivers publish, each with the launch argument that remaps it.
+pub const INPUTS: &[(&Topic, &str)] = &[
+    (&CAMERA_IMAGE, "camera_topic"),
+    (&CAMERA_INFO, "camera_info_topic"),
+    (&LIDAR_POINTS, "lidar_topic"),
+    (&RADAR_POINTS, "radar_topic"),
+    (&IMU_DATA, "imu_topic"),
+];
+
+/// One node of the set and what it uses.
+#[derive(Debug)]
+pub struct Node {
+    pub name: &'static str,
+    pub subscribes: &'static [&'static Topic],
+    pub publishes: &'static [&'static Topic],
+    /// Published only when a parameter asks for it.
+    pub publishes_optionally: &'static [&'static Topic],
+    pub serves: &'static [&'static Service],
+}
+
+pub const CAMERA_INGEST: Node = Node {
+    name: "camera_ingest",
+    subscribes: &[&CAMERA_IMAGE, &CAMERA_INFO],
+    publishes: &[&SENSORS_CAMERA, &DIAGNOSTICS],
+    publishes_optionally: &[],
+    serves: &[],
+};
+pub const LIDAR_INGEST: Node = Node {
+    name: "lidar_ingest",
+    subscribes: &[&LIDAR_POINTS],
+    publishes: &[&SENSORS_LIDAR, &DIAGNOSTICS],
+    publishes_optionally: &[],
+    serves: &[],
+};
+pub const RADAR_INGEST: Node = Node {
+    name: "radar_ingest",
+    subscribes: &[&RADAR_POINTS],
+    publishes: &[&SENSORS_RADAR, &DIAGNOSTICS],
+    publishes_optionally: &[],
+    serves: &[],
+};
+pub const IMU_INGEST: Node = Node {
+    name: "imu_ingest",
+    subscribes: &[&IMU_DATA],
+    publishes: &[&SENSORS_IMU, &DIAGNOSTICS],
+    publishes_optionally: &[],
+    serves: &[],
+};
+pub const FUSION_NODE: Node = Node {
+    name: "fusion_node",
+    subscribes: &[&SENSORS_CAMERA, &SENSORS_LIDAR, &SENSORS_RADAR, &SENSORS_IMU],
+    publishes: &[&FUSED_OBJECTS, &MARKERS, &ANOMALY_EVENTS, &DIAGNOSTICS],
+    publishes_optionally: &[],
+    serves: &[],
+};
+pub const SUMMARIZER: Node = Node {
+    name: "summarizer",
+    subscribes: &[&ANOMALY_EVENTS],
+    publishes: &[&SUMMARY, &SUMMARY_DETAILED, &DIAGNOSTICS],
+    publishes_optionally: &[&SUMMARY_AUDIO],
+    serves: &[&EXPLAIN],
+};
+
+/// The node set, in the order data flows.
+pub const NODES: &[&Node] = &[&CAMERA_INGEST, &LIDAR_INGEST, &RADAR_INGEST, &IMU_INGEST, &FUSION_NODE, &SUMMARIZER];
+
+/// The README's topic table (between `<!-- graph:begin -->` and `<!-- graph:end -->`).
+pub fn markdown_table() -> String {
+    let mut rows = vec![
+        "| topic | type | QoS | published by | subscribed by | what |".to_string(),
+        "|---|---|---|---|---|---|".to_string(),
+    ];
+    let mut topics: Vec<&Topic> = vec![];
+    for node in NODES {
+        for t in node.subscribes.iter().chain(node.publishes).chain(node.publishes_optionally) {
+            if t.name != DIAGNOSTICS.name && !topics.iter().any(|x| x.name == t.name) {
+                topics.push(t);
+            }
+        }
+    }
+    topics.push(&DIAGNOSTICS);
+    // The nodes for which `uses` holds, or `outside` (who is outside the node set) when none.
+    let names = |uses: &dyn Fn(&Node) -> bool, outside: &str| -> String {
+        let v: Vec<String> = NODES.iter().filter(|n| uses(n)).map(|n| format!("`{}`", n.name)).collect();
+        if v.is_empty() {
+            outside.to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    for t in topics {
+        let publishers = if t.name == DIAGNOSTICS.name {
+            "every node".to_string()
+        } else {
+            names(&|n: &Node| n.publishes.contains(&t) || n.publishes_optionally.contains(&t), "your drivers / a bag")
+        };
+        let subscribers = names(&|n: &Node| n.subscribes.contains(&t), "you");
+        rows.push(format!(
+            "| `{}` | `{}` | {} | {} | {} | {} |",
+            t.name,
+            t.msg_type,
+            t.qos.describe(),
+            publishers,
+            subscribers,
+            t.about
+        ));
+    }
+    for node in NODES {
+        for s in node.serves {
+            rows.push(format!("| `{}` (service) | `{}` | | `{}` | you | {} |", s.name, s.srv_type, node.name, s.about));
+        }
+    }
+    rows.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn root() -> &'static Path {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    }
+
+    #[test]
+    fn every_subscription_has_a_publisher_or_is_a_driver_input() {
+        for node in NODES {
+            for t in node.subscribes {
+                let published = NODES.iter().any(|n| n.publishes.contains(t));
+                let input = INPUTS.iter().any(|(i, _)| i == t);
+                assert!(published ^ input, "{}: {} is neither published in the set nor an input", node.name, t.name);
+            }
+        }
+        // Every input is read by exactly one node.
+        for (t, _) in INPUTS {
+            assert_eq!(NODES.iter().filter(|n| n.subscribes.contains(t)).count(), 1, "{}", t.name);
+        }
+        // A subscriber asks for no more than its publisher offers (else DDS never matches).
+        for node in NODES {
+            for t in node.subscribes {
+                if let Some(p) = NODES.iter().find(|n| n.publishes.contains(t)) {
+                    let offered = p.publishes.iter().find(|x| x.name == t.name).unwrap();
+                    assert!(
+                        offered.qos.reliability == Reliability::Reliable
+                            || t.qos.reliability == Reliability::BestEffort,
+                        "{} -> {}: {}",
+                        p.name,
+                        node.name,
+                        t.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn message_types_exist() {
+        let ours = |kind: &str, ty: &str| {
+            let name = ty.rsplit('/').next().unwrap();
+            let ext = if kind == "srv" { "srv" } else { "msg" };
+            assert!(
+                root().join(format!("nodes/fusion_msgs/{kind}/{name}.{ext}")).is_file(),
+                "{ty} has no definition in nodes/fusion_msgs"
+            );
+        };
+        for node in NODES {
+            for t in node.subscribes.iter().chain(node.publishes).chain(node.publishes_optionally) {
+                let parts: Vec<&str> = t.msg_type.split('/').collect();
+                assert_eq!((parts.len(), parts[1]), (3, "msg"), "{}", t.msg_type);
+                if parts[0] == "fusion_msgs" {
+                    ours("msg", t.msg_type);
+                }
+            }
+            for s in node.serves {
+                ours("srv", s.srv_type);
+            }
+        }
+    }
+
+    /// The README's topic table is generated from the graph: this fails when they drift, and
+    /// `UPDATE_DOCS=1` rewrites it.
+    #[test]
+    fn the_readme_shows_the_declared_graph() {
+        let path = root().join("README.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (begin, end) = ("<!-- graph:begin -->\n", "<!-- graph:end -->");
+        let a = text.find(begin).expect("README.md has a graph:begin marker") + begin.len();
+        let b = text[a..].find(end).expect("graph:end marker") + a;
+        let table = markdown_table();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(&path, format!("{}{}{}", &text[..a], table, &text[b..])).unwrap();
+        } else {
+            assert_eq!(&text[a..b], table, "README.md's topic table drifted from nodes/src/graph.rs: UPDATE_DOCS=1");
+        }
+    }
+}
