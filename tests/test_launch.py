@@ -293,6 +293,32 @@ def test_exit_status_reports_a_failed_node(tmp_path):
     assert 'broken-1: process has died' in res.stderr
 
 
+def thread_policies(pid: int) -> dict[str, set[int]]:
+    """The scheduling policies (0 normal, 1 FIFO, 2 RR, 5 idle) of a process's threads, by
+    thread name (as the kernel keeps it: 15 characters)."""
+    policies: dict[str, set[int]] = {}
+    for task in Path(f'/proc/{pid}/task').iterdir():
+        try:
+            stat = (task / 'stat').read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that just ended
+        name = stat[stat.index('(') + 1:stat.rindex(')')]
+        # Fields after the name start at field 3 (state); the policy is field 41.
+        policies.setdefault(name, set()).add(int(stat[stat.rindex(')') + 2:].split()[38]))
+    return policies
+
+
+def assert_kernels_leave_the_cores_to_others(pid: int):
+    """fusion_node at real-time priority (root): only the scheduler's own threads are
+    real-time; the detector's kernel pool (one thread per core) runs on normal scheduling,
+    so a long inference cannot take every core from the ingest nodes and the drivers."""
+    policies = thread_policies(pid)
+    realtime = {name for name, p in policies.items() if p & {1, 2}}
+    assert realtime or os.geteuid() != 0, f'root runs fusion_node real-time: {policies}'
+    assert all(n in ('fusion-sched', 'fusion-inferenc') or n.startswith('fusion-cpu-') for n in realtime), policies
+    assert policies.get('fusion-compute-') == {0}, policies
+
+
 def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_publishing(scenario_bags, procs, ros):
     """Faults under load: the launched graph plays a bag (in a loop, sim time); each node in
     turn is killed with SIGKILL. The launcher respawns it within 0.8 s and its output flows
@@ -350,11 +376,15 @@ def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_p
     # up to ~2 s to it on this 2-core machine.
     bag_start = min(sim_time)
 
+    def node_pid(name):
+        return int(re.findall(rf'\] {name}-\d+: process started with pid \[(\d+)\]', launch.output())[-1])
+    assert_kernels_leave_the_cores_to_others(node_pid('fusion_node'))
+
     def far_from_a_loop_restart():
         t = sim_time[-1] - bag_start
         return 1.5 <= t <= BAG_SECONDS - 4.5
 
-    recovery, respawned_after = {}, {}
+    recovery, respawned_after, gaps = {}, {}, {}
     for name in outputs:
         probe.wait_for(far_from_a_loop_restart, 20, f'a kill window; sim time {sim_time[-1] - bag_start:.1f} s into the bag')
         starts = re.findall(rf'\] {name}-\d+: process started with pid \[(\d+)\]', launch.output())
@@ -368,17 +398,25 @@ def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_p
                        f'{name} publishing again\n{launch.output()[-3000:]}')
         t_back = min(t for t in arrivals[keys[name]] if t > t_started)
         recovery[name] = round(t_back - t_kill, 2)
+        if name == 'fusion_node':
+            assert_kernels_leave_the_cores_to_others(node_pid(name))
         respawned_after[name] = round(t_started - t_kill, 2)
-        # The other ingest streams never paused while this node was away (nominal 10-200 Hz;
-        # the bag's loop restart costs LiDAR 0.5 s at ingest).
+        # The other ingest streams never paused while this node was away, nor in the seconds
+        # after (nominal 10-200 Hz; the bag's loop restart costs LiDAR 0.5 s at ingest). The
+        # window runs to 3.5 s after the kill, not only until the node is back: a writer whose
+        # dead reader still holds its shared-memory buffers stalls ~1 s after the kill, and a
+        # fast recovery used to hide that (launch/fastdds.xml: port_queue_capacity).
+        t_end = max(t_back, t_kill + 3.5)
+        time.sleep(max(0.0, t_end - time.monotonic()) + 0.2)
         for other in ('camera_ingest', 'lidar_ingest', 'radar_ingest', 'imu_ingest'):
             if other == name:
                 continue
-            seen = [t_kill] + [t for t in arrivals[keys[other]] if t_kill < t < t_back] + [t_back]
+            seen = [t_kill] + [t for t in arrivals[keys[other]] if t_kill < t < t_end] + [t_end]
             gap = max(b - a for a, b in zip(seen, seen[1:]))
-            assert gap < 1.2, f'{other} paused {gap:.2f} s while {name} was down'
-        time.sleep(1.0)
+            gaps[f'{other} ({name} killed)'] = round(gap, 2)
+            assert gap < 1.2, f'{other} paused {gap:.2f} s after {name} was killed; gaps so far {gaps}'
     print(f'recovery after SIGKILL (s): {recovery}; process restarted after (s): {respawned_after}')
+    print(f'longest pause of each other ingest stream (s): {gaps}')
     # The launcher restarts a node 0.5 s after it died. Its output then waits for DDS to match
     # the new process with its peers: with Fast DDS's default 3 s announcement period that
     # took 1.5-8.3 s from the kill on 2 busy cores; launch/fastdds.xml announces every 0.5 s,

@@ -631,6 +631,36 @@ pub fn apply_rt(cfg: &RtConfig, lower: i32) -> RtOutcome {
     RtOutcome::Fallback(why)
 }
 
+/// Builds rayon's global pool, on which the detector's data-parallel kernels run (burn-flex,
+/// gemm), with every thread on normal scheduling (SCHED_OTHER), before any scheduler thread
+/// turns real-time.
+///
+/// Why: a pool thread inherits the policy of the thread that creates it, and rayon creates
+/// its pool lazily, at the first parallel kernel: in the inference thread (SCHED_FIFO). The
+/// whole network then ran at real-time priority on every core, and a long inference (the
+/// first after a respawn) left no CPU for anything else: the ingest nodes and the drivers
+/// feeding them paused for up to 2 s (a CI run, `test_each_node_killed_with_sigkill_...`).
+/// Real-time priority orders our own stages; the kernels share the cores with the rest of
+/// the robot, and the degradation ladder answers a slow frame. Returns the pool's size.
+pub fn build_compute_pool() -> usize {
+    // Fails only when the pool exists already (a kernel ran before, e.g. a detector's
+    // self-check at load): its threads are moved to normal scheduling below either way.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("fusion-compute-{i}"))
+        .start_handler(|_| normal_scheduling())
+        .build_global();
+    rayon::broadcast(|_| normal_scheduling());
+    rayon::current_num_threads()
+}
+
+/// The calling thread to SCHED_OTHER (a no-op when it is already).
+fn normal_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; param is a valid sched_param. Lowering one's own
+    // policy needs no privilege, so this cannot fail with a valid policy.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+}
+
 /// mlockall(MCL_CURRENT | MCL_FUTURE); a fallback (with its warning) when not permitted.
 pub fn lock_memory() -> RtOutcome {
     // SAFETY: plain syscall.
@@ -1661,6 +1691,9 @@ impl<M: Message> Executor<M> {
         if cfg.rt.mlockall {
             let o = lock_memory();
             stats.lock().expect("stats").rt.insert("mlockall", o);
+        }
+        if cfg.rt.policy != Policy::Other {
+            build_compute_pool();
         }
         let live = LiveParams::default();
         let mailboxes = Arc::new([

@@ -406,6 +406,58 @@ fn executor_degrades_under_scripted_overload_and_recovers_without_late_publicati
     assert!(s.e2e_total.max() <= 100_000, "{}", s.e2e_total.max());
 }
 
+/// A detector that runs a data-parallel kernel on rayon's global pool, as burn-flex and gemm
+/// do, and records the scheduling policy of its own thread and of every pool thread.
+struct ParallelKernelDetector(Arc<Mutex<(Vec<i32>, Vec<i32>)>>);
+
+impl CameraDetector for ParallelKernelDetector {
+    fn name(&self) -> &str {
+        "parallel-kernel"
+    }
+    fn detect(&mut self, _: StampNs, _: &Rgb8) -> Result<Vec<Detection2d>, DetectError> {
+        // SAFETY (both): plain syscalls on the calling thread.
+        let caller = unsafe { libc::sched_getscheduler(0) };
+        let pool = rayon::broadcast(|_| unsafe { libc::sched_getscheduler(0) });
+        let mut seen = self.0.lock().unwrap();
+        seen.0.push(caller);
+        seen.1.extend(pool);
+        Ok(vec![])
+    }
+}
+
+#[test]
+fn the_detector_kernels_run_on_normal_scheduling_under_a_real_time_scheduler() {
+    // rayon builds its pool at the first parallel kernel, and a thread inherits its creator's
+    // policy: the SCHED_FIFO inference thread used to create it, so the network ran at
+    // real-time priority on every core and a long inference starved the ingest nodes (2 s in
+    // one CI run). The scheduler builds the pool on normal scheduling first.
+    let origin = Instant::now();
+    let clock: Clock = Arc::new(move || origin.elapsed().as_nanos() as i64);
+    let seen = Arc::new(Mutex::new((vec![], vec![])));
+    let detector = ParallelKernelDetector(seen.clone());
+    let pipeline = Pipeline::new(PipelineParams::default(), &Calibration::default(), Some(Box::new(detector)));
+    let cfg = SchedConfig { rt: RtConfig { policy: Policy::Fifo, priority: 5, ..RtConfig::default() }, ..SchedConfig::default() };
+    let rec = Arc::new(Mutex::new(Recorded::default()));
+    let exec = Executor::spawn_edf(pipeline, Box::new(|m: Msg| Ok(m.0)), Recorder(rec), clock.clone(), cfg).unwrap();
+    let image = Arc::new(Rgb8 { width: 64, height: 48, data: vec![90; 64 * 48 * 3] });
+    let points: Arc<Vec<[f32; 5]>> = Arc::new(vec![[10.0, 0.0, 0.5, 1.0, 0.0]; 50]);
+    for _ in 0..10 {
+        let t = clock();
+        exec.post(Msg(Input::Camera { stamp: t, image: image.clone() }));
+        exec.post(Msg(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 0 }));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stats = exec.shutdown();
+    let (callers, pool) = &*seen.lock().unwrap();
+    assert!(!callers.is_empty(), "the detector ran");
+    assert_eq!(pool.len(), callers.len() * rayon::current_num_threads());
+    assert!(pool.iter().all(|&p| p == libc::SCHED_OTHER), "kernel threads' policies: {pool:?}");
+    // Where real-time is permitted (root, CAP_SYS_NICE), the inference thread itself is.
+    if stats.rt.get("inference") == Some(&RtOutcome::Applied) {
+        assert!(callers.iter().all(|&p| p == libc::SCHED_FIFO), "{callers:?}");
+    }
+}
+
 #[test]
 fn both_executors_count_the_partial_sets_they_publish() {
     // Camera and LiDAR at 10 Hz, the radar silent: every set goes out partial (missing
