@@ -414,7 +414,8 @@ def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_p
             seen = [t_kill] + [t for t in arrivals[keys[other]] if t_kill < t < t_end] + [t_end]
             gap = max(b - a for a, b in zip(seen, seen[1:]))
             gaps[f'{other} ({name} killed)'] = round(gap, 2)
-            assert gap < 1.2, f'{other} paused {gap:.2f} s after {name} was killed; gaps so far {gaps}'
+        paused = {k: g for k, g in gaps.items() if g >= 1.2}
+        assert not paused, f'paused after a kill: {paused}; every gap so far (s): {gaps}'
     print(f'recovery after SIGKILL (s): {recovery}; process restarted after (s): {respawned_after}')
     print(f'longest pause of each other ingest stream (s): {gaps}')
     # The launcher restarts a node 0.5 s after it died. Its output then waits for DDS to match
@@ -428,7 +429,7 @@ def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_p
     assert all(r <= 0.8 for r in respawned_after.values()), respawned_after
     assert max(recovery.values()) <= 3.0, recovery
     assert launch.alive()
-    # Each killed node left its Fast DDS shared-memory segment (up to 32 MiB of RAM); the
+    # Each killed node left its Fast DDS shared-memory segment (up to 64 MiB of RAM); the
     # launcher removed them before each respawn, so Fast DDS's own tool finds none left.
     assert 'shared-memory segment(s) left by dead processes' in launch.output(), launch.output()[-3000:]
     leftover = subprocess.run(['fastdds', 'shm', 'clean'], capture_output=True, text=True, timeout=30, check=True)
