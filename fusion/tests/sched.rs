@@ -436,7 +436,10 @@ fn the_detector_kernels_run_on_normal_scheduling_under_a_real_time_scheduler() {
     let seen = Arc::new(Mutex::new((vec![], vec![])));
     let detector = ParallelKernelDetector(seen.clone());
     let pipeline = Pipeline::new(PipelineParams::default(), &Calibration::default(), Some(Box::new(detector)));
-    let cfg = SchedConfig { rt: RtConfig { policy: Policy::Fifo, priority: 5, ..RtConfig::default() }, ..SchedConfig::default() };
+    let cfg = SchedConfig {
+        rt: RtConfig { policy: Policy::Fifo, priority: 5, ..RtConfig::default() },
+        ..SchedConfig::default()
+    };
     let rec = Arc::new(Mutex::new(Recorded::default()));
     let exec = Executor::spawn_edf(pipeline, Box::new(|m: Msg| Ok(m.0)), Recorder(rec), clock.clone(), cfg).unwrap();
     let image = Arc::new(Rgb8 { width: 64, height: 48, data: vec![90; 64 * 48 * 3] });

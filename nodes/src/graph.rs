@@ -213,11 +213,24 @@ pub const INPUTS: &[(&Topic, &str)] = &[
 #[derive(Debug)]
 pub struct Node {
     pub name: &'static str,
+    /// An ingest node's first subscription is its raw input ([`Node::input`]).
     pub subscribes: &'static [&'static Topic],
+    /// An ingest node's first publication is its output ([`Node::output`]).
     pub publishes: &'static [&'static Topic],
     /// Published only when a parameter asks for it.
     pub publishes_optionally: &'static [&'static Topic],
     pub serves: &'static [&'static Service],
+}
+
+impl Node {
+    /// An ingest node's raw input: its first subscription.
+    pub const fn input(&self) -> &'static Topic {
+        self.subscribes[0]
+    }
+    /// An ingest node's output: its first publication.
+    pub const fn output(&self) -> &'static Topic {
+        self.publishes[0]
+    }
 }
 
 pub const CAMERA_INGEST: Node = Node {
@@ -352,6 +365,19 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn each_ingest_node_reads_a_driver_input_and_feeds_fusion_node() {
+        // ingest::Spec takes an ingest node's input and output by position: keep them first.
+        let ingest: Vec<_> = NODES.iter().filter(|n| n.name.ends_with("_ingest")).collect();
+        assert_eq!(ingest.len(), 4);
+        for node in ingest {
+            assert!(INPUTS.iter().any(|(t, _)| *t == node.input()), "{}: {}", node.name, node.input().name);
+            assert!(node.output().name.starts_with("sensors/"), "{}: {}", node.name, node.output().name);
+            assert!(FUSION_NODE.subscribes.contains(&node.output()), "{}: {}", node.name, node.output().name);
+            assert_eq!(node.input().msg_type, node.output().msg_type, "{}", node.name);
         }
     }
 

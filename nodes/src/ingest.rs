@@ -44,15 +44,13 @@ pub trait Processor: Send + 'static {
     fn set_live(&mut self, _name: &str, _value: f64) {}
 }
 
-/// Defaults of one ingest node; its topics come from the declared graph (`graph.rs`), and
-/// every one is remappable with `-r from:=to`.
+/// Defaults of one ingest node. Its topics are the declared graph's (`graph.rs`: the node's
+/// first subscription is the raw input, whose QoS depth is the default of the `input_depth`
+/// parameter; its first publication the output), each remappable with `-r from:=to`.
 pub struct Spec {
     pub node: &'static graph::Node,
     /// Key of the sensor in the calibration YAML and in /diagnostics names.
     pub sensor: &'static str,
-    /// The raw input; its QoS depth is the default of the `input_depth` parameter.
-    pub input: &'static graph::Topic,
-    pub output: &'static graph::Topic,
     /// Default of the `queue_size` parameter: messages waiting for the worker. Small for
     /// frames (a stale frame is worth less than a fresh one), larger for IMU samples.
     pub queue_size: usize,
@@ -113,15 +111,15 @@ where
 
     // Sensor-data QoS (best effort) by default, like every ROS 2 sensor pipeline; with
     // `input_reliability: reliable` DDS repairs losses, but only reliable publishers match.
-    let depth = params.usize("input_depth", spec.input.qos.depth)?.max(1);
+    let depth = params.usize("input_depth", spec.node.input().qos.depth)?.max(1);
     let input_qos = match params.string("input_reliability", "best_effort")?.as_str() {
-        "best_effort" => spec.input.qos.depth(depth).profile(),
-        "reliable" => spec.input.qos.depth(depth).profile().reliable(),
+        "best_effort" => spec.node.input().qos.depth(depth).profile(),
+        "reliable" => spec.node.input().qos.depth(depth).profile().reliable(),
         other => anyhow::bail!("parameter input_reliability must be best_effort or reliable, got '{other}'"),
     };
-    let input = node.subscribe::<P::In>(spec.input.name, input_qos)?;
+    let input = node.subscribe::<P::In>(spec.node.input().name, input_qos)?;
     // Reliable publishers are compatible with both reliable and best-effort subscribers.
-    let output = node.create_publisher::<P::Out>(spec.output.name, spec.output.qos.profile())?;
+    let output = node.create_publisher::<P::Out>(spec.node.output().name, spec.node.output().qos.profile())?;
     let diagnostics =
         node.create_publisher::<DiagnosticArray>(graph::DIAGNOSTICS.name, graph::DIAGNOSTICS.qos.profile())?;
     // `ros2 param set` reaches the processor's live parameters (its filters); every other
@@ -144,7 +142,7 @@ where
     });
     let clock = node.get_ros_clock();
     tracing::info!(
-        node = %node_name, input = spec.input.name, output = spec.output.name, frame = %expected_frame,
+        node = %node_name, input = spec.node.input().name, output = spec.node.output().name, frame = %expected_frame,
         calibration = %if calibration_path.is_empty() { "<defaults>" } else { &calibration_path },
         "ingest node up"
     );

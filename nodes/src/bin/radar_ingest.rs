@@ -25,13 +25,7 @@ fn radar(
 }
 
 fn main() -> Result<()> {
-    let spec = Spec {
-        node: &graph::RADAR_INGEST,
-        sensor: "radar",
-        input: &graph::RADAR_POINTS,
-        output: &graph::SENSORS_RADAR,
-        queue_size: 16,
-    };
+    let spec = Spec { node: &graph::RADAR_INGEST, sensor: "radar", queue_size: 16 };
     // Every filter parameter is declared from RadarParams (names, defaults, checks) and may be
     // changed on the running node with `ros2 param set`.
     run(spec, |s| CloudIngest::declare(s, radar, "radar"))
