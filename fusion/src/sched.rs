@@ -641,8 +641,8 @@ pub fn apply_rt(cfg: &RtConfig, lower: i32) -> RtOutcome {
 /// first after a respawn) left no CPU for anything else: the ingest nodes and the drivers
 /// feeding them paused for up to 2 s (a CI run, `test_each_node_killed_with_sigkill_...`).
 /// Real-time priority orders our own stages; the kernels share the cores with the rest of
-/// the robot, and the degradation ladder answers a slow frame. Returns the pool's size.
-pub fn build_compute_pool() -> usize {
+/// the robot, and the degradation ladder answers a slow frame.
+pub fn build_compute_pool() {
     // Fails only when the pool exists already (a kernel ran before, e.g. a detector's
     // self-check at load): its threads are moved to normal scheduling below either way.
     let _ = rayon::ThreadPoolBuilder::new()
@@ -650,7 +650,6 @@ pub fn build_compute_pool() -> usize {
         .start_handler(|_| normal_scheduling())
         .build_global();
     rayon::broadcast(|_| normal_scheduling());
-    rayon::current_num_threads()
 }
 
 /// The calling thread to SCHED_OTHER (a no-op when it is already).

@@ -111,15 +111,16 @@ where
 
     // Sensor-data QoS (best effort) by default, like every ROS 2 sensor pipeline; with
     // `input_reliability: reliable` DDS repairs losses, but only reliable publishers match.
-    let depth = params.usize("input_depth", spec.node.input().qos.depth)?.max(1);
+    let (input_topic, output_topic) = (spec.node.input(), spec.node.output());
+    let depth = params.usize("input_depth", input_topic.qos.depth)?.max(1);
     let input_qos = match params.string("input_reliability", "best_effort")?.as_str() {
-        "best_effort" => spec.node.input().qos.depth(depth).profile(),
-        "reliable" => spec.node.input().qos.depth(depth).profile().reliable(),
+        "best_effort" => input_topic.qos.depth(depth).profile(),
+        "reliable" => input_topic.qos.depth(depth).profile().reliable(),
         other => anyhow::bail!("parameter input_reliability must be best_effort or reliable, got '{other}'"),
     };
-    let input = node.subscribe::<P::In>(spec.node.input().name, input_qos)?;
+    let input = node.subscribe::<P::In>(input_topic.name, input_qos)?;
     // Reliable publishers are compatible with both reliable and best-effort subscribers.
-    let output = node.create_publisher::<P::Out>(spec.node.output().name, spec.node.output().qos.profile())?;
+    let output = node.create_publisher::<P::Out>(output_topic.name, output_topic.qos.profile())?;
     let diagnostics =
         node.create_publisher::<DiagnosticArray>(graph::DIAGNOSTICS.name, graph::DIAGNOSTICS.qos.profile())?;
     // `ros2 param set` reaches the processor's live parameters (its filters); every other
@@ -142,7 +143,7 @@ where
     });
     let clock = node.get_ros_clock();
     tracing::info!(
-        node = %node_name, input = spec.node.input().name, output = spec.node.output().name, frame = %expected_frame,
+        node = %node_name, input = input_topic.name, output = output_topic.name, frame = %expected_frame,
         calibration = %if calibration_path.is_empty() { "<defaults>" } else { &calibration_path },
         "ingest node up"
     );
