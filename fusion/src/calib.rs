@@ -1,7 +1,7 @@
 //! The calibration YAML (DESIGN.md §3): the pose of each sensor frame in base_link, the
 //! camera intrinsics and the safety zones. Every node reads the same file.
 use crate::Sensor;
-use nalgebra::{Isometry3, Quaternion, Translation3, UnitQuaternion};
+use nalgebra::Isometry3;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
 
@@ -33,10 +33,7 @@ pub struct SensorPose {
 impl SensorPose {
     /// The transform that maps points in this sensor's frame into base_link.
     pub fn to_base(&self) -> Isometry3<f64> {
-        let [x, y, z, w] = self.rotation_xyzw;
-        let q = UnitQuaternion::from_quaternion(Quaternion::new(w, x, y, z));
-        let [tx, ty, tz] = self.translation;
-        Isometry3::from_parts(Translation3::new(tx, ty, tz), q)
+        crate::tf::isometry(self.translation, self.rotation_xyzw)
     }
 }
 
@@ -175,6 +172,146 @@ impl Calibration {
     }
 }
 
+/// Where a sensor's pose in the base frame came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoseSource {
+    /// The transform tree (`/tf_static`, `/tf`).
+    Tf,
+    /// The calibration file.
+    File,
+    /// The built-in defaults of DESIGN.md §3 (no file and no transforms at all).
+    Defaults,
+}
+
+/// A sensor whose pose both tf and the calibration file give, with how far apart they are:
+/// two copies of the extrinsics drift, and the user should hear of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoseDisagreement {
+    pub sensor: String,
+    pub translation_m: f64,
+    pub rotation_deg: f64,
+}
+
+/// The calibration in effect, where each pose came from, and where tf and the file differ.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub calibration: Calibration,
+    pub sources: BTreeMap<String, PoseSource>,
+    pub disagreements: Vec<PoseDisagreement>,
+    /// Sensors whose frame tf holds but cannot place in the base frame (another root, a
+    /// loop, a dynamic link out of range), with tf's reason: the file's pose is used, and it
+    /// is not latched, since that would re-parent the robot's frame.
+    pub tf_errors: Vec<(String, String)>,
+}
+
+impl Resolved {
+    /// One line for the start-up log: `camera=tf lidar=file …`.
+    pub fn summary(&self) -> String {
+        let name = |s: &PoseSource| match s {
+            PoseSource::Tf => "tf",
+            PoseSource::File => "file",
+            PoseSource::Defaults => "defaults",
+        };
+        self.sources.iter().map(|(k, v)| format!("{k}={}", name(v))).collect::<Vec<_>>().join(" ")
+    }
+
+    /// The poses taken from the calibration file, as transforms for `/tf_static`, so that
+    /// RViz and every tf user sees the frames the node set works with. Never the built-in
+    /// defaults: latched, they would count as the robot's tf for every node started later.
+    pub fn for_tf_static(&self) -> Vec<crate::tf::Transform> {
+        let latched = |name: &str| {
+            self.sources.get(name) == Some(&PoseSource::File) && !self.tf_errors.iter().any(|(s, _)| s == name)
+        };
+        self.calibration.mounts().filter(|(name, _)| latched(name)).map(|(_, t)| t).collect()
+    }
+}
+
+impl Calibration {
+    /// Each sensor's mount as a transform base frame → sensor frame (stamp 0), by sensor name:
+    /// what a robot's `/tf_static` holds for it.
+    pub fn mounts(&self) -> impl Iterator<Item = (&str, crate::tf::Transform)> + '_ {
+        self.sensors.iter().map(|(name, pose)| {
+            let mount = crate::tf::Transform {
+                parent: self.base_frame.clone(),
+                child: pose.frame_id.clone(),
+                stamp_ns: 0,
+                translation: pose.translation,
+                rotation_xyzw: pose.rotation_xyzw,
+            };
+            (name.as_str(), mount)
+        })
+    }
+
+    /// The extrinsics in effect: each sensor's pose from tf when the buffer connects its
+    /// frame to the base frame, else from `self`. `self` is the calibration file when
+    /// `from_file`, else the built-in defaults, which name the frames, the intrinsics and the
+    /// zones but are never taken as a robot's poses while tf holds any transform: then a
+    /// sensor frame tf cannot place is an error that names the frame and why. With no file and
+    /// an empty buffer the defaults stand (DESIGN.md §3), as before tf was read.
+    pub fn with_tf(&self, buffer: &crate::tf::TransformBuffer, from_file: bool) -> Result<Resolved, CalibError> {
+        self.with_tf_for(buffer, from_file, &Sensor::ALL)
+    }
+
+    /// [`Calibration::with_tf`] for the sensors a node uses: only those must be placed; the
+    /// others keep this calibration's poses.
+    pub fn with_tf_for(
+        &self,
+        buffer: &crate::tf::TransformBuffer,
+        from_file: bool,
+        used: &[Sensor],
+    ) -> Result<Resolved, CalibError> {
+        use crate::tf::At;
+        let tf_present = !buffer.frames().is_empty();
+        let mut calibration = self.clone();
+        let mut sources = BTreeMap::new();
+        let mut disagreements = Vec::new();
+        let mut tf_errors = Vec::new();
+        let mut missing = Vec::new();
+        for (name, pose) in calibration.sensors.iter_mut() {
+            if !used.iter().any(|s| s.as_str() == name) {
+                continue;
+            }
+            match buffer.lookup(&self.base_frame, &pose.frame_id, At::Latest) {
+                Ok(t) => {
+                    let before = pose.to_base();
+                    let (translation, rotation_xyzw) = crate::tf::parts(&t);
+                    pose.translation = translation;
+                    pose.rotation_xyzw = rotation_xyzw;
+                    if from_file {
+                        let translation_m = (t.translation.vector - before.translation.vector).norm();
+                        let rotation_deg = t.rotation.angle_to(&before.rotation).to_degrees();
+                        if translation_m > 0.01 || rotation_deg > 0.5 {
+                            disagreements.push(PoseDisagreement { sensor: name.clone(), translation_m, rotation_deg });
+                        }
+                    }
+                    sources.insert(name.clone(), PoseSource::Tf);
+                }
+                Err(e) if from_file => {
+                    if buffer.has_frame(&pose.frame_id) {
+                        tf_errors.push((name.clone(), e.to_string()));
+                    }
+                    sources.insert(name.clone(), PoseSource::File);
+                }
+                Err(_) if !tf_present => {
+                    sources.insert(name.clone(), PoseSource::Defaults);
+                }
+                Err(e) => missing.push(format!("{name} ({}): {e}", pose.frame_id)),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(CalibError::Invalid(format!(
+                "no calibration file is given and tf cannot place {} in '{}': {}",
+                if missing.len() == 1 { "this sensor" } else { "these sensors" },
+                self.base_frame,
+                missing.join("; ")
+            )));
+        }
+        calibration.check()?;
+        Ok(Resolved { calibration, sources, disagreements, tf_errors })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +363,103 @@ mod tests {
     fn unknown_keys_are_errors_not_silently_ignored() {
         let text = serde_yaml::to_string(&Calibration::default()).unwrap().replace("base_frame", "base_frme");
         assert!(Calibration::from_yaml(&text).is_err());
+    }
+
+    fn buffer_with(frames: &[(&str, [f64; 3], [f64; 4])]) -> crate::tf::TransformBuffer {
+        let mut b = crate::tf::TransformBuffer::default();
+        for (child, translation, rotation_xyzw) in frames {
+            let t = crate::tf::Transform {
+                parent: "base_link".into(),
+                child: child.to_string(),
+                stamp_ns: 0,
+                translation: *translation,
+                rotation_xyzw: *rotation_xyzw,
+            };
+            b.set(&t, true).unwrap();
+        }
+        b
+    }
+
+    #[test]
+    fn tf_places_the_sensors_and_the_file_fills_in() {
+        let file = Calibration::default();
+        // tf has the LiDAR 10 cm further back than the file, and the camera as the file has it.
+        let b = buffer_with(&[
+            ("lidar_link", [0.9, 0.0, 1.8], [0.0, 0.0, 0.0, 1.0]),
+            ("camera_optical", [1.5, 0.0, 1.2], [-0.5, 0.5, -0.5, 0.5]),
+        ]);
+        let r = file.with_tf(&b, true).unwrap();
+        assert_eq!(r.calibration.sensor("lidar").translation, [0.9, 0.0, 1.8]);
+        assert_eq!(r.sources["lidar"], PoseSource::Tf);
+        assert_eq!(r.sources["radar"], PoseSource::File);
+        assert_eq!(r.summary(), "camera=tf imu=file lidar=tf radar=file");
+        assert_eq!(r.disagreements.len(), 1, "{:?}", r.disagreements);
+        assert_eq!(r.disagreements[0].sensor, "lidar");
+        assert!((r.disagreements[0].translation_m - 0.1).abs() < 1e-9);
+        // What tf did not give goes out on /tf_static.
+        let published: Vec<_> = r.for_tf_static().into_iter().map(|t| t.child).collect();
+        assert_eq!(published, ["imu_link", "radar_link"]);
+        // A camera turned 10° about its optical axis is a disagreement too.
+        let turned = nalgebra::UnitQuaternion::from_euler_angles(0.0, 0.0, 10f64.to_radians())
+            * file.sensor("camera").to_base().rotation;
+        let q = turned.quaternion();
+        let b = buffer_with(&[("camera_optical", [1.5, 0.0, 1.2], [q.i, q.j, q.k, q.w])]);
+        let r = file.with_tf(&b, true).unwrap();
+        assert_eq!(r.disagreements.len(), 1, "{:?}", r.disagreements);
+        assert!((r.disagreements[0].rotation_deg - 10.0).abs() < 1e-6, "{:?}", r.disagreements);
+    }
+
+    #[test]
+    fn a_frame_tf_holds_but_cannot_place_keeps_the_file_pose_unlatched() {
+        // The URDF's tree is rooted at `chassis`, not base_link: tf knows lidar_link, but not
+        // in base_link. The file's pose is used, the reason kept, and nothing is latched that
+        // would re-parent the robot's frame.
+        let mut b = crate::tf::TransformBuffer::default();
+        let t = crate::tf::Transform {
+            parent: "chassis".into(),
+            child: "lidar_link".into(),
+            stamp_ns: 0,
+            translation: [1.0, 0.0, 1.8],
+            rotation_xyzw: [0.0, 0.0, 0.0, 1.0],
+        };
+        b.set(&t, true).unwrap();
+        let imu = crate::tf::Transform { parent: "base_link".into(), child: "imu_link".into(), ..t };
+        b.set(&imu, true).unwrap();
+        let r = Calibration::default().with_tf(&b, true).unwrap();
+        assert_eq!(r.sources["lidar"], PoseSource::File);
+        assert_eq!(r.sources["imu"], PoseSource::Tf);
+        assert_eq!(r.tf_errors.len(), 1);
+        assert!(r.tf_errors[0].1.contains("roots 'base_link' and 'chassis'"), "{:?}", r.tf_errors);
+        let latched: Vec<_> = r.for_tf_static().into_iter().map(|t| t.child).collect();
+        assert_eq!(latched, ["camera_optical", "radar_link"]);
+    }
+
+    #[test]
+    fn without_a_file_tf_must_place_every_sensor() {
+        let defaults = Calibration::default();
+        let all = buffer_with(&[
+            ("camera_optical", [1.5, 0.0, 1.2], [-0.5, 0.5, -0.5, 0.5]),
+            ("lidar_link", [1.0, 0.0, 1.8], [0.0, 0.0, 0.0, 1.0]),
+            ("radar_link", [2.0, 0.0, 0.5], [0.0, 0.0, 0.0, 1.0]),
+            ("imu_link", [0.0, 0.0, 0.3], [0.0, 0.0, 0.0, 1.0]),
+        ]);
+        let r = defaults.with_tf(&all, false).unwrap();
+        assert_eq!(r.sources.len(), 4);
+        assert!(r.sources.values().all(|s| *s == PoseSource::Tf) && r.for_tf_static().is_empty());
+        let part = buffer_with(&[("lidar_link", [1.0, 0.0, 1.8], [0.0, 0.0, 0.0, 1.0])]);
+        let err = defaults.with_tf(&part, false).unwrap_err().to_string();
+        for frame in ["camera_optical", "radar_link", "imu_link"] {
+            assert!(err.contains(&format!("frame '{frame}' does not exist")), "{err}");
+        }
+        assert!(!err.contains("lidar"), "{err}");
+        // A node that uses only the LiDAR needs only the LiDAR placed.
+        let lidar_only = defaults.with_tf_for(&part, false, &[Sensor::Lidar]).unwrap();
+        assert_eq!(lidar_only.summary(), "lidar=tf");
+        // Neither a file nor any transform: the documented defaults, said so.
+        let r = defaults.with_tf(&crate::tf::TransformBuffer::default(), false).unwrap();
+        assert_eq!(r.calibration, defaults);
+        assert_eq!(r.sources.len(), 4);
+        assert!(r.sources.values().all(|s| *s == PoseSource::Defaults));
+        assert!(r.for_tf_static().is_empty(), "defaults are never latched as if the robot's tf");
     }
 }

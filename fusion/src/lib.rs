@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod sched;
 pub mod sim;
 pub mod sync;
+pub mod tf;
 pub mod track;
 
 /// A ROS time stamp in nanoseconds since the epoch (or since simulation start).
