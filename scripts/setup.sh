@@ -65,7 +65,8 @@ PEER_WHEELS=(llama-cpp-python==0.3.36)
 PEER_CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF"
 
 MSG_HASH=$(cat "$ROOT"/nodes/fusion_msgs/msg/*.msg "$ROOT"/nodes/fusion_msgs/srv/*.srv "$ROOT"/nodes/fusion_msgs/CMakeLists.txt \
-  "$ROOT"/nodes/fusion_msgs/package.xml | sha256sum | cut -c1-16)
+  "$ROOT"/nodes/fusion_msgs/package.xml "$ROOT"/nodes/tf2_msgs/msg/*.msg "$ROOT"/nodes/tf2_msgs/CMakeLists.txt \
+  "$ROOT"/nodes/tf2_msgs/package.xml | sha256sum | cut -c1-16)
 
 # A shell that sourced another checkout's wheel environment (SENSOR_FUSION_ROS_MODE=wheels)
 # is not a system ROS: this checkout gets its own wheels.
@@ -145,19 +146,30 @@ if [ "$MODE" = wheels ]; then
       -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$PYINC#g" "$f"
   done
 fi
-log "building fusion_msgs into $MSG_PREFIX"
-BUILD=$ROS_DIR/build/fusion_msgs
-rm -rf "$BUILD"; mkdir -p "$BUILD"
-(
-  export AMENT_PREFIX_PATH=$AMENT CMAKE_PREFIX_PATH=${AMENT//:/;}
-  export PATH=$EXTRA_PATHS:$PATH
-  export PYTHONPATH=$("$PY" -c 'import site;print(site.getsitepackages()[0])')${PYTHONPATH:+:$PYTHONPATH}
-  # C/C++ type support for the Rust nodes, Python bindings for rclpy users and tests.
-  cmake -S "$ROOT/nodes/fusion_msgs" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$MSG_PREFIX" \
-    -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$PY" >"$BUILD.log" 2>&1 \
-  && cmake --build "$BUILD" -j"$(nproc)" >>"$BUILD.log" 2>&1 \
-  && cmake --install "$BUILD" >>"$BUILD.log" 2>&1
-) || { tail -40 "$BUILD.log" >&2; log "fusion_msgs build failed (log: $BUILD.log)"; exit 1; }
+# Our message packages: fusion_msgs, and tf2_msgs's TFMessage where no ROS 2 provides it
+# (the wheels ship none; a sourced system Jazzy has the real one).
+MSG_PACKAGES=(tf2_msgs fusion_msgs)
+if [ "$MODE" = system ]; then
+  IFS=: read -ra system_prefixes <<<"$SYSTEM_PREFIX"
+  for p in "${system_prefixes[@]}"; do
+    [ -d "$p/share/tf2_msgs" ] && MSG_PACKAGES=(fusion_msgs)
+  done
+fi
+for pkg in "${MSG_PACKAGES[@]}"; do
+  log "building $pkg into $MSG_PREFIX"
+  BUILD=$ROS_DIR/build/$pkg
+  rm -rf "$BUILD"; mkdir -p "$BUILD"
+  (
+    export AMENT_PREFIX_PATH=$AMENT CMAKE_PREFIX_PATH=${AMENT//:/;}
+    export PATH=$EXTRA_PATHS:$PATH
+    export PYTHONPATH=$("$PY" -c 'import site;print(site.getsitepackages()[0])')${PYTHONPATH:+:$PYTHONPATH}
+    # C/C++ type support for the Rust nodes, Python bindings for rclpy users and tests.
+    cmake -S "$ROOT/nodes/$pkg" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$MSG_PREFIX" \
+      -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$PY" >"$BUILD.log" 2>&1 \
+    && cmake --build "$BUILD" -j"$(nproc)" >>"$BUILD.log" 2>&1 \
+    && cmake --install "$BUILD" >>"$BUILD.log" 2>&1
+  ) || { tail -40 "$BUILD.log" >&2; log "$pkg build failed (log: $BUILD.log)"; exit 1; }
+done
 
 # ---- env.sh: the one ROS environment for cargo, our binaries, rclpy and the tests --------
 SITE=$("$PY" -c 'import site;print(site.getsitepackages()[0])')
