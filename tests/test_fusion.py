@@ -138,6 +138,83 @@ def test_replay_is_byte_identical_at_any_speed(scenario_bags, tmp_path):
     assert len(events) >= 5 and all(e['evidence'] and e['rule'] and e['sensors'] for e in events)
 
 
+def outputs(out: Path) -> str:
+    """What a replay published: its events and objects, not its counters."""
+    return hashlib.sha256((out / 'events.jsonl').read_bytes() + (out / 'objects.jsonl').read_bytes()).hexdigest()
+
+
+def test_a_bag_with_tf_static_needs_no_calibration_file(tmp_path):
+    """Extrinsics from tf2 (issue 19): fusion_sim latches the mounts on /tf_static as
+    robot_state_publisher does; an independent reader (rosbags) finds them there, and the bag
+    without its calibration.yaml replays to the same objects and events. The mounts are not
+    the built-in ones, so ignoring tf (--no-tf, defaults) must change the outputs."""
+    import yaml
+    from rosbags.highlevel import AnyReader
+    calib = yaml.safe_load((ROOT / 'launch' / 'calibration.yaml').read_text())
+    calib['sensors']['lidar']['translation'] = [0.8, 0.1, 1.9]
+    calib['sensors']['radar'].update(translation=[2.1, -0.1, 0.55], rotation_xyzw=[0.0, 0.0, 0.0174524, 0.9998477])
+    (tmp_path / 'mounts.yaml').write_text(yaml.safe_dump(calib))
+    bag = simulate(tmp_path / 'bag', 'pedestrian_intrusion', SEED, 8.0, '--calibration', str(tmp_path / 'mounts.yaml'))
+
+    # Our tf2_msgs (built from the definition; no wheel ships it) is ROS 2's type: the
+    # RIHS01 hash of the installed description is the one rosbags computes for Jazzy's.
+    from rosbags.typesys import Stores, get_typestore
+    import os
+    description = next(Path(p) / 'share/tf2_msgs/msg/TFMessage.json' for p in os.environ['AMENT_PREFIX_PATH'].split(':')
+                       if (Path(p) / 'share/tf2_msgs/msg/TFMessage.json').is_file())
+    installed = json.loads(description.read_text())
+    jazzy = get_typestore(Stores.ROS2_JAZZY).hash_rihs01('tf2_msgs/msg/TFMessage')
+    assert jazzy in [h['hash_string'] for h in installed['type_hashes']], installed['type_hashes']
+
+    with AnyReader([bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == '/tf_static']
+        assert [c.msgtype for c in conns] == ['tf2_msgs/msg/TFMessage'], reader.connections
+        qos = conns[0].ext.offered_qos_profiles
+        assert [(q.reliability.name, q.durability.name) for q in qos] == [('RELIABLE', 'TRANSIENT_LOCAL')], qos
+        latched = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(connections=conns)]
+    assert len(latched) == 1
+    mounts = {t.child_frame_id: t for t in latched[0].transforms}
+    for sensor in calib['sensors'].values():
+        t = mounts[sensor['frame_id']]
+        assert t.header.frame_id == 'base_link'
+        got = [t.transform.translation.x, t.transform.translation.y, t.transform.translation.z]
+        assert got == pytest.approx(sensor['translation'])
+        q = t.transform.rotation
+        assert [q.x, q.y, q.z, q.w] == pytest.approx(sensor['rotation_xyzw'])
+
+    with_file = replay(bag, tmp_path / 'with_file')
+    (bag / 'calibration.yaml').unlink()
+    tf_only = replay(bag, tmp_path / 'tf_only')
+    assert outputs(tf_only) == outputs(with_file)
+    sources = json.loads((tf_only / 'metrics.json').read_text())['extrinsics']
+    assert sources == {'camera': 'tf', 'imu': 'tf', 'lidar': 'tf', 'radar': 'tf'}
+    events = [json.loads(line)['kind'] for line in (tf_only / 'events.jsonl').read_text().splitlines()]
+    assert 'zone_intrusion' in events, events
+    ignored = replay(bag, tmp_path / 'ignored', '--no-tf')
+    assert json.loads((ignored / 'metrics.json').read_text())['extrinsics']['lidar'] == 'defaults'
+    assert outputs(ignored) != outputs(with_file), 'the mounts were never used'
+
+
+def test_a_sensor_frame_tf_cannot_place_is_one_clear_error(tmp_path):
+    """The LiDAR's frame is 'velodyne' on this robot; without a calibration file naming it,
+    tf has no 'lidar_link' to give, and the replay says which sensor, which frame and why."""
+    import yaml
+    calib = yaml.safe_load((ROOT / 'launch' / 'calibration.yaml').read_text())
+    calib['sensors']['lidar']['frame_id'] = 'velodyne'
+    (tmp_path / 'mounts.yaml').write_text(yaml.safe_dump(calib))
+    bag = simulate(tmp_path / 'bag', 'nominal', SEED, 2.0, '--calibration', str(tmp_path / 'mounts.yaml'))
+    (bag / 'calibration.yaml').unlink()
+    res = subprocess.run([binary('fusion_replay'), str(bag), '--out', str(tmp_path / 'out')], capture_output=True,
+                         text=True, env=child_env(), timeout=120)
+    assert res.returncode == 1, res.stderr
+    error = [line for line in res.stderr.splitlines() if line.startswith('fusion_replay: error:')]
+    assert len(error) == 1, res.stderr
+    for words in ('no calibration file', "lidar (lidar_link)", "frame 'lidar_link' does not exist", 'velodyne'):
+        assert words in error[0], error[0]
+    # Given the file that names the frame, the same bag replays.
+    replay(bag, tmp_path / 'named', '--calibration', str(tmp_path / 'mounts.yaml'))
+
+
 def test_bad_arguments_give_one_line_errors(tmp_path):
     bag = tmp_path / 'nope'
     for args, msg in ([[str(bag)], 'nope'], [[str(tmp_path), '--rate', '0'], '--rate'],

@@ -107,12 +107,24 @@ def test_remapped_topics_and_node_name(procs, ros):
     assert node.alive()
 
 
+def radar_through(probe):
+    """Publishes radar clouds (four targets at (20, 1, 0) in radar_link) until one comes out
+    of radar_ingest; returns the publisher and the output's points (x, y, z, doppler, rcs)."""
+    from sensor_msgs.msg import PointCloud2
+
+    probe.subscribe('/sensors/radar', PointCloud2)
+    pub = probe.publisher('/radar/points', PointCloud2)
+    probe.wait_matched(pub, timeout=30)
+    probe.wait_publishers('/sensors/radar', timeout=30)
+    probe.publish_until_through(pub, radar, '/sensors/radar')
+    return pub, np.frombuffer(bytes(probe.get('/sensors/radar')[0].data), dtype='<f4').reshape(-1, 5)
+
+
 def test_params_file_calibration_and_live_filters_reach_the_node(tmp_path, procs, ros):
     """Parameters from launch/ingest.yaml and from -p overrides are what the node reports
     through its parameter services, the calibration file it names is what it applies, and a
     filter set on the running node applies to the next cloud."""
     from rcl_interfaces.srv import GetParameters
-    from sensor_msgs.msg import PointCloud2
 
     from conftest import ROOT
 
@@ -133,12 +145,7 @@ def test_params_file_calibration_and_live_filters_reach_the_node(tmp_path, procs
     v = fut.result().values
     assert (v[0].integer_value, v[1].double_value, v[2].double_value, v[3].string_value) == (16, 0.0, 200.0, str(moved))
 
-    probe.subscribe('/sensors/radar', PointCloud2)
-    pub = probe.publisher('/radar/points', PointCloud2)
-    probe.wait_matched(pub, timeout=30)
-    probe.wait_publishers('/sensors/radar', timeout=30)
-    probe.publish_until_through(pub, radar, '/sensors/radar')
-    pts = np.frombuffer(bytes(probe.get('/sensors/radar')[0].data), dtype='<f4').reshape(-1, 5)
+    pub, pts = radar_through(probe)
     # (20, 1, 0) in radar_link → x = 20 + 3.0 in base_link; rcs 5 ≥ min_rcs 0 keeps all 4.
     assert len(pts) == 4 and np.allclose(pts[0], [23.0, 1.0, 0.5, -3.0, 5.0])
 
@@ -173,3 +180,40 @@ def test_params_file_calibration_and_live_filters_reach_the_node(tmp_path, procs
     probe.wait_for(fut.done, 10, 'get_parameters reply')
     v = fut.result().values
     assert (v[0].double_value, v[1].integer_value) == (6.0, 16)
+
+
+def test_a_mount_latched_on_tf_static_places_the_sensor_without_a_calibration_file(procs, ros):
+    """Extrinsics from tf2 (issue 19): an rclpy node latches the radar's mount on /tf_static
+    as robot_state_publisher does, through a chain (base_link → bumper → radar_link) that
+    is not the built-in pose; radar_ingest, given no calibration file, applies it. A LiDAR
+    whose frame that tf does not hold is one clear start-up error."""
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from tf2_msgs.msg import TFMessage
+
+    probe = ros()
+
+    def mount(parent, child, xyz):
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = parent, child
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = xyz
+        t.transform.rotation.w = 1.0
+        return t
+
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+    tf_pub = probe.publisher('/tf_static', TFMessage, latched)
+    tf_pub.publish(TFMessage(transforms=[mount('base_link', 'bumper', (3.0, 0.0, 0.0)),
+                                         mount('bumper', 'radar_link', (0.5, 0.0, 0.2))]))
+
+    node = procs([binary('radar_ingest')])
+    _, pts = radar_through(probe)
+    # (20, 1, 0) in radar_link → (20 + 3.0 + 0.5, 1, 0.2) in base_link (built-in: 22, 1, 0.5).
+    assert np.allclose(pts[0], [23.5, 1.0, 0.2, -3.0, 5.0]), pts[0]
+    assert 'extrinsics=radar=tf' in node.output(), node.output()
+
+    lidar = procs([binary('lidar_ingest')])
+    probe.wait_for(lambda: not lidar.alive(), 30, 'lidar_ingest to refuse to start')
+    out = lidar.output()
+    assert lidar.stop() != 0, out
+    assert "lidar (lidar_link): frame 'lidar_link' does not exist in the transform tree" in out, out
+    assert 'no calibration file is given' in out, out

@@ -192,12 +192,14 @@ def test_launched_graph_params_respawn_and_clean_sigint(procs, ros, tmp_path):
     # use_sim_time from the launch argument), read back through the parameter services.
     client = probe.node.create_client(GetParameters, '/robot1/lidar_ingest/get_parameters')
     assert client.wait_for_service(timeout_sec=20)
-    fut = client.call_async(GetParameters.Request(names=['max_range', 'queue_size', 'calibration', 'use_sim_time']))
+    fut = client.call_async(GetParameters.Request(names=['max_range', 'queue_size', 'calibration', 'use_sim_time',
+                                                         'tf_wait']))
     probe.wait_for(fut.done, 10, 'get_parameters')
     v = fut.result().values
     assert v[0].double_value == 120.0 and v[1].integer_value == 4
     assert v[2].string_value == str(PREFIX / 'share/sensor_fusion/config/calibration.yaml')
     assert v[3].bool_value is True
+    assert v[4].double_value == 1.0  # the launch argument tf_wait's default
 
     # Killing a respawn="true" node brings it back (a new process, same node in the graph).
     pids = started_pids(proc)

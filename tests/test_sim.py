@@ -68,7 +68,7 @@ def test_bag_reads_in_rosbags_with_types_counts_and_stamps(nominal):
     assert got == {
         '/camera/image_raw': ('sensor_msgs/msg/Image', 300), '/camera/camera_info': ('sensor_msgs/msg/CameraInfo', 300),
         '/lidar/points': ('sensor_msgs/msg/PointCloud2', 100), '/radar/points': ('sensor_msgs/msg/PointCloud2', 200),
-        '/imu/data': ('sensor_msgs/msg/Imu', 2000)}
+        '/imu/data': ('sensor_msgs/msg/Imu', 2000), '/tf_static': ('tf2_msgs/msg/TFMessage', 1)}
     for topic, hz in RATES.items():
         stamps = [stamp(m) for t, m in messages(nominal, topic) if t == stamp(m)]
         assert len(stamps) == got[topic][1], f'{topic}: log time = header stamp for every message'

@@ -200,6 +200,15 @@ pub const DIAGNOSTICS: Topic = Topic {
 pub const EXPLAIN: Service =
     Service { name: "anomaly/explain", srv_type: "fusion_msgs/srv/Explain", about: "why an event was raised" };
 
+// ---- the transform tree (tf2): the sensors' mounts ----------------------------------------
+/// The robot's fixed mounts, latched (what robot_state_publisher and
+/// static_transform_publisher offer: reliable, transient local, depth 1 per publisher).
+pub const TF_STATIC: Topic = Topic {
+    name: "/tf_static",
+    msg_type: "tf2_msgs/msg/TFMessage",
+    qos: Qos { reliability: Reliability::Reliable, durability: Durability::TransientLocal, depth: 1 },
+    about: "fixed transforms: the sensor mounts your robot_state_publisher latches; each node latches the mounts it took from the calibration file instead",
+};
 /// What the robot's drivers publish, each with the launch argument that remaps it.
 pub const INPUTS: &[(&Topic, &str)] = &[
     (&CAMERA_IMAGE, "camera_topic"),
@@ -235,36 +244,36 @@ impl Node {
 
 pub const CAMERA_INGEST: Node = Node {
     name: "camera_ingest",
-    subscribes: &[&CAMERA_IMAGE, &CAMERA_INFO],
-    publishes: &[&SENSORS_CAMERA, &DIAGNOSTICS],
+    subscribes: &[&CAMERA_IMAGE, &CAMERA_INFO, &TF_STATIC],
+    publishes: &[&SENSORS_CAMERA, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
     serves: &[],
 };
 pub const LIDAR_INGEST: Node = Node {
     name: "lidar_ingest",
-    subscribes: &[&LIDAR_POINTS],
-    publishes: &[&SENSORS_LIDAR, &DIAGNOSTICS],
+    subscribes: &[&LIDAR_POINTS, &TF_STATIC],
+    publishes: &[&SENSORS_LIDAR, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
     serves: &[],
 };
 pub const RADAR_INGEST: Node = Node {
     name: "radar_ingest",
-    subscribes: &[&RADAR_POINTS],
-    publishes: &[&SENSORS_RADAR, &DIAGNOSTICS],
+    subscribes: &[&RADAR_POINTS, &TF_STATIC],
+    publishes: &[&SENSORS_RADAR, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
     serves: &[],
 };
 pub const IMU_INGEST: Node = Node {
     name: "imu_ingest",
-    subscribes: &[&IMU_DATA],
-    publishes: &[&SENSORS_IMU, &DIAGNOSTICS],
+    subscribes: &[&IMU_DATA, &TF_STATIC],
+    publishes: &[&SENSORS_IMU, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
     serves: &[],
 };
 pub const FUSION_NODE: Node = Node {
     name: "fusion_node",
-    subscribes: &[&SENSORS_CAMERA, &SENSORS_LIDAR, &SENSORS_RADAR, &SENSORS_IMU],
-    publishes: &[&FUSED_OBJECTS, &MARKERS, &ANOMALY_EVENTS, &DIAGNOSTICS],
+    subscribes: &[&SENSORS_CAMERA, &SENSORS_LIDAR, &SENSORS_RADAR, &SENSORS_IMU, &TF_STATIC],
+    publishes: &[&FUSED_OBJECTS, &MARKERS, &ANOMALY_EVENTS, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
     serves: &[],
 };

@@ -49,8 +49,8 @@ pub trait Processor: Send + 'static {
 /// parameter; its first publication the output), each remappable with `-r from:=to`.
 pub struct Spec {
     pub node: &'static graph::Node,
-    /// Key of the sensor in the calibration YAML and in /diagnostics names.
-    pub sensor: &'static str,
+    /// The sensor: its key in the calibration YAML, its frame, and its /diagnostics names.
+    pub sensor: fusion::Sensor,
     /// Default of the `queue_size` parameter: messages waiting for the worker. Small for
     /// frames (a stale frame is worth less than a fresh one), larger for IMU samples.
     pub queue_size: usize,
@@ -92,11 +92,14 @@ where
     let node_name = node.name()?;
     let params = Params::of(&node);
     params.bool("use_sim_time", false)?;
-    let calibration_path = params.string("calibration", "")?;
-    let calibration = Calibration::load(&calibration_path).context("parameter 'calibration'")?;
+    // The mount from /tf_static where the robot publishes it, else from the calibration file.
+    let ros::Extrinsics { resolved, path: calibration_path, watch: tf_watch, latched: _tf_static } =
+        ros::extrinsics(&mut node, &params, &[spec.sensor])?;
+    let extrinsics_source = resolved.summary();
+    let calibration = resolved.calibration;
     let queue_size = params.usize("queue_size", spec.queue_size)?.max(1);
     let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
-    let expected_frame = calibration.sensor(spec.sensor).frame_id.clone();
+    let expected_frame = calibration.sensor(spec.sensor.as_str()).frame_id.clone();
 
     let mut setup = Setup {
         node: &mut node,
@@ -145,6 +148,7 @@ where
     tracing::info!(
         node = %node_name, input = input_topic.name, output = output_topic.name, frame = %expected_frame,
         calibration = %if calibration_path.is_empty() { "<defaults>" } else { &calibration_path },
+        extrinsics = %extrinsics_source,
         "ingest node up"
     );
 
@@ -206,7 +210,7 @@ where
     })?;
 
     let diag_stats = stats.clone();
-    let hardware_id = spec.sensor;
+    let hardware_id = spec.sensor.as_str();
     let status_name = format!("{node_name}: {} ingest", spec.sensor);
     let diag = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.max(0.05)));
@@ -236,7 +240,7 @@ where
         tokio::spawn(t);
     }
     tokio::spawn(param_handler);
-    ros::spin_until_shutdown(node, vec![input_drain, param_drain], diag, worker).await;
+    ros::spin_until_shutdown(node, vec![input_drain, param_drain, tf_watch], diag, worker).await;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use crate::{
 use anyhow::{bail, Context as _, Result};
 use fusion::{
     anomaly::Event,
-    calib::Calibration,
+    calib::{Calibration, Resolved},
     cloud::{LidarParams, NumberParams, RadarParams},
     detect::CameraDetector,
     frontend::{Frontend, IngestParams},
@@ -30,6 +30,7 @@ use fusion::{
 use hdrhistogram::Histogram;
 use r2r::{
     sensor_msgs::msg::{Image, Imu, PointCloud2},
+    tf2_msgs::msg::TFMessage,
     WrappedTypesupport,
 };
 use serde_json::json;
@@ -48,6 +49,8 @@ pub struct ReplayOptions {
     pub realtime: bool,
     pub rate: f64,
     pub calibration: Option<PathBuf>,
+    /// Take the sensors' extrinsics from the bag's `/tf_static` where it gives them (the calibration file, or the built-in defaults, fill the rest).
+    pub use_tf: bool,
     pub params_file: Option<PathBuf>,
     /// The ingest nodes' parameter file (`launch/ingest.yaml`): preprocess as they do.
     pub ingest_params: Option<PathBuf>,
@@ -74,6 +77,7 @@ impl ReplayOptions {
             realtime: false,
             rate: 1.0,
             calibration: None,
+            use_tf: true,
             params_file: None,
             ingest_params: None,
             topics: [&graph::CAMERA_IMAGE, &graph::LIDAR_POINTS, &graph::RADAR_POINTS, &graph::IMU_DATA]
@@ -240,16 +244,36 @@ impl Source {
         }
     }
 
-    /// The calibration: `--calibration`, else the bag's calibration.yaml, else the built-in one.
-    fn calibration(&self, opts: &ReplayOptions) -> Result<Calibration> {
+    /// The calibration: `--calibration`, else the bag's calibration.yaml, else the built-in
+    /// one; with each sensor's pose taken from the bag's transforms where they give it, as the
+    /// nodes take it from tf ([`Calibration::with_tf`]).
+    fn calibration(&self, opts: &ReplayOptions) -> Result<Resolved> {
         let beside = match self {
             Source::Bag(_) => Some(opts.bag.join("calibration.yaml")).filter(|p| p.is_file()),
             Source::Sim { .. } => None,
         };
-        match opts.calibration.clone().or(beside) {
-            Some(p) => Ok(Calibration::load(&p.to_string_lossy())?),
-            None => Ok(Calibration::default()),
-        }
+        let file = opts.calibration.clone().or(beside);
+        let base = match &file {
+            Some(p) => Calibration::load(&p.to_string_lossy())?,
+            None => Calibration::default(),
+        };
+        let buffer = match self {
+            Source::Bag(bag) if opts.use_tf => bag_transforms(bag)?,
+            Source::Bag(_) => Default::default(),
+            // A streamed run has the mounts fusion_sim would latch on /tf_static: its
+            // calibration's, so that it equals the replay of the written bag.
+            Source::Sim { .. } => {
+                let mut buffer = fusion::tf::TransformBuffer::default();
+                for (_, t) in base.mounts() {
+                    buffer.set(&t, true)?;
+                }
+                buffer
+            }
+        };
+        let resolved = base.with_tf(&buffer, file.is_some()).with_context(|| {
+            format!("the sensors' extrinsics (transforms in the bag: {})", buffer.frames().join(", "))
+        })?;
+        Ok(resolved)
     }
 
     /// Feeds every message in log-time order to `f` (false stops); returns the duration.
@@ -279,9 +303,62 @@ impl Source {
     }
 }
 
+/// How much of a bag's start is read for its transforms: `ros2 bag record` catches the
+/// latched `/tf_static` when it subscribes, so the mounts are at the start.
+const TF_WINDOW_NS: i64 = 2_000_000_000;
+
+/// The `/tf_static` messages of the bag's first [`TF_WINDOW_NS`] as a buffer, as the nodes
+/// read `/tf_static` at start-up. A message that does not decode, or a transform tf2 would
+/// refuse, is skipped with a warning: the sensors it should have placed then come from the
+/// calibration file, or fail there.
+fn bag_transforms(bag: &Bag) -> Result<fusion::tf::TransformBuffer> {
+    let mut buffer = fusion::tf::TransformBuffer::default();
+    let tf = graph::TF_STATIC;
+    let Some(tf_static) = bag.topic_index(tf.name).filter(|&i| bag.topics[i].type_name == tf.msg_type) else {
+        return Ok(buffer);
+    };
+    let mut first = None;
+    let mut read = 0u64;
+    bag.for_each_message(|m| {
+        let start = *first.get_or_insert(m.log_time_ns);
+        if m.log_time_ns > start + TF_WINDOW_NS {
+            return false;
+        }
+        if m.topic != tf_static {
+            return true;
+        }
+        read += 1;
+        match TFMessage::from_serialized_bytes(&m.data) {
+            Ok(msg) => {
+                for t in crate::ros::transforms_of(msg) {
+                    if let Err(e) = buffer.set(&t, true) {
+                        tracing::warn!("{}: {e}", tf.name);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("{}: message at {} ns does not decode: {e}", tf.name, m.log_time_ns),
+        }
+        true
+    })?;
+    let recorded = bag.topics[tf_static].message_count;
+    if recorded > read {
+        tracing::warn!(
+            "{}: {} of the bag's {recorded} messages come after its first {} s and were not read; \
+             the sensors they would place come from the calibration file",
+            tf.name,
+            recorded - read,
+            TF_WINDOW_NS / 1_000_000_000
+        );
+    }
+    Ok(buffer)
+}
+
 pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> Result<ReplayResult> {
     let source = Source::open(opts)?;
-    let calib = source.calibration(opts)?;
+    let resolved = source.calibration(opts)?;
+    tracing::info!("sensor extrinsics from: {}", resolved.summary());
+    crate::ros::warn_about(&resolved);
+    let calib = resolved.calibration.clone();
     let mut params = PipelineParams::default();
     if let Some(p) = &opts.params_file {
         apply_params_file(&mut params, p, "fusion_node")?;
@@ -421,6 +498,7 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     let metrics = json!({
         "bag": source.name(opts),
         "detector": detector_name,
+        "extrinsics": resolved.sources,
         "messages": messages,
         "frontend": frontend.counters,
         "decode_errors": decode_errors,

@@ -1,9 +1,11 @@
 //! What every node binary shares: process set-up, typed parameters with declared
 //! defaults, `/diagnostics` messages, and the spin thread.
 use anyhow::{Context as _, Result};
+use fusion::calib::{Calibration, Resolved};
 use r2r::{
     builtin_interfaces::msg::Time,
     diagnostic_msgs::msg::{DiagnosticStatus, KeyValue},
+    tf2_msgs::msg::TFMessage,
     Parameter, ParameterValue,
 };
 use std::{
@@ -397,5 +399,174 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// `tf2_msgs/TFMessage` → the transforms of the ROS-free buffer.
+pub fn transforms_of(msg: TFMessage) -> impl Iterator<Item = fusion::tf::Transform> {
+    msg.transforms.into_iter().map(|t| {
+        let (tr, q) = (t.transform.translation, t.transform.rotation);
+        fusion::tf::Transform {
+            parent: t.header.frame_id,
+            child: t.child_frame_id,
+            stamp_ns: fusion::stamp_ns(t.header.stamp.sec, t.header.stamp.nanosec),
+            translation: [tr.x, tr.y, tr.z],
+            rotation_xyzw: [q.x, q.y, q.z, q.w],
+        }
+    })
+}
+
+/// Transforms → one `tf2_msgs/TFMessage`, each stamped `stamp`.
+pub fn tf_message(transforms: &[fusion::tf::Transform], stamp: Time) -> TFMessage {
+    use r2r::geometry_msgs::msg::{Quaternion, Transform, TransformStamped, Vector3};
+    let transforms = transforms
+        .iter()
+        .map(|t| {
+            let ([x, y, z], [qx, qy, qz, qw]) = (t.translation, t.rotation_xyzw);
+            TransformStamped {
+                header: r2r::std_msgs::msg::Header { stamp: stamp.clone(), frame_id: t.parent.clone() },
+                child_frame_id: t.child.clone(),
+                transform: Transform {
+                    translation: Vector3 { x, y, z },
+                    rotation: Quaternion { x: qx, y: qy, z: qz, w: qw },
+                },
+            }
+        })
+        .collect();
+    TFMessage { transforms }
+}
+
+/// The extrinsics a node works with, and what keeps listening to `/tf_static` after start.
+pub struct Extrinsics {
+    pub resolved: Resolved,
+    /// The `calibration` parameter ("" = the built-in defaults).
+    pub path: String,
+    /// Drains later `/tf_static` messages: a mount that moves after start is warned about
+    /// (applying it needs a restart; the node's transforms are built once).
+    pub watch: Drain,
+    /// The node's `/tf_static` publisher, kept for the node's life: it latched the poses
+    /// taken from the file, unless `tf_wait` is 0 (tf unread, so latching could re-parent
+    /// the robot's own frames). It exists either way, so the node's graph does not depend on
+    /// the robot's tf.
+    pub latched: r2r::Publisher<TFMessage>,
+}
+
+/// The calibration of the sensors `used`, as tf2 users expect it: the `calibration` file (or
+/// the built-in defaults when the parameter is empty) names the frames and gives the camera
+/// intrinsics and the zones; each sensor's pose comes from `/tf_static` where that places the
+/// frame in the base frame ([`Calibration::with_tf_for`]). The node waits at most `tf_wait`
+/// seconds for tf, less when every sensor is placed. (Stopping early when no `/tf_static`
+/// publisher is known after 0.4 s was tried: discovery of an existing latched publisher
+/// sometimes takes longer, and the node then silently ignored the robot's tf.)
+/// Without a file, tf must place every used sensor, or start-up fails naming the frame.
+pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: &[fusion::Sensor]) -> Result<Extrinsics> {
+    use futures::{FutureExt, StreamExt};
+    let path = params.string("calibration", "")?;
+    let tf_wait = params.f64("tf_wait", 1.0)?;
+    if !(0.0..=60.0).contains(&tf_wait) {
+        anyhow::bail!("parameter tf_wait must be 0 .. 60 seconds, got {tf_wait}");
+    }
+    let base = Calibration::load(&path).context("parameter 'calibration'")?;
+    let from_file = !path.is_empty();
+    let topic = crate::graph::TF_STATIC;
+    // tf2's static listener: reliable, transient local, deep enough for every publisher's
+    // latched message.
+    let mut latched = node.subscribe::<TFMessage>(topic.name, topic.qos.depth(100).profile())?;
+    let buffer = Arc::new(Mutex::new(fusion::tf::TransformBuffer::default()));
+    let add = {
+        let buffer = buffer.clone();
+        move |msg: TFMessage| {
+            let mut buffer = buffer.lock().expect("tf buffer");
+            for t in transforms_of(msg) {
+                if let Err(e) = buffer.set(&t, true) {
+                    tracing::warn!("{}: {e}", crate::graph::TF_STATIC.name);
+                }
+            }
+        }
+    };
+    let placed = |buffer: &fusion::tf::TransformBuffer| {
+        used.iter().all(|s| {
+            let frame = &base.sensor(s.as_str()).frame_id;
+            buffer.lookup(&base.base_frame, frame, fusion::tf::At::Latest).is_ok()
+        })
+    };
+    let start = std::time::Instant::now();
+    let mut stopped = "tf_wait passed";
+    while start.elapsed().as_secs_f64() < tf_wait {
+        node.spin_once(Duration::from_millis(10));
+        while let Some(Some(msg)) = latched.next().now_or_never() {
+            add(msg);
+        }
+        if placed(&buffer.lock().expect("tf buffer")) {
+            stopped = "sensors placed";
+            break;
+        }
+    }
+    tracing::info!(
+        "{}: {} frames after {:.2} s ({stopped})",
+        topic.name,
+        buffer.lock().expect("tf buffer").frames().len(),
+        start.elapsed().as_secs_f64()
+    );
+    let resolved = base.with_tf_for(&buffer.lock().expect("tf buffer"), from_file, used).map_err(|e| {
+        anyhow::anyhow!("{e} (waited {:.1} s for {}; parameter tf_wait)", start.elapsed().as_secs_f64(), topic.name)
+    })?;
+    warn_about(&resolved);
+    // What the file placed goes out latched: RViz and every tf user sees the frames the node
+    // set works with, and a respawned node finds them at once instead of waiting out tf_wait.
+    let publisher = node.create_publisher::<TFMessage>(topic.name, topic.qos.profile())?;
+    let from_file = if tf_wait > 0.0 { resolved.for_tf_static() } else { vec![] };
+    if !from_file.is_empty() {
+        publisher.publish(&tf_message(&from_file, now(&node.get_ros_clock())))?;
+    }
+    // After start: keep the buffer current and say when a mount in use moves.
+    let in_use = resolved.calibration.clone();
+    let used = used.to_vec();
+    let mut warned = std::collections::BTreeSet::new();
+    let watch = drain(latched, move |msg: TFMessage| {
+        add(msg);
+        let buffer = buffer.lock().expect("tf buffer");
+        for s in &used {
+            let pose = in_use.sensor(s.as_str());
+            let Ok(now) = buffer.lookup(&in_use.base_frame, &pose.frame_id, fusion::tf::At::Latest) else { continue };
+            let moved = (now.translation.vector - pose.to_base().translation.vector).norm() > 0.01
+                || now.rotation.angle_to(&pose.to_base().rotation).to_degrees() > 0.5;
+            if moved && warned.insert(*s) {
+                tracing::warn!(
+                    "the {s} mount ({}) changed on {} after start; restart the node to use it",
+                    pose.frame_id,
+                    crate::graph::TF_STATIC.name
+                );
+            }
+        }
+    });
+    Ok(Extrinsics { resolved, path, watch, latched: publisher })
+}
+
+/// What a user should hear about the extrinsics in effect: where tf and the file disagree,
+/// where tf holds a frame it cannot place, and poses that are only the built-in defaults.
+pub fn warn_about(resolved: &Resolved) {
+    for d in &resolved.disagreements {
+        tracing::warn!(
+            "{}: tf and the calibration file disagree by {:.3} m and {:.2} deg; using tf",
+            d.sensor,
+            d.translation_m,
+            d.rotation_deg
+        );
+    }
+    for (sensor, why) in &resolved.tf_errors {
+        tracing::warn!("{sensor}: tf holds its frame but cannot place it ({why}); using the calibration file");
+    }
+    let defaults: Vec<&str> = resolved
+        .sources
+        .iter()
+        .filter(|(_, s)| **s == fusion::calib::PoseSource::Defaults)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !defaults.is_empty() {
+        tracing::warn!(
+            "no calibration file and no tf: {} placed at the built-in defaults (docs/calibration.md)",
+            defaults.join(", ")
+        );
     }
 }

@@ -43,6 +43,15 @@ pub fn scenario(name: &str, seed: u64, duration: f64) -> Result<sim::Scenario> {
     Ok(scenario)
 }
 
+/// The sensors' mounts in `calib` as one `/tf_static` message, as robot_state_publisher
+/// latches a robot's fixed joints: base frame → each sensor frame, stamped at the run's start.
+/// A bag carrying it needs no calibration file for its extrinsics (`fusion_replay` and the
+/// nodes read tf first).
+pub fn tf_static(calib: &fusion::calib::Calibration) -> Result<Vec<u8>> {
+    let mounts: Vec<fusion::tf::Transform> = calib.mounts().map(|(_, t)| t).collect();
+    Ok(crate::ros::tf_message(&mounts, stamp(0)).to_serialized_bytes()?)
+}
+
 /// What a run leaves beside its messages in `dir`: `calibration.yaml` (written now) and the
 /// `ground_truth.jsonl` writer for [`generate`].
 pub fn beside(dir: &std::path::Path, calib: &fusion::calib::Calibration) -> Result<std::io::BufWriter<std::fs::File>> {

@@ -49,7 +49,7 @@ impl Processor for Camera {
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node: &graph::CAMERA_INGEST, sensor: "camera", queue_size: 4 };
+    let spec = Spec { node: &graph::CAMERA_INGEST, sensor: fusion::Sensor::Camera, queue_size: 4 };
     run(spec, |s| {
         let cam = s.calibration.sensor("camera").clone();
         let side = |name: &str| -> anyhow::Result<u32> {

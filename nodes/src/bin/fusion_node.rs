@@ -15,7 +15,6 @@
 use anyhow::{Context as _, Result};
 use fusion::{
     anomaly::Event,
-    calib::Calibration,
     camera::to_rgb8,
     cloud::decoder,
     frontend::imu_state,
@@ -269,8 +268,6 @@ async fn run() -> Result<()> {
     let node_name = node.name()?;
     let params = Params::of(&node);
     let use_sim_time = params.bool("use_sim_time", false)?;
-    let calibration_path = params.string("calibration", "")?;
-    let calib = Calibration::load(&calibration_path).context("parameter 'calibration'")?;
     let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
     let mut dp = DetectorParams::default();
     dp.detector = params.string("detector", &dp.detector)?;
@@ -284,7 +281,14 @@ async fn run() -> Result<()> {
     // the node starts degraded (LiDAR and radar objects, no camera classes), says so on
     // /diagnostics (ERROR) and in one model_degraded event — unless detector_required.
     let detector_required = params.bool("detector_required", false)?;
-    let (detector, detector_error) = match dp.build() {
+    // The model loads (seconds on a cold disk) while the node waits for the mounts on
+    // /tf_static, so that waiting for tf adds nothing to a (re)start.
+    let loading = std::thread::Builder::new().name("detector-load".into()).spawn(move || dp.build())?;
+    let ros::Extrinsics { resolved, path: calibration_path, watch: tf_watch, latched: _tf_static } =
+        ros::extrinsics(&mut node, &params, &fusion::Sensor::ALL)?;
+    let calib = resolved.calibration.clone();
+    let built = loading.join().map_err(|_| anyhow::anyhow!("the detector's loading thread panicked"))?;
+    let (detector, detector_error) = match built {
         Ok(d) => (d, None),
         Err(e) if !detector_required => {
             tracing::error!("camera detector unavailable, running on LiDAR and radar alone: {e:#}");
@@ -329,6 +333,7 @@ async fn run() -> Result<()> {
     let (param_handler, param_events) = gate.serve(&mut node)?;
     let clock = node.get_ros_clock();
     tracing::info!(node = %node_name, calibration = %if calibration_path.is_empty() { "<defaults>" } else { &calibration_path },
+                   extrinsics = %resolved.summary(),
                    "fusion node up: deadlines {} / {} ms", target_ns / 1_000_000, hard_ns / 1_000_000);
 
     let now_ns: fusion::sched::Clock = {
@@ -439,6 +444,7 @@ async fn run() -> Result<()> {
         }
     });
     tokio::spawn(param_handler);
+    drains.push(tf_watch);
     ros::spin_until_shutdown(node, drains, diag, worker).await;
     Ok(())
 }

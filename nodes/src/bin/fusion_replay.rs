@@ -55,6 +55,10 @@ struct Cli {
     /// Calibration YAML (default: BAG/calibration.yaml when present, else the built-in one).
     #[arg(long)]
     calibration: Option<PathBuf>,
+    /// Ignore the bag's /tf_static: every extrinsic from the calibration file (by
+    /// default tf places each sensor it knows, and the file fills the rest).
+    #[arg(long)]
+    no_tf: bool,
     /// Print the timing JSON (per-stage and end-to-end latency, throughput) on stdout.
     #[arg(long)]
     bench: bool,
@@ -127,6 +131,7 @@ fn go(cli: Cli) -> Result<()> {
         realtime: cli.realtime,
         rate: cli.rate,
         calibration: cli.calibration,
+        use_tf: !cli.no_tf,
         params_file: cli.params,
         ingest_params: cli.ingest_params,
         topics: [cli.camera_topic, cli.lidar_topic, cli.radar_topic, cli.imu_topic],

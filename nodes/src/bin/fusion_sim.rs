@@ -13,7 +13,7 @@ use fusion::{
 };
 use sensor_fusion::{
     bag::BagWriter,
-    msgdef,
+    graph, msgdef,
     simrun::{self, START_NS},
 };
 use std::io::Write;
@@ -131,6 +131,17 @@ fn run(cli: Cli) -> Result<()> {
         let def = msgdef::definition(ty).with_context(|| format!("message definition of {ty} not installed"))?;
         ids.push(bag.add_topic(&name, ty, &def, qos.clone())?);
     }
+    // The mounts on /tf_static, first, as `ros2 bag record` catches a robot's latched tf.
+    let latched: serde_yaml::Value = serde_yaml::from_str(
+        "- {history: keep_last, depth: 1, reliability: reliable, durability: transient_local, deadline: {sec: 0, nsec: 0}, \
+         lifespan: {sec: 0, nsec: 0}, liveliness: automatic, liveliness_lease_duration: {sec: 0, nsec: 0}, \
+         avoid_ros_namespace_conventions: false}",
+    )?;
+    let tf = graph::TF_STATIC;
+    let def = msgdef::definition(tf.msg_type)
+        .with_context(|| format!("message definition of {} not installed", tf.msg_type))?;
+    let tf_topic = bag.add_topic(tf.name, tf.msg_type, &def, latched)?;
+    bag.write(tf_topic, simrun::START_NS, &simrun::tf_static(&calib)?)?;
     let mut exporter = cli.export.as_deref().map(|d| Exporter::new(d, cli.export_every)).transpose()?;
     let hook: Option<simrun::FrameHook> =
         exporter.as_mut().map(|e| Box::new(move |w: &World, t_ns, f: &sim::Frame| e.frame(w, t_ns, f)) as _);

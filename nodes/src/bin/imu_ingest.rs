@@ -50,7 +50,7 @@ impl Processor for ImuIngest {
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node: &graph::IMU_INGEST, sensor: "imu", queue_size: 200 };
+    let spec = Spec { node: &graph::IMU_INGEST, sensor: fusion::Sensor::Imu, queue_size: 200 };
     run(spec, |s| {
         let d = ImuParams::default();
         let params = ImuParams {
