@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -59,7 +60,10 @@ def test_minutes_of_nominal_false_alarms_and_mota(minutes, tmp_path):
     # truth lands beside the outputs. The ten-minute run takes 12 minutes on 2 cores, so it is
     # in `make test-long`; `make test` runs the first two minutes, which hold every actor of
     # the nominal world (the tracking figures of 2, 3 and 10 minutes are identical).
-    out = replay_sim('nominal', SEED, minutes * 60, tmp_path / 'nominal')
+    out = replay_sim('nominal', SEED, minutes * 60, tmp_path / 'nominal', '--report', str(tmp_path / 'report.html'))
+    # The run's HTML report: issue 23 asks ≤ 10 s for a ten-minute run.
+    written = re.search(r'report written to .* in ([0-9.]+) s', (out / 'replay.log').read_text())
+    assert written and float(written.group(1)) <= 10.0, written
     r = evaluate(out, out)
     assert len(r['false_alarms']) <= 1, r['false_alarms']
     t = r['tracking']
@@ -82,6 +86,7 @@ def replay_sim(scenario, seed, duration, out, *extra):
     res = subprocess.run([binary('fusion_replay'), '--sim', scenario, '--seed', str(seed), '--duration', str(duration),
                           '--out', str(out), *extra], capture_output=True, text=True, env=child_env(), timeout=1500)
     assert res.returncode == 0, res.stderr
+    (out / 'replay.log').write_text(res.stderr)
     return out
 
 

@@ -207,6 +207,23 @@ pub struct SetOutput {
     pub objects: Vec<FusedObject>,
     #[serde(skip)]
     pub times: StageTimes,
+    /// What the camera saw in this set, for a report to draw (not published): None when the
+    /// set had no camera frame.
+    #[serde(skip)]
+    pub camera_view: Option<CameraView>,
+}
+
+/// A set's camera frame with the detector's boxes (those above `camera_min_score`) and where
+/// the set's LiDAR clusters and published tracks land in it, in the frame's pixels.
+#[derive(Debug, Clone)]
+pub struct CameraView {
+    pub stamp: StampNs,
+    pub image: Arc<Rgb8>,
+    /// None when the detector did not run on this frame (none configured, or shed).
+    pub detections: Option<Vec<Detection2d>>,
+    pub lidar_boxes: Vec<[f32; 4]>,
+    /// (track id, rectangle) of the published objects in view.
+    pub tracks: Vec<(u32, [f32; 4])>,
 }
 
 impl SetOutput {
@@ -933,6 +950,20 @@ impl Pipeline {
             }
         }
         times.rules_us = lap.elapsed().as_micros() as u64;
+        let camera_view = job.camera().map(|(stamp, image)| CameraView {
+            stamp,
+            image,
+            detections: camera.clone(),
+            lidar_boxes: lidar_boxes
+                .iter()
+                .filter_map(|b| self.camera_model.project_standing(b.center, b.size, b.yaw))
+                .collect(),
+            tracks: track_rects
+                .iter()
+                .filter(|(id, _, _)| objects.iter().any(|o| o.track_id == *id))
+                .map(|(id, _, r)| (*id, *r))
+                .collect(),
+        });
         step.sets.push(SetOutput {
             stamp: t,
             newest_stamp: job.newest_stamp,
@@ -941,6 +972,7 @@ impl Pipeline {
             ego_speed,
             objects,
             times,
+            camera_view,
         });
         step
     }

@@ -59,6 +59,8 @@ pub struct ReplayOptions {
     /// Instead of reading `bag`, stream this simulated scenario into the pipeline (no bag
     /// on disk); its ground truth and calibration are written into `out`.
     pub sim: Option<SimSpec>,
+    /// Gather what `fusion_replay --report` draws ([`ReplayResult::report`]).
+    pub report: bool,
 }
 
 /// A `fusion_sim` run streamed in process: the same messages `fusion_sim` would write.
@@ -83,6 +85,7 @@ impl ReplayOptions {
             topics: [&graph::CAMERA_IMAGE, &graph::LIDAR_POINTS, &graph::RADAR_POINTS, &graph::IMU_DATA]
                 .map(|t| t.root_name()),
             sim: None,
+            report: false,
         }
     }
 }
@@ -92,6 +95,8 @@ pub struct ReplayResult {
     pub sets: u64,
     pub metrics: serde_json::Value,
     pub timing: serde_json::Value,
+    /// With [`ReplayOptions::report`]: what the report draws, and what the run was.
+    pub report: Option<(crate::report::ReportCollector, crate::report::RunInfo)>,
 }
 
 /// Reads a ROS 2 parameter file (`node_name:` or `/**:` → `ros__parameters:`, nested
@@ -370,6 +375,7 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
         None => IngestParams::default(),
     };
     let mut frontend = Frontend::with_params(&calib, ingest);
+    let params_used = opts.report.then(|| params.clone());
     let mut pipeline = Pipeline::new(params, &calib, detector);
     let detector_name = pipeline.detector_name().unwrap_or("none").to_string();
 
@@ -404,6 +410,7 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     let wall = Instant::now();
     let mut first_log: Option<i64> = None;
     let mut error: Option<anyhow::Error> = None;
+    let mut report = opts.report.then(crate::report::ReportCollector::default);
 
     let duration_ns = source.for_each_message(&calib, opts.out.as_deref(), |m| {
         let Some(Some(sensor)) = topic_of.get(m.topic).copied() else { return true };
@@ -443,7 +450,11 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
                 // A NaN-ridden sweep is rejected, and is also what sensor_degraded reports.
                 if let Reject::NonFinite { non_finite, total, .. } = rejected.reason {
                     let stamp = m.log_time_ns;
-                    events.extend(pipeline.anomaly.on_lidar_health(stamp, non_finite as u64, total as u64));
+                    let health = pipeline.anomaly.on_lidar_health(stamp, non_finite as u64, total as u64);
+                    if let Some(r) = report.as_mut() {
+                        health.iter().for_each(|e| r.on_event(e));
+                    }
+                    events.extend(health);
                 }
                 return true;
             }
@@ -459,6 +470,9 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
                 fed_at.pop_front();
             }
         }
+        if let (Some(r), Input::Imu(imu)) = (report.as_mut(), &input) {
+            r.on_imu(imu);
+        }
         let step = pipeline.push(input);
         let done = Instant::now();
         for s in &step.sets {
@@ -467,8 +481,10 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
             objects_out += s.objects.len() as u64;
             // The scheduler's stage names (`stage.<name>` on /diagnostics), and the IMU
             // integration the replay also times.
-            let named = stage_times(&s.times).map(|(st, us)| (st.name(), us));
-            for (k, v) in std::iter::once(("imu", s.times.imu_us)).chain(named) {
+            let named: Vec<(&'static str, u64)> = std::iter::once(("imu", s.times.imu_us))
+                .chain(stage_times(&s.times).map(|(st, us)| (st.name(), us)))
+                .collect();
+            for &(k, v) in &named {
                 stage.entry(k).or_insert_with(histogram).record(v.max(1)).ok();
             }
             let newest_arrival =
@@ -477,12 +493,18 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
             e2e.record((latency / 1000).max(1) as u64).ok();
             target_misses += (latency > target_ns) as u64;
             hard_misses += (latency > hard_ns) as u64;
+            if let Some(r) = report.as_mut() {
+                r.on_set(s, latency as f64 * 1e-6, &named);
+            }
             if let Some((_, objects)) = files.as_mut() {
                 if let Err(e) = writeln!(objects, "{}", set_line(s)) {
                     error = Some(e.into());
                     return false;
                 }
             }
+        }
+        if let Some(r) = report.as_mut() {
+            step.events.iter().for_each(|e| r.on_event(e));
         }
         events.extend(step.events);
         true
@@ -532,7 +554,33 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
         std::fs::write(dir.join("metrics.json"), serde_json::to_string_pretty(&metrics)? + "\n")?;
         std::fs::write(dir.join("timing.json"), serde_json::to_string_pretty(&timing)? + "\n")?;
     }
-    Ok(ReplayResult { events, sets, metrics, timing })
+    let report = report.map(|collector| {
+        let ground_truth = match &source {
+            Source::Bag(_) if opts.bag.is_dir() => Some(opts.bag.join("ground_truth.jsonl")),
+            Source::Bag(_) => opts.bag.parent().map(|d| d.join("ground_truth.jsonl")),
+            Source::Sim { .. } => opts.out.as_ref().map(|d| d.join("ground_truth.jsonl")),
+        };
+        let used = params_used.unwrap_or_default();
+        let mut params: serde_json::Map<String, serde_json::Value> =
+            PipelineParams::NAMES.iter().filter_map(|n| Some((n.to_string(), json!(used.get(n)?)))).collect();
+        for (name, file) in [("params_file", &opts.params_file), ("ingest_params_file", &opts.ingest_params)] {
+            params.insert(name.into(), json!(file.as_ref().map(|p| p.display().to_string())));
+        }
+        let info = crate::report::RunInfo {
+            source: source.name(opts).unwrap_or_default(),
+            calibration: calib.clone(),
+            extrinsics: json!(resolved.sources),
+            params: params.into(),
+            models: [("camera_detector".to_string(), json!(detector_name))].into_iter().collect(),
+            metrics: metrics.clone(),
+            timing: timing.clone(),
+            target_ms: target_ns as f64 * 1e-6,
+            hard_ms: hard_ns as f64 * 1e-6,
+            ground_truth: ground_truth.filter(|p| p.is_file()),
+        };
+        (collector, info)
+    });
+    Ok(ReplayResult { events, sets, metrics, timing, report })
 }
 
 #[cfg(test)]

@@ -77,6 +77,11 @@ struct Cli {
     /// Detector precision: f32 or f16.
     #[arg(long)]
     precision: Option<String>,
+    /// Write one self-contained HTML report of the run here (timeline, bird's-eye view,
+    /// camera at each event, latency, counts, provenance; scored against fusion_sim's
+    /// ground truth when the bag has one).
+    #[arg(long)]
+    report: Option<PathBuf>,
     /// Summarize the events with the language model into DIR/summaries.jsonl.
     #[arg(long)]
     summaries: bool,
@@ -135,6 +140,7 @@ fn go(cli: Cli) -> Result<()> {
         params_file: cli.params,
         ingest_params: cli.ingest_params,
         topics: [cli.camera_topic, cli.lidar_topic, cli.radar_topic, cli.imu_topic],
+        report: cli.report.is_some(),
     };
     let mut dp = DetectorParams::default();
     if let Some(p) = &opts.params_file {
@@ -151,7 +157,9 @@ fn go(cli: Cli) -> Result<()> {
             *slot = v;
         }
     }
-    let r = run(&opts, dp.build()?)?;
+    let mut r = run(&opts, dp.build()?)?;
+    let mut summary_records: Vec<serde_json::Value> = vec![];
+    let mut summary_model: Option<serde_json::Value> = None;
     eprintln!(
         "fusion_replay: {} sets, {} events, {} s wall ({}x real time), camera detector {}",
         r.sets,
@@ -164,6 +172,10 @@ fn go(cli: Cli) -> Result<()> {
         use models::llm::summary::{EventInfo, SummarizerConfig};
         use sensor_fusion::summarizer::{load_summarizer, summarize_events, ModelChoice};
         let choice = ModelChoice { model: cli.summary_model, backend: summary_backend, ..ModelChoice::default() };
+        summary_model = Some(serde_json::json!({
+            "model": sensor_fusion::summarizer::model_path(&choice.model).display().to_string(),
+            "sha256": choice.model.is_empty().then_some(sensor_fusion::summarizer::DEFAULT_MODEL_SHA256),
+            "backend": cli.summary_backend}));
         let config = SummarizerConfig {
             deadline: sensor_fusion::seconds("--summary-deadline", cli.summary_deadline)?,
             candidates: cli.summary_candidates.unwrap_or(SummarizerConfig::default().candidates).max(1),
@@ -180,6 +192,7 @@ fn go(cli: Cli) -> Result<()> {
             }
             std::fs::write(dir.join("summaries.jsonl"), text)?;
         }
+        summary_records = summaries.iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
         let fallbacks = summaries.iter().filter(|s| s.fallback).count();
         eprintln!(
             "fusion_replay: {} summaries ({} by the model, {} template fallbacks)",
@@ -188,8 +201,30 @@ fn go(cli: Cli) -> Result<()> {
             fallbacks
         );
     }
+    if let (Some(path), Some((collector, mut info))) = (&cli.report, r.report.take()) {
+        let started = std::time::Instant::now();
+        if dp.detector != "none" {
+            info.models.insert("camera_detector_weights".into(), manifest_identity(&dp.manifest()));
+        }
+        if let Some(m) = summary_model {
+            info.models.insert("summary_model".into(), m);
+        }
+        let data = sensor_fusion::report::data(&collector, &info, &summary_records)?;
+        sensor_fusion::report::write(path, &data)?;
+        eprintln!("fusion_replay: report written to {} in {:.2} s", path.display(), started.elapsed().as_secs_f64());
+    }
     if cli.bench {
         println!("{}", serde_json::to_string_pretty(&r.timing)?);
     }
     Ok(())
+}
+
+/// A weights manifest's path and the sha256 it requires of the weights (the loader refuses
+/// any other file, so this names the weights that ran).
+fn manifest_identity(path: &std::path::Path) -> serde_json::Value {
+    let sha = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|m| m["sha256"].as_str().map(str::to_owned));
+    serde_json::json!({"manifest": path.display().to_string(), "sha256": sha})
 }
