@@ -10,14 +10,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${1:?usage: install.sh PREFIX}
 mkdir -p "$PREFIX"
 PREFIX=$(cd "$PREFIX" && pwd)
-EXES="camera_ingest lidar_ingest radar_ingest imu_ingest fusion_node fusion_bag fusion_launch fusion_replay fusion_sim fusion_sync fusion_train_detector fusion_eval_detector fusion_bench_detector summarizer fusion_llm fusion_bench_llm fusion_sched_bench"
+EXES="camera_ingest lidar_ingest radar_ingest imu_ingest fusion_node fusion_bag fusion_launch fusion_replay fusion_sim fusion_sync fusion_view fusion_train_detector fusion_eval_detector fusion_bench_detector summarizer fusion_llm fusion_bench_llm fusion_sched_bench"
 install -d "$PREFIX/lib/sensor_fusion" "$PREFIX/share/sensor_fusion/launch" "$PREFIX/share/sensor_fusion/config" \
   "$PREFIX/share/ament_index/resource_index/packages" "$PREFIX/share/sensor_fusion/models"
 for e in $EXES; do
   install -m 755 "$ROOT/target/release/$e" "$PREFIX/lib/sensor_fusion/$e"
 done
 install -m 644 "$ROOT"/launch/*.launch.xml "$PREFIX/share/sensor_fusion/launch/"
-install -m 644 "$ROOT"/launch/*.yaml "$ROOT/launch/fastdds.xml" "$PREFIX/share/sensor_fusion/config/"
+install -m 644 "$ROOT"/launch/*.yaml "$ROOT/launch/fastdds.xml" "$ROOT/launch/fusion.rviz" "$PREFIX/share/sensor_fusion/config/"
 # The detector's weights and their manifest (the nodes verify the sha256 before loading).
 install -m 644 "$ROOT/models/weights/detector.json" "$ROOT/models/weights/detector.bpk" "$PREFIX/share/sensor_fusion/models/"
 # The summarizer's language model (fetched by scripts/fetch-weights.sh, sha256-checked again at

@@ -93,6 +93,7 @@ def test_install_layout_file_by_file():
         'share/sensor_fusion/config/ingest.yaml',
         'share/sensor_fusion/config/calibration.yaml',
         'share/sensor_fusion/config/fastdds.xml',
+        'share/sensor_fusion/config/fusion.rviz',
         'share/ament_index/resource_index/packages/sensor_fusion',
         'local_setup.bash',
     ]
@@ -143,6 +144,32 @@ def test_each_model_gets_its_own_backend(args, detector, llm, tmp_path):
     bad = subprocess.run([launcher(), '--print', 'sensor_fusion', 'fusion.launch.xml', 'llm_backend:=tpu'],
                          capture_output=True, text=True, env=launch_env(ROS_LOG_DIR=str(tmp_path)), timeout=30)
     assert bad.returncode == 1 and 'tpu' in bad.stderr, bad.stderr
+
+
+@pytest.mark.fast
+def test_rviz_starts_only_when_asked_with_the_shipped_view(tmp_path):
+    """`rviz:=true` adds rviz2 with the installed fusion.rviz; by default no rviz2 is needed.
+    rviz2 is not installed on this machine, so asking for it is one clear error."""
+    import yaml
+
+    env = launch_env(ROS_LOG_DIR=str(tmp_path))
+    plain = subprocess.run([launcher(), '--print', 'sensor_fusion', 'fusion.launch.xml'], capture_output=True,
+                           text=True, env=env, timeout=30)
+    assert plain.returncode == 0 and 'rviz2' not in plain.stdout, plain.stderr
+    asked = subprocess.run([launcher(), '--print', 'sensor_fusion', 'fusion.launch.xml', 'rviz:=true'],
+                           capture_output=True, text=True, env=env, timeout=30)
+    view = PREFIX / 'share/sensor_fusion/config/fusion.rviz'
+    if asked.returncode == 0:
+        assert f'-d {view}' in asked.stdout, asked.stdout
+    else:
+        assert 'rviz2' in asked.stderr, asked.stderr
+    config = yaml.safe_load(view.read_text())
+    manager = config['Visualization Manager']
+    assert manager['Global Options']['Fixed Frame'] == 'base_link'
+    topics = {d['Class'].split('/')[-1]: d.get('Topic', {}).get('Value') for d in manager['Displays']}
+    shown = {d.get('Topic', {}).get('Value') for d in manager['Displays']}
+    assert {'/fusion/markers', '/sensors/lidar', '/sensors/radar', '/sensors/camera'} <= shown, shown
+    assert 'TF' in topics and 'Image' in topics, topics
 
 
 def started_pids(proc) -> dict[str, int]:

@@ -165,7 +165,7 @@ pub const MARKERS: Topic = Topic {
     name: "fusion/markers",
     msg_type: "visualization_msgs/msg/MarkerArray",
     qos: Qos::DEFAULT,
-    about: "the objects for RViz",
+    about: "the objects (class colour; id, class, TTC label) and safety zones for RViz",
 };
 pub const ANOMALY_EVENTS: Topic = Topic {
     name: "anomaly/events",

@@ -18,24 +18,24 @@ use fusion::{
     camera::to_rgb8,
     cloud::decoder,
     frontend::imu_state,
-    pipeline::{FusedObject as Fused, Input, Pipeline, PipelineParams, SetOutput},
+    pipeline::{Input, Pipeline, PipelineParams, SetOutput},
     sched::{parse_cpus, parse_ladder, Executor, Message, SchedConfig, Sink},
     stamp_ns, Sensor, StampNs,
 };
 use r2r::{
-    builtin_interfaces::msg::Duration as RosDuration,
     diagnostic_msgs::msg::{DiagnosticArray, KeyValue},
-    fusion_msgs::msg::{AnomalyEvent, FusedObject, FusedObjectArray},
-    geometry_msgs::msg::{Point, Pose, Quaternion, Vector3},
+    fusion_msgs::msg::{AnomalyEvent, FusedObjectArray},
+    geometry_msgs::msg::Point,
     sensor_msgs::msg::{Image, Imu, PointCloud2},
-    std_msgs::msg::{ColorRGBA, Header},
-    visualization_msgs::msg::{Marker, MarkerArray},
+    std_msgs::msg::Header,
+    visualization_msgs::msg::MarkerArray,
 };
 use sensor_fusion::{
     detector::DetectorParams,
     graph,
     ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
     ros::{self, Params},
+    rviz,
 };
 use std::{sync::Arc, time::Duration};
 
@@ -71,6 +71,8 @@ struct Publishers {
     markers: r2r::Publisher<MarkerArray>,
     events: r2r::Publisher<AnomalyEvent>,
     base_frame: String,
+    /// Drawn on /fusion/markers with the objects, so RViz shows what the rules test against.
+    zones: Vec<fusion::calib::SafetyZone>,
 }
 
 impl Sink for Publishers {
@@ -78,7 +80,7 @@ impl Sink for Publishers {
         let header = Header { stamp: ros::to_time(set.stamp), frame_id: self.base_frame.clone() };
         let msg = FusedObjectArray {
             header: header.clone(),
-            objects: set.objects.iter().map(object_msg).collect(),
+            objects: set.objects.iter().map(rviz::object_msg).collect(),
             partial: set.partial,
             missing_sensors: set.missing.iter().map(|m| m.to_string()).collect(),
             latency_ms: latency_ns as f32 / 1e6,
@@ -86,7 +88,7 @@ impl Sink for Publishers {
         if let Err(e) = self.objects.publish(&msg) {
             tracing::warn!("publish /fusion/objects failed: {e}");
         }
-        if let Err(e) = self.markers.publish(&markers(&header, set)) {
+        if let Err(e) = self.markers.publish(&rviz::markers(&header, set, &self.zones)) {
             tracing::warn!("publish /fusion/markers failed: {e}");
         }
     }
@@ -177,66 +179,6 @@ fn convert(msg: Msg) -> Result<Input, String> {
             Ok(Input::Imu(imu_state(&s)))
         }
     }
-}
-
-fn object_msg(o: &Fused) -> FusedObject {
-    let (s, c) = (o.yaw / 2.0).sin_cos();
-    FusedObject {
-        track_id: o.track_id,
-        label: o.label.as_str().into(),
-        confidence: o.confidence,
-        pose: Pose {
-            position: Point { x: o.center[0], y: o.center[1], z: o.center[2] },
-            orientation: Quaternion { x: 0.0, y: 0.0, z: s, w: c },
-        },
-        dimensions: Vector3 { x: o.size[0], y: o.size[1], z: o.size[2] },
-        velocity: Vector3 { x: o.velocity[0], y: o.velocity[1], z: 0.0 },
-        sensors: o.sensors,
-        age: o.age,
-        time_to_collision: o.time_to_collision.map(|t| t as f32).unwrap_or(f32::INFINITY),
-    }
-}
-
-fn markers(header: &Header, set: &SetOutput) -> MarkerArray {
-    let mut out = vec![Marker { header: header.clone(), ns: "objects".into(), action: 3, ..Default::default() }];
-    for o in &set.objects {
-        let color = match o.label {
-            fusion::detect::Label::Person => [0.9, 0.2, 0.2],
-            fusion::detect::Label::Vehicle => [0.2, 0.4, 0.9],
-            fusion::detect::Label::Obstacle => [0.95, 0.6, 0.1],
-            fusion::detect::Label::Unknown => [0.7, 0.7, 0.7],
-        };
-        let m = object_msg(o);
-        let lifetime = RosDuration { sec: 0, nanosec: 300_000_000 };
-        out.push(Marker {
-            header: header.clone(),
-            ns: "objects".into(),
-            id: o.track_id as i32,
-            type_: 1, // CUBE
-            action: 0,
-            pose: m.pose.clone(),
-            scale: m.dimensions.clone(),
-            color: ColorRGBA { r: color[0], g: color[1], b: color[2], a: 0.6 },
-            lifetime: lifetime.clone(),
-            ..Default::default()
-        });
-        let mut label_pose = m.pose.clone();
-        label_pose.position.z += o.size[2] / 2.0 + 0.5;
-        out.push(Marker {
-            header: header.clone(),
-            ns: "labels".into(),
-            id: o.track_id as i32,
-            type_: 9, // TEXT_VIEW_FACING
-            action: 0,
-            pose: label_pose,
-            scale: Vector3 { x: 0.0, y: 0.0, z: 0.6 },
-            color: ColorRGBA { r: 1.0, g: 1.0, b: 1.0, a: 1.0 },
-            text: format!("{} #{}", o.label.as_str(), o.track_id),
-            lifetime,
-            ..Default::default()
-        });
-    }
-    MarkerArray { markers: out }
 }
 
 fn event_msg(e: &Event, base_frame: &str) -> AnomalyEvent {
@@ -347,7 +289,8 @@ async fn run() -> Result<()> {
     if let Some(why) = &detector_error {
         pipeline.set_detector_unavailable(why.clone());
     }
-    let sink = Publishers { objects: objects_pub, markers: markers_pub, events: events_pub, base_frame };
+    let zones = calib.safety_zones.clone();
+    let sink = Publishers { objects: objects_pub, markers: markers_pub, events: events_pub, base_frame, zones };
     let preprocess = Box::new(convert);
     let executor = Arc::new(if mode == "fifo" {
         Executor::spawn_fifo(pipeline, preprocess, sink, now_ns, sched)?

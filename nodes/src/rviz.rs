@@ -1,0 +1,177 @@
+//! What fusion_node publishes for people to look at: `/fusion/objects` messages and the
+//! `/fusion/markers` RViz draws (`config/fusion.rviz`): a box per object in its class's
+//! colour, a label with track id, class and time to collision, and the safety zones.
+use fusion::{calib::SafetyZone, detect::Label, pipeline::FusedObject as Fused, pipeline::SetOutput};
+use r2r::{
+    builtin_interfaces::msg::Duration as RosDuration,
+    fusion_msgs::msg::FusedObject,
+    geometry_msgs::msg::{Point, Pose, Quaternion, Vector3},
+    std_msgs::msg::{ColorRGBA, Header},
+    visualization_msgs::msg::{Marker, MarkerArray},
+};
+
+// visualization_msgs/Marker constants.
+const CUBE: i32 = 1;
+const LINE_STRIP: i32 = 4;
+const TEXT_VIEW_FACING: i32 = 9;
+const ADD: i32 = 0;
+const DELETEALL: i32 = 3;
+
+pub fn object_msg(o: &Fused) -> FusedObject {
+    let (s, c) = (o.yaw / 2.0).sin_cos();
+    FusedObject {
+        track_id: o.track_id,
+        label: o.label.as_str().into(),
+        confidence: o.confidence,
+        pose: Pose {
+            position: Point { x: o.center[0], y: o.center[1], z: o.center[2] },
+            orientation: Quaternion { x: 0.0, y: 0.0, z: s, w: c },
+        },
+        dimensions: Vector3 { x: o.size[0], y: o.size[1], z: o.size[2] },
+        velocity: Vector3 { x: o.velocity[0], y: o.velocity[1], z: 0.0 },
+        sensors: o.sensors,
+        age: o.age,
+        time_to_collision: o.time_to_collision.map(|t| t as f32).unwrap_or(f32::INFINITY),
+    }
+}
+
+/// Class colours, the same as the replay report's.
+pub fn class_colour(label: Label) -> ColorRGBA {
+    let [r, g, b] = match label {
+        Label::Person => [0.84, 0.15, 0.16],
+        Label::Vehicle => [0.12, 0.47, 0.71],
+        Label::Obstacle => [0.55, 0.34, 0.29],
+        Label::Unknown => [0.5, 0.5, 0.5],
+    };
+    ColorRGBA { r, g, b, a: 0.6 }
+}
+
+/// The label RViz shows over an object: `#12 person TTC 2.4 s` (no TTC when not closing in).
+pub fn label_text(o: &Fused) -> String {
+    let ttc = o.time_to_collision.map(|t| format!(" TTC {t:.1} s")).unwrap_or_default();
+    format!("#{} {}{ttc}", o.track_id, o.label.as_str())
+}
+
+/// One set's markers: everything of the last set is cleared (DELETEALL), then a box and a
+/// label per object (expiring after 0.3 s, so a stopped node leaves nothing stale) and the
+/// safety zones as closed outlines on the ground.
+pub fn markers(header: &Header, set: &SetOutput, zones: &[SafetyZone]) -> MarkerArray {
+    let mut out =
+        vec![Marker { header: header.clone(), ns: "objects".into(), action: DELETEALL, ..Default::default() }];
+    let lifetime = RosDuration { sec: 0, nanosec: 300_000_000 };
+    for o in &set.objects {
+        let m = object_msg(o);
+        out.push(Marker {
+            header: header.clone(),
+            ns: "objects".into(),
+            id: o.track_id as i32,
+            type_: CUBE,
+            action: ADD,
+            pose: m.pose.clone(),
+            scale: m.dimensions.clone(),
+            color: class_colour(o.label),
+            lifetime: lifetime.clone(),
+            ..Default::default()
+        });
+        let mut label_pose = m.pose.clone();
+        label_pose.position.z += o.size[2] / 2.0 + 0.5;
+        out.push(Marker {
+            header: header.clone(),
+            ns: "labels".into(),
+            id: o.track_id as i32,
+            type_: TEXT_VIEW_FACING,
+            action: ADD,
+            pose: label_pose,
+            scale: Vector3 { x: 0.0, y: 0.0, z: 0.6 },
+            color: ColorRGBA { a: 1.0, ..class_colour(o.label) },
+            text: label_text(o),
+            lifetime: lifetime.clone(),
+            ..Default::default()
+        });
+    }
+    for (i, z) in zones.iter().enumerate() {
+        let mut points: Vec<Point> = z.polygon.iter().map(|&[x, y]| Point { x, y, z: 0.05 }).collect();
+        points.extend(points.first().cloned());
+        out.push(Marker {
+            header: header.clone(),
+            ns: format!("zone/{}", z.name),
+            id: i as i32,
+            type_: LINE_STRIP,
+            action: ADD,
+            pose: Pose { orientation: Quaternion { w: 1.0, ..Default::default() }, ..Default::default() },
+            scale: Vector3 { x: 0.08, y: 0.0, z: 0.0 },
+            color: ColorRGBA { r: 1.0, g: 0.5, b: 0.05, a: 0.9 },
+            points,
+            lifetime: lifetime.clone(),
+            ..Default::default()
+        });
+    }
+    MarkerArray { markers: out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fusion::calib::Calibration;
+
+    fn object(id: u32, label: Label, ttc: Option<f64>) -> Fused {
+        Fused {
+            track_id: id,
+            label,
+            confidence: 0.9,
+            center: [8.0, -1.0, 0.9],
+            yaw: std::f64::consts::FRAC_PI_2,
+            size: [0.6, 0.6, 1.8],
+            velocity: [-2.0, 0.0],
+            ground_velocity: None,
+            sensors: 3,
+            age: 10,
+            time_to_collision: ttc,
+        }
+    }
+
+    fn set(objects: Vec<Fused>) -> SetOutput {
+        SetOutput {
+            stamp: 1,
+            newest_stamp: 1,
+            partial: false,
+            missing: vec![],
+            ego_speed: None,
+            objects,
+            times: Default::default(),
+            camera_view: None,
+        }
+    }
+
+    #[test]
+    fn each_object_gets_a_box_in_its_class_colour_and_a_label_with_id_class_and_ttc() {
+        let header = Header { frame_id: "base_link".into(), ..Default::default() };
+        let zones = Calibration::default().safety_zones;
+        let m =
+            markers(&header, &set(vec![object(7, Label::Person, Some(2.44)), object(9, Label::Vehicle, None)]), &zones);
+        assert_eq!(m.markers[0].action, DELETEALL);
+        let boxes: Vec<&Marker> = m.markers.iter().filter(|m| m.type_ == CUBE).collect();
+        let labels: Vec<&str> =
+            m.markers.iter().filter(|m| m.type_ == TEXT_VIEW_FACING).map(|m| m.text.as_str()).collect();
+        assert_eq!(labels, ["#7 person TTC 2.4 s", "#9 vehicle"]);
+        assert_eq!((boxes[0].id, boxes[0].scale.z), (7, 1.8));
+        assert_ne!(boxes[0].color, boxes[1].color, "classes differ in colour");
+        // The box turned by its yaw (a quarter turn: z = w = sin/cos 45°).
+        assert!((boxes[0].pose.orientation.z - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-9);
+        // Every zone as a closed outline in base_link.
+        let outlines: Vec<&Marker> = m.markers.iter().filter(|m| m.type_ == LINE_STRIP).collect();
+        assert_eq!(outlines.len(), zones.len());
+        let pts = &outlines[0].points;
+        assert_eq!(pts.len(), zones[0].polygon.len() + 1);
+        assert_eq!((pts[0].x, pts[0].y), (pts[pts.len() - 1].x, pts[pts.len() - 1].y));
+        assert!(m.markers.iter().all(|m| m.header.frame_id == "base_link"));
+    }
+
+    #[test]
+    fn an_object_message_carries_pose_size_and_an_infinite_ttc_when_not_closing() {
+        let msg = object_msg(&object(3, Label::Obstacle, None));
+        assert_eq!((msg.track_id, msg.label.as_str()), (3, "obstacle"));
+        assert_eq!((msg.pose.position.x, msg.dimensions.z), (8.0, 1.8));
+        assert!(msg.time_to_collision.is_infinite());
+    }
+}
