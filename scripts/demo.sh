@@ -4,7 +4,8 @@
 # is played over DDS, with /clock, into the node set started by launch/fusion.launch.xml
 # (from the `make install` prefix, sim time) with fusion_launch; the outputs and
 # /diagnostics are recorded with fusion_bag, and the report prints what each node accepted,
-# rejected and dropped, with its processing latency, then the anomaly summaries.
+# rejected and dropped, with its processing latency, then the anomaly summaries; finally
+# fusion_replay writes the run's HTML report (report.html beside the recording).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -30,6 +31,11 @@ trap cleanup EXIT
 fusion_launch sensor_fusion fusion.launch.xml use_sim_time:=true &
 launcher=$!
 pids+=($launcher)
+# The live view (loopback only) for as long as the run lasts.
+VIEW_PORT=${DEMO_VIEW_PORT:-8765}
+fusion_view --port "$VIEW_PORT" &
+pids+=($!)
+echo "live view: http://127.0.0.1:$VIEW_PORT/ (while the demo runs)"
 fusion_bag record -o "$OUT" /sensors/camera /sensors/lidar /sensors/radar /sensors/imu /fusion/objects \
   /anomaly/events /anomaly/summary /diagnostics &
 rec=$!
@@ -40,3 +46,9 @@ kill -INT "$launcher"; wait "$launcher" || true
 echo
 python scripts/diag_report.py "$BAG" "$OUT"
 echo "recorded: $OUT (fusion_bag info $OUT)"
+# The same bag through the same pipeline in one process, with the shipped parameters, into a
+# report to look at: timeline, bird's-eye view, the camera at each event, latency, counts,
+# scored against the scenario's ground truth.
+fusion_replay "$BAG" --params "$PREFIX/share/sensor_fusion/config/fusion.yaml" --out "$OUT/replay" \
+  --summaries --report "$OUT/report.html"
+echo "report: $ROOT/$OUT/report.html (open it in a browser; it needs no network)"

@@ -52,7 +52,7 @@ ROS_WHEELS=(
 )
 # Test-only tools: the independent rosbag2 implementation we check our bags against, and
 # `gguf` (llama.cpp's GGUF writer) to write a second, tiny Llama model in the tests.
-TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0 gguf==0.19.0)
+TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0 gguf==0.19.0 pillow==12.3.0 websocket-client==1.8.0)
 # llama.cpp, the summarizer's reference peer, is built from source by pip (minutes on 2 cores,
 # then cached by pip): only `scripts/setup.sh --test-peers` (make test, make bench) installs it,
 # so `make demo` on a fresh machine never waits for it.
@@ -88,6 +88,13 @@ WANT_STAMP="$MODE ${ROS_WHEELS[*]} ${TEST_WHEELS[*]} msgs=$MSG_HASH v6"
 STAMP=$ROS_DIR/setup.stamp
 install_peers() {
   $PEERS || return 0
+  # Debian's Chromium: the report test opens fusion_replay's HTML page in it, headless.
+  if ! command -v chromium >/dev/null 2>&1; then
+    log "installing Debian's chromium (the report test's browser)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
   local peer_stamp=$ROS_DIR/peers.stamp
   [ -f "$peer_stamp" ] && [ "$(cat "$peer_stamp")" = "${PEER_WHEELS[*]} $PEER_CMAKE_ARGS" ] && return 0
   log "installing the test peers: ${PEER_WHEELS[*]} (llama.cpp builds from source once)"
