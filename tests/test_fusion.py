@@ -231,14 +231,14 @@ def test_bad_arguments_give_one_line_errors(tmp_path):
         assert res.returncode == 1 and res.stderr.startswith('fusion_replay: error:') and msg in res.stderr, res.stderr
 
 
-def launch_and_play(procs, probe, bag, *play_args):
+def launch_and_play(procs, probe, bag, *play_args, launch_args=()):
     """The launched node set on sim time, and `fusion_bag play` of `bag` into it once the
     graph is up; the probe records /anomaly/events and /fusion/objects."""
     from fusion_msgs.msg import AnomalyEvent, FusedObjectArray
 
     probe.subscribe('/anomaly/events', AnomalyEvent)
     probe.subscribe('/fusion/objects', FusedObjectArray)
-    launch = procs([launcher(), 'sensor_fusion', 'fusion.launch.xml', 'use_sim_time:=true', '--grace', '3'],
+    launch = procs([launcher(), 'sensor_fusion', 'fusion.launch.xml', 'use_sim_time:=true', *launch_args, '--grace', '3'],
                    name='fusion_launch', env=launch_env())
     probe.wait_publishers('/anomaly/events', timeout=40)
     probe.wait_publishers('/sensors/lidar', timeout=40)
@@ -250,10 +250,13 @@ def launch_and_play(procs, probe, bag, *play_args):
 def test_launched_nodes_publish_anomaly_events_over_dds(scenario_bags, procs, ros):
     from diagnostic_msgs.msg import DiagnosticArray
 
+    from sensor_msgs.msg import Image
+
     bag = scenario_bags('pedestrian_intrusion', 12)
     probe = ros()
     probe.subscribe('/diagnostics', DiagnosticArray)
-    proc, player = launch_and_play(procs, probe, bag)
+    probe.subscribe('/fusion/camera_boxes', Image)
+    proc, player = launch_and_play(procs, probe, bag, launch_args=['annotated_image:=true'])
     assert player.p.wait(120) == 0, player.output()
     probe.wait_for(lambda: any(e.kind == 'zone_intrusion' for e in probe.get('/anomaly/events')), 20,
                    f'a zone_intrusion event; got {[e.kind for e in probe.get("/anomaly/events")]}\n{proc.output()[-3000:]}')
@@ -289,6 +292,14 @@ def test_launched_nodes_publish_anomaly_events_over_dds(scenario_bags, procs, ro
             'rt.fusion', 'rt.inference', 'sets.released', 'dropped.superseded.lidar'} <= keys, keys
     values = {kv.key: kv.value for s in status for kv in s.values}
     assert values['rt.fusion'] in ('applied',) or values['rt.fusion'].startswith('fallback: SCHED_FIFO'), values['rt.fusion']
+    # annotated_image:=true: the camera frames of the sets, in the camera's frame, with the
+    # detector's boxes drawn in the class colours (sensor_fusion::rviz: a person is (214, 38, 41)).
+    frames = probe.get('/fusion/camera_boxes')
+    assert len(frames) >= 40, len(frames)
+    f = frames[len(frames) // 2]
+    assert (f.encoding, f.width, f.height, f.step, f.header.frame_id) == ('rgb8', 640, 480, 1920, 'camera_optical'), f.header
+    person = bytes([214, 38, 41])
+    assert sum(bytes(fr.data).count(person) for fr in frames) > 100, 'no person box drawn in any frame'
 
 
 def test_ros2_param_set_changes_live_thresholds_and_refuses_the_rest(scenario_bags, procs, ros):

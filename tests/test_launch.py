@@ -168,7 +168,7 @@ def test_rviz_starts_only_when_asked_with_the_shipped_view(tmp_path):
     assert manager['Global Options']['Fixed Frame'] == 'base_link'
     topics = {d['Class'].split('/')[-1]: d.get('Topic', {}).get('Value') for d in manager['Displays']}
     shown = {d.get('Topic', {}).get('Value') for d in manager['Displays']}
-    assert {'/fusion/markers', '/sensors/lidar', '/sensors/radar', '/sensors/camera'} <= shown, shown
+    assert {'/fusion/markers', '/fusion/camera_boxes', '/sensors/lidar', '/sensors/radar', '/sensors/camera'} <= shown, shown
     assert 'TF' in topics and 'Image' in topics, topics
 
 

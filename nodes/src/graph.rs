@@ -167,6 +167,12 @@ pub const MARKERS: Topic = Topic {
     qos: Qos::DEFAULT,
     about: "the objects (class colour; id, class, TTC label) and safety zones for RViz",
 };
+pub const CAMERA_BOXES: Topic = Topic {
+    name: "fusion/camera_boxes",
+    msg_type: "sensor_msgs/msg/Image",
+    qos: Qos::DEFAULT.depth(2),
+    about: "the camera frame of each set with the detector's boxes, the projected LiDAR clusters and the tracks drawn (for RViz; only with `annotated_image: true`)",
+};
 pub const ANOMALY_EVENTS: Topic = Topic {
     name: "anomaly/events",
     msg_type: "fusion_msgs/msg/AnomalyEvent",
@@ -274,7 +280,7 @@ pub const FUSION_NODE: Node = Node {
     name: "fusion_node",
     subscribes: &[&SENSORS_CAMERA, &SENSORS_LIDAR, &SENSORS_RADAR, &SENSORS_IMU, &TF_STATIC],
     publishes: &[&FUSED_OBJECTS, &MARKERS, &ANOMALY_EVENTS, &TF_STATIC, &DIAGNOSTICS],
-    publishes_optionally: &[],
+    publishes_optionally: &[&CAMERA_BOXES],
     serves: &[],
 };
 pub const SUMMARIZER: Node = Node {

@@ -1,11 +1,16 @@
 //! What fusion_node publishes for people to look at: `/fusion/objects` messages and the
 //! `/fusion/markers` RViz draws (`config/fusion.rviz`): a box per object in its class's
 //! colour, a label with track id, class and time to collision, and the safety zones.
-use fusion::{calib::SafetyZone, detect::Label, pipeline::FusedObject as Fused, pipeline::SetOutput};
+use fusion::{
+    calib::SafetyZone,
+    detect::Label,
+    pipeline::{CameraView, FusedObject as Fused, SetOutput},
+};
 use r2r::{
     builtin_interfaces::msg::Duration as RosDuration,
     fusion_msgs::msg::FusedObject,
     geometry_msgs::msg::{Point, Pose, Quaternion, Vector3},
+    sensor_msgs::msg::Image,
     std_msgs::msg::{ColorRGBA, Header},
     visualization_msgs::msg::{Marker, MarkerArray},
 };
@@ -109,6 +114,46 @@ pub fn markers(header: &Header, set: &SetOutput, zones: &[SafetyZone]) -> Marker
     MarkerArray { markers: out }
 }
 
+/// The set's camera frame with what perception made of it drawn in: the detector's boxes
+/// (class colour, 2 px), the LiDAR clusters projected (cyan, 1 px) and the published tracks
+/// (white, 1 px), for RViz's Image display (`fusion/camera_boxes`, `annotated_image: true`).
+/// The header is the image's own (its stamp and camera frame).
+pub fn annotated_image(header: Header, view: &CameraView) -> Image {
+    let (w, h) = (view.image.width, view.image.height);
+    let mut data = view.image.data.clone();
+    let mut rect = |b: &[f32; 4], rgb: [u8; 3], thickness: u32| {
+        let clamp = |v: f32, hi: u32| (v.max(0.0) as u32).min(hi.saturating_sub(1));
+        let (x0, y0, x1, y1) = (clamp(b[0], w), clamp(b[1], h), clamp(b[2] - 1.0, w), clamp(b[3] - 1.0, h));
+        let mut put = |x: u32, y: u32| {
+            let i = ((y * w + x) * 3) as usize;
+            if let Some(px) = data.get_mut(i..i + 3) {
+                px.copy_from_slice(&rgb);
+            }
+        };
+        for t in 0..thickness {
+            for x in x0..=x1 {
+                put(x, (y0 + t).min(y1));
+                put(x, y1.saturating_sub(t).max(y0));
+            }
+            for y in y0..=y1 {
+                put((x0 + t).min(x1), y);
+                put(x1.saturating_sub(t).max(x0), y);
+            }
+        }
+    };
+    for (_, b) in &view.tracks {
+        rect(b, [255, 255, 255], 1);
+    }
+    for b in &view.lidar_boxes {
+        rect(b, [23, 190, 207], 1);
+    }
+    for d in view.detections.iter().flatten() {
+        let c = class_colour(d.label);
+        rect(&d.bbox, [c.r, c.g, c.b].map(|v| (v * 255.0).round() as u8), 2);
+    }
+    Image { header, height: h, width: w, encoding: "rgb8".into(), is_bigendian: 0, step: w * 3, data }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +210,31 @@ mod tests {
         assert_eq!(pts.len(), zones[0].polygon.len() + 1);
         assert_eq!((pts[0].x, pts[0].y), (pts[pts.len() - 1].x, pts[pts.len() - 1].y));
         assert!(m.markers.iter().all(|m| m.header.frame_id == "base_link"));
+    }
+
+    #[test]
+    fn the_annotated_image_draws_boxes_on_their_edges_and_leaves_the_rest() {
+        use fusion::{camera::Rgb8, detect::Detection2d};
+        let (w, h) = (64u32, 48u32);
+        let view = CameraView {
+            stamp: 5,
+            image: std::sync::Arc::new(Rgb8 { width: w, height: h, data: vec![10; (w * h * 3) as usize] }),
+            detections: Some(vec![Detection2d { label: Label::Person, score: 0.9, bbox: [10.0, 10.0, 30.0, 40.0] }]),
+            lidar_boxes: vec![[40.0, 5.0, 60.0, 20.0]],
+            // Partly outside the image: clipped, no panic.
+            tracks: vec![(3, [-20.0, 30.0, 200.0, 100.0])],
+        };
+        let img = annotated_image(Header { frame_id: "camera".into(), ..Default::default() }, &view);
+        assert_eq!((img.width, img.height, img.step, img.encoding.as_str()), (w, h, w * 3, "rgb8"));
+        let px = |x: u32, y: u32| &img.data[((y * w + x) * 3) as usize..][..3];
+        let person = class_colour(Label::Person);
+        assert_eq!(px(10, 20), [person.r, person.g, person.b].map(|v| (v * 255.0).round() as u8));
+        assert_eq!(px(11, 20), px(10, 20), "2 px thick");
+        assert_eq!(px(29, 39), px(10, 20), "x1/y1 exclusive: the last pixel inside");
+        assert_eq!(px(20, 25), [10, 10, 10], "inside untouched");
+        assert_eq!(px(50, 5), [23, 190, 207]);
+        assert_eq!(px(0, 47), [255, 255, 255]);
+        assert_eq!(view.image.data[0], 10, "the frame itself is not drawn on");
     }
 
     #[test]

@@ -73,6 +73,9 @@ struct Publishers {
     base_frame: String,
     /// Drawn on /fusion/markers with the objects, so RViz shows what the rules test against.
     zones: Vec<fusion::calib::SafetyZone>,
+    /// `annotated_image: true`: each set's camera frame with its boxes drawn.
+    camera_boxes: Option<r2r::Publisher<Image>>,
+    camera_frame: String,
 }
 
 impl Sink for Publishers {
@@ -90,6 +93,12 @@ impl Sink for Publishers {
         }
         if let Err(e) = self.markers.publish(&rviz::markers(&header, set, &self.zones)) {
             tracing::warn!("publish /fusion/markers failed: {e}");
+        }
+        if let (Some(publisher), Some(view)) = (&self.camera_boxes, &set.camera_view) {
+            let header = Header { stamp: ros::to_time(view.stamp), frame_id: self.camera_frame.clone() };
+            if let Err(e) = publisher.publish(&rviz::annotated_image(header, view)) {
+                tracing::warn!("publish {} failed: {e}", graph::CAMERA_BOXES.name);
+            }
         }
     }
 
@@ -290,7 +299,20 @@ async fn run() -> Result<()> {
         pipeline.set_detector_unavailable(why.clone());
     }
     let zones = calib.safety_zones.clone();
-    let sink = Publishers { objects: objects_pub, markers: markers_pub, events: events_pub, base_frame, zones };
+    let camera_boxes = match params.bool("annotated_image", false)? {
+        true => Some(node.create_publisher::<Image>(graph::CAMERA_BOXES.name, graph::CAMERA_BOXES.qos.profile())?),
+        false => None,
+    };
+    let camera_frame = calib.sensor("camera").frame_id.clone();
+    let sink = Publishers {
+        objects: objects_pub,
+        markers: markers_pub,
+        events: events_pub,
+        base_frame,
+        zones,
+        camera_boxes,
+        camera_frame,
+    };
     let preprocess = Box::new(convert);
     let executor = Arc::new(if mode == "fifo" {
         Executor::spawn_fifo(pipeline, preprocess, sink, now_ns, sched)?
