@@ -31,7 +31,7 @@ def chromium(*args, timeout=120):
 def report_data(page):
     m = re.search(r'<script id="report-data" type="application/json">(.*?)</script>', page.read_text(), re.S)
     assert m, 'the report holds its data'
-    return json.loads(m.group(1).replace('<\\/', '</'))
+    return json.loads(m.group(1))
 
 
 @pytest.fixture(scope='module')

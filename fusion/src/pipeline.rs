@@ -512,6 +512,8 @@ pub struct Pipeline {
     pub counters: BTreeMap<String, u64>,
     /// Why the camera detector could not be loaded, until the event that says so is out.
     detector_unavailable: Option<String>,
+    /// Fill [`SetOutput::camera_view`] (a report or an annotated image asked for it).
+    camera_views: bool,
 }
 
 /// Data time going back by more than this, on one stream, is a new timeline (a bag played
@@ -551,7 +553,14 @@ impl Pipeline {
             counters: BTreeMap::new(),
             params,
             detector_unavailable: None,
+            camera_views: false,
         }
+    }
+
+    /// Whether each set carries its [`CameraView`] (off by default: only a report or an
+    /// annotated image reads it, and the projections cost time on the fusion thread).
+    pub fn keep_camera_views(&mut self, on: bool) {
+        self.camera_views = on;
     }
 
     /// A new timeline: `stamp` takes its stream back by more than [`TIME_JUMP_NS`] (and
@@ -950,7 +959,7 @@ impl Pipeline {
             }
         }
         times.rules_us = lap.elapsed().as_micros() as u64;
-        let camera_view = job.camera().map(|(stamp, image)| CameraView {
+        let camera_view = job.camera().filter(|_| self.camera_views).map(|(stamp, image)| CameraView {
             stamp,
             image,
             detections: camera.clone(),

@@ -377,6 +377,7 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     let mut frontend = Frontend::with_params(&calib, ingest);
     let params_used = opts.report.then(|| params.clone());
     let mut pipeline = Pipeline::new(params, &calib, detector);
+    pipeline.keep_camera_views(opts.report);
     let detector_name = pipeline.detector_name().unwrap_or("none").to_string();
 
     let topic_names = source.topic_names();

@@ -25,8 +25,9 @@ use std::{collections::BTreeMap, io::BufRead as _, path::Path};
 /// The page: its HTML, style and drawing script; `__REPORT_DATA__` becomes the run's JSON.
 const TEMPLATE: &str = include_str!("report.html");
 
-/// A bird's-eye frame at most every this many ns: ten minutes stay ~6000 frames.
-const FRAME_SPACING_NS: i64 = 100_000_000;
+/// A bird's-eye frame at most every this many ns: ten minutes stay ~6000 frames (under
+/// 100 ms, so 10 Hz sets with jitter are all kept).
+const FRAME_SPACING_NS: i64 = 90_000_000;
 /// Camera thumbnails kept (one per event, shared by events of the same frame).
 const MAX_THUMBNAILS: usize = 48;
 const THUMBNAIL_WIDTH: u32 = 320;
@@ -122,7 +123,8 @@ impl ReportCollector {
         if let Some(view) = &set.camera_view {
             self.latest_view = Some(view.clone());
         }
-        if self.last_frame.is_some_and(|l| set.stamp - l < FRAME_SPACING_NS) {
+        // A set behind the last frame is a new timeline (a looped bag): frames start again.
+        if self.last_frame.is_some_and(|l| (0..FRAME_SPACING_NS).contains(&(set.stamp - l))) {
             return;
         }
         self.last_frame = Some(set.stamp);
@@ -266,10 +268,11 @@ pub fn data(c: &ReportCollector, run: &RunInfo, summaries: &[Value]) -> Result<V
     }))
 }
 
-/// Writes the page: the template with the run's JSON in it (`</` escaped so no text in the
-/// data can close the script element).
+/// Writes the page: the template with the run's JSON in it, every `<` written as `\u003c`
+/// (valid JSON, only ever inside strings) so no text in the data can end or confuse the
+/// script element.
 pub fn write(path: &Path, data: &Value) -> Result<()> {
-    let json = serde_json::to_string(data)?.replace("</", "<\\/");
+    let json = serde_json::to_string(data)?.replace('<', "\\u003c");
     let html = TEMPLATE.replacen("__REPORT_DATA__", &json, 1);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -294,12 +294,14 @@ async fn run() -> Result<()> {
             stamp_ns(t.sec, t.nanosec)
         })
     };
+    let annotated_image = params.bool("annotated_image", false)?;
     let mut pipeline = Pipeline::new(pp, &calib, detector);
+    pipeline.keep_camera_views(annotated_image);
     if let Some(why) = &detector_error {
         pipeline.set_detector_unavailable(why.clone());
     }
     let zones = calib.safety_zones.clone();
-    let camera_boxes = match params.bool("annotated_image", false)? {
+    let camera_boxes = match annotated_image {
         true => Some(node.create_publisher::<Image>(graph::CAMERA_BOXES.name, graph::CAMERA_BOXES.qos.profile())?),
         false => None,
     };

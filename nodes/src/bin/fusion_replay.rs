@@ -172,10 +172,14 @@ fn go(cli: Cli) -> Result<()> {
         use models::llm::summary::{EventInfo, SummarizerConfig};
         use sensor_fusion::summarizer::{load_summarizer, summarize_events, ModelChoice};
         let choice = ModelChoice { model: cli.summary_model, backend: summary_backend, ..ModelChoice::default() };
+        let path = sensor_fusion::summarizer::model_path(&choice.model);
+        // The shipped model is sha256-checked at load; another is hashed here to name it.
+        let sha256 = match choice.model.is_empty() {
+            true => Some(sensor_fusion::summarizer::DEFAULT_MODEL_SHA256.to_string()),
+            false => std::fs::read(&path).ok().map(|b| models::runtime::sha256_hex(&b)),
+        };
         summary_model = Some(serde_json::json!({
-            "model": sensor_fusion::summarizer::model_path(&choice.model).display().to_string(),
-            "sha256": choice.model.is_empty().then_some(sensor_fusion::summarizer::DEFAULT_MODEL_SHA256),
-            "backend": cli.summary_backend}));
+            "model": path.display().to_string(), "sha256": sha256, "backend": cli.summary_backend}));
         let config = SummarizerConfig {
             deadline: sensor_fusion::seconds("--summary-deadline", cli.summary_deadline)?,
             candidates: cli.summary_candidates.unwrap_or(SummarizerConfig::default().candidates).max(1),

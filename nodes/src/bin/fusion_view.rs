@@ -18,7 +18,7 @@ use sensor_fusion::{graph, ros};
 use serde_json::json;
 use std::{
     collections::{BTreeMap, VecDeque},
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{TcpListener, TcpStream},
     sync::{Arc, Mutex},
     time::Duration,
@@ -123,15 +123,17 @@ fn summary_json(s: &AnomalySummary) -> String {
 /// One browser connection: the page, the event stream, the counters, or 404.
 fn serve(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // A browser that stops reading must not hold its thread (and its slot) forever.
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut head = Vec::new();
-    let mut reader = BufReader::new(stream.try_clone()?);
+    // At most 16 KiB of request head, however long one line claims to be.
+    let mut reader = BufReader::new(stream.try_clone()?.take(16 * 1024));
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
             break;
         }
         head.extend_from_slice(line.as_bytes());
-        anyhow::ensure!(head.len() <= 16 * 1024, "request head over 16 KiB");
     }
     head.extend_from_slice(b"\r\n");
     let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -169,9 +171,16 @@ fn stream_events(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) -> Result<()
             drop(s);
             return respond(&mut stream, "503 Service Unavailable", "text/plain", b"too many browsers\n");
         }
-        s.clients.push(tx);
+        s.clients.push(tx.clone());
         s.summaries.iter().chain(&s.events).chain(&s.objects).cloned().collect()
     };
+    let streamed = send_events(&mut stream, &rx, backlog);
+    // Gone (or failed): forget this browser now, not at the next broadcast, so its slot is free.
+    shared.lock().expect("view state").clients.retain(|c| !c.same_channel(&tx));
+    streamed
+}
+
+fn send_events(stream: &mut TcpStream, rx: &crossbeam_channel::Receiver<String>, backlog: Vec<String>) -> Result<()> {
     stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\r\n")?;
     for frame in backlog {
         stream.write_all(frame.as_bytes())?;
