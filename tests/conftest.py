@@ -43,10 +43,11 @@ def child_env(**overrides) -> dict[str, str]:
     return env
 
 
-def simulate(out, scenario, seed=1, duration=10.0, *extra, timeout=300):
-    """A fusion_sim scenario bag at `out` (which must not exist); returns `out`."""
+def simulate(out, scenario, seed=1, duration=10.0, *extra, timeout=300, env=None):
+    """A fusion_sim scenario bag at `out` (which must not exist); returns `out`. `env`: overrides."""
     res = subprocess.run([binary('fusion_sim'), '--scenario', scenario, '--seed', str(seed), '--duration', str(duration),
-                          '--out', str(out), *extra], capture_output=True, text=True, env=child_env(), timeout=timeout)
+                          '--out', str(out), *extra], capture_output=True, text=True, env=child_env(**(env or {})),
+                         timeout=timeout)
     assert res.returncode == 0, res.stderr
     return out
 

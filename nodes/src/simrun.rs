@@ -14,7 +14,6 @@ use r2r::{
     geometry_msgs::msg::{Quaternion, Vector3},
     sensor_msgs::msg::{CameraInfo, Image, Imu, PointCloud2, PointField, RegionOfInterest},
     std_msgs::msg::Header,
-    WrappedTypesupport,
 };
 use std::io::Write;
 
@@ -49,7 +48,7 @@ pub fn scenario(name: &str, seed: u64, duration: f64) -> Result<sim::Scenario> {
 /// nodes read tf first).
 pub fn tf_static(calib: &fusion::calib::Calibration) -> Result<Vec<u8>> {
     let mounts: Vec<fusion::tf::Transform> = calib.mounts().map(|(_, t)| t).collect();
-    Ok(crate::ros::tf_message(&mounts, stamp(0)).to_serialized_bytes()?)
+    crate::ros::serialize(&crate::ros::tf_message(&mounts, stamp(0)))
 }
 
 /// What a run leaves beside its messages in `dir`: `calibration.yaml` (written now) and the
@@ -236,8 +235,8 @@ pub fn generate(
                             binning_y: 0,
                             roi: RegionOfInterest::default(),
                         };
-                        emit(CAMERA, t_ns, img.to_serialized_bytes()?)?
-                            && emit(CAMERA_INFO, t_ns, info.to_serialized_bytes()?)?
+                        emit(CAMERA, t_ns, crate::ros::serialize(&img)?)?
+                            && emit(CAMERA_INFO, t_ns, crate::ros::serialize(&info)?)?
                     }
                     Sensor::Lidar => {
                         if scenario.faults.lidar_dropout.is_some_and(|(a, b)| t >= a && t < b) {
@@ -248,7 +247,7 @@ pub fn generate(
                         let n = sweep.points.len();
                         let names = ["x", "y", "z", "intensity", "t"];
                         let msg = cloud(t_ns, &lidar_frame, &names, sweep.points.iter().flatten().copied(), n);
-                        emit(LIDAR, t_ns, msg.to_serialized_bytes()?)?
+                        emit(LIDAR, t_ns, crate::ros::serialize(&msg)?)?
                     }
                     Sensor::Radar => {
                         let targets = sim::radar_scan(world, t, &mut rng_radar);
@@ -257,7 +256,7 @@ pub fn generate(
                         let names = ["x", "y", "z", "doppler", "rcs"];
                         let msg =
                             cloud(t_ns, &radar_frame, &names, targets.iter().flat_map(|(p, _)| p.iter().copied()), n);
-                        emit(RADAR, t_ns, msg.to_serialized_bytes()?)?
+                        emit(RADAR, t_ns, crate::ros::serialize(&msg)?)?
                     }
                     Sensor::Imu => {
                         let r = imu.sample(world, t, 0.005, &mut rng_imu);
@@ -273,7 +272,7 @@ pub fn generate(
                             linear_acceleration: v3(r.linear_acceleration),
                             linear_acceleration_covariance: vec![9e-4, 0.0, 0.0, 0.0, 9e-4, 0.0, 0.0, 0.0, 9e-4],
                         };
-                        emit(IMU, t_ns, msg.to_serialized_bytes()?)?
+                        emit(IMU, t_ns, crate::ros::serialize(&msg)?)?
                     }
                 };
                 progress.set_position(t_ns as u64 / 1_000_000);
