@@ -220,6 +220,60 @@ def test_a_sensor_frame_tf_cannot_place_is_one_clear_error(tmp_path):
     replay(bag, tmp_path / 'named', '--calibration', str(tmp_path / 'mounts.yaml'))
 
 
+def test_camera_intrinsics_come_from_camera_info(tmp_path):
+    """Intrinsics from CameraInfo (issue 19): a camera the defaults know nothing of (800×600,
+    its own focal lengths and principal point) and a calibration file that gives no
+    intrinsics, as a robot whose camera driver publishes them. The bag's CameraInfo (read
+    by rosbags too) places the camera's boxes: the replay equals the one given the true
+    intrinsics in the file. Without CameraInfo the default K misplaces them and labels go wrong."""
+    import yaml
+    from rosbags.highlevel import AnyReader
+    calib = yaml.safe_load((ROOT / 'launch' / 'calibration.yaml').read_text())
+    k = [640.0, 0.0, 415.0, 0.0, 610.0, 290.0, 0.0, 0.0, 1.0]
+    calib['sensors']['camera'].update(width=800, height=600, K=k)
+    (tmp_path / 'true.yaml').write_text(yaml.safe_dump(calib))
+    for key in ('width', 'height', 'K'):
+        calib['sensors']['camera'].pop(key)
+    (tmp_path / 'bare.yaml').write_text(yaml.safe_dump(calib))
+    bag = simulate(tmp_path / 'bag', 'mixed', SEED, 8.0, '--calibration', str(tmp_path / 'true.yaml'))
+    with AnyReader([bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == '/camera/camera_info']
+        infos = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(connections=conns)]
+    assert len(infos) == 240 and all((i.width, i.height, list(i.k)) == (800, 600, k) for i in infos)
+
+    truth = replay(bag, tmp_path / 'truth', '--calibration', str(tmp_path / 'true.yaml'), '--camera-info-topic', '/none')
+    from_info = replay(bag, tmp_path / 'info', '--calibration', str(tmp_path / 'bare.yaml'))
+    blind = replay(bag, tmp_path / 'blind', '--calibration', str(tmp_path / 'bare.yaml'), '--camera-info-topic', '/none')
+    assert outputs(from_info) == outputs(truth)
+    counts = json.loads((from_info / 'metrics.json').read_text())['frontend']
+    assert counts['camera_info.accepted'] == counts['camera.accepted'] == 240, counts
+    labels = {name: evaluate(bag, out)['tracking']['label_accuracy'] for name, out in
+              (('truth', truth), ('blind', blind))}
+    print(json.dumps(labels))
+    assert labels['blind'] < labels['truth'] - 0.03, labels
+
+
+def test_a_camera_scaled_by_its_ingest_node_keeps_its_labels_and_health_checks(scenario_bags, tmp_path):
+    """camera_ingest's `output_width`/`output_height` (here 416×416 for a 640×480 camera):
+    the frame is scaled to fit without padding and its intrinsics with it. Labels stay as
+    good as at full size, and the blackout is still seen (a grey letterbox padding once
+    lifted a black frame's mean brightness above the blinded limit, and projecting with the
+    full-size K mislabelled: 0.873 against 0.933)."""
+    bag = scenario_bags('mixed', 20)
+    ingest = tmp_path / 'ingest.yaml'
+    shipped = (ROOT / 'launch' / 'ingest.yaml').read_text()
+    ingest.write_text(re.sub(r'output_(width|height): 0\b', r'output_\1: 416', shipped))
+    assert ingest.read_text().count(': 416') == 2
+    native = evaluate(bag, replay(bag, tmp_path / 'native'))
+    scaled = evaluate(bag, replay(bag, tmp_path / 'scaled', '--ingest-params', str(ingest)))
+    print(json.dumps({'native': native['tracking']['label_accuracy'], 'scaled': scaled['tracking']['label_accuracy'],
+                      'false_alarms': [len(native['false_alarms']), len(scaled['false_alarms'])]}))
+    assert all(e['detected'] for e in scaled['events']), scaled['events']
+    assert scaled['tracking']['label_accuracy'] >= native['tracking']['label_accuracy'] - 0.02
+    # Measured 1: the model monitor's sharpness range was learnt on full-size frames.
+    assert len(scaled['false_alarms']) <= 1, scaled['false_alarms']
+
+
 def test_bad_arguments_give_one_line_errors(tmp_path):
     bag = tmp_path / 'nope'
     for args, msg in ([[str(bag)], 'nope'], [[str(tmp_path), '--rate', '0'], '--rate'],

@@ -217,3 +217,56 @@ def test_a_mount_latched_on_tf_static_places_the_sensor_without_a_calibration_fi
     assert lidar.stop() != 0, out
     assert "lidar (lidar_link): frame 'lidar_link' does not exist in the transform tree" in out, out
     assert 'no calibration file is given' in out, out
+
+
+def test_camera_ingest_scales_the_image_and_its_camera_info_alike(procs, ros):
+    """`output_width`/`output_height` scale a frame to fit (aspect kept, no padding) and
+    /sensors/camera/camera_info carries K scaled with it (issue 19: intrinsics from
+    CameraInfo): a bright block of a 1280×720 frame from a camera the defaults know nothing
+    of lands in the 416×234 output where the published K projects the block's ray (the
+    ray computed here from the raw K, independently of the node's arithmetic)."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    procs([binary('camera_ingest'), '--ros-args', '-p', 'output_width:=416', '-p', 'output_height:=416'])
+    probe = ros()
+    probe.subscribe('/sensors/camera', Image)
+    probe.subscribe('/sensors/camera/camera_info', CameraInfo)
+    probe.wait_subscribers('/camera/camera_info', timeout=30)
+    probe.wait_subscribers('/camera/image_raw', timeout=30)
+    info_pub = probe.publisher('/camera/camera_info', CameraInfo)
+    image_pub = probe.publisher('/camera/image_raw', Image)
+
+    w, h, k = 1280, 720, [900.0, 0.0, 650.0, 0.0, 880.0, 350.0, 0.0, 0.0, 1.0]
+    info = CameraInfo(width=w, height=h, distortion_model='plumb_bob', d=[0.0] * 5, k=k,
+                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                      p=[900.0, 0.0, 650.0, 0.0, 0.0, 880.0, 350.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    info.header.frame_id = 'camera_optical'
+    info.header.stamp.sec = 100
+    # Until its CameraInfo is accepted, a 1280×720 frame disagrees with the calibration's
+    # 640×480: publish it until the scaled one comes back.
+    probe.wait_for(lambda: info_pub.publish(info) or probe.count('/sensors/camera/camera_info') > 0, 10,
+                   'the scaled camera_info')
+    out_info = probe.get('/sensors/camera/camera_info')[-1]
+    assert (out_info.width, out_info.height) == (416, 234), (out_info.width, out_info.height)
+    assert out_info.header.frame_id == 'camera_optical'
+
+    u0, v0 = 900, 200  # the block's top-left pixel
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[v0:v0 + 8, u0:u0 + 8] = 255
+    img = Image(width=w, height=h, encoding='rgb8', step=w * 3, data=rgb.tobytes())
+    img.header = info.header
+    image_pub.publish(img)
+    probe.wait_for(lambda: probe.count('/sensors/camera') > 0, 10, 'the scaled frame')
+    out = probe.get('/sensors/camera')[-1]
+    assert (out.width, out.height, out.encoding) == (416, 234, 'rgb8')
+    # The block's ray (its centre in the raw image) projected with the published K …
+    x, y = (u0 + 3.5 - k[2]) / k[0], (v0 + 3.5 - k[5]) / k[4]
+    ko = list(out_info.k)
+    expected = (ko[0] * x + ko[2], ko[4] * y + ko[5])
+    # … against where the block is in the published frame (brightness-weighted centre).
+    got = np.frombuffer(bytes(out.data), np.uint8).reshape(234, 416, 3)[:, :, 0].astype(float)
+    vs, us = np.mgrid[0:234, 0:416]
+    centre = ((got * us).sum() / got.sum(), (got * vs).sum() / got.sum())
+    assert np.hypot(centre[0] - expected[0], centre[1] - expected[1]) < 0.3, (centre, expected, ko)
+    # P follows K (its rows scale the same way).
+    assert np.allclose([out_info.p[0], out_info.p[2], out_info.p[5], out_info.p[6]], [ko[0], ko[2], ko[4], ko[5]])

@@ -100,9 +100,10 @@ impl Default for Calibration {
             k: None,
         };
         let mut camera = pose("camera_optical", [1.5, 0.0, 1.2], [-0.5, 0.5, -0.5, 0.5]);
-        camera.width = Some(640);
-        camera.height = Some(480);
-        camera.k = Some([500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]);
+        let intrinsics = crate::camera::Intrinsics::DEFAULT;
+        camera.width = Some(intrinsics.width);
+        camera.height = Some(intrinsics.height);
+        camera.k = Some(intrinsics.k);
         let sensors = BTreeMap::from([
             ("camera".to_string(), camera),
             ("lidar".into(), pose("lidar_link", [1.0, 0.0, 1.8], [0.0, 0.0, 0.0, 1.0])),

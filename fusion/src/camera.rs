@@ -1,5 +1,5 @@
 //! sensor_msgs/Image and CameraInfo without ROS: validation, conversion to rgb8 and the
-//! letterbox resize the detector wants.
+//! resize that `output_width`/`output_height` ask for.
 use crate::ingest::Reject;
 
 #[derive(Debug, Clone, Copy)]
@@ -64,31 +64,44 @@ pub fn check_intrinsics_size(width: u32, height: u32, intrinsics: Option<(u32, u
     }
 }
 
-/// The largest output side `letterbox` is asked for by configuration (a 16k × 16k rgb8
+/// The largest output side [`fit_within`] is asked for by configuration (a 16k × 16k rgb8
 /// frame is 768 MB): a larger `output_width`/`output_height` is refused at start-up.
 pub const MAX_OUTPUT_SIDE: u32 = 16_384;
 
-/// Scales `img` to fit `width`×`height` keeping its aspect ratio (bilinear), centred on a
-/// grey (114) canvas, as YOLO/CenterNet-style detectors expect.
-pub fn letterbox(img: &Rgb8, width: u32, height: u32) -> Rgb8 {
-    if img.width == width && img.height == height {
+/// The size [`fit_within`] gives a `width`×`height` image: the largest that fits
+/// `max_width`×`max_height` with the same aspect ratio (each side at least 1).
+pub fn fitted_size(width: u32, height: u32, max_width: u32, max_height: u32) -> (u32, u32) {
+    if width == 0 || height == 0 {
+        return (width, height);
+    }
+    let scale = (max_width as f64 / width as f64).min(max_height as f64 / height as f64);
+    let side = |n: u32, max: u32| ((n as f64 * scale).round() as u32).clamp(1, max.max(1));
+    (side(width, max_width), side(height, max_height))
+}
+
+/// Scales `img` (bilinear) to the largest size that fits `max_width`×`max_height` keeping its
+/// aspect ratio. No padding: every pixel still shows the scene, so the camera's health
+/// checks (mean brightness of a blinded camera) hold, and the detector letterboxes to its
+/// own input size anyway. [`Intrinsics::fitted`] gives the intrinsics of the result.
+pub fn fit_within(img: &Rgb8, max_width: u32, max_height: u32) -> Rgb8 {
+    let (width, height) = fitted_size(img.width, img.height, max_width, max_height);
+    if (width, height) == (img.width, img.height) {
         return img.clone();
     }
-    let scale = (width as f64 / img.width as f64).min(height as f64 / img.height as f64);
-    let (nw, nh) =
-        (((img.width as f64 * scale).round() as u32).max(1), ((img.height as f64 * scale).round() as u32).max(1));
-    let (ox, oy) = ((width - nw) / 2, (height - nh) / 2);
-    let mut data = vec![114u8; width as usize * height as usize * 3];
+    let (sx, sy) = (width as f64 / img.width as f64, height as f64 / img.height as f64);
+    let mut data = vec![0u8; width as usize * height as usize * 3];
     let (sw, sh) = (img.width as usize, img.height as usize);
-    for y in 0..nh as usize {
-        let fy = ((y as f64 + 0.5) / scale - 0.5).clamp(0.0, (sh - 1) as f64);
+    for y in 0..height as usize {
+        // Output pixel centre y + 0.5 samples input (y + 0.5) / sy: pixel centres map onto
+        // pixel centres, as `Intrinsics::fitted` assumes.
+        let fy = ((y as f64 + 0.5) / sy - 0.5).clamp(0.0, (sh - 1) as f64);
         let (y0, wy) = (fy.floor() as usize, fy - fy.floor());
         let y1 = (y0 + 1).min(sh - 1);
-        for x in 0..nw as usize {
-            let fx = ((x as f64 + 0.5) / scale - 0.5).clamp(0.0, (sw - 1) as f64);
+        for x in 0..width as usize {
+            let fx = ((x as f64 + 0.5) / sx - 0.5).clamp(0.0, (sw - 1) as f64);
             let (x0, wx) = (fx.floor() as usize, fx - fx.floor());
             let x1 = (x0 + 1).min(sw - 1);
-            let dst = ((oy as usize + y) * width as usize + ox as usize + x) * 3;
+            let dst = (y * width as usize + x) * 3;
             for c in 0..3 {
                 let px = |xx: usize, yy: usize| img.data[(yy * sw + xx) * 3 + c] as f64;
                 let v = (px(x0, y0) * (1.0 - wx) + px(x1, y0) * wx) * (1.0 - wy)
@@ -98,6 +111,58 @@ pub fn letterbox(img: &Rgb8, width: u32, height: u32) -> Rgb8 {
         }
     }
     Rgb8 { width, height, data }
+}
+
+/// A pinhole camera's intrinsics for images of one size: CameraInfo's K, width and height.
+/// The pipeline projects 3D boxes into the image with them, so they must describe the image
+/// the detector sees (after [`fit_within`]: see [`Intrinsics::fitted`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Intrinsics {
+    /// Row-major 3×3 camera matrix.
+    pub k: [f64; 9],
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Intrinsics {
+    /// What a calibration that names no intrinsics gets (and what fusion_sim renders with).
+    pub const DEFAULT: Intrinsics =
+        Intrinsics { k: [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0], width: 640, height: 480 };
+
+    /// The calibration file's camera intrinsics, each value it leaves out from [`Self::DEFAULT`].
+    pub fn of(camera: &crate::calib::SensorPose) -> Intrinsics {
+        Intrinsics {
+            k: camera.k.unwrap_or(Self::DEFAULT.k),
+            width: camera.width.unwrap_or(Self::DEFAULT.width),
+            height: camera.height.unwrap_or(Self::DEFAULT.height),
+        }
+    }
+
+    /// A CameraInfo's intrinsics, when [`check_camera_info`] accepts it.
+    pub fn from_camera_info(info: CameraInfoRef<'_>) -> Result<Intrinsics, Reject> {
+        check_camera_info(info)?;
+        let mut k = [0.0; 9];
+        k.copy_from_slice(info.k);
+        Ok(Intrinsics { k, width: info.width, height: info.height })
+    }
+
+    /// The intrinsics of this camera's image after [`fit_within`]`(_, max_width, max_height)`:
+    /// focal lengths and principal point scale with the image, with the pixel-centre mapping
+    /// `fit_within` samples with (what image_proc's resize does to K).
+    pub fn fitted(&self, max_width: u32, max_height: u32) -> Intrinsics {
+        let (width, height) = fitted_size(self.width, self.height, max_width, max_height);
+        if (width, height) == (self.width, self.height) {
+            return *self;
+        }
+        let (sx, sy) = (width as f64 / self.width as f64, height as f64 / self.height as f64);
+        // Input pixel u lands at (u + 0.5) * s - 0.5.
+        let k = self.k;
+        Intrinsics {
+            k: [k[0] * sx, k[1] * sx, (k[2] + 0.5) * sx - 0.5, 0.0, k[4] * sy, (k[5] + 0.5) * sy - 0.5, 0.0, 0.0, 1.0],
+            width,
+            height,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -171,14 +236,52 @@ mod tests {
     }
 
     #[test]
-    fn letterbox_keeps_aspect_and_pads_grey() {
+    fn fit_within_keeps_aspect_without_padding() {
         let img = Rgb8 { width: 4, height: 2, data: vec![200; 24] };
-        let out = letterbox(&img, 4, 4);
-        assert_eq!((out.width, out.height), (4, 4));
-        // Rows 0 and 3 are padding; rows 1-2 are the image.
-        assert!(out.data[..12].iter().all(|&v| v == 114));
-        assert!(out.data[12..36].iter().all(|&v| v == 200));
-        assert!(out.data[36..].iter().all(|&v| v == 114));
+        let out = fit_within(&img, 4, 4);
+        assert_eq!((out.width, out.height), (4, 2));
+        let out = fit_within(&img, 2, 4);
+        assert_eq!((out.width, out.height), (2, 1));
+        assert!(out.data.iter().all(|&v| v == 200));
+        assert_eq!(fitted_size(640, 480, 416, 416), (416, 312));
+        assert_eq!(fitted_size(1920, 1080, 640, 640), (640, 360));
+    }
+
+    #[test]
+    fn fitted_intrinsics_project_where_fit_within_puts_the_pixel() {
+        // A bright block at (u, v) of a 640×480 image: fitted into 416×416 (→ 416×312) it
+        // must sit where the fitted intrinsics project the same ray.
+        let k = Intrinsics { k: [500.0, 0.0, 330.0, 0.0, 480.0, 230.0, 0.0, 0.0, 1.0], width: 640, height: 480 };
+        let (u, v) = (500u32, 100u32);
+        let mut img = Rgb8 { width: 640, height: 480, data: vec![0; 640 * 480 * 3] };
+        for dy in 0..4 {
+            for dx in 0..4 {
+                let i = (((v + dy) * 640 + u + dx) * 3) as usize;
+                img.data[i..i + 3].copy_from_slice(&[255, 255, 255]);
+            }
+        }
+        let out = fit_within(&img, 416, 416);
+        let fk = k.fitted(416, 416);
+        assert_eq!((fk.width, fk.height), (out.width, out.height));
+        // The ray through the centre of the 4×4 block, in normalized coordinates.
+        let (x, y) = ((u as f64 + 1.5 - k.k[2]) / k.k[0], (v as f64 + 1.5 - k.k[5]) / k.k[4]);
+        let (pu, pv) = (fk.k[0] * x + fk.k[2], fk.k[4] * y + fk.k[5]);
+        // The brightness-weighted centre of the block in the fitted image.
+        let (mut sum, mut su, mut sv) = (0.0, 0.0, 0.0);
+        for yy in 0..out.height {
+            for xx in 0..out.width {
+                let b = out.data[((yy * out.width + xx) * 3) as usize] as f64;
+                sum += b;
+                su += b * xx as f64;
+                sv += b * yy as f64;
+            }
+        }
+        let (cu, cv) = (su / sum, sv / sum);
+        assert!(
+            (cu - pu).abs() < 0.3 && (cv - pv).abs() < 0.3,
+            "fit_within put it at ({cu}, {cv}), K' says ({pu}, {pv})"
+        );
+        assert_eq!(k.fitted(640, 480), k);
     }
 
     #[test]

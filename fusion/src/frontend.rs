@@ -4,7 +4,7 @@
 use crate::{
     anomaly::Sensor,
     calib::Calibration,
-    camera::{check_intrinsics_size, letterbox, to_rgb8, ImageRef},
+    camera::{check_intrinsics_size, fit_within, to_rgb8, CameraInfoRef, ImageRef, Intrinsics},
     cloud::{preprocess_lidar, preprocess_radar, CloudRef, LidarParams, RadarParams},
     imu::{ImuParams, ImuProcessor, ImuSample},
     ingest::{HeaderGuard, Reject},
@@ -23,7 +23,7 @@ pub struct IngestParams {
     pub lidar: LidarParams,
     pub radar: RadarParams,
     pub imu: ImuParams,
-    /// camera_ingest's `output_width`/`output_height` letterbox, when both are set.
+    /// camera_ingest's `output_width`/`output_height` (scale to fit), when both are set.
     pub camera_output: Option<(u32, u32)>,
 }
 
@@ -36,6 +36,9 @@ pub struct Frontend {
     camera_output: Option<(u32, u32)>,
     imu: ImuProcessor,
     intrinsics_size: Option<(u32, u32)>,
+    /// The newest accepted CameraInfo's intrinsics (of the raw image) and its header guard.
+    camera_info: Option<Intrinsics>,
+    camera_info_guard: HeaderGuard,
     /// `<sensor>.accepted`, `<sensor>.rejected.<reason>`.
     pub counters: BTreeMap<String, u64>,
 }
@@ -65,6 +68,8 @@ impl Frontend {
             camera_output: params.camera_output,
             imu: ImuProcessor::new(calib.sensor("imu").to_base().rotation, params.imu),
             intrinsics_size: cam.width.zip(cam.height),
+            camera_info: None,
+            camera_info_guard: guard("camera"),
             counters: BTreeMap::new(),
         }
     }
@@ -93,13 +98,35 @@ impl Frontend {
         let r = self.guards[0].check(stamp, frame_id).and_then(|_| {
             let rgb = to_rgb8(img)?;
             check_intrinsics_size(rgb.width, rgb.height, self.intrinsics_size)?;
-            let rgb = match self.camera_output {
-                Some((w, h)) => letterbox(&rgb, w, h),
-                None => rgb,
+            let (rgb, intrinsics) = match self.camera_output {
+                Some((w, h)) => (fit_within(&rgb, w, h), self.camera_info.map(|i| i.fitted(w, h))),
+                None => (rgb, self.camera_info),
             };
-            Ok(Input::Camera { stamp, image: Arc::new(rgb) })
+            Ok(Input::Camera { stamp, image: Arc::new(rgb), intrinsics })
         });
         self.finish(Sensor::Camera, stamp, r)
+    }
+
+    /// A CameraInfo, as camera_ingest takes it: checked, then its size is what images must
+    /// have and its K what the camera's next images carry (scaled with them).
+    /// Counted as `camera_info.accepted` / `camera_info.rejected.<reason>`.
+    pub fn camera_info(&mut self, stamp: StampNs, frame_id: &str, info: CameraInfoRef<'_>) -> Result<(), Reject> {
+        let r = self.camera_info_guard.check(stamp, frame_id).and_then(|_| Intrinsics::from_camera_info(info));
+        match r {
+            Ok(intrinsics) => {
+                if self.camera_info_guard.accept(stamp) {
+                    self.count("camera_info.stamp_resync".into());
+                }
+                self.count("camera_info.accepted".into());
+                self.intrinsics_size = Some((intrinsics.width, intrinsics.height));
+                self.camera_info = Some(intrinsics);
+                Ok(())
+            }
+            Err(reason) => {
+                self.count(format!("camera_info.rejected.{}", reason.as_str()));
+                Err(reason)
+            }
+        }
     }
 
     pub fn lidar(&mut self, stamp: StampNs, frame_id: &str, cloud: CloudRef<'_>) -> Result<Input, Rejected> {

@@ -17,7 +17,7 @@ use crate::monitor::{ModelMonitor, MonitorParams};
 use crate::{
     anomaly::{AnomalyDetector, AnomalyParams, CameraCheck, Event, Sensor, StreamState, TrackView},
     calib::Calibration,
-    camera::Rgb8,
+    camera::{Intrinsics, Rgb8},
     cluster::{euclidean_clusters, object_box, radar_objects, remove_ground, ClusterParams, ObjectBox, RadarObject},
     detect::{iou, CameraDetector, Detection2d, Label},
     motion::{ImuBuffer, ImuState},
@@ -121,6 +121,9 @@ pub enum Input {
     Camera {
         stamp: StampNs,
         image: Arc<Rgb8>,
+        /// This image's intrinsics, from the camera's CameraInfo (scaled with the image);
+        /// None until one arrives: the calibration's hold meanwhile.
+        intrinsics: Option<Intrinsics>,
     },
     /// x, y, z, intensity, t (t = firing time after the stamp, s; 0 when the driver gives none).
     /// `non_finite`/`total`: the raw sweep's NaN/Inf count, when known (0/0 otherwise).
@@ -158,7 +161,8 @@ impl Input {
 
 #[derive(Debug, Clone)]
 enum Member {
-    Camera(Arc<Rgb8>),
+    /// The frame and, when a CameraInfo came with the camera, the intrinsics of this image.
+    Camera(Arc<Rgb8>, Option<Intrinsics>),
     Lidar(Arc<Vec<[f32; 5]>>),
     Radar(Arc<Vec<[f32; 5]>>),
 }
@@ -280,7 +284,14 @@ impl SetJob {
     }
     pub fn camera(&self) -> Option<(StampNs, Arc<Rgb8>)> {
         match &self.set.members[CAMERA] {
-            Some((s, Member::Camera(img))) => Some((*s, img.clone())),
+            Some((s, Member::Camera(img, _))) => Some((*s, img.clone())),
+            _ => None,
+        }
+    }
+    /// The intrinsics the set's camera frame came with (None: no frame, or no CameraInfo yet).
+    pub fn camera_intrinsics(&self) -> Option<Intrinsics> {
+        match &self.set.members[CAMERA] {
+            Some((_, Member::Camera(_, intrinsics))) => *intrinsics,
             _ => None,
         }
     }
@@ -361,12 +372,16 @@ struct CameraModel {
 impl CameraModel {
     fn new(calib: &Calibration) -> Self {
         let cam = calib.sensor("camera");
-        Self {
-            base_to_cam: cam.to_base().inverse(),
-            k: cam.k.unwrap_or([500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]),
-            width: cam.width.unwrap_or(640) as f64,
-            height: cam.height.unwrap_or(480) as f64,
-        }
+        let mut model = Self { base_to_cam: cam.to_base().inverse(), k: [0.0; 9], width: 0.0, height: 0.0 };
+        model.set_intrinsics(&Intrinsics::of(cam));
+        model
+    }
+
+    /// The camera's intrinsics from now on (a CameraInfo's, which win over the file's).
+    fn set_intrinsics(&mut self, intrinsics: &Intrinsics) {
+        self.k = intrinsics.k;
+        self.width = intrinsics.width as f64;
+        self.height = intrinsics.height as f64;
     }
 
     /// The image rectangle of an object standing on the ground: LiDAR boxes start above the
@@ -506,7 +521,7 @@ pub struct Pipeline {
     pub monitor: ModelMonitor,
     last_set: Option<StampNs>,
     last_lidar: Option<StampNs>,
-    recent_camera: Option<(StampNs, Arc<Rgb8>)>,
+    recent_camera: Option<(StampNs, Arc<Rgb8>, Option<Intrinsics>)>,
     now: StampNs,
     /// Named counters (sets, partial sets by missing sensor, detector errors, ...).
     pub counters: BTreeMap<String, u64>,
@@ -690,11 +705,11 @@ impl Pipeline {
                 events.extend(self.anomaly.on_imu(s.stamp, s.linear_acceleration.into()));
                 self.sync.poll(self.now)
             }
-            Input::Camera { stamp, image } => {
+            Input::Camera { stamp, image, intrinsics } => {
                 events.extend(self.anomaly.on_message(Sensor::Camera, stamp));
                 events.extend(self.anomaly.on_camera_frame(stamp, &image));
-                self.recent_camera = Some((stamp, image.clone()));
-                self.sync.add(CAMERA, stamp, Member::Camera(image))
+                self.recent_camera = Some((stamp, image.clone(), intrinsics));
+                self.sync.add(CAMERA, stamp, Member::Camera(image, intrinsics))
             }
             Input::Lidar { stamp, points, non_finite, total } => {
                 events.extend(self.anomaly.on_message(Sensor::Lidar, stamp));
@@ -714,8 +729,8 @@ impl Pipeline {
                     let camera = self
                         .recent_camera
                         .as_ref()
-                        .filter(|(t, _)| (t - stamp).abs() <= self.params.sync_tolerance_ns)
-                        .map(|(t, img)| (*t, Member::Camera(img.clone())));
+                        .filter(|(t, _, _)| (t - stamp).abs() <= self.params.sync_tolerance_ns)
+                        .map(|(t, img, intrinsics)| (*t, Member::Camera(img.clone(), *intrinsics)));
                     let missing = if camera.is_some() { vec![LIDAR] } else { vec![LIDAR, CAMERA] };
                     out.push(SyncSet {
                         stamp,
@@ -825,6 +840,9 @@ impl Pipeline {
         let clock = Instant::now();
         let t = job.stamp;
         self.count("sets");
+        if let Some(intrinsics) = job.camera_intrinsics() {
+            self.camera_model.set_intrinsics(&intrinsics);
+        }
         for m in &job.set.missing {
             self.count(&format!("sets.partial.missing_{}", MEMBER_NAMES[*m]));
         }
@@ -1122,7 +1140,7 @@ mod tests {
             out.extend(
                 p.push(Input::Radar { stamp: t + 1_000_000, targets: Arc::new(vec![[8.5, 0.0, 0.5, 0.0, 10.0]]) }),
             );
-            out.extend(p.push(Input::Camera { stamp: t + 2_000_000, image: Arc::new(img) }));
+            out.extend(p.push(Input::Camera { stamp: t + 2_000_000, image: Arc::new(img), intrinsics: None }));
         }
         out
     }
@@ -1256,7 +1274,7 @@ mod tests {
         // A camera frame 0.4 s older than the camera's last one: out of order, not a new
         // timeline (only a stream going back by more than TIME_JUMP_NS is one).
         let img = Arc::new(Rgb8 { width: 8, height: 8, data: vec![90; 192] });
-        let step = p.push(Input::Camera { stamp: 7_500_000_000, image: img });
+        let step = p.push(Input::Camera { stamp: 7_500_000_000, image: img, intrinsics: None });
         assert!(step.events.iter().all(|e| e.kind != EventKind::TimeJump));
         assert_eq!(p.counters.get("time_jumps"), None);
     }

@@ -377,7 +377,7 @@ fn executor_degrades_under_scripted_overload_and_recovers_without_late_publicati
     let mut max_level = 0;
     for k in 0..160 {
         let t = clock();
-        exec.post(Msg(Input::Camera { stamp: t, image: image.clone() }));
+        exec.post(Msg(Input::Camera { stamp: t, image: image.clone(), intrinsics: None }));
         exec.post(Msg(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 0 }));
         exec.post(Msg(Input::Radar { stamp: t, targets: targets.clone() }));
         std::thread::sleep(Duration::from_millis(100));
@@ -446,7 +446,7 @@ fn the_detector_kernels_run_on_normal_scheduling_under_a_real_time_scheduler() {
     let points: Arc<Vec<[f32; 5]>> = Arc::new(vec![[10.0, 0.0, 0.5, 1.0, 0.0]; 50]);
     for _ in 0..10 {
         let t = clock();
-        exec.post(Msg(Input::Camera { stamp: t, image: image.clone() }));
+        exec.post(Msg(Input::Camera { stamp: t, image: image.clone(), intrinsics: None }));
         exec.post(Msg(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 0 }));
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -482,7 +482,7 @@ fn both_executors_count_the_partial_sets_they_publish() {
         .unwrap();
         for k in 0..15 {
             let t = clock();
-            exec.post(Msg(Input::Camera { stamp: t, image: image.clone() }));
+            exec.post(Msg(Input::Camera { stamp: t, image: image.clone(), intrinsics: None }));
             exec.post(Msg(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 0 }));
             if k == 5 {
                 // A live change reaches the thread that owns the pipeline; a start-up one and

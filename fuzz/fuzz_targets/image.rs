@@ -1,8 +1,8 @@
 //! sensor_msgs/Image and CameraInfo: layout checks, conversion to rgb8, the intrinsics
-//! checks and the letterbox resize to a (small) configured size.
+//! checks and the fit-within resize to a (small) configured size.
 #![no_main]
 use fusion::calib::Calibration;
-use fusion::camera::{check_camera_info, letterbox, to_rgb8, CameraInfoRef, ImageRef};
+use fusion::camera::{check_camera_info, fit_within, fitted_size, to_rgb8, CameraInfoRef, ImageRef};
 use fusion::frontend::Frontend;
 use libfuzzer_sys::fuzz_target;
 
@@ -25,8 +25,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(rgb) = to_rgb8(img) {
         assert_eq!(rgb.data.len(), rgb.width as usize * rgb.height as usize * 3);
         if ow > 0 && oh > 0 {
-            let out = letterbox(&rgb, ow, oh);
-            assert_eq!(out.data.len(), ow as usize * oh as usize * 3);
+            let out = fit_within(&rgb, ow, oh);
+            assert!(out.width <= ow && out.height <= oh);
+            assert_eq!((out.width, out.height), fitted_size(rgb.width, rgb.height, ow, oh));
+            assert_eq!(out.data.len(), out.width as usize * out.height as usize * 3);
         }
     }
     let _ = check_camera_info(CameraInfoRef { width, height, distortion_model: model, d: &d, k: &k });

@@ -111,7 +111,7 @@ pub const CAMERA_INFO: Topic = Topic {
     name: "camera/camera_info",
     msg_type: "sensor_msgs/msg/CameraInfo",
     qos: Qos::SENSOR_DATA,
-    about: "its intrinsics (checked against the calibration)",
+    about: "its intrinsics: the image size it states is checked, its K projects (both win over the calibration's)",
 };
 pub const LIDAR_POINTS: Topic = Topic {
     name: "lidar/points",
@@ -134,6 +134,12 @@ pub const SENSORS_CAMERA: Topic = Topic {
     msg_type: "sensor_msgs/msg/Image",
     qos: Qos::DEFAULT,
     about: "validated rgb8 image",
+};
+pub const SENSORS_CAMERA_INFO: Topic = Topic {
+    name: "sensors/camera/camera_info",
+    msg_type: "sensor_msgs/msg/CameraInfo",
+    qos: Qos::DEFAULT,
+    about: "the intrinsics of those images (scaled with them); they win over the calibration file's",
 };
 pub const SENSORS_LIDAR: Topic = Topic {
     name: "sensors/lidar",
@@ -251,7 +257,7 @@ impl Node {
 pub const CAMERA_INGEST: Node = Node {
     name: "camera_ingest",
     subscribes: &[&CAMERA_IMAGE, &CAMERA_INFO, &TF_STATIC],
-    publishes: &[&SENSORS_CAMERA, &TF_STATIC, &DIAGNOSTICS],
+    publishes: &[&SENSORS_CAMERA, &SENSORS_CAMERA_INFO, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
     serves: &[],
 };
@@ -278,7 +284,7 @@ pub const IMU_INGEST: Node = Node {
 };
 pub const FUSION_NODE: Node = Node {
     name: "fusion_node",
-    subscribes: &[&SENSORS_CAMERA, &SENSORS_LIDAR, &SENSORS_RADAR, &SENSORS_IMU, &TF_STATIC],
+    subscribes: &[&SENSORS_CAMERA, &SENSORS_CAMERA_INFO, &SENSORS_LIDAR, &SENSORS_RADAR, &SENSORS_IMU, &TF_STATIC],
     publishes: &[&FUSED_OBJECTS, &MARKERS, &ANOMALY_EVENTS, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[&CAMERA_BOXES],
     serves: &[],

@@ -328,6 +328,17 @@ pub fn image_ref(msg: &r2r::sensor_msgs::msg::Image) -> fusion::camera::ImageRef
     }
 }
 
+/// sensor_msgs/CameraInfo → what the ROS-free checks read.
+pub fn camera_info_ref(msg: &r2r::sensor_msgs::msg::CameraInfo) -> fusion::camera::CameraInfoRef<'_> {
+    fusion::camera::CameraInfoRef {
+        width: msg.width,
+        height: msg.height,
+        distortion_model: &msg.distortion_model,
+        d: &msg.d,
+        k: &msg.k,
+    }
+}
+
 /// sensor_msgs/Imu → the plain IMU sample (covariances padded/truncated to 9 entries).
 pub fn imu_sample(m: &r2r::sensor_msgs::msg::Imu) -> fusion::imu::ImuSample {
     fn arr9(v: &[f64]) -> [f64; 9] {

@@ -12,7 +12,7 @@
 use crate::{
     bag::{Bag, BagMessage},
     graph,
-    ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
+    ingest::{camera_info_ref, cloud_fields, cloud_ref, image_ref, imu_sample},
     simrun,
 };
 use anyhow::{bail, Context as _, Result};
@@ -29,7 +29,7 @@ use fusion::{
 };
 use hdrhistogram::Histogram;
 use r2r::{
-    sensor_msgs::msg::{Image, Imu, PointCloud2},
+    sensor_msgs::msg::{CameraInfo, Image, Imu, PointCloud2},
     tf2_msgs::msg::TFMessage,
     WrappedTypesupport,
 };
@@ -54,8 +54,8 @@ pub struct ReplayOptions {
     pub params_file: Option<PathBuf>,
     /// The ingest nodes' parameter file (`launch/ingest.yaml`): preprocess as they do.
     pub ingest_params: Option<PathBuf>,
-    /// camera, lidar, radar, imu input topics (raw, as drivers publish them).
-    pub topics: [String; 4],
+    /// camera, lidar, radar, imu and camera_info input topics (raw, as drivers publish them).
+    pub topics: [String; 5],
     /// Instead of reading `bag`, stream this simulated scenario into the pipeline (no bag
     /// on disk); its ground truth and calibration are written into `out`.
     pub sim: Option<SimSpec>,
@@ -82,8 +82,14 @@ impl ReplayOptions {
             use_tf: true,
             params_file: None,
             ingest_params: None,
-            topics: [&graph::CAMERA_IMAGE, &graph::LIDAR_POINTS, &graph::RADAR_POINTS, &graph::IMU_DATA]
-                .map(|t| t.root_name()),
+            topics: [
+                &graph::CAMERA_IMAGE,
+                &graph::LIDAR_POINTS,
+                &graph::RADAR_POINTS,
+                &graph::IMU_DATA,
+                &graph::CAMERA_INFO,
+            ]
+            .map(|t| t.root_name()),
             sim: None,
             report: false,
         }
@@ -139,7 +145,7 @@ pub fn apply_params_file_with(
 
 /// The ingest nodes' sections of a ROS 2 parameter file (`/**/lidar_ingest:` …
 /// `ros__parameters:`), as the nodes read them: their filters, the IMU's biases, limits
-/// and filter gain, and the camera's letterbox size. Everything else in the file (queues,
+/// and filter gain, and the camera's output size. Everything else in the file (queues,
 /// QoS, diagnostics, calibration) does not change what is published and is skipped.
 const INGEST_NODES: [&str; 4] = ["camera_ingest", "lidar_ingest", "radar_ingest", "imu_ingest"];
 
@@ -358,6 +364,9 @@ fn bag_transforms(bag: &Bag) -> Result<fusion::tf::TransformBuffer> {
     Ok(buffer)
 }
 
+/// Where camera_info sits in [`ReplayOptions::topics`] (after the four sensors).
+const CAMERA_INFO_INPUT: usize = 4;
+
 pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> Result<ReplayResult> {
     let source = Source::open(opts)?;
     let resolved = source.calibration(opts)?;
@@ -425,6 +434,20 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
             }
         }
         let arrived = Instant::now();
+        if sensor == CAMERA_INFO_INPUT {
+            // Intrinsics, not a set member: the frontend keeps them for the next frames.
+            match CameraInfo::from_serialized_bytes(&m.data) {
+                Ok(info) => {
+                    let stamp = stamp_ns(info.header.stamp.sec, info.header.stamp.nanosec);
+                    let _counted = frontend.camera_info(stamp, &info.header.frame_id, camera_info_ref(&info));
+                }
+                Err(e) => {
+                    *decode_errors.entry("camera_info.undecodable".into()).or_default() += 1;
+                    tracing::warn!("{name}: message at {} ns does not decode: {e}", m.log_time_ns);
+                }
+            }
+            return true;
+        }
         let decoded: Result<Result<Input, fusion::frontend::Rejected>, String> = match sensor {
             0 => Image::from_serialized_bytes(&m.data).map_err(|e| e.to_string()).map(|img| {
                 let stamp = stamp_ns(img.header.stamp.sec, img.header.stamp.nanosec);

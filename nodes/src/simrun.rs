@@ -165,7 +165,7 @@ pub fn generate(
     let mut rng_imu = sim::rng(seed, 4);
     let mut imu = sim::ImuModel::new(&mut rng_imu);
     let cam = calib.sensor("camera").clone();
-    let k = cam.k.unwrap_or([500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]);
+    let k = fusion::camera::Intrinsics::of(&cam).k;
     let (lidar_frame, radar_frame, imu_frame) = (
         calib.sensor("lidar").frame_id.clone(),
         calib.sensor("radar").frame_id.clone(),
@@ -235,8 +235,10 @@ pub fn generate(
                             binning_y: 0,
                             roi: RegionOfInterest::default(),
                         };
-                        emit(CAMERA, t_ns, crate::ros::serialize(&img)?)?
-                            && emit(CAMERA_INFO, t_ns, crate::ros::serialize(&info)?)?
+                        // The intrinsics first, so that a replay projects even the first
+                        // frame with them (a node has them from the camera's earlier frames).
+                        emit(CAMERA_INFO, t_ns, crate::ros::serialize(&info)?)?
+                            && emit(CAMERA, t_ns, crate::ros::serialize(&img)?)?
                     }
                     Sensor::Lidar => {
                         if scenario.faults.lidar_dropout.is_some_and(|(a, b)| t >= a && t < b) {

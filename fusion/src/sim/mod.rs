@@ -542,8 +542,7 @@ pub struct Frame {
 /// two threads; the result does not depend on the split (noise is indexed by pixel).
 pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
     let cam = w.calib.sensor("camera");
-    let (width, height) = (cam.width.unwrap_or(640), cam.height.unwrap_or(480));
-    let k = cam.k.unwrap_or([500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]);
+    let crate::camera::Intrinsics { k, width, height } = crate::camera::Intrinsics::of(cam);
     let pose = w.sensor_pose("camera", t);
     let mut boxes = w.parts(t, &w.boxes(t, true));
     // Scenery after the actors' parts: index = actors + its place in `look.scenery`.

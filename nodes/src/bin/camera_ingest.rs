@@ -1,7 +1,9 @@
-//! camera_ingest: /camera/image_raw (+ /camera/camera_info) → validated rgb8 /sensors/camera.
+//! camera_ingest: /camera/image_raw (+ /camera/camera_info) → validated rgb8 /sensors/camera
+//! (+ /sensors/camera/camera_info: the intrinsics of the images it publishes, scaled with
+//! them when `output_width`/`output_height` resize).
 use anyhow::Result;
 use fusion::{
-    camera::{check_camera_info, check_intrinsics_size, letterbox, to_rgb8, CameraInfoRef},
+    camera::{check_intrinsics_size, fit_within, to_rgb8, Intrinsics},
     ingest::{HeaderGuard, IngestStats, Reject},
     stamp_ns,
 };
@@ -11,7 +13,7 @@ use r2r::{
     std_msgs::msg::Header,
 };
 use sensor_fusion::graph;
-use sensor_fusion::ingest::{image_ref, run, Counters, Processor, Spec};
+use sensor_fusion::ingest::{camera_info_ref, image_ref, run, Counters, Processor, Spec};
 use std::sync::{Arc, Mutex};
 
 struct Camera {
@@ -33,7 +35,7 @@ impl Processor for Camera {
         let rgb = to_rgb8(image_ref(&msg))?;
         check_intrinsics_size(msg.width, msg.height, *self.intrinsics_size.lock().expect("lock"))?;
         let rgb = match self.output_size {
-            Some((w, h)) => letterbox(&rgb, w, h),
+            Some((w, h)) => fit_within(&rgb, w, h),
             None => rgb,
         };
         Ok(Image {
@@ -46,6 +48,31 @@ impl Processor for Camera {
             data: rgb.data,
         })
     }
+}
+
+/// The CameraInfo of the images this node publishes: the input's, with its size, K and P
+/// scaled as `fit_within` scales the image (distortion is in normalized coordinates: unchanged).
+fn output_info(mut info: CameraInfo, intrinsics: Intrinsics, output_size: Option<(u32, u32)>) -> CameraInfo {
+    let Some((w, h)) = output_size else { return info };
+    let out = intrinsics.fitted(w, h);
+    let (sx, sy) = (out.width as f64 / info.width as f64, out.height as f64 / info.height as f64);
+    info.width = out.width;
+    info.height = out.height;
+    info.k = out.k.to_vec();
+    if info.p.len() == 12 {
+        // P = [fx' 0 cx' Tx; 0 fy' cy' Ty; 0 0 1 0]: rows 1 and 2 scale as K's do.
+        let p = &mut info.p;
+        for i in 0..4 {
+            p[i] *= sx;
+            p[4 + i] *= sy;
+        }
+        p[2] += 0.5 * sx - 0.5;
+        p[6] += 0.5 * sy - 0.5;
+    }
+    info.binning_x = 0;
+    info.binning_y = 0;
+    info.roi = Default::default();
+    info
 }
 
 fn main() -> Result<()> {
@@ -67,6 +94,11 @@ fn main() -> Result<()> {
         s.extra_stats.push(("camera_info".into(), info_stats.clone()));
 
         let mut infos = s.node.subscribe::<CameraInfo>(graph::CAMERA_INFO.name, graph::CAMERA_INFO.qos.profile())?;
+        let info_out = s.node.create_publisher::<CameraInfo>(
+            graph::SENSORS_CAMERA_INFO.name,
+            graph::SENSORS_CAMERA_INFO.qos.profile(),
+        )?;
+        let output_size = (ow > 0 && oh > 0).then_some((ow, oh));
         let size = intrinsics_size.clone();
         let mut guard = HeaderGuard::new(cam.frame_id.clone());
         s.tasks.push(Box::pin(async move {
@@ -74,27 +106,24 @@ fn main() -> Result<()> {
                 let mut st = info_stats.lock().expect("stats");
                 st.on_received();
                 let stamp = stamp_ns(info.header.stamp.sec, info.header.stamp.nanosec);
-                let checked = guard.check(stamp, &info.header.frame_id).and_then(|()| {
-                    check_camera_info(CameraInfoRef {
-                        width: info.width,
-                        height: info.height,
-                        distortion_model: &info.distortion_model,
-                        d: &info.d,
-                        k: &info.k,
-                    })
-                });
+                let checked = guard
+                    .check(stamp, &info.header.frame_id)
+                    .and_then(|()| Intrinsics::from_camera_info(camera_info_ref(&info)));
                 match checked {
-                    Ok(()) => {
+                    Ok(intrinsics) => {
                         if guard.accept(stamp) {
                             st.add_extra("stamp_resync", 1);
                         }
                         *size.lock().expect("lock") = Some((info.width, info.height));
                         st.on_accepted(1);
+                        if let Err(e) = info_out.publish(&output_info(info, intrinsics, output_size)) {
+                            tracing::warn!("cannot publish {}: {e}", graph::SENSORS_CAMERA_INFO.name);
+                        }
                     }
                     Err(why) => st.on_rejected(&why),
                 }
             }
         }));
-        Ok(Camera { intrinsics_size, output_size: (ow > 0 && oh > 0).then_some((ow, oh)) })
+        Ok(Camera { intrinsics_size, output_size })
     })
 }

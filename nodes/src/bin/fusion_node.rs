@@ -15,7 +15,7 @@
 use anyhow::{Context as _, Result};
 use fusion::{
     anomaly::Event,
-    camera::to_rgb8,
+    camera::{to_rgb8, Intrinsics},
     cloud::decoder,
     frontend::imu_state,
     pipeline::{Input, Pipeline, PipelineParams, SetOutput},
@@ -26,18 +26,21 @@ use r2r::{
     diagnostic_msgs::msg::{DiagnosticArray, KeyValue},
     fusion_msgs::msg::{AnomalyEvent, FusedObjectArray},
     geometry_msgs::msg::Point,
-    sensor_msgs::msg::{Image, Imu, PointCloud2},
+    sensor_msgs::msg::{CameraInfo, Image, Imu, PointCloud2},
     std_msgs::msg::Header,
     visualization_msgs::msg::MarkerArray,
 };
 use sensor_fusion::{
     detector::DetectorParams,
     graph,
-    ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
+    ingest::{camera_info_ref, cloud_fields, cloud_ref, image_ref, imu_sample},
     ros::{self, Params},
     rviz,
 };
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 enum Msg {
     Camera(Image),
@@ -151,12 +154,14 @@ fn sched_config(params: &Params) -> Result<(String, SchedConfig, String)> {
     Ok((mode, c, trace))
 }
 
-fn convert(msg: Msg) -> Result<Input, String> {
+/// `intrinsics`: those of the newest /sensors/camera/camera_info (the calibration's until
+/// one comes).
+fn convert(msg: Msg, intrinsics: Option<Intrinsics>) -> Result<Input, String> {
     match msg {
         Msg::Camera(img) => {
             let stamp = stamp_ns(img.header.stamp.sec, img.header.stamp.nanosec);
             let rgb = to_rgb8(image_ref(&img)).map_err(|e| e.as_str().to_string())?;
-            Ok(Input::Camera { stamp, image: Arc::new(rgb) })
+            Ok(Input::Camera { stamp, image: Arc::new(rgb), intrinsics })
         }
         Msg::Lidar(c) => {
             let stamp = stamp_ns(c.header.stamp.sec, c.header.stamp.nanosec);
@@ -263,6 +268,8 @@ async fn run() -> Result<()> {
     // Topics and QoS from the declared graph (graph.rs). The IMU comes at 100+ Hz: a deeper
     // history than the frames' so a burst is not lost while the executor is busy.
     let cam = node.subscribe::<Image>(graph::SENSORS_CAMERA.name, graph::SENSORS_CAMERA.qos.profile())?;
+    let cam_info =
+        node.subscribe::<CameraInfo>(graph::SENSORS_CAMERA_INFO.name, graph::SENSORS_CAMERA_INFO.qos.profile())?;
     let lidar = node.subscribe::<PointCloud2>(graph::SENSORS_LIDAR.name, graph::SENSORS_LIDAR.qos.profile())?;
     let radar = node.subscribe::<PointCloud2>(graph::SENSORS_RADAR.name, graph::SENSORS_RADAR.qos.profile())?;
     let imu = node.subscribe::<Imu>(graph::SENSORS_IMU.name, graph::SENSORS_IMU.qos.depth(100).profile())?;
@@ -315,7 +322,12 @@ async fn run() -> Result<()> {
         camera_boxes,
         camera_frame,
     };
-    let preprocess = Box::new(convert);
+    // The camera's intrinsics, as camera_ingest republishes them for the images it sends.
+    let intrinsics: Arc<Mutex<Option<Intrinsics>>> = Arc::default();
+    let preprocess = {
+        let intrinsics = intrinsics.clone();
+        Box::new(move |m| convert(m, *intrinsics.lock().expect("intrinsics")))
+    };
     let executor = Arc::new(if mode == "fifo" {
         Executor::spawn_fifo(pipeline, preprocess, sink, now_ns, sched)?
     } else {
@@ -345,6 +357,19 @@ async fn run() -> Result<()> {
     feed!(lidar, Lidar);
     feed!(radar, Radar);
     feed!(imu, Imu);
+    {
+        let stats = stats.clone();
+        drains.push(ros::drain(cam_info, move |info: CameraInfo| {
+            let outcome = match Intrinsics::from_camera_info(camera_info_ref(&info)) {
+                Ok(k) => {
+                    *intrinsics.lock().expect("intrinsics") = Some(k);
+                    "camera_info.accepted".to_string()
+                }
+                Err(why) => format!("camera_info.rejected.{}", why.as_str()),
+            };
+            stats.lock().expect("stats").add(outcome, 1);
+        }));
+    }
     {
         let executor = executor.clone();
         drains.push(ros::drain(param_events, move |(name, value): (String, r2r::ParameterValue)| {

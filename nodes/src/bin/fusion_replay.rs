@@ -48,7 +48,7 @@ struct Cli {
     #[arg(long)]
     params: Option<PathBuf>,
     /// The ingest nodes' parameter YAML (e.g. launch/ingest.yaml, or your robot's copy): the
-    /// replay filters LiDAR and radar, corrects the IMU and letterboxes the camera as those
+    /// replay filters LiDAR and radar, corrects the IMU and scales the camera as those
     /// nodes do with it (default: their defaults, which are the shipped file's values).
     #[arg(long)]
     ingest_params: Option<PathBuf>,
@@ -109,6 +109,9 @@ struct Cli {
     radar_topic: String,
     #[arg(long, default_value_t = graph::IMU_DATA.root_name())]
     imu_topic: String,
+    /// The camera's intrinsics (they win over the calibration file's, as in camera_ingest).
+    #[arg(long, default_value_t = graph::CAMERA_INFO.root_name())]
+    camera_info_topic: String,
 }
 
 fn main() {
@@ -139,7 +142,7 @@ fn go(cli: Cli) -> Result<()> {
         use_tf: !cli.no_tf,
         params_file: cli.params,
         ingest_params: cli.ingest_params,
-        topics: [cli.camera_topic, cli.lidar_topic, cli.radar_topic, cli.imu_topic],
+        topics: [cli.camera_topic, cli.lidar_topic, cli.radar_topic, cli.imu_topic, cli.camera_info_topic],
         report: cli.report.is_some(),
     };
     let mut dp = DetectorParams::default();
