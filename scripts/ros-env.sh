@@ -8,4 +8,7 @@ if [ ! -f "$_sf_root/.ros/env.sh" ]; then
 fi
 . "$_sf_root/.ros/env.sh"
 export PATH="$_sf_root/target/release:$PATH"
+# Nothing leaves the device unless you say so: DDS discovery on this computer only (set
+# ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET, or ROS_STATIC_PEERS, before sourcing to reach others).
+export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 unset _sf_root

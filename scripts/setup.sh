@@ -89,11 +89,15 @@ STAMP=$ROS_DIR/setup.stamp
 install_peers() {
   $PEERS || return 0
   # Debian's Chromium: the report test opens fusion_replay's HTML page in it, headless.
-  if ! command -v chromium >/dev/null 2>&1; then
-    log "installing Debian's chromium (the report test's browser)"
+  # iproute2: the deployment test makes its other hosts with `ip netns` and veth pairs.
+  local need=()
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing Debian's ${need[*]} (the report test's browser, the deployment test's namespaces)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
   fi
   local peer_stamp=$ROS_DIR/peers.stamp
   [ -f "$peer_stamp" ] && [ "$(cat "$peer_stamp")" = "${PEER_WHEELS[*]} $PEER_CMAKE_ARGS" ] && return 0
