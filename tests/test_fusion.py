@@ -356,6 +356,58 @@ def test_launched_nodes_publish_anomaly_events_over_dds(scenario_bags, procs, ro
     assert sum(bytes(fr.data).count(person) for fr in frames) > 100, 'no person box drawn in any frame'
 
 
+def test_launched_nodes_take_their_mounts_from_tf_static(tmp_path, procs, ros):
+    """Extrinsics from tf2 in the launched graph (issue 19): the robot's mounts (not the
+    built-in ones) latched on /tf_static by an rclpy publisher, as robot_state_publisher
+    does, and no calibration file (calibration:=''). Every node places its sensors from tf
+    (its log says so), and the played bag gives the zone intrusion its replay gives."""
+    import yaml
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rosbags.highlevel import AnyReader
+    from tf2_msgs.msg import TFMessage
+    from geometry_msgs.msg import TransformStamped
+
+    calib = yaml.safe_load((ROOT / 'launch' / 'calibration.yaml').read_text())
+    calib['sensors']['lidar']['translation'] = [0.8, 0.1, 1.9]
+    calib['sensors']['radar'].update(translation=[2.1, -0.1, 0.55], rotation_xyzw=[0.0, 0.0, 0.0174524, 0.9998477])
+    (tmp_path / 'mounts.yaml').write_text(yaml.safe_dump(calib))
+    bag = simulate(tmp_path / 'bag', 'pedestrian_intrusion', SEED, 12.0, '--calibration', str(tmp_path / 'mounts.yaml'))
+    (bag / 'calibration.yaml').unlink()
+    replayed = [json.loads(line) for line in (replay(bag, tmp_path / 'replay') / 'events.jsonl').read_text().splitlines()]
+    assert 'zone_intrusion' in [e['kind'] for e in replayed]
+
+    # The bag's mounts, as the robot's robot_state_publisher would latch them.
+    with AnyReader([bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == '/tf_static']
+        recorded = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(connections=conns)][0]
+    mounts = []
+    for r in recorded.transforms:
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = r.header.frame_id, r.child_frame_id
+        tr, q = r.transform.translation, r.transform.rotation
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = tr.x, tr.y, tr.z
+        t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = q.x, q.y, q.z, q.w
+        mounts.append(t)
+    probe = ros()
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+    probe.publisher('/tf_static', TFMessage, latched).publish(TFMessage(transforms=mounts))
+
+    launch, player = launch_and_play(procs, probe, bag, '--topics', '/camera/image_raw',
+                                     '/camera/camera_info', '/lidar/points', '/radar/points', '/imu/data',
+                                     launch_args=['calibration:='])
+    assert player.p.wait(120) == 0, player.output()
+    probe.wait_for(lambda: any(e.kind == 'zone_intrusion' for e in probe.get('/anomaly/events')), 20,
+                   f'a zone_intrusion event; got {[e.kind for e in probe.get("/anomaly/events")]}\n{launch.output()[-3000:]}')
+    log = launch.output()
+    for node, placed in (('camera_ingest', 'camera=tf'), ('lidar_ingest', 'lidar=tf'), ('radar_ingest', 'radar=tf'),
+                         ('imu_ingest', 'imu=tf'), ('fusion_node', 'camera=tf imu=tf lidar=tf radar=tf')):
+        lines = [line for line in log.splitlines() if line.startswith(f'[{node}') and 'extrinsics=' in line]
+        assert lines and all(placed in line for line in lines), (node, lines or log[-3000:])
+    ev = next(e for e in probe.get('/anomaly/events') if e.kind == 'zone_intrusion')
+    first = next(e for e in replayed if e['kind'] == 'zone_intrusion')
+    assert ev.zone == first['zone'] and abs(ev.position.x - first['position'][0]) < 0.5, (ev, first)
+
+
 def test_ros2_param_set_changes_live_thresholds_and_refuses_the_rest(scenario_bags, procs, ros):
     """`ros2 param set` on the launched graph (its SetParameters service, called from rclpy):
     fusion_node's anomaly thresholds change while it runs (the next collision_risk states the
