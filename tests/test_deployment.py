@@ -148,3 +148,58 @@ def test_static_peers_reach_the_listed_host_and_no_other(hosts, procs, ros):
     print(json.dumps({'unlisted_b': {'topics': topics, 'links': sent}}))
     assert topics == [] and sent['b']['rtps_from_us'] == 0, (topics, sent)
     assert sent['b']['rtps_seen'] > 0, sent
+
+
+def cpu_seconds_of_children(pid: int) -> float:
+    """User + system CPU seconds of the processes whose parent is `pid` (a launch's nodes)."""
+    total, tick = 0.0, os.sysconf('SC_CLK_TCK')
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = open(f'/proc/{entry}/stat').read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def test_two_robots_on_one_host_keep_apart(scenario_bags, procs, ros):
+    """Several robots on one compute host (issue 21): two namespaced node sets
+    (namespace:=robot1, robot2) driven by two bags at once, on the wall clock (--restamp: one
+    /clock cannot serve two bags). robot1's bag is a pedestrian intrusion, robot2's an IMU
+    impact: each robot's events are its own bag's (checked by content), and /diagnostics,
+    which both share, names each robot's nodes apart."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fusion_msgs.msg import AnomalyEvent
+
+    from conftest import binary
+    bags = {'robot1': scenario_bags('pedestrian_intrusion', 12), 'robot2': scenario_bags('imu_impact', 12)}
+    probe = ros()
+    for robot in bags:
+        probe.subscribe(f'/{robot}/anomaly/events', AnomalyEvent)
+    probe.subscribe('/diagnostics', DiagnosticArray)
+    launches = {robot: procs([launcher(), 'sensor_fusion', 'fusion.launch.xml', f'namespace:={robot}', '--grace', '3'],
+                             name=f'launch_{robot}', env=launch_env()) for robot in bags}
+    for robot in bags:
+        probe.wait_publishers(f'/{robot}/anomaly/events', timeout=60)
+        probe.wait_subscribers(f'/{robot}/lidar/points', timeout=60)
+    topics = ['/camera/image_raw', '/camera/camera_info', '/lidar/points', '/radar/points', '/imu/data']
+    players = {robot: procs([binary('fusion_bag'), 'play', str(bag), '--restamp', '--wait-for-subscribers', '--delay', '1',
+                             '--topics', *topics, '--remap', *[f'{t}:=/{robot}{t}' for t in topics]], name=f'play_{robot}')
+               for robot, bag in bags.items()}
+    for player in players.values():
+        assert player.p.wait(120) == 0, player.output()
+
+    def kinds(robot):
+        return {e.kind for e in probe.get(f'/{robot}/anomaly/events')}
+    probe.wait_for(lambda: 'zone_intrusion' in kinds('robot1') and 'impact' in kinds('robot2'), 20,
+                   f"each robot's own event; got { {r: kinds(r) for r in bags} }")
+    assert 'impact' not in kinds('robot1') and 'zone_intrusion' not in kinds('robot2'), {r: kinds(r) for r in bags}
+    names = {s.name for m in probe.get('/diagnostics') for s in m.status}
+    for robot in bags:
+        assert {f'{robot}/fusion_node: fusion', f'{robot}/summarizer: summaries',
+                f'{robot}/camera_ingest: camera ingest'} <= names, sorted(names)
+    print(json.dumps({'cpu_s_per_robot': {r: round(cpu_seconds_of_children(launches[r].p.pid), 1) for r in bags},
+                      'events': {r: sorted(kinds(r)) for r in bags}}))

@@ -89,7 +89,7 @@ where
     F: FnOnce(&mut Setup) -> Result<P>,
 {
     let mut node = ros::create_node(spec.node.name)?;
-    let node_name = node.name()?;
+    let node_name = ros::node_label(&node)?;
     let params = Params::of(&node);
     params.bool("use_sim_time", false)?;
     // The mount from /tf_static where the robot publishes it, else from the calibration file.

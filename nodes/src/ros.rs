@@ -32,6 +32,13 @@ pub fn init_process() {
     init_logging();
 }
 
+/// The node's name as its /diagnostics statuses and log lines give it: `fusion_node` in the
+/// root namespace, `robot1/fusion_node` under `namespace:=robot1`, so that two robots' node
+/// sets on one host (one global /diagnostics) are told apart.
+pub fn node_label(node: &r2r::Node) -> Result<String> {
+    Ok(node.fully_qualified_name()?.trim_start_matches('/').to_string())
+}
+
 /// `tracing` to stderr, filtered by RUST_LOG (default info): for tools that do not start rcl.
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()

@@ -221,7 +221,7 @@ fn main() -> Result<()> {
 
 async fn run() -> Result<()> {
     let mut node = ros::create_node("fusion_node")?;
-    let node_name = node.name()?;
+    let node_name = ros::node_label(&node)?;
     let params = Params::of(&node);
     let use_sim_time = params.bool("use_sim_time", false)?;
     let diagnostics_period = params.f64("diagnostics_period", 1.0)?;

@@ -186,7 +186,7 @@ fn main() -> Result<()> {
 
 async fn run() -> Result<()> {
     let mut node = ros::create_node("summarizer")?;
-    let node_name = node.name()?;
+    let node_name = ros::node_label(&node)?;
     let params = Params::of(&node);
     params.bool("use_sim_time", false)?;
     let lowest_priority = params.bool("lowest_priority", true)?;
