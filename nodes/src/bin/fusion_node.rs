@@ -155,12 +155,13 @@ fn sched_config(params: &Params) -> Result<(String, SchedConfig, String)> {
 }
 
 /// `intrinsics`: those of the newest /sensors/camera/camera_info (the calibration's until
-/// one comes).
-fn convert(msg: Msg, intrinsics: Option<Intrinsics>) -> Result<Input, String> {
+/// one comes), read for camera frames only: the IMU's hundreds of messages a second take no lock.
+fn convert(msg: Msg, intrinsics: &Mutex<Option<Intrinsics>>) -> Result<Input, String> {
     match msg {
         Msg::Camera(img) => {
             let stamp = stamp_ns(img.header.stamp.sec, img.header.stamp.nanosec);
             let rgb = to_rgb8(image_ref(&img)).map_err(|e| e.as_str().to_string())?;
+            let intrinsics = *intrinsics.lock().expect("intrinsics");
             Ok(Input::Camera { stamp, image: Arc::new(rgb), intrinsics })
         }
         Msg::Lidar(c) => {
@@ -326,7 +327,7 @@ async fn run() -> Result<()> {
     let intrinsics: Arc<Mutex<Option<Intrinsics>>> = Arc::default();
     let preprocess = {
         let intrinsics = intrinsics.clone();
-        Box::new(move |m| convert(m, *intrinsics.lock().expect("intrinsics")))
+        Box::new(move |m| convert(m, &intrinsics))
     };
     let executor = Arc::new(if mode == "fifo" {
         Executor::spawn_fifo(pipeline, preprocess, sink, now_ns, sched)?
