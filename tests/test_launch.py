@@ -94,6 +94,7 @@ def test_install_layout_file_by_file():
         'share/sensor_fusion/config/calibration.yaml',
         'share/sensor_fusion/config/fastdds.xml',
         'share/sensor_fusion/config/fusion.rviz',
+        'share/sensor_fusion/config/sysctl-sensor_fusion.conf',
         'share/ament_index/resource_index/packages/sensor_fusion',
         'local_setup.bash',
     ]
@@ -144,6 +145,21 @@ def test_each_model_gets_its_own_backend(args, detector, llm, tmp_path):
     bad = subprocess.run([launcher(), '--print', 'sensor_fusion', 'fusion.launch.xml', 'llm_backend:=tpu'],
                          capture_output=True, text=True, env=launch_env(ROS_LOG_DIR=str(tmp_path)), timeout=30)
     assert bad.returncode == 1 and 'tpu' in bad.stderr, bad.stderr
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize('role, nodes', [('all', INGEST + ['fusion_node', 'summarizer']), ('sensors', INGEST),
+                                         ('compute', ['fusion_node', 'summarizer'])])
+def test_role_splits_the_node_set_between_a_sensor_box_and_a_compute_box(role, nodes, tmp_path):
+    """role:=sensors starts the four ingest nodes, role:=compute fusion_node and the
+    summarizer; together they are the whole set (issue 21). Any other role is refused."""
+    res = subprocess.run([launcher(), '--print', 'sensor_fusion', 'fusion.launch.xml', f'role:={role}'], capture_output=True,
+                         text=True, env=launch_env(ROS_LOG_DIR=str(tmp_path)), timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert [line.split(': ', 1)[0].rsplit('-', 1)[0] for line in res.stdout.splitlines()] == nodes, res.stdout
+    bad = subprocess.run([launcher(), '--print', 'sensor_fusion', 'fusion.launch.xml', 'role:=station'],
+                         capture_output=True, text=True, env=launch_env(ROS_LOG_DIR=str(tmp_path)), timeout=30)
+    assert bad.returncode == 1 and 'station' in bad.stderr, bad.stderr
 
 
 @pytest.mark.fast
