@@ -1202,7 +1202,8 @@ mod tests {
         assert!(outage.iter().filter(|e| e.kind == EventKind::SensorDropout).count() >= 3, "{outage:?}");
         // They come back 2.1 s after the last tick (the executor stops ticking on the clock
         // once the data is 5 s old): more than a jump's worth, but the outage explains it.
-        let back = feed(&mut p, 12_000_000_000, 10);
+        // Fed for 1.1 s: steady for longer than dropout_recovery_s (1 s), so back.
+        let back = feed(&mut p, 12_000_000_000, 12);
         assert!(back.events.iter().all(|e| e.kind != EventKind::TimeJump), "{:?}", back.events);
         assert!(back.events.iter().any(|e| e.rule == "stream_recovered"), "{:?}", back.events);
         assert_eq!(p.counters.get("time_jumps"), None);
@@ -1400,6 +1401,7 @@ param_table! {
     "anomaly.ttc_clear_margin_s" => f anomaly.ttc_clear_margin_s,
     "anomaly.dropout_periods" => f anomaly.dropout_periods,
     "anomaly.dropout_min_silence_s" => f anomaly.dropout_min_silence_s,
+    "anomaly.dropout_recovery_s" => f anomaly.dropout_recovery_s,
     "anomaly.blind_dark" => f anomaly.blind_dark,
     "anomaly.blind_bright" => f anomaly.blind_bright,
     "anomaly.blind_max_std" => f anomaly.blind_max_std,
