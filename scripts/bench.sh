@@ -16,6 +16,10 @@
 #    timeline is written to .cache/bench/trace_4x.json (open in ui.perfetto.dev);
 #  - detector: per-frame detector latency at 320x240 and 640x480 on flex (CPU) and wgpu
 #    (the machine's GPU, or Mesa lavapipe on a CPU-only machine) (fusion_bench_detector);
+#  - transport: DDS cost per topic class (image, JPEG image, cloud, IMU, events) on one host
+#    (shared memory), across hosts (UDP over a veth LAN of network namespaces) and across a
+#    100 Mbit/s link: latency, CPU per message on each side, bytes on the link
+#    (scripts/bench_transport.py; needs root for the namespaces, else reported as skipped);
 #  - summaries: the summarizer's model on every burst of 120 replayed scenario runs and 40
 #    hand-made edge-case bursts, by number of candidates (fusion_bench_summaries).
 set -euo pipefail
@@ -33,6 +37,7 @@ fast=$(target/release/fusion_replay "$BAG" --bench)
 sched=$(target/release/fusion_sched_bench "$BAG" --rates 1,2,4 --trace .cache/bench/trace_4x.json)
 overload=$(target/release/fusion_sched_bench "$BAG" --rates 4 --input-size 640x480)
 dds=$(source install/local_setup.bash && python scripts/bench_dds.py "$BAG")
+transport=$(source install/local_setup.bash && python scripts/bench_transport.py 2>/dev/null || echo '{"skipped": "needs root (network namespaces)"}')
 detector=$(target/release/fusion_bench_detector --backends flex,wgpu --sizes 320x240,640x480 --frames 100)
 # The summarizer's LLM next to llama.cpp (same GGUF, same prompt, same run).
 llm=$(python scripts/bench_llm.py)
@@ -50,5 +55,5 @@ for scenario in nominal pedestrian_intrusion collision_course camera_blackout li
   done
 done
 summaries=$(target/release/fusion_bench_summaries "$CORPUS"/*_* models/bench/summary_edge_cases --candidates 1,2,3,4)
-printf '{"machine": "%s, %s cores", "sync": %s, "pipeline_realtime": %s, "pipeline_max_throughput": %s, "scheduler": %s, "scheduler_overload_640x480": %s, "scheduler_dds": %s, "detector": %s, "llm": %s, "summaries": %s}\n' \
-  "$(uname -m)" "$(nproc)" "$sync" "$rt" "$fast" "$sched" "$overload" "$dds" "$detector" "$llm" "$summaries" | python3 -m json.tool
+printf '{"machine": "%s, %s cores", "sync": %s, "pipeline_realtime": %s, "pipeline_max_throughput": %s, "scheduler": %s, "scheduler_overload_640x480": %s, "scheduler_dds": %s, "transport": %s, "detector": %s, "llm": %s, "summaries": %s}\n' \
+  "$(uname -m)" "$(nproc)" "$sync" "$rt" "$fast" "$sched" "$overload" "$dds" "$transport" "$detector" "$llm" "$summaries" | python3 -m json.tool

@@ -266,14 +266,14 @@ async fn run() -> Result<()> {
     let base_frame = calib.base_frame.clone();
     let (mode, sched, trace_file) = sched_config(&params)?;
 
-    // Topics and QoS from the declared graph (graph.rs). The IMU comes at 100+ Hz: a deeper
-    // history than the frames' so a burst is not lost while the executor is busy.
+    // Topics and QoS from the declared graph (graph.rs). The IMU comes at 100+ Hz: its history
+    // is deeper than the frames' there, so a burst (or a repair from another host) is not lost.
     let cam = node.subscribe::<Image>(graph::SENSORS_CAMERA.name, graph::SENSORS_CAMERA.qos.profile())?;
     let cam_info =
         node.subscribe::<CameraInfo>(graph::SENSORS_CAMERA_INFO.name, graph::SENSORS_CAMERA_INFO.qos.profile())?;
     let lidar = node.subscribe::<PointCloud2>(graph::SENSORS_LIDAR.name, graph::SENSORS_LIDAR.qos.profile())?;
     let radar = node.subscribe::<PointCloud2>(graph::SENSORS_RADAR.name, graph::SENSORS_RADAR.qos.profile())?;
-    let imu = node.subscribe::<Imu>(graph::SENSORS_IMU.name, graph::SENSORS_IMU.qos.depth(100).profile())?;
+    let imu = node.subscribe::<Imu>(graph::SENSORS_IMU.name, graph::SENSORS_IMU.qos.profile())?;
     let objects_pub =
         node.create_publisher::<FusedObjectArray>(graph::FUSED_OBJECTS.name, graph::FUSED_OBJECTS.qos.profile())?;
     let markers_pub = node.create_publisher::<MarkerArray>(graph::MARKERS.name, graph::MARKERS.qos.profile())?;
