@@ -84,7 +84,11 @@ class Proc:
     def alive(self) -> bool:
         return self.p.poll() is None
 
-    def stop(self, sig=signal.SIGINT, timeout=10.0) -> int:
+    def stop(self, sig=signal.SIGINT, timeout=15.0) -> int:
+        # 15 s: longer than fusion_launch's own SIGINT -> SIGTERM -> SIGKILL escalation (2 x 5 s
+        # by default), so a launcher is not killed before its nodes. They run in process groups
+        # of their own; a launcher's death sends them SIGTERM, which a node already shutting
+        # down does not act on (one was left spinning in its DDS teardown for 33 min).
         if self.alive():
             self.p.send_signal(sig)
             try:

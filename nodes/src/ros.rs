@@ -395,8 +395,36 @@ pub async fn spin_until_shutdown<B, W>(
     tracing::info!("shutting down");
     stop.store(true, Ordering::Relaxed);
     background.abort();
+    let torn_down = Arc::new(AtomicBool::new(false));
+    watch_teardown(torn_down.clone());
     let _ = spin.await;
+    torn_down.store(true, Ordering::Relaxed);
     let _ = worker.join();
+}
+
+/// How long dropping the node (rmw's participant teardown) may take at shutdown.
+const TEARDOWN_LIMIT: Duration = Duration::from_secs(3);
+
+/// Exits the process if the node's teardown has not finished `TEARDOWN_LIMIT` after
+/// shutdown began. Fast DDS's `DomainParticipant::set_listener`, which rmw's
+/// destroy_participant calls, waits for listener callbacks to finish and once spun on a core
+/// for 33 minutes (a fusion_node whose launcher had been killed, so nothing sent SIGKILL; the
+/// SIGTERM handler was already spent). Under a launcher the node would be killed after its
+/// grace; alone it must not spin forever. A clean teardown takes milliseconds.
+fn watch_teardown(torn_down: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new().name("teardown-watch".into()).spawn(move || {
+        std::thread::sleep(TEARDOWN_LIMIT);
+        if !torn_down.load(Ordering::Relaxed) {
+            tracing::error!(
+                "the DDS participant's teardown has not finished {} s after shutdown began: exiting without it",
+                TEARDOWN_LIMIT.as_secs()
+            );
+            std::process::exit(1);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch the teardown: {e}");
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
