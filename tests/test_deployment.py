@@ -366,13 +366,16 @@ def event_kinds(seen) -> dict[str, int]:
 
 
 def sensor_loss(seen, root: str = '') -> dict[str, int]:
-    """Messages each ingest node accepted (and did not drop) that fusion_node never received."""
+    """Messages each ingest node accepted (and did not drop) that fusion_node neither received
+    nor counted as dropped before its first /clock (dropped.no_clock_yet: on sim time the
+    player's first IMU sample can beat its first /clock, on one host as on two)."""
     diag = seen['diagnostics']
     fusion = diag[f'{root}fusion_node: fusion']
     loss = {}
     for sensor in ('camera', 'lidar', 'radar', 'imu'):
         ingest = diag[f'{root}{sensor}_ingest: {sensor} ingest']
-        loss[sensor] = int(ingest['accepted']) - int(ingest['dropped.queue_full']) - int(fusion[f'received.{sensor}'])
+        counted = int(fusion[f'received.{sensor}']) + int(fusion.get(f'dropped.no_clock_yet.{sensor}', 0))
+        loss[sensor] = int(ingest['accepted']) - int(ingest['dropped.queue_full']) - counted
     return loss
 
 
