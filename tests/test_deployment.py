@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import subprocess
 import sys
 import time
@@ -55,8 +56,7 @@ print(json.dumps({'topics': sorted(t for t in found if t.startswith(('/fusion', 
 '''
 
 
-def sh(*args):
-    return subprocess.run(args, capture_output=True, text=True, timeout=30)
+sh = netlan.sh
 
 
 @pytest.fixture(scope='module')
@@ -359,21 +359,18 @@ def run_across_hosts(procs, tmp_path, bag, placement: dict[str, str], label: str
 
 
 def event_kinds(seen) -> dict[str, int]:
-    kinds: dict[str, int] = {}
-    for e in seen['events']:
-        kinds[e['kind']] = kinds.get(e['kind'], 0) + 1
-    return kinds
+    return dict(Counter(e['kind'] for e in seen['events']))
 
 
-def sensor_loss(seen, root: str = '') -> dict[str, int]:
+def sensor_loss(seen) -> dict[str, int]:
     """Messages each ingest node accepted (and did not drop) that fusion_node neither received
     nor counted as dropped before its first /clock (dropped.no_clock_yet: on sim time the
     player's first IMU sample can beat its first /clock, on one host as on two)."""
     diag = seen['diagnostics']
-    fusion = diag[f'{root}fusion_node: fusion']
+    fusion = diag['fusion_node: fusion']
     loss = {}
     for sensor in ('camera', 'lidar', 'radar', 'imu'):
-        ingest = diag[f'{root}{sensor}_ingest: {sensor} ingest']
+        ingest = diag[f'{sensor}_ingest: {sensor} ingest']
         counted = int(fusion[f'received.{sensor}']) + int(fusion.get(f'dropped.no_clock_yet.{sensor}', 0))
         loss[sensor] = int(ingest['accepted']) - int(ingest['dropped.queue_full']) - counted
     return loss
