@@ -447,7 +447,10 @@ def test_a_lossy_link_with_the_shipped_kernel_settings_loses_no_message(lan, sce
     for sensor in report['dropout_sensors']:
         rules = [e['rule'] for e in report['dropout_events'] if e['sensors'] == [sensor]]
         assert rules[::2] == ['stream_silent'] * len(rules[::2]) and rules[1::2] == ['stream_recovered'] * len(rules[1::2]), report
-        assert 2 <= len(rules) <= 4, (sensor, rules)  # back at the end; one or two outages, not dozens
+        # Back at the end, and at most one outage per 1.2 s of the 6 s lossy window (a
+        # dropout needs 0.2 s of silence, a recovery 1 s of steady delivery): 1-3 seen,
+        # against ~60 event pairs per sensor before dropout_recovery_s.
+        assert 2 <= len(rules) <= 10, (sensor, rules)
     assert report['sets'] >= 100 and report['partial'] <= 30, report
     assert all(fusion[f'stream.{s}'] == 'receiving' for s in ('camera', 'lidar', 'radar', 'imu')), report
 
