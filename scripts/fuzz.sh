@@ -35,6 +35,8 @@ fuzz_one() {
   local t=$1 log="fuzz/artifacts/$1/last.log" rc extra=()
   # Inputs that once crashed (fuzz/regressions/TARGET, committed) are run first, every time.
   [ -d "fuzz/regressions/$t" ] && extra=("fuzz/regressions/$t")
+  # Real files to start from (read, never written: new inputs go to the first corpus).
+  [ "$t" = compressed_image ] && extra+=(fusion/testdata)
   set +e
   cargo +"$toolchain" fuzz run "$t" "fuzz/corpus/$t" "${extra[@]}" -- \
     -max_total_time="$seconds" -rss_limit_mb="$rss" -malloc_limit_mb="$rss" -timeout=10 \

@@ -270,3 +270,92 @@ def test_camera_ingest_scales_the_image_and_its_camera_info_alike(procs, ros):
     assert np.hypot(centre[0] - expected[0], centre[1] - expected[1]) < 0.3, (centre, expected, ko)
     # P follows K (its rows scale the same way).
     assert np.allclose([out_info.p[0], out_info.p[2], out_info.p[5], out_info.p[6]], [ko[0], ko[2], ko[4], ko[5]])
+
+
+def scene_rgb(w: int, h: int, seed: int) -> np.ndarray:
+    """A camera-like frame not drawn by our simulator: a lit gradient, textured blocks of
+    several colours and sensor noise."""
+    rng = np.random.default_rng(seed)
+    v, u = np.mgrid[0:h, 0:w]
+    img = np.stack([60 + 100 * u / w, 80 + 60 * v / h, 140 - 80 * v / h], axis=-1)
+    for _ in range(12):
+        x0, y0 = rng.integers(0, w - 80), rng.integers(0, h - 60)
+        img[y0:y0 + rng.integers(20, 60), x0:x0 + rng.integers(20, 80)] = rng.integers(0, 255, 3)
+    img += rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_camera_ingest_decodes_what_image_transports_compressed_plugin_sends(procs, ros):
+    """`image_transport: compressed` (issue 21: JPEG/PNG from a sensor box): camera_ingest
+    reads sensor_msgs/CompressedImage from a remapped `…/compressed` topic, files Pillow wrote
+    (JPEG with 4:2:0 chroma as cameras send it, RGB and grey PNG), and publishes the rgb8 frame
+    an independent decoder (Pillow's libjpeg) sees, PNG exactly. Corrupt, truncated, foreign
+    and wrong-size files are refused by name and counted; nothing reaches /sensors/camera
+    from them, and the stream goes on after them."""
+    import io
+
+    from PIL import Image as PilImage
+    from sensor_msgs.msg import CompressedImage, Image
+
+    procs([binary('camera_ingest'), '--ros-args', '-p', 'image_transport:=compressed',
+           '-r', '/camera/image_raw/compressed:=/front/image_raw/compressed'])
+    probe = ros()
+    probe.subscribe('/sensors/camera', Image)
+    from diagnostic_msgs.msg import DiagnosticArray
+    probe.subscribe('/diagnostics', DiagnosticArray)
+    probe.wait_subscribers('/front/image_raw/compressed', timeout=30)
+    # It reads the compressed topic instead of the raw one, not beside it.
+    assert probe.node.count_subscribers('/camera/image_raw') == 0
+    pub = probe.publisher('/front/image_raw/compressed', CompressedImage)
+
+    def encoded(rgb: np.ndarray, fmt: str, **kw) -> bytes:
+        buf = io.BytesIO()
+        PilImage.fromarray(rgb).save(buf, fmt, **kw)
+        return buf.getvalue()
+
+    def message(data: bytes, fmt: str, sec: int) -> CompressedImage:
+        m = CompressedImage(format=fmt, data=data)
+        m.header.frame_id = 'camera_optical'
+        m.header.stamp.sec = sec
+        return m
+
+    scene = scene_rgb(640, 480, seed=5)
+    jpeg = encoded(scene, 'JPEG', quality=90)  # Pillow's default 4:2:0 subsampling
+    grey = scene.mean(axis=2).astype(np.uint8)
+    frames = [  # (what, data, format, what /sensors/camera must show or None)
+        ('jpeg', jpeg, 'bgr8; jpeg compressed bgr8', np.asarray(PilImage.open(io.BytesIO(jpeg)).convert('RGB'))),
+        ('png', encoded(scene, 'PNG'), 'rgb8; png compressed rgb8', scene),
+        ('grey png', encoded(grey, 'PNG'), 'png', np.repeat(grey[:, :, None], 3, axis=2)),
+        ('truncated jpeg', jpeg[:len(jpeg) * 7 // 10], 'jpeg', None),
+        ('not an image', b'GIF89a' + bytes(100), 'gif', None),
+        ('wrong size', encoded(scene[:240, :320], 'JPEG', quality=90), 'jpeg', None),
+        ('jpeg again', jpeg, 'jpeg', np.asarray(PilImage.open(io.BytesIO(jpeg)).convert('RGB'))),
+    ]
+    sec = probe.publish_until_through(pub, lambda s: message(jpeg, 'jpeg', s), '/sensors/camera', stamp=100)
+    first = probe.count('/sensors/camera')
+    for what, data, fmt, _ in frames:
+        sec += 1
+        pub.publish(message(data, fmt, sec))
+        time.sleep(0.15)
+    want = [(what, expected) for what, _, _, expected in frames if expected is not None]
+    probe.wait_for(lambda: probe.count('/sensors/camera') >= first + len(want), 15, 'the decoded frames')
+    time.sleep(0.5)
+    outputs = probe.get('/sensors/camera')[first:]
+    assert len(outputs) == len(want), [o.header.stamp.sec for o in outputs]
+    for (what, expected), out in zip(want, outputs):
+        assert (out.width, out.height, out.encoding, out.step) == (640, 480, 'rgb8', 1920), what
+        got = np.frombuffer(bytes(out.data), np.uint8).reshape(480, 640, 3).astype(int)
+        diff = np.abs(got - expected.astype(int))
+        if 'jpeg' in what:
+            # Two JPEG decoders may round the IDCT and chroma upsampling differently, never
+            # more than a few levels; and the file is within JPEG's loss of the scene.
+            assert diff.mean() < 1.0 and np.percentile(diff, 99.9) <= 8, (what, diff.mean(), diff.max())
+            assert np.abs(got - scene.astype(int)).mean() < 6, what
+        else:
+            assert diff.max() == 0, what
+
+    def counted():
+        d = diagnostics_values(probe, 'camera_ingest: camera ingest')
+        return (d.get('rejected.undecodable'), d.get('rejected.unsupported_compression'),
+                d.get('rejected.size_mismatch_intrinsics')) == ('1', '1', '1') and int(d.get('compressed.bytes', 0)) > 0
+    probe.wait_for(counted, 10, 'the three refused files counted by reason')

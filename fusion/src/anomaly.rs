@@ -1002,7 +1002,7 @@ mod tests {
         let mut d = det();
         let mut events = vec![];
         let mut t = 0;
-        let mut step = |d: &mut AnomalyDetector, t: i64, events: &mut Vec<Event>| {
+        let step = |d: &mut AnomalyDetector, t: i64, events: &mut Vec<Event>| {
             events.extend(d.on_message(Sensor::Imu, t));
             events.extend(d.check_dropouts(t));
         };

@@ -54,6 +54,110 @@ pub fn to_rgb8(img: ImageRef<'_>) -> Result<Rgb8, Reject> {
     Ok(Rgb8 { width: img.width, height: img.height, data: out })
 }
 
+/// The most pixels a compressed image may decode to (8192 × 8192: 201 MB of rgb8). A few
+/// hundred bytes of JPEG or PNG header can claim 65 535² pixels; this is checked before any
+/// pixel buffer is allocated.
+pub const MAX_DECODED_PIXELS: u64 = 8192 * 8192;
+
+/// A sensor_msgs/CompressedImage's data → packed rgb8.
+///
+/// image_transport's `compressed` plugin writes `format` as "<raw encoding>; jpeg compressed
+/// <encoding>" (older drivers: just "jpeg" or "png"), and its own subscriber ignores it and
+/// decodes by content (cv::imdecode): so do we, JPEG or PNG by their magic bytes. Both file
+/// formats store RGB (or grey), whatever the camera's raw encoding was: a "bgr8" source comes
+/// back as rgb8 here. Depth images (`compressedDepth`) are not camera images and are refused.
+/// A truncated or corrupt file is refused, never half-decoded.
+pub fn decode_compressed(format: &str, data: &[u8]) -> Result<Rgb8, Reject> {
+    if format.contains("compressedDepth") {
+        return Err(Reject::UnsupportedCompression(format.into()));
+    }
+    if data.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        decode_jpeg(data)
+    } else if data.starts_with(b"\x89PNG\r\n\x1a\n") {
+        decode_png(data)
+    } else if data.is_empty() {
+        Err(Reject::Empty)
+    } else {
+        Err(Reject::UnsupportedCompression(format.into()))
+    }
+}
+
+fn check_decoded_size(width: u64, height: u64) -> Result<(), Reject> {
+    if width == 0 || height == 0 {
+        return Err(Reject::Empty);
+    }
+    if width * height > MAX_DECODED_PIXELS {
+        return Err(Reject::TooLarge { width, height, limit: MAX_DECODED_PIXELS });
+    }
+    Ok(())
+}
+
+fn decode_jpeg(data: &[u8]) -> Result<Rgb8, Reject> {
+    use zune_jpeg::zune_core::{colorspace::ColorSpace, options::DecoderOptions};
+    let bad = |why: String| Reject::Undecodable { codec: "JPEG", why };
+    // Strict: zune-jpeg otherwise fills a truncated scan with grey and calls it a frame.
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_strict_mode(true)
+        .set_max_width(u16::MAX as usize)
+        .set_max_height(u16::MAX as usize);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(data), options);
+    decoder.decode_headers().map_err(|e| bad(e.to_string()))?;
+    let info = decoder.info().ok_or_else(|| bad("no frame header".into()))?;
+    let (width, height) = (info.width as u64, info.height as u64);
+    check_decoded_size(width, height)?;
+    let pixels = decoder.decode().map_err(|e| bad(e.to_string()))?;
+    if pixels.len() as u64 != width * height * 3 {
+        return Err(bad(format!("{} bytes decoded for {width}×{height} rgb", pixels.len())));
+    }
+    Ok(Rgb8 { width: width as u32, height: height as u32, data: pixels })
+}
+
+fn decode_png(data: &[u8]) -> Result<Rgb8, Reject> {
+    use png::{BitDepth, ColorType, Transformations};
+    let bad = |why: String| Reject::Undecodable { codec: "PNG", why };
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(data));
+    let (width, height) = {
+        let info = decoder.read_header_info().map_err(|e| bad(e.to_string()))?;
+        (info.width as u64, info.height as u64)
+    };
+    check_decoded_size(width, height)?;
+    // Room for the 16-bit RGBA a PNG may hold before the transformations below shrink it.
+    decoder.set_limits(png::Limits { bytes: (MAX_DECODED_PIXELS * 8) as usize });
+    // Palette and low-bit grey to 8 bits, 16-bit samples to their high byte (mono16 and
+    // rgb16 cameras: the 8 bits that matter for a detector).
+    decoder.set_transformations(Transformations::EXPAND | Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(|e| bad(e.to_string()))?;
+    let size = reader.output_buffer_size().ok_or_else(|| bad("image too large for memory".into()))?;
+    let mut buf = vec![0; size];
+    let frame = reader.next_frame(&mut buf).map_err(|e| bad(e.to_string()))?;
+    if frame.bit_depth != BitDepth::Eight {
+        return Err(bad(format!("{:?} bit samples after expansion", frame.bit_depth)));
+    }
+    let channels = match frame.color_type {
+        ColorType::Grayscale => 1,
+        ColorType::GrayscaleAlpha => 2,
+        ColorType::Rgb => 3,
+        ColorType::Rgba => 4,
+        ColorType::Indexed => return Err(bad("palette left unexpanded".into())),
+    };
+    let (w, h, line) = (frame.width as usize, frame.height as usize, frame.line_size);
+    if line < w * channels || buf.len() < line * h {
+        return Err(bad(format!("{} bytes for {w}×{h}×{channels}", buf.len())));
+    }
+    let mut out = Vec::with_capacity(w * h * 3);
+    for row in buf.chunks_exact(line).take(h) {
+        for px in row[..w * channels].chunks_exact(channels) {
+            // Alpha is dropped: a camera has no transparency to keep.
+            match channels {
+                1 | 2 => out.extend_from_slice(&[px[0], px[0], px[0]]),
+                _ => out.extend_from_slice(&px[..3]),
+            }
+        }
+    }
+    Ok(Rgb8 { width: frame.width, height: frame.height, data: out })
+}
+
 /// An image must have the size the intrinsics were calibrated for (when they name one).
 pub fn check_intrinsics_size(width: u32, height: u32, intrinsics: Option<(u32, u32)>) -> Result<(), Reject> {
     match intrinsics {
@@ -220,6 +324,128 @@ mod tests {
         assert_eq!(to_rgb8(img).unwrap().data, vec![3, 2, 1, 6, 5, 4]);
         let img = ImageRef { width: 2, height: 1, encoding: "mono8", step: 2, data: &[7, 9] };
         assert_eq!(to_rgb8(img).unwrap().data, vec![7, 7, 7, 9, 9, 9]);
+    }
+
+    /// The blocks the fixtures hold (fusion/testdata, written by Pillow 12.3, an encoder we did
+    /// not write; its README says how): 8-pixel columns of red, green, blue and white, the lower half of each
+    /// at half brightness.
+    fn blocks(x: u32, y: u32) -> [u8; 3] {
+        let c = [[220, 30, 30], [30, 200, 40], [20, 40, 210], [240, 240, 240]][(x / 8) as usize];
+        if y < 8 {
+            c
+        } else {
+            c.map(|v| v / 2)
+        }
+    }
+
+    fn max_error(img: &Rgb8, want: impl Fn(u32, u32) -> [u8; 3]) -> u8 {
+        let mut worst = 0;
+        for y in 0..img.height {
+            for x in 0..img.width {
+                let i = ((y * img.width + x) * 3) as usize;
+                for (c, w) in img.data[i..i + 3].iter().zip(want(x, y)) {
+                    worst = worst.max(c.abs_diff(w));
+                }
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn decodes_jpeg_and_png_files_another_encoder_wrote() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let grey = |x, y| {
+            let [r, g, b] = blocks(x, y).map(f64::from);
+            [(0.299 * r + 0.587 * g + 0.114 * b).round() as u8; 3]
+        };
+        let cases: [(&str, &dyn Fn(u32, u32) -> [u8; 3], u8); 6] = [
+            ("blocks_32x16.jpg", &blocks, 6),
+            ("blocks_32x16_progressive.jpg", &blocks, 6),
+            ("blocks_32x16_grey.jpg", &grey, 6),
+            ("blocks_32x16_cmyk.jpg", &blocks, 12),
+            ("blocks_32x16.png", &blocks, 0),
+            ("blocks_32x16_palette.png", &blocks, 0),
+        ];
+        for (file, want, tolerance) in cases {
+            let data = std::fs::read(dir.join(file)).unwrap();
+            let img = decode_compressed("rgb8; jpeg compressed bgr8", &data).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!((img.width, img.height, img.data.len()), (32, 16, 32 * 16 * 3), "{file}");
+            let err = max_error(&img, want);
+            assert!(err <= tolerance, "{file}: a pixel is {err} off");
+        }
+    }
+
+    fn png_bytes(width: u32, height: u32, color: png::ColorType, depth: png::BitDepth, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, width, height);
+        enc.set_color(color);
+        enc.set_depth(depth);
+        if color == png::ColorType::Indexed {
+            enc.set_palette(vec![0, 0, 0, 250, 10, 20]);
+        }
+        enc.write_header().unwrap().write_image_data(data).unwrap();
+        out
+    }
+
+    #[test]
+    fn decodes_png_of_every_colour_type_to_rgb8() {
+        use png::{BitDepth::*, ColorType::*};
+        let rgb = decode_compressed("png", &png_bytes(2, 1, Rgb, Eight, &[1, 2, 3, 4, 5, 6])).unwrap();
+        assert_eq!(rgb, Rgb8 { width: 2, height: 1, data: vec![1, 2, 3, 4, 5, 6] });
+        let rgba = decode_compressed("png", &png_bytes(2, 1, Rgba, Eight, &[1, 2, 3, 0, 4, 5, 6, 255])).unwrap();
+        assert_eq!(rgba.data, vec![1, 2, 3, 4, 5, 6]);
+        let grey =
+            decode_compressed("mono8; png compressed mono8", &png_bytes(2, 1, Grayscale, Eight, &[7, 9])).unwrap();
+        assert_eq!(grey.data, vec![7, 7, 7, 9, 9, 9]);
+        // mono16 keeps its high byte; a palette is expanded.
+        let grey16 = decode_compressed("png", &png_bytes(2, 1, Grayscale, Sixteen, &[0x12, 0x34, 0xAB, 0xCD])).unwrap();
+        assert_eq!(grey16.data, vec![0x12, 0x12, 0x12, 0xAB, 0xAB, 0xAB]);
+        let indexed = decode_compressed("png", &png_bytes(2, 1, Indexed, Eight, &[1, 0])).unwrap();
+        assert_eq!(indexed.data, vec![250, 10, 20, 0, 0, 0]);
+        // Rows of odd length (3 × 3 grey) come out packed.
+        let odd = decode_compressed("png", &png_bytes(3, 3, Grayscale, Eight, &[1, 2, 3, 4, 5, 6, 7, 8, 9])).unwrap();
+        assert_eq!(odd.data.iter().step_by(3).copied().collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn corrupt_truncated_and_oversized_compressed_images_are_refused_by_name() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let jpeg = std::fs::read(dir.join("blocks_32x16.jpg")).unwrap();
+        let png = png_bytes(2, 1, png::ColorType::Rgb, png::BitDepth::Eight, &[1, 2, 3, 4, 5, 6]);
+        let why = |format: &str, data: &[u8]| decode_compressed(format, data).unwrap_err().as_str();
+        assert_eq!(why("jpeg", &jpeg[..jpeg.len() / 2]), "undecodable");
+        // Cut inside the entropy-coded scan: a tolerant decoder fills the rest with grey.
+        assert_eq!(why("jpeg", &jpeg[..jpeg.len() - 40]), "undecodable");
+        assert_eq!(why("png", &png[..png.len() - 20]), "undecodable");
+        let mut flipped = png.clone();
+        let n = flipped.len();
+        flipped[n - 20] ^= 0xFF; // inside the image data: its CRC no longer holds
+        assert_eq!(why("png", &flipped), "undecodable");
+        assert_eq!(why("tiff", b"II*\0garbage"), "unsupported_compression");
+        assert_eq!(why("jpeg", b""), "empty");
+        assert_eq!(why("16UC1; compressedDepth png", &png), "unsupported_compression");
+        // A header claiming 60000 × 60000 pixels is refused before any buffer is made.
+        let mut huge = png.clone();
+        huge[16..24].copy_from_slice(&[0, 0, 0xEA, 0x60, 0, 0, 0xEA, 0x60]);
+        let crc = png_crc(&huge[12..29]);
+        huge[29..33].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(why("png", &huge), "too_large");
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline SOF0");
+        let mut huge = jpeg.clone();
+        huge[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+        assert_eq!(why("jpeg", &huge), "too_large");
+    }
+
+    /// PNG's chunk CRC (ISO 3309), so a test can write a valid header of its own.
+    fn png_crc(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { 0xEDB8_8320 ^ (crc >> 1) } else { crc >> 1 };
+            }
+        }
+        !crc
     }
 
     #[test]

@@ -44,6 +44,13 @@ pub enum Reject {
     BadDistortion { model: String, expected: String, got: usize },
     #[error("intrinsics K are not a valid camera matrix: {0}")]
     BadIntrinsics(String),
+    // CompressedImage
+    #[error("compressed image is not JPEG or PNG (format '{0}')")]
+    UnsupportedCompression(String),
+    #[error("{codec} image does not decode: {why}")]
+    Undecodable { codec: &'static str, why: String },
+    #[error("compressed image decodes to {width}×{height}, more than {limit} pixels")]
+    TooLarge { width: u64, height: u64, limit: u64 },
     // Imu
     #[error("non-finite value in {0}")]
     NonFiniteValue(&'static str),
@@ -74,6 +81,9 @@ impl Reject {
             SizeMismatchIntrinsics { .. } => "size_mismatch_intrinsics",
             BadDistortion { .. } => "bad_distortion",
             BadIntrinsics(_) => "bad_intrinsics",
+            UnsupportedCompression(_) => "unsupported_compression",
+            Undecodable { .. } => "undecodable",
+            TooLarge { .. } => "too_large",
             NonFiniteValue(_) => "non_finite",
             ImpossibleValue { .. } => "impossible_value",
             BadOrientation(_) => "bad_orientation",

@@ -107,6 +107,15 @@ pub const CAMERA_IMAGE: Topic = Topic {
     qos: Qos::SENSOR_DATA,
     about: "raw camera image",
 };
+/// The same images as image_transport's `compressed` plugin publishes them (a driver's
+/// `image_raw/compressed`, or a republisher on a sensor box): read instead of the raw topic
+/// when camera_ingest's `image_transport` is `compressed`, and remapped with it.
+pub const CAMERA_IMAGE_COMPRESSED: Topic = Topic {
+    name: "camera/image_raw/compressed",
+    msg_type: "sensor_msgs/msg/CompressedImage",
+    qos: Qos::SENSOR_DATA,
+    about: "the camera image as JPEG or PNG, read instead of the raw image (only with `image_transport: compressed`, launch `camera_transport:=compressed`)",
+};
 pub const CAMERA_INFO: Topic = Topic {
     name: "camera/camera_info",
     msg_type: "sensor_msgs/msg/CameraInfo",
@@ -240,6 +249,8 @@ pub struct Node {
     pub name: &'static str,
     /// An ingest node's first subscription is its raw input ([`Node::input`]).
     pub subscribes: &'static [&'static Topic],
+    /// Subscribed only when a parameter asks for it (an input's other transport).
+    pub subscribes_optionally: &'static [&'static Topic],
     /// An ingest node's first publication is its output ([`Node::output`]).
     pub publishes: &'static [&'static Topic],
     /// Published only when a parameter asks for it.
@@ -261,6 +272,7 @@ impl Node {
 pub const CAMERA_INGEST: Node = Node {
     name: "camera_ingest",
     subscribes: &[&CAMERA_IMAGE, &CAMERA_INFO, &TF_STATIC],
+    subscribes_optionally: &[&CAMERA_IMAGE_COMPRESSED],
     publishes: &[&SENSORS_CAMERA, &SENSORS_CAMERA_INFO, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
     serves: &[],
@@ -268,6 +280,7 @@ pub const CAMERA_INGEST: Node = Node {
 pub const LIDAR_INGEST: Node = Node {
     name: "lidar_ingest",
     subscribes: &[&LIDAR_POINTS, &TF_STATIC],
+    subscribes_optionally: &[],
     publishes: &[&SENSORS_LIDAR, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
     serves: &[],
@@ -275,6 +288,7 @@ pub const LIDAR_INGEST: Node = Node {
 pub const RADAR_INGEST: Node = Node {
     name: "radar_ingest",
     subscribes: &[&RADAR_POINTS, &TF_STATIC],
+    subscribes_optionally: &[],
     publishes: &[&SENSORS_RADAR, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
     serves: &[],
@@ -282,6 +296,7 @@ pub const RADAR_INGEST: Node = Node {
 pub const IMU_INGEST: Node = Node {
     name: "imu_ingest",
     subscribes: &[&IMU_DATA, &TF_STATIC],
+    subscribes_optionally: &[],
     publishes: &[&SENSORS_IMU, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
     serves: &[],
@@ -289,6 +304,7 @@ pub const IMU_INGEST: Node = Node {
 pub const FUSION_NODE: Node = Node {
     name: "fusion_node",
     subscribes: &[&SENSORS_CAMERA, &SENSORS_CAMERA_INFO, &SENSORS_LIDAR, &SENSORS_RADAR, &SENSORS_IMU, &TF_STATIC],
+    subscribes_optionally: &[],
     publishes: &[&FUSED_OBJECTS, &MARKERS, &ANOMALY_EVENTS, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[&CAMERA_BOXES],
     serves: &[],
@@ -296,6 +312,7 @@ pub const FUSION_NODE: Node = Node {
 pub const SUMMARIZER: Node = Node {
     name: "summarizer",
     subscribes: &[&ANOMALY_EVENTS],
+    subscribes_optionally: &[],
     publishes: &[&SUMMARY, &SUMMARY_DETAILED, &DIAGNOSTICS],
     publishes_optionally: &[&SUMMARY_AUDIO],
     serves: &[&EXPLAIN],
@@ -312,7 +329,13 @@ pub fn markdown_table() -> String {
     ];
     let mut topics: Vec<&Topic> = vec![];
     for node in NODES {
-        for t in node.subscribes.iter().chain(node.publishes).chain(node.publishes_optionally) {
+        for t in node
+            .subscribes
+            .iter()
+            .chain(node.subscribes_optionally)
+            .chain(node.publishes)
+            .chain(node.publishes_optionally)
+        {
             if t.name != DIAGNOSTICS.name && !topics.iter().any(|x| x.name == t.name) {
                 topics.push(t);
             }
@@ -334,7 +357,7 @@ pub fn markdown_table() -> String {
         } else {
             names(&|n: &Node| n.publishes.contains(&t) || n.publishes_optionally.contains(&t), "your drivers / a bag")
         };
-        let subscribers = names(&|n: &Node| n.subscribes.contains(&t), "you");
+        let subscribers = names(&|n: &Node| n.subscribes.contains(&t) || n.subscribes_optionally.contains(&t), "you");
         rows.push(format!(
             "| `{}` | `{}` | {} | {} | {} | {} |",
             t.name,
@@ -369,6 +392,14 @@ mod tests {
                 let published = NODES.iter().any(|n| n.publishes.contains(t));
                 let input = INPUTS.iter().any(|(i, _)| i == t);
                 assert!(published ^ input, "{}: {} is neither published in the set nor an input", node.name, t.name);
+            }
+        }
+        // An optional input is another transport of a driver input, named under it as
+        // image_transport names them, so remapping the input remaps it too (the launch file).
+        for node in NODES {
+            for t in node.subscribes_optionally {
+                let base = INPUTS.iter().find(|(i, _)| t.name.starts_with(&format!("{}/", i.name)));
+                assert!(base.is_some_and(|(i, _)| node.subscribes.contains(i)), "{}: {}", node.name, t.name);
             }
         }
         // Every input is read by exactly one node.
@@ -417,7 +448,13 @@ mod tests {
             );
         };
         for node in NODES {
-            for t in node.subscribes.iter().chain(node.publishes).chain(node.publishes_optionally) {
+            for t in node
+                .subscribes
+                .iter()
+                .chain(node.subscribes_optionally)
+                .chain(node.publishes)
+                .chain(node.publishes_optionally)
+            {
                 let parts: Vec<&str> = t.msg_type.split('/').collect();
                 assert_eq!((parts.len(), parts[1]), (3, "msg"), "{}", t.msg_type);
                 if parts[0] == "fusion_msgs" {

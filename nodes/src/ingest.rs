@@ -18,7 +18,7 @@ use fusion::{
     ingest::{HeaderGuard, IngestStats, Reject},
     stamp_ns,
 };
-use futures::future::BoxFuture;
+use futures::{future::BoxFuture, stream::BoxStream};
 use r2r::{diagnostic_msgs::msg::DiagnosticArray, std_msgs::msg::Header, WrappedTypesupport};
 use std::{
     sync::{Arc, Mutex},
@@ -27,9 +27,19 @@ use std::{
 
 /// One sensor's validation and preprocessing, ROS types in and out.
 pub trait Processor: Send + 'static {
-    type In: WrappedTypesupport + Send + 'static;
+    /// One message of the raw input (camera_ingest: of whichever transport it reads).
+    type In: Send + 'static;
     type Out: WrappedTypesupport + Send + 'static;
     fn header(msg: &Self::In) -> &Header;
+
+    /// Subscribes to the raw input: the node's declared input topic (`graph.rs`), unless the
+    /// processor reads another form of it. Returns the topic name it subscribed to.
+    fn subscribe(
+        &self,
+        node: &mut r2r::Node,
+        declared: &'static graph::Topic,
+        qos: r2r::QosProfile,
+    ) -> Result<(&'static str, BoxStream<'static, Self::In>)>;
     /// Called after the header checks passed; the output keeps the input's stamp.
     /// Per-message counters (points filtered, ...) go into `counters`.
     fn process(&mut self, msg: Self::In, counters: &mut Counters) -> Result<Self::Out, Reject>;
@@ -69,6 +79,15 @@ pub struct Setup<'a> {
 }
 
 type Item<T> = (Instant, T);
+
+/// A subscription to `topic` as a stream of `T`, the input of most processors.
+pub fn subscribe_plain<T: WrappedTypesupport + Send + 'static>(
+    node: &mut r2r::Node,
+    topic: &'static graph::Topic,
+    qos: r2r::QosProfile,
+) -> Result<(&'static str, BoxStream<'static, T>)> {
+    Ok((topic.name, Box::pin(node.subscribe::<T>(topic.name, qos)?)))
+}
 
 /// Named per-message counters a processor reports; added to the stream's `/diagnostics`.
 pub type Counters = Vec<(&'static str, u64)>;
@@ -121,7 +140,7 @@ where
         "reliable" => input_topic.qos.depth(depth).profile().reliable(),
         other => anyhow::bail!("parameter input_reliability must be best_effort or reliable, got '{other}'"),
     };
-    let input = node.subscribe::<P::In>(input_topic.name, input_qos)?;
+    let (input_name, input) = processor.subscribe(&mut node, input_topic, input_qos)?;
     // Reliable publishers are compatible with both reliable and best-effort subscribers.
     let output = node.create_publisher::<P::Out>(output_topic.name, output_topic.qos.profile())?;
     let diagnostics =
@@ -146,7 +165,7 @@ where
     });
     let clock = node.get_ros_clock();
     tracing::info!(
-        node = %node_name, input = input_topic.name, output = output_topic.name, frame = %expected_frame,
+        node = %node_name, input = input_name, output = output_topic.name, frame = %expected_frame,
         calibration = %if calibration_path.is_empty() { "<defaults>" } else { &calibration_path },
         extrinsics = %extrinsics_source,
         "ingest node up"
@@ -298,6 +317,15 @@ impl<P: NumberParams> Processor for CloudIngest<P> {
 
     fn header(msg: &Self::In) -> &Header {
         &msg.header
+    }
+
+    fn subscribe(
+        &self,
+        node: &mut r2r::Node,
+        declared: &'static graph::Topic,
+        qos: r2r::QosProfile,
+    ) -> Result<(&'static str, BoxStream<'static, Self::In>)> {
+        subscribe_plain(node, declared, qos)
     }
 
     fn process(&mut self, msg: Self::In, counters: &mut Counters) -> Result<Self::Out, Reject> {

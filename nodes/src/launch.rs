@@ -1313,11 +1313,14 @@ mod tests {
         let names: Vec<&str> = launched.nodes.iter().map(|n| n.name.as_deref().unwrap_or("")).collect();
         assert_eq!(names, NODES.iter().map(|n| n.name).collect::<Vec<_>>());
         for (spec, node) in launched.nodes.iter().zip(NODES) {
-            let inputs: Vec<(String, String)> = INPUTS
-                .iter()
-                .filter(|(t, _)| node.subscribes.contains(t))
-                .map(|(t, _)| (t.name.to_string(), t.name.to_string()))
-                .collect();
+            // An input's other transport (camera/image_raw/compressed) follows the input.
+            let mut inputs: Vec<(String, String)> = vec![];
+            for (t, _) in INPUTS.iter().filter(|(t, _)| node.subscribes.contains(t)) {
+                inputs.push((t.name.to_string(), t.name.to_string()));
+                for o in node.subscribes_optionally.iter().filter(|o| o.name.starts_with(&format!("{}/", t.name))) {
+                    inputs.push((o.name.to_string(), o.name.to_string()));
+                }
+            }
             assert_eq!(spec.remaps, inputs, "{}", node.name);
         }
         // A robot's own driver topic, through the launch argument.

@@ -1,19 +1,22 @@
 //! camera_ingest: /camera/image_raw (+ /camera/camera_info) → validated rgb8 /sensors/camera
 //! (+ /sensors/camera/camera_info: the intrinsics of the images it publishes, scaled with
-//! them when `output_width`/`output_height` resize).
+//! them when `output_width`/`output_height` resize). With `image_transport: compressed` it
+//! reads /camera/image_raw/compressed (JPEG or PNG, as image_transport's compressed plugin
+//! sends it) instead, and decodes it here: on a link slower than the raw stream, the sensor
+//! box sends a fifth of the bytes (docs/deployment.md).
 use anyhow::Result;
 use fusion::{
-    camera::{check_intrinsics_size, fit_within, to_rgb8, Intrinsics},
+    camera::{check_intrinsics_size, decode_compressed, fit_within, to_rgb8, Intrinsics},
     ingest::{HeaderGuard, IngestStats, Reject},
     stamp_ns,
 };
-use futures::StreamExt;
+use futures::{stream::BoxStream, StreamExt};
 use r2r::{
-    sensor_msgs::msg::{CameraInfo, Image},
+    sensor_msgs::msg::{CameraInfo, CompressedImage, Image},
     std_msgs::msg::Header,
 };
 use sensor_fusion::graph;
-use sensor_fusion::ingest::{camera_info_ref, image_ref, run, Counters, Processor, Spec};
+use sensor_fusion::ingest::{camera_info_ref, image_ref, run, subscribe_plain, Counters, Processor, Spec};
 use std::sync::{Arc, Mutex};
 
 struct Camera {
@@ -21,25 +24,61 @@ struct Camera {
     /// calibration's width/height.
     intrinsics_size: Arc<Mutex<Option<(u32, u32)>>>,
     output_size: Option<(u32, u32)>,
+    /// Reads `camera/image_raw/compressed` instead of the raw image.
+    compressed: bool,
+}
+
+/// One camera frame as it arrived: raw, or JPEG/PNG (decoded on the worker thread, never in
+/// the spin loop that drains the subscriptions).
+enum Frame {
+    Raw(Image),
+    Compressed(CompressedImage),
 }
 
 impl Processor for Camera {
-    type In = Image;
+    type In = Frame;
     type Out = Image;
 
-    fn header(msg: &Image) -> &Header {
-        &msg.header
+    fn header(msg: &Frame) -> &Header {
+        match msg {
+            Frame::Raw(m) => &m.header,
+            Frame::Compressed(m) => &m.header,
+        }
     }
 
-    fn process(&mut self, msg: Image, _counters: &mut Counters) -> Result<Image, Reject> {
-        let rgb = to_rgb8(image_ref(&msg))?;
-        check_intrinsics_size(msg.width, msg.height, *self.intrinsics_size.lock().expect("lock"))?;
+    fn subscribe(
+        &self,
+        node: &mut r2r::Node,
+        declared: &'static graph::Topic,
+        qos: r2r::QosProfile,
+    ) -> Result<(&'static str, BoxStream<'static, Frame>)> {
+        Ok(if self.compressed {
+            let (name, s) = subscribe_plain::<CompressedImage>(node, &graph::CAMERA_IMAGE_COMPRESSED, qos)?;
+            (name, s.map(Frame::Compressed).boxed())
+        } else {
+            let (name, s) = subscribe_plain::<Image>(node, declared, qos)?;
+            (name, s.map(Frame::Raw).boxed())
+        })
+    }
+
+    fn process(&mut self, msg: Frame, counters: &mut Counters) -> Result<Image, Reject> {
+        let (header, rgb) = match msg {
+            Frame::Raw(m) => {
+                let rgb = to_rgb8(image_ref(&m))?;
+                (m.header, rgb)
+            }
+            Frame::Compressed(m) => {
+                counters.push(("compressed.bytes", m.data.len() as u64));
+                (m.header, decode_compressed(&m.format, &m.data)?)
+            }
+        };
+        check_intrinsics_size(rgb.width, rgb.height, *self.intrinsics_size.lock().expect("lock"))?;
         let rgb = match self.output_size {
             Some((w, h)) => fit_within(&rgb, w, h),
             None => rgb,
         };
         Ok(Image {
-            header: msg.header,
+            header,
             height: rgb.height,
             width: rgb.width,
             encoding: "rgb8".into(),
@@ -89,6 +128,12 @@ fn main() -> Result<()> {
             })
         };
         let (ow, oh) = (side("output_width")?, side("output_height")?);
+        // image_transport's parameter name and values, as image_view and rqt take them.
+        let compressed = match s.params.string("image_transport", "raw")?.as_str() {
+            "raw" => false,
+            "compressed" => true,
+            other => anyhow::bail!("parameter image_transport must be raw or compressed, got '{other}'"),
+        };
         let intrinsics_size = Arc::new(Mutex::new(cam.width.zip(cam.height)));
         let info_stats = Arc::new(Mutex::new(IngestStats::default()));
         s.extra_stats.push(("camera_info".into(), info_stats.clone()));
@@ -124,6 +169,6 @@ fn main() -> Result<()> {
                 }
             }
         }));
-        Ok(Camera { intrinsics_size, output_size })
+        Ok(Camera { intrinsics_size, output_size, compressed })
     })
 }

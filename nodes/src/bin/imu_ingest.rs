@@ -4,13 +4,14 @@ use fusion::{
     imu::{ImuParams, ImuProcessor},
     ingest::Reject,
 };
+use futures::stream::BoxStream;
 use r2r::{
     geometry_msgs::msg::{Quaternion, Vector3},
     sensor_msgs::msg::Imu,
     std_msgs::msg::Header,
 };
 use sensor_fusion::graph;
-use sensor_fusion::ingest::{imu_sample, run, Counters, Processor, Spec};
+use sensor_fusion::ingest::{imu_sample, run, subscribe_plain, Counters, Processor, Spec};
 
 struct ImuIngest {
     filter: ImuProcessor,
@@ -23,6 +24,15 @@ impl Processor for ImuIngest {
 
     fn header(msg: &Imu) -> &Header {
         &msg.header
+    }
+
+    fn subscribe(
+        &self,
+        node: &mut r2r::Node,
+        declared: &'static graph::Topic,
+        qos: r2r::QosProfile,
+    ) -> Result<(&'static str, BoxStream<'static, Imu>)> {
+        subscribe_plain(node, declared, qos)
     }
 
     fn process(&mut self, m: Imu, counters: &mut Counters) -> Result<Imu, Reject> {
