@@ -98,17 +98,6 @@ def run_pair(cls: str, sender: str, receiver: str, frame: Path | None, best_effo
             **({'link_mb_per_msg': round(link_mb_per_msg, 3)} if sender != receiver else {})}
 
 
-def limit_rate(host: str, mbit: int | None):
-    ns, link, _ = netlan.HOSTS[host]
-    netlan.sh('ip', 'netns', 'exec', ns, 'tc', 'qdisc', 'del', 'dev', f'{link}1', 'root')
-    if mbit:
-        for cmd in (['tc', 'qdisc', 'add', 'dev', f'{link}1', 'root', 'handle', '1:', 'htb', 'default', '10'],
-                    ['tc', 'class', 'add', 'dev', f'{link}1', 'parent', '1:', 'classid', '1:10', 'htb',
-                     'rate', f'{mbit}mbit', 'ceil', f'{mbit}mbit']):
-            res = netlan.sh('ip', 'netns', 'exec', ns, *cmd)
-            assert res.returncode == 0, (cmd, res.stderr)
-
-
 def main():
     try:
         netlan.make_lan()
@@ -128,10 +117,10 @@ def main():
         for placement, (sender, receiver, mbit) in {'same_host_shm': ('compute', 'compute', None),
                                                      'across_hosts_udp': ('sensors', 'compute', None),
                                                      'across_hosts_100mbit': ('sensors', 'compute', 100)}.items():
-            limit_rate(sender, mbit)
+            netlan.limit_rate(sender, mbit)
             classes = CLASSES if mbit is None else ['image', 'image-jpeg']
             result[placement] = {cls: run_pair(cls, sender, receiver, paths.get(cls)) for cls in classes}
-            limit_rate(sender, None)
+            netlan.limit_rate(sender, None)
         print(json.dumps(result))
     finally:
         netlan.set_sysctl(replaced)

@@ -156,6 +156,44 @@ def write_bag(out: Path, duration: float = 3.0, storage: str = 'mcap', seed: int
     return counts
 
 
+def compress_camera(src: Path, dst: Path, quality: int = 90) -> dict[str, int]:
+    """A copy of bag `src` whose rgb8/bgr8 images are JPEG (Pillow, 4:2:0, `quality`) on
+    `<topic>/compressed`, as a camera driver's image_transport compressed plugin records them
+    (format "rgb8; jpeg compressed bgr8"); every other message is copied byte for byte.
+    Returns the message count per topic written."""
+    import io
+
+    from PIL import Image as PilImage
+    from rosbags.rosbag2 import Reader
+
+    counts: dict[str, int] = {}
+    with Reader(src) as reader, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {}
+        for c in reader.connections:
+            if c.msgtype == 'sensor_msgs/msg/Image':
+                conns[c.id] = writer.add_connection(f'{c.topic}/compressed', 'sensor_msgs/msg/CompressedImage', typestore=TS)
+            else:
+                conns[c.id] = writer.add_connection(c.topic, c.msgtype, typestore=TS)
+        for c, stamp, data in reader.messages():
+            out = conns[c.id]
+            if c.msgtype == 'sensor_msgs/msg/Image':
+                img = TS.deserialize_cdr(data, c.msgtype)
+                assert img.encoding in ('rgb8', 'bgr8'), img.encoding
+                rows = np.frombuffer(img.data, np.uint8).reshape(img.height, img.step)[:, :img.width * 3]
+                rgb = rows.reshape(img.height, img.width, 3)
+                if img.encoding == 'bgr8':
+                    rgb = rgb[:, :, ::-1]
+                buf = io.BytesIO()
+                PilImage.fromarray(np.ascontiguousarray(rgb)).save(buf, 'JPEG', quality=quality)
+                msg = T['sensor_msgs/msg/CompressedImage'](
+                    header=img.header, format=f'{img.encoding}; jpeg compressed bgr8',
+                    data=np.frombuffer(buf.getvalue(), np.uint8))
+                data = TS.serialize_cdr(msg, 'sensor_msgs/msg/CompressedImage')
+            writer.write(out, stamp, data)
+            counts[out.topic] = counts.get(out.topic, 0) + 1
+    return counts
+
+
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('out', type=Path)

@@ -96,3 +96,16 @@ def set_sysctl(settings, host: str | None = None) -> dict[str, str]:
         res = sh(*prefix, 'sysctl', '-w', f'{key}={value}')
         assert res.returncode == 0, (key, res.stderr)
     return before
+
+
+def limit_rate(host: str, mbit: int | None):
+    """Caps what `host` sends on its LAN link at `mbit` Mbit/s (HTB; None takes the cap off).
+    This kernel has no netem, so a slow link is a rate cap, without added delay."""
+    ns, link, _ = HOSTS[host]
+    sh('ip', 'netns', 'exec', ns, 'tc', 'qdisc', 'del', 'dev', f'{link}1', 'root')
+    if mbit:
+        for cmd in (['tc', 'qdisc', 'add', 'dev', f'{link}1', 'root', 'handle', '1:', 'htb', 'default', '10'],
+                    ['tc', 'class', 'add', 'dev', f'{link}1', 'parent', '1:', 'classid', '1:10', 'htb',
+                     'rate', f'{mbit}mbit', 'ceil', f'{mbit}mbit']):
+            res = sh('ip', 'netns', 'exec', ns, *cmd)
+            assert res.returncode == 0, (cmd, res.stderr)
