@@ -194,7 +194,26 @@ def test_two_robots_on_one_host_keep_apart(scenario_bags, procs, ros):
     for robot in bags:
         assert {f'{robot}/fusion_node: fusion', f'{robot}/summarizer: summaries',
                 f'{robot}/camera_ingest: camera ingest'} <= names, sorted(names)
-    print(json.dumps({'cpu_s_per_robot': {r: round(cpu_seconds_of_children(launches[r].p.pid), 1) for r in bags},
+    # Each robot's share of the host: every node reports its process's CPU on /diagnostics,
+    # and a robot's is the sum over its namespace. Checked against what /proc says of the
+    # robot's launch (the nodes' last reports lag by up to a diagnostics period each).
+    time.sleep(1.5)
+    measured = {r: cpu_seconds_of_children(launches[r].p.pid) for r in bags}
+    reported, cores = {}, {}
+    for robot in bags:
+        latest = {}
+        for m in probe.get('/diagnostics'):
+            for st in m.status:
+                values = {kv.key: kv.value for kv in st.values}
+                if st.name.startswith(f'{robot}/') and 'cpu.seconds' in values:
+                    latest[st.name.split(':')[0]] = values
+        assert set(latest) == {f'{robot}/{n}' for n in ('camera_ingest', 'lidar_ingest', 'radar_ingest', 'imu_ingest',
+                                                          'fusion_node', 'summarizer')}, sorted(latest)
+        reported[robot] = round(sum(float(v['cpu.seconds']) for v in latest.values()), 2)
+        cores[robot] = {n: float(v['cpu.cores']) for n, v in latest.items()}
+        assert measured[robot] - 3.0 <= reported[robot] <= measured[robot] + 0.2, (robot, reported, measured)
+        assert all(0 <= float(v['cpu.host_share']) <= 1 for v in latest.values()), latest
+    print(json.dumps({'cpu_s_per_robot': {'proc': {r: round(v, 1) for r, v in measured.items()}, 'diagnostics': reported},
                       'events': {r: sorted(kinds(r)) for r in bags}}))
 
 

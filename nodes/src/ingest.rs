@@ -234,12 +234,14 @@ where
     let diag = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.max(0.05)));
         let mut last = Instant::now();
+        let mut cpu = ros::ProcessCpu::default();
         loop {
             tick.tick().await;
             let window = last.elapsed().as_secs_f64();
             last = Instant::now();
             let mut statuses =
                 vec![stream_status(status_name.clone(), hardware_id, &mut diag_stats.lock().expect("stats"), window)];
+            statuses[0].values.extend(ros::key_values(cpu.key_values()));
             for (name, s) in &extra_stats {
                 statuses.push(stream_status(
                     format!("{node_name}: {name}"),

@@ -272,6 +272,53 @@ pub fn status(
     DiagnosticStatus { level, name, message, hardware_id: hardware_id.into(), values: key_values(kv) }
 }
 
+/// This process's CPU use, for its /diagnostics status: `cpu.seconds` (user + system since
+/// start), `cpu.cores` over the last period (1.0 = one core busy) and `cpu.host_share` (of
+/// the cores this process may run on). With several robots on one compute host, a robot's
+/// share is the sum over the nodes of its namespace (docs/deployment.md).
+pub struct ProcessCpu {
+    last_seconds: f64,
+    last: std::time::Instant,
+    cores_available: f64,
+}
+
+impl Default for ProcessCpu {
+    fn default() -> Self {
+        Self {
+            last_seconds: process_cpu_seconds(),
+            last: std::time::Instant::now(),
+            cores_available: std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+        }
+    }
+}
+
+impl ProcessCpu {
+    /// The key/values since the previous call (or since creation).
+    pub fn key_values(&mut self) -> Vec<(String, String)> {
+        let seconds = process_cpu_seconds();
+        let window = self.last.elapsed().as_secs_f64().max(1e-3);
+        let cores = (seconds - self.last_seconds).max(0.0) / window;
+        self.last_seconds = seconds;
+        self.last = std::time::Instant::now();
+        vec![
+            ("cpu.seconds".into(), format!("{seconds:.3}")),
+            ("cpu.cores".into(), format!("{cores:.3}")),
+            ("cpu.host_share".into(), format!("{:.3}", cores / self.cores_available)),
+        ]
+    }
+}
+
+/// User + system CPU seconds of this process, all threads.
+fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// With `use_sim_time` true, r2r's parameter handler switches the node's clock to /clock,
 /// which reads 0 until the first /clock message: a clock that reads the wall time there is
 /// an r2r built without its sim-time code. r2r's build script emits the cfg that compiles

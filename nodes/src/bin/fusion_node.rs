@@ -406,10 +406,12 @@ async fn run() -> Result<()> {
     let status_name = format!("{node_name}: fusion");
     let diag = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.max(0.05)));
+        let mut cpu = ros::ProcessCpu::default();
         loop {
             tick.tick().await;
             let mut s = diag_stats.lock().expect("stats");
             let mut kv = s.key_values();
+            kv.extend(cpu.key_values());
             let (sets, misses, shed) = (s.window_sets, s.window_hard_misses, s.window_shed);
             if let Some(why) = &detector_error {
                 kv.push(("detector".into(), format!("unavailable: {why}")));

@@ -503,6 +503,7 @@ async fn run() -> Result<()> {
     let status_name = format!("{node_name}: summaries");
     let diag = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.max(0.05)));
+        let mut cpu = ros::ProcessCpu::default();
         loop {
             tick.tick().await;
             // The journal's lock is taken before (never inside) the stats lock, as the drain does.
@@ -563,7 +564,8 @@ async fn run() -> Result<()> {
                 (level, message, kv)
             };
             let header = Header { stamp: ros::now(&clock), frame_id: String::new() };
-            let status = vec![ros::status(status_name.clone(), "summarizer", level, message, kv)];
+            let mut status = vec![ros::status(status_name.clone(), "summarizer", level, message, kv)];
+            status[0].values.extend(ros::key_values(cpu.key_values()));
             if let Err(e) = diagnostics.publish(&DiagnosticArray { header, status }) {
                 tracing::warn!("diagnostics publish failed: {e}");
             }
