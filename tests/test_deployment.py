@@ -167,9 +167,14 @@ def test_two_robots_on_one_host_keep_apart(scenario_bags, procs, ros):
     which both share, names each robot's nodes apart."""
     from diagnostic_msgs.msg import DiagnosticArray
     from fusion_msgs.msg import AnomalyEvent
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from tf2_msgs.msg import TFMessage
 
     bags = {'robot1': scenario_bags('pedestrian_intrusion', 12), 'robot2': scenario_bags('imu_impact', 12)}
     probe = ros()
+    latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    for tf in ('/tf_static', '/robot1/tf_static', '/robot2/tf_static'):
+        probe.subscribe(tf, TFMessage, latched)
     for robot in bags:
         probe.subscribe(f'/{robot}/anomaly/events', AnomalyEvent)
     probe.subscribe('/diagnostics', DiagnosticArray)
@@ -190,6 +195,12 @@ def test_two_robots_on_one_host_keep_apart(scenario_bags, procs, ros):
     probe.wait_for(lambda: 'zone_intrusion' in kinds('robot1') and 'impact' in kinds('robot2'), 20,
                    f"each robot's own event; got { {r: kinds(r) for r in bags} }")
     assert 'impact' not in kinds('robot1') and 'zone_intrusion' not in kinds('robot2'), {r: kinds(r) for r in bags}
+    # Each robot's nodes latch the mounts they took from its calibration on its own tf_static,
+    # none on the global one another robot's nodes would read.
+    for robot in bags:
+        children = {t.child_frame_id for m in probe.get(f'/{robot}/tf_static') for t in m.transforms}
+        assert {'camera_optical', 'lidar_link', 'radar_link', 'imu_link'} <= children, (robot, children)
+    assert probe.count('/tf_static') == 0, probe.get('/tf_static')
     names = {s.name for m in probe.get('/diagnostics') for s in m.status}
     for robot in bags:
         assert {f'{robot}/fusion_node: fusion', f'{robot}/summarizer: summaries',

@@ -228,8 +228,12 @@ pub const EXPLAIN: Service =
 // ---- the transform tree (tf2): the sensors' mounts ----------------------------------------
 /// The robot's fixed mounts, latched (what robot_state_publisher and
 /// static_transform_publisher offer: reliable, transient local, depth 1 per publisher).
+/// Relative, as Nav2's multi-robot launch remaps it (`/tf_static:=tf_static`): without a
+/// namespace it is `/tf_static`; with `namespace:=robot1` it is robot1's own
+/// `/robot1/tf_static`, so robots with different mounts share a compute host without one
+/// robot's mounts placing the other's sensors. Bags hold the root name.
 pub const TF_STATIC: Topic = Topic {
-    name: "/tf_static",
+    name: "tf_static",
     msg_type: "tf2_msgs/msg/TFMessage",
     qos: Qos { reliability: Reliability::Reliable, durability: Durability::TransientLocal, depth: 1 },
     about: "fixed transforms: the sensor mounts your robot_state_publisher latches; each node latches the mounts it took from the calibration file instead",

@@ -325,7 +325,7 @@ const TF_WINDOW_NS: i64 = 2_000_000_000;
 fn bag_transforms(bag: &Bag) -> Result<fusion::tf::TransformBuffer> {
     let mut buffer = fusion::tf::TransformBuffer::default();
     let tf = graph::TF_STATIC;
-    let Some(tf_static) = bag.topic_index(tf.name).filter(|&i| bag.topics[i].type_name == tf.msg_type) else {
+    let Some(tf_static) = bag.topic_index(&tf.root_name()).filter(|&i| bag.topics[i].type_name == tf.msg_type) else {
         return Ok(buffer);
     };
     let mut first = None;

@@ -140,7 +140,7 @@ fn run(cli: Cli) -> Result<()> {
     let tf = graph::TF_STATIC;
     let def = msgdef::definition(tf.msg_type)
         .with_context(|| format!("message definition of {} not installed", tf.msg_type))?;
-    let tf_topic = bag.add_topic(tf.name, tf.msg_type, &def, latched)?;
+    let tf_topic = bag.add_topic(&tf.root_name(), tf.msg_type, &def, latched)?;
     bag.write(tf_topic, simrun::START_NS, &simrun::tf_static(&calib)?)?;
     let mut exporter = cli.export.as_deref().map(|d| Exporter::new(d, cli.export_every)).transpose()?;
     let hook: Option<simrun::FrameHook> =
