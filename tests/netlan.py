@@ -109,3 +109,49 @@ def limit_rate(host: str, mbit: int | None):
                      'rate', f'{mbit}mbit', 'ceil', f'{mbit}mbit']):
             res = sh('ip', 'netns', 'exec', ns, *cmd)
             assert res.returncode == 0, (cmd, res.stderr)
+
+
+class delay_link:
+    """`with delay_link(host, ms, loss_percent) as link:` the host's LAN link delays every
+    frame `ms` each way and loses `loss_percent` % of them (tests/netdelay.py, a relay between
+    two TAP devices: this kernel has no netem). On exit the veth is back and `link.counts`
+    holds the relay's counts."""
+
+    def __init__(self, host: str, ms: float, loss_percent: float = 0.0):
+        self.host, self.ms, self.loss = host, ms, loss_percent
+        self.counts: dict = {}
+
+    def __enter__(self):
+        import sys
+        import time
+        self.proc = subprocess.Popen([sys.executable, '-u', os.path.join(os.path.dirname(__file__), 'netdelay.py'),
+                                      self.host, str(self.ms), str(self.loss)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        if line != 'ready':
+            self.proc.kill()
+            raise AssertionError(f'netdelay did not start: {line} {self.proc.stderr.read()}')
+        time.sleep(0.5)  # the bridge port forwards once it is up
+        return self
+
+    def __exit__(self, *exc):
+        import json
+        self.proc.terminate()
+        out, err = self.proc.communicate(timeout=30)
+        lines = [line for line in out.splitlines() if line.startswith('{')]
+        self.counts = json.loads(lines[-1]) if lines else {'error': err[-2000:]}
+        restore_link(self.host)
+        return False
+
+
+def restore_link(host: str):
+    """The host's veth into the bridge, as make_lan makes it (after delay_link's TAPs)."""
+    ns, link, ip = HOSTS[host]
+    sh('ip', '-n', LAN, 'link', 'del', f'{link}0')
+    for cmd in (['ip', '-n', LAN, 'link', 'add', f'{link}0', 'type', 'veth', 'peer', 'name', f'{link}1', 'netns', ns],
+                ['ip', '-n', LAN, 'link', 'set', f'{link}0', 'master', 'sfbr', 'up'],
+                ['ip', '-n', ns, 'addr', 'add', f'{ip}/24', 'dev', f'{link}1'],
+                ['ip', '-n', ns, 'link', 'set', f'{link}1', 'up'],
+                ['ip', '-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', f'{link}1']):
+        res = sh(*cmd)
+        assert res.returncode == 0, (cmd, res.stderr)
