@@ -90,11 +90,13 @@ install_peers() {
   $PEERS || return 0
   # Debian's Chromium: the report test opens fusion_replay's HTML page in it, headless.
   # iproute2: the deployment test makes its other hosts with `ip netns` and veth pairs;
-  # nftables: it loses packets on their links (this kernel has no netem).
+  # nftables: it loses packets on their links (this kernel has no netem); tcpdump: its capture
+  # shows no DDS packet leaves a host in the default profile.
   local need=()
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v nft >/dev/null 2>&1 || need+=(nftables)
+  command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian's ${need[*]} (the report test's browser, the deployment test's namespaces)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections import Counter
 import subprocess
 import sys
@@ -21,27 +22,30 @@ from test_launch import launch_env, launcher
 HOSTS = {'a': ('sf_host_a', 'sfa0', 'sfa1', '10.231.1.1', '10.231.1.2'),
          'b': ('sf_host_b', 'sfb0', 'sfb1', '10.231.2.1', '10.231.2.2')}
 
-# RTPS packets on an interface (AF_PACKET, both directions) whose IPv4 source is `ours`.
-SNIFF = r'''
-import json, socket, sys, time
-iface, ours, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
-s.bind((iface, 0))
-s.settimeout(0.2)
-end, sent, seen = time.monotonic() + seconds, 0, 0
-while time.monotonic() < end:
-    try:
-        f = s.recv(65535)
-    except socket.timeout:
-        continue
-    if len(f) < 42 or f[12:14] != b'\x08\x00' or f[23] != 17:
-        continue
-    payload = f[14 + (f[14] & 0x0f) * 4 + 8:]
-    if payload[:4] == b'RTPS':
-        seen += 1
-        sent += socket.inet_ntoa(f[26:30]) == ours
-print(json.dumps({'rtps_seen': seen, 'rtps_from_us': sent}))
-'''
+class Capture:
+    """tcpdump (Debian's) on an interface, both directions, to a pcap file: afterwards, the
+    RTPS packets in it (UDP payload starting "RTPS"; a datagram's later IP fragments carry no
+    UDP header and are not counted) and how many of them came from `ours`."""
+
+    RTPS = 'udp and udp[8:4] = 0x52545053'
+
+    def __init__(self, iface: str, ours: str, pcap):
+        self.ours, self.pcap = ours, str(pcap)
+        self.proc = subprocess.Popen(['tcpdump', '-i', iface, '-w', self.pcap, '-U', '-n'],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # tcpdump says "listening on" once its socket is open.
+        self.proc.stderr.readline()
+
+    def count(self, expression: str) -> int:
+        res = sh('tcpdump', '-r', self.pcap, '-n', expression)
+        assert res.returncode == 0, res.stderr
+        return len(res.stdout.splitlines())
+
+    def stop(self) -> dict:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(30)
+        return {'rtps_seen': self.count(self.RTPS), 'rtps_from_us': self.count(f'{self.RTPS} and src host {self.ours}')}
+
 
 # A participant on the other host: which of the node set's topics it discovers in `seconds`.
 PEER = r'''
@@ -97,11 +101,10 @@ def launch_node_set(procs, probe, *args):
     return launched
 
 
-def look_from(hosts, host, seconds=6.0, **env):
-    """Runs the other host's participant in `host` while both links are watched: what it
+def look_from(hosts, host, tmp_path, seconds=6.0, **env):
+    """Runs the other host's participant in `host` while tcpdump watches both links: what it
     discovered, and the RTPS packets our side sent on each link."""
-    sniffers = {name: subprocess.Popen([sys.executable, '-c', SNIFF, here, our_ip, str(seconds + 1.0)],
-                                       stdout=subprocess.PIPE, text=True)
+    captures = {name: Capture(here, our_ip, tmp_path / f'{name}_{host}_{time.monotonic_ns()}.pcap')
                 for name, (_, here, _, our_ip, _) in hosts.items()}
     try:
         # rclpy's own environment (its C extension needs LD_LIBRARY_PATH), discovery as given.
@@ -111,22 +114,20 @@ def look_from(hosts, host, seconds=6.0, **env):
         peer = subprocess.run(['ip', 'netns', 'exec', hosts[host][0], sys.executable, '-c', PEER, str(seconds)],
                               capture_output=True, text=True, timeout=60, env={**peer_env, **env})
         assert peer.returncode == 0, peer.stderr
-        sent = {name: json.loads(s.communicate(timeout=30)[0]) for name, s in sniffers.items()}
+        time.sleep(1.0)  # anything our side sent in answer to its last announcements
     finally:
-        for s in sniffers.values():
-            s.kill()
-            s.wait()
+        sent = {name: c.stop() for name, c in captures.items()}
     return json.loads(peer.stdout)['topics'], sent
 
 
-def test_by_default_nothing_leaves_the_computer(hosts, procs, ros):
+def test_by_default_nothing_leaves_the_computer(hosts, procs, ros, tmp_path):
     """The shipped launch file with no discovery settings in the environment: a participant
     on another host (looking across the whole subnet) discovers nothing, and not one RTPS
     packet from this computer is on either link. The same launch with discovery_range:=SUBNET
     is seen at once, so the watch would have caught it."""
     probe = ros()
     launched = launch_node_set(procs, probe)
-    topics, sent = look_from(hosts, 'a', ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET')
+    topics, sent = look_from(hosts, 'a', tmp_path, ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET')
     print(json.dumps({'default': {'topics': topics, 'links': sent}}))
     assert topics == [] and all(s['rtps_from_us'] == 0 for s in sent.values()), (topics, sent)
     # The other host was there and talking: its own announcements crossed the link.
@@ -134,21 +135,21 @@ def test_by_default_nothing_leaves_the_computer(hosts, procs, ros):
     launched.stop()
 
     launch_node_set(procs, probe, 'discovery_range:=SUBNET')
-    topics, sent = look_from(hosts, 'a', ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET')
+    topics, sent = look_from(hosts, 'a', tmp_path, ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET')
     print(json.dumps({'subnet': {'topics': len(topics), 'links': sent}}))
     assert '/fusion/objects' in topics and sent['a']['rtps_from_us'] > 0, (topics, sent)
 
 
-def test_static_peers_reach_the_listed_host_and_no_other(hosts, procs, ros):
+def test_static_peers_reach_the_listed_host_and_no_other(hosts, procs, ros, tmp_path):
     """The multi-host profile: static_peers names host a. Host a (naming this computer in
     turn) discovers the node set; host b, looking across its subnet, discovers nothing and
     gets not one packet."""
     probe = ros()
     launch_node_set(procs, probe, f"static_peers:={hosts['a'][4]}")
-    topics, _ = look_from(hosts, 'a', ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_STATIC_PEERS=hosts['a'][3])
+    topics, _ = look_from(hosts, 'a', tmp_path, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_STATIC_PEERS=hosts['a'][3])
     assert '/fusion/objects' in topics, topics
     print(json.dumps({'static_peer_a': {'topics': len(topics)}}))
-    topics, sent = look_from(hosts, 'b', ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET')
+    topics, sent = look_from(hosts, 'b', tmp_path, ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET')
     print(json.dumps({'unlisted_b': {'topics': topics, 'links': sent}}))
     assert topics == [] and sent['b']['rtps_from_us'] == 0, (topics, sent)
     assert sent['b']['rtps_seen'] > 0, sent
