@@ -461,12 +461,15 @@ def test_a_camera_on_a_100_mbit_link_sends_jpeg_and_the_compute_box_decodes_it(l
               'sets': len(seen['latency_ms']), 'partial': seen['partial'], 'latency_p99_ms': p99(seen['latency_ms']),
               'loss': sensor_loss(seen), 'sent_mb': seen['sent_mb'], 'cpu_s': seen['cpu_s'],
               'camera_ingest': {k: v for k, v in camera.items() if k.startswith(('received', 'accepted', 'rejected', 'latency', 'compressed'))}}
-    print(json.dumps({'jpeg_100mbit': report, 'model_events': [e for e in seen['events'] if e['kind'] == 'model_degraded']}))
+    print(json.dumps({'jpeg_100mbit': report}))
     # Every JPEG crossed the capped link and was decoded: camera_ingest took all of them.
     assert int(camera['received']) == int(camera['accepted']) == frames, report
     assert report['loss'] == {'camera': 0, 'lidar': 0, 'radar': 0, 'imu': 0}, report
     assert {'zone_intrusion', 'collision_risk'} <= set(report['events']), report
     assert report['summaries'] >= 1 and report['sets'] >= 100, report
+    # JPEG is inside what the detector trained on (its monitoring reference includes the
+    # JPEG-like augmentation): no model_degraded. It fired when the reference was the renders.
+    assert 'model_degraded' not in report['events'], report
     # The raw camera alone would be 0.92 MB a frame (221 Mbit/s); JPEG and the raw LiDAR
     # together were 61 MB in 12 s (fusion_sim's flat shading makes 18 kB JPEGs; a real
     # camera's are ~200 kB, ~50 Mbit/s: scripts/bench_transport.py).
