@@ -271,6 +271,15 @@ impl Node {
     pub const fn output(&self) -> &'static Topic {
         self.publishes[0]
     }
+    /// Every topic the node may use, subscribed or published, optional ones included.
+    pub fn topics(&self) -> impl Iterator<Item = &'static Topic> {
+        self.subscribes
+            .iter()
+            .chain(self.subscribes_optionally)
+            .chain(self.publishes)
+            .chain(self.publishes_optionally)
+            .copied()
+    }
 }
 
 pub const CAMERA_INGEST: Node = Node {
@@ -333,13 +342,7 @@ pub fn markdown_table() -> String {
     ];
     let mut topics: Vec<&Topic> = vec![];
     for node in NODES {
-        for t in node
-            .subscribes
-            .iter()
-            .chain(node.subscribes_optionally)
-            .chain(node.publishes)
-            .chain(node.publishes_optionally)
-        {
+        for t in node.topics() {
             if t.name != DIAGNOSTICS.name && !topics.iter().any(|x| x.name == t.name) {
                 topics.push(t);
             }
@@ -452,13 +455,7 @@ mod tests {
             );
         };
         for node in NODES {
-            for t in node
-                .subscribes
-                .iter()
-                .chain(node.subscribes_optionally)
-                .chain(node.publishes)
-                .chain(node.publishes_optionally)
-            {
+            for t in node.topics() {
                 let parts: Vec<&str> = t.msg_type.split('/').collect();
                 assert_eq!((parts.len(), parts[1]), (3, "msg"), "{}", t.msg_type);
                 if parts[0] == "fusion_msgs" {

@@ -123,7 +123,11 @@ fn main() -> Result<()> {
             let mut stats = Vec::with_capacity(frames.len() * 2);
             for f in &frames {
                 let (width, height) = (f.width as u32, f.height as u32);
-                stats.push(fusion::monitor::ImageStats::of(&fusion::camera::Rgb8 { width, height, data: f.rgb.clone() }));
+                stats.push(fusion::monitor::ImageStats::of(&fusion::camera::Rgb8 {
+                    width,
+                    height,
+                    data: f.rgb.clone(),
+                }));
                 let mut seen = f.rgb.clone();
                 data::photometric(&mut seen, f.width, f.height, &mut rng);
                 stats.push(fusion::monitor::ImageStats::of(&fusion::camera::Rgb8 { width, height, data: seen }));
