@@ -122,25 +122,36 @@ class delay_link:
         self.counts: dict = {}
 
     def __enter__(self):
+        import select
         import sys
         import time
         self.proc = subprocess.Popen([sys.executable, '-u', os.path.join(os.path.dirname(__file__), 'netdelay.py'),
                                       self.host, str(self.ms), str(self.loss)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline().strip()
+        ready = select.select([self.proc.stdout], [], [], 30)[0]
+        line = self.proc.stdout.readline().strip() if ready else ''
         if line != 'ready':
+            # The relay may have removed the veth already: the host gets it back either way.
             self.proc.kill()
-            raise AssertionError(f'netdelay did not start: {line} {self.proc.stderr.read()}')
+            _, err = self.proc.communicate(timeout=30)
+            restore_link(self.host)
+            raise AssertionError(f'netdelay did not start: {line!r} {err[-2000:]}')
         time.sleep(0.5)  # the bridge port forwards once it is up
         return self
 
     def __exit__(self, *exc):
         import json
-        self.proc.terminate()
-        out, err = self.proc.communicate(timeout=30)
-        lines = [line for line in out.splitlines() if line.startswith('{')]
-        self.counts = json.loads(lines[-1]) if lines else {'error': err[-2000:]}
-        restore_link(self.host)
+        try:
+            self.proc.terminate()
+            try:
+                out, err = self.proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                out, err = self.proc.communicate(timeout=30)
+            lines = [line for line in out.splitlines() if line.startswith('{')]
+            self.counts = json.loads(lines[-1]) if lines else {'error': err[-2000:]}
+        finally:
+            restore_link(self.host)
         return False
 
 
@@ -148,6 +159,7 @@ def restore_link(host: str):
     """The host's veth into the bridge, as make_lan makes it (after delay_link's TAPs)."""
     ns, link, ip = HOSTS[host]
     sh('ip', '-n', LAN, 'link', 'del', f'{link}0')
+    sh('ip', '-n', ns, 'link', 'del', f'{link}1')  # a TAP left in the host, if any
     for cmd in (['ip', '-n', LAN, 'link', 'add', f'{link}0', 'type', 'veth', 'peer', 'name', f'{link}1', 'netns', ns],
                 ['ip', '-n', LAN, 'link', 'set', f'{link}0', 'master', 'sfbr', 'up'],
                 ['ip', '-n', ns, 'addr', 'add', f'{ip}/24', 'dev', f'{link}1'],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 from collections import Counter
 import subprocess
@@ -33,8 +34,12 @@ class Capture:
         self.ours, self.pcap = ours, str(pcap)
         self.proc = subprocess.Popen(['tcpdump', '-i', iface, '-w', self.pcap, '-U', '-n'],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        # tcpdump says "listening on" once its socket is open.
-        self.proc.stderr.readline()
+        # tcpdump says "listening on" once its socket is open (anything else is its error).
+        ready = select.select([self.proc.stderr], [], [], 20)[0]
+        line = self.proc.stderr.readline() if ready else ''
+        if 'listening on' not in line:
+            self.proc.kill()
+            raise AssertionError(f'tcpdump on {iface} did not start: {line!r}')
 
     def count(self, expression: str) -> int:
         res = sh('tcpdump', '-r', self.pcap, '-n', expression)
@@ -104,9 +109,10 @@ def launch_node_set(procs, probe, *args):
 def look_from(hosts, host, tmp_path, seconds=6.0, **env):
     """Runs the other host's participant in `host` while tcpdump watches both links: what it
     discovered, and the RTPS packets our side sent on each link."""
-    captures = {name: Capture(here, our_ip, tmp_path / f'{name}_{host}_{time.monotonic_ns()}.pcap')
-                for name, (_, here, _, our_ip, _) in hosts.items()}
+    captures = {}
     try:
+        for name, (_, here, _, our_ip, _) in hosts.items():
+            captures[name] = Capture(here, our_ip, tmp_path / f'{name}_{host}_{time.monotonic_ns()}.pcap')
         # rclpy's own environment (its C extension needs LD_LIBRARY_PATH), discovery as given.
         # An independent participant: Fast DDS's own transports, no profile of ours.
         drop = ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_STATIC_PEERS', 'FASTRTPS_DEFAULT_PROFILES_FILE')

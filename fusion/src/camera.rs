@@ -66,33 +66,43 @@ pub const MAX_DECODED_PIXELS: u64 = 8192 * 8192;
 /// decodes by content (cv::imdecode): so do we, JPEG or PNG by their magic bytes. Both file
 /// formats store RGB (or grey), whatever the camera's raw encoding was: a "bgr8" source comes
 /// back as rgb8 here. Depth images (`compressedDepth`) are not camera images and are refused.
-/// A truncated or corrupt file is refused, never half-decoded.
-pub fn decode_compressed(format: &str, data: &[u8]) -> Result<Rgb8, Reject> {
+/// A truncated or corrupt file is refused, never half-decoded (strict JPEG: a file OpenCV
+/// would decode with a warning, e.g. stray bytes between markers, is refused too).
+///
+/// With `expected` (the size the intrinsics are for) a file of another size is refused from
+/// its header, before a pixel is decoded: a few kB claiming 8192 × 8192 would otherwise cost
+/// hundreds of MB and a decode per message. A panic inside the third-party decoders is
+/// refused as `undecodable` rather than taking the node's worker down.
+pub fn decode_compressed(format: &str, data: &[u8], expected: Option<(u32, u32)>) -> Result<Rgb8, Reject> {
     if format.contains("compressedDepth") {
         return Err(Reject::UnsupportedCompression(format.into()));
     }
-    if data.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        decode_jpeg(data)
-    } else if data.starts_with(b"\x89PNG\r\n\x1a\n") {
-        decode_png(data)
-    } else if data.is_empty() {
-        Err(Reject::Empty)
-    } else {
-        Err(Reject::UnsupportedCompression(format.into()))
-    }
+    let (codec, decode): (&'static str, fn(&[u8], Option<(u32, u32)>) -> Result<Rgb8, Reject>) =
+        if data.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            ("JPEG", decode_jpeg)
+        } else if data.starts_with(b"\x89PNG\r\n\x1a\n") {
+            ("PNG", decode_png)
+        } else if data.is_empty() {
+            return Err(Reject::Empty);
+        } else {
+            return Err(Reject::UnsupportedCompression(format.into()));
+        };
+    std::panic::catch_unwind(|| decode(data, expected))
+        .unwrap_or_else(|_| Err(Reject::Undecodable { codec, why: "the decoder panicked".into() }))
 }
 
-fn check_decoded_size(width: u64, height: u64) -> Result<(), Reject> {
+/// The header's size against the pixel limit and the expected size, before decoding.
+fn check_decoded_size(width: u64, height: u64, expected: Option<(u32, u32)>) -> Result<(), Reject> {
     if width == 0 || height == 0 {
         return Err(Reject::Empty);
     }
     if width * height > MAX_DECODED_PIXELS {
         return Err(Reject::TooLarge { width, height, limit: MAX_DECODED_PIXELS });
     }
-    Ok(())
+    check_intrinsics_size(width as u32, height as u32, expected)
 }
 
-fn decode_jpeg(data: &[u8]) -> Result<Rgb8, Reject> {
+fn decode_jpeg(data: &[u8], expected: Option<(u32, u32)>) -> Result<Rgb8, Reject> {
     use zune_jpeg::zune_core::{colorspace::ColorSpace, options::DecoderOptions};
     let bad = |why: String| Reject::Undecodable { codec: "JPEG", why };
     // Strict: zune-jpeg otherwise fills a truncated scan with grey and calls it a frame.
@@ -105,7 +115,7 @@ fn decode_jpeg(data: &[u8]) -> Result<Rgb8, Reject> {
     decoder.decode_headers().map_err(|e| bad(e.to_string()))?;
     let info = decoder.info().ok_or_else(|| bad("no frame header".into()))?;
     let (width, height) = (info.width as u64, info.height as u64);
-    check_decoded_size(width, height)?;
+    check_decoded_size(width, height, expected)?;
     let pixels = decoder.decode().map_err(|e| bad(e.to_string()))?;
     if pixels.len() as u64 != width * height * 3 {
         return Err(bad(format!("{} bytes decoded for {width}×{height} rgb", pixels.len())));
@@ -113,7 +123,7 @@ fn decode_jpeg(data: &[u8]) -> Result<Rgb8, Reject> {
     Ok(Rgb8 { width: width as u32, height: height as u32, data: pixels })
 }
 
-fn decode_png(data: &[u8]) -> Result<Rgb8, Reject> {
+fn decode_png(data: &[u8], expected: Option<(u32, u32)>) -> Result<Rgb8, Reject> {
     use png::{BitDepth, ColorType, Transformations};
     let bad = |why: String| Reject::Undecodable { codec: "PNG", why };
     let mut decoder = png::Decoder::new(std::io::Cursor::new(data));
@@ -121,7 +131,7 @@ fn decode_png(data: &[u8]) -> Result<Rgb8, Reject> {
         let info = decoder.read_header_info().map_err(|e| bad(e.to_string()))?;
         (info.width as u64, info.height as u64)
     };
-    check_decoded_size(width, height)?;
+    check_decoded_size(width, height, expected)?;
     // Room for the 16-bit RGBA a PNG may hold before the transformations below shrink it.
     decoder.set_limits(png::Limits { bytes: (MAX_DECODED_PIXELS * 8) as usize });
     // Palette and low-bit grey to 8 bits, 16-bit samples to their high byte (mono16 and
@@ -368,7 +378,8 @@ mod tests {
         ];
         for (file, want, tolerance) in cases {
             let data = std::fs::read(dir.join(file)).unwrap();
-            let img = decode_compressed("rgb8; jpeg compressed bgr8", &data).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let img = decode_compressed("rgb8; jpeg compressed bgr8", &data, Some((32, 16)))
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
             assert_eq!((img.width, img.height, img.data.len()), (32, 16, 32 * 16 * 3), "{file}");
             let err = max_error(&img, want);
             assert!(err <= tolerance, "{file}: a pixel is {err} off");
@@ -390,20 +401,22 @@ mod tests {
     #[test]
     fn decodes_png_of_every_colour_type_to_rgb8() {
         use png::{BitDepth::*, ColorType::*};
-        let rgb = decode_compressed("png", &png_bytes(2, 1, Rgb, Eight, &[1, 2, 3, 4, 5, 6])).unwrap();
+        let rgb = decode_compressed("png", &png_bytes(2, 1, Rgb, Eight, &[1, 2, 3, 4, 5, 6]), None).unwrap();
         assert_eq!(rgb, Rgb8 { width: 2, height: 1, data: vec![1, 2, 3, 4, 5, 6] });
-        let rgba = decode_compressed("png", &png_bytes(2, 1, Rgba, Eight, &[1, 2, 3, 0, 4, 5, 6, 255])).unwrap();
+        let rgba = decode_compressed("png", &png_bytes(2, 1, Rgba, Eight, &[1, 2, 3, 0, 4, 5, 6, 255]), None).unwrap();
         assert_eq!(rgba.data, vec![1, 2, 3, 4, 5, 6]);
-        let grey =
-            decode_compressed("mono8; png compressed mono8", &png_bytes(2, 1, Grayscale, Eight, &[7, 9])).unwrap();
+        let grey = decode_compressed("mono8; png compressed mono8", &png_bytes(2, 1, Grayscale, Eight, &[7, 9]), None)
+            .unwrap();
         assert_eq!(grey.data, vec![7, 7, 7, 9, 9, 9]);
         // mono16 keeps its high byte; a palette is expanded.
-        let grey16 = decode_compressed("png", &png_bytes(2, 1, Grayscale, Sixteen, &[0x12, 0x34, 0xAB, 0xCD])).unwrap();
+        let grey16 =
+            decode_compressed("png", &png_bytes(2, 1, Grayscale, Sixteen, &[0x12, 0x34, 0xAB, 0xCD]), None).unwrap();
         assert_eq!(grey16.data, vec![0x12, 0x12, 0x12, 0xAB, 0xAB, 0xAB]);
-        let indexed = decode_compressed("png", &png_bytes(2, 1, Indexed, Eight, &[1, 0])).unwrap();
+        let indexed = decode_compressed("png", &png_bytes(2, 1, Indexed, Eight, &[1, 0]), None).unwrap();
         assert_eq!(indexed.data, vec![250, 10, 20, 0, 0, 0]);
         // Rows of odd length (3 × 3 grey) come out packed.
-        let odd = decode_compressed("png", &png_bytes(3, 3, Grayscale, Eight, &[1, 2, 3, 4, 5, 6, 7, 8, 9])).unwrap();
+        let odd =
+            decode_compressed("png", &png_bytes(3, 3, Grayscale, Eight, &[1, 2, 3, 4, 5, 6, 7, 8, 9]), None).unwrap();
         assert_eq!(odd.data.iter().step_by(3).copied().collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
     }
 
@@ -412,7 +425,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
         let jpeg = std::fs::read(dir.join("blocks_32x16.jpg")).unwrap();
         let png = png_bytes(2, 1, png::ColorType::Rgb, png::BitDepth::Eight, &[1, 2, 3, 4, 5, 6]);
-        let why = |format: &str, data: &[u8]| decode_compressed(format, data).unwrap_err().as_str();
+        let why = |format: &str, data: &[u8]| decode_compressed(format, data, None).unwrap_err().as_str();
         assert_eq!(why("jpeg", &jpeg[..jpeg.len() / 2]), "undecodable");
         // Cut inside the entropy-coded scan: a tolerant decoder fills the rest with grey.
         assert_eq!(why("jpeg", &jpeg[..jpeg.len() - 40]), "undecodable");
@@ -434,6 +447,10 @@ mod tests {
         let mut huge = jpeg.clone();
         huge[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
         assert_eq!(why("jpeg", &huge), "too_large");
+        // A file of another size than the intrinsics' is refused from its header.
+        let other = |data: &[u8]| decode_compressed("", data, Some((640, 480))).unwrap_err().as_str();
+        assert_eq!(other(&jpeg), "size_mismatch_intrinsics");
+        assert_eq!(other(&png), "size_mismatch_intrinsics");
     }
 
     /// PNG's chunk CRC (ISO 3309), so a test can write a valid header of its own.

@@ -109,7 +109,8 @@ pub const CAMERA_IMAGE: Topic = Topic {
 };
 /// The same images as image_transport's `compressed` plugin publishes them (a driver's
 /// `image_raw/compressed`, or a republisher on a sensor box): read instead of the raw topic
-/// when camera_ingest's `image_transport` is `compressed`, and remapped with it.
+/// when camera_ingest's `image_transport` is `compressed`. The launch file remaps it with the
+/// raw topic; a remap of the raw topic alone does not move it (rcl remaps names, not prefixes).
 pub const CAMERA_IMAGE_COMPRESSED: Topic = Topic {
     name: "camera/image_raw/compressed",
     msg_type: "sensor_msgs/msg/CompressedImage",

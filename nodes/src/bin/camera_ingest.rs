@@ -62,6 +62,7 @@ impl Processor for Camera {
     }
 
     fn process(&mut self, msg: Frame, counters: &mut Counters) -> Result<Image, Reject> {
+        let intrinsics_size = *self.intrinsics_size.lock().expect("lock");
         let (header, rgb) = match msg {
             Frame::Raw(m) => {
                 let rgb = to_rgb8(image_ref(&m))?;
@@ -69,10 +70,11 @@ impl Processor for Camera {
             }
             Frame::Compressed(m) => {
                 counters.push(("compressed.bytes", m.data.len() as u64));
-                (m.header, decode_compressed(&m.format, &m.data)?)
+                // The size is checked from the file's header, before decoding.
+                (m.header, decode_compressed(&m.format, &m.data, intrinsics_size)?)
             }
         };
-        check_intrinsics_size(rgb.width, rgb.height, *self.intrinsics_size.lock().expect("lock"))?;
+        check_intrinsics_size(rgb.width, rgb.height, intrinsics_size)?;
         let rgb = match self.output_size {
             Some((w, h)) => fit_within(&rgb, w, h),
             None => rgb,
