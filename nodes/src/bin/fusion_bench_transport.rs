@@ -277,7 +277,9 @@ fn subscribe(node: &mut r2r::Node, args: &Args) -> Result<serde_json::Value> {
                 .map(|m| (age_ms(&m.header.stamp), m.data.len(), true)),
         ),
         Class::ImageJpeg => Box::pin(node.subscribe::<CompressedImage>(topic(args.class), qos(args))?.map(|m| {
-            let ok = decode_jpeg(&m.data).is_some_and(|rgb| rgb.len() == (WIDTH * HEIGHT * 3) as usize);
+            // What camera_ingest does with it (image_transport: compressed).
+            let ok = fusion::camera::decode_compressed(&m.format, &m.data, Some((WIDTH, HEIGHT)))
+                .is_ok_and(|rgb| rgb.data.len() == (WIDTH * HEIGHT * 3) as usize);
             (age_ms(&m.header.stamp), m.data.len(), ok)
         })),
         Class::Cloud => Box::pin(
@@ -316,11 +318,4 @@ fn subscribe(node: &mut r2r::Node, args: &Args) -> Result<serde_json::Value> {
 fn matched_count<T: r2r::WrappedTypesupport + 'static>(p: &r2r::Publisher<T>) -> Box<dyn Fn() -> usize> {
     let p = p.clone();
     Box::new(move || p.get_inter_process_subscription_count().unwrap_or(0))
-}
-
-/// What camera_ingest would do with a CompressedImage: decode the JPEG to rgb8.
-fn decode_jpeg(data: &[u8]) -> Option<Vec<u8>> {
-    use zune_jpeg::zune_core::{colorspace::ColorSpace, options::DecoderOptions};
-    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
-    zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(data), options).decode().ok()
 }
