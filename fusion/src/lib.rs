@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod detect;
 pub mod egospeed;
 pub mod frontend;
+pub mod gate;
 pub mod imu;
 pub mod ingest;
 pub mod monitor;

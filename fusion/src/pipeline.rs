@@ -20,6 +20,7 @@ use crate::{
     camera::{Intrinsics, Rgb8},
     cluster::{euclidean_clusters, object_box, radar_objects, remove_ground, ClusterParams, ObjectBox, RadarObject},
     detect::{iou, CameraDetector, Detection2d, Label},
+    gate::{DetectorGate, DetectorMode, GateParams, TrackInView},
     motion::{ImuBuffer, ImuState},
     sync::{DeadlineConfig, DeadlineSync, SyncSet},
     track::{Detection, EgoMotion, Tracker, TrackerParams, SENSOR_CAMERA, SENSOR_LIDAR, SENSOR_RADAR},
@@ -82,6 +83,9 @@ pub struct PipelineParams {
     /// A camera box at least this share of whose area lies inside the image projection of a
     /// known LiDAR/radar object or track is part of that object, not a missed one.
     pub camera_explained_overlap: f32,
+    /// Which frames the camera detector runs on (`camera.detector_mode`): every frame, or
+    /// when the scene asks for it (crate::gate).
+    pub detector_gate: GateParams,
     pub anomaly: AnomalyParams,
 }
 
@@ -110,6 +114,7 @@ impl Default for PipelineParams {
             ego_speed: EgoSpeedParams::default(),
             monitor: MonitorParams::default(),
             camera_explained_overlap: 0.5,
+            detector_gate: GateParams::default(),
             anomaly: AnomalyParams::default(),
         }
     }
@@ -264,6 +269,8 @@ pub struct SetJob {
     set: SyncSet<Member>,
     /// IMU angular velocity at the stamp (rad/s), for deskewing the sweep.
     omega: Vector3<f64>,
+    /// The detector gate's answer for the set's frame (false without a frame).
+    pub run_detector: bool,
 }
 
 impl SetJob {
@@ -529,6 +536,14 @@ pub struct Pipeline {
     detector_unavailable: Option<String>,
     /// Fill [`SetOutput::camera_view`] (a report or an annotated image asked for it).
     camera_views: bool,
+    /// Whether the detector runs on a set's frame (`camera.detector_mode`).
+    gate: DetectorGate,
+    /// The detector's last run left a box no LiDAR/radar object explains: an open question
+    /// the next frame must answer (event_driven), or sensor_disagreement would be late.
+    camera_open: bool,
+    /// Tracks the camera was checked against and missed at its last run: open questions too
+    /// (a sensor_disagreement building up must get every frame).
+    camera_missed: Vec<u32>,
 }
 
 /// Data time going back by more than this, on one stream, is a new timeline (a bag played
@@ -566,9 +581,12 @@ impl Pipeline {
             recent_camera: None,
             now: i64::MIN,
             counters: BTreeMap::new(),
-            params,
             detector_unavailable: None,
             camera_views: false,
+            gate: DetectorGate::new(params.detector_gate.clone()),
+            camera_open: false,
+            camera_missed: Vec::new(),
+            params,
         }
     }
 
@@ -604,6 +622,9 @@ impl Pipeline {
         self.last_set = None;
         self.last_lidar = None;
         self.recent_camera = None;
+        self.gate.reset();
+        self.camera_open = false;
+        self.camera_missed.clear();
         self.now = stamp;
         self.count("time_jumps");
         Some(self.anomaly.restart_timeline(sensor, stamp, previous, TIME_JUMP_NS))
@@ -796,11 +817,52 @@ impl Pipeline {
 
     /// A released set as a job for its stages: the IMU's angular velocity at its stamp is
     /// read now, while the buffer covers it, so the stages need nothing of the pipeline.
-    fn job(&self, set: SyncSet<Member>) -> SetJob {
+    fn job(&mut self, set: SyncSet<Member>) -> SetJob {
         let t = set.stamp;
         let newest = set.members.iter().flatten().map(|(s, _)| *s).max().unwrap_or(t);
         let omega = self.imu.at(t).or_else(|| self.imu_latest()).map(|s| s.angular_velocity).unwrap_or_default();
-        SetJob { stamp: t, newest_stamp: newest, set, omega }
+        let run_detector = match &set.members[CAMERA] {
+            Some((stamp, Member::Camera(image, _))) => self.gate_frame(*stamp, image),
+            _ => false,
+        };
+        SetJob { stamp: t, newest_stamp: newest, set, omega, run_detector }
+    }
+
+    /// Asks the detector gate about a set's frame, from the tracks as of the last fused set
+    /// (counted by reason when event-driven; every_frame counts nothing, as before).
+    fn gate_frame(&mut self, stamp: StampNs, image: &Rgb8) -> bool {
+        if self.gate.params.mode == DetectorMode::EveryFrame {
+            return true;
+        }
+        let in_view = self.tracks_in_view();
+        let reason = self.gate.decide(stamp, image, &in_view, self.camera_open);
+        match reason {
+            Some(r) => self.count(&format!("detector_gate.ran.{}", r.as_str())),
+            None => self.count("detector_gate.skipped"),
+        }
+        reason.is_some()
+    }
+
+    /// Confirmed tracks whose image projection falls in the camera's frame, with what the
+    /// detector gate weighs: ground motion, and whether the camera still owes them a label.
+    fn tracks_in_view(&self) -> Vec<TrackInView> {
+        let (w, h) = (self.camera_model.width, self.camera_model.height);
+        self.tracker
+            .tracks()
+            .iter()
+            .filter(|tr| tr.confirmed(&self.params.tracker))
+            .filter_map(|tr| {
+                let r = self.camera_model.project_standing([tr.state[0], tr.state[1], tr.z], tr.size, tr.yaw)?;
+                let visible = r[2] > 0.0 && r[3] > 0.0 && (r[0] as f64) < w && (r[1] as f64) < h;
+                visible.then(|| TrackInView {
+                    id: tr.id,
+                    ground_speed: tr.ground_speed().unwrap_or(0.0),
+                    unanswered: self.camera_missed.contains(&tr.id)
+                        || (tr.votes.iter().sum::<f32>() < self.params.detector_gate.settled_votes
+                            && tr.sensors & SENSOR_LIDAR != 0),
+                })
+            })
+            .collect()
     }
 
     /// All stages of one set on the calling thread, in order (replay, tests, FIFO baseline).
@@ -813,7 +875,7 @@ impl Pipeline {
         perception.radar = job.radar().map(|targets| radar_stage(&self.params, &targets));
         perception.times.radar_us = lap.elapsed().as_micros() as u64;
         let lap = Instant::now();
-        if let (Some((stamp, img)), Some(det)) = (job.camera(), self.detector.as_mut()) {
+        if let (Some((stamp, img)), Some(det), true) = (job.camera(), self.detector.as_mut(), job.run_detector) {
             perception.camera = Some(det.detect(stamp, &img).map_err(|e| e.to_string()));
         }
         perception.times.camera_us = lap.elapsed().as_micros() as u64;
@@ -938,6 +1000,11 @@ impl Pipeline {
             .collect();
         let explained = self.params.camera_explained_overlap;
         unexplained.retain(|b| !track_rects.iter().any(|(_, _, r)| covered_share(b, r) >= explained));
+        if camera.is_some() {
+            let min_px = self.params.disagreement_min_box_px;
+            self.camera_open = unexplained.iter().any(|b| b[3] - b[1] >= min_px);
+            self.camera_missed.clear();
+        }
         // A blinded or frozen camera is already reported as degraded: not compared.
         if let Some(dets) = camera.as_ref().filter(|_| camera_frame && !self.anomaly.camera_degraded()) {
             let checks: Vec<CameraCheck> = views
@@ -968,6 +1035,7 @@ impl Pipeline {
                 })
                 .collect();
             step.events.extend(self.anomaly.on_camera_checks(t, &checks, &unexplained));
+            self.camera_missed = checks.iter().filter(|c| !c.seen_by_camera).map(|c| c.track_id).collect();
             if let Some((_, image)) = job.camera() {
                 let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
                 let agreed = checks.iter().filter(|c| c.seen_by_camera).count();
@@ -1373,6 +1441,10 @@ param_table! {
     "camera.min_iou" => r camera_min_iou,
     "camera.min_score" => r camera_min_score,
     "camera.explained_overlap" => r camera_explained_overlap,
+    "camera.detector_keep_alive_ms" => ms detector_gate.keep_alive_ns,
+    "camera.detector_image_change" => f detector_gate.image_change,
+    "camera.detector_moved_m" => f detector_gate.moved_m,
+    "camera.detector_settled_votes" => r detector_gate.settled_votes,
     "label.person_max_footprint" => f class_priors.person.max_footprint,
     "label.person_max_height" => f class_priors.person.max_height,
     "label.person_min_height" => f class_priors.person.min_height,
@@ -1418,6 +1490,26 @@ param_table! {
     "anomaly.deadline_window" => n anomaly.deadline_window,
 }
 
+impl PipelineParams {
+    /// Parameters that take a word rather than a number.
+    pub const WORD_NAMES: [&'static str; 1] = ["camera.detector_mode"];
+
+    pub fn get_word(&self, name: &str) -> Option<&'static str> {
+        match name {
+            "camera.detector_mode" => Some(self.detector_gate.mode.as_str()),
+            _ => None,
+        }
+    }
+
+    pub fn set_word(&mut self, name: &str, value: &str) -> Result<(), String> {
+        match name {
+            "camera.detector_mode" => self.detector_gate.mode = value.parse()?,
+            _ => return Err(format!("unknown parameter {name}")),
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod param_tests {
     use super::*;
@@ -1431,5 +1523,12 @@ mod param_tests {
             assert!((p.get(name).unwrap() - (v + 1.0)).abs() < 1e-6, "{name}");
         }
         assert!(p.set("nope", 1.0).is_err() && p.set("sync.wait_ms", f64::NAN).is_err());
+        for name in PipelineParams::WORD_NAMES {
+            let v = p.get_word(name).unwrap();
+            p.set_word(name, v).unwrap();
+        }
+        p.set_word("camera.detector_mode", "event_driven").unwrap();
+        assert_eq!(p.detector_gate.mode, DetectorMode::EventDriven);
+        assert!(p.set_word("camera.detector_mode", "sometimes").is_err());
     }
 }

@@ -1306,7 +1306,8 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
             flag: Arc::new(AtomicBool::new(false)),
             job,
         };
-        let has_camera = self.has_detector && f.job.camera().is_some();
+        // A frame the detector gate passes over (event_driven) carries the tracks' labels.
+        let has_camera = self.has_detector && f.job.camera().is_some() && f.job.run_detector;
         let mut run_detector = has_camera
             && !(self.degrade.active(Rung::SkipDetectorAlternate) && {
                 self.camera_sets += 1;

@@ -134,6 +134,14 @@ pub fn apply_params_file_with(
                 let x = v.as_f64().with_context(|| format!("{}: parameter {name} must be a number", path.display()))?;
                 params.set(&name, x).map_err(anyhow::Error::msg)?;
                 applied.push(name);
+            } else if PipelineParams::WORD_NAMES.contains(&name.as_str()) {
+                let word =
+                    v.as_str().with_context(|| format!("{}: parameter {name} must be a word", path.display()))?;
+                params
+                    .set_word(&name, word)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("{}", path.display()))?;
+                applied.push(name);
             } else if let (Some(d), true) = (detector.as_deref_mut(), crate::detector::NAMES.contains(&name.as_str())) {
                 d.set(&name, &v).with_context(|| format!("{}", path.display()))?;
                 applied.push(name);
@@ -217,8 +225,9 @@ fn histogram() -> Histogram<u64> {
 
 fn summary(h: &Histogram<u64>) -> serde_json::Value {
     let ms = |v: u64| (v as f64 / 1000.0 * 1000.0).round() / 1000.0;
+    // total_s: the time the stage took over the whole run (what skipping it saves).
     json!({"count": h.len(), "p50_ms": ms(h.value_at_quantile(0.5)), "p99_ms": ms(h.value_at_quantile(0.99)),
-           "max_ms": ms(h.max())})
+           "max_ms": ms(h.max()), "total_s": (h.mean() * h.len() as f64 / 1e3).round() / 1e3})
 }
 
 /// One set as an `objects.jsonl` line.
@@ -587,6 +596,9 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
         let used = params_used.unwrap_or_default();
         let mut params: serde_json::Map<String, serde_json::Value> =
             PipelineParams::NAMES.iter().filter_map(|n| Some((n.to_string(), json!(used.get(n)?)))).collect();
+        for n in PipelineParams::WORD_NAMES {
+            params.insert(n.to_string(), json!(used.get_word(n)));
+        }
         for (name, file) in [("params_file", &opts.params_file), ("ingest_params_file", &opts.ingest_params)] {
             params.insert(name.into(), json!(file.as_ref().map(|p| p.display().to_string())));
         }
