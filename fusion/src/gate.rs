@@ -65,9 +65,9 @@ pub struct GateParams {
     /// A track in view that moved this far over the ground (m) since the last run is looked
     /// at again (event_driven).
     pub moved_m: f64,
-    /// A track is looked at every frame until the camera's class votes for it add up to
-    /// this (confidence-weighted detections): one early look at a distant object is not a
-    /// label (event_driven).
+    /// A track is looked at every frame until the camera's own class votes for it
+    /// (`Track::camera_votes`, confidence-weighted matches) add up to this: one early look at
+    /// a distant object is not a label (event_driven).
     pub settled_votes: f32,
 }
 
@@ -168,7 +168,8 @@ impl DetectorGate {
 
     /// Whether the detector runs on this frame (`Some(why)`), or the tracks carry their
     /// labels over it (`None`). `camera_open`: the last run left a box nothing else
-    /// explains. A frame it runs on becomes the reference for the next.
+    /// explains. A frame becomes the reference for the next once the detector has actually
+    /// run on it ([`DetectorGate::ran`]): a scheduler may still leave it out.
     pub fn decide(
         &mut self,
         stamp: StampNs,
@@ -179,7 +180,6 @@ impl DetectorGate {
         if self.params.mode == DetectorMode::EveryFrame {
             return Some(RunReason::EveryFrame);
         }
-        let grid = luma_grid(image);
         let reason = match self.last_run {
             // A frame older than the last run (a time jump): start over.
             None => Some(RunReason::FirstFrame),
@@ -193,7 +193,7 @@ impl DetectorGate {
                     Some(RunReason::CameraUnexplained)
                 } else if in_view.iter().any(|t| t.ground_speed * (stamp - last) as f64 * 1e-9 >= self.params.moved_m) {
                     Some(RunReason::ObjectMoving)
-                } else if mean_abs_diff(&grid, &self.last_grid) > self.params.image_change {
+                } else if mean_abs_diff(&luma_grid(image), &self.last_grid) > self.params.image_change {
                     Some(RunReason::ImageChanged)
                 } else if stamp - last >= self.params.keep_alive_ns {
                     Some(RunReason::KeepAlive)
@@ -202,12 +202,14 @@ impl DetectorGate {
                 }
             }
         };
-        if reason.is_some() {
-            self.last_run = Some(stamp);
-            self.last_grid = grid;
-        }
         self.in_view_before = in_view.iter().map(|t| t.id).collect();
         reason
+    }
+
+    /// The detector ran on this frame: later frames are compared with it.
+    pub fn ran(&mut self, stamp: StampNs, image: &Rgb8) {
+        self.last_run = Some(stamp);
+        self.last_grid = luma_grid(image);
     }
 
     /// Forget the history (a time jump restarted the pipeline).
@@ -237,6 +239,20 @@ mod tests {
         DetectorGate::new(GateParams { mode: DetectorMode::EventDriven, ..GateParams::default() })
     }
 
+    /// One frame as the pipeline handles it: ask, and when told to, run.
+    trait Step {
+        fn step(&mut self, stamp: StampNs, image: &Rgb8, in_view: &[TrackInView], open: bool) -> Option<RunReason>;
+    }
+    impl Step for DetectorGate {
+        fn step(&mut self, stamp: StampNs, image: &Rgb8, in_view: &[TrackInView], open: bool) -> Option<RunReason> {
+            let r = self.decide(stamp, image, in_view, open);
+            if r.is_some() {
+                self.ran(stamp, image);
+            }
+            r
+        }
+    }
+
     fn track(id: u32) -> TrackInView {
         TrackInView { id, ground_speed: 0.0, unanswered: false }
     }
@@ -245,14 +261,14 @@ mod tests {
     fn every_frame_mode_always_runs() {
         let mut g = DetectorGate::new(GateParams::default());
         for i in 0..5 {
-            assert_eq!(g.decide(i * 100 * MS, &frame(100), &[], false), Some(RunReason::EveryFrame));
+            assert_eq!(g.step(i * 100 * MS, &frame(100), &[], false), Some(RunReason::EveryFrame));
         }
     }
 
     #[test]
     fn a_still_scene_runs_only_on_keep_alive() {
         let mut g = gate();
-        let runs: Vec<_> = (0..20).map(|i| g.decide(i * 100 * MS, &frame(100), &[track(1)], false)).collect();
+        let runs: Vec<_> = (0..20).map(|i| g.step(i * 100 * MS, &frame(100), &[track(1)], false)).collect();
         assert_eq!(runs[0], Some(RunReason::FirstFrame));
         let ran: Vec<usize> = runs.iter().enumerate().filter(|(_, r)| r.is_some()).map(|(i, _)| i).collect();
         // 500 ms keep-alive at 10 Hz: frames 0, 5, 10, 15.
@@ -263,40 +279,40 @@ mod tests {
     #[test]
     fn each_cue_makes_it_run_on_that_frame() {
         let mut g = gate();
-        g.decide(0, &frame(100), &[track(1)], false);
-        assert_eq!(g.decide(100 * MS, &frame(100), &[track(1)], false), None);
+        g.step(0, &frame(100), &[track(1)], false);
+        assert_eq!(g.step(100 * MS, &frame(100), &[track(1)], false), None);
         // A new track in view.
-        assert_eq!(g.decide(200 * MS, &frame(100), &[track(1), track(2)], false), Some(RunReason::ObjectEnteredView));
-        assert_eq!(g.decide(300 * MS, &frame(100), &[track(1), track(2)], false), None);
+        assert_eq!(g.step(200 * MS, &frame(100), &[track(1), track(2)], false), Some(RunReason::ObjectEnteredView));
+        assert_eq!(g.step(300 * MS, &frame(100), &[track(1), track(2)], false), None);
         // One that moves: looked at again once it has gone 1 m (at 5 m/s, every other frame).
         let moving = TrackInView { ground_speed: 5.0, ..track(2) };
-        assert_eq!(g.decide(400 * MS, &frame(100), &[track(1), moving], false), Some(RunReason::ObjectMoving));
-        assert_eq!(g.decide(500 * MS, &frame(100), &[track(1), moving], false), None);
-        assert_eq!(g.decide(600 * MS, &frame(100), &[track(1), moving], false), Some(RunReason::ObjectMoving));
+        assert_eq!(g.step(400 * MS, &frame(100), &[track(1), moving], false), Some(RunReason::ObjectMoving));
+        assert_eq!(g.step(500 * MS, &frame(100), &[track(1), moving], false), None);
+        assert_eq!(g.step(600 * MS, &frame(100), &[track(1), moving], false), Some(RunReason::ObjectMoving));
         // One the camera has not answered for: every frame while it lasts.
         let open = TrackInView { unanswered: true, ..track(1) };
-        assert_eq!(g.decide(650 * MS, &frame(100), &[open], false), Some(RunReason::ObjectUnanswered));
-        assert_eq!(g.decide(700 * MS, &frame(100), &[open], false), Some(RunReason::ObjectUnanswered));
+        assert_eq!(g.step(650 * MS, &frame(100), &[open], false), Some(RunReason::ObjectUnanswered));
+        assert_eq!(g.step(700 * MS, &frame(100), &[open], false), Some(RunReason::ObjectUnanswered));
         // The camera saw what nothing else explains: the next frame runs too.
-        assert_eq!(g.decide(750 * MS, &frame(100), &[track(1)], true), Some(RunReason::CameraUnexplained));
+        assert_eq!(g.step(750 * MS, &frame(100), &[track(1)], true), Some(RunReason::CameraUnexplained));
         // The image changes (a camera going dark), nothing else does.
-        assert_eq!(g.decide(800 * MS, &frame(100), &[track(1)], false), None);
-        assert_eq!(g.decide(900 * MS, &frame(10), &[track(1)], false), Some(RunReason::ImageChanged));
-        assert_eq!(g.decide(1000 * MS, &frame(12), &[track(1)], false), None);
+        assert_eq!(g.step(800 * MS, &frame(100), &[track(1)], false), None);
+        assert_eq!(g.step(900 * MS, &frame(10), &[track(1)], false), Some(RunReason::ImageChanged));
+        assert_eq!(g.step(1000 * MS, &frame(12), &[track(1)], false), None);
         // A track that left and came back is entering again.
-        assert_eq!(g.decide(1100 * MS, &frame(12), &[], false), None);
-        assert_eq!(g.decide(1200 * MS, &frame(12), &[], false), None);
-        assert_eq!(g.decide(1250 * MS, &frame(12), &[], false), None);
-        assert_eq!(g.decide(1300 * MS, &frame(12), &[track(1)], false), Some(RunReason::ObjectEnteredView));
+        assert_eq!(g.step(1100 * MS, &frame(12), &[], false), None);
+        assert_eq!(g.step(1200 * MS, &frame(12), &[], false), None);
+        assert_eq!(g.step(1250 * MS, &frame(12), &[], false), None);
+        assert_eq!(g.step(1300 * MS, &frame(12), &[track(1)], false), Some(RunReason::ObjectEnteredView));
         // Time going back (a looped bag) starts over.
-        assert_eq!(g.decide(50 * MS, &frame(12), &[track(1)], false), Some(RunReason::FirstFrame));
+        assert_eq!(g.step(50 * MS, &frame(12), &[track(1)], false), Some(RunReason::FirstFrame));
     }
 
     #[test]
     fn a_small_change_in_a_corner_is_not_a_new_scene_but_a_big_one_is() {
         let mut g = gate();
         let base = frame(100);
-        g.decide(0, &base, &[], false);
+        g.step(0, &base, &[], false);
         let mut small = base.clone();
         for y in 0..8 {
             for x in 0..8 {
@@ -304,12 +320,23 @@ mod tests {
                 small.data[i..i + 3].fill(255);
             }
         }
-        assert_eq!(g.decide(100 * MS, &small, &[], false), None);
+        assert_eq!(g.step(100 * MS, &small, &[], false), None);
         let mut big = base.clone();
         for px in big.data.chunks_mut(3).take(64 * 24) {
             px.fill(200);
         }
-        assert_eq!(g.decide(200 * MS, &big, &[], false), Some(RunReason::ImageChanged));
+        assert_eq!(g.step(200 * MS, &big, &[], false), Some(RunReason::ImageChanged));
+    }
+
+    #[test]
+    fn a_frame_the_detector_did_not_run_on_is_no_reference() {
+        let mut g = gate();
+        g.step(0, &frame(100), &[], false);
+        // Asked to run on a new scene, but the scheduler left the detector out: the next
+        // frame of that scene is still new.
+        assert_eq!(g.decide(100 * MS, &frame(10), &[], false), Some(RunReason::ImageChanged));
+        assert_eq!(g.step(200 * MS, &frame(10), &[], false), Some(RunReason::ImageChanged));
+        assert_eq!(g.step(300 * MS, &frame(10), &[], false), None);
     }
 
     #[test]

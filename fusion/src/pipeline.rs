@@ -20,7 +20,7 @@ use crate::{
     camera::{Intrinsics, Rgb8},
     cluster::{euclidean_clusters, object_box, radar_objects, remove_ground, ClusterParams, ObjectBox, RadarObject},
     detect::{iou, CameraDetector, Detection2d, Label},
-    gate::{DetectorGate, DetectorMode, GateParams, TrackInView},
+    gate::{DetectorGate, DetectorMode, GateParams, RunReason, TrackInView},
     motion::{ImuBuffer, ImuState},
     sync::{DeadlineConfig, DeadlineSync, SyncSet},
     track::{Detection, EgoMotion, Tracker, TrackerParams, SENSOR_CAMERA, SENSOR_LIDAR, SENSOR_RADAR},
@@ -271,6 +271,8 @@ pub struct SetJob {
     omega: Vector3<f64>,
     /// The detector gate's answer for the set's frame (false without a frame).
     pub run_detector: bool,
+    /// Why the gate asked for it (event_driven only).
+    gate_reason: Option<RunReason>,
 }
 
 impl SetJob {
@@ -821,26 +823,27 @@ impl Pipeline {
         let t = set.stamp;
         let newest = set.members.iter().flatten().map(|(s, _)| *s).max().unwrap_or(t);
         let omega = self.imu.at(t).or_else(|| self.imu_latest()).map(|s| s.angular_velocity).unwrap_or_default();
-        let run_detector = match &set.members[CAMERA] {
+        let (run_detector, gate_reason) = match &set.members[CAMERA] {
             Some((stamp, Member::Camera(image, _))) => self.gate_frame(*stamp, image),
-            _ => false,
+            _ => (false, None),
         };
-        SetJob { stamp: t, newest_stamp: newest, set, omega, run_detector }
+        SetJob { stamp: t, newest_stamp: newest, set, omega, run_detector, gate_reason }
     }
 
     /// Asks the detector gate about a set's frame, from the tracks as of the last fused set
-    /// (counted by reason when event-driven; every_frame counts nothing, as before).
-    fn gate_frame(&mut self, stamp: StampNs, image: &Rgb8) -> bool {
+    /// (under the EDF scheduler that may be a set or two behind). A skip is counted here; a
+    /// run when the detector's answer comes back (`fuse_set`), since the scheduler may still
+    /// leave the detector out. every_frame counts nothing, as before.
+    fn gate_frame(&mut self, stamp: StampNs, image: &Rgb8) -> (bool, Option<RunReason>) {
         if self.gate.params.mode == DetectorMode::EveryFrame {
-            return true;
+            return (true, None);
         }
         let in_view = self.tracks_in_view();
         let reason = self.gate.decide(stamp, image, &in_view, self.camera_open);
-        match reason {
-            Some(r) => self.count(&format!("detector_gate.ran.{}", r.as_str())),
-            None => self.count("detector_gate.skipped"),
+        if reason.is_none() {
+            self.count("detector_gate.skipped");
         }
-        reason.is_some()
+        (reason.is_some(), reason)
     }
 
     /// Confirmed tracks whose image projection falls in the camera's frame, with what the
@@ -858,7 +861,7 @@ impl Pipeline {
                     id: tr.id,
                     ground_speed: tr.ground_speed().unwrap_or(0.0),
                     unanswered: self.camera_missed.contains(&tr.id)
-                        || (tr.votes.iter().sum::<f32>() < self.params.detector_gate.settled_votes
+                        || (tr.camera_votes < self.params.detector_gate.settled_votes
                             && tr.sensors & SENSOR_LIDAR != 0),
                 })
             })
@@ -932,6 +935,13 @@ impl Pipeline {
         let lidar_boxes = perception.lidar.unwrap_or_default();
         let radar = perception.radar.unwrap_or_default();
         let camera_frame = job.camera().is_some();
+        // The gate passed over this frame: the tracks carry the camera's labels, and the
+        // LiDAR boxes cast no shape vote that the camera would have replaced.
+        let gated_out = camera_frame && !job.run_detector;
+        if let (Some(Ok(_)), Some((stamp, image)), Some(reason)) = (&perception.camera, job.camera(), job.gate_reason) {
+            self.gate.ran(stamp, &image);
+            self.count(&format!("detector_gate.ran.{}", reason.as_str()));
+        }
         let camera: Option<Vec<Detection2d>> = match perception.camera {
             Some(Ok(d)) => Some(d.into_iter().filter(|d| d.score >= self.params.camera_min_score).collect()),
             Some(Err(e)) => {
@@ -942,7 +952,7 @@ impl Pipeline {
             None => None,
         };
         let Association { detections, mut unexplained, inconsistent } =
-            self.associate(&lidar_boxes, &radar, camera.as_deref(), job.set.members[LIDAR].is_some());
+            self.associate(&lidar_boxes, &radar, camera.as_deref(), job.set.members[LIDAR].is_some(), gated_out);
         for (label, why) in inconsistent {
             self.count(&format!("label.camera_{why}.{}", label.as_str()));
         }
@@ -1082,6 +1092,7 @@ impl Pipeline {
         radar: &[RadarObject],
         camera: Option<&[Detection2d]>,
         have_lidar: bool,
+        gated_out: bool,
     ) -> Association {
         let p = &self.params;
         let mut radar_used = vec![false; radar.len()];
@@ -1099,7 +1110,7 @@ impl Pipeline {
                 size: b.size,
                 z: b.center[2],
                 yaw: b.yaw,
-                label: geometric_label(seen),
+                label: if gated_out { Label::Unknown } else { geometric_label(seen) },
                 confidence: 0.3,
                 sensors: SENSOR_LIDAR,
             };

@@ -72,6 +72,9 @@ pub struct Track {
     /// Accumulated confidence per [`Label`] (index = Label::index); the label is the argmax
     /// of what the motion allows (`ClassPriors::track_label`).
     pub votes: [f32; 4],
+    /// The part of `votes` the camera cast (matched camera boxes): how much the camera has
+    /// said about this track, which event-driven perception asks for before it stops looking.
+    pub camera_votes: f32,
     /// Sensors that observed the track in the latest step (0 when it was not updated).
     pub sensors: u8,
     /// Velocity over the ground (base axes, m/s), averaged over about a second once the
@@ -104,9 +107,12 @@ impl Track {
     }
 }
 
-fn vote(votes: &mut [f32; 4], d: &Detection) {
+fn vote(votes: &mut [f32; 4], camera_votes: &mut f32, d: &Detection) {
     if d.label != Label::Unknown {
         votes[d.label.index()] += d.confidence.max(0.05);
+        if d.sensors & SENSOR_CAMERA != 0 {
+            *camera_votes += d.confidence.max(0.05);
+        }
     }
 }
 
@@ -212,7 +218,7 @@ impl Tracker {
             }
             t.z = 0.7 * t.z + 0.3 * d.z;
             t.yaw = d.yaw;
-            vote(&mut t.votes, d);
+            vote(&mut t.votes, &mut t.camera_votes, d);
             t.sensors = d.sensors;
             t.hits += 1;
             t.misses = 0;
@@ -238,8 +244,8 @@ impl Tracker {
                 let mut cov = Matrix4::identity() * self.params.meas_sigma.powi(2);
                 cov[(2, 2)] = 25.0; // unknown velocity: ±5 m/s
                 cov[(3, 3)] = 25.0;
-                let mut votes = [0.0; 4];
-                vote(&mut votes, d);
+                let (mut votes, mut camera_votes) = ([0.0; 4], 0.0);
+                vote(&mut votes, &mut camera_votes, d);
                 self.tracks.push(Track {
                     id: self.next_id,
                     state: Vector4::new(d.position[0], d.position[1], 0.0, 0.0),
@@ -251,6 +257,7 @@ impl Tracker {
                     misses: 0,
                     age: 0,
                     votes,
+                    camera_votes,
                     sensors: d.sensors,
                     ground_velocity: None,
                 });
