@@ -10,7 +10,7 @@ pub enum CalibError {
     #[error("cannot read calibration {path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("calibration {path} is not valid YAML for the schema: {source}")]
-    Parse { path: String, source: serde_yaml::Error },
+    Parse { path: String, source: serde_norway::Error },
     #[error("calibration: {0}")]
     Invalid(String),
 }
@@ -137,7 +137,7 @@ impl Calibration {
 
     pub fn from_yaml(text: &str) -> Result<Self, CalibError> {
         let calib: Calibration =
-            serde_yaml::from_str(text).map_err(|source| CalibError::Parse { path: "<string>".into(), source })?;
+            serde_norway::from_str(text).map_err(|source| CalibError::Parse { path: "<string>".into(), source })?;
         calib.check()?;
         Ok(calib)
     }
@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn default_round_trips_through_yaml() {
         let c = Calibration::default();
-        let text = serde_yaml::to_string(&c).unwrap();
+        let text = serde_norway::to_string(&c).unwrap();
         assert_eq!(Calibration::from_yaml(&text).unwrap(), c);
     }
 
@@ -352,17 +352,17 @@ mod tests {
     fn rejects_missing_sensor_and_bad_quaternion() {
         let mut c = Calibration::default();
         c.sensors.remove("radar");
-        let err = Calibration::from_yaml(&serde_yaml::to_string(&c).unwrap()).unwrap_err();
+        let err = Calibration::from_yaml(&serde_norway::to_string(&c).unwrap()).unwrap_err();
         assert!(err.to_string().contains("sensors.radar is missing"), "{err}");
         let mut c = Calibration::default();
         c.sensors.get_mut("imu").unwrap().rotation_xyzw = [0.0, 0.0, 0.0, 2.0];
-        let err = Calibration::from_yaml(&serde_yaml::to_string(&c).unwrap()).unwrap_err();
+        let err = Calibration::from_yaml(&serde_norway::to_string(&c).unwrap()).unwrap_err();
         assert!(err.to_string().contains("unit quaternion"), "{err}");
     }
 
     #[test]
     fn unknown_keys_are_errors_not_silently_ignored() {
-        let text = serde_yaml::to_string(&Calibration::default()).unwrap().replace("base_frame", "base_frme");
+        let text = serde_norway::to_string(&Calibration::default()).unwrap().replace("base_frame", "base_frme");
         assert!(Calibration::from_yaml(&text).is_err());
     }
 

@@ -54,13 +54,13 @@ pub struct TopicMetadata {
     pub serialization_format: String,
     /// A YAML string up to version 8, a list of QoS maps from version 9: kept as read.
     #[serde(default = "empty_qos")]
-    pub offered_qos_profiles: serde_yaml::Value,
+    pub offered_qos_profiles: serde_norway::Value,
     #[serde(default)]
     pub type_description_hash: String,
 }
 
-fn empty_qos() -> serde_yaml::Value {
-    serde_yaml::Value::Sequence(vec![])
+fn empty_qos() -> serde_norway::Value {
+    serde_norway::Value::Sequence(vec![])
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,7 +111,7 @@ pub struct Topic {
     pub name: String,
     pub type_name: String,
     pub serialization_format: String,
-    pub offered_qos_profiles: serde_yaml::Value,
+    pub offered_qos_profiles: serde_norway::Value,
     pub type_description_hash: String,
     /// Message definition (ros2msg) when the storage carries it.
     pub message_definition: Option<String>,
@@ -192,7 +192,7 @@ impl Bag {
             if meta_path.is_file() {
                 let text = std::fs::read_to_string(&meta_path)
                     .map_err(|source| BagError::Io { path: meta_path.clone(), source })?;
-                let meta: Metadata = serde_yaml::from_str(&text)
+                let meta: Metadata = serde_norway::from_str(&text)
                     .map_err(|e| BagError::Metadata { path: meta_path.clone(), msg: e.to_string() })?;
                 return Self::from_metadata(path, meta.rosbag2_bagfile_information);
             }
@@ -398,7 +398,7 @@ fn topic_from_channel(c: &mcap::Channel) -> Topic {
     let qos = c
         .metadata
         .get("offered_qos_profiles")
-        .map(|s| serde_yaml::from_str(s).unwrap_or(serde_yaml::Value::String(s.clone())))
+        .map(|s| serde_norway::from_str(s).unwrap_or(serde_norway::Value::String(s.clone())))
         .unwrap_or_else(empty_qos);
     Topic {
         name: c.topic.clone(),
@@ -478,7 +478,7 @@ fn scan_sqlite(path: &Path) -> Result<Scan> {
                 name: r.get(0)?,
                 type_name: r.get(1)?,
                 serialization_format: r.get(2)?,
-                offered_qos_profiles: serde_yaml::from_str(&qos).unwrap_or(serde_yaml::Value::String(qos)),
+                offered_qos_profiles: serde_norway::from_str(&qos).unwrap_or(serde_norway::Value::String(qos)),
                 type_description_hash: r.get(4)?,
                 message_definition: None,
                 message_count: r.get::<_, i64>(5)? as u64,
@@ -536,14 +536,14 @@ impl BagWriter {
         name: &str,
         type_name: &str,
         definition: &str,
-        qos: serde_yaml::Value,
+        qos: serde_norway::Value,
     ) -> Result<usize> {
         let path = self.dir.join(&self.file_name);
         let schema = self
             .writer
             .add_schema(type_name, "ros2msg", definition.as_bytes())
             .map_err(|e| mcap_write_err(&path, e))?;
-        let qos_text = serde_yaml::to_string(&qos).unwrap_or_default();
+        let qos_text = serde_norway::to_string(&qos).unwrap_or_default();
         let meta = BTreeMap::from([
             ("offered_qos_profiles".to_string(), qos_text.trim_end().to_string()),
             ("topic_type_hash".to_string(), String::new()),
@@ -614,7 +614,7 @@ impl BagWriter {
             custom_data: None,
             ros_distro: "jazzy".into(),
         };
-        let text = serde_yaml::to_string(&Metadata { rosbag2_bagfile_information: info })
+        let text = serde_norway::to_string(&Metadata { rosbag2_bagfile_information: info })
             .map_err(|e| BagError::Metadata { path: self.dir.clone(), msg: e.to_string() })?;
         let meta_path = self.dir.join("metadata.yaml");
         let mut f = File::create(&meta_path).map_err(|source| BagError::Write { path: meta_path.clone(), source })?;
@@ -686,7 +686,7 @@ pub fn reindex(input: &Path, out: &Path) -> Result<Reindexed> {
                             let qos = c
                                 .metadata
                                 .get("offered_qos_profiles")
-                                .map(|s| serde_yaml::from_str(s).unwrap_or(serde_yaml::Value::String(s.clone())))
+                                .map(|s| serde_norway::from_str(s).unwrap_or(serde_norway::Value::String(s.clone())))
                                 .unwrap_or_else(empty_qos);
                             let id = w.add_topic(&c.topic, &type_name, &definition, qos)?;
                             topic_ids.insert(c.topic.clone(), id);

@@ -35,11 +35,11 @@ pub const NAMES: [&str; 6] =
 
 impl DetectorParams {
     /// Sets one parameter by its ROS name from a YAML scalar.
-    pub fn set(&mut self, name: &str, v: &serde_yaml::Value) -> Result<()> {
+    pub fn set(&mut self, name: &str, v: &serde_norway::Value) -> Result<()> {
         let text = || -> Result<String> {
             Ok(match v {
-                serde_yaml::Value::String(s) => s.clone(),
-                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_norway::Value::String(s) => s.clone(),
+                serde_norway::Value::Number(n) => n.to_string(),
                 _ => bail!("parameter {name} must be a string"),
             })
         };

@@ -1,7 +1,7 @@
 //! The ROS 2 XML launch format, the subset DESIGN.md §7 lists, parsed and evaluated without
 //! ROS: the result is the list of processes to start, exactly as launch_ros would start
 //! them. Every error names `file:line` and is found before any process starts.
-use serde_yaml::Value;
+use serde_norway::Value;
 use std::{
     collections::BTreeMap,
     fmt,
@@ -103,24 +103,24 @@ impl NodeSpec {
 
 /// YAML text of a generated params file: `/**: ros__parameters: {...}`, nested on dots.
 pub fn params_yaml(params: &[(String, Value)]) -> String {
-    let mut root = serde_yaml::Mapping::new();
+    let mut root = serde_norway::Mapping::new();
     for (name, value) in params {
         let mut map = &mut root;
         let parts: Vec<&str> = name.split('.').collect();
         for part in &parts[..parts.len() - 1] {
-            let entry = map.entry(Value::from(*part)).or_insert_with(|| Value::Mapping(serde_yaml::Mapping::new()));
+            let entry = map.entry(Value::from(*part)).or_insert_with(|| Value::Mapping(serde_norway::Mapping::new()));
             if !entry.is_mapping() {
-                *entry = Value::Mapping(serde_yaml::Mapping::new());
+                *entry = Value::Mapping(serde_norway::Mapping::new());
             }
             map = entry.as_mapping_mut().expect("just made a mapping");
         }
         map.insert(Value::from(parts[parts.len() - 1]), value.clone());
     }
-    let mut ros = serde_yaml::Mapping::new();
+    let mut ros = serde_norway::Mapping::new();
     ros.insert("ros__parameters".into(), Value::Mapping(root));
-    let mut top = serde_yaml::Mapping::new();
+    let mut top = serde_norway::Mapping::new();
     top.insert("/**".into(), Value::Mapping(ros));
-    serde_yaml::to_string(&Value::Mapping(top)).unwrap_or_default()
+    serde_norway::to_string(&Value::Mapping(top)).unwrap_or_default()
 }
 
 /// A declared launch argument (for `--show-args`).
@@ -143,7 +143,7 @@ pub struct Launch {
 /// reads as YAML null (`""`, `~`, `null`) stays the string it was: `value=""` is an empty
 /// string parameter, never a null (which rcl would read as the string "null").
 pub fn typed_value(text: &str) -> Value {
-    match serde_yaml::from_str::<Value>(text) {
+    match serde_norway::from_str::<Value>(text) {
         Ok(Value::Null) | Ok(Value::Mapping(_)) | Err(_) => Value::String(text.into()),
         Ok(v) => v,
     }

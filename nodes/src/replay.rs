@@ -119,8 +119,8 @@ pub fn apply_params_file_with(
     node: &str,
 ) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
+    let doc: serde_norway::Value =
+        serde_norway::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
     let mut applied = vec![];
     let Some(map) = doc.as_mapping() else { bail!("{}: expected a mapping of node names", path.display()) };
     for (key, section) in map {
@@ -159,8 +159,8 @@ const INGEST_NODES: [&str; 4] = ["camera_ingest", "lidar_ingest", "radar_ingest"
 
 pub fn read_ingest_params(path: &Path) -> Result<IngestParams> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
+    let doc: serde_norway::Value =
+        serde_norway::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
     let Some(map) = doc.as_mapping() else { bail!("{}: expected a mapping of node names", path.display()) };
     let mut p = IngestParams::default();
     let mut camera_output = (0u32, 0u32);
@@ -206,7 +206,7 @@ pub fn read_ingest_params(path: &Path) -> Result<IngestParams> {
     Ok(p)
 }
 
-fn flatten(prefix: &str, v: &serde_yaml::Value, out: &mut Vec<(String, serde_yaml::Value)>) {
+fn flatten(prefix: &str, v: &serde_norway::Value, out: &mut Vec<(String, serde_norway::Value)>) {
     match v.as_mapping() {
         Some(m) => {
             for (k, v) in m {

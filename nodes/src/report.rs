@@ -262,7 +262,7 @@ pub fn data(c: &ReportCollector, run: &RunInfo, summaries: &[Value]) -> Result<V
             "models": run.models,
             "extrinsics": run.extrinsics,
             "params": run.params,
-            "calibration": serde_yaml::to_string(&run.calibration)?,
+            "calibration": serde_norway::to_string(&run.calibration)?,
         },
         "truth": truth,
     }))

@@ -54,7 +54,7 @@ pub fn tf_static(calib: &fusion::calib::Calibration) -> Result<Vec<u8>> {
 /// What a run leaves beside its messages in `dir`: `calibration.yaml` (written now) and the
 /// `ground_truth.jsonl` writer for [`generate`].
 pub fn beside(dir: &std::path::Path, calib: &fusion::calib::Calibration) -> Result<std::io::BufWriter<std::fs::File>> {
-    std::fs::write(dir.join("calibration.yaml"), serde_yaml::to_string(calib)?)?;
+    std::fs::write(dir.join("calibration.yaml"), serde_norway::to_string(calib)?)?;
     Ok(std::io::BufWriter::new(std::fs::File::create(dir.join("ground_truth.jsonl"))?))
 }
 

@@ -260,9 +260,9 @@ fn wall_ns() -> i64 {
 /// reliability, durability and depth (first offered profile), else reliable, volatile,
 /// keep-last 10. The depth matters for large messages: every sample in the history is
 /// held in the shared-memory segment (launch/fastdds.xml), so a deep image history fills it.
-fn play_qos(recorded: &serde_yaml::Value) -> QosProfile {
+fn play_qos(recorded: &serde_norway::Value) -> QosProfile {
     let profile = match recorded {
-        serde_yaml::Value::String(s) => serde_yaml::from_str::<serde_yaml::Value>(s).ok(),
+        serde_norway::Value::String(s) => serde_norway::from_str::<serde_norway::Value>(s).ok(),
         v => Some(v.clone()),
     };
     let first = profile.as_ref().and_then(|p| p.as_sequence()).and_then(|s| s.first()).cloned();
@@ -462,9 +462,9 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
 
 /// The publishers' QoS profiles in metadata.yaml version 9 form, as rosbag2 records them
 /// (and as `play` reads them back).
-fn offered_qos<'a>(profiles: impl Iterator<Item = &'a QosProfile>) -> serde_yaml::Value {
+fn offered_qos<'a>(profiles: impl Iterator<Item = &'a QosProfile>) -> serde_norway::Value {
     use r2r::qos::{DurabilityPolicy, HistoryPolicy, LivelinessPolicy};
-    use serde_yaml::{Mapping, Value};
+    use serde_norway::{Mapping, Value};
     let dur = |d: Duration| {
         let mut m = Mapping::new();
         m.insert("sec".into(), Value::from(d.as_secs()));
@@ -543,7 +543,7 @@ async fn record_async(topics: Vec<String>, all: bool, output: &str, duration: Op
     let spin = ros::spawn_spin(node.clone(), stop.clone(), drains.clone());
 
     // The writer runs on its own thread; it owns the bag.
-    let (topic_tx, topic_rx) = crossbeam_channel::unbounded::<(String, String, serde_yaml::Value)>();
+    let (topic_tx, topic_rx) = crossbeam_channel::unbounded::<(String, String, serde_norway::Value)>();
     let writer_thread = std::thread::spawn(move || -> Result<(BagWriter, Vec<u64>)> {
         let mut written: Vec<u64> = vec![];
         loop {

@@ -121,7 +121,7 @@ fn run(cli: Cli) -> Result<()> {
     let mut gt = simrun::beside(&dir, &calib)?;
 
     // Sensor-data QoS, as drivers publish (best effort, keep last 5).
-    let qos: serde_yaml::Value = serde_yaml::from_str(
+    let qos: serde_norway::Value = serde_norway::from_str(
         "- {history: keep_last, depth: 5, reliability: best_effort, durability: volatile, deadline: {sec: 0, nsec: 0}, \
          lifespan: {sec: 0, nsec: 0}, liveliness: automatic, liveliness_lease_duration: {sec: 0, nsec: 0}, \
          avoid_ros_namespace_conventions: false}",
@@ -132,7 +132,7 @@ fn run(cli: Cli) -> Result<()> {
         ids.push(bag.add_topic(&name, ty, &def, qos.clone())?);
     }
     // The mounts on /tf_static, first, as `ros2 bag record` catches a robot's latched tf.
-    let latched: serde_yaml::Value = serde_yaml::from_str(
+    let latched: serde_norway::Value = serde_norway::from_str(
         "- {history: keep_last, depth: 1, reliability: reliable, durability: transient_local, deadline: {sec: 0, nsec: 0}, \
          lifespan: {sec: 0, nsec: 0}, liveliness: automatic, liveliness_lease_duration: {sec: 0, nsec: 0}, \
          avoid_ros_namespace_conventions: false}",
