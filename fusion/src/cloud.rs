@@ -172,6 +172,96 @@ fn read_value(b: &[u8], dt: u8, be: bool) -> f64 {
     }
 }
 
+/// One LiDAR return as the pipeline sees it: in the base frame, after the ingest filters.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LidarPoint {
+    pub x: f32,
+    pub y: f32,
+    pub z: f32,
+    pub intensity: f32,
+    /// Seconds from the cloud's stamp to this return (0 when the driver gives no per-point
+    /// time); what deskew moves the point by.
+    pub t: f32,
+}
+
+impl LidarPoint {
+    pub fn xyz(&self) -> [f32; 3] {
+        [self.x, self.y, self.z]
+    }
+}
+
+/// The PointCloud2 field order `x y z intensity t`.
+impl From<[f32; 5]> for LidarPoint {
+    fn from([x, y, z, intensity, t]: [f32; 5]) -> Self {
+        Self { x, y, z, intensity, t }
+    }
+}
+
+impl From<LidarPoint> for [f32; 5] {
+    fn from(p: LidarPoint) -> Self {
+        [p.x, p.y, p.z, p.intensity, p.t]
+    }
+}
+
+/// One radar detection as the pipeline sees it: position in the base frame, the radial
+/// (Doppler) velocity in m/s as the sensor measured it (negative = closing), and the radar
+/// cross-section in dBsm.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RadarTarget {
+    pub x: f32,
+    pub y: f32,
+    pub z: f32,
+    pub doppler: f32,
+    pub rcs: f32,
+}
+
+impl RadarTarget {
+    pub fn xyz(&self) -> [f32; 3] {
+        [self.x, self.y, self.z]
+    }
+}
+
+/// The PointCloud2 field order `x y z doppler rcs`.
+impl From<[f32; 5]> for RadarTarget {
+    fn from([x, y, z, doppler, rcs]: [f32; 5]) -> Self {
+        Self { x, y, z, doppler, rcs }
+    }
+}
+
+impl From<RadarTarget> for [f32; 5] {
+    fn from(t: RadarTarget) -> Self {
+        [t.x, t.y, t.z, t.doppler, t.rcs]
+    }
+}
+
+/// The LiDAR points of a cloud with `x y z intensity` and an optional `t` (an ingest node's
+/// output, or any cloud with those fields).
+pub fn decode_lidar_points(cloud: CloudRef<'_>) -> Result<Vec<LidarPoint>, Reject> {
+    let d = decoder(cloud, &["x", "y", "z", "intensity"], &["t"])?;
+    let has_t = d.has(4);
+    let mut out = Vec::with_capacity(d.len());
+    d.for_each(|v| {
+        out.push(LidarPoint {
+            x: v[0] as f32,
+            y: v[1] as f32,
+            z: v[2] as f32,
+            intensity: v[3] as f32,
+            t: if has_t { v[4] as f32 } else { 0.0 },
+        })
+    });
+    Ok(out)
+}
+
+/// The radar targets of a cloud with `x y z doppler rcs` (radar_ingest's output).
+pub fn decode_radar_targets(cloud: CloudRef<'_>) -> Result<Vec<RadarTarget>, Reject> {
+    let d = decoder(cloud, &["x", "y", "z", "doppler", "rcs"], &[])?;
+    let mut out = Vec::with_capacity(d.len());
+    d.for_each(|v| {
+        out.push(RadarTarget { x: v[0] as f32, y: v[1] as f32, z: v[2] as f32, doppler: v[3] as f32, rcs: v[4] as f32 })
+    });
+    Ok(out)
+}
+
 /// An unorganized little-endian float32 cloud: the output of every ingest node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FloatCloud {
@@ -200,6 +290,27 @@ impl FloatCloud {
 
     pub fn fields(&self) -> Vec<PointField> {
         self.field_names.iter().enumerate().map(|(i, n)| PointField::f32(n, 4 * i as u32)).collect()
+    }
+
+    /// This cloud's points as LiDAR returns (`preprocess_lidar`'s layout: `t` optional).
+    pub fn lidar_points(&self) -> Vec<LidarPoint> {
+        let has_t = self.field_names.len() == 5;
+        (0..self.len())
+            .map(|i| {
+                let p = self.point(i);
+                LidarPoint { x: p[0], y: p[1], z: p[2], intensity: p[3], t: if has_t { p[4] } else { 0.0 } }
+            })
+            .collect()
+    }
+
+    /// This cloud's points as radar targets (`preprocess_radar`'s layout).
+    pub fn radar_targets(&self) -> Vec<RadarTarget> {
+        (0..self.len())
+            .map(|i| {
+                let p = self.point(i);
+                RadarTarget { x: p[0], y: p[1], z: p[2], doppler: p[3], rcs: p[4] }
+            })
+            .collect()
     }
 
     pub fn point_step(&self) -> u32 {
@@ -516,6 +627,42 @@ mod tests {
 
     fn cref<'a>(fields: &'a [PointField], data: &'a [u8], n: u32, be: bool) -> CloudRef<'a> {
         CloudRef { height: 1, width: n, fields, is_bigendian: be, point_step: 16, row_step: 16 * n, data }
+    }
+
+    #[test]
+    fn typed_points_read_the_fields_by_name_in_either_byte_order() {
+        // A driver's cloud without per-point time: t is 0, not garbage.
+        let (fields, data) = xyzi_cloud(&[[1.0, 2.0, 3.0, 40.0], [4.0, 5.0, 6.0, 70.0]], true);
+        let points = decode_lidar_points(cref(&fields, &data, 2, true)).unwrap();
+        assert_eq!(points[1], LidarPoint { x: 4.0, y: 5.0, z: 6.0, intensity: 70.0, t: 0.0 });
+        // An ingest node's output read back: the same points and targets it holds.
+        let mut lidar = FloatCloud::new(vec!["x", "y", "z", "intensity", "t"]);
+        lidar.values = vec![1.0, 2.0, 3.0, 4.0, 0.05];
+        let bytes = lidar.to_bytes();
+        let fields = lidar.fields();
+        let c = CloudRef { point_step: 20, row_step: 20, ..cref(&fields, &bytes, 1, false) };
+        assert_eq!(decode_lidar_points(c).unwrap(), lidar.lidar_points());
+        assert_eq!(lidar.lidar_points()[0].t, 0.05);
+        let mut radar = FloatCloud::new(vec!["x", "y", "z", "doppler", "rcs"]);
+        radar.values = vec![20.0, 1.0, 0.5, -3.0, 12.0];
+        let (bytes, fields) = (radar.to_bytes(), radar.fields());
+        let c = CloudRef { point_step: 20, row_step: 20, ..cref(&fields, &bytes, 1, false) };
+        assert_eq!(
+            decode_radar_targets(c).unwrap(),
+            vec![RadarTarget { x: 20.0, y: 1.0, z: 0.5, doppler: -3.0, rcs: 12.0 }]
+        );
+        assert_eq!(radar.radar_targets(), decode_radar_targets(c).unwrap());
+        // A LiDAR cloud is not a radar cloud.
+        assert_eq!(
+            decode_radar_targets(cref(&fields_of(&["x", "y", "z", "intensity"]), &[0; 16], 1, false))
+                .err()
+                .map(|r| r.as_str()),
+            Some("missing_field")
+        );
+    }
+
+    fn fields_of(names: &[&str]) -> Vec<PointField> {
+        names.iter().enumerate().map(|(i, n)| PointField::f32(n, 4 * i as u32)).collect()
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! LiDAR ground removal and Euclidean clustering on a voxel grid, and radar target
 //! clustering: the object hypotheses the association and tracking stages consume.
+use crate::cloud::RadarTarget;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
@@ -164,7 +165,7 @@ pub struct RadarObject {
 
 /// Groups radar targets (x, y, z, doppler, rcs) whose positions are within `eps` metres and
 /// dopplers within `eps_doppler` m/s, transitively. Single targets stay objects of their own.
-pub fn radar_objects(targets: &[[f32; 5]], eps: f64, eps_doppler: f64) -> Vec<RadarObject> {
+pub fn radar_objects(targets: &[RadarTarget], eps: f64, eps_doppler: f64) -> Vec<RadarObject> {
     let n = targets.len();
     let mut label = vec![usize::MAX; n];
     let mut out = vec![];
@@ -181,8 +182,8 @@ pub fn radar_objects(targets: &[[f32; 5]], eps: f64, eps_doppler: f64) -> Vec<Ra
             for j in 0..n {
                 if label[j] == usize::MAX {
                     let (a, b) = (targets[i], targets[j]);
-                    let d = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt() as f64;
-                    if d <= eps && ((a[3] - b[3]).abs() as f64) <= eps_doppler {
+                    let d = ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt() as f64;
+                    if d <= eps && ((a.doppler - b.doppler).abs() as f64) <= eps_doppler {
                         label[j] = id;
                         stack.push(j);
                     }
@@ -190,11 +191,11 @@ pub fn radar_objects(targets: &[[f32; 5]], eps: f64, eps_doppler: f64) -> Vec<Ra
             }
         }
         let k = members.len() as f64;
-        let mean = |f: usize| members.iter().map(|&i| targets[i][f] as f64).sum::<f64>() / k;
+        let mean = |f: fn(&RadarTarget) -> f32| members.iter().map(|&i| f(&targets[i]) as f64).sum::<f64>() / k;
         out.push(RadarObject {
-            center: [mean(0), mean(1), mean(2)],
-            doppler: mean(3),
-            rcs: members.iter().map(|&i| targets[i][4] as f64).fold(f64::NEG_INFINITY, f64::max),
+            center: [mean(|t| t.x), mean(|t| t.y), mean(|t| t.z)],
+            doppler: mean(|t| t.doppler),
+            rcs: members.iter().map(|&i| targets[i].rcs as f64).fold(f64::NEG_INFINITY, f64::max),
             targets: members.len(),
         });
     }
@@ -222,7 +223,7 @@ mod tests {
         let pts: Vec<[f32; 3]> = sweep
             .transformed(&lidar)
             .into_iter()
-            .map(|p| [p[0], p[1], p[2]])
+            .map(|p| p.xyz())
             .filter(|p| (p[0] * p[0] + p[1] * p[1]).sqrt() < 40.0)
             .collect();
         let p = ClusterParams::default();
@@ -256,7 +257,8 @@ mod tests {
             [20.5, 1.3, 0.5, -3.2, 12.0],
             [20.3, 1.1, 0.5, 5.0, 0.0], // same place, different motion: separate
             [50.0, -4.0, 0.5, -8.0, 1.0],
-        ];
+        ]
+        .map(RadarTarget::from);
         let o = radar_objects(&t, 1.5, 1.0);
         assert_eq!(o.len(), 3);
         assert_eq!(o[0].targets, 2);

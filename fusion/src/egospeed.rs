@@ -13,7 +13,7 @@
 //! the whole field of view, whereas a moving object's returns sit in one place. So the
 //! estimate is the speed on which the most distinct places agree, within a short window of
 //! sweeps, not the one most returns give.
-use crate::StampNs;
+use crate::{cloud::RadarTarget, StampNs};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
@@ -87,23 +87,23 @@ impl EgoSpeedEstimator {
 
     /// One radar sweep: targets in base_link (x, y, z, doppler, rcs) at `stamp`, with the
     /// base's yaw rate (rad/s) then. Returns the new estimate when the sweep gave one.
-    pub fn update(&mut self, stamp: StampNs, targets: &[[f32; 5]], yaw_rate: f64) -> Option<EgoSpeed> {
+    pub fn update(&mut self, stamp: StampNs, targets: &[RadarTarget], yaw_rate: f64) -> Option<EgoSpeed> {
         let p = self.params;
         let [rx, ry, rz] = self.radar;
         let candidates: Vec<Candidate> = targets
             .iter()
             .filter_map(|t| {
-                let (dx, dy, dz) = (t[0] as f64 - rx, t[1] as f64 - ry, t[2] as f64 - rz);
+                let (dx, dy, dz) = (t.x as f64 - rx, t.y as f64 - ry, t.z as f64 - rz);
                 let range = (dx * dx + dy * dy + dz * dz).sqrt();
-                if range.is_nan() || range <= 0.5 || !t[3].is_finite() {
+                if range.is_nan() || range <= 0.5 || !t.doppler.is_finite() {
                     return None;
                 }
                 let (lx, ly) = (dx / range, dy / range);
                 if lx < p.min_forward_cosine {
                     return None;
                 }
-                let speed = (-(t[3] as f64) - yaw_rate * rx * ly) / lx + yaw_rate * ry;
-                let cell = ((t[0] as f64 / p.cell_m).floor() as i32, (t[1] as f64 / p.cell_m).floor() as i32);
+                let speed = (-(t.doppler as f64) - yaw_rate * rx * ly) / lx + yaw_rate * ry;
+                let cell = ((t.x as f64 / p.cell_m).floor() as i32, (t.y as f64 / p.cell_m).floor() as i32);
                 (speed.abs() <= p.max_speed).then_some(Candidate { speed, cell })
             })
             .collect();
@@ -182,14 +182,14 @@ mod tests {
     use crate::sim::{self, World};
 
     /// Static returns of a base moving at `v` turning at `w`, and a moving car's returns.
-    fn sweep(v: f64, w: f64, radar: [f64; 3], car_speed: f64) -> Vec<[f32; 5]> {
+    fn sweep(v: f64, w: f64, radar: [f64; 3], car_speed: f64) -> Vec<RadarTarget> {
         let vr = [v - w * radar[1], w * radar[0]];
         let mut out = vec![];
         for (x, y) in [(12.0, -6.0), (30.0, 9.0), (45.0, -20.0), (60.0, 3.0), (22.0, 14.0)] {
             let (dx, dy, dz) = (x - radar[0], y - radar[1], -0.4 - radar[2]);
             let r: f64 = (dx * dx + dy * dy + dz * dz).sqrt();
             let doppler = -(vr[0] * dx + vr[1] * dy) / r;
-            out.push([x as f32, y as f32, -0.4, doppler as f32, -5.0]);
+            out.push([x as f32, y as f32, -0.4, doppler as f32, -5.0].into());
         }
         // A car ahead driving away at `car_speed`: eight returns in one place.
         for k in 0..8 {
@@ -197,7 +197,7 @@ mod tests {
             let (dx, dy) = (x - radar[0], y - radar[1]);
             let r = dx.hypot(dy);
             let doppler = ((car_speed - vr[0]) * dx - vr[1] * dy) / r;
-            out.push([x as f32, y as f32, 0.5, doppler as f32, 10.0]);
+            out.push([x as f32, y as f32, 0.5, doppler as f32, 10.0].into());
         }
         out
     }
@@ -224,7 +224,7 @@ mod tests {
         let mut e = EgoSpeedEstimator::new(EgoSpeedParams::default(), radar);
         e.update(0, &sweep(5.0, 0.0, radar, 9.0), 0.0).unwrap();
         // Only the car: one place, however many returns.
-        let car_only: Vec<[f32; 5]> = sweep(5.0, 0.0, radar, 9.0)[5..].to_vec();
+        let car_only: Vec<RadarTarget> = sweep(5.0, 0.0, radar, 9.0)[5..].to_vec();
         assert_eq!(e.update(1_000_000_000, &car_only, 0.0), None);
         assert!(e.at(1_000_000_000).is_some(), "held for hold_s");
         assert_eq!(e.at(1_100_000_001), None);
@@ -242,11 +242,11 @@ mod tests {
         let (mut errors, mut sweeps) = (vec![], 0);
         for k in 0..150 {
             let t = 0.5 + k as f64 * 0.1;
-            let targets: Vec<[f32; 5]> = sim::radar_scan(&w, t, &mut sim::rng(5, k))
+            let targets: Vec<RadarTarget> = sim::radar_scan(&w, t, &mut sim::rng(5, k))
                 .into_iter()
                 .map(|(p, _)| {
-                    let q = radar * nalgebra::Point3::new(p[0] as f64, p[1] as f64, p[2] as f64);
-                    [q.x as f32, q.y as f32, q.z as f32, p[3], p[4]]
+                    let q = radar * nalgebra::Point3::new(p.x as f64, p.y as f64, p.z as f64);
+                    RadarTarget { x: q.x as f32, y: q.y as f32, z: q.z as f32, ..p }
                 })
                 .collect();
             let truth = w.traj.at(t);

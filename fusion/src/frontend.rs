@@ -132,14 +132,12 @@ impl Frontend {
     pub fn lidar(&mut self, stamp: StampNs, frame_id: &str, cloud: CloudRef<'_>) -> Result<Input, Rejected> {
         let r = self.guards[1].check(stamp, frame_id).and_then(|_| {
             let (c, counts) = preprocess_lidar(cloud, &self.lidar_to_base, &self.lidar_params)?;
-            let has_t = c.field_names.len() == 5;
-            let points = (0..c.len())
-                .map(|i| {
-                    let p = c.point(i);
-                    [p[0], p[1], p[2], p[3], if has_t { p[4] } else { 0.0 }]
-                })
-                .collect();
-            Ok(Input::Lidar { stamp, points: Arc::new(points), non_finite: counts.non_finite, total: counts.points_in })
+            Ok(Input::Lidar {
+                stamp,
+                points: Arc::new(c.lidar_points()),
+                non_finite: counts.non_finite,
+                total: counts.points_in,
+            })
         });
         self.finish(Sensor::Lidar, stamp, r)
     }
@@ -147,13 +145,7 @@ impl Frontend {
     pub fn radar(&mut self, stamp: StampNs, frame_id: &str, cloud: CloudRef<'_>) -> Result<Input, Rejected> {
         let r = self.guards[2].check(stamp, frame_id).and_then(|_| {
             let (c, _) = preprocess_radar(cloud, &self.radar_to_base, &self.radar_params)?;
-            let targets = (0..c.len())
-                .map(|i| {
-                    let p = c.point(i);
-                    [p[0], p[1], p[2], p[3], p[4]]
-                })
-                .collect();
-            Ok(Input::Radar { stamp, targets: Arc::new(targets) })
+            Ok(Input::Radar { stamp, targets: Arc::new(c.radar_targets()) })
         });
         self.finish(Sensor::Radar, stamp, r)
     }

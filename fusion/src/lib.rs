@@ -9,6 +9,7 @@ pub mod calib;
 pub mod camera;
 pub mod classify;
 pub mod cloud;
+pub use cloud::{LidarPoint, RadarTarget};
 pub mod cluster;
 pub mod detect;
 pub mod egospeed;

@@ -1,6 +1,6 @@
 //! Ego motion over short horizons: an IMU buffer interpolated at any stamp (SLERP for the
 //! orientation, linear for rates and accelerations) and LiDAR deskew from per-point times.
-use crate::StampNs;
+use crate::{cloud::LidarPoint, StampNs};
 use nalgebra::{Point3, UnitQuaternion, Vector3};
 use std::collections::VecDeque;
 
@@ -93,7 +93,7 @@ impl ImuBuffer {
 /// base_link at their own firing time (`stamp + t`); the base rotated (IMU) and moved
 /// (`velocity`, base frame, constant over the sweep) since the stamp.
 pub fn deskew(
-    points: &mut [[f32; 5]],
+    points: &mut [LidarPoint],
     stamp: StampNs,
     imu: &ImuBuffer,
     velocity: &Vector3<f64>,
@@ -102,7 +102,7 @@ pub fn deskew(
     // 0.1 ms step instead of interpolating per point.
     let mut cache: Option<(i64, UnitQuaternion<f64>)> = None;
     for p in points.iter_mut() {
-        let dt_ns = (p[4] as f64 * 1e9) as i64;
+        let dt_ns = (p.t as f64 * 1e9) as i64;
         let key = dt_ns / 100_000;
         let rot = match cache {
             Some((k, r)) if k == key => r,
@@ -113,10 +113,10 @@ pub fn deskew(
             }
         };
         let dt = dt_ns as f64 * 1e-9;
-        let q = rot * Point3::new(p[0] as f64, p[1] as f64, p[2] as f64) + velocity * dt;
-        p[0] = q.x as f32;
-        p[1] = q.y as f32;
-        p[2] = q.z as f32;
+        let q = rot * Point3::new(p.x as f64, p.y as f64, p.z as f64) + velocity * dt;
+        p.x = q.x as f32;
+        p.y = q.y as f32;
+        p.z = q.z as f32;
     }
     Ok(())
 }
@@ -166,7 +166,7 @@ mod tests {
         let sweep = sim::lidar_sweep(&w, t0, &mut sim::rng(9, 2));
         let lidar = calib.sensor("lidar").to_base();
         // As lidar_ingest publishes them: base_link at each firing time, t kept.
-        let mut pts: Vec<[f32; 5]> = sweep
+        let mut pts: Vec<LidarPoint> = sweep
             .transformed(&lidar)
             .into_iter()
             .zip(&sweep.actor)
@@ -181,13 +181,13 @@ mod tests {
         }
         let stamp = (t0 * 1e9).round() as i64;
         let ego = w.traj.at(t0);
-        let box_error = |pts: &[[f32; 5]]| {
+        let box_error = |pts: &[LidarPoint]| {
             let obstacle = sim::truth(&w, t0, None).into_iter().find(|a| a.id == 3).unwrap();
             pts.iter()
                 .map(|p| {
                     // Distance outside the obstacle's footprint (axis-aligned in base at t0 up to its yaw).
                     let (c, s) = (obstacle.yaw.cos(), obstacle.yaw.sin());
-                    let (dx, dy) = (p[0] as f64 - obstacle.center[0], p[1] as f64 - obstacle.center[1]);
+                    let (dx, dy) = (p.x as f64 - obstacle.center[0], p.y as f64 - obstacle.center[1]);
                     let (lx, ly) = (c * dx + s * dy, -s * dx + c * dy);
                     let ex = (lx.abs() - obstacle.size[0] / 2.0).max(0.0);
                     let ey = (ly.abs() - obstacle.size[1] / 2.0).max(0.0);

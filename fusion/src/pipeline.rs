@@ -18,6 +18,7 @@ use crate::{
     anomaly::{AnomalyDetector, AnomalyParams, CameraCheck, Event, Sensor, StreamState, TrackView},
     calib::Calibration,
     camera::{Intrinsics, Rgb8},
+    cloud::{LidarPoint, RadarTarget},
     cluster::{euclidean_clusters, object_box, radar_objects, remove_ground, ClusterParams, ObjectBox, RadarObject},
     detect::{iou, CameraDetector, Detection2d, Label},
     gate::{DetectorGate, DetectorMode, GateParams, RunReason, TrackInView},
@@ -134,14 +135,14 @@ pub enum Input {
     /// `non_finite`/`total`: the raw sweep's NaN/Inf count, when known (0/0 otherwise).
     Lidar {
         stamp: StampNs,
-        points: Arc<Vec<[f32; 5]>>,
+        points: Arc<Vec<LidarPoint>>,
         non_finite: u64,
         total: u64,
     },
     /// x, y, z, doppler, rcs.
     Radar {
         stamp: StampNs,
-        targets: Arc<Vec<[f32; 5]>>,
+        targets: Arc<Vec<RadarTarget>>,
     },
     Imu(ImuState),
 }
@@ -168,8 +169,8 @@ impl Input {
 enum Member {
     /// The frame and, when a CameraInfo came with the camera, the intrinsics of this image.
     Camera(Arc<Rgb8>, Option<Intrinsics>),
-    Lidar(Arc<Vec<[f32; 5]>>),
-    Radar(Arc<Vec<[f32; 5]>>),
+    Lidar(Arc<Vec<LidarPoint>>),
+    Radar(Arc<Vec<RadarTarget>>),
 }
 
 /// One fused, tracked object (fusion_msgs/FusedObject without ROS).
@@ -276,19 +277,19 @@ pub struct SetJob {
 }
 
 impl SetJob {
-    pub fn lidar(&self) -> Option<Arc<Vec<[f32; 5]>>> {
+    pub fn lidar(&self) -> Option<Arc<Vec<LidarPoint>>> {
         match &self.set.members[LIDAR] {
             Some((_, Member::Lidar(p))) => Some(p.clone()),
             _ => None,
         }
     }
-    pub fn radar_stamped(&self) -> Option<(StampNs, Arc<Vec<[f32; 5]>>)> {
+    pub fn radar_stamped(&self) -> Option<(StampNs, Arc<Vec<RadarTarget>>)> {
         match &self.set.members[RADAR] {
             Some((s, Member::Radar(t))) => Some((*s, t.clone())),
             _ => None,
         }
     }
-    pub fn radar(&self) -> Option<Arc<Vec<[f32; 5]>>> {
+    pub fn radar(&self) -> Option<Arc<Vec<RadarTarget>>> {
         self.radar_stamped().map(|(_, targets)| targets)
     }
     pub fn camera(&self) -> Option<(StampNs, Arc<Rgb8>)> {
@@ -329,17 +330,22 @@ pub struct Perception {
 /// LiDAR stage: deskew (rotation from the IMU's angular velocity; the sweep's translation
 /// is not observable without odometry), ground removal, clustering to boxes. `coarse`
 /// (a degradation rung) clusters every other return on voxels half again as large.
-pub fn lidar_stage(params: &PipelineParams, omega: Vector3<f64>, points: &[[f32; 5]], coarse: bool) -> Vec<ObjectBox> {
+pub fn lidar_stage(
+    params: &PipelineParams,
+    omega: Vector3<f64>,
+    points: &[LidarPoint],
+    coarse: bool,
+) -> Vec<ObjectBox> {
     let r2 = params.cluster_range * params.cluster_range;
     let stride = if coarse { 2 } else { 1 };
     let mut cached: Option<(i64, UnitQuaternion<f64>)> = None;
     let mut pts: Vec<[f32; 3]> = Vec::with_capacity(points.len() / stride);
     for p in points.iter().step_by(stride) {
-        let (x, y) = (p[0] as f64, p[1] as f64);
+        let (x, y) = (p.x as f64, p.y as f64);
         if x * x + y * y > r2 {
             continue;
         }
-        let key = (p[4] as f64 * 1e4) as i64; // 0.1 ms steps
+        let key = (p.t as f64 * 1e4) as i64; // 0.1 ms steps
         let rot = match cached {
             Some((k, r)) if k == key => r,
             _ => {
@@ -348,7 +354,7 @@ pub fn lidar_stage(params: &PipelineParams, omega: Vector3<f64>, points: &[[f32;
                 r
             }
         };
-        let q = rot * Point3::new(x, y, p[2] as f64);
+        let q = rot * Point3::new(x, y, p.z as f64);
         pts.push([q.x as f32, q.y as f32, q.z as f32]);
     }
     let mut cp = params.cluster.clone();
@@ -366,7 +372,7 @@ pub fn lidar_stage(params: &PipelineParams, omega: Vector3<f64>, points: &[[f32;
 }
 
 /// Radar stage: targets clustered into objects.
-pub fn radar_stage(params: &PipelineParams, targets: &[[f32; 5]]) -> Vec<RadarObject> {
+pub fn radar_stage(params: &PipelineParams, targets: &[RadarTarget]) -> Vec<RadarObject> {
     radar_objects(targets, params.radar_eps, params.radar_eps_doppler)
 }
 
@@ -1203,9 +1209,10 @@ mod tests {
     /// LiDAR (a 1 m box 8 m ahead) and radar at 10 Hz, camera frames (textured) at 10 Hz,
     /// from `t0` for `n` periods.
     fn feed(p: &mut Pipeline, t0: StampNs, n: i64) -> Step {
-        let points: Vec<[f32; 5]> = (0..200)
+        let points: Vec<LidarPoint> = (0..200)
             .map(|i| {
                 [8.0 + (i % 5) as f32 * 0.2, -0.5 + (i / 5 % 5) as f32 * 0.25, 0.2 + (i / 25) as f32 * 0.15, 40.0, 0.0]
+                    .into()
             })
             .collect();
         let image =
@@ -1216,9 +1223,10 @@ mod tests {
             let mut img = (*image).clone();
             img.data[0] = k as u8; // not a frozen image
             out.extend(p.push(Input::Lidar { stamp: t, points: Arc::new(points.clone()), non_finite: 0, total: 200 }));
-            out.extend(
-                p.push(Input::Radar { stamp: t + 1_000_000, targets: Arc::new(vec![[8.5, 0.0, 0.5, 0.0, 10.0]]) }),
-            );
+            out.extend(p.push(Input::Radar {
+                stamp: t + 1_000_000,
+                targets: Arc::new(vec![[8.5, 0.0, 0.5, 0.0, 10.0].into()]),
+            }));
             out.extend(p.push(Input::Camera { stamp: t + 2_000_000, image: Arc::new(img), intrinsics: None }));
         }
         out
@@ -1292,8 +1300,8 @@ mod tests {
     fn sets_do_not_wait_for_a_camera_in_dropout() {
         let mut p = Pipeline::new(PipelineParams::default(), &Calibration::default(), None);
         feed(&mut p, 5_000_000_000, 30);
-        let points = Arc::new(vec![[8.0f32, 0.0, 0.5, 40.0, 0.0]; 50]);
-        let radar = Arc::new(vec![[8.5f32, 0.0, 0.5, 0.0, 10.0]]);
+        let points = Arc::new(vec![LidarPoint::from([8.0, 0.0, 0.5, 40.0, 0.0]); 50]);
+        let radar = Arc::new(vec![RadarTarget::from([8.5, 0.0, 0.5, 0.0, 10.0])]);
         let mut dropout_seen = false;
         for k in 0..10 {
             // The camera is dead from 8 s on: LiDAR, then radar 1 ms later.
@@ -1323,8 +1331,8 @@ mod tests {
                 p.set_live_param("anomaly.dropout_min_silence_s", v).expect("a live parameter");
                 assert_eq!(p.anomaly.params.dropout_min_silence_s, v);
             }
-            let points = Arc::new(vec![[8.0f32, 0.0, 0.5, 40.0, 0.0]; 50]);
-            let radar = Arc::new(vec![[8.5f32, 0.0, 0.5, 0.0, 10.0]]);
+            let points = Arc::new(vec![LidarPoint::from([8.0, 0.0, 0.5, 40.0, 0.0]); 50]);
+            let radar = Arc::new(vec![RadarTarget::from([8.5, 0.0, 0.5, 0.0, 10.0])]);
             (0..10).any(|k| {
                 let t = 8_000_000_000 + k * 100_000_000;
                 let mut events =

@@ -18,6 +18,7 @@
 //! FIFO baseline the benchmark compares against.
 use crate::{
     anomaly::{Event, Sensor, StreamState},
+    cloud::{LidarPoint, RadarTarget},
     detect::CameraDetector,
     pipeline::{lidar_stage, radar_stage, Input, Perception, Pipeline, PipelineParams, SetJob, SetOutput, StageTimes},
     StampNs,
@@ -980,8 +981,8 @@ impl SchedStats {
 
 enum TaskKind {
     Detector { stamp: StampNs, image: Arc<crate::camera::Rgb8>, reduced: bool },
-    Lidar { points: Arc<Vec<[f32; 5]>>, omega: nalgebra::Vector3<f64>, coarse: bool },
-    Radar { targets: Arc<Vec<[f32; 5]>> },
+    Lidar { points: Arc<Vec<LidarPoint>>, omega: nalgebra::Vector3<f64>, coarse: bool },
+    Radar { targets: Arc<Vec<RadarTarget>> },
 }
 
 impl TaskKind {

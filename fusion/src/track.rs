@@ -343,12 +343,8 @@ mod tests {
         for k in 0..40 {
             let t = 0.5 + k as f64 * 0.1;
             let sweep = sim::lidar_sweep(&w, t, &mut sim::rng(11, k));
-            let pts: Vec<[f32; 3]> = sweep
-                .transformed(&lidar)
-                .into_iter()
-                .map(|q| [q[0], q[1], q[2]])
-                .filter(|q| q[0].hypot(q[1]) < 40.0)
-                .collect();
+            let pts: Vec<[f32; 3]> =
+                sweep.transformed(&lidar).into_iter().map(|q| q.xyz()).filter(|q| q[0].hypot(q[1]) < 40.0).collect();
             let kept: Vec<[f32; 3]> = remove_ground(&pts, &p).into_iter().map(|i| pts[i]).collect();
             let dets: Vec<Detection> = euclidean_clusters(&kept, &p)
                 .iter()

@@ -8,7 +8,7 @@ use fusion::{
     detect::{CameraDetector, DetectError, Detection2d, Label},
     pipeline::{Input, Pipeline, PipelineParams, SetOutput},
     sched::*,
-    Sensor, StampNs,
+    LidarPoint, RadarTarget, Sensor, StampNs,
 };
 use std::{
     sync::{Arc, Mutex},
@@ -371,9 +371,11 @@ fn executor_degrades_under_scripted_overload_and_recovers_without_late_publicati
         Executor::spawn_edf(pipeline, Box::new(|m: Msg| Ok(m.0)), Recorder(rec.clone()), clock.clone(), cfg).unwrap();
     let stats = exec.stats();
     let image = Arc::new(Rgb8 { width: 64, height: 48, data: vec![90; 64 * 48 * 3] });
-    let points: Arc<Vec<[f32; 5]>> =
-        Arc::new((0..400).map(|i| [10.0 + (i % 20) as f32 * 0.05, (i / 20) as f32 * 0.05, 0.5, 1.0, 0.0]).collect());
-    let targets: Arc<Vec<[f32; 5]>> = Arc::new(vec![[10.2, 0.4, 0.5, -1.0, 5.0], [10.3, 0.5, 0.5, -1.0, 5.0]]);
+    let points: Arc<Vec<LidarPoint>> = Arc::new(
+        (0..400).map(|i| [10.0 + (i % 20) as f32 * 0.05, (i / 20) as f32 * 0.05, 0.5, 1.0, 0.0].into()).collect(),
+    );
+    let targets: Arc<Vec<RadarTarget>> =
+        Arc::new(vec![[10.2, 0.4, 0.5, -1.0, 5.0].into(), [10.3, 0.5, 0.5, -1.0, 5.0].into()]);
     let mut max_level = 0;
     for k in 0..160 {
         let t = clock();
@@ -443,7 +445,7 @@ fn the_detector_kernels_run_on_normal_scheduling_under_a_real_time_scheduler() {
     let rec = Arc::new(Mutex::new(Recorded::default()));
     let exec = Executor::spawn_edf(pipeline, Box::new(|m: Msg| Ok(m.0)), Recorder(rec), clock.clone(), cfg).unwrap();
     let image = Arc::new(Rgb8 { width: 64, height: 48, data: vec![90; 64 * 48 * 3] });
-    let points: Arc<Vec<[f32; 5]>> = Arc::new(vec![[10.0, 0.0, 0.5, 1.0, 0.0]; 50]);
+    let points: Arc<Vec<LidarPoint>> = Arc::new(vec![[10.0, 0.0, 0.5, 1.0, 0.0].into(); 50]);
     for _ in 0..10 {
         let t = clock();
         exec.post(Msg(Input::Camera { stamp: t, image: image.clone(), intrinsics: None }));
@@ -468,8 +470,9 @@ fn both_executors_count_the_partial_sets_they_publish() {
     let origin = Instant::now();
     let clock: Clock = Arc::new(move || origin.elapsed().as_nanos() as i64);
     let image = Arc::new(Rgb8 { width: 64, height: 48, data: vec![90; 64 * 48 * 3] });
-    let points: Arc<Vec<[f32; 5]>> =
-        Arc::new((0..100).map(|i| [10.0 + (i % 10) as f32 * 0.05, (i / 10) as f32 * 0.05, 0.5, 1.0, 0.0]).collect());
+    let points: Arc<Vec<LidarPoint>> = Arc::new(
+        (0..100).map(|i| [10.0 + (i % 10) as f32 * 0.05, (i / 10) as f32 * 0.05, 0.5, 1.0, 0.0].into()).collect(),
+    );
     for fifo in [false, true] {
         let pipeline = Pipeline::new(PipelineParams::default(), &Calibration::default(), None);
         let rec = Arc::new(Mutex::new(Recorded::default()));

@@ -248,7 +248,13 @@ pub fn generate(
                         writeln!(gt, "{}", hits_record("lidar_hits", log_time, sweep.actor.iter().copied()))?;
                         let n = sweep.points.len();
                         let names = ["x", "y", "z", "intensity", "t"];
-                        let msg = cloud(t_ns, &lidar_frame, &names, sweep.points.iter().flatten().copied(), n);
+                        let msg = cloud(
+                            t_ns,
+                            &lidar_frame,
+                            &names,
+                            sweep.points.iter().flat_map(|&p| <[f32; 5]>::from(p)),
+                            n,
+                        );
                         emit(LIDAR, t_ns, crate::ros::serialize(&msg)?)?
                     }
                     Sensor::Radar => {
@@ -256,8 +262,13 @@ pub fn generate(
                         writeln!(gt, "{}", hits_record("radar_hits", log_time, targets.iter().map(|(_, a)| *a)))?;
                         let n = targets.len();
                         let names = ["x", "y", "z", "doppler", "rcs"];
-                        let msg =
-                            cloud(t_ns, &radar_frame, &names, targets.iter().flat_map(|(p, _)| p.iter().copied()), n);
+                        let msg = cloud(
+                            t_ns,
+                            &radar_frame,
+                            &names,
+                            targets.iter().flat_map(|&(p, _)| <[f32; 5]>::from(p)),
+                            n,
+                        );
                         emit(RADAR, t_ns, crate::ros::serialize(&msg)?)?
                     }
                     Sensor::Imu => {

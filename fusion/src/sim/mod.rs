@@ -6,6 +6,7 @@
 pub mod dress;
 
 use crate::calib::{point_in_polygon, Calibration};
+use crate::cloud::{LidarPoint, RadarTarget};
 pub use dress::{random_surroundings, Appearance, Material, Part, Pattern, Road, SceneLook, Scenery, Shape};
 use nalgebra::{Isometry3, Point3, Translation3, UnitQuaternion, Vector3};
 use rand::{Rng, SeedableRng};
@@ -830,19 +831,19 @@ pub const LIDAR_PERIOD: f64 = 0.1;
 /// turning ego smears the sweep and deskew matters), intensity, time offset within the
 /// sweep, and which actor (if any) the point hit.
 pub struct Sweep {
-    pub points: Vec<[f32; 5]>,
+    pub points: Vec<LidarPoint>,
     pub actor: Vec<Option<u32>>,
 }
 
 impl Sweep {
     /// The points moved by `tf` (e.g. LiDAR → base_link, as lidar_ingest publishes them);
     /// intensity and time offset kept.
-    pub fn transformed(&self, tf: &Isometry3<f64>) -> Vec<[f32; 5]> {
+    pub fn transformed(&self, tf: &Isometry3<f64>) -> Vec<LidarPoint> {
         self.points
             .iter()
             .map(|p| {
-                let b = tf * Point3::new(p[0] as f64, p[1] as f64, p[2] as f64);
-                [b.x as f32, b.y as f32, b.z as f32, p[3], p[4]]
+                let b = tf * Point3::new(p.x as f64, p.y as f64, p.z as f64);
+                LidarPoint { x: b.x as f32, y: b.y as f32, z: b.z as f32, ..*p }
             })
             .collect()
     }
@@ -915,7 +916,13 @@ pub fn lidar_sweep(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Sweep {
                 _ => (15.0, None),
             };
             let p = local * r;
-            points.push([p.x as f32, p.y as f32, p.z as f32, (intensity + rng.gen_range(-3.0..3.0)) as f32, dt as f32]);
+            points.push(LidarPoint {
+                x: p.x as f32,
+                y: p.y as f32,
+                z: p.z as f32,
+                intensity: (intensity + rng.gen_range(-3.0..3.0)) as f32,
+                t: dt as f32,
+            });
             actor.push(who);
         }
     }
@@ -927,7 +934,7 @@ pub fn lidar_sweep(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Sweep {
 /// Radar targets at t: per visible actor a few returns on its near surface with doppler =
 /// radial velocity relative to the sensor (+ = receding), ground clutter and false alarms.
 /// Returns x,y,z (radar frame), doppler, rcs, and the actor id.
-pub fn radar_scan(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Vec<([f32; 5], Option<u32>)> {
+pub fn radar_scan(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Vec<(RadarTarget, Option<u32>)> {
     let pose = w.sensor_pose("radar", t);
     let ego = w.traj.at(t);
     let o = Point3::from(pose.translation.vector);
@@ -975,7 +982,10 @@ pub fn radar_scan(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Vec<([f32; 5], Opt
             let doppler = (va - v_sensor).dot(&los) + doppler_noise.sample(rng);
             let p = inv * point;
             let rcs = a.look.rcs + rng.gen_range(-2.0..2.0);
-            out.push(([p.x as f32, p.y as f32, p.z as f32, doppler as f32, rcs as f32], Some(a.id)));
+            out.push((
+                RadarTarget { x: p.x as f32, y: p.y as f32, z: p.z as f32, doppler: doppler as f32, rcs: rcs as f32 },
+                Some(a.id),
+            ));
         }
     }
     // Ground clutter (static world: doppler = -v_sensor·los) and uniform false alarms.
@@ -988,7 +998,11 @@ pub fn radar_scan(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Vec<([f32; 5], Opt
         let false_alarm = i % 3 == 2;
         let doppler =
             if false_alarm { rng.gen_range(-20.0..20.0) } else { -v_sensor.dot(&los) + doppler_noise.sample(rng) };
-        out.push(([local.x as f32, local.y as f32, local.z as f32, doppler as f32, rng.gen_range(-15.0..0.0)], None));
+        let rcs = rng.gen_range(-15.0..0.0);
+        out.push((
+            RadarTarget { x: local.x as f32, y: local.y as f32, z: local.z as f32, doppler: doppler as f32, rcs },
+            None,
+        ));
     }
     out
 }

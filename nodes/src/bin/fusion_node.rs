@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result};
 use fusion::{
     anomaly::Event,
     camera::{to_rgb8, Intrinsics},
-    cloud::decoder,
+    cloud::{decode_lidar_points, decode_radar_targets},
     frontend::imu_state,
     pipeline::{Input, Pipeline, PipelineParams, SetOutput},
     sched::{parse_cpus, parse_ladder, Executor, Message, SchedConfig, Sink},
@@ -167,23 +167,14 @@ fn convert(msg: Msg, intrinsics: &Mutex<Option<Intrinsics>>) -> Result<Input, St
         Msg::Lidar(c) => {
             let stamp = stamp_ns(c.header.stamp.sec, c.header.stamp.nanosec);
             let f = cloud_fields(&c);
-            let d = decoder(cloud_ref(&c, &f), &["x", "y", "z", "intensity"], &["t"])
-                .map_err(|e| e.as_str().to_string())?;
-            let has_t = d.has(4);
-            let mut pts = Vec::with_capacity(d.len());
-            d.for_each(|v| {
-                pts.push([v[0] as f32, v[1] as f32, v[2] as f32, v[3] as f32, if has_t { v[4] as f32 } else { 0.0 }])
-            });
-            Ok(Input::Lidar { stamp, points: Arc::new(pts), non_finite: 0, total: 0 })
+            let points = decode_lidar_points(cloud_ref(&c, &f)).map_err(|e| e.as_str().to_string())?;
+            Ok(Input::Lidar { stamp, points: Arc::new(points), non_finite: 0, total: 0 })
         }
         Msg::Radar(c) => {
             let stamp = stamp_ns(c.header.stamp.sec, c.header.stamp.nanosec);
             let f = cloud_fields(&c);
-            let d = decoder(cloud_ref(&c, &f), &["x", "y", "z", "doppler", "rcs"], &[])
-                .map_err(|e| e.as_str().to_string())?;
-            let mut t = Vec::with_capacity(d.len());
-            d.for_each(|v| t.push([v[0] as f32, v[1] as f32, v[2] as f32, v[3] as f32, v[4] as f32]));
-            Ok(Input::Radar { stamp, targets: Arc::new(t) })
+            let targets = decode_radar_targets(cloud_ref(&c, &f)).map_err(|e| e.as_str().to_string())?;
+            Ok(Input::Radar { stamp, targets: Arc::new(targets) })
         }
         Msg::Imu(m) => {
             let s = imu_sample(&m);
