@@ -1,769 +1,22 @@
-//! Deadline-driven execution of the fusion stage (no ROS).
-//!
-//! ```text
-//! post(msg) ─▶ latest-wins mailboxes (camera, lidar, radar, imu; bounded, superseded counted)
-//!                 │
-//!   fusion thread: preprocess ─▶ Pipeline::push_jobs (sync) ─▶ admission ─┬─▶ inference thread (EDF): detector
-//!                 ▲                                                        └─▶ CPU worker(s) (EDF): clustering, radar
-//!                 └── completions ◀────────────────────────────────────────────┘
-//!   fusion thread, in stamp order: association → tracking → rules ─▶ hard-deadline check ─▶ Sink::publish
-//! ```
-//!
-//! Every set carries its deadlines (newest member's stamp + target / hard). Work is taken
-//! earliest deadline first; a stage is not started when the measured p99 of it and of the
-//! stages after it says the set would finish past its hard deadline: the set is *shed*
-//! (counted with the stage that would have missed). Measured slack drives a degradation
-//! ladder with hysteresis. The detector runs on one thread of its own (the GPU's submitting
-//! thread on wgpu) with its own deadline accounting. [`Executor::spawn_fifo`] is the plain
-//! FIFO baseline the benchmark compares against.
+//! The executors: the deadline scheduler (mailboxes, fusion thread, EDF workers) and the
+//! FIFO baseline it is measured against.
+use super::*;
 use crate::{
-    anomaly::{Event, Sensor, StreamState},
+    anomaly::{Event, Sensor},
     cloud::{LidarPoint, RadarTarget},
     detect::CameraDetector,
-    pipeline::{lidar_stage, radar_stage, Input, Perception, Pipeline, PipelineParams, SetJob, SetOutput, StageTimes},
+    pipeline::{lidar_stage, radar_stage, Input, Perception, Pipeline, PipelineParams, SetJob, SetOutput},
     StampNs,
 };
-use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
-use hdrhistogram::Histogram;
-use serde::Serialize;
+use crossbeam_channel::{Receiver, Select, Sender};
 use std::{
-    collections::{BTreeMap, BinaryHeap, VecDeque},
-    io::Write as _,
-    str::FromStr,
+    collections::{BTreeMap, VecDeque},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Condvar, Mutex, Once,
+        atomic::{AtomicBool, Ordering},
+        Arc, Condvar, Mutex,
     },
     time::{Duration, Instant},
 };
-
-/// Stages of a set's work, in pipeline order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    Preprocess,
-    Detector,
-    /// The detector at its reduced input (a degradation rung): timed apart.
-    DetectorReduced,
-    Clustering,
-    Radar,
-    Association,
-    Tracking,
-    Rules,
-}
-
-pub const STAGES: usize = 8;
-
-impl Stage {
-    pub const ALL: [Stage; STAGES] = [
-        Stage::Preprocess,
-        Stage::Detector,
-        Stage::DetectorReduced,
-        Stage::Clustering,
-        Stage::Radar,
-        Stage::Association,
-        Stage::Tracking,
-        Stage::Rules,
-    ];
-    /// The stages after perception, run on the fusion thread in stamp order.
-    pub const FUSE: [Stage; 3] = [Stage::Association, Stage::Tracking, Stage::Rules];
-
-    /// The stage's name in `/diagnostics` (`stage.<name>.p99_ms`), traces and
-    /// `fusion_replay`'s timing.json: the one place stage names are written.
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Preprocess => "preprocess",
-            Stage::Detector => "detector",
-            Stage::DetectorReduced => "detector_reduced",
-            Stage::Clustering => "clustering",
-            Stage::Radar => "radar",
-            Stage::Association => "association",
-            Stage::Tracking => "tracking",
-            Stage::Rules => "rules",
-        }
-    }
-}
-
-/// A set's measured stage times by stage (the detector's at whichever input size ran).
-pub fn stage_times(t: &StageTimes) -> [(Stage, u64); 6] {
-    [
-        (Stage::Detector, t.camera_us),
-        (Stage::Clustering, t.lidar_us),
-        (Stage::Radar, t.radar_us),
-        (Stage::Association, t.associate_us),
-        (Stage::Tracking, t.track_us),
-        (Stage::Rules, t.rules_us),
-    ]
-}
-
-/// The time deadlines are measured on (ns, the stamps' time base: ROS time in a node, sim
-/// time under `use_sim_time`, a manual clock in tests).
-pub type Clock = Arc<dyn Fn() -> StampNs + Send + Sync>;
-
-/// A clock that moves only when told to: deterministic tests.
-#[derive(Clone, Default)]
-pub struct ManualClock(Arc<std::sync::atomic::AtomicI64>);
-
-impl ManualClock {
-    pub fn set(&self, t: StampNs) {
-        self.0.store(t, Ordering::SeqCst)
-    }
-    pub fn advance(&self, d: i64) {
-        self.0.fetch_add(d, Ordering::SeqCst);
-    }
-    pub fn now(&self) -> StampNs {
-        self.0.load(Ordering::SeqCst)
-    }
-    pub fn clock(&self) -> Clock {
-        let c = self.0.clone();
-        Arc::new(move || c.load(Ordering::SeqCst))
-    }
-}
-
-fn micros_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
-}
-
-// ---------------------------------------------------------------------------------------
-// Execution-time statistics and admission
-
-/// Per-stage execution times (µs) in HDR histograms over a sliding window (two halves of
-/// `window` samples each, so the estimate follows a change of load or of degradation
-/// level within a few hundred sets and memory stays fixed). Until a stage has
-/// `min_samples` samples its prediction is the larger of its prior and its worst sample.
-#[derive(Debug, Clone)]
-pub struct ExecStats {
-    /// The newer half of each stage's window.
-    current: Vec<Histogram<u64>>,
-    /// The whole window (the older half + `current`): what predictions read.
-    window_hist: Vec<Histogram<u64>>,
-    /// Each stage's prediction (ns), refreshed when its samples change: admission asks
-    /// for several per set, each of which would otherwise scan a histogram.
-    predicted_ns: [i64; STAGES],
-    window: u64,
-    min_samples: u64,
-    prior_us: [u64; STAGES],
-}
-
-impl ExecStats {
-    pub fn new(prior_us: [u64; STAGES], window: u64, min_samples: u64) -> Self {
-        let histograms = || (0..STAGES).map(|_| micros_histogram()).collect::<Vec<_>>();
-        Self {
-            current: histograms(),
-            window_hist: histograms(),
-            predicted_ns: prior_us.map(|us| us as i64 * 1000),
-            window: window.max(1),
-            min_samples,
-            prior_us,
-        }
-    }
-
-    pub fn record(&mut self, stage: Stage, us: u64) {
-        let i = stage as usize;
-        if self.current[i].len() >= self.window {
-            // The older half leaves the window; the newer one becomes the older.
-            self.window_hist[i].clone_from(&self.current[i]);
-            self.current[i].reset();
-        }
-        self.current[i].record(us.max(1)).ok();
-        self.window_hist[i].record(us.max(1)).ok();
-        self.refresh(i);
-    }
-
-    /// Forgets a stage's history (its load changed: the next samples decide).
-    pub fn reset(&mut self, stage: Stage) {
-        let i = stage as usize;
-        self.current[i].reset();
-        self.window_hist[i].reset();
-        self.refresh(i);
-    }
-
-    fn refresh(&mut self, i: usize) {
-        let h = &self.window_hist[i];
-        let us = if h.len() >= self.min_samples && !h.is_empty() {
-            h.value_at_quantile(0.99)
-        } else {
-            self.prior_us[i].max(if h.is_empty() { 0 } else { h.max() })
-        };
-        self.predicted_ns[i] = us as i64 * 1000;
-    }
-
-    pub fn samples(&self, stage: Stage) -> u64 {
-        self.window_hist[stage as usize].len()
-    }
-
-    /// Predicted execution time of a stage: its p99 over the window (ns).
-    pub fn predict_ns(&self, stage: Stage) -> i64 {
-        self.predicted_ns[stage as usize]
-    }
-
-    pub fn predict_all_ns(&self, stages: &[Stage]) -> i64 {
-        stages.iter().map(|s| self.predict_ns(*s)).sum()
-    }
-}
-
-/// Why a set was not started (or not finished).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Shed {
-    /// Already past its hard deadline when the stage came up.
-    PastDeadline(Stage),
-    /// The p99 of this stage and the ones after it would take it past its hard deadline.
-    PredictedMiss(Stage),
-}
-
-impl Shed {
-    /// The counter name: `shed.past_deadline.detector`, `shed.predicted_miss.clustering`, ...
-    pub fn reason(&self) -> String {
-        match self {
-            Shed::PastDeadline(s) => format!("shed.past_deadline.{}", s.name()),
-            Shed::PredictedMiss(s) => format!("shed.predicted_miss.{}", s.name()),
-        }
-    }
-}
-
-/// Admission: may `stage` start at `now`, when `then_ns` (predicted) of work follows it
-/// before the set can be published, given its hard deadline?
-pub fn admit(now: StampNs, hard_deadline: StampNs, stage: Stage, stage_ns: i64, then_ns: i64) -> Result<(), Shed> {
-    if now > hard_deadline {
-        Err(Shed::PastDeadline(stage))
-    } else if now + stage_ns + then_ns > hard_deadline {
-        Err(Shed::PredictedMiss(stage))
-    } else {
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Queues
-
-struct EdfEntry<T> {
-    deadline: StampNs,
-    seq: u64,
-    item: T,
-}
-
-impl<T> PartialEq for EdfEntry<T> {
-    fn eq(&self, o: &Self) -> bool {
-        (self.deadline, self.seq) == (o.deadline, o.seq)
-    }
-}
-impl<T> Eq for EdfEntry<T> {}
-impl<T> PartialOrd for EdfEntry<T> {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl<T> Ord for EdfEntry<T> {
-    // Reversed: BinaryHeap is a max-heap, the earliest deadline (then the first queued) wins.
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (o.deadline, o.seq).cmp(&(self.deadline, self.seq))
-    }
-}
-
-/// A bounded earliest-deadline-first queue. Ties keep queue order. When full, the entry
-/// with the earliest deadline, the stalest, is evicted and returned: a fresh set must not
-/// wait behind one that is about to miss anyway.
-pub struct EdfQueue<T> {
-    heap: BinaryHeap<EdfEntry<T>>,
-    seq: u64,
-    capacity: usize,
-}
-
-impl<T> EdfQueue<T> {
-    pub fn new(capacity: usize) -> Self {
-        Self { heap: BinaryHeap::new(), seq: 0, capacity: capacity.max(1) }
-    }
-
-    pub fn push(&mut self, deadline: StampNs, item: T) -> Option<(StampNs, T)> {
-        self.seq += 1;
-        self.heap.push(EdfEntry { deadline, seq: self.seq, item });
-        (self.heap.len() > self.capacity).then(|| self.pop().expect("non-empty"))
-    }
-
-    pub fn pop(&mut self) -> Option<(StampNs, T)> {
-        self.heap.pop().map(|e| (e.deadline, e.item))
-    }
-
-    pub fn peek_deadline(&self) -> Option<StampNs> {
-        self.heap.peek().map(|e| e.deadline)
-    }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-}
-
-/// A bounded latest-wins mailbox on a crossbeam channel: posting to a full mailbox evicts
-/// the oldest message (counted as superseded), so a stale frame never delays a fresh one
-/// and the mailbox never grows past its depth.
-pub struct Mailbox<T> {
-    tx: Sender<T>,
-    rx: Receiver<T>,
-    superseded: AtomicU64,
-}
-
-impl<T> Mailbox<T> {
-    pub fn new(depth: usize) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(depth.max(1));
-        Self { tx, rx, superseded: AtomicU64::new(0) }
-    }
-
-    /// Posts a message; returns the one it superseded, if any (the last one, should other
-    /// threads be posting at the same time).
-    pub fn post(&self, item: T) -> Option<T> {
-        let mut last = None;
-        self.post_evicting(item, |old| last = Some(old));
-        last
-    }
-
-    /// Posts a message, handing every message it superseded to `evicted`.
-    pub fn post_evicting(&self, mut item: T, mut evicted: impl FnMut(T)) {
-        loop {
-            match self.tx.try_send(item) {
-                Ok(()) => return,
-                Err(TrySendError::Full(back)) => {
-                    item = back;
-                    if let Ok(old) = self.rx.try_recv() {
-                        self.superseded.fetch_add(1, Ordering::Relaxed);
-                        evicted(old);
-                    }
-                }
-                Err(TrySendError::Disconnected(_)) => unreachable!("the mailbox holds its own receiver"),
-            }
-        }
-    }
-
-    pub fn receiver(&self) -> &Receiver<T> {
-        &self.rx
-    }
-
-    pub fn try_take(&self) -> Option<T> {
-        self.rx.try_recv().ok()
-    }
-
-    pub fn len(&self) -> usize {
-        self.rx.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.tx.capacity().unwrap_or(usize::MAX)
-    }
-
-    pub fn superseded(&self) -> u64 {
-        self.superseded.load(Ordering::Relaxed)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Degradation ladder
-
-/// One rung of the degradation ladder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rung {
-    /// Run the detector on every other camera set only.
-    SkipDetectorAlternate,
-    /// Halve the detector's input size.
-    ReduceDetectorInput,
-    /// Leave radar out of the association.
-    SkipRadarAssociation,
-    /// Cluster every other LiDAR return on coarser voxels.
-    CoarseLidarClustering,
-}
-
-impl Rung {
-    pub fn name(self) -> &'static str {
-        match self {
-            Rung::SkipDetectorAlternate => "skip_detector_alternate",
-            Rung::ReduceDetectorInput => "reduce_detector_input",
-            Rung::SkipRadarAssociation => "skip_radar_association",
-            Rung::CoarseLidarClustering => "coarse_lidar_clustering",
-        }
-    }
-}
-
-impl FromStr for Rung {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        [
-            Rung::SkipDetectorAlternate,
-            Rung::ReduceDetectorInput,
-            Rung::SkipRadarAssociation,
-            Rung::CoarseLidarClustering,
-        ]
-        .into_iter()
-        .find(|r| r.name() == s.trim())
-        .ok_or_else(|| {
-            format!(
-                "'{s}' is not a degradation rung (skip_detector_alternate, reduce_detector_input, \
-                     skip_radar_association, coarse_lidar_clustering)"
-            )
-        })
-    }
-}
-
-/// Parses a comma-separated ladder ("" = no degradation).
-pub fn parse_ladder(s: &str) -> Result<Vec<Rung>, String> {
-    s.split(',').filter(|r| !r.trim().is_empty()).map(str::parse).collect()
-}
-
-#[derive(Debug, Clone)]
-pub struct DegradeConfig {
-    /// Rungs in the order they engage.
-    pub ladder: Vec<Rung>,
-    /// Decisions are taken once per window of this many finished (published or shed) sets.
-    pub window: u32,
-    /// Step down when the window's worst slack to the target deadline was below this (ns),
-    /// or any set of it was shed.
-    pub engage_slack_ns: i64,
-    /// Step back up when the worst slack stayed above this (ns) for `recover_windows`
-    /// windows in a row: engage < recover is the hysteresis.
-    pub recover_slack_ns: i64,
-    pub recover_windows: u32,
-}
-
-impl Default for DegradeConfig {
-    fn default() -> Self {
-        Self {
-            ladder: vec![
-                Rung::SkipDetectorAlternate,
-                Rung::ReduceDetectorInput,
-                Rung::SkipRadarAssociation,
-                Rung::CoarseLidarClustering,
-            ],
-            window: 10,
-            engage_slack_ns: 5_000_000,
-            recover_slack_ns: 20_000_000,
-            recover_windows: 3,
-        }
-    }
-}
-
-/// The degradation level (0 = full quality; n = the first n rungs in force), moved by the
-/// measured slack of finished sets.
-#[derive(Debug, Clone)]
-pub struct Degradation {
-    cfg: DegradeConfig,
-    level: usize,
-    seen: u32,
-    worst_slack: i64,
-    shed: bool,
-    good_windows: u32,
-    pub max_level: usize,
-    pub changes: u64,
-}
-
-impl Degradation {
-    pub fn new(cfg: DegradeConfig) -> Self {
-        Self { cfg, level: 0, seen: 0, worst_slack: i64::MAX, shed: false, good_windows: 0, max_level: 0, changes: 0 }
-    }
-
-    pub fn level(&self) -> usize {
-        self.level
-    }
-
-    /// The rungs in force.
-    pub fn rungs(&self) -> &[Rung] {
-        &self.cfg.ladder[..self.level]
-    }
-
-    pub fn active(&self, rung: Rung) -> bool {
-        self.rungs().contains(&rung)
-    }
-
-    /// "nominal" or the last rung in force.
-    pub fn describe(&self) -> &'static str {
-        self.rungs().last().map_or("nominal", |r| r.name())
-    }
-
-    /// A set was published with this slack to its target deadline (ns, negative = late).
-    /// Returns the new level when it changed.
-    pub fn observe(&mut self, slack_ns: i64) -> Option<usize> {
-        self.worst_slack = self.worst_slack.min(slack_ns);
-        self.finish_one()
-    }
-
-    /// A set was shed.
-    pub fn observe_shed(&mut self) -> Option<usize> {
-        self.shed = true;
-        self.finish_one()
-    }
-
-    fn finish_one(&mut self) -> Option<usize> {
-        self.seen += 1;
-        if self.seen < self.cfg.window.max(1) {
-            return None;
-        }
-        let before = self.level;
-        if self.shed || self.worst_slack < self.cfg.engage_slack_ns {
-            self.good_windows = 0;
-            self.level = (self.level + 1).min(self.cfg.ladder.len());
-        } else if self.worst_slack > self.cfg.recover_slack_ns {
-            self.good_windows += 1;
-            if self.good_windows >= self.cfg.recover_windows && self.level > 0 {
-                self.level -= 1;
-                self.good_windows = 0;
-            }
-        } else {
-            self.good_windows = 0;
-        }
-        self.seen = 0;
-        self.worst_slack = i64::MAX;
-        self.shed = false;
-        self.max_level = self.max_level.max(self.level);
-        (self.level != before).then(|| {
-            self.changes += 1;
-            self.level
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// OS real-time scheduling
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    Other,
-    Fifo,
-    RoundRobin,
-}
-
-impl FromStr for Policy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "other" | "" => Ok(Policy::Other),
-            "fifo" => Ok(Policy::Fifo),
-            "rr" => Ok(Policy::RoundRobin),
-            _ => Err(format!("'{s}' is not a scheduling policy (other, fifo, rr)")),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RtConfig {
-    pub policy: Policy,
-    /// 1..99 for fifo/rr. The fusion thread gets this, the inference and CPU workers one less
-    /// (a set's sequential end must not wait behind the next set's perception).
-    pub priority: i32,
-    /// CPUs the scheduler's threads may run on (empty = all).
-    pub cpus: Vec<usize>,
-    /// Lock the process's memory (no page faults on the deadline path).
-    pub mlockall: bool,
-}
-
-impl Default for RtConfig {
-    fn default() -> Self {
-        Self { policy: Policy::Other, priority: 10, cpus: vec![], mlockall: false }
-    }
-}
-
-/// Parses "0,1,3" or "" into CPU indices.
-pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
-    s.split(',')
-        .filter(|c| !c.trim().is_empty())
-        .map(|c| c.trim().parse::<usize>().map_err(|_| format!("'{c}' is not a CPU index")))
-        .collect()
-}
-
-/// What applying the real-time settings to a thread did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RtOutcome {
-    /// Normal scheduling was asked for.
-    NotRequested,
-    Applied,
-    /// Not permitted (no CAP_SYS_NICE / RLIMIT_RTPRIO, CPUs not in the allowed set, ...):
-    /// the thread runs with normal scheduling.
-    Fallback(String),
-}
-
-static RT_WARNING: Once = Once::new();
-
-/// Applies policy, priority (`cfg.priority - lower`) and affinity to the calling thread.
-/// Never fails: what could not be applied is returned as a fallback, and the first
-/// fallback in the process logs one warning.
-pub fn apply_rt(cfg: &RtConfig, lower: i32) -> RtOutcome {
-    let mut problems = vec![];
-    if !cfg.cpus.is_empty() {
-        // SAFETY: cpu_set_t is plain data; CPU_SET bounds-checks against its size.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for &c in &cfg.cpus {
-                if c < libc::CPU_SETSIZE as usize {
-                    libc::CPU_SET(c, &mut set);
-                }
-            }
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                problems.push(format!("CPU affinity {:?}: {}", cfg.cpus, std::io::Error::last_os_error()));
-            }
-        }
-    }
-    let policy = match cfg.policy {
-        Policy::Other => None,
-        Policy::Fifo => Some((libc::SCHED_FIFO, "SCHED_FIFO")),
-        Policy::RoundRobin => Some((libc::SCHED_RR, "SCHED_RR")),
-    };
-    if let Some((p, name)) = policy {
-        let prio = (cfg.priority - lower).clamp(1, 99);
-        let param = libc::sched_param { sched_priority: prio };
-        // SAFETY: pid 0 is the calling thread; param is a valid sched_param.
-        if unsafe { libc::sched_setscheduler(0, p, &param) } != 0 {
-            problems.push(format!("{name} priority {prio}: {}", std::io::Error::last_os_error()));
-        }
-    }
-    if problems.is_empty() {
-        return if policy.is_some() || !cfg.cpus.is_empty() { RtOutcome::Applied } else { RtOutcome::NotRequested };
-    }
-    let why = problems.join("; ");
-    RT_WARNING.call_once(|| {
-        tracing::warn!(
-            "real-time scheduling not permitted ({why}): running with normal scheduling. Grant CAP_SYS_NICE \
-             (or an RLIMIT_RTPRIO, e.g. `ulimit -r 99`) for SCHED_FIFO/RR"
-        )
-    });
-    RtOutcome::Fallback(why)
-}
-
-/// Builds rayon's global pool, on which the detector's data-parallel kernels run (burn-flex,
-/// gemm), with every thread on normal scheduling (SCHED_OTHER), before any scheduler thread
-/// turns real-time.
-///
-/// Why: a pool thread inherits the policy of the thread that creates it, and rayon creates
-/// its pool lazily, at the first parallel kernel: in the inference thread (SCHED_FIFO). The
-/// whole network then ran at real-time priority on every core, and a long inference (the
-/// first after a respawn) left no CPU for anything else: the ingest nodes and the drivers
-/// feeding them paused for up to 2 s (a CI run, `test_each_node_killed_with_sigkill_...`).
-/// Real-time priority orders our own stages; the kernels share the cores with the rest of
-/// the robot, and the degradation ladder answers a slow frame.
-pub fn build_compute_pool() {
-    // Fails only when the pool exists already (a kernel ran before, e.g. a detector's
-    // self-check at load): its threads are moved to normal scheduling below either way.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .thread_name(|i| format!("fusion-compute-{i}"))
-        .start_handler(|_| normal_scheduling())
-        .build_global();
-    rayon::broadcast(|_| normal_scheduling());
-}
-
-/// The calling thread to SCHED_OTHER (a no-op when it is already).
-fn normal_scheduling() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; param is a valid sched_param. Lowering one's own
-    // policy needs no privilege, so this cannot fail with a valid policy.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
-}
-
-/// mlockall(MCL_CURRENT | MCL_FUTURE); a fallback (with its warning) when not permitted.
-pub fn lock_memory() -> RtOutcome {
-    // SAFETY: plain syscall.
-    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } == 0 {
-        RtOutcome::Applied
-    } else {
-        let why = format!("mlockall: {}", std::io::Error::last_os_error());
-        tracing::warn!("{why}: memory not locked (needs CAP_IPC_LOCK or RLIMIT_MEMLOCK)");
-        RtOutcome::Fallback(why)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Trace export
-
-/// One stage run (Chrome trace "complete" event), kept lean: JSON is built at write time.
-#[derive(Debug, Clone)]
-struct TraceEvent {
-    name: &'static str,
-    tid: u32,
-    ts_us: f64,
-    dur_us: f64,
-    set: StampNs,
-    outcome: String,
-}
-
-/// Chrome-trace / Perfetto JSON of stage runs: a ring of the newest `capacity` events (a
-/// long-running node keeps the last minutes, not an ever-growing log; the overwritten ones
-/// are counted). Open the file at ui.perfetto.dev or chrome://tracing.
-pub struct TraceRecorder {
-    origin: Instant,
-    events: Mutex<VecDeque<TraceEvent>>,
-    capacity: usize,
-    dropped: AtomicU64,
-}
-
-/// Trace rows: one per scheduler thread.
-pub const TID_FUSION: u32 = 1;
-pub const TID_INFERENCE: u32 = 2;
-pub const TID_WORKER: u32 = 3;
-
-impl TraceRecorder {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            origin: Instant::now(),
-            events: Mutex::new(VecDeque::new()),
-            capacity: capacity.max(1),
-            dropped: AtomicU64::new(0),
-        }
-    }
-
-    pub fn span(&self, name: &'static str, tid: u32, start: Instant, end: Instant, set: StampNs, outcome: &str) {
-        let us = |t: Instant| t.saturating_duration_since(self.origin).as_nanos() as f64 / 1000.0;
-        let ev =
-            TraceEvent { name, tid, ts_us: us(start), dur_us: us(end) - us(start), set, outcome: outcome.to_string() };
-        let mut events = self.events.lock().expect("trace");
-        if events.len() >= self.capacity {
-            events.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        events.push_back(ev);
-    }
-
-    pub fn len(&self) -> usize {
-        self.events.lock().expect("trace").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Events overwritten because the ring was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let events = self.events.lock().expect("trace");
-        let mut all: Vec<serde_json::Value> =
-            [(TID_FUSION, "fusion"), (TID_INFERENCE, "inference"), (TID_WORKER, "cpu worker")]
-                .iter()
-                .map(|(tid, name)| {
-                    serde_json::json!({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}})
-                })
-                .collect();
-        all.extend(events.iter().map(|e| {
-            let mut args = serde_json::json!({"set_stamp_ns": e.set});
-            if !e.outcome.is_empty() {
-                args["outcome"] = serde_json::json!(e.outcome);
-            }
-            serde_json::json!({"name": e.name, "cat": "stage", "ph": "X", "ts": e.ts_us, "dur": e.dur_us, "pid": 1,
-                               "tid": e.tid, "args": args})
-        }));
-        let doc = serde_json::json!({"traceEvents": all, "displayTimeUnit": "ms",
-                                     "otherData": {"overwritten_events": self.dropped()}});
-        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-        serde_json::to_writer(&mut f, &doc)?;
-        f.flush()
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The executor
 
 /// A message the executor can route: which sensor and its stamp, both readable without
 /// preprocessing it.
@@ -842,140 +95,6 @@ impl Default for SchedConfig {
             trace_capacity: 0,
             fifo_depth: 64,
         }
-    }
-}
-
-/// What the executor measured: read (and windows reset) by /diagnostics, or at the end of
-/// a benchmark.
-#[derive(Debug, Clone)]
-pub struct SchedStats {
-    /// Per-stage execution times (µs) since the last window reset.
-    pub stage: Vec<Histogram<u64>>,
-    /// Newest member's stamp → publication (µs): this window, and the whole run.
-    pub e2e: Histogram<u64>,
-    pub e2e_total: Histogram<u64>,
-    /// sets.published, deadline.target_misses, deadline.hard_misses, shed.<reason>,
-    /// dropped.<reason>, rejected.<sensor>.<reason>, pipeline.<counter>, ...
-    pub counters: BTreeMap<String, u64>,
-    pub received: [u64; 4],
-    pub window_sets: u64,
-    pub window_hard_misses: u64,
-    pub window_shed: u64,
-    pub level: usize,
-    pub level_name: &'static str,
-    pub max_level: usize,
-    /// Gauges: mailbox depths (camera, lidar, radar, imu), task queues, sets in flight.
-    pub mailbox_len: [usize; 4],
-    pub inference_queue: usize,
-    pub cpu_queue: usize,
-    pub in_flight: usize,
-    /// Real-time settings per thread role, as applied.
-    pub rt: BTreeMap<&'static str, RtOutcome>,
-    /// Each input stream for the dropout rule: never received (start-up), receiving, silent.
-    pub streams: [StreamState; 4],
-    /// Model monitoring (`model.*`): input statistics against training, agreement, state.
-    pub model: Vec<crate::anomaly::KeyValue>,
-}
-
-impl SchedStats {
-    fn new() -> Self {
-        Self {
-            stage: (0..STAGES).map(|_| micros_histogram()).collect(),
-            e2e: micros_histogram(),
-            e2e_total: micros_histogram(),
-            counters: BTreeMap::new(),
-            received: [0; 4],
-            window_sets: 0,
-            window_hard_misses: 0,
-            window_shed: 0,
-            level: 0,
-            level_name: "nominal",
-            max_level: 0,
-            mailbox_len: [0; 4],
-            inference_queue: 0,
-            cpu_queue: 0,
-            in_flight: 0,
-            streams: [StreamState::NeverReceived; 4],
-            model: vec![],
-            rt: BTreeMap::new(),
-        }
-    }
-
-    pub fn add(&mut self, key: impl Into<String>, n: u64) {
-        *self.counters.entry(key.into()).or_default() += n;
-    }
-
-    pub fn count(&self, key: &str) -> u64 {
-        self.counters.get(key).copied().unwrap_or(0)
-    }
-
-    /// Sum of the counters under a prefix (e.g. "shed.").
-    pub fn total(&self, prefix: &str) -> u64 {
-        self.counters.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum()
-    }
-
-    /// Starts a new window (the per-window histograms and counts).
-    pub fn reset_window(&mut self) {
-        for h in &mut self.stage {
-            h.reset();
-        }
-        self.e2e.reset();
-        self.window_sets = 0;
-        self.window_hard_misses = 0;
-        self.window_shed = 0;
-    }
-
-    /// Key/values for /diagnostics: per-stage and end-to-end p50/p99/max, misses, shed and
-    /// dropped by reason, degradation level, queue depths.
-    pub fn key_values(&self) -> Vec<(String, String)> {
-        let ms = |v: u64| format!("{:.3}", v as f64 / 1000.0);
-        let mut kv = vec![];
-        for (k, v) in Sensor::ALL.iter().zip(self.received) {
-            kv.push((format!("received.{k}"), v.to_string()));
-        }
-        for (k, v) in Sensor::ALL.iter().zip(self.streams) {
-            kv.push((format!("stream.{k}"), v.as_str().to_string()));
-        }
-        for e in &self.model {
-            kv.push((format!("model.{}", e.key), e.value.clone()));
-        }
-        for (k, v) in &self.counters {
-            kv.push((k.clone(), v.to_string()));
-        }
-        if !self.e2e.is_empty() {
-            kv.push(("latency_p50_ms".into(), ms(self.e2e.value_at_quantile(0.5))));
-            kv.push(("latency_p99_ms".into(), ms(self.e2e.value_at_quantile(0.99))));
-            kv.push(("latency_max_ms".into(), ms(self.e2e.max())));
-        }
-        for s in Stage::ALL {
-            let h = &self.stage[s as usize];
-            if !h.is_empty() {
-                kv.push((format!("stage.{}.p50_ms", s.name()), ms(h.value_at_quantile(0.5))));
-                kv.push((format!("stage.{}.p99_ms", s.name()), ms(h.value_at_quantile(0.99))));
-                kv.push((format!("stage.{}.max_ms", s.name()), ms(h.max())));
-            }
-        }
-        kv.push(("window.sets".into(), self.window_sets.to_string()));
-        kv.push(("window.hard_misses".into(), self.window_hard_misses.to_string()));
-        kv.push(("window.shed".into(), self.window_shed.to_string()));
-        kv.push(("degradation.level".into(), self.level.to_string()));
-        kv.push(("degradation.rung".into(), self.level_name.to_string()));
-        kv.push(("degradation.max_level".into(), self.max_level.to_string()));
-        for (k, v) in Sensor::ALL.iter().zip(self.mailbox_len) {
-            kv.push((format!("queue.mailbox.{k}"), v.to_string()));
-        }
-        kv.push(("queue.inference".into(), self.inference_queue.to_string()));
-        kv.push(("queue.cpu".into(), self.cpu_queue.to_string()));
-        kv.push(("queue.in_flight".into(), self.in_flight.to_string()));
-        for (role, o) in &self.rt {
-            let v = match o {
-                RtOutcome::NotRequested => "normal".to_string(),
-                RtOutcome::Applied => "applied".to_string(),
-                RtOutcome::Fallback(why) => format!("fallback: {why}"),
-            };
-            kv.push((format!("rt.{role}"), v));
-        }
-        kv
     }
 }
 
@@ -1283,7 +402,8 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
         released
     }
 
-    /// Admission and dispatch of a released set's perception stages.
+    /// Admission and dispatch of a released set's perception stages: `plan` decides,
+    /// `enqueue` queues.
     fn dispatch(&mut self, job: SetJob) {
         self.next_id += 1;
         self.shared.add("sets.released", 1);
@@ -1296,7 +416,7 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
                 (now - job.newest_stamp) as f64 * 1e-9
             );
         }
-        let mut f = Flight {
+        let f = Flight {
             id: self.next_id,
             hard: job.newest_stamp + self.hard_ns,
             target: job.newest_stamp + self.target_ns,
@@ -1307,6 +427,15 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
             flag: Arc::new(AtomicBool::new(false)),
             job,
         };
+        let plan = self.plan(now, &f);
+        self.enqueue(f, plan);
+    }
+
+    /// The policy half of dispatch: which of the set's stages run (the detector gate, the
+    /// degradation rungs) and whether the set is admitted, without queueing anything. It
+    /// moves only the policy's own state (the alternate-frame count, the detector's
+    /// left-out streak) and counts what it decided.
+    fn plan(&mut self, now: StampNs, f: &Flight) -> DispatchPlan {
         // A frame the detector gate passes over (event_driven) carries the tracks' labels.
         let has_camera = self.has_detector && f.job.camera().is_some() && f.job.run_detector;
         let mut run_detector = has_camera
@@ -1322,13 +451,15 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
             self.shared.add("degraded.radar_skipped", 1);
         }
         let reduced = self.degrade.active(Rung::ReduceDetectorInput);
+        let coarse = self.degrade.active(Rung::CoarseLidarClustering);
+        let (mut shed, mut stage_shed, mut probe) = (None, false, false);
         if self.cfg.admission {
-            match self.admit_set(now, &f, run_detector, run_radar, reduced) {
+            match self.admit_set(now, f, run_detector, run_radar, reduced) {
                 Admitted::All => self.detector_left_out[reduced as usize] = 0,
-                Admitted::Shed(s) => f.shed = Some(s),
+                Admitted::Shed(s) => shed = Some(s),
                 Admitted::WithoutDetector(s) => {
                     run_detector = false;
-                    f.stage_shed = true;
+                    stage_shed = true;
                     self.shared.add(format!("shed_stage.{}", s.reason().trim_start_matches("shed.")), 1);
                     let streak = &mut self.detector_left_out[reduced as usize];
                     *streak += 1;
@@ -1337,35 +468,45 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
                     // probe nobody waits for, when the inference thread has nothing queued.
                     if *streak > self.cfg.probe_after && self.inference.len() == 0 {
                         *streak = 0;
-                        let (stamp, image) = f.job.camera().expect("camera member");
-                        let probe = Task {
-                            set: f.id,
-                            stamp: f.job.stamp,
-                            hard: f.hard,
-                            shed: Arc::new(AtomicBool::new(false)),
-                            probe: true,
-                            kind: TaskKind::Detector { stamp, image, reduced },
-                        };
-                        if let Some(evicted) = self.inference.push(probe) {
-                            self.evicted(evicted, &mut f);
-                        }
+                        probe = true;
                     }
                 }
+            }
+        }
+        DispatchPlan { shed, stage_shed, probe, run_detector, run_radar, reduced, coarse }
+    }
+
+    /// The mechanism half of dispatch: queue the planned stages (a probe first), and track
+    /// the set in flight; the oldest set in flight is shed when there are too many.
+    fn enqueue(&mut self, mut f: Flight, plan: DispatchPlan) {
+        f.shed = plan.shed;
+        f.stage_shed = plan.stage_shed;
+        if plan.probe {
+            let (stamp, image) = f.job.camera().expect("camera member");
+            let probe = Task {
+                set: f.id,
+                stamp: f.job.stamp,
+                hard: f.hard,
+                shed: Arc::new(AtomicBool::new(false)),
+                probe: true,
+                kind: TaskKind::Detector { stamp, image, reduced: plan.reduced },
+            };
+            if let Some(evicted) = self.inference.push(probe) {
+                self.evicted(evicted, &mut f);
             }
         }
         if f.shed.is_none() {
             let task =
                 |kind| Task { set: f.id, stamp: f.job.stamp, hard: f.hard, shed: f.flag.clone(), probe: false, kind };
             let mut tasks = vec![];
-            if run_detector {
+            if plan.run_detector {
                 let (stamp, image) = f.job.camera().expect("camera member");
-                tasks.push((true, task(TaskKind::Detector { stamp, image, reduced })));
+                tasks.push((true, task(TaskKind::Detector { stamp, image, reduced: plan.reduced })));
             }
             if let Some(points) = f.job.lidar() {
-                let coarse = self.degrade.active(Rung::CoarseLidarClustering);
-                tasks.push((false, task(TaskKind::Lidar { points, omega: f.job.omega(), coarse })));
+                tasks.push((false, task(TaskKind::Lidar { points, omega: f.job.omega(), coarse: plan.coarse })));
             }
-            if run_radar {
+            if plan.run_radar {
                 tasks.push((false, task(TaskKind::Radar { targets: f.job.radar().expect("radar member") })));
             }
             f.pending = tasks.len();
@@ -1604,6 +745,22 @@ enum Admitted {
     All,
     WithoutDetector(Shed),
     Shed(Shed),
+}
+
+/// What dispatch decided for a set (see `Coordinator::plan`).
+struct DispatchPlan {
+    /// The whole set is shed (it would miss its hard deadline).
+    shed: Option<Shed>,
+    /// The detector was left out so the rest could make the deadline.
+    stage_shed: bool,
+    /// Run the detector on this frame anyway, as a probe nobody waits for.
+    probe: bool,
+    run_detector: bool,
+    run_radar: bool,
+    /// The detector at its reduced input (a degradation rung).
+    reduced: bool,
+    /// Coarse LiDAR clustering (a degradation rung).
+    coarse: bool,
 }
 
 /// Whether the executor's clock and the data's stamps share a time base (the newest
