@@ -501,17 +501,18 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
             let mut tasks = vec![];
             if plan.run_detector {
                 let (stamp, image) = f.job.camera().expect("camera member");
-                tasks.push((true, task(TaskKind::Detector { stamp, image, reduced: plan.reduced })));
+                tasks.push(task(TaskKind::Detector { stamp, image, reduced: plan.reduced }));
             }
             if let Some(points) = f.job.lidar() {
-                tasks.push((false, task(TaskKind::Lidar { points, omega: f.job.omega(), coarse: plan.coarse })));
+                tasks.push(task(TaskKind::Lidar { points, omega: f.job.omega(), coarse: plan.coarse }));
             }
             if plan.run_radar {
-                tasks.push((false, task(TaskKind::Radar { targets: f.job.radar().expect("radar member") })));
+                tasks.push(task(TaskKind::Radar { targets: f.job.radar().expect("radar member") }));
             }
             f.pending = tasks.len();
-            for (to_inference, t) in tasks {
-                let queue = if to_inference { &self.inference } else { &self.cpu };
+            for t in tasks {
+                // Perception stages only: none of them runs on the fusion thread.
+                let queue = if t.kind.stage().thread() == StageThread::Inference { &self.inference } else { &self.cpu };
                 if let Some(evicted) = queue.push(t) {
                     self.evicted(evicted, &mut f);
                 }

@@ -52,6 +52,29 @@ impl Stage {
     }
 }
 
+/// Where a stage runs in the deadline scheduler: the stage graph as data. Perception
+/// stages of a set run in parallel on the worker threads (each queue earliest deadline
+/// first); the fusion stages run after all of them, on the fusion thread, in stamp order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageThread {
+    /// The fusion thread: preprocessing on arrival, then association → tracking → rules.
+    Fusion,
+    /// The inference thread (the GPU's submitting thread on wgpu): the camera detector.
+    Inference,
+    /// The CPU worker(s): LiDAR clustering and radar.
+    Cpu,
+}
+
+impl Stage {
+    pub fn thread(self) -> StageThread {
+        match self {
+            Stage::Preprocess | Stage::Association | Stage::Tracking | Stage::Rules => StageThread::Fusion,
+            Stage::Detector | Stage::DetectorReduced => StageThread::Inference,
+            Stage::Clustering | Stage::Radar => StageThread::Cpu,
+        }
+    }
+}
+
 /// A set's measured stage times by stage (the detector's at whichever input size ran).
 pub fn stage_times(t: &StageTimes) -> [(Stage, u64); 6] {
     [
