@@ -13,7 +13,7 @@ The frame is not one of ours: fusion_sim's flat-shaded renders compress far bett
 camera's pictures, so the image is 1/f ("pink") noise, whose spectrum is that of natural
 images, made with a fixed seed; JPEG quality 90 (Pillow, libjpeg-turbo). The subscriber of
 the JPEG class decodes every frame (zune-jpeg), as a camera_ingest taking compressed input would.
-Discovery is the multi-host profile (LOCALHOST + static peers, launch/fastdds_localhost.xml, as
+Discovery is the multi-host profile (LOCALHOST + static peers, config/fastdds_localhost.xml, as
 scripts/ros-env.sh sets it) with the package's kernel settings.
 
 Run as root (network namespaces) from the repository root after `make install`:
@@ -103,7 +103,7 @@ def main():
         netlan.make_lan()
     except netlan.NoNamespaces as e:
         raise SystemExit(f'bench_transport: needs root for network namespaces: {e}')
-    # The package's kernel settings (launch/sysctl-sensor_fusion.conf), as a multi-host
+    # The package's kernel settings (config/sysctl-sensor_fusion.conf), as a multi-host
     # deployment installs them; the socket-buffer ones are not per namespace: put back after.
     replaced = netlan.set_sysctl([(k, v) for k, v in netlan.shipped_sysctl() if k.startswith('net.core.')])
     for host in netlan.HOSTS:

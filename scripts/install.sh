@@ -17,7 +17,7 @@ for e in $EXES; do
   install -m 755 "$ROOT/target/release/$e" "$PREFIX/lib/sensor_fusion/$e"
 done
 install -m 644 "$ROOT"/launch/*.launch.xml "$PREFIX/share/sensor_fusion/launch/"
-install -m 644 "$ROOT"/launch/*.yaml "$ROOT/launch/fastdds.xml" "$ROOT/launch/fastdds_localhost.xml" "$ROOT/launch/fusion.rviz" "$ROOT/launch/sysctl-sensor_fusion.conf" "$PREFIX/share/sensor_fusion/config/"
+install -m 644 "$ROOT"/config/* "$PREFIX/share/sensor_fusion/config/"
 # The detector's weights and their manifest (the nodes verify the sha256 before loading).
 install -m 644 "$ROOT/models/weights/detector.json" "$ROOT/models/weights/detector.bpk" "$PREFIX/share/sensor_fusion/models/"
 # The summarizer's language model (fetched by scripts/fetch-weights.sh, sha256-checked again at

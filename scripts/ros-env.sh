@@ -12,8 +12,8 @@ export PATH="$_sf_root/target/release:$PATH"
 # ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET, or ROS_STATIC_PEERS, before sourcing to reach others).
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 # The package's Fast DDS profile for that range (a profile you chose stays): in LOCALHOST
-# mode rmw_fastrtps adds its own UDP transport, so that profile has none (launch/fastdds_localhost.xml).
-if [ "$ROS_AUTOMATIC_DISCOVERY_RANGE" = LOCALHOST ] && [ "${FASTRTPS_DEFAULT_PROFILES_FILE:-}" = "$_sf_root/launch/fastdds.xml" ]; then
-  export FASTRTPS_DEFAULT_PROFILES_FILE=$_sf_root/launch/fastdds_localhost.xml
+# mode rmw_fastrtps adds its own UDP transport, so that profile has none (config/fastdds_localhost.xml).
+if [ "$ROS_AUTOMATIC_DISCOVERY_RANGE" = LOCALHOST ] && [ "${FASTRTPS_DEFAULT_PROFILES_FILE:-}" = "$_sf_root/config/fastdds.xml" ]; then
+  export FASTRTPS_DEFAULT_PROFILES_FILE=$_sf_root/config/fastdds_localhost.xml
 fi
 unset _sf_root

@@ -84,7 +84,8 @@ else
   VENV=$ROS_DIR/venv
   MSG_PREFIX=$VENV
 fi
-WANT_STAMP="$MODE ${ROS_WHEELS[*]} ${TEST_WHEELS[*]} msgs=$MSG_HASH v6"
+# v7: the Fast DDS profile moved from launch/ to config/ (env.sh names it).
+WANT_STAMP="$MODE ${ROS_WHEELS[*]} ${TEST_WHEELS[*]} msgs=$MSG_HASH v7"
 STAMP=$ROS_DIR/setup.stamp
 install_peers() {
   $PEERS || return 0
@@ -201,7 +202,7 @@ export AMENT_PREFIX_PATH=$AMENT
 export CMAKE_PREFIX_PATH=$AMENT
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 # Large-data Fast DDS profile (see the file); a profile the user chose wins.
-export FASTRTPS_DEFAULT_PROFILES_FILE=\${FASTRTPS_DEFAULT_PROFILES_FILE:-$ROOT/launch/fastdds.xml}
+export FASTRTPS_DEFAULT_PROFILES_FILE=\${FASTRTPS_DEFAULT_PROFILES_FILE:-$ROOT/config/fastdds.xml}
 export SENSOR_FUSION_PYTHON=$PY
 export SENSOR_FUSION_PYLIBDIR=$PYLIBDIR
 export SENSOR_FUSION_PYVER=$PYVER

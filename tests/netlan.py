@@ -73,7 +73,7 @@ def link_bytes(host: str) -> dict[str, int]:
     return {'tx': stats['tx']['bytes'], 'rx': stats['rx']['bytes']}
 
 
-SHIPPED_SYSCTL = os.path.join(os.path.dirname(__file__), '..', 'launch', 'sysctl-sensor_fusion.conf')
+SHIPPED_SYSCTL = os.path.join(os.path.dirname(__file__), '..', 'config', 'sysctl-sensor_fusion.conf')
 
 
 def shipped_sysctl() -> list[tuple[str, str]]:

@@ -341,7 +341,7 @@ def lose_packets(host: str, percent: int):
 
 
 # The kernel settings the package ships for hosts that exchange its large messages
-# (launch/sysctl-sensor_fusion.conf): the IP reassembly pool's, per network namespace here.
+# (config/sysctl-sensor_fusion.conf): the IP reassembly pool's, per network namespace here.
 TUNING = [(k, v) for k, v in netlan.shipped_sysctl() if k.startswith('net.ipv4.')]
 LINUX_DEFAULTS = [('net.ipv4.ipfrag_time', '30'), ('net.ipv4.ipfrag_high_thresh', '4194304')]
 
@@ -513,7 +513,7 @@ def lossy_run(lan, scenario_bags, procs, tmp_path, tuned: bool):
 
 
 def test_a_lossy_link_with_the_shipped_kernel_settings_loses_no_message(lan, scenario_bags, procs, tmp_path):
-    """With launch/sysctl-sensor_fusion.conf on both boxes, reliable QoS repairs every lost
+    """With config/sysctl-sensor_fusion.conf on both boxes, reliable QoS repairs every lost
     fragment: nothing the sensor box accepted is lost and the events of a clean link are
     there. Repairs come a heartbeat apart, so LiDAR and IMU arrive in clumps while the link
     is lossy: each such stream is one reported outage (sensor_dropout, then stream_recovered

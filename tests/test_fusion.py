@@ -137,9 +137,9 @@ def test_an_event_driven_detector_runs_less_and_misses_nothing(tmp_path):
 
 def test_replay_preprocesses_with_the_robots_ingest_params(tmp_path):
     """`fusion_replay --ingest-params FILE` filters as the ingest nodes given FILE do: the
-    shipped launch/ingest.yaml gives the default replay byte for byte, and a radar min_rcs
+    shipped config/ingest.yaml gives the default replay byte for byte, and a radar min_rcs
     above every target leaves no object that radar observed."""
-    shipped_file = ROOT / 'launch' / 'ingest.yaml'
+    shipped_file = ROOT / 'config' / 'ingest.yaml'
     default = replay_sim('pedestrian_intrusion', SEED, 6, tmp_path / 'default')
     shipped = replay_sim('pedestrian_intrusion', SEED, 6, tmp_path / 'shipped', '--ingest-params', str(shipped_file))
     assert digest(default) == digest(shipped)
@@ -186,7 +186,7 @@ def test_a_bag_with_tf_static_needs_no_calibration_file(tmp_path):
     the built-in ones, so ignoring tf (--no-tf, defaults) must change the outputs."""
     import yaml
     from rosbags.highlevel import AnyReader
-    calib = yaml.safe_load((ROOT / 'launch' / 'calibration.yaml').read_text())
+    calib = yaml.safe_load((ROOT / 'config' / 'calibration.yaml').read_text())
     calib['sensors']['lidar']['translation'] = [0.8, 0.1, 1.9]
     calib['sensors']['radar'].update(translation=[2.1, -0.1, 0.55], rotation_xyzw=[0.0, 0.0, 0.0174524, 0.9998477])
     (tmp_path / 'mounts.yaml').write_text(yaml.safe_dump(calib))
@@ -235,7 +235,7 @@ def test_a_sensor_frame_tf_cannot_place_is_one_clear_error(tmp_path):
     """The LiDAR's frame is 'velodyne' on this robot; without a calibration file naming it,
     tf has no 'lidar_link' to give, and the replay says which sensor, which frame and why."""
     import yaml
-    calib = yaml.safe_load((ROOT / 'launch' / 'calibration.yaml').read_text())
+    calib = yaml.safe_load((ROOT / 'config' / 'calibration.yaml').read_text())
     calib['sensors']['lidar']['frame_id'] = 'velodyne'
     (tmp_path / 'mounts.yaml').write_text(yaml.safe_dump(calib))
     bag = simulate(tmp_path / 'bag', 'nominal', SEED, 2.0, '--calibration', str(tmp_path / 'mounts.yaml'))
@@ -259,7 +259,7 @@ def test_camera_intrinsics_come_from_camera_info(tmp_path):
     intrinsics in the file. Without CameraInfo the default K misplaces them and labels go wrong."""
     import yaml
     from rosbags.highlevel import AnyReader
-    calib = yaml.safe_load((ROOT / 'launch' / 'calibration.yaml').read_text())
+    calib = yaml.safe_load((ROOT / 'config' / 'calibration.yaml').read_text())
     k = [640.0, 0.0, 415.0, 0.0, 610.0, 290.0, 0.0, 0.0, 1.0]
     calib['sensors']['camera'].update(width=800, height=600, K=k)
     (tmp_path / 'true.yaml').write_text(yaml.safe_dump(calib))
@@ -292,7 +292,7 @@ def test_a_camera_scaled_by_its_ingest_node_keeps_its_labels_and_health_checks(s
     full-size K mislabelled: 0.873 against 0.933)."""
     bag = scenario_bags('mixed', 20)
     ingest = tmp_path / 'ingest.yaml'
-    shipped = (ROOT / 'launch' / 'ingest.yaml').read_text()
+    shipped = (ROOT / 'config' / 'ingest.yaml').read_text()
     ingest.write_text(re.sub(r'output_(width|height): 0\b', r'output_\1: 416', shipped))
     assert ingest.read_text().count(': 416') == 2
     native = evaluate(bag, replay(bag, tmp_path / 'native'))
@@ -397,7 +397,7 @@ def test_launched_nodes_take_their_mounts_from_tf_static(tmp_path, procs, ros):
     from tf2_msgs.msg import TFMessage
     from geometry_msgs.msg import TransformStamped
 
-    calib = yaml.safe_load((ROOT / 'launch' / 'calibration.yaml').read_text())
+    calib = yaml.safe_load((ROOT / 'config' / 'calibration.yaml').read_text())
     calib['sensors']['lidar']['translation'] = [0.8, 0.1, 1.9]
     calib['sensors']['radar'].update(translation=[2.1, -0.1, 0.55], rotation_xyzw=[0.0, 0.0, 0.0174524, 0.9998477])
     (tmp_path / 'mounts.yaml').write_text(yaml.safe_dump(calib))

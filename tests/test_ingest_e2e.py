@@ -121,20 +121,20 @@ def radar_through(probe):
 
 
 def test_params_file_calibration_and_live_filters_reach_the_node(tmp_path, procs, ros):
-    """Parameters from launch/ingest.yaml and from -p overrides are what the node reports
+    """Parameters from config/ingest.yaml and from -p overrides are what the node reports
     through its parameter services, the calibration file it names is what it applies, and a
     filter set on the running node applies to the next cloud."""
     from rcl_interfaces.srv import GetParameters
 
     from conftest import ROOT
 
-    calib = (ROOT / 'launch' / 'calibration.yaml').read_text()
+    calib = (ROOT / 'config' / 'calibration.yaml').read_text()
     moved = tmp_path / 'calibration.yaml'
     # Radar mounted 3.0 m forward instead of 2.0 m.
     moved.write_text(calib.replace('radar: {frame_id: radar_link, translation: [2.0, 0.0, 0.5]',
                                    'radar: {frame_id: radar_link, translation: [3.0, 0.0, 0.5]'))
     assert moved.read_text() != calib
-    procs([binary('radar_ingest'), '--ros-args', '--params-file', str(ROOT / 'launch' / 'ingest.yaml'),
+    procs([binary('radar_ingest'), '--ros-args', '--params-file', str(ROOT / 'config' / 'ingest.yaml'),
            '-p', f'calibration:={moved}', '-p', 'min_rcs:=0.0'])
     probe = ros()
     client = probe.node.create_client(GetParameters, '/radar_ingest/get_parameters')

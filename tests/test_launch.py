@@ -459,7 +459,7 @@ def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_p
         # after (nominal 10-200 Hz; the bag's loop restart costs LiDAR 0.5 s at ingest). The
         # window runs to 3.5 s after the kill, not only until the node is back: a writer whose
         # dead reader still holds its shared-memory buffers stalls ~1 s after the kill, and a
-        # fast recovery used to hide that (launch/fastdds.xml: port_queue_capacity).
+        # fast recovery used to hide that (config/fastdds.xml: port_queue_capacity).
         t_end = max(t_back, t_kill + 3.5)
         time.sleep(max(0.0, t_end - time.monotonic()) + 0.2)
         def longest_gap(times):
@@ -477,7 +477,7 @@ def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_p
     print(f'longest pause of each other ingest stream (s): {gaps}; of its input from the player: {input_gaps}')
     # The launcher restarts a node 0.5 s after it died. Its output then waits for DDS to match
     # the new process with its peers: with Fast DDS's default 3 s announcement period that
-    # took 1.5-8.3 s from the kill on 2 busy cores; launch/fastdds.xml announces every 0.5 s,
+    # took 1.5-8.3 s from the kill on 2 busy cores; config/fastdds.xml announces every 0.5 s,
     # and it takes 1.6-2.5 s (12 kills, session 13), 1.2-2.6 s (30 kills, an AMD EPYC).
     # With reliable writers' default 3 s heartbeat, one CI run saw 4.55 s (1.5 + 3): the
     # profile's 0.25 s heartbeat gave 1.2-2.7 s over 30 kills. A 0.2 s respawn_delay was

@@ -41,7 +41,7 @@ def report(scenario_bags, tmp_path_factory):
     bag = scenario_bags('mixed', 20)
     out = tmp_path_factory.mktemp('report')
     page = out / 'report.html'
-    res = subprocess.run([binary('fusion_replay'), str(bag), '--params', str(ROOT / 'launch/fusion.yaml'),
+    res = subprocess.run([binary('fusion_replay'), str(bag), '--params', str(ROOT / 'config/fusion.yaml'),
                           '--out', str(out / 'replay'), '--summaries', '--report', str(page)],
                          capture_output=True, text=True, env=child_env(), timeout=900)
     assert res.returncode == 0, res.stderr
@@ -100,7 +100,7 @@ def test_the_scores_agree_with_evaluate_replay(report):
     produced = data['produced_by']
     manifest = json.loads((ROOT / 'models/weights/detector.json').read_text())
     assert produced['models']['camera_detector_weights']['sha256'] == manifest['sha256']
-    assert produced['params']['params_file'].endswith('launch/fusion.yaml')
+    assert produced['params']['params_file'].endswith('config/fusion.yaml')
     assert re.search(r'report written to .* in [0-9.]+ s', stderr), stderr
 
 

@@ -16,7 +16,7 @@ use nalgebra::{Isometry3, Quaternion, UnitQuaternion, Vector3};
 use std::{collections::BTreeMap, sync::Arc};
 
 /// The ingest nodes' parameters that change what they publish (their params file,
-/// `launch/ingest.yaml`): a replay given the robot's file preprocesses as the robot does.
+/// `config/ingest.yaml`): a replay given the robot's file preprocesses as the robot does.
 /// The defaults are the nodes' defaults (and the shipped file's values; a test checks).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IngestParams {

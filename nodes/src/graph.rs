@@ -165,7 +165,7 @@ pub const SENSORS_RADAR: Topic = Topic {
 };
 /// 100 deep (0.5 s at 200 Hz) on both sides: a reliable writer repairs a sample another host
 /// lost only while it is in the writer's history, and a repair takes a heartbeat (0.25 s,
-/// launch/fastdds.xml) or more. With rclcpp's 10 (50 ms), 4 of 2400 samples were lost across
+/// config/fastdds.xml) or more. With rclcpp's 10 (50 ms), 4 of 2400 samples were lost across
 /// hosts at 1 % packet loss (tests/test_deployment.py); the other sensors' 10 cover ≥ 0.33 s.
 pub const SENSORS_IMU: Topic = Topic {
     name: "sensors/imu",

@@ -1307,7 +1307,7 @@ mod tests {
         use crate::graph::{INPUTS, NODES};
         prefix();
         let file = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../launch/fusion.launch.xml"));
-        let config = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../launch")).display().to_string();
+        let config = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config")).display().to_string();
         let mut cli: BTreeMap<String, String> = [("config_dir".to_string(), config)].into();
         let launched = load(file, &cli).expect("fusion.launch.xml");
         let names: Vec<&str> = launched.nodes.iter().map(|n| n.name.as_deref().unwrap_or("")).collect();

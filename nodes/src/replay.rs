@@ -52,7 +52,7 @@ pub struct ReplayOptions {
     /// Take the sensors' extrinsics from the bag's `/tf_static` where it gives them (the calibration file, or the built-in defaults, fill the rest).
     pub use_tf: bool,
     pub params_file: Option<PathBuf>,
-    /// The ingest nodes' parameter file (`launch/ingest.yaml`): preprocess as they do.
+    /// The ingest nodes' parameter file (`config/ingest.yaml`): preprocess as they do.
     pub ingest_params: Option<PathBuf>,
     /// camera, lidar, radar, imu and camera_info input topics (raw, as drivers publish them).
     pub topics: [String; 5],
@@ -626,8 +626,8 @@ mod tests {
     /// Defaults in one place: the shipped params file says what the nodes' structs say.
     #[test]
     fn the_shipped_ingest_file_holds_the_nodes_defaults() {
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/ingest.yaml");
-        assert_eq!(read_ingest_params(&shipped).expect("launch/ingest.yaml"), IngestParams::default());
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ingest.yaml");
+        assert_eq!(read_ingest_params(&shipped).expect("config/ingest.yaml"), IngestParams::default());
     }
 
     #[test]

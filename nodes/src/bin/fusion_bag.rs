@@ -259,7 +259,7 @@ fn wall_ns() -> i64 {
 /// The publisher QoS for a recorded topic, as rosbag2 play chooses it: the recorded
 /// reliability, durability and depth (first offered profile), else reliable, volatile,
 /// keep-last 10. The depth matters for large messages: every sample in the history is
-/// held in the shared-memory segment (launch/fastdds.xml), so a deep image history fills it.
+/// held in the shared-memory segment (config/fastdds.xml), so a deep image history fills it.
 fn play_qos(recorded: &serde_norway::Value) -> QosProfile {
     let profile = match recorded {
         serde_norway::Value::String(s) => serde_norway::from_str::<serde_norway::Value>(s).ok(),

@@ -150,7 +150,7 @@ fn say(msg: impl AsRef<str>) {
 
 /// Fast DDS leaves the shared-memory segment of a process that dies without closing it (a
 /// crash, SIGKILL) in /dev/shm, and nothing reclaims it: RAM, up to the 32 MiB
-/// `segment_size` of launch/fastdds.xml per dead process (1.2 GB after one CI run's kill
+/// `segment_size` of config/fastdds.xml per dead process (1.2 GB after one CI run's kill
 /// tests). After an abnormal exit the launcher runs Fast DDS's own `fastdds shm clean`, which
 /// removes only segments that no live process holds. Skipped with another RMW, and when the
 /// tool is not installed.

@@ -44,10 +44,10 @@ struct Cli {
     /// With --realtime: speed factor.
     #[arg(long, default_value_t = 1.0)]
     rate: f64,
-    /// Parameter YAML (the fusion_node section is used), e.g. launch/fusion.yaml.
+    /// Parameter YAML (the fusion_node section is used), e.g. config/fusion.yaml.
     #[arg(long)]
     params: Option<PathBuf>,
-    /// The ingest nodes' parameter YAML (e.g. launch/ingest.yaml, or your robot's copy): the
+    /// The ingest nodes' parameter YAML (e.g. config/ingest.yaml, or your robot's copy): the
     /// replay filters LiDAR and radar, corrects the IMU and scales the camera as those
     /// nodes do with it (default: their defaults, which are the shipped file's values).
     #[arg(long)]

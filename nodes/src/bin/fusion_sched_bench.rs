@@ -31,7 +31,7 @@ struct Cli {
     /// Plays of the bag per run (default: the rate, rounded up, so runs last equally long).
     #[arg(long, default_value_t = 0)]
     loops: usize,
-    /// Parameter YAML (the fusion_node section), e.g. launch/fusion.yaml.
+    /// Parameter YAML (the fusion_node section), e.g. config/fusion.yaml.
     #[arg(long)]
     params: Option<PathBuf>,
     #[arg(long)]
