@@ -215,12 +215,6 @@ pub struct RadarTarget {
     pub rcs: f32,
 }
 
-impl RadarTarget {
-    pub fn xyz(&self) -> [f32; 3] {
-        [self.x, self.y, self.z]
-    }
-}
-
 /// The PointCloud2 field order `x y z doppler rcs`.
 impl From<[f32; 5]> for RadarTarget {
     fn from([x, y, z, doppler, rcs]: [f32; 5]) -> Self {
@@ -654,15 +648,11 @@ mod tests {
         assert_eq!(radar.radar_targets(), decode_radar_targets(c).unwrap());
         // A LiDAR cloud is not a radar cloud.
         assert_eq!(
-            decode_radar_targets(cref(&fields_of(&["x", "y", "z", "intensity"]), &[0; 16], 1, false))
+            decode_radar_targets(cref(&FloatCloud::new(vec!["x", "y", "z", "intensity"]).fields(), &[0; 16], 1, false))
                 .err()
                 .map(|r| r.as_str()),
             Some("missing_field")
         );
-    }
-
-    fn fields_of(names: &[&str]) -> Vec<PointField> {
-        names.iter().enumerate().map(|(i, n)| PointField::f32(n, 4 * i as u32)).collect()
     }
 
     #[test]
