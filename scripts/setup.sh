@@ -98,6 +98,7 @@ install_peers() {
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v nft >/dev/null 2>&1 || need+=(nftables)
   command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+  command -v gdb >/dev/null 2>&1 || need+=(gdb)  # a stuck node's thread stacks in a failure message
   if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian's ${need[*]} (the report test's browser, the deployment test's namespaces)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

@@ -231,6 +231,24 @@ class RosProbe:
         self.rclpy.shutdown(context=self.context)
 
 
+def thread_stacks(pid: int) -> str:
+    """Every thread's stack and kernel wait state of a live process, for a failure message:
+    where a node that stopped answering is stuck (gdb attaches for a moment and detaches)."""
+    try:
+        state = Path(f'/proc/{pid}/status').read_text().splitlines()[:3]
+        waits = {t.name: (Path(f'/proc/{pid}/task/{t.name}/comm').read_text().strip(),
+                          Path(f'/proc/{pid}/task/{t.name}/wchan').read_text().strip())
+                 for t in Path(f'/proc/{pid}/task').iterdir()}
+    except OSError as e:
+        return f'process {pid}: {e}'
+    try:
+        bt = subprocess.run(['gdb', '-p', str(pid), '-batch', '-nx', '-ex', 'thread apply all bt 25'],
+                            capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        bt = f'gdb: {e}'
+    return f'process {pid}: {state}\nthreads (comm, wchan): {waits}\n{bt}'
+
+
 @pytest.fixture
 def ros():
     probes: list[RosProbe] = []
