@@ -1,11 +1,16 @@
-//! What the summarizer node and `fusion_replay --summaries` share: where the model is, its
-//! known hash, loading it (a failure leaves a template-only summarizer, never an error), and
-//! summaries of a finished replay's events.
+//! The summarizer as a service, ROS-free, shared by the summarizer node and
+//! `fusion_replay --summaries`: where the model is, its known hash, loading it (a failure
+//! leaves a template-only summarizer, never an error), how events become summaries
+//! ([`BurstSummarizer`]: bursts, queue overflow, shutdown), and the worker thread the node
+//! runs it on ([`spawn_worker`], with its bounded [`Intake`]). The node adds only ROS: the
+//! subscription, the journal, the publishers and /diagnostics.
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use models::llm::summary::{Coalescer, EventInfo, Summarizer, SummarizerConfig, Summary};
 use models::llm::{Llm, LlmOptions, WeightMode};
 use models::Backend;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The model the package ships (scripts/fetch-weights.sh) and its sha256.
 pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -64,26 +69,314 @@ pub fn load_summarizer(choice: &ModelChoice, config: SummarizerConfig) -> Summar
     Summarizer::new(llm, config)
 }
 
-/// Summaries of a replay's events: bursts are coalesced by data time (`window_ns` from the
-/// first event of a burst), each burst summarized as the node would.
+/// One event the summarizer accepted, with the frame its message was stamped in.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub event: EventInfo,
+    pub frame_id: String,
+}
+
+/// A summary ready to publish: the events it covers (the node's journal marks them done)
+/// and the frame of the newest of them.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub summary: Summary,
+    pub events: Vec<EventInfo>,
+    pub frame_id: String,
+}
+
+/// How accepted events become summaries, apart from threads and ROS: events are grouped into
+/// bursts (a burst closes `window_ns` after its first event, or at `max_events`), and each
+/// burst is summarized by the model, or by the template when the model fails. Time is the
+/// caller's: wall time in the node, data time in a replay.
+pub struct BurstSummarizer {
+    summarizer: Summarizer,
+    coalescer: Coalescer,
+    /// The frame of the newest event of the open burst.
+    frame_id: String,
+}
+
+impl BurstSummarizer {
+    pub fn new(summarizer: Summarizer, window_ns: i64, max_events: usize) -> Self {
+        BurstSummarizer { summarizer, coalescer: Coalescer::new(window_ns, max_events), frame_id: "base_link".into() }
+    }
+
+    pub fn summarizer(&self) -> &Summarizer {
+        &self.summarizer
+    }
+
+    pub fn max_events(&self) -> usize {
+        self.coalescer.max_events
+    }
+
+    /// An event accepted at `now_ns`: the summaries of the burst whose window passed before
+    /// it came, and of the burst it fills.
+    pub fn accept(&mut self, item: Accepted, now_ns: i64) -> Vec<Written> {
+        let mut out: Vec<Written> = self.poll(now_ns).into_iter().collect();
+        self.frame_id = item.frame_id;
+        if let Some(burst) = self.coalescer.push(item.event, now_ns) {
+            out.push(self.write(burst));
+        }
+        out
+    }
+
+    /// The open burst's summary, when its window has closed at `now_ns`.
+    pub fn poll(&mut self, now_ns: i64) -> Option<Written> {
+        let burst = self.coalescer.poll(now_ns)?;
+        Some(self.write(burst))
+    }
+
+    /// When the open burst's window closes, if one is open.
+    pub fn closes_at(&self) -> Option<i64> {
+        self.coalescer.closes_at()
+    }
+
+    /// The end of the data (a replay): the open burst summarized as any other.
+    pub fn end_of_data(&mut self) -> Option<Written> {
+        let burst = self.coalescer.flush()?;
+        Some(self.write(burst))
+    }
+
+    /// Shutting down: the open burst gets the template at once (reason `shutdown`), not a
+    /// model run the process may not live to finish.
+    pub fn shutdown(&mut self) -> Option<Written> {
+        let burst = self.coalescer.flush()?;
+        Some(self.template(burst, "shutdown", self.frame_id.clone()))
+    }
+
+    /// Events that found the queue full: template summaries (reason `queue_full`) at once,
+    /// `max_events` per summary, so that a flood costs no model time and loses nothing.
+    pub fn overflowed(&self, parked: Vec<Accepted>) -> Vec<Written> {
+        parked
+            .chunks(self.max_events())
+            .map(|chunk| {
+                let frame_id = chunk.last().map(|a| a.frame_id.clone()).unwrap_or_default();
+                self.template(chunk.iter().map(|a| a.event.clone()).collect(), "queue_full", frame_id)
+            })
+            .collect()
+    }
+
+    fn write(&self, events: Vec<EventInfo>) -> Written {
+        Written { summary: self.summarizer.summarize(&events), events, frame_id: self.frame_id.clone() }
+    }
+
+    fn template(&self, events: Vec<EventInfo>, reason: &str, frame_id: String) -> Written {
+        Written { summary: Summarizer::fallback(&events, reason, Duration::ZERO, 0), events, frame_id }
+    }
+}
+
+/// What became of an event offered to the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intaken {
+    /// In the worker's queue: it joins a burst.
+    Queued,
+    /// The queue was full: parked for a template summary (`queue_full`) at the worker's next turn.
+    Parked,
+    /// Queue and parking both full: lost, and the caller counts it.
+    Dropped,
+}
+
+/// The accepting end of the worker: never blocks the caller (a ROS callback). Dropping every
+/// clone of it stops the worker, which then summarizes what it holds by template.
+#[derive(Clone)]
+pub struct Intake {
+    tx: Sender<Accepted>,
+    parked: Arc<Mutex<Vec<Accepted>>>,
+    park_limit: usize,
+}
+
+impl Intake {
+    pub fn offer(&self, item: Accepted) -> Intaken {
+        match self.tx.try_send(item) {
+            Ok(()) => Intaken::Queued,
+            // The worker has stopped: nothing will summarize this event.
+            Err(TrySendError::Disconnected(_)) => Intaken::Dropped,
+            Err(TrySendError::Full(item)) => {
+                let mut parked = self.parked.lock().expect("parked events");
+                if parked.len() < self.park_limit {
+                    parked.push(item);
+                    Intaken::Parked
+                } else {
+                    Intaken::Dropped
+                }
+            }
+        }
+    }
+}
+
+/// The summarizer's worker thread: takes events from a queue of `queue_size` (overflow parked,
+/// up to `park_limit`), groups them into bursts by wall time and hands every summary to
+/// `publish`, in order. Between summaries it runs the `jobs` (requests that need the model,
+/// such as an explanation) through `on_job`. It stops when every [`Intake`] is dropped.
+pub fn spawn_worker<J: Send + 'static>(
+    mut bursts: BurstSummarizer,
+    queue_size: usize,
+    park_limit: usize,
+    mut jobs: Receiver<J>,
+    mut on_job: impl FnMut(&Summarizer, J) + Send + 'static,
+    mut publish: impl FnMut(Written) + Send + 'static,
+) -> std::io::Result<(Intake, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::bounded::<Accepted>(queue_size.max(1));
+    let parked: Arc<Mutex<Vec<Accepted>>> = Arc::default();
+    let intake = Intake { tx, parked: parked.clone(), park_limit };
+    let worker = std::thread::Builder::new().name("summarizer-llm".into()).spawn(move || {
+        let start = Instant::now();
+        let now_ns = || start.elapsed().as_nanos() as i64;
+        loop {
+            // Parked overflow first: template summaries, immediately.
+            let overflow = std::mem::take(&mut *parked.lock().expect("parked events"));
+            for w in bursts.overflowed(overflow) {
+                publish(w);
+            }
+            let wait = match bursts.closes_at() {
+                Some(t) => Duration::from_nanos((t - now_ns()).max(0) as u64),
+                None => Duration::from_millis(100),
+            };
+            let written: Vec<Written> = crossbeam_channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok(item) => bursts.accept(item, now_ns()),
+                    Err(_) => break,
+                },
+                recv(jobs) -> job => {
+                    match job {
+                        Ok(job) => on_job(bursts.summarizer(), job),
+                        // No more jobs can come: stop watching for them (a closed channel is
+                        // always ready and would spin this loop).
+                        Err(_) => jobs = crossbeam_channel::never(),
+                    }
+                    bursts.poll(now_ns()).into_iter().collect()
+                },
+                default(wait) => bursts.poll(now_ns()).into_iter().collect(),
+            };
+            for w in written {
+                publish(w);
+            }
+        }
+        let overflow = std::mem::take(&mut *parked.lock().expect("parked events"));
+        for w in bursts.overflowed(overflow).into_iter().chain(bursts.shutdown()) {
+            publish(w);
+        }
+    })?;
+    Ok((intake, worker))
+}
+
+/// Summaries of a replay's events, as the node would write them: bursts by data time (the
+/// events' stamps stand in for the node's wall clock), each summarized by the model.
 pub fn summarize_events(
-    summarizer: &Summarizer,
+    summarizer: Summarizer,
     events: &[EventInfo],
     window_ns: i64,
     max_events: usize,
 ) -> Vec<Summary> {
-    let mut c = Coalescer::new(window_ns, max_events);
+    let mut bursts = BurstSummarizer::new(summarizer, window_ns, max_events);
     let mut out = Vec::new();
     for e in events {
-        if let Some(b) = c.poll(e.stamp_ns) {
-            out.push(summarizer.summarize(&b));
-        }
-        if let Some(b) = c.push(e.clone(), e.stamp_ns) {
-            out.push(summarizer.summarize(&b));
+        out.extend(bursts.accept(Accepted { event: e.clone(), frame_id: String::new() }, e.stamp_ns));
+    }
+    out.extend(bursts.end_of_data());
+    out.into_iter().map(|w| w.summary).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A summarizer without a model: every summary is the template, so the tests see the
+    /// service's grouping and queueing, not the model's words.
+    fn template_only() -> Summarizer {
+        Summarizer::new(Err("no model in this test".into()), SummarizerConfig::default())
+    }
+
+    fn event(id: u64, t_s: f64) -> EventInfo {
+        EventInfo {
+            event_id: id,
+            stamp_ns: (t_s * 1e9) as i64,
+            kind: "sensor_dropout".into(),
+            severity: 2,
+            rule: "stream_silent".into(),
+            measured_value: 0.3,
+            threshold: 0.2,
+            sensors: vec!["radar".into()],
+            track_ids: vec![],
+            zone: String::new(),
+            position: [0.0; 3],
+            onset_ns: (t_s * 1e9) as i64,
+            evidence: vec![],
         }
     }
-    if let Some(b) = c.flush() {
-        out.push(summarizer.summarize(&b));
+
+    fn accepted(id: u64, t_s: f64, frame: &str) -> Accepted {
+        Accepted { event: event(id, t_s), frame_id: frame.into() }
     }
-    out
+
+    fn ids(w: &Written) -> Vec<u64> {
+        w.summary.event_ids.clone()
+    }
+
+    #[test]
+    fn bursts_close_by_window_or_size_each_in_the_frame_of_its_newest_event() {
+        let mut b = BurstSummarizer::new(template_only(), 1_000_000_000, 3);
+        let at = |t: f64| (t * 1e9) as i64;
+        assert!(b.accept(accepted(1, 0.0, "a"), at(0.0)).is_empty());
+        assert!(b.accept(accepted(2, 0.5, "a"), at(0.5)).is_empty());
+        assert_eq!(b.closes_at(), Some(at(1.0)));
+        // Event 3 comes after the window closed: the first burst is written, in its own frame.
+        let closed = b.accept(accepted(3, 2.0, "b"), at(2.0));
+        assert_eq!(closed.iter().map(|w| (ids(w), w.frame_id.as_str())).collect::<Vec<_>>(), [(vec![1, 2], "a")]);
+        assert_eq!(closed[0].events.len(), 2, "the journal is told which events are done");
+        assert!(b.poll(at(2.9)).is_none(), "window open until 3.0 s");
+        // Three events fill a burst before its window ends.
+        assert!(b.accept(accepted(4, 2.1, "b"), at(2.1)).is_empty());
+        let full = b.accept(accepted(5, 2.2, "c"), at(2.2));
+        assert_eq!(full.iter().map(|w| (ids(w), w.frame_id.as_str())).collect::<Vec<_>>(), [(vec![3, 4, 5], "c")]);
+        assert!(b.accept(accepted(6, 5.0, "c"), at(5.0)).is_empty());
+        let last = b.end_of_data().expect("the open burst at the end of the data");
+        assert_eq!((ids(&last), last.summary.fallback_reason.as_str()), (vec![6], "load_error"));
+        assert!(b.end_of_data().is_none() && b.shutdown().is_none());
+    }
+
+    #[test]
+    fn the_replay_groups_events_as_the_node_does() {
+        let events: Vec<EventInfo> =
+            [(1, 0.0), (2, 0.4), (3, 1.5), (4, 1.6), (5, 1.7), (6, 1.8)].iter().map(|&(i, t)| event(i, t)).collect();
+        let out = summarize_events(template_only(), &events, 1_000_000_000, 3);
+        let groups: Vec<Vec<u64>> = out.iter().map(|s| s.event_ids.clone()).collect();
+        assert_eq!(groups, [vec![1, 2], vec![3, 4, 5], vec![6]]);
+    }
+
+    #[test]
+    fn a_full_queue_parks_events_for_templates_counts_what_it_cannot_park_and_shutdown_loses_nothing() {
+        let (published_tx, published) = crossbeam_channel::unbounded::<Written>();
+        let (jobs_tx, jobs) = crossbeam_channel::bounded::<(Sender<()>, Receiver<()>)>(1);
+        // A job that holds the worker (as a long explanation would) until the test releases it.
+        let hold = |_: &Summarizer, (started, release): (Sender<()>, Receiver<()>)| {
+            let _ = started.send(());
+            let _ = release.recv();
+        };
+        let window_ns = 60_000_000_000; // no burst closes by time in this test
+        let bursts = BurstSummarizer::new(template_only(), window_ns, 8);
+        let (intake, worker) =
+            spawn_worker(bursts, 1, 2, jobs, hold, move |w| published_tx.send(w).expect("test receiver")).unwrap();
+        let (started_tx, started) = crossbeam_channel::bounded(1);
+        let (release, release_rx) = crossbeam_channel::bounded(1);
+        jobs_tx.send((started_tx, release_rx)).unwrap();
+        started.recv_timeout(Duration::from_secs(10)).expect("the worker took the job");
+
+        let offered: Vec<Intaken> = (1..=5).map(|id| intake.offer(accepted(id, id as f64, "base_link"))).collect();
+        use Intaken::*;
+        assert_eq!(offered, [Queued, Parked, Parked, Dropped, Dropped]);
+        release.send(()).unwrap();
+        // The parked events are written at once, by template, before the queued one is taken.
+        let parked = published.recv_timeout(Duration::from_secs(10)).expect("the parked events' summary");
+        assert_eq!((ids(&parked), parked.summary.fallback_reason.as_str()), (vec![2, 3], "queue_full"));
+        assert!(published.recv_timeout(Duration::from_millis(300)).is_err(), "event 1 waits in its open burst");
+        // Stopping the worker writes the open burst by template: an accepted event is never lost.
+        drop(intake);
+        worker.join().unwrap();
+        let rest: Vec<Written> = published.try_iter().collect();
+        assert_eq!(
+            rest.iter().map(|w| (ids(w), w.summary.fallback_reason.as_str())).collect::<Vec<_>>(),
+            [(vec![1], "shutdown")]
+        );
+    }
 }

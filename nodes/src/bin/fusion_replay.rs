@@ -190,7 +190,7 @@ fn go(cli: Cli) -> Result<()> {
         };
         let summarizer = load_summarizer(&choice, config);
         let events: Vec<EventInfo> = r.events.iter().map(EventInfo::from).collect();
-        let summaries = summarize_events(&summarizer, &events, (cli.summary_window * 1e9) as i64, 8);
+        let summaries = summarize_events(summarizer, &events, (cli.summary_window * 1e9) as i64, 8);
         if let Some(dir) = &out_dir {
             let mut text = String::new();
             for s in &summaries {

@@ -6,7 +6,9 @@
 //! lowest CPU priority (SCHED_IDLE, nice 19) so it can never take CPU from perception. Each summary has its own
 //! deadline; when the model misses it, could not be loaded, or answers with empty, garbage or
 //! ungrounded text, the deterministic template summary is published instead, flagged
-//! `fallback` with the reason. A summary is never lost.
+//! `fallback` with the reason. A summary is never lost. How events become summaries (bursts,
+//! queue overflow, shutdown) and the worker thread are the ROS-free service in
+//! sensor_fusion::summarizer, which `fusion_replay --summaries` runs too; this file is ROS.
 //!
 //! It also answers `/anomaly/explain` (fusion_msgs/Explain) for the events it has received:
 //! the rule, the measured value against its threshold, the evidence and the nearest
@@ -21,7 +23,7 @@
 use anyhow::Result;
 use hdrhistogram::Histogram;
 use models::llm::explain::{self, Explanation, Query};
-use models::llm::summary::{Coalescer, EventInfo, Summarizer, SummarizerConfig, Summary};
+use models::llm::summary::{EventInfo, Summarizer, SummarizerConfig, Summary};
 use models::llm::Sampling;
 use r2r::{
     diagnostic_msgs::msg::DiagnosticArray,
@@ -34,11 +36,13 @@ use sensor_fusion::graph;
 use sensor_fusion::pending::PendingStore;
 use sensor_fusion::ros::{self, Params};
 use sensor_fusion::speech::{Speaker, SpeechConfig};
-use sensor_fusion::summarizer::{load_summarizer, ModelChoice};
+use sensor_fusion::summarizer::{
+    load_summarizer, spawn_worker, Accepted, BurstSummarizer, Intaken, ModelChoice, Written,
+};
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 /// Events parked when the worker's queue is full; they get template summaries.
@@ -331,49 +335,97 @@ async fn run() -> Result<()> {
     let clock = node.get_ros_clock();
     tracing::info!(node = %node_name, "summarizer up: deadline {deadline_s} s, window {window_s} s, up to {max_events} events per summary");
 
-    // Bounded queue to the worker; on overflow the event is parked for a template summary.
-    let (tx, rx) = crossbeam_channel::bounded::<(EventInfo, String)>(queue_size);
-    let overflow: Arc<Mutex<Vec<(EventInfo, String)>>> = Arc::default();
     // The events /anomaly/explain can answer for: the newest `explain_history`.
     let history: Arc<Mutex<VecDeque<EventInfo>>> = Arc::default();
-    // An accepted event: remembered for /anomaly/explain, queued for the worker (parked for a
-    // template summary when the queue is full).
+    // Explanation requests: answered at once when no event matches or the model is busy with
+    // EXPLAIN_QUEUE requests already; otherwise the worker answers between summaries.
+    let (explain_tx, explain_rx) = crossbeam_channel::bounded::<(ExplainRequest, Vec<EventInfo>)>(EXPLAIN_QUEUE);
+    let explain_stats = stats.clone();
+    let answer = move |summarizer: &Summarizer, (req, events): (ExplainRequest, Vec<EventInfo>)| {
+        let x = summarizer.explain(&events, explain_deadline);
+        if !x.fallback {
+            explain_stats.lock().expect("stats").explain_model_written += 1;
+        }
+        if let Err(e) = req.respond(explain_response(&x)) {
+            tracing::warn!("/anomaly/explain response failed: {e}");
+        }
+    };
+    // Every summary the worker writes: published, its events marked done in the journal, counted.
+    let (publish_stats, publish_journal) = (stats.clone(), journal.clone());
+    let publish = move |w: Written| {
+        let s = &w.summary;
+        if let Err(e) = summary_pub.publish(&StringMsg { data: s.text.clone() }) {
+            tracing::warn!("publish /anomaly/summary failed: {e}");
+        }
+        if let Err(e) = detailed_pub.publish(&summary_msg(s, &w.frame_id)) {
+            tracing::warn!("publish /anomaly/summary_detailed failed: {e}");
+        }
+        let journaled = match publish_journal.lock().expect("journal").as_mut() {
+            Some(store) => store.done(&w.events).map_err(|e| format!("{e:#}")),
+            None => Ok(()),
+        };
+        let mut st = publish_stats.lock().expect("stats");
+        if let Err(e) = journaled {
+            st.journal_failed(e);
+        }
+        if s.fallback {
+            *st.fallbacks.entry(s.fallback_reason.clone()).or_default() += 1;
+            if !s.rejected_claim.is_empty() {
+                *st.rejected_claims.entry(s.rejected_claim.clone()).or_default() += 1;
+            }
+        } else {
+            st.summaries_llm += 1;
+        }
+        if let Some(h) = st.generation_ms.as_mut() {
+            let _ = h.record((s.generation_time_s as f64 * 1e3).round().max(1.0) as u64);
+        }
+        tracing::info!(events = ?s.event_ids, fallback = s.fallback, reason = %s.fallback_reason, "summary: {}", s.text);
+        if let Some(tx) = &speech_tx {
+            if tx.try_send((s.event_ids.first().copied().unwrap_or(0), s.text.clone())).is_err() {
+                st.speech_dropped += 1;
+            }
+        }
+    };
+    let bursts = BurstSummarizer::new(summarizer, (window_s * 1e9) as i64, max_events);
+    let (intake, worker) = spawn_worker(bursts, queue_size, OVERFLOW_LIMIT, explain_rx, answer, publish)?;
+
+    // An accepted event: remembered for /anomaly/explain, offered to the worker (parked for a
+    // template summary when its queue is full).
     let enqueue = {
-        let (stats, overflow, history) = (stats.clone(), overflow.clone(), history.clone());
-        move |item: (EventInfo, String)| {
+        let (stats, history) = (stats.clone(), history.clone());
+        move |item: Accepted| {
             {
                 let mut h = history.lock().expect("history");
                 if h.len() >= explain_history {
                     h.pop_front();
                 }
-                h.push_back(item.0.clone());
+                h.push_back(item.event.clone());
             }
+            let id = item.event.event_id;
             let mut s = stats.lock().expect("stats");
-            if let Err(crossbeam_channel::TrySendError::Full(item)) = tx.try_send(item) {
-                let mut o = overflow.lock().expect("overflow");
-                if o.len() < OVERFLOW_LIMIT {
-                    o.push(item);
-                    s.events_overflowed += 1;
-                } else {
+            match intake.offer(item) {
+                Intaken::Queued => {}
+                Intaken::Parked => s.events_overflowed += 1,
+                Intaken::Dropped => {
                     s.events_dropped += 1;
-                    tracing::error!("event {} dropped: queue and overflow full", item.0.event_id);
+                    tracing::error!("event {id} dropped: queue and overflow full");
                 }
             }
         }
     };
     stats.lock().expect("stats").events_restored = restored.len() as u64;
-    for item in restored {
-        enqueue(item);
+    for (event, frame_id) in restored {
+        enqueue(Accepted { event, frame_id });
     }
     let (drain_stats, drain_journal) = (stats.clone(), journal.clone());
     let drain = ros::drain(events, move |m: AnomalyEvent| {
-        let item = (event_info(&m), m.header.frame_id.clone());
+        let item = Accepted { event: event_info(&m), frame_id: m.header.frame_id.clone() };
         if let Some(store) = drain_journal.lock().expect("journal").as_mut() {
-            if store.seen(&item.0) {
+            if store.seen(&item.event) {
                 drain_stats.lock().expect("stats").events_duplicate += 1;
                 return;
             }
-            if let Err(e) = store.accept(&item.0, &item.1) {
+            if let Err(e) = store.accept(&item.event, &item.frame_id) {
                 drain_stats.lock().expect("stats").journal_failed(format!("{e:#}"));
             }
         }
@@ -381,9 +433,6 @@ async fn run() -> Result<()> {
         enqueue(item);
     });
 
-    // Explanation requests: answered at once when no event matches or the model is busy with
-    // EXPLAIN_QUEUE requests already; otherwise the worker answers between summaries.
-    let (explain_tx, explain_rx) = crossbeam_channel::bounded::<(ExplainRequest, Vec<EventInfo>)>(EXPLAIN_QUEUE);
     let explain_stats = stats.clone();
     let explain_drain = ros::drain(explain_service, move |req: ExplainRequest| {
         let q = &req.message;
@@ -415,89 +464,6 @@ async fn run() -> Result<()> {
             }
         }
     });
-
-    let (worker_stats, worker_journal) = (stats.clone(), journal.clone());
-    let window_ns = (window_s * 1e9) as i64;
-    let worker = std::thread::Builder::new().name("summarizer-llm".into()).spawn(move || {
-        let start = Instant::now();
-        let now_ns = || start.elapsed().as_nanos() as i64;
-        let mut coalescer = Coalescer::new(window_ns, max_events);
-        let mut frame_id = String::from("base_link");
-        let publish = |s: &Summary, events: &[EventInfo], frame_id: &str| {
-            if let Err(e) = summary_pub.publish(&StringMsg { data: s.text.clone() }) {
-                tracing::warn!("publish /anomaly/summary failed: {e}");
-            }
-            if let Err(e) = detailed_pub.publish(&summary_msg(s, frame_id)) {
-                tracing::warn!("publish /anomaly/summary_detailed failed: {e}");
-            }
-            let journaled = match worker_journal.lock().expect("journal").as_mut() {
-                Some(store) => store.done(events).map_err(|e| format!("{e:#}")),
-                None => Ok(()),
-            };
-            let mut st = worker_stats.lock().expect("stats");
-            if let Err(e) = journaled {
-                st.journal_failed(e);
-            }
-            if s.fallback {
-                *st.fallbacks.entry(s.fallback_reason.clone()).or_default() += 1;
-                if !s.rejected_claim.is_empty() {
-                    *st.rejected_claims.entry(s.rejected_claim.clone()).or_default() += 1;
-                }
-            } else {
-                st.summaries_llm += 1;
-            }
-            if let Some(h) = st.generation_ms.as_mut() {
-                let _ = h.record((s.generation_time_s as f64 * 1e3).round().max(1.0) as u64);
-            }
-            tracing::info!(events = ?s.event_ids, fallback = s.fallback, reason = %s.fallback_reason, "summary: {}", s.text);
-            if let Some(tx) = &speech_tx {
-                if tx.try_send((s.event_ids.first().copied().unwrap_or(0), s.text.clone())).is_err() {
-                    st.speech_dropped += 1;
-                }
-            }
-        };
-        loop {
-            // Parked overflow first: template summaries, immediately.
-            let parked: Vec<(EventInfo, String)> = std::mem::take(&mut *overflow.lock().expect("overflow"));
-            for chunk in parked.chunks(max_events) {
-                let evs: Vec<EventInfo> = chunk.iter().map(|(e, _)| e.clone()).collect();
-                publish(&Summarizer::fallback(&evs, "queue_full", Duration::ZERO, 0), &evs, &chunk[0].1);
-            }
-            let wait = match coalescer.closes_at() {
-                Some(t) => Duration::from_nanos((t - now_ns()).max(0) as u64),
-                None => Duration::from_millis(100),
-            };
-            let batch = crossbeam_channel::select! {
-                recv(rx) -> msg => match msg {
-                    Ok((e, f)) => {
-                        frame_id = f;
-                        coalescer.push(e, now_ns())
-                    }
-                    Err(_) => break,
-                },
-                recv(explain_rx) -> msg => {
-                    if let Ok((req, events)) = msg {
-                        let x = summarizer.explain(&events, explain_deadline);
-                        if !x.fallback {
-                            worker_stats.lock().expect("stats").explain_model_written += 1;
-                        }
-                        if let Err(e) = req.respond(explain_response(&x)) {
-                            tracing::warn!("/anomaly/explain response failed: {e}");
-                        }
-                    }
-                    coalescer.poll(now_ns())
-                },
-                default(wait) => coalescer.poll(now_ns()),
-            };
-            if let Some(batch) = batch {
-                let s = summarizer.summarize(&batch);
-                publish(&s, &batch, &frame_id);
-            }
-        }
-        if let Some(batch) = coalescer.flush() {
-            publish(&Summarizer::fallback(&batch, "shutdown", Duration::ZERO, 0), &batch, &frame_id);
-        }
-    })?;
 
     let (diag_stats, diag_journal) = (stats.clone(), journal.clone());
     let status_name = format!("{node_name}: summaries");
