@@ -5,9 +5,11 @@
 //! runs it on ([`spawn_worker`], with its bounded [`Intake`]). The node adds only ROS: the
 //! subscription, the journal, the publishers and /diagnostics.
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use hdrhistogram::Histogram;
 use models::llm::summary::{Coalescer, EventInfo, Summarizer, SummarizerConfig, Summary};
 use models::llm::{Llm, LlmOptions, WeightMode};
 use models::Backend;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -260,6 +262,138 @@ pub fn spawn_worker<J: Send + 'static>(
     Ok((intake, worker))
 }
 
+/// What the summarizer node counts, and how that reads on /diagnostics.
+#[derive(Default)]
+pub struct Stats {
+    pub events_received: u64,
+    pub events_overflowed: u64,
+    pub events_dropped: u64,
+    pub summaries_llm: u64,
+    pub fallbacks: BTreeMap<String, u64>,
+    /// Model answers the claim verifier refused, by the kind of the failing claim.
+    pub rejected_claims: BTreeMap<String, u64>,
+    pub generation_ms: Option<Histogram<u64>>,
+    pub model: String,
+    pub model_error: String,
+    pub explain_requests: u64,
+    pub explain_model_written: u64,
+    /// Requests that named no event we hold.
+    pub explain_not_found: u64,
+    /// Speech counters are reported only when the node speaks.
+    pub speak: bool,
+    pub speech_files: u64,
+    pub speech_failed: u64,
+    pub speech_dropped: u64,
+    pub speech_error: String,
+    /// Pending events read back from the journal at start (accepted by an earlier process).
+    pub events_restored: u64,
+    /// Events delivered again (transient-local history after a restart): not summarized twice.
+    pub events_duplicate: u64,
+    pub journal_errors: u64,
+    pub journal_error: String,
+    pub journal_path: String,
+}
+
+/// A diagnostic status, ROS-free: level (0 OK, 1 WARN, 2 ERROR), message, key/values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub level: u8,
+    pub message: String,
+    pub values: Vec<(String, String)>,
+}
+
+impl Stats {
+    pub fn new(model: &str, model_error: &str, speak: bool) -> Self {
+        Stats {
+            generation_ms: Histogram::new_with_bounds(1, 600_000, 3).ok(),
+            model: model.into(),
+            model_error: model_error.into(),
+            speak,
+            ..Stats::default()
+        }
+    }
+
+    /// A journal write that failed: counted and kept for /diagnostics; summaries go on.
+    pub fn journal_failed(&mut self, error: impl std::fmt::Display) {
+        self.journal_errors += 1;
+        self.journal_error = error.to_string();
+    }
+
+    /// A summary went out: by the model, or by the template for its reason.
+    pub fn published(&mut self, s: &Summary) {
+        if s.fallback {
+            *self.fallbacks.entry(s.fallback_reason.clone()).or_default() += 1;
+            if !s.rejected_claim.is_empty() {
+                *self.rejected_claims.entry(s.rejected_claim.clone()).or_default() += 1;
+            }
+        } else {
+            self.summaries_llm += 1;
+        }
+        if let Some(h) = self.generation_ms.as_mut() {
+            let _ = h.record((s.generation_time_s as f64 * 1e3).round().max(1.0) as u64);
+        }
+    }
+
+    /// The node's status: ERROR when an event was lost, WARN without a model (every summary
+    /// is the template) or when pending events may not survive a restart; `persisted` is how
+    /// many events the journal holds, when there is one.
+    pub fn diagnostics(&self, persisted: Option<usize>) -> Health {
+        let fallbacks: u64 = self.fallbacks.values().sum();
+        let mut kv: Vec<(String, String)> = vec![
+            ("events_received".into(), self.events_received.to_string()),
+            ("summaries_llm".into(), self.summaries_llm.to_string()),
+            ("summaries_fallback".into(), fallbacks.to_string()),
+            ("events_overflowed".into(), self.events_overflowed.to_string()),
+            ("events_dropped".into(), self.events_dropped.to_string()),
+            ("model".into(), if self.model.is_empty() { "none".into() } else { self.model.clone() }),
+        ];
+        for (reason, n) in &self.fallbacks {
+            kv.push((format!("fallback.{reason}"), n.to_string()));
+        }
+        for (claim, n) in &self.rejected_claims {
+            kv.push((format!("rejected.claim.{claim}"), n.to_string()));
+        }
+        kv.push(("events_restored".into(), self.events_restored.to_string()));
+        kv.push(("events_duplicate".into(), self.events_duplicate.to_string()));
+        if let Some(n) = persisted {
+            kv.push(("events_pending_persisted".into(), n.to_string()));
+        }
+        if !self.journal_path.is_empty() {
+            kv.push(("journal".into(), self.journal_path.clone()));
+            kv.push(("journal_errors".into(), self.journal_errors.to_string()));
+        }
+        if !self.journal_error.is_empty() {
+            kv.push(("journal_last_error".into(), self.journal_error.clone()));
+        }
+        kv.push(("explain_requests".into(), self.explain_requests.to_string()));
+        kv.push(("explain_model_written".into(), self.explain_model_written.to_string()));
+        kv.push(("explain_not_found".into(), self.explain_not_found.to_string()));
+        if self.speak {
+            kv.push(("speech_files".into(), self.speech_files.to_string()));
+            kv.push(("speech_failed".into(), self.speech_failed.to_string()));
+            kv.push(("speech_dropped".into(), self.speech_dropped.to_string()));
+            if !self.speech_error.is_empty() {
+                kv.push(("speech_last_error".into(), self.speech_error.clone()));
+            }
+        }
+        if let Some(h) = self.generation_ms.as_ref().filter(|h| !h.is_empty()) {
+            kv.push(("generation_ms_p50".into(), h.value_at_quantile(0.5).to_string()));
+            kv.push(("generation_ms_p99".into(), h.value_at_quantile(0.99).to_string()));
+        }
+        // A lost event outranks everything: it is the one failure a summary cannot make up for.
+        let (level, message) = if self.events_dropped > 0 {
+            (2, format!("{} events dropped", self.events_dropped))
+        } else if !self.model_error.is_empty() {
+            (1, format!("no language model (template summaries): {}", self.model_error))
+        } else if !self.journal_error.is_empty() {
+            (1, format!("pending events may not survive a restart: {}", self.journal_error))
+        } else {
+            (0, "ok".to_string())
+        };
+        Health { level, message, values: kv }
+    }
+}
+
 /// Summaries of a replay's events, as the node would write them: bursts by data time (the
 /// events' stamps stand in for the node's wall clock), each summarized by the model.
 pub fn summarize_events(
@@ -378,5 +512,39 @@ mod tests {
             rest.iter().map(|w| (ids(w), w.summary.fallback_reason.as_str())).collect::<Vec<_>>(),
             [(vec![1], "shutdown")]
         );
+    }
+
+    #[test]
+    fn diagnostics_say_what_was_lost_before_what_was_degraded() {
+        let value = |h: &Health, k: &str| h.values.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let mut st = Stats::new("", "model file missing", false);
+        let h = st.diagnostics(None);
+        assert_eq!((h.level, h.message.as_str()), (1, "no language model (template summaries): model file missing"));
+        assert_eq!(value(&h, "model").as_deref(), Some("none"));
+        assert_eq!(value(&h, "speech_files"), None, "speech is reported only when the node speaks");
+        assert_eq!(value(&h, "generation_ms_p50"), None, "no summary yet");
+
+        let no_model = Summarizer::fallback(&[event(1, 0.0)], "load_error", Duration::from_millis(3), 0);
+        st.published(&no_model);
+        st.published(&no_model);
+        let h = st.diagnostics(Some(4));
+        assert_eq!(value(&h, "summaries_fallback").as_deref(), Some("2"));
+        assert_eq!(value(&h, "fallback.load_error").as_deref(), Some("2"));
+        assert_eq!(value(&h, "generation_ms_p50").as_deref(), Some("3"));
+        assert_eq!(value(&h, "events_pending_persisted").as_deref(), Some("4"));
+
+        st.events_dropped = 1;
+        let h = st.diagnostics(None);
+        assert_eq!((h.level, h.message.as_str()), (2, "1 events dropped"), "a lost event is an ERROR, model or not");
+
+        let mut st = Stats::new("SmolLM2", "", true);
+        assert_eq!(st.diagnostics(None).level, 0);
+        st.journal_path = "/state/summarizer.pending.jsonl".into();
+        st.journal_failed("No space left on device");
+        let h = st.diagnostics(None);
+        assert_eq!(h.level, 1);
+        assert!(h.message.contains("No space left on device"), "{}", h.message);
+        assert_eq!(value(&h, "journal_errors").as_deref(), Some("1"));
+        assert_eq!(value(&h, "speech_files").as_deref(), Some("0"));
     }
 }

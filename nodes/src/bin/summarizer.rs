@@ -21,7 +21,6 @@
 //! handed to the new process too, and the journal keeps any event from being summarized
 //! twice.
 use anyhow::Result;
-use hdrhistogram::Histogram;
 use models::llm::explain::{self, Explanation, Query};
 use models::llm::summary::{EventInfo, Summarizer, SummarizerConfig, Summary};
 use models::llm::Sampling;
@@ -37,10 +36,10 @@ use sensor_fusion::pending::PendingStore;
 use sensor_fusion::ros::{self, Params};
 use sensor_fusion::speech::{Speaker, SpeechConfig};
 use sensor_fusion::summarizer::{
-    load_summarizer, spawn_worker, Accepted, BurstSummarizer, Intaken, ModelChoice, Written,
+    load_summarizer, spawn_worker, Accepted, BurstSummarizer, Intaken, ModelChoice, Stats, Written,
 };
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::VecDeque,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -97,43 +96,6 @@ fn lower_priority() -> Result<usize, String> {
         n += 1;
     }
     Ok(n)
-}
-
-#[derive(Default)]
-struct Stats {
-    events_received: u64,
-    events_overflowed: u64,
-    events_dropped: u64,
-    summaries_llm: u64,
-    fallbacks: BTreeMap<String, u64>,
-    /// Model answers the claim verifier refused, by the kind of the failing claim.
-    rejected_claims: BTreeMap<String, u64>,
-    generation_ms: Option<Histogram<u64>>,
-    model: String,
-    model_error: String,
-    explain_requests: u64,
-    explain_model_written: u64,
-    /// Requests that named no event we hold, by reason.
-    explain_not_found: u64,
-    speech_files: u64,
-    speech_failed: u64,
-    speech_dropped: u64,
-    speech_error: String,
-    /// Pending events read back from the journal at start (accepted by an earlier process).
-    events_restored: u64,
-    /// Events delivered again (transient-local history after a restart): not summarized twice.
-    events_duplicate: u64,
-    journal_errors: u64,
-    journal_error: String,
-    journal_path: String,
-}
-
-impl Stats {
-    /// A journal write that failed: counted and kept for /diagnostics; summaries go on.
-    fn journal_failed(&mut self, error: impl std::fmt::Display) {
-        self.journal_errors += 1;
-        self.journal_error = error.to_string();
-    }
 }
 
 fn summary_msg(s: &Summary, frame_id: &str) -> AnomalySummary {
@@ -248,12 +210,11 @@ async fn run() -> Result<()> {
             candidates,
         },
     );
-    let stats = Arc::new(Mutex::new(Stats {
-        generation_ms: Histogram::new_with_bounds(1, 600_000, 3).ok(),
-        model: summarizer.model_name().unwrap_or_default().to_string(),
-        model_error: summarizer.load_error().unwrap_or_default().to_string(),
-        ..Stats::default()
-    }));
+    let stats = Arc::new(Mutex::new(Stats::new(
+        summarizer.model_name().unwrap_or_default(),
+        summarizer.load_error().unwrap_or_default(),
+        speak,
+    )));
     // The journal of accepted, not yet summarized events. Without it (disabled, or it cannot
     // be opened) summaries go on; only a kill would lose the pending ones.
     let (journal, restored) = if persist_pending {
@@ -368,17 +329,7 @@ async fn run() -> Result<()> {
         if let Err(e) = journaled {
             st.journal_failed(e);
         }
-        if s.fallback {
-            *st.fallbacks.entry(s.fallback_reason.clone()).or_default() += 1;
-            if !s.rejected_claim.is_empty() {
-                *st.rejected_claims.entry(s.rejected_claim.clone()).or_default() += 1;
-            }
-        } else {
-            st.summaries_llm += 1;
-        }
-        if let Some(h) = st.generation_ms.as_mut() {
-            let _ = h.record((s.generation_time_s as f64 * 1e3).round().max(1.0) as u64);
-        }
+        st.published(s);
         tracing::info!(events = ?s.event_ids, fallback = s.fallback, reason = %s.fallback_reason, "summary: {}", s.text);
         if let Some(tx) = &speech_tx {
             if tx.try_send((s.event_ids.first().copied().unwrap_or(0), s.text.clone())).is_err() {
@@ -474,63 +425,10 @@ async fn run() -> Result<()> {
             tick.tick().await;
             // The journal's lock is taken before (never inside) the stats lock, as the drain does.
             let persisted = diag_journal.lock().expect("journal").as_ref().map(|store| store.pending_len());
-            let (level, message, kv) = {
-                let s = diag_stats.lock().expect("stats");
-                let fallbacks: u64 = s.fallbacks.values().sum();
-                let mut kv = vec![
-                    ("events_received".to_string(), s.events_received.to_string()),
-                    ("summaries_llm".into(), s.summaries_llm.to_string()),
-                    ("summaries_fallback".into(), fallbacks.to_string()),
-                    ("events_overflowed".into(), s.events_overflowed.to_string()),
-                    ("events_dropped".into(), s.events_dropped.to_string()),
-                    ("model".into(), if s.model.is_empty() { "none".into() } else { s.model.clone() }),
-                ];
-                for (reason, n) in &s.fallbacks {
-                    kv.push((format!("fallback.{reason}"), n.to_string()));
-                }
-                for (claim, n) in &s.rejected_claims {
-                    kv.push((format!("rejected.claim.{claim}"), n.to_string()));
-                }
-                kv.push(("events_restored".into(), s.events_restored.to_string()));
-                kv.push(("events_duplicate".into(), s.events_duplicate.to_string()));
-                if let Some(n) = persisted {
-                    kv.push(("events_pending_persisted".into(), n.to_string()));
-                }
-                if !s.journal_path.is_empty() {
-                    kv.push(("journal".into(), s.journal_path.clone()));
-                    kv.push(("journal_errors".into(), s.journal_errors.to_string()));
-                }
-                if !s.journal_error.is_empty() {
-                    kv.push(("journal_last_error".into(), s.journal_error.clone()));
-                }
-                kv.push(("explain_requests".into(), s.explain_requests.to_string()));
-                kv.push(("explain_model_written".into(), s.explain_model_written.to_string()));
-                kv.push(("explain_not_found".into(), s.explain_not_found.to_string()));
-                if speak {
-                    kv.push(("speech_files".into(), s.speech_files.to_string()));
-                    kv.push(("speech_failed".into(), s.speech_failed.to_string()));
-                    kv.push(("speech_dropped".into(), s.speech_dropped.to_string()));
-                    if !s.speech_error.is_empty() {
-                        kv.push(("speech_last_error".into(), s.speech_error.clone()));
-                    }
-                }
-                if let Some(h) = s.generation_ms.as_ref().filter(|h| !h.is_empty()) {
-                    kv.push(("generation_ms_p50".into(), h.value_at_quantile(0.5).to_string()));
-                    kv.push(("generation_ms_p99".into(), h.value_at_quantile(0.99).to_string()));
-                }
-                let (level, message) = if !s.model_error.is_empty() {
-                    (1u8, format!("no language model (template summaries): {}", s.model_error))
-                } else if s.events_dropped > 0 {
-                    (2u8, format!("{} events dropped", s.events_dropped))
-                } else if !s.journal_error.is_empty() {
-                    (1u8, format!("pending events may not survive a restart: {}", s.journal_error))
-                } else {
-                    (0u8, "ok".to_string())
-                };
-                (level, message, kv)
-            };
+            let health = diag_stats.lock().expect("stats").diagnostics(persisted);
             let header = Header { stamp: ros::now(&clock), frame_id: String::new() };
-            let mut status = vec![ros::status(status_name.clone(), "summarizer", level, message, kv)];
+            let mut status =
+                vec![ros::status(status_name.clone(), "summarizer", health.level, health.message, health.values)];
             status[0].values.extend(ros::key_values(cpu.key_values()));
             if let Err(e) = diagnostics.publish(&DiagnosticArray { header, status }) {
                 tracing::warn!("diagnostics publish failed: {e}");
