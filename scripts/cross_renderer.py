@@ -3,7 +3,7 @@
 simulator: a COCO-format dataset (PNG frames + annotations.json) that nothing in training
 has seen.
 
-It shares no code, palette, texture or shape with `fusion::sim` (Rust, ray-cast boxes): this
+It shares no code, palette, texture or shape with `sensor_sim` (Rust, ray-cast boxes): this
 is a numpy painter's-algorithm rasterizer of projected polygons and discs, with its own
 bodies (billboard pedestrians with round heads and a stride, extruded car/van side profiles
 with sloped windscreens, round wheels and window panes; traffic cones, striped barrels and

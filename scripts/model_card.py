@@ -65,7 +65,7 @@ def detector_card(m: dict, src: str) -> str:
         src = e.get('source', e.get('seeds', ''))
         out.append(f"| {key} | {e.get('frames', '')} | {fmt(e['map50'])} | {fmt(ap.get('person'))} | "
                    f"{fmt(ap.get('vehicle'))} | {fmt(ap.get('obstacle'))} | {accs} | {src} |")
-    out.append('\nSets: `flex/...` = held-out frames of the training renderer (`fusion::sim`, seeds never trained on); '
+    out.append('\nSets: `flex/...` = held-out frames of the training renderer (`sensor_sim`, seeds never trained on); '
                '`cross_renderer:...` = `scripts/cross_renderer.py`, an independently written renderer (own shapes, '
                'palette, textures, sky) the training never saw; `colour_swap:...` = held-out scenes with every actor '
                'painted in another class\'s old colour. Commands: `fusion_eval_detector [--coco DIR/annotations.json | '

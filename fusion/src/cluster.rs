@@ -205,50 +205,6 @@ pub fn radar_objects(targets: &[RadarTarget], eps: f64, eps_doppler: f64) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        calib::Calibration,
-        sim::{self, World},
-    };
-
-    /// On a simulated sweep, ground removal plus clustering finds one box per actor, where
-    /// the actor is, and nothing else within 40 m.
-    #[test]
-    fn clusters_are_the_actors() {
-        let s = sim::scenario("nominal").unwrap();
-        let calib = Calibration::default();
-        let w = World::new(&s, 3.0, calib.clone());
-        let t = 2.0;
-        let sweep = sim::lidar_sweep(&w, t, &mut sim::rng(3, 2));
-        let lidar = calib.sensor("lidar").to_base();
-        let pts: Vec<[f32; 3]> = sweep
-            .transformed(&lidar)
-            .into_iter()
-            .map(|p| p.xyz())
-            .filter(|p| (p[0] * p[0] + p[1] * p[1]).sqrt() < 40.0)
-            .collect();
-        let p = ClusterParams::default();
-        let kept = remove_ground(&pts, &p);
-        let objects: Vec<[f32; 3]> = kept.iter().map(|&i| pts[i]).collect();
-        let boxes: Vec<ObjectBox> = euclidean_clusters(&objects, &p).iter().map(|c| object_box(&objects, c)).collect();
-        // Actors the sweep really saw (the vehicle can hide the obstacle behind it; a far,
-        // low or thin obstacle gets a handful of returns, maybe below the cluster minimum).
-        let hits = |id: u32| sweep.actor.iter().filter(|a| **a == Some(id)).count();
-        let near = |b: &ObjectBox, a: &sim::ActorTruth| {
-            // The sweep sees the near faces: the box centre is within half a size of the truth.
-            (b.center[0] - a.center[0]).hypot(b.center[1] - a.center[1]) < a.size[0].max(a.size[1]) / 2.0 + 0.3
-        };
-        let truth: Vec<_> =
-            sim::truth(&w, t, None).into_iter().filter(|a| a.center[0].hypot(a.center[1]) < 38.0).collect();
-        let well_seen: Vec<_> = truth.iter().filter(|a| hits(a.id) >= 15).collect();
-        assert!(!well_seen.is_empty());
-        for a in &well_seen {
-            assert_eq!(boxes.iter().filter(|b| near(b, a)).count(), 1, "actor {} at {:?}: {boxes:?}", a.id, a.center);
-        }
-        // Nothing else: every box is on an actor the sweep returned from.
-        for b in &boxes {
-            assert!(truth.iter().any(|a| hits(a.id) > 0 && near(b, a)), "{b:?} is on no actor");
-        }
-    }
 
     #[test]
     fn radar_targets_group_by_position_and_doppler() {

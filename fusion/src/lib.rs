@@ -21,7 +21,6 @@ pub mod monitor;
 pub mod motion;
 pub mod pipeline;
 pub mod sched;
-pub mod sim;
 pub mod sync;
 pub mod tf;
 pub mod track;

@@ -124,10 +124,6 @@ pub fn deskew(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        calib::Calibration,
-        sim::{self, World},
-    };
 
     fn state(stamp: StampNs, yaw: f64) -> ImuState {
         ImuState {
@@ -149,56 +145,5 @@ mod tests {
         assert!((m.angular_velocity.z - 0.25).abs() < 1e-12);
         assert!(b.at(999).is_none() && b.at(2_001).is_none());
         assert!((b.rotation_between(1_000, 2_000).unwrap().angle() - 1.0).abs() < 1e-12);
-    }
-
-    /// A sweep taken while the ego turns and drives: after deskew, the returns from a
-    /// static obstacle lie on its box as seen from the base at the sweep's stamp.
-    #[test]
-    fn deskew_puts_a_static_obstacle_back_in_place() {
-        let mut s = sim::scenario("nominal").unwrap();
-        s.speed = |_| 10.0;
-        s.yaw_rate = |_| 0.6;
-        s.actors.retain(|a| a.id == 3);
-        s.actors[0].p0 = [8.0, 6.0]; // ahead-left, inside the turn
-        let calib = Calibration::default();
-        let w = World::new(&s, 2.0, calib.clone());
-        let t0 = 1.0;
-        let sweep = sim::lidar_sweep(&w, t0, &mut sim::rng(9, 2));
-        let lidar = calib.sensor("lidar").to_base();
-        // As lidar_ingest publishes them: base_link at each firing time, t kept.
-        let mut pts: Vec<LidarPoint> = sweep
-            .transformed(&lidar)
-            .into_iter()
-            .zip(&sweep.actor)
-            .filter(|(_, a)| **a == Some(3))
-            .map(|(p, _)| p)
-            .collect();
-        assert!(pts.len() > 20, "{}", pts.len());
-        let mut imu = ImuBuffer::new(100);
-        for k in 0..60 {
-            let t = t0 - 0.1 + k as f64 * 0.005;
-            imu.push(state((t * 1e9).round() as i64, w.traj.at(t).yaw)).unwrap();
-        }
-        let stamp = (t0 * 1e9).round() as i64;
-        let ego = w.traj.at(t0);
-        let box_error = |pts: &[LidarPoint]| {
-            let obstacle = sim::truth(&w, t0, None).into_iter().find(|a| a.id == 3).unwrap();
-            pts.iter()
-                .map(|p| {
-                    // Distance outside the obstacle's footprint (axis-aligned in base at t0 up to its yaw).
-                    let (c, s) = (obstacle.yaw.cos(), obstacle.yaw.sin());
-                    let (dx, dy) = (p.x as f64 - obstacle.center[0], p.y as f64 - obstacle.center[1]);
-                    let (lx, ly) = (c * dx + s * dy, -s * dx + c * dy);
-                    let ex = (lx.abs() - obstacle.size[0] / 2.0).max(0.0);
-                    let ey = (ly.abs() - obstacle.size[1] / 2.0).max(0.0);
-                    ex.hypot(ey)
-                })
-                .fold(0.0f64, f64::max)
-        };
-        let before = box_error(&pts);
-        deskew(&mut pts, stamp, &imu, &Vector3::new(ego.speed, 0.0, 0.0)).unwrap();
-        let after = box_error(&pts);
-        assert!(before > 0.3, "the raw sweep is smeared: {before}");
-        assert!(after < 0.1, "deskewed points within 10 cm of the box: {after}");
     }
 }

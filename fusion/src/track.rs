@@ -270,11 +270,6 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        calib::Calibration,
-        cluster::{euclidean_clusters, object_box, remove_ground, ClusterParams},
-        sim::{self, World},
-    };
 
     /// The ego drives a 20 m circle (6 m/s, 0.3 rad/s) past a post and a walker: the post
     /// stays still over the ground and the walker walks, although relative to the turning
@@ -327,57 +322,5 @@ mod tests {
             tr.step(0.1, EgoMotion::default(), &[]);
         }
         assert!(tr.tracks().is_empty());
-    }
-
-    /// LiDAR sweeps of the simulated nominal scenario → clusters → tracker with the ego
-    /// motion: every actor the LiDAR sees keeps one confirmed track with its ground velocity.
-    #[test]
-    fn tracks_simulated_actors_with_stable_ids() {
-        let s = sim::scenario("nominal").unwrap();
-        let calib = Calibration::default();
-        let w = World::new(&s, 5.0, calib.clone());
-        let lidar = calib.sensor("lidar").to_base();
-        let p = ClusterParams::default();
-        let mut tr = Tracker::new(TrackerParams::default());
-        let mut ids_seen: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
-        for k in 0..40 {
-            let t = 0.5 + k as f64 * 0.1;
-            let sweep = sim::lidar_sweep(&w, t, &mut sim::rng(11, k));
-            let pts: Vec<[f32; 3]> =
-                sweep.transformed(&lidar).into_iter().map(|q| q.xyz()).filter(|q| q[0].hypot(q[1]) < 40.0).collect();
-            let kept: Vec<[f32; 3]> = remove_ground(&pts, &p).into_iter().map(|i| pts[i]).collect();
-            let dets: Vec<Detection> = euclidean_clusters(&kept, &p)
-                .iter()
-                .map(|c| object_box(&kept, c))
-                .map(|b| Detection::at([b.center[0], b.center[1]], b.size))
-                .collect();
-            let (e0, e1) = (w.traj.at(t - 0.1), w.traj.at(t));
-            let (c, s) = (e0.yaw.cos(), e0.yaw.sin());
-            let (wx, wy) = (e1.x - e0.x, e1.y - e0.y);
-            let ego = EgoMotion { dx: c * wx + s * wy, dy: -s * wx + c * wy, dyaw: e1.yaw - e0.yaw, velocity: None };
-            tr.step(0.1, ego, &dets);
-            if k >= 20 {
-                // Match confirmed tracks to the truth by position.
-                for a in sim::truth(&w, t, None) {
-                    if let Some(track) = tr.tracks().iter().filter(|x| x.confirmed(&tr.params)).find(|x| {
-                        (x.state[0] - a.center[0]).hypot(x.state[1] - a.center[1])
-                            < a.size[0].max(a.size[1]) / 2.0 + 0.5
-                    }) {
-                        ids_seen.entry(a.id).or_default().push(track.id);
-                        if k == 39 {
-                            let v = track.velocity();
-                            let err = (v[0] - a.velocity[0]).hypot(v[1] - a.velocity[1]);
-                            assert!(err < 1.0, "actor {}: track v {v:?} vs truth {:?}", a.id, a.velocity);
-                        }
-                    }
-                }
-            }
-        }
-        // The vehicle and the person are tracked in (nearly) every frame, each by one id.
-        for id in [1, 2] {
-            let seen = &ids_seen[&id];
-            assert!(seen.len() >= 18, "actor {id} tracked in {} of 20 frames", seen.len());
-            assert!(seen.iter().all(|x| *x == seen[0]), "actor {id} changed track id: {seen:?}");
-        }
     }
 }

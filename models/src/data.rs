@@ -5,9 +5,9 @@
 //! [`TRAIN_SEEDS`], evaluation [`EVAL_SEEDS`], the end-to-end test [`TEST_SEEDS`].
 use crate::detector::STRIDE;
 use fusion::calib::Calibration;
-use fusion::sim::{self, World};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use sensor_sim::{self as sim, World};
 use serde::Serialize;
 use std::ops::Range;
 

@@ -172,7 +172,7 @@ pub fn train(config: &DetectorConfig, o: &TrainOptions, log: &mut dyn Write) -> 
     // batch norms keep the ImageNet statistics), and only the adapters, neck and head learn.
     let frozen = model.pretrained().map(|net| net.valid());
     let mut optimizer = AdamConfig::new().init();
-    let mut rng = fusion::sim::rng(o.seed, 99);
+    let mut rng = sensor_sim::rng(o.seed, 99);
     let pb = bar(o.steps, "train");
     let eval_options = DetectorOptions { score_threshold: 0.05, input_size: o.input, ..DetectorOptions::default() };
     let mut last_score = None;

@@ -240,7 +240,7 @@ pub fn set_line(s: &SetOutput) -> String {
 /// Where the messages come from: a recorded bag, or a simulated run generated on the fly.
 enum Source {
     Bag(Bag),
-    Sim { scenario: fusion::sim::Scenario, spec: SimSpec },
+    Sim { scenario: sensor_sim::Scenario, spec: SimSpec },
 }
 
 impl Source {
@@ -309,7 +309,7 @@ impl Source {
                 Ok(bag.duration_ns)
             }
             Source::Sim { scenario, spec } => {
-                let world = fusion::sim::World::new(scenario, spec.duration + 0.2, calib.clone());
+                let world = sensor_sim::World::new(scenario, spec.duration + 0.2, calib.clone());
                 // The ground truth beside the outputs, as fusion_sim puts it beside the bag.
                 let mut gt: Box<dyn Write> = match out {
                     Some(dir) => Box::new(simrun::beside(dir, calib)?),

@@ -1,4 +1,4 @@
-//! A `fusion::sim` scenario as the raw messages real drivers publish (DESIGN.md §3), in log
+//! A `sensor_sim` scenario as the raw messages real drivers publish (DESIGN.md §3), in log
 //! time order, with its ground truth. One generator, two consumers:
 //!
 //! - `fusion_sim` writes the messages into a rosbag2 MCAP bag;
@@ -8,13 +8,13 @@
 //! Both see the same bytes: a streamed run's outputs equal a replay of the written bag's.
 use crate::bag::BagMessage;
 use anyhow::{Context as _, Result};
-use fusion::sim::{self, World};
 use r2r::{
     builtin_interfaces::msg::Time,
     geometry_msgs::msg::{Quaternion, Vector3},
     sensor_msgs::msg::{CameraInfo, Image, Imu, PointCloud2, PointField, RegionOfInterest},
     std_msgs::msg::Header,
 };
+use sensor_sim::{self as sim, World};
 use std::io::Write;
 
 /// Bag time of the scenario's t = 0 (fixed, so that bags are reproducible).

@@ -105,7 +105,7 @@ fn main() -> Result<()> {
             "command": std::env::args().collect::<Vec<_>>().join(" "),
             "options": options,
             "data": {
-                "source": "fusion_sim world (fusion::sim): models::data::scene_frame over seeds 1000000.., \
+                "source": "fusion_sim world (sensor_sim): models::data::scene_frame over seeds 1000000.., \
                            4 of 5 frames sim::random_scenario(seed) at t in [0,3) s, 1 of 5 a named scenario \
                            (sim::scenario_seeded) at t in [0,20) s outside camera blackouts; labels = visible 2D box of \
                            each camera-visible actor; half the frames among unlabelled surroundings (sim::random_surroundings: \

@@ -7,15 +7,13 @@
 //! extrinsics the nodes read) and `ground_truth.jsonl`. Same arguments → identical bytes.
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use fusion::{
-    calib::Calibration,
-    sim::{self, World},
-};
+use fusion::calib::Calibration;
 use sensor_fusion::{
     bag::BagWriter,
     graph, msgdef,
     simrun::{self, START_NS},
 };
+use sensor_sim::{self as sim, World};
 use std::io::Write;
 
 #[derive(Parser)]

@@ -1,13 +1,14 @@
-//! `fusion_sim`'s world and sensors, ROS-free and deterministic in the seed: an ego platform
+//! `fusion_sim`'s world and sensors (crate `sensor_sim`, apart from the `fusion` core it
+//! feeds), ROS-free and deterministic in the seed: an ego platform
 //! on a speed / yaw-rate profile over a ground plane, actors with boxes and trajectories,
 //! and ray-cast camera, LiDAR and radar plus an IMU. Occlusion is real: every sensor sees
 //! the nearest surface along each ray. The binary in `nodes/` turns the outputs into ROS
 //! messages in a rosbag2 bag and writes the ground truth beside it.
 pub mod dress;
 
-use crate::calib::{point_in_polygon, Calibration};
-use crate::cloud::{LidarPoint, RadarTarget};
 pub use dress::{random_surroundings, Appearance, Material, Part, Pattern, Road, SceneLook, Scenery, Shape};
+use fusion::calib::{point_in_polygon, Calibration};
+use fusion::cloud::{LidarPoint, RadarTarget};
 use nalgebra::{Isometry3, Point3, Translation3, UnitQuaternion, Vector3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -543,7 +544,7 @@ pub struct Frame {
 /// two threads; the result does not depend on the split (noise is indexed by pixel).
 pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
     let cam = w.calib.sensor("camera");
-    let crate::camera::Intrinsics { k, width, height } = crate::camera::Intrinsics::of(cam);
+    let fusion::camera::Intrinsics { k, width, height } = fusion::camera::Intrinsics::of(cam);
     let pose = w.sensor_pose("camera", t);
     let mut boxes = w.parts(t, &w.boxes(t, true));
     // Scenery after the actors' parts: index = actors + its place in `look.scenery`.

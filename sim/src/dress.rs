@@ -508,7 +508,7 @@ mod tests {
 
     #[test]
     fn every_part_lies_inside_the_actor_box() {
-        let mut r = crate::sim::rng(3, 0);
+        let mut r = crate::rng(3, 0);
         for class in [Class::Person, Class::Vehicle, Class::Obstacle] {
             for _ in 0..200 {
                 let (shape, size) = random_body(class, &mut r);
@@ -527,11 +527,11 @@ mod tests {
     #[test]
     fn appearance_does_not_depend_on_the_class() {
         // The same stream gives the same look whatever the class: nothing to learn from paint.
-        let a = random_appearance(&mut crate::sim::rng(5, 1));
-        let b = random_appearance(&mut crate::sim::rng(5, 1));
+        let a = random_appearance(&mut crate::rng(5, 1));
+        let b = random_appearance(&mut crate::rng(5, 1));
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
         // Over many draws, every channel is the brightest for some actors.
-        let mut r = crate::sim::rng(6, 1);
+        let mut r = crate::rng(6, 1);
         let mut dominant = [0; 3];
         for _ in 0..300 {
             let c = random_appearance(&mut r).paint;
