@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the package the way colcon/ament lay it out, so that `ros2 launch sensor_fusion
 # fusion.launch.xml` (and fusion_launch) find it once <prefix> is on AMENT_PREFIX_PATH:
-#   <prefix>/lib/sensor_fusion/<executables>
+#   <prefix>/lib/sensor_fusion/<the six nodes>   (what `ros2 run` and launch files start)
+#   <prefix>/bin/<tools>                         (on PATH once local_setup.bash is sourced)
 #   <prefix>/share/sensor_fusion/{package.xml, launch/, config/, models/}
 #   <prefix>/share/ament_index/resource_index/packages/sensor_fusion
 #   <prefix>/local_setup.bash
@@ -10,11 +11,23 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${1:?usage: install.sh PREFIX}
 mkdir -p "$PREFIX"
 PREFIX=$(cd "$PREFIX" && pwd)
-EXES="camera_ingest lidar_ingest radar_ingest imu_ingest fusion_node fusion_bag fusion_launch fusion_replay fusion_sim fusion_sync fusion_view fusion_train_detector fusion_eval_detector fusion_bench_detector summarizer fusion_llm fusion_bench_llm fusion_sched_bench"
-install -d "$PREFIX/lib/sensor_fusion" "$PREFIX/share/sensor_fusion/launch" "$PREFIX/share/sensor_fusion/config" \
+# What runs on the robot (crate sensor_fusion, nodes/).
+NODES="camera_ingest lidar_ingest radar_ingest imu_ingest fusion_node summarizer"
+# The tools a user runs (crate sensor_fusion_tools, tools/; fusion_eval_detector and fusion_llm
+# from models/). Training and benchmarks stay in target/release: they are for development.
+TOOLS="fusion_bag fusion_launch fusion_replay fusion_sim fusion_view fusion_eval_detector fusion_llm"
+install -d "$PREFIX/lib/sensor_fusion" "$PREFIX/bin" "$PREFIX/share/sensor_fusion/launch" "$PREFIX/share/sensor_fusion/config" \
   "$PREFIX/share/ament_index/resource_index/packages" "$PREFIX/share/sensor_fusion/models"
-for e in $EXES; do
+for e in $NODES; do
   install -m 755 "$ROOT/target/release/$e" "$PREFIX/lib/sensor_fusion/$e"
+done
+for e in $TOOLS; do
+  install -m 755 "$ROOT/target/release/$e" "$PREFIX/bin/$e"
+done
+# An install made before the tools moved to bin/ kept them here: remove those copies, so an
+# old binary never shadows the new one on PATH.
+for e in $TOOLS fusion_sync fusion_train_detector fusion_bench_detector fusion_bench_llm fusion_sched_bench; do
+  rm -f "$PREFIX/lib/sensor_fusion/$e"
 done
 install -m 644 "$ROOT"/launch/*.launch.xml "$PREFIX/share/sensor_fusion/launch/"
 install -m 644 "$ROOT"/config/* "$PREFIX/share/sensor_fusion/config/"
@@ -31,6 +44,10 @@ _sf_prefix="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 case ":${AMENT_PREFIX_PATH:-}:" in
   *":$_sf_prefix:"*) ;;
   *) export AMENT_PREFIX_PATH="$_sf_prefix${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" ;;
+esac
+case ":$PATH:" in
+  *":$_sf_prefix/bin:"*) ;;
+  *) export PATH="$_sf_prefix/bin:$PATH" ;;
 esac
 case ":$PATH:" in
   *":$_sf_prefix/lib/sensor_fusion:"*) ;;

@@ -141,7 +141,7 @@ def main() -> int:
     env['AMENT_PREFIX_PATH'] = f"{prefix}:{env.get('AMENT_PREFIX_PATH', '')}"
     env['ROS_HOME'] = str(work / 'ros_home')
     launch_log = open(work / 'launch.log', 'w+')
-    launch = subprocess.Popen([str(prefix / 'lib/sensor_fusion/fusion_launch'), 'sensor_fusion', 'fusion.launch.xml',
+    launch = subprocess.Popen([str(prefix / 'bin/fusion_launch'), 'sensor_fusion', 'fusion.launch.xml',
                                '--grace', '5'], stdout=launch_log, stderr=subprocess.STDOUT, env=env)
     diag = Diagnostics()
     player = subprocess.Popen([str(BIN / 'fusion_bag'), 'play', str(bag), '--loop', '--restamp', '--delay', '3'],

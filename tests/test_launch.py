@@ -18,7 +18,7 @@ INGEST = ['camera_ingest', 'lidar_ingest', 'radar_ingest', 'imu_ingest']
 
 
 def launcher() -> str:
-    exe = PREFIX / 'lib' / 'sensor_fusion' / 'fusion_launch'
+    exe = PREFIX / 'bin' / 'fusion_launch'
     if not exe.exists():
         pytest.fail(f'{exe} missing: run `make install` first')
     return str(exe)
@@ -87,7 +87,9 @@ def qos_text(info) -> str:
 
 @pytest.mark.fast
 def test_install_layout_file_by_file():
-    files = [f'lib/sensor_fusion/{e}' for e in INGEST + ['fusion_bag', 'fusion_launch']] + [
+    nodes = INGEST + ['fusion_node', 'summarizer']
+    tools = ['fusion_bag', 'fusion_launch', 'fusion_replay', 'fusion_sim', 'fusion_view']
+    files = [f'lib/sensor_fusion/{e}' for e in nodes] + [f'bin/{e}' for e in tools] + [
         'share/sensor_fusion/package.xml',
         'share/sensor_fusion/launch/fusion.launch.xml',
         'share/sensor_fusion/config/ingest.yaml',
@@ -100,8 +102,10 @@ def test_install_layout_file_by_file():
     ]
     for f in files:
         assert (PREFIX / f).is_file(), f
-    for e in INGEST + ['fusion_bag', 'fusion_launch']:
-        assert os.access(PREFIX / 'lib/sensor_fusion' / e, os.X_OK), e
+    for f in files[:len(nodes) + len(tools)]:
+        assert os.access(PREFIX / f, os.X_OK), f
+    # What `ros2 run sensor_fusion <TAB>` offers is the node set, not the tools or benchmarks.
+    assert sorted(p.name for p in (PREFIX / 'lib/sensor_fusion').iterdir()) == sorted(nodes)
     pkg = (PREFIX / 'share/sensor_fusion/package.xml').read_text()
     for dep in ['sensor_msgs', 'geometry_msgs', 'std_msgs', 'visualization_msgs', 'diagnostic_msgs', 'fusion_msgs',
                 'rosgraph_msgs']:

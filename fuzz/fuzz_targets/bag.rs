@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
-#[path = "../../nodes/src/bag.rs"]
+#[path = "../../tools/src/bag.rs"]
 mod bag;
 
 fuzz_target!(|data: &[u8]| {

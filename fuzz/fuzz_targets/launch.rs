@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
 
 #[allow(dead_code)]
-#[path = "../../nodes/src/launch.rs"]
+#[path = "../../tools/src/launch.rs"]
 mod launch;
 
 fuzz_target!(|data: &[u8]| {

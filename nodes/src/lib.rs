@@ -1,18 +1,13 @@
-//! ROS 2 adapters of the sensor_fusion node set: thin r2r nodes over the ROS-free
-//! `fusion` crate, and the rosbag2 tooling (`bag`, used by `fusion_bag`).
-pub mod bag;
+//! What runs on the robot: the ROS 2 glue of the six nodes (thin r2r adapters over the
+//! ROS-free `fusion` and `models` crates) and the ROS-free services they share with the
+//! tools (`summarizer`). The tools around the node set (bags, launcher, replay, simulator
+//! writer, viewer, benchmarks) are the `sensor_fusion_tools` crate in `tools/`.
 pub mod detector;
 pub mod graph;
 pub mod ingest;
-pub mod launch;
-pub mod msgdef;
 pub mod pending;
-pub mod replay;
-pub mod report;
 pub mod ros;
 pub mod rviz;
-pub mod schedbench;
-pub mod simrun;
 pub mod speech;
 pub mod summarizer;
 

@@ -4,14 +4,7 @@
 //! FIFO baseline. The player thread stands for the drivers: it deserializes each message
 //! and stamps it with the time it is handed over, so latency counts from "acquisition"
 //! (the newest member's stamp) to publication, as on the robot.
-use crate::{
-    bag::Bag,
-    detector::DetectorParams,
-    graph,
-    ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
-    replay::apply_params_file_with,
-    ros,
-};
+use crate::{bag::Bag, replay::apply_params_file_with};
 use anyhow::{bail, Context as _, Result};
 use fusion::{
     anomaly::Event,
@@ -25,6 +18,12 @@ use hdrhistogram::Histogram;
 use r2r::{
     sensor_msgs::msg::{Image, Imu, PointCloud2},
     WrappedTypesupport,
+};
+use sensor_fusion::{
+    detector::DetectorParams,
+    graph,
+    ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
+    ros,
 };
 use serde_json::{json, Value};
 use std::{

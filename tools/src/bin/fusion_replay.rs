@@ -17,7 +17,7 @@ use clap::Parser;
 use fusion::pipeline::PipelineParams;
 use sensor_fusion::detector::DetectorParams;
 use sensor_fusion::graph;
-use sensor_fusion::replay::{apply_params_file_with, run, ReplayOptions, SimSpec};
+use sensor_fusion_tools::replay::{apply_params_file_with, run, ReplayOptions, SimSpec};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -216,8 +216,8 @@ fn go(cli: Cli) -> Result<()> {
         if let Some(m) = summary_model {
             info.models.insert("summary_model".into(), m);
         }
-        let data = sensor_fusion::report::data(&collector, &info, &summary_records)?;
-        sensor_fusion::report::write(path, &data)?;
+        let data = sensor_fusion_tools::report::data(&collector, &info, &summary_records)?;
+        sensor_fusion_tools::report::write(path, &data)?;
         eprintln!("fusion_replay: report written to {} in {:.2} s", path.display(), started.elapsed().as_secs_f64());
     }
     if cli.bench {

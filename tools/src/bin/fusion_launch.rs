@@ -9,7 +9,7 @@
 //! forwarded; after a grace period SIGTERM, then SIGKILL. Exit status 1 when a node failed.
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
-use sensor_fusion::launch::{self, LaunchError, NodeSpec, Output, ParamSource};
+use sensor_fusion_tools::launch::{self, LaunchError, NodeSpec, Output, ParamSource};
 use std::{
     collections::BTreeMap,
     io::Write,

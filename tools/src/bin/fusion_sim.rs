@@ -8,9 +8,10 @@
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use fusion::calib::Calibration;
-use sensor_fusion::{
+use sensor_fusion::graph;
+use sensor_fusion_tools::{
     bag::BagWriter,
-    graph, msgdef,
+    msgdef,
     simrun::{self, START_NS},
 };
 use sensor_sim::{self as sim, World};

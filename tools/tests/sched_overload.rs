@@ -5,10 +5,8 @@
 //! instead of publishing late: no set may be published past its 100 ms hard deadline, and
 //! memory must stay flat.
 use fusion::sched::SchedConfig;
-use sensor_fusion::{
-    detector::DetectorParams,
-    schedbench::{run, BenchOptions, Mode},
-};
+use sensor_fusion::detector::DetectorParams;
+use sensor_fusion_tools::schedbench::{run, BenchOptions, Mode};
 use std::process::Command;
 
 #[test]

@@ -11,8 +11,6 @@
 //! input gives byte-identical files at any replay speed. `timing.json` is measured.
 use crate::{
     bag::{Bag, BagMessage},
-    graph,
-    ingest::{camera_info_ref, cloud_fields, cloud_ref, image_ref, imu_sample},
     simrun,
 };
 use anyhow::{bail, Context as _, Result};
@@ -32,6 +30,10 @@ use r2r::{
     sensor_msgs::msg::{CameraInfo, Image, Imu, PointCloud2},
     tf2_msgs::msg::TFMessage,
     WrappedTypesupport,
+};
+use sensor_fusion::{
+    graph,
+    ingest::{camera_info_ref, cloud_fields, cloud_ref, image_ref, imu_sample},
 };
 use serde_json::json;
 use std::{
@@ -114,7 +116,7 @@ pub fn apply_params_file(params: &mut PipelineParams, path: &Path, node: &str) -
 /// As [`apply_params_file`], also filling the camera detector's parameters when given.
 pub fn apply_params_file_with(
     params: &mut PipelineParams,
-    mut detector: Option<&mut crate::detector::DetectorParams>,
+    mut detector: Option<&mut sensor_fusion::detector::DetectorParams>,
     path: &Path,
     node: &str,
 ) -> Result<Vec<String>> {
@@ -142,7 +144,9 @@ pub fn apply_params_file_with(
                     .map_err(anyhow::Error::msg)
                     .with_context(|| format!("{}", path.display()))?;
                 applied.push(name);
-            } else if let (Some(d), true) = (detector.as_deref_mut(), crate::detector::NAMES.contains(&name.as_str())) {
+            } else if let (Some(d), true) =
+                (detector.as_deref_mut(), sensor_fusion::detector::NAMES.contains(&name.as_str()))
+            {
                 d.set(&name, &v).with_context(|| format!("{}", path.display()))?;
                 applied.push(name);
             }
@@ -350,7 +354,7 @@ fn bag_transforms(bag: &Bag) -> Result<fusion::tf::TransformBuffer> {
         read += 1;
         match TFMessage::from_serialized_bytes(&m.data) {
             Ok(msg) => {
-                for t in crate::ros::transforms_of(msg) {
+                for t in sensor_fusion::ros::transforms_of(msg) {
                     if let Err(e) = buffer.set(&t, true) {
                         tracing::warn!("{}: {e}", tf.name);
                     }
@@ -380,7 +384,7 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     let source = Source::open(opts)?;
     let resolved = source.calibration(opts)?;
     tracing::info!("sensor extrinsics from: {}", resolved.summary());
-    crate::ros::warn_about(&resolved);
+    sensor_fusion::ros::warn_about(&resolved);
     let calib = resolved.calibration.clone();
     let mut params = PipelineParams::default();
     if let Some(p) = &opts.params_file {

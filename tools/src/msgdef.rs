@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn anomaly_event_constants_are_the_core_vocabulary() {
         use fusion::anomaly::{EventKind, ERROR, INFO, WARN};
-        let msg = include_str!("../fusion_msgs/msg/AnomalyEvent.msg");
+        let msg = include_str!("../../nodes/fusion_msgs/msg/AnomalyEvent.msg");
         let constants = |prefix: &str| -> Vec<(String, String)> {
             msg.lines()
                 .filter_map(|l| l.strip_prefix(prefix))
@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn fused_object_sensor_bits_are_the_core_sensors() {
         use fusion::Sensor;
-        let msg = include_str!("../fusion_msgs/msg/FusedObject.msg");
+        let msg = include_str!("../../nodes/fusion_msgs/msg/FusedObject.msg");
         let bits: Vec<(String, u8)> = msg
             .lines()
             .filter_map(|l| l.strip_prefix("uint8 SENSOR_"))

@@ -1127,7 +1127,7 @@ mod tests {
             // The node set itself, for the shipped launch file.
             std::fs::write(p.join("share/ament_index/resource_index/packages/sensor_fusion"), "").unwrap();
             std::fs::create_dir_all(p.join("lib/sensor_fusion")).unwrap();
-            for node in crate::graph::NODES {
+            for node in sensor_fusion::graph::NODES {
                 std::fs::write(p.join("lib/sensor_fusion").join(node.name), "#!/bin/sh\n").unwrap();
             }
             std::env::set_var("AMENT_PREFIX_PATH", &p);
@@ -1304,7 +1304,7 @@ mod tests {
     /// each to its `*_topic` launch argument (default: the input's own name).
     #[test]
     fn the_launch_file_remaps_the_inputs_and_nothing_else() {
-        use crate::graph::{INPUTS, NODES};
+        use sensor_fusion::graph::{INPUTS, NODES};
         prefix();
         let file = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../launch/fusion.launch.xml"));
         let config = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config")).display().to_string();

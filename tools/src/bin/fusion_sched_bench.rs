@@ -11,10 +11,8 @@
 use anyhow::Result;
 use clap::Parser;
 use fusion::sched::{parse_cpus, SchedConfig};
-use sensor_fusion::{
-    detector::DetectorParams,
-    schedbench::{run, BenchOptions, Mode},
-};
+use sensor_fusion::detector::DetectorParams;
+use sensor_fusion_tools::schedbench::{run, BenchOptions, Mode};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 

@@ -23,7 +23,7 @@ pub const START_NS: i64 = 1_700_000_000_000_000_000;
 /// The raw topics of a simulated run, as (name, type): the graph's driver inputs, in the
 /// root namespace. `BagMessage::topic` indexes this.
 pub fn topics() -> Vec<(String, &'static str)> {
-    crate::graph::INPUTS.iter().map(|(t, _)| (t.root_name(), t.msg_type)).collect()
+    sensor_fusion::graph::INPUTS.iter().map(|(t, _)| (t.root_name(), t.msg_type)).collect()
 }
 const CAMERA: usize = 0;
 const CAMERA_INFO: usize = 1;
@@ -48,7 +48,7 @@ pub fn scenario(name: &str, seed: u64, duration: f64) -> Result<sim::Scenario> {
 /// nodes read tf first).
 pub fn tf_static(calib: &fusion::calib::Calibration) -> Result<Vec<u8>> {
     let mounts: Vec<fusion::tf::Transform> = calib.mounts().map(|(_, t)| t).collect();
-    crate::ros::serialize(&crate::ros::tf_message(&mounts, stamp(0)))
+    sensor_fusion::ros::serialize(&sensor_fusion::ros::tf_message(&mounts, stamp(0)))
 }
 
 /// What a run leaves beside its messages in `dir`: `calibration.yaml` (written now) and the
@@ -237,8 +237,8 @@ pub fn generate(
                         };
                         // The intrinsics first, so that a replay projects even the first
                         // frame with them (a node has them from the camera's earlier frames).
-                        emit(CAMERA_INFO, t_ns, crate::ros::serialize(&info)?)?
-                            && emit(CAMERA, t_ns, crate::ros::serialize(&img)?)?
+                        emit(CAMERA_INFO, t_ns, sensor_fusion::ros::serialize(&info)?)?
+                            && emit(CAMERA, t_ns, sensor_fusion::ros::serialize(&img)?)?
                     }
                     Sensor::Lidar => {
                         if scenario.faults.lidar_dropout.is_some_and(|(a, b)| t >= a && t < b) {
@@ -255,7 +255,7 @@ pub fn generate(
                             sweep.points.iter().flat_map(|&p| <[f32; 5]>::from(p)),
                             n,
                         );
-                        emit(LIDAR, t_ns, crate::ros::serialize(&msg)?)?
+                        emit(LIDAR, t_ns, sensor_fusion::ros::serialize(&msg)?)?
                     }
                     Sensor::Radar => {
                         let targets = sim::radar_scan(world, t, &mut rng_radar);
@@ -269,7 +269,7 @@ pub fn generate(
                             targets.iter().flat_map(|&(p, _)| <[f32; 5]>::from(p)),
                             n,
                         );
-                        emit(RADAR, t_ns, crate::ros::serialize(&msg)?)?
+                        emit(RADAR, t_ns, sensor_fusion::ros::serialize(&msg)?)?
                     }
                     Sensor::Imu => {
                         let r = imu.sample(world, t, 0.005, &mut rng_imu);
@@ -285,7 +285,7 @@ pub fn generate(
                             linear_acceleration: v3(r.linear_acceleration),
                             linear_acceleration_covariance: vec![9e-4, 0.0, 0.0, 0.0, 9e-4, 0.0, 0.0, 0.0, 9e-4],
                         };
-                        emit(IMU, t_ns, crate::ros::serialize(&msg)?)?
+                        emit(IMU, t_ns, sensor_fusion::ros::serialize(&msg)?)?
                     }
                 };
                 progress.set_position(t_ns as u64 / 1_000_000);

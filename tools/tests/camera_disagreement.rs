@@ -12,7 +12,7 @@ use fusion::{
     StampNs,
 };
 use sensor_fusion::detector::DetectorParams;
-use sensor_fusion::replay::{run, ReplayOptions};
+use sensor_fusion_tools::replay::{run, ReplayOptions};
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 struct GroundTruthBoxes {

@@ -4,9 +4,10 @@
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use r2r::{qos::ReliabilityPolicy, QosProfile};
-use sensor_fusion::{
+use sensor_fusion::ros;
+use sensor_fusion_tools::{
     bag::{Bag, BagWriter},
-    msgdef, ros,
+    msgdef,
 };
 use std::{
     collections::BTreeMap,
@@ -118,7 +119,7 @@ fn main() {
 
 fn reindex(bag: &str, output: Option<String>) -> Result<()> {
     let out = output.unwrap_or_else(|| format!("{}_reindexed", bag.trim_end_matches('/')));
-    let r = sensor_fusion::bag::reindex(std::path::Path::new(bag), std::path::Path::new(&out))?;
+    let r = sensor_fusion_tools::bag::reindex(std::path::Path::new(bag), std::path::Path::new(&out))?;
     for s in &r.stopped {
         eprintln!("fusion_bag reindex: stopped reading at the damaged tail: {s}");
     }
