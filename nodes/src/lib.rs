@@ -5,6 +5,7 @@
 pub mod detector;
 pub mod graph;
 pub mod ingest;
+pub mod messages;
 pub mod pending;
 pub mod ros;
 pub mod rviz;

@@ -15,17 +15,14 @@
 use anyhow::{Context as _, Result};
 use fusion::{
     anomaly::Event,
-    camera::{to_rgb8, Intrinsics},
-    cloud::{decode_lidar_points, decode_radar_targets},
-    frontend::imu_state,
-    pipeline::{Input, Pipeline, PipelineParams, SetOutput},
+    camera::Intrinsics,
+    pipeline::{Pipeline, PipelineParams, SetOutput},
     sched::{parse_cpus, parse_ladder, Executor, Message, SchedConfig, Sink},
-    stamp_ns, Sensor, StampNs,
+    stamp_ns,
 };
 use r2r::{
-    diagnostic_msgs::msg::{DiagnosticArray, KeyValue},
+    diagnostic_msgs::msg::DiagnosticArray,
     fusion_msgs::msg::{AnomalyEvent, FusedObjectArray},
-    geometry_msgs::msg::Point,
     sensor_msgs::msg::{CameraInfo, Image, Imu, PointCloud2},
     std_msgs::msg::Header,
     visualization_msgs::msg::MarkerArray,
@@ -33,7 +30,8 @@ use r2r::{
 use sensor_fusion::{
     detector::DetectorParams,
     graph,
-    ingest::{camera_info_ref, cloud_fields, cloud_ref, image_ref, imu_sample},
+    ingest::camera_info_ref,
+    messages::{event_msg, to_input, SensorMsg},
     ros::{self, Params},
     rviz,
 };
@@ -41,32 +39,6 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
-
-enum Msg {
-    Camera(Image),
-    Lidar(PointCloud2),
-    Radar(PointCloud2),
-    Imu(Imu),
-}
-
-impl Message for Msg {
-    fn sensor(&self) -> Sensor {
-        match self {
-            Msg::Camera(_) => Sensor::Camera,
-            Msg::Lidar(_) => Sensor::Lidar,
-            Msg::Radar(_) => Sensor::Radar,
-            Msg::Imu(_) => Sensor::Imu,
-        }
-    }
-    fn stamp(&self) -> StampNs {
-        let t = match self {
-            Msg::Camera(m) => &m.header.stamp,
-            Msg::Lidar(m) | Msg::Radar(m) => &m.header.stamp,
-            Msg::Imu(m) => &m.header.stamp,
-        };
-        stamp_ns(t.sec, t.nanosec)
-    }
-}
 
 /// Publishes what the scheduler finishes (on its fusion thread).
 struct Publishers {
@@ -152,57 +124,6 @@ fn sched_config(params: &Params) -> Result<(String, SchedConfig, String)> {
         c.trace_capacity = 200_000;
     }
     Ok((mode, c, trace))
-}
-
-/// `intrinsics`: those of the newest /sensors/camera/camera_info (the calibration's until
-/// one comes), read for camera frames only: the IMU's hundreds of messages a second take no lock.
-fn convert(msg: Msg, intrinsics: &Mutex<Option<Intrinsics>>) -> Result<Input, String> {
-    match msg {
-        Msg::Camera(img) => {
-            let stamp = stamp_ns(img.header.stamp.sec, img.header.stamp.nanosec);
-            let rgb = to_rgb8(image_ref(&img)).map_err(|e| e.as_str().to_string())?;
-            let intrinsics = *intrinsics.lock().expect("intrinsics");
-            Ok(Input::Camera { stamp, image: Arc::new(rgb), intrinsics })
-        }
-        Msg::Lidar(c) => {
-            let stamp = stamp_ns(c.header.stamp.sec, c.header.stamp.nanosec);
-            let f = cloud_fields(&c);
-            let points = decode_lidar_points(cloud_ref(&c, &f)).map_err(|e| e.as_str().to_string())?;
-            Ok(Input::Lidar { stamp, points: Arc::new(points), non_finite: 0, total: 0 })
-        }
-        Msg::Radar(c) => {
-            let stamp = stamp_ns(c.header.stamp.sec, c.header.stamp.nanosec);
-            let f = cloud_fields(&c);
-            let targets = decode_radar_targets(cloud_ref(&c, &f)).map_err(|e| e.as_str().to_string())?;
-            Ok(Input::Radar { stamp, targets: Arc::new(targets) })
-        }
-        Msg::Imu(m) => {
-            let s = imu_sample(&m);
-            let n = s.orientation.iter().map(|v| v * v).sum::<f64>().sqrt();
-            if !(n - 1.0).abs().lt(&0.01) {
-                return Err("bad_orientation".into());
-            }
-            Ok(Input::Imu(imu_state(&s)))
-        }
-    }
-}
-
-fn event_msg(e: &Event, base_frame: &str) -> AnomalyEvent {
-    AnomalyEvent {
-        header: Header { stamp: ros::to_time(e.stamp_ns), frame_id: base_frame.into() },
-        event_id: e.event_id,
-        kind: e.kind.as_str().into(),
-        severity: e.severity,
-        rule: e.rule.into(),
-        measured_value: e.measured_value,
-        threshold: e.threshold,
-        sensors: e.sensors.iter().map(|s| s.to_string()).collect(),
-        track_ids: e.track_ids.clone(),
-        zone: e.zone.clone(),
-        position: Point { x: e.position[0], y: e.position[1], z: e.position[2] },
-        onset: ros::to_time(e.onset_ns),
-        evidence: e.evidence.iter().map(|k| KeyValue { key: k.key.clone(), value: k.value.clone() }).collect(),
-    }
 }
 
 fn main() -> Result<()> {
@@ -322,7 +243,7 @@ async fn run() -> Result<()> {
     let intrinsics: Arc<Mutex<Option<Intrinsics>>> = Arc::default();
     let preprocess = {
         let intrinsics = intrinsics.clone();
-        Box::new(move |m| convert(m, &intrinsics))
+        Box::new(move |m| to_input(m, &intrinsics))
     };
     let executor = Arc::new(if mode == "fifo" {
         Executor::spawn_fifo(pipeline, preprocess, sink, now_ns, sched)?
@@ -340,7 +261,7 @@ async fn run() -> Result<()> {
         ($stream:expr, $variant:ident) => {{
             let (executor, clock_start, stats) = (executor.clone(), clock_start.clone(), stats.clone());
             drains.push(ros::drain($stream, move |m| {
-                let msg = Msg::$variant(m);
+                let msg = SensorMsg::$variant(m);
                 if !clock_start.has_started() {
                     stats.lock().expect("stats").add(format!("dropped.no_clock_yet.{}", msg.sensor()), 1);
                     return;

@@ -32,6 +32,7 @@ use r2r::{
     QosProfile,
 };
 use sensor_fusion::graph;
+use sensor_fusion::messages::event_info;
 use sensor_fusion::pending::PendingStore;
 use sensor_fusion::ros::{self, Params};
 use sensor_fusion::speech::{Speaker, SpeechConfig};
@@ -53,28 +54,6 @@ const EXPLAIN_QUEUE: usize = 4;
 const SPEECH_QUEUE: usize = 16;
 
 type ExplainRequest = r2r::ServiceRequest<Explain::Service>;
-
-fn stamp_ns(t: &r2r::builtin_interfaces::msg::Time) -> i64 {
-    fusion::stamp_ns(t.sec, t.nanosec)
-}
-
-fn event_info(m: &AnomalyEvent) -> EventInfo {
-    EventInfo {
-        event_id: m.event_id,
-        stamp_ns: stamp_ns(&m.header.stamp),
-        kind: m.kind.clone(),
-        severity: m.severity,
-        rule: m.rule.clone(),
-        measured_value: m.measured_value,
-        threshold: m.threshold,
-        sensors: m.sensors.clone(),
-        track_ids: m.track_ids.clone(),
-        zone: m.zone.clone(),
-        position: [m.position.x, m.position.y, m.position.z],
-        onset_ns: stamp_ns(&m.onset),
-        evidence: m.evidence.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect(),
-    }
-}
 
 /// Lowest CPU priority for every thread of the process (rcl/DDS and tokio threads exist
 /// already; threads created later inherit it from their creator).
@@ -390,7 +369,10 @@ async fn run() -> Result<()> {
         let query = if q.event_id != 0 {
             Query::Event(q.event_id)
         } else {
-            Query::Window { start_ns: stamp_ns(&q.window_start), end_ns: stamp_ns(&q.window_end) }
+            Query::Window {
+                start_ns: fusion::stamp_ns(q.window_start.sec, q.window_start.nanosec),
+                end_ns: fusion::stamp_ns(q.window_end.sec, q.window_end.nanosec),
+            }
         };
         let selected = {
             let mut h = history.lock().expect("history");
