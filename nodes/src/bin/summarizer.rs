@@ -123,6 +123,72 @@ fn journal_path(state_dir: &str, fully_qualified_name: &str) -> std::path::PathB
     std::path::Path::new(&dir).join(format!("{name}.pending.jsonl"))
 }
 
+/// The journal of accepted, not yet summarized events (`None`: persist_pending is off), and
+/// the events an earlier process accepted and did not summarize. Without a journal (disabled,
+/// or it cannot be opened) summaries go on; only a kill would lose the pending ones.
+fn open_journal(
+    path: Option<std::path::PathBuf>,
+    stats: &Mutex<Stats>,
+) -> (Option<PendingStore>, Vec<(EventInfo, String)>) {
+    let Some(path) = path else { return (None, Vec::new()) };
+    stats.lock().expect("stats").journal_path = path.display().to_string();
+    match PendingStore::open(&path, true) {
+        Ok((store, restored)) => {
+            if !restored.pending.is_empty() || restored.unreadable_lines > 0 {
+                tracing::warn!(
+                    "{}: {} event(s) accepted before a restart and not yet summarized; summarizing them now{}",
+                    path.display(),
+                    restored.pending.len(),
+                    match restored.unreadable_lines {
+                        0 => String::new(),
+                        n => format!(" ({n} unreadable line(s) skipped)"),
+                    }
+                );
+            }
+            (Some(store), restored.pending)
+        }
+        Err(e) => {
+            tracing::error!("pending events will not survive a restart: {e:#}");
+            stats.lock().expect("stats").journal_failed(format!("{e:#}"));
+            (None, Vec::new())
+        }
+    }
+}
+
+/// Speech (`speak`): a thread of its own, so writing a WAV never holds up the next summary;
+/// each file's path goes out on /anomaly/summary_audio_path. Returns the bounded queue to it.
+fn spawn_speech(
+    node: &mut r2r::Node,
+    speech: SpeechConfig,
+    stats: Arc<Mutex<Stats>>,
+) -> Result<crossbeam_channel::Sender<(u64, String)>> {
+    let mut speaker = Speaker::new(speech)?;
+    tracing::info!("speak: summaries spoken into {}", speaker.dir().display());
+    let audio_pub =
+        node.create_publisher::<StringMsg>(graph::SUMMARY_AUDIO.name, graph::SUMMARY_AUDIO.qos.profile())?;
+    let (tx, rx) = crossbeam_channel::bounded::<(u64, String)>(SPEECH_QUEUE);
+    std::thread::Builder::new().name("summarizer-speech".into()).spawn(move || {
+        for (first_event, text) in rx {
+            match speaker.speak(first_event, &text) {
+                Ok(path) => {
+                    stats.lock().expect("stats").speech_files += 1;
+                    let data = path.display().to_string();
+                    if let Err(e) = audio_pub.publish(&StringMsg { data }) {
+                        tracing::warn!("publish /anomaly/summary_audio_path failed: {e}");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("speak: {e:#}");
+                    let mut st = stats.lock().expect("stats");
+                    st.speech_failed += 1;
+                    st.speech_error = format!("{e:#}");
+                }
+            }
+        }
+    })?;
+    Ok(tx)
+}
+
 fn main() -> Result<()> {
     ros::init_process();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
@@ -194,35 +260,11 @@ async fn run() -> Result<()> {
         summarizer.load_error().unwrap_or_default(),
         speak,
     )));
-    // The journal of accepted, not yet summarized events. Without it (disabled, or it cannot
-    // be opened) summaries go on; only a kill would lose the pending ones.
-    let (journal, restored) = if persist_pending {
-        let path = journal_path(&state_dir, &node.fully_qualified_name()?);
-        stats.lock().expect("stats").journal_path = path.display().to_string();
-        match PendingStore::open(&path, true) {
-            Ok((store, restored)) => {
-                if !restored.pending.is_empty() || restored.unreadable_lines > 0 {
-                    tracing::warn!(
-                        "{}: {} event(s) accepted before a restart and not yet summarized; summarizing them now{}",
-                        path.display(),
-                        restored.pending.len(),
-                        match restored.unreadable_lines {
-                            0 => String::new(),
-                            n => format!(" ({n} unreadable line(s) skipped)"),
-                        }
-                    );
-                }
-                (Some(store), restored.pending)
-            }
-            Err(e) => {
-                tracing::error!("pending events will not survive a restart: {e:#}");
-                stats.lock().expect("stats").journal_failed(format!("{e:#}"));
-                (None, Vec::new())
-            }
-        }
-    } else {
-        (None, Vec::new())
+    let journal_file = match persist_pending {
+        true => Some(journal_path(&state_dir, &node.fully_qualified_name()?)),
+        false => None,
     };
+    let (journal, restored) = open_journal(journal_file, &stats);
     let journal = Arc::new(Mutex::new(journal));
 
     // Events are rare and must not be lost: reliable, deep history, transient-local as
@@ -238,37 +280,9 @@ async fn run() -> Result<()> {
     let diagnostics =
         node.create_publisher::<DiagnosticArray>(graph::DIAGNOSTICS.name, graph::DIAGNOSTICS.qos.profile())?;
     let explain_service = node.create_service::<Explain::Service>(graph::EXPLAIN.name, QosProfile::default())?;
-    // Speech: a thread of its own, so writing a WAV never holds up the next summary.
-    let speech_tx = if speak {
-        let speaker = Speaker::new(speech)?;
-        tracing::info!("speak: summaries spoken into {}", speaker.dir().display());
-        let audio_pub =
-            node.create_publisher::<StringMsg>(graph::SUMMARY_AUDIO.name, graph::SUMMARY_AUDIO.qos.profile())?;
-        let (tx, rx) = crossbeam_channel::bounded::<(u64, String)>(SPEECH_QUEUE);
-        let speech_stats = stats.clone();
-        std::thread::Builder::new().name("summarizer-speech".into()).spawn(move || {
-            let mut speaker = speaker;
-            for (first_event, text) in rx {
-                match speaker.speak(first_event, &text) {
-                    Ok(path) => {
-                        speech_stats.lock().expect("stats").speech_files += 1;
-                        let data = path.display().to_string();
-                        if let Err(e) = audio_pub.publish(&StringMsg { data }) {
-                            tracing::warn!("publish /anomaly/summary_audio_path failed: {e}");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!("speak: {e:#}");
-                        let mut st = speech_stats.lock().expect("stats");
-                        st.speech_failed += 1;
-                        st.speech_error = format!("{e:#}");
-                    }
-                }
-            }
-        })?;
-        Some(tx)
-    } else {
-        None
+    let speech_tx = match speak {
+        true => Some(spawn_speech(&mut node, speech, stats.clone())?),
+        false => None,
     };
     // Every parameter here is read once at start: `ros2 param set` is refused, with why.
     let (param_handler, _param_events) = ros::ParamGate::new(&node).serve(&mut node)?;
