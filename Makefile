@@ -40,7 +40,7 @@ test-e2e: build install
 # end-to-end tests marked fast (bad input over DDS, bags against rosbags, launch parsing).
 # It needs no test peer (llama.cpp); `make test` runs everything.
 test-fast: build install
-	$(ROS) cargo test $(CARGO_FLAGS) --workspace --lib
+	$(ROS) cargo test $(CARGO_FLAGS) --workspace --lib --test simulated_scenes
 	$(ROS) source $(PREFIX)/local_setup.bash && python -m pytest tests -q -m fast --durations=5
 
 # The tests marked long (the ten-minute nominal run: ~12 min on 2 cores); not in `make test`.
