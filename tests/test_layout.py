@@ -10,7 +10,7 @@ pytestmark = pytest.mark.fast
 
 def dependencies(crate: str) -> set[str]:
     """The package names `crate` links, transitively (dev-dependencies excluded)."""
-    out = subprocess.run(['cargo', 'tree', '-p', crate, '-e', 'normal', '--offline', '--prefix', 'none',
+    out = subprocess.run(['cargo', 'tree', '-p', crate, '-e', 'normal', '--prefix', 'none',
                           '--format', '{p}'], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return {line.split(' ')[0] for line in out.splitlines() if line.strip()} - {crate}
 
