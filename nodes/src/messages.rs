@@ -4,7 +4,7 @@
 //! ([`event_msg`]), and what the summarizer reads back from it ([`event_info`]).
 use crate::{
     ingest::{cloud_fields, cloud_ref, image_ref, imu_sample},
-    ros,
+    ros::{self, time_ns},
 };
 use fusion::{
     anomaly::Event,
@@ -12,11 +12,10 @@ use fusion::{
     cloud::{decode_lidar_points, decode_radar_targets},
     frontend::imu_state,
     pipeline::Input,
-    stamp_ns, Sensor, StampNs,
+    Sensor, StampNs,
 };
 use models::llm::summary::EventInfo;
 use r2r::{
-    builtin_interfaces::msg::Time,
     diagnostic_msgs::msg::KeyValue,
     fusion_msgs::msg::AnomalyEvent,
     geometry_msgs::msg::Point,
@@ -50,10 +49,6 @@ impl fusion::sched::Message for SensorMsg {
         };
         time_ns(t)
     }
-}
-
-fn time_ns(t: &Time) -> StampNs {
-    stamp_ns(t.sec, t.nanosec)
 }
 
 /// A sensor message as the pipeline's input, or the reason it is refused (counted by the

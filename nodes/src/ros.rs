@@ -391,6 +391,11 @@ pub fn to_time(ns: i64) -> Time {
     Time { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
 }
 
+/// A ROS time as nanoseconds (the inverse of [`to_time`]).
+pub fn time_ns(t: &Time) -> i64 {
+    fusion::stamp_ns(t.sec, t.nanosec)
+}
+
 /// Empties one r2r subscription stream without waiting; called right after every
 /// `spin_once`.
 pub type Drain = Box<dyn FnMut() + Send>;

@@ -383,10 +383,7 @@ async fn run() -> Result<()> {
         let query = if q.event_id != 0 {
             Query::Event(q.event_id)
         } else {
-            Query::Window {
-                start_ns: fusion::stamp_ns(q.window_start.sec, q.window_start.nanosec),
-                end_ns: fusion::stamp_ns(q.window_end.sec, q.window_end.nanosec),
-            }
+            Query::Window { start_ns: ros::time_ns(&q.window_start), end_ns: ros::time_ns(&q.window_end) }
         };
         let selected = {
             let mut h = history.lock().expect("history");
