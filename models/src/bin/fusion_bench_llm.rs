@@ -35,6 +35,12 @@ struct Args {
     /// per-layer dequantized weights.
     #[arg(long)]
     prompt_int8: bool,
+    /// Decode every token through Burn too (the path before the CPU decoder), for comparison.
+    #[arg(long)]
+    burn_decode: bool,
+    /// Threads of the CPU decoder (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -54,6 +60,8 @@ fn main() -> Result<()> {
             backend: args.backend,
             weights: args.weights,
             prompt_f32: !args.prompt_int8,
+            cpu_decode: !args.burn_decode,
+            threads: args.threads,
             ..LlmOptions::default()
         },
     )?;
@@ -94,7 +102,8 @@ fn main() -> Result<()> {
             "weights": llm.model.mode.as_str(),
             "prompt_matmul": if llm.model.mode == WeightMode::Quantized && !args.prompt_int8 { "f32 (per-layer dequantized)" } else if llm.model.mode == WeightMode::Quantized { "int8 kernel" } else { "f32" },
             "weight_mb": llm.model.weight_bytes as f64 / 1048576.0,
-            "threads": rayon::current_num_threads(),
+            "decode": match llm.model.cpu_decode_threads() { Some(_) => "cpu decoder", None => "burn" },
+            "threads": llm.model.cpu_decode_threads().unwrap_or_else(rayon::current_num_threads),
             "load_s": load_s,
             "prompt_tokens": ids.len(),
             "generated_tokens": args.gen,

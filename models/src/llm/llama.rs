@@ -6,6 +6,7 @@
 //! Weights are held one of two ways (`WeightMode`): dequantized to f32 Burn tensors at load
 //! (any device), or kept in their ggml blocks with the matrix products done by
 //! `quant::QMatrix` on the CPU (flex only; everything else stays in Burn).
+use super::decode::CpuDecoder;
 use super::gguf::{GgufFile, Value};
 use super::quant::QMatrix;
 use super::LlmError;
@@ -130,13 +131,20 @@ impl FromStr for KvPrecision {
 const PROMPT_ROWS_F32: usize = 32;
 
 /// A weight matrix `out × in` in either representation.
-enum Linear {
+pub(crate) enum Linear {
     Quantized(QMatrix),
     /// `[in, out]`, so `x.matmul(w)`.
     Dense(Tensor<2>),
 }
 
 impl Linear {
+    pub(crate) fn quantized(&self) -> Option<&QMatrix> {
+        match self {
+            Linear::Quantized(q) => Some(q),
+            Linear::Dense(_) => None,
+        }
+    }
+
     fn new(m: QMatrix, mode: WeightMode, device: &Device) -> Self {
         match mode {
             WeightMode::Quantized => Linear::Quantized(m),
@@ -168,21 +176,34 @@ impl Linear {
     }
 }
 
-struct Block {
+pub(crate) struct Block {
     attn_norm: RmsNorm,
+    /// The norms' weights on the host, for the CPU decoder.
+    pub(crate) attn_gamma: Vec<f32>,
     /// q, k and v stacked (one product instead of three).
-    wqkv: Linear,
-    wo: Linear,
+    pub(crate) wqkv: Linear,
+    pub(crate) wo: Linear,
     ffn_norm: RmsNorm,
+    pub(crate) ffn_gamma: Vec<f32>,
     /// gate and up stacked.
-    w_gate_up: Linear,
-    w_down: Linear,
+    pub(crate) w_gate_up: Linear,
+    pub(crate) w_down: Linear,
 }
 
 /// Keys and values of every layer for the positions decoded so far.
 pub struct KvCache {
-    layers: Vec<Option<(Tensor<3>, Tensor<3>)>>,
+    layers: Vec<LayerKv>,
     len: usize,
+    /// Values per position in a host layer (kv heads × head dim).
+    row: usize,
+}
+
+enum LayerKv {
+    /// Burn tensors `[kv heads, positions, head dim]` (wgpu, or no CPU decoder).
+    Tensors(Option<(Tensor<3>, Tensor<3>)>),
+    /// Host rows `[positions][kv heads · head dim]`, which the CPU decoder reads and appends
+    /// to in place, and which a prompt through Burn fills.
+    Host { keys: Vec<f32>, values: Vec<f32> },
 }
 
 impl KvCache {
@@ -192,6 +213,45 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Room for `positions` more in every host layer (no reallocation while a token runs).
+    pub(crate) fn reserve_host(&mut self, positions: usize) {
+        for layer in &mut self.layers {
+            if let LayerKv::Host { keys, values } = layer {
+                keys.reserve(positions * self.row);
+                values.reserve(positions * self.row);
+            }
+        }
+    }
+
+    pub(crate) fn push_host(&mut self, layer: usize, k: &[f32], v: &[f32]) {
+        if let LayerKv::Host { keys, values } = &mut self.layers[layer] {
+            keys.extend_from_slice(k);
+            values.extend_from_slice(v);
+        }
+    }
+
+    /// Keys and values of `layer` (host rows).
+    pub(crate) fn host(&self, layer: usize) -> (&[f32], &[f32]) {
+        match &self.layers[layer] {
+            LayerKv::Host { keys, values } => (keys, values),
+            LayerKv::Tensors(_) => (&[], &[]),
+        }
+    }
+
+    /// Drops every host row past `positions` (a token given up half way).
+    pub(crate) fn truncate_host(&mut self, positions: usize) {
+        for layer in &mut self.layers {
+            if let LayerKv::Host { keys, values } = layer {
+                keys.truncate(positions * self.row);
+                values.truncate(positions * self.row);
+            }
+        }
+    }
+
+    pub(crate) fn advance(&mut self, positions: usize) {
+        self.len += positions;
+    }
 }
 
 pub struct Llama {
@@ -200,9 +260,10 @@ pub struct Llama {
     /// Maximum positions this instance will decode (≤ the trained context).
     pub max_context: usize,
     device: Device,
-    embedding: QMatrix,
-    blocks: Vec<Block>,
+    pub(crate) embedding: QMatrix,
+    pub(crate) blocks: Vec<Block>,
     norm: RmsNorm,
+    pub(crate) norm_gamma: Vec<f32>,
     output: Linear,
     rope: RotaryEncoding,
     /// Bytes of weight data held (for the benchmark's report).
@@ -211,6 +272,8 @@ pub struct Llama {
     /// Prompts (≥ PROMPT_ROWS_F32 tokens at once) through f32 products of per-layer
     /// dequantized weights (faster) instead of the 8-bit kernel (llama.cpp's arithmetic).
     pub prompt_f32: bool,
+    /// One token at a time on the CPU without Burn (`decode.rs`); None: through Burn.
+    cpu: Option<CpuDecoder>,
 }
 
 fn matrix(g: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<QMatrix, LlmError> {
@@ -224,7 +287,7 @@ fn matrix(g: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<QMatrix,
     Ok(QMatrix::new(t.ggml_type, rows, cols, g.tensor_bytes(t)))
 }
 
-fn vector(g: &GgufFile, name: &str, len: usize, device: &Device) -> Result<Tensor<1>, LlmError> {
+fn vector(g: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, LlmError> {
     let t = g.tensor(name)?;
     if t.num_elements() as usize != len {
         return Err(LlmError::Gguf {
@@ -232,11 +295,11 @@ fn vector(g: &GgufFile, name: &str, len: usize, device: &Device) -> Result<Tenso
             reason: format!("tensor '{name}' has {} values, expected {len}", t.num_elements()),
         });
     }
-    let v = super::quant::dequantize(t.ggml_type, g.tensor_bytes(t), len);
-    Ok(Tensor::from_data(TensorData::new(v, [len]), device))
+    Ok(super::quant::dequantize(t.ggml_type, g.tensor_bytes(t), len))
 }
 
-fn rms_norm(gamma: Tensor<1>, eps: f64) -> RmsNorm {
+fn rms_norm(gamma: &[f32], eps: f64, device: &Device) -> RmsNorm {
+    let gamma = Tensor::from_data(TensorData::new(gamma.to_vec(), [gamma.len()]), device);
     RmsNorm { gamma: Param::from_tensor(gamma), epsilon: eps }
 }
 
@@ -270,11 +333,14 @@ impl Llama {
                     4 * [&wqkv, &wo, &gate_up, &down].iter().map(|m| m.rows * m.cols).sum::<usize>()
                 }
             };
+            let (attn_gamma, ffn_gamma) = (vector(g, &p("attn_norm.weight"), d)?, vector(g, &p("ffn_norm.weight"), d)?);
             blocks.push(Block {
-                attn_norm: rms_norm(vector(g, &p("attn_norm.weight"), d, device)?, c.rms_eps),
+                attn_norm: rms_norm(&attn_gamma, c.rms_eps, device),
+                attn_gamma,
                 wqkv: Linear::new(wqkv, mode, device),
                 wo: Linear::new(wo, mode, device),
-                ffn_norm: rms_norm(vector(g, &p("ffn_norm.weight"), d, device)?, c.rms_eps),
+                ffn_norm: rms_norm(&ffn_gamma, c.rms_eps, device),
+                ffn_gamma,
                 w_gate_up: Linear::new(gate_up, mode, device),
                 w_down: Linear::new(down, mode, device),
             });
@@ -292,8 +358,10 @@ impl Llama {
         }
         let max_context = max_context.min(c.context_length).max(1);
         let rope = RotaryEncodingConfig::new(max_context, c.head_dim).with_theta(c.rope_theta).init(device);
+        let norm_gamma = vector(g, "output_norm.weight", d)?;
         Ok(Llama {
-            norm: rms_norm(vector(g, "output_norm.weight", d, device)?, c.rms_eps),
+            norm: rms_norm(&norm_gamma, c.rms_eps, device),
+            norm_gamma,
             output: Linear::new(output, mode, device),
             embedding,
             blocks,
@@ -305,7 +373,31 @@ impl Llama {
             weight_bytes,
             kv_precision,
             prompt_f32: true,
+            cpu: None,
         })
+    }
+
+    /// Decodes one token at a time with the CPU decoder on `threads` threads (quantized
+    /// weights on flex only; the caller knows the backend). Returns whether this model can
+    /// (every matrix in integer blocks, heads a multiple of 32 wide); if not, it decodes
+    /// through Burn as before.
+    pub fn enable_cpu_decode(&mut self, threads: usize) -> Result<bool, LlmError> {
+        self.cpu = None;
+        if self.mode != WeightMode::Quantized {
+            return Ok(false);
+        }
+        self.cpu = CpuDecoder::new(self, threads)?;
+        Ok(self.cpu.is_some())
+    }
+
+    /// Threads of the CPU decoder, None when tokens decode through Burn.
+    pub fn cpu_decode_threads(&self) -> Option<usize> {
+        self.cpu.as_ref().map(CpuDecoder::threads)
+    }
+
+    /// The output projection's quantized matrix (the embedding's when tied).
+    pub(crate) fn output_matrix(&self) -> Option<&QMatrix> {
+        self.output.quantized()
     }
 
     /// With an f16 KV cache, llama.cpp's default, keys and values are stored in f16 and the
@@ -320,7 +412,12 @@ impl Llama {
     }
 
     pub fn new_cache(&self) -> KvCache {
-        KvCache { layers: (0..self.config.n_layers).map(|_| None).collect(), len: 0 }
+        let layer = || match self.cpu {
+            Some(_) => LayerKv::Host { keys: Vec::new(), values: Vec::new() },
+            None => LayerKv::Tensors(None),
+        };
+        let row = self.config.n_kv_heads * self.config.head_dim;
+        KvCache { layers: (0..self.config.n_layers).map(|_| layer()).collect(), len: 0, row }
     }
 
     /// Runs `tokens` (positions `cache.len()..`) through the model, appends their keys and
@@ -340,13 +437,16 @@ impl Llama {
         if p + n > self.max_context {
             return Err(LlmError::ContextFull { needed: p + n, limit: self.max_context });
         }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(LlmError::Option(format!("token id {t} is outside the vocabulary ({})", c.vocab_size)));
+        }
+        if let (Some(cpu), [token]) = (&self.cpu, tokens) {
+            return cpu.decode(self, *token, cache, deadline);
+        }
         let (d, hd, nh, nkv, ff) = (c.d_model, c.head_dim, c.n_heads, c.n_kv_heads, c.d_ff);
         let (kvd, group, total) = (nkv * hd, nh / nkv, p + n);
         let mut rows = Vec::with_capacity(n * d);
         for &t in tokens {
-            if t as usize >= c.vocab_size {
-                return Err(LlmError::Option(format!("token id {t} is outside the vocabulary ({})", c.vocab_size)));
-            }
             rows.extend(self.embedding.dequantize_rows(t as usize..t as usize + 1));
         }
         let mut x = Tensor::<2>::from_data(TensorData::new(rows, [n, d]), &self.device);
@@ -363,6 +463,7 @@ impl Llama {
         let scale = 1.0 / (hd as f32).sqrt();
         for (l, blk) in self.blocks.iter().enumerate() {
             if deadline.is_some_and(|dl| Instant::now() >= dl) {
+                cache.truncate_host(p);
                 return Err(LlmError::Deadline);
             }
             let h = blk.attn_norm.forward(x.clone());
@@ -373,11 +474,28 @@ impl Llama {
             let q = self.kv_round(self.rope.apply(q, p));
             let k = self.kv_round(self.rope.apply(k, p));
             let v = self.kv_round(v);
-            let (k_all, v_all) = match cache.layers[l].take() {
-                Some((kc, vc)) => (Tensor::cat(vec![kc, k], 1), Tensor::cat(vec![vc, v], 1)),
-                None => (k, v),
+            let (k_all, v_all) = match &mut cache.layers[l] {
+                LayerKv::Tensors(layer) => {
+                    let (k_all, v_all) = match layer.take() {
+                        Some((kc, vc)) => (Tensor::cat(vec![kc, k], 1), Tensor::cat(vec![vc, v], 1)),
+                        None => (k, v),
+                    };
+                    *layer = Some((k_all.clone(), v_all.clone()));
+                    (k_all, v_all)
+                }
+                LayerKv::Host { keys, values } => {
+                    // [kv heads, n, hd] → rows [n][kv heads · hd], appended; then every
+                    // position back as [kv heads, total, hd].
+                    let rows = |t: Tensor<3>| t.swap_dims(0, 1).into_data().try_into_vec::<f32>();
+                    keys.extend(rows(k).expect("f32 keys"));
+                    values.extend(rows(v).expect("f32 values"));
+                    let all = |h: &Vec<f32>| {
+                        Tensor::<3>::from_data(TensorData::new(h.clone(), [total, nkv, hd]), &self.device)
+                            .swap_dims(0, 1)
+                    };
+                    (all(keys), all(values))
+                }
             };
-            cache.layers[l] = Some((k_all.clone(), v_all.clone()));
             // Query head h reads KV head h / group: [nh, n, hd] → [nkv, group·n, hd].
             let q = q.reshape([nkv, group * n, hd]);
             let mut scores = q.matmul(k_all.swap_dims(1, 2)).mul_scalar(scale);

@@ -1,9 +1,11 @@
 //! The on-device language model that writes anomaly summaries: a Llama-architecture decoder
 //! in Burn loaded from a GGUF file (SmolLM2-135M-Instruct by default), its tokenizer from the
 //! same file, and generation (greedy or temperature/top-p with a seed) under a deadline.
+mod decode;
 pub mod explain;
 pub mod gguf;
 pub mod llama;
+mod pool;
 pub mod quant;
 pub mod summary;
 pub mod tokenizer;
@@ -96,6 +98,11 @@ pub struct LlmOptions {
     pub prompt_f32: bool,
     /// f32 (default) or f16 (llama.cpp's default cache type, emulated by rounding).
     pub kv_precision: KvPrecision,
+    /// Decode with the CPU decoder (`decode.rs`: one pass per token, no Burn) where it
+    /// applies (quantized weights on flex); false: every token through Burn, as prompts go.
+    pub cpu_decode: bool,
+    /// Threads of the CPU decoder (None: every core this process may use).
+    pub threads: Option<usize>,
 }
 
 impl Default for LlmOptions {
@@ -107,6 +114,8 @@ impl Default for LlmOptions {
             sha256: None,
             kv_precision: KvPrecision::F32,
             prompt_f32: true,
+            cpu_decode: true,
+            threads: None,
         }
     }
 }
@@ -142,6 +151,10 @@ impl Llm {
         });
         let mut model = Llama::load(&g, mode, opts.kv_precision, opts.max_context, &device)?;
         model.prompt_f32 = opts.prompt_f32;
+        if opts.cpu_decode && opts.backend == Backend::Flex {
+            let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            model.enable_cpu_decode(threads)?;
+        }
         let name = g
             .get("general.name")
             .and_then(gguf::Value::as_str)

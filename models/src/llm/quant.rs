@@ -93,28 +93,53 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], values: usize) -> Vec<f32> {
 
 /// One block of quantized activations (ggml's `block_q8_1`; `s` unused for `Q8_0`).
 #[derive(Clone, Copy)]
-struct Q8Block {
+pub(crate) struct Q8Block {
     d: f32,
     s: f32,
     qs: [i8; QK],
+}
+
+impl Q8Block {
+    pub(crate) const ZERO: Q8Block = Q8Block { d: 0.0, s: 0.0, qs: [0; QK] };
 }
 
 /// ggml's `quantize_row_q8_1` / `quantize_row_q8_0`: scale = max|x| / 127, values rounded to
 /// nearest (ties to even), scale (and, for Q8_1, scale × Σq) stored as f16.
 fn quantize_q8(x: &[f32], out: &mut Vec<Q8Block>) {
     out.clear();
-    for chunk in x.chunks_exact(QK) {
+    out.resize(x.len() / QK, Q8Block::ZERO);
+    quantize_q8_into(x, out);
+}
+
+/// `quantize_q8` into a preallocated slice (`x.len() / 32` blocks): the decoder's path, with
+/// ggml's AVX2 quantization where the CPU has it (same values as the scalar loop, which the
+/// tests check; the scalar loop's `round_ties_even` is a libm call per value on x86-64).
+pub(crate) fn quantize_q8_into(x: &[f32], out: &mut [Q8Block]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked above); `out` holds one block per 32 values.
+            unsafe { avx2::quantize_q8(x, out) };
+            return;
+        }
+    }
+    quantize_q8_scalar(x, out);
+}
+
+fn quantize_q8_scalar(x: &[f32], out: &mut [Q8Block]) {
+    for (chunk, o) in x.chunks_exact(QK).zip(out.iter_mut()) {
         let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         // As ggml's AVX2 path: multiplier 127/max, round half to even.
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut qs = [0i8; QK];
         let mut sum = 0i32;
-        for (q, &v) in qs.iter_mut().zip(chunk) {
+        for (q, &v) in o.qs.iter_mut().zip(chunk) {
             *q = (v * id).round_ties_even() as i8;
             sum += *q as i32;
         }
-        out.push(Q8Block { d: f16::from_f32(d).to_f32(), s: f16::from_f32(sum as f32 * d).to_f32(), qs });
+        o.d = f16::from_f32(d).to_f32();
+        o.s = f16::from_f32(sum as f32 * d).to_f32();
     }
 }
 
@@ -329,6 +354,58 @@ impl QMatrix {
     }
 }
 
+impl QMatrix {
+    /// Whether the matrix is held in integer blocks (Q4_0, Q4_1, Q8_0), which `rows_dot`
+    /// multiplies; float formats are held as f32 and only `matmul` takes them.
+    pub(crate) fn is_blocked(&self) -> bool {
+        matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+    }
+
+    /// The decoder's product for one token: `out[i] (+)= W[rows.start + i] · a` for the rows
+    /// in `rows`, with `a` the activations already quantized by `quantize_q8_into`. Four rows
+    /// per pass share each activation block load; each row sums in the same order as
+    /// `matmul` (and ggml), so the two agree bit for bit. `accumulate` adds into `out` (a
+    /// residual connection) instead of overwriting it.
+    pub(crate) fn rows_dot(&self, rows: std::ops::Range<usize>, a: &[Q8Block], out: &mut [f32], accumulate: bool) {
+        debug_assert!(self.is_blocked() && rows.end <= self.rows && out.len() == rows.len());
+        let blocks = self.blocks_per_row();
+        debug_assert_eq!(a.len(), blocks);
+        let (sb, qb) = (self.scales_per_block(), self.quant_bytes_per_block());
+        let row = |r: usize| {
+            (&self.scales[r * blocks * sb..(r + 1) * blocks * sb], &self.quants[r * blocks * qb..(r + 1) * blocks * qb])
+        };
+        let mut put = |i: usize, v: f32| {
+            if accumulate {
+                out[i] += v
+            } else {
+                out[i] = v
+            }
+        };
+        let mut r = rows.start;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let kernel = avx2::rows4_kernel(self.ty);
+            if let Some(kernel) = kernel {
+                while r + 4 <= rows.end {
+                    let rs = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+                    // SAFETY: `rows4_kernel` returned a kernel only for a CPU with the
+                    // features it needs; each row holds `blocks` blocks of this format.
+                    let v = unsafe { kernel(rs.map(|x| x.0), rs.map(|x| x.1), a) };
+                    for (k, v) in v.into_iter().enumerate() {
+                        put(r - rows.start + k, v);
+                    }
+                    r += 4;
+                }
+            }
+        }
+        while r < rows.end {
+            let (s, q) = row(r);
+            put(r - rows.start, dot_row(self.ty, s, q, a));
+            r += 1;
+        }
+    }
+}
+
 fn transpose_into(src: &[f32], rows: usize, n: usize, out: &mut [f32]) {
     if n == 1 {
         out.copy_from_slice(src);
@@ -464,6 +541,133 @@ mod avx2 {
         [0, 1, 2, 3].map(|t| hsum(acc[t]) + summs[t])
     }
 
+    /// A four-row kernel: rows' scales, rows' quants, the activation blocks.
+    pub type Rows4 = unsafe fn([&[f32]; 4], [&[u8]; 4], &[Q8Block]) -> [f32; 4];
+
+    /// The fastest four-row kernel this CPU runs for `ty`: AVX-512 VNNI's `vpdpbusd` where
+    /// present (one instruction for ggml's `maddubs` + `madd`; no int16 saturation can occur
+    /// with these operands, so the integer sums are the same), else AVX2.
+    pub fn rows4_kernel(ty: crate::llm::quant::GgmlType) -> Option<Rows4> {
+        use crate::llm::quant::GgmlType;
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return None;
+        }
+        let vnni = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
+        match (ty, vnni) {
+            (GgmlType::Q4_1, true) => Some(q4_1_rows4_vnni),
+            (GgmlType::Q4_1, false) => Some(q4_1_rows4),
+            (GgmlType::Q8_0, true) => Some(q8_0_rows4_vnni),
+            (GgmlType::Q8_0, false) => Some(q8_0_rows4),
+            _ => None,
+        }
+    }
+
+    /// (unsigned x, signed y) → 8 lanes of i32 sums of four products.
+    macro_rules! dot8 {
+        (avx2, $x:expr, $y:expr) => {
+            _mm256_madd_epi16(_mm256_maddubs_epi16($x, $y), _mm256_set1_epi16(1))
+        };
+        (vnni, $x:expr, $y:expr) => {
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), $x, $y)
+        };
+    }
+
+    /// The body of the four-row kernels, with `dot8!($isa, ..)` as the integer product.
+    macro_rules! rows4 {
+        (q4_1, $scales:ident, $quants:ident, $a:ident, $isa:tt) => {{
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut summs = [0.0f32; 4];
+            let low = _mm256_set1_epi8(0x0F);
+            for (i, q) in $a.iter().enumerate() {
+                let qy = _mm256_loadu_si256(q.qs.as_ptr() as *const __m256i);
+                for k in 0..4 {
+                    summs[k] += $scales[k][2 * i + 1] * q.s;
+                    let raw = _mm_loadu_si128($quants[k].as_ptr().add(16 * i) as *const __m128i);
+                    let qx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
+                    let xy = _mm256_cvtepi32_ps(dot8!($isa, qx, qy));
+                    acc[k] = _mm256_fmadd_ps(_mm256_set1_ps($scales[k][2 * i] * q.d), xy, acc[k]);
+                }
+            }
+            [hsum(acc[0]) + summs[0], hsum(acc[1]) + summs[1], hsum(acc[2]) + summs[2], hsum(acc[3]) + summs[3]]
+        }};
+        (q8_0, $scales:ident, $quants:ident, $a:ident, $isa:tt) => {{
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, q) in $a.iter().enumerate() {
+                let qy = _mm256_loadu_si256(q.qs.as_ptr() as *const __m256i);
+                for k in 0..4 {
+                    let qx = _mm256_loadu_si256($quants[k].as_ptr().add(32 * i) as *const __m256i);
+                    let ax = _mm256_sign_epi8(qx, qx);
+                    let sy = _mm256_sign_epi8(qy, qx);
+                    let xy = _mm256_cvtepi32_ps(dot8!($isa, ax, sy));
+                    acc[k] = _mm256_fmadd_ps(_mm256_set1_ps($scales[k][i] * q.d), xy, acc[k]);
+                }
+            }
+            [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+        }};
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q4_1_rows4(scales: [&[f32]; 4], quants: [&[u8]; 4], a: &[Q8Block]) -> [f32; 4] {
+        rows4!(q4_1, scales, quants, a, avx2)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q8_0_rows4(scales: [&[f32]; 4], quants: [&[u8]; 4], a: &[Q8Block]) -> [f32; 4] {
+        rows4!(q8_0, scales, quants, a, avx2)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    unsafe fn q4_1_rows4_vnni(scales: [&[f32]; 4], quants: [&[u8]; 4], a: &[Q8Block]) -> [f32; 4] {
+        rows4!(q4_1, scales, quants, a, vnni)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    unsafe fn q8_0_rows4_vnni(scales: [&[f32]; 4], quants: [&[u8]; 4], a: &[Q8Block]) -> [f32; 4] {
+        rows4!(q8_0, scales, quants, a, vnni)
+    }
+
+    /// ggml's AVX2 `quantize_row_q8_1`: the same maximum, multiplier, rounding (to nearest
+    /// even) and sum as `quantize_q8_scalar`, eight values per instruction.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn quantize_q8(x: &[f32], out: &mut [Q8Block]) {
+        let sign = _mm256_set1_ps(-0.0);
+        for (chunk, o) in x.chunks_exact(super::QK).zip(out.iter_mut()) {
+            let p = chunk.as_ptr();
+            let v =
+                [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
+            let m = _mm256_max_ps(
+                _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])),
+            );
+            let mut m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            let amax = _mm_cvtss_f32(m4);
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            let i = [
+                _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[0], id), NEAREST)),
+                _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[1], id), NEAREST)),
+                _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[2], id), NEAREST)),
+                _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[3], id), NEAREST)),
+            ];
+            let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+            let mut s4 = _mm_add_epi32(_mm256_extracti128_si256(sum, 1), _mm256_castsi256_si128(sum));
+            s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01));
+            let total = _mm_cvtsi128_si32(s4);
+            // Pack 4 × 8 i32 into 32 i8 (packs interleave 128-bit lanes; the permute undoes it).
+            let p16a = _mm256_packs_epi32(i[0], i[1]);
+            let p16b = _mm256_packs_epi32(i[2], i[3]);
+            let p8 = _mm256_packs_epi16(p16a, p16b);
+            let ordered = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(o.qs.as_mut_ptr() as *mut __m256i, ordered);
+            o.d = half::f16::from_f32(d).to_f32();
+            o.s = half::f16::from_f32(total as f32 * d).to_f32();
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_q8_0(scales: &[f32], quants: &[u8], a: &[Q8Block]) -> f32 {
         let mut acc = _mm256_setzero_ps();
@@ -533,6 +737,58 @@ mod tests {
     }
 
     /// The quantized product agrees with the dequantized f32 product to within the error of
+    /// The decoder's SIMD quantization gives the scalar loop's blocks exactly: ties to even,
+    /// zeros, a block holding one large value, the sum term.
+    #[test]
+    fn simd_activation_quantization_equals_the_scalar_loop() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut x: Vec<f32> = (0..QK * 40).map(|_| rng.gen_range(-3.0..3.0)).collect();
+        x[..QK].fill(0.0);
+        x[QK..2 * QK].iter_mut().enumerate().for_each(|(i, v)| *v = (i as f32 - 16.0) * 0.5); // .5 ties
+        x[2 * QK + 7] = 1e4;
+        let (mut simd, mut scalar) = (vec![Q8Block::ZERO; 40], vec![Q8Block::ZERO; 40]);
+        quantize_q8_into(&x, &mut simd);
+        quantize_q8_scalar(&x, &mut scalar);
+        for (i, (a, b)) in simd.iter().zip(&scalar).enumerate() {
+            assert_eq!((a.d.to_bits(), a.s.to_bits(), a.qs), (b.d.to_bits(), b.s.to_bits(), b.qs), "block {i}");
+        }
+    }
+
+    /// The decoder's row-range product equals `matmul` bit for bit (four-row kernels, odd
+    /// ranges, and accumulation into the output).
+    #[test]
+    fn row_range_products_equal_matmul_bit_for_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let (rows, cols) = (45, 128);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            let bytes: Vec<u8> = (0..ty.row_bytes((rows * cols) as u64))
+                // Small finite scales (and Q4_1 minimums), random payload.
+                .map(|i| match (ty, i as usize % ty.block_bytes()) {
+                    (_, 1) => 0x20,
+                    (GgmlType::Q4_1, 3) => 0xa0,
+                    _ => rng.gen(),
+                })
+                .collect();
+            let m = QMatrix::new(ty, rows, cols, &bytes);
+            let x: Vec<f32> = (0..cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let mut reference = vec![0.0; rows];
+            m.matmul(&x, 1, &mut reference);
+            let mut act = vec![Q8Block::ZERO; cols / QK];
+            quantize_q8_into(&x, &mut act);
+            for range in [0..rows, 3..22, 40..45, 7..7] {
+                let mut out = vec![0.0; range.len()];
+                m.rows_dot(range.clone(), &act, &mut out, false);
+                assert_eq!(out, reference[range.clone()], "{ty:?} {range:?}");
+                let mut acc = vec![1.5; range.len()];
+                m.rows_dot(range.clone(), &act, &mut acc, true);
+                let expected: Vec<f32> = reference[range.clone()].iter().map(|v| 1.5 + v).collect();
+                assert_eq!(acc, expected, "{ty:?} {range:?} accumulated");
+            }
+        }
+    }
+
     /// 8-bit activations, for every block format and for several activation rows at once.
     #[test]
     fn quantized_matmul_matches_dequantized_reference() {
