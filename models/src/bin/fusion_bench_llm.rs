@@ -41,6 +41,10 @@ struct Args {
     /// Threads of the CPU decoder (default: every core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Keep the integer kernels to AVX2 where the CPU has AVX-512 VNNI (to compare with a
+    /// llama.cpp built for AVX2 on the same instruction set).
+    #[arg(long)]
+    avx2_only: bool,
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -53,6 +57,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let prompt = std::fs::read_to_string(&args.prompt_file)
         .with_context(|| format!("reading {}", args.prompt_file.display()))?;
+    models::llm::quant::limit_kernels_to_avx2(args.avx2_only);
     let t0 = Instant::now();
     let llm = Llm::load(
         &args.model,
@@ -103,6 +108,7 @@ fn main() -> Result<()> {
             "prompt_matmul": if llm.model.mode == WeightMode::Quantized && !args.prompt_int8 { "f32 (per-layer dequantized)" } else if llm.model.mode == WeightMode::Quantized { "int8 kernel" } else { "f32" },
             "weight_mb": llm.model.weight_bytes as f64 / 1048576.0,
             "decode": match llm.model.cpu_decode_threads() { Some(_) => "cpu decoder", None => "burn" },
+            "kernels": models::llm::quant::kernel_isa(),
             "threads": llm.model.cpu_decode_threads().unwrap_or_else(rayon::current_num_threads),
             "load_s": load_s,
             "prompt_tokens": ids.len(),

@@ -155,7 +155,6 @@ impl CpuDecoder {
         let (scores, logits, rope) = (Shared::of(&mut s.scores), Shared::of(&mut s.logits), &s.rope);
         let cache_ptr = Shared(cache as *mut KvCache);
         let scale = 1.0 / (hd as f32).sqrt();
-        let round = |v: f32| if f16_kv { half::f16::from_f32(v).to_f32() } else { v };
         let job = |t: usize, barrier: &Barrier| {
             // SAFETY (every `slice` below): each step's ranges are disjoint between threads
             // or written by thread 0 alone, and barriers separate the steps.
@@ -182,8 +181,8 @@ impl CpuDecoder {
                         for head in qkv[..d + kvd].chunks_exact_mut(hd) {
                             rotate(head, rope);
                         }
-                        for v in qkv.iter_mut() {
-                            *v = round(*v);
+                        if f16_kv {
+                            qkv.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
                         }
                         (*cache_ptr.ptr()).push_host(l, &qkv[d..d + kvd], &qkv[d + kvd..]);
                     }
@@ -193,19 +192,8 @@ impl CpuDecoder {
                         let q = &qkv.slice(head * hd..(head + 1) * hd)[..];
                         let w = scores.slice(head * model.max_context..head * model.max_context + total);
                         let kv_off = (head / group) * hd;
-                        for (pos, w) in w.iter_mut().enumerate() {
-                            *w = dot(q, &keys[pos * kvd + kv_off..pos * kvd + kv_off + hd]) * scale;
-                        }
-                        softmax(w);
                         let out = att.slice(head * hd..(head + 1) * hd);
-                        out.fill(0.0);
-                        for (pos, &w) in w.iter().enumerate() {
-                            let w = round(w);
-                            let v = &values[pos * kvd + kv_off..pos * kvd + kv_off + hd];
-                            for (o, v) in out.iter_mut().zip(v) {
-                                *o += w * v;
-                            }
-                        }
+                        attend(q, &keys[kv_off..], &values[kv_off..], kvd, scale, f16_kv, w, out);
                         quantize_q8_into(out, act.slice(head * hd / QK..(head + 1) * hd / QK));
                     }
                     barrier.wait();
@@ -232,9 +220,7 @@ impl CpuDecoder {
                     );
                     let (g, u) = (gate_up.slice(rows.clone()), gate_up.slice(ff + rows.start..ff + rows.end));
                     let f = ffn.slice(rows.clone());
-                    for ((f, &g), &u) in f.iter_mut().zip(g.iter()).zip(u.iter()) {
-                        *f = g / (1.0 + (-g).exp()) * u;
-                    }
+                    swiglu(g, u, f);
                     quantize_q8_into(f, act_ff.slice(rows.start / QK..rows.end / QK));
                     barrier.wait();
                     let down = blk.w_down.quantized().expect("checked in new");
@@ -284,20 +270,38 @@ fn rotate(head: &mut [f32], rope: &[(f32, f32)]) {
     }
 }
 
-/// Eight partial sums (the compiler keeps them in vector registers).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+/// One query head's attention over `w.len()` positions: `keys`/`values` start at this head's
+/// KV head, one position every `stride` values. Scores → softmax (→ f16 with an f16 cache, as
+/// `Llama::kv_round`) → the weighted sum of values in `out`.
+#[allow(clippy::too_many_arguments)]
+fn attend(q: &[f32], keys: &[f32], values: &[f32], stride: usize, scale: f32, f16_kv: bool, w: &mut [f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && q.len() % 8 == 0 {
+            // SAFETY: the CPU has AVX2 and FMA; every position's key and value rows hold
+            // `q.len()` values from `pos * stride` (the cache's layout).
+            unsafe { simd::attend(q, keys, values, stride, scale, f16_kv, w, out) };
+            return;
         }
     }
-    let tail: f32 = a.chunks_exact(8).remainder().iter().zip(b.chunks_exact(8).remainder()).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
+    attend_portable(q, keys, values, stride, scale, f16_kv, w, out)
 }
 
-/// ggml's softmax: exponentials of the differences to the maximum, summed in f64.
-fn softmax(w: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn attend_portable(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    scale: f32,
+    f16_kv: bool,
+    w: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    for (pos, w) in w.iter_mut().enumerate() {
+        *w = q.iter().zip(&keys[pos * stride..pos * stride + hd]).map(|(a, b)| a * b).sum::<f32>() * scale;
+    }
     let max = w.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0.0f64;
     for v in w.iter_mut() {
@@ -305,14 +309,217 @@ fn softmax(w: &mut [f32]) {
         sum += *v as f64;
     }
     let inv = (1.0 / sum) as f32;
-    for v in w.iter_mut() {
-        *v *= inv;
+    w.iter_mut().for_each(|v| *v *= inv);
+    if f16_kv {
+        w.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+    }
+    out.fill(0.0);
+    for (pos, &w) in w.iter().enumerate() {
+        for (o, v) in out.iter_mut().zip(&values[pos * stride..pos * stride + hd]) {
+            *o += w * v;
+        }
+    }
+}
+
+/// SwiGLU: `out = silu(gate) · up`.
+fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA; the three slices have the same length.
+            unsafe { simd::swiglu(gate, up, out) };
+            return;
+        }
+    }
+    swiglu_portable(gate, up, out)
+}
+
+fn swiglu_portable(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// AVX2 attention and SwiGLU, with ggml's vectorized `expf` (`ggml_v_expf`, ported: the
+/// exponentials llama.cpp's softmax and SiLU use; a libm call per value cost more here than
+/// the attention's products).
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn hsum(x: __m256) -> f32 {
+        let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+
+    #[inline(always)]
+    unsafe fn c(bits: u32) -> __m256 {
+        _mm256_set1_ps(f32::from_bits(bits))
+    }
+
+    /// ggml's `ggml_v_expf` (AVX2 + FMA), constant for constant.
+    #[inline(always)]
+    unsafe fn exp(x: __m256) -> __m256 {
+        let r = c(0x4b40_0000); // 0x1.8p23
+        let z = _mm256_fmadd_ps(x, c(0x3fb8_aa3b), r);
+        let n = _mm256_sub_ps(z, r);
+        let b = _mm256_fnmadd_ps(n, c(0x35bf_be8e), _mm256_fnmadd_ps(n, c(0x3f31_7200), x));
+        let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0))));
+        let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+        let cm = _mm256_castps_si256(_mm256_cmp_ps(abs_n, _mm256_set1_ps(126.0), _CMP_GT_OQ));
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(_mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)), u, _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb))),
+            u,
+            _mm256_mul_ps(c(0x3f7f_fff6), b),
+        );
+        if _mm256_movemask_ps(_mm256_castsi256_ps(cm)) == 0 {
+            return _mm256_fmadd_ps(j, k, k);
+        }
+        let g = _mm256_and_si256(
+            _mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+            _mm256_set1_epi32(0x8200_0000u32 as i32),
+        );
+        let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+        let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+        let d = _mm256_castps_si256(_mm256_cmp_ps(abs_n, _mm256_set1_ps(192.0), _CMP_GT_OQ));
+        let (cm, d) = (_mm256_castsi256_ps(cm), _mm256_castsi256_ps(d));
+        _mm256_or_ps(
+            _mm256_and_ps(d, _mm256_mul_ps(s1, s1)),
+            _mm256_andnot_ps(
+                d,
+                _mm256_or_ps(
+                    _mm256_and_ps(cm, _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                    _mm256_andnot_ps(cm, _mm256_fmadd_ps(k, j, k)),
+                ),
+            ),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn attend(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        stride: usize,
+        scale: f32,
+        f16_kv: bool,
+        w: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let hd = q.len();
+        let total = w.len();
+        assert!(total == 0 || ((total - 1) * stride + hd <= keys.len().min(values.len())), "cache rows");
+        let (qp, kp, vp) = (q.as_ptr(), keys.as_ptr(), values.as_ptr());
+        let mut max = f32::NEG_INFINITY;
+        for (pos, w) in w.iter_mut().enumerate() {
+            let row = kp.add(pos * stride);
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut c = 0;
+            while c + 16 <= hd {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c)), _mm256_loadu_ps(row.add(c)), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c + 8)), _mm256_loadu_ps(row.add(c + 8)), a1);
+                c += 16;
+            }
+            if c < hd {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c)), _mm256_loadu_ps(row.add(c)), a0);
+            }
+            *w = hsum(_mm256_add_ps(a0, a1)) * scale;
+            max = max.max(*w);
+        }
+        // Softmax: exponentials eight at a time, the sum in f64 (as ggml).
+        let mut sum = 0.0f64;
+        let wp = w.as_mut_ptr();
+        let vmax = _mm256_set1_ps(max);
+        let mut i = 0;
+        while i + 8 <= total {
+            let e = exp(_mm256_sub_ps(_mm256_loadu_ps(wp.add(i)), vmax));
+            _mm256_storeu_ps(wp.add(i), e);
+            sum += hsum(e) as f64;
+            i += 8;
+        }
+        for v in &mut w[i..] {
+            *v = (*v - max).exp();
+            sum += *v as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        for v in w.iter_mut() {
+            *v *= inv;
+            if f16_kv {
+                *v = half::f16::from_f32(*v).to_f32();
+            }
+        }
+        // The weighted sum of values, eight output lanes at a time in registers.
+        let op = out.as_mut_ptr();
+        let mut c = 0;
+        while c < hd {
+            let mut acc = _mm256_setzero_ps();
+            for (pos, &w) in w.iter().enumerate() {
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(w), _mm256_loadu_ps(vp.add(pos * stride + c)), acc);
+            }
+            _mm256_storeu_ps(op.add(c), acc);
+            c += 8;
+        }
+    }
+
+    /// ggml's `ggml_vec_swiglu_f32`: x / (1 + e^-x) · up, eight at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        let n = out.len().min(gate.len()).min(up.len());
+        let (gp, up_, op) = (gate.as_ptr(), up.as_ptr(), out.as_mut_ptr());
+        let mut i = 0;
+        while i + 8 <= n {
+            let x = _mm256_loadu_ps(gp.add(i));
+            let silu = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), exp(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+            _mm256_storeu_ps(op.add(i), _mm256_mul_ps(silu, _mm256_loadu_ps(up_.add(i))));
+            i += 8;
+        }
+        for j in i..n {
+            let g = gate[j];
+            out[j] = g / (1.0 + (-g).exp()) * up[j];
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The AVX2 attention and SwiGLU (ggml's vectorized exp) against the portable loops
+    /// (libm's exp): within a few float roundings, positions not a multiple of 8 included.
+    #[test]
+    fn simd_attention_and_swiglu_match_the_portable_loops() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let (hd, stride) = (64, 192);
+        for total in [1, 7, 8, 29, 300] {
+            let q: Vec<f32> = (0..hd).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            let keys: Vec<f32> = (0..total * stride).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            let values: Vec<f32> = (0..total * stride).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            for f16_kv in [false, true] {
+                let (mut w1, mut w2) = (vec![0.0; total], vec![0.0; total]);
+                let (mut o1, mut o2) = (vec![0.0; hd], vec![0.0; hd]);
+                attend(&q, &keys[64..], &values[64..], stride, 0.125, f16_kv, &mut w1, &mut o1);
+                attend_portable(&q, &keys[64..], &values[64..], stride, 0.125, f16_kv, &mut w2, &mut o2);
+                for (a, b) in w1.iter().zip(&w2).chain(o1.iter().zip(&o2)) {
+                    assert!((a - b).abs() <= 2e-3 * b.abs().max(1e-3), "{total} {f16_kv}: {a} vs {b}");
+                }
+            }
+        }
+        let gate: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.2).collect(); // ±100: both tails
+        let up: Vec<f32> = (0..1000).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let (mut a, mut b) = (vec![0.0; 1000], vec![0.0; 1000]);
+        swiglu(&gate, &up, &mut a);
+        swiglu_portable(&gate, &up, &mut b);
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-6), "{i}: {a} vs {b}");
+        }
+    }
 
     #[test]
     fn shares_cover_the_range_once_in_whole_units() {

@@ -11,6 +11,25 @@ use rayon::prelude::*;
 
 pub const QK: usize = 32;
 
+/// Keeps the kernels to AVX2 (no AVX-512 VNNI) even where the CPU has more: the benchmark's
+/// same-instruction-set comparison with a llama.cpp built for AVX2.
+static AVX2_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn limit_kernels_to_avx2(on: bool) {
+    AVX2_ONLY.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The instruction set the decoder's product kernels use on this CPU.
+pub fn kernel_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return if avx2::vnni() { "avx512-vnni" } else { "avx2" };
+        }
+    }
+    "portable"
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgmlType {
     F32,
@@ -541,6 +560,12 @@ mod avx2 {
         [0, 1, 2, 3].map(|t| hsum(acc[t]) + summs[t])
     }
 
+    pub fn vnni() -> bool {
+        is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+            && !super::AVX2_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A four-row kernel: rows' scales, rows' quants, the activation blocks.
     pub type Rows4 = unsafe fn([&[f32]; 4], [&[u8]; 4], &[Q8Block]) -> [f32; 4];
 
@@ -552,8 +577,7 @@ mod avx2 {
         if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
             return None;
         }
-        let vnni = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
-        match (ty, vnni) {
+        match (ty, vnni()) {
             (GgmlType::Q4_1, true) => Some(q4_1_rows4_vnni),
             (GgmlType::Q4_1, false) => Some(q4_1_rows4),
             (GgmlType::Q8_0, true) => Some(q8_0_rows4_vnni),
