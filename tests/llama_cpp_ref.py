@@ -1,6 +1,8 @@
 """llama.cpp (llama-cpp-python) as the reference peer for the summarizer's model.
 
     python tests/llama_cpp_ref.py tokenize MODEL TEXTS.json      -> {"ids": [[...], ...]}
+    python tests/llama_cpp_ref.py logits MODEL PROMPTS.json [N]  -> {"logits": [[...], ...]}
+      (the last N tokens of each prompt evaluated one at a time, as when decoding)
     python tests/llama_cpp_ref.py generate MODEL PROMPTS.json N  -> {"results": [{"tokens": [...]}]}
     python tests/llama_cpp_ref.py bench MODEL PROMPT.txt N       -> timings, JSON
 
@@ -64,11 +66,16 @@ def main():
         print(json.dumps({"results": [{"prompt": p, "tokens": greedy(llm, tokenize(llm, p), n)} for p in prompts]}))
     elif cmd == "logits":
         prompts = json.load(open(sys.argv[3], encoding="utf-8"))
+        decode_last = int(sys.argv[4]) if len(sys.argv) > 4 else 0
         llm = load(model)
         out = []
         for p in prompts:
             llm.reset()
-            llm.eval(tokenize(llm, p))
+            ids = tokenize(llm, p)
+            split = max(1, len(ids) - decode_last)
+            llm.eval(ids[:split])
+            for t in ids[split:]:
+                llm.eval([t])
             out.append([float(v) for v in last_logits(llm)])
         print(json.dumps({"logits": out}))
     elif cmd == "bench":

@@ -27,10 +27,8 @@ def chat(user: str) -> str:
 # for prompts where it is not).
 IDENTICAL_PROMPTS = [
     chat('Count from one to ten.'),
-    chat('What color is the sky on a clear day?'),
     chat('Spell the word robot letter by letter.'),
     chat('What does an IMU measure?'),
-    chat('Explain what a LiDAR sensor does in one sentence.'),
 ]
 OTHER_PROMPTS = [
     # Identical on the Intel machines of earlier sessions; on an AMD EPYC with AVX2 and no
@@ -40,6 +38,12 @@ OTHER_PROMPTS = [
     # Identical against llama.cpp's AVX-512 kernels, a near tie at token 16 against its AVX2
     # build (the reference is built for AVX2 since session 11): checked as a near tie.
     chat('Explain what a camera sensor does in one sentence.'),
+    # Identical through the Burn decode path; the CPU decoder (2026-12-06) takes the other
+    # side of a tie at token 14 (sky; our top-2 margin 0.007) and at token 24 (LiDAR; 0.071):
+    # checked as near ties. Its decoded logits are as close to llama.cpp's as the Burn
+    # path's (docs/models.md).
+    chat('What color is the sky on a clear day?'),
+    chat('Explain what a LiDAR sensor does in one sentence.'),
     chat('What is the capital of France?'),
     chat('Write a haiku about robots.'),
     chat('A person entered the forward safety zone of the robot 3 m ahead. Summarize for the operator.'),
@@ -156,6 +160,45 @@ def test_another_llama_gguf_loads_by_path_and_matches_llama_cpp(tmp_path, tiny_g
             g, w = np.array(g), np.array(w)
             assert g.argmax() == w.argmax(), (flags, p)
             assert np.abs(g - w).max() < 0.25 * w.std(), (flags, p, np.abs(g - w).max(), w.std())
+
+
+def test_the_cpu_decoder_matches_llama_cpp_on_another_block_quantized_model(tmp_path):
+    """The CPU decoder (one pass per token) against llama.cpp decoding token by token, on a
+    model it was not shaped around (tests/make_tiny_gguf.py --blocks: random weights in Q4_0,
+    Q4_1 and Q8_0, width 128, heads of 32, rope base 500000, untied output): the last 1 and 12
+    tokens of each prompt decoded one at a time give the same choice and logits within the
+    noise of 8-bit activations: ≤ 0.1 standard deviations of llama.cpp's logits on average and
+    ≤ 0.5 at most. Measured (2026-12-06): 0.042–0.066 and 0.24–0.35, the same as our
+    whole-prompt path gives on this file (this random Q4 model moves more under a flipped
+    activation rounding than the other tiny model does)."""
+    import numpy as np
+
+    model = tmp_path / 'tiny-blocks.gguf'
+    res = subprocess.run([sys.executable, str(ROOT / 'tests' / 'make_tiny_gguf.py'), str(MODEL), str(model), '--blocks'],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    prompts = [chat('What color is the sky on a clear day?'), 'The quick brown fox jumps over the lazy dog again',
+               chat('Count from one to ten.')]
+    f = tmp_path / 'prompts.json'
+    f.write_text(json.dumps(prompts))
+    env = dict(os.environ, LLAMA_KV='f32', LLAMA_THREADS='2')
+    for last in (1, 12):
+        res = subprocess.run([*REF, 'logits', str(model), str(f), str(last)], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr
+        want = json.loads(res.stdout)['logits']
+        res = subprocess.run([binary('fusion_llm'), '--model', str(model), '--prompt-int8', 'logits', '--prompts-json',
+                              str(f), '--decode-last', str(last)], capture_output=True, text=True, env=child_env(),
+                             timeout=300)
+        assert res.returncode == 0, res.stderr
+        got = json.loads(res.stdout)
+        assert got['decode'] == 'cpu decoder', got['decode']
+        for p, g, w in zip(prompts, got['logits'], want):
+            g, w = np.array(g), np.array(w)
+            assert g.argmax() == w.argmax(), (last, p)
+            diff = np.abs(g - w)
+            assert diff.mean() < 0.1 * w.std() and diff.max() < 0.5 * w.std(), (last, p, diff.mean(), diff.max(),
+                                                                                 w.std())
 
 
 # ---- the node over DDS -------------------------------------------------------------------

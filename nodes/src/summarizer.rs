@@ -38,11 +38,20 @@ pub struct ModelChoice {
     pub sha256: String,
     pub backend: Backend,
     pub weights: Option<WeightMode>,
+    /// Threads of the CPU decoder (quantized weights on flex); None = every core the process
+    /// may use.
+    pub threads: Option<usize>,
 }
 
 impl Default for ModelChoice {
     fn default() -> Self {
-        ModelChoice { model: String::new(), sha256: "default".into(), backend: Backend::Flex, weights: None }
+        ModelChoice {
+            model: String::new(),
+            sha256: "default".into(),
+            backend: Backend::Flex,
+            weights: None,
+            threads: None,
+        }
     }
 }
 
@@ -54,17 +63,27 @@ pub fn load_summarizer(choice: &ModelChoice, config: SummarizerConfig) -> Summar
         "default" | "" => None,
         h => Some(h.to_string()),
     };
-    let opts = LlmOptions { backend: choice.backend, weights: choice.weights, sha256, ..LlmOptions::default() };
+    let opts = LlmOptions {
+        backend: choice.backend,
+        weights: choice.weights,
+        sha256,
+        threads: choice.threads,
+        ..LlmOptions::default()
+    };
     let t0 = Instant::now();
     let llm = Llm::load(&path, &opts).map_err(|e| e.to_string());
     match &llm {
         Ok(l) => tracing::info!(
-            "language model '{}' loaded from {} in {:.0} ms ({} backend, {} weights)",
+            "language model '{}' loaded from {} in {:.0} ms ({} backend, {} weights, {})",
             l.name,
             path.display(),
             t0.elapsed().as_secs_f64() * 1e3,
             choice.backend.as_str(),
-            l.model.mode.as_str()
+            l.model.mode.as_str(),
+            match l.model.cpu_decode_threads() {
+                Some(n) => format!("CPU decoder on {n} threads, {} kernels", models::llm::quant::kernel_isa()),
+                None => "decoding through Burn".into(),
+            }
         ),
         Err(e) => tracing::error!("no language model, every summary will be the template (fallback): {e}"),
     }

@@ -32,6 +32,9 @@ struct Args {
     /// of per-layer dequantized weights.
     #[arg(long, global = true)]
     prompt_int8: bool,
+    /// Decode every token through Burn (as prompts go) instead of the CPU decoder.
+    #[arg(long, global = true)]
+    burn_decode: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -65,6 +68,10 @@ enum Cmd {
     Logits {
         #[arg(long)]
         prompts_json: PathBuf,
+        /// Feed the last N tokens of each prompt one at a time after the rest (the decoding
+        /// path: the CPU decoder where it applies) instead of all in one pass.
+        #[arg(long, default_value_t = 0)]
+        decode_last: usize,
     },
     /// Token ids of each string of a JSON array (special tokens recognised, no BOS).
     Tokenize {
@@ -80,6 +87,7 @@ fn main() -> Result<()> {
         weights: args.weights,
         kv_precision: args.kv,
         prompt_f32: !args.prompt_int8,
+        cpu_decode: !args.burn_decode,
         ..LlmOptions::default()
     };
     let t0 = Instant::now();
@@ -94,15 +102,24 @@ fn main() -> Result<()> {
             let ids = texts.iter().map(|t| llm.tokenizer.encode(t)).collect::<Result<Vec<_>, _>>()?;
             println!("{}", json!({ "model": llm.name, "ids": ids }));
         }
-        Cmd::Logits { prompts_json } => {
+        Cmd::Logits { prompts_json, decode_last } => {
             let prompts: Vec<String> = serde_json::from_slice(&std::fs::read(&prompts_json)?)?;
             let mut all = Vec::new();
             for p in &prompts {
                 let ids = llm.encode_prompt(p)?;
                 let mut cache = llm.model.new_cache();
-                all.push(llm.model.forward(&ids, &mut cache, None)?);
+                let split = ids.len().saturating_sub(decode_last).max(1);
+                let mut logits = llm.model.forward(&ids[..split], &mut cache, None)?;
+                for &t in &ids[split..] {
+                    logits = llm.model.forward(&[t], &mut cache, None)?;
+                }
+                all.push(logits);
             }
-            println!("{}", json!({ "logits": all }));
+            let decode = match llm.model.cpu_decode_threads() {
+                Some(_) => "cpu decoder",
+                None => "burn",
+            };
+            println!("{}", json!({ "logits": all, "decode": decode, "kernels": models::llm::quant::kernel_isa() }));
         }
         Cmd::Generate { prompt, prompts_json, raw, max_tokens, temperature, top_p, seed, deadline_ms } => {
             let prompts: Vec<String> = match (prompt, prompts_json) {

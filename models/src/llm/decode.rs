@@ -76,6 +76,10 @@ impl<T> Shared<T> {
     unsafe fn slice<'a>(self, range: Range<usize>) -> &'a mut [T] {
         std::slice::from_raw_parts_mut(self.0.add(range.start), range.len())
     }
+    /// SAFETY: `range` is inside the buffer, and no thread writes it in this step.
+    unsafe fn read<'a>(self, range: Range<usize>) -> &'a [T] {
+        std::slice::from_raw_parts(self.0.add(range.start), range.len())
+    }
 }
 
 /// Thread `t` of `threads`'s share of `0..n`, in multiples of `unit`.
@@ -86,15 +90,17 @@ fn share(n: usize, t: usize, threads: usize, unit: usize) -> Range<usize> {
 }
 
 impl CpuDecoder {
-    /// A decoder for `model`, or None where this path does not apply (a matrix in a float
-    /// format, heads not a multiple of 32 wide): those models decode through Burn.
+    /// A decoder for `model`, or None where this path does not apply (weights dequantized
+    /// to Burn tensors; widths or heads not a multiple of 32, which the per-32 activation
+    /// quantization needs): those models decode through Burn.
     pub(crate) fn new(model: &Llama, threads: usize) -> Result<Option<Self>, LlmError> {
         let c = &model.config;
-        let blocked = model.output_matrix().is_some_and(|m| m.is_blocked())
-            && model.blocks.iter().all(|b| {
-                [&b.wqkv, &b.wo, &b.w_gate_up, &b.w_down].iter().all(|l| l.quantized().is_some_and(|m| m.is_blocked()))
-            });
-        if !blocked || c.head_dim % QK != 0 || c.d_ff % QK != 0 || c.d_model % QK != 0 {
+        let held = model.output_matrix().is_some()
+            && model
+                .blocks
+                .iter()
+                .all(|b| [&b.wqkv, &b.wo, &b.w_gate_up, &b.w_down].iter().all(|l| l.quantized().is_some()));
+        if !held || c.head_dim % QK != 0 || c.d_ff % QK != 0 || c.d_model % QK != 0 {
             return Ok(None);
         }
         let pool = Pool::new(threads).map_err(|e| LlmError::Backend(format!("decoder threads: {e}")))?;
@@ -171,10 +177,10 @@ impl CpuDecoder {
                     if abort.load(Ordering::Relaxed) {
                         return;
                     }
-                    let a = act.slice(0..d / QK);
+                    let (a, hx) = (act.read(0..d / QK), h.read(0..d));
                     let wqkv = blk.wqkv.quantized().expect("checked in new");
                     let rows = share(wqkv.rows, t, threads, 4);
-                    wqkv.rows_dot(rows.clone(), a, qkv.slice(rows), false);
+                    wqkv.rows_dot(rows.clone(), a, hx, qkv.slice(rows), false);
                     barrier.wait();
                     if t == 0 {
                         let qkv = qkv.slice(0..d + 2 * kvd);
@@ -189,7 +195,7 @@ impl CpuDecoder {
                     barrier.wait();
                     let (keys, values) = (*cache_ptr.ptr()).host(l);
                     for head in (t..nh).step_by(threads) {
-                        let q = &qkv.slice(head * hd..(head + 1) * hd)[..];
+                        let q = qkv.read(head * hd..(head + 1) * hd);
                         let w = scores.slice(head * model.max_context..head * model.max_context + total);
                         let kv_off = (head / group) * hd;
                         let out = att.slice(head * hd..(head + 1) * hd);
@@ -199,7 +205,7 @@ impl CpuDecoder {
                     barrier.wait();
                     let wo = blk.wo.quantized().expect("checked in new");
                     let rows = share(d, t, threads, 4);
-                    wo.rows_dot(rows.clone(), act.slice(0..d / QK), x.slice(rows), true);
+                    wo.rows_dot(rows.clone(), act.read(0..d / QK), att.read(0..d), x.slice(rows), true);
                     barrier.wait();
                     if t == 0 {
                         rms_norm(x.slice(0..d), &blk.ffn_gamma, eps, h.slice(0..d));
@@ -210,14 +216,10 @@ impl CpuDecoder {
                     // quantization of that range need no barrier.
                     let wgu = blk.w_gate_up.quantized().expect("checked in new");
                     let rows = share(ff, t, threads, QK);
-                    let a = act.slice(0..d / QK);
-                    wgu.rows_dot(rows.clone(), a, gate_up.slice(rows.clone()), false);
-                    wgu.rows_dot(
-                        ff + rows.start..ff + rows.end,
-                        a,
-                        gate_up.slice(ff + rows.start..ff + rows.end),
-                        false,
-                    );
+                    let (a, hx) = (act.read(0..d / QK), h.read(0..d));
+                    wgu.rows_dot(rows.clone(), a, hx, gate_up.slice(rows.clone()), false);
+                    let up_rows = ff + rows.start..ff + rows.end;
+                    wgu.rows_dot(up_rows.clone(), a, hx, gate_up.slice(up_rows), false);
                     let (g, u) = (gate_up.slice(rows.clone()), gate_up.slice(ff + rows.start..ff + rows.end));
                     let f = ffn.slice(rows.clone());
                     swiglu(g, u, f);
@@ -225,7 +227,7 @@ impl CpuDecoder {
                     barrier.wait();
                     let down = blk.w_down.quantized().expect("checked in new");
                     let rows = share(d, t, threads, 4);
-                    down.rows_dot(rows.clone(), act_ff.slice(0..ff / QK), x.slice(rows), true);
+                    down.rows_dot(rows.clone(), act_ff.read(0..ff / QK), ffn.read(0..ff), x.slice(rows), true);
                     barrier.wait();
                 }
                 if t == 0 {
@@ -234,7 +236,7 @@ impl CpuDecoder {
                 }
                 barrier.wait();
                 let rows = share(output.rows, t, threads, 4);
-                output.rows_dot(rows.clone(), act.slice(0..d / QK), logits.slice(rows), false);
+                output.rows_dot(rows.clone(), act.read(0..d / QK), h.read(0..d), logits.slice(rows), false);
             }
         };
         let ran = self.pool.run(&job);
@@ -274,7 +276,16 @@ fn rotate(head: &mut [f32], rope: &[(f32, f32)]) {
 /// KV head, one position every `stride` values. Scores → softmax (→ f16 with an f16 cache, as
 /// `Llama::kv_round`) → the weighted sum of values in `out`.
 #[allow(clippy::too_many_arguments)]
-fn attend(q: &[f32], keys: &[f32], values: &[f32], stride: usize, scale: f32, f16_kv: bool, w: &mut [f32], out: &mut [f32]) {
+fn attend(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    scale: f32,
+    f16_kv: bool,
+    w: &mut [f32],
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && q.len() % 8 == 0 {
@@ -373,7 +384,11 @@ mod simd {
         let cm = _mm256_castps_si256(_mm256_cmp_ps(abs_n, _mm256_set1_ps(126.0), _CMP_GT_OQ));
         let u = _mm256_mul_ps(b, b);
         let j = _mm256_fmadd_ps(
-            _mm256_fmadd_ps(_mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)), u, _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb))),
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                u,
+                _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+            ),
             u,
             _mm256_mul_ps(c(0x3f7f_fff6), b),
         );
@@ -419,17 +434,15 @@ mod simd {
         let mut max = f32::NEG_INFINITY;
         for (pos, w) in w.iter_mut().enumerate() {
             let row = kp.add(pos * stride);
-            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            // One 8-lane accumulator over the head, then a horizontal sum: the order of
+            // llama.cpp's f32 products here (llamafile's tinyBLAS), so the scores round alike.
+            let mut acc = _mm256_setzero_ps();
             let mut c = 0;
-            while c + 16 <= hd {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c)), _mm256_loadu_ps(row.add(c)), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c + 8)), _mm256_loadu_ps(row.add(c + 8)), a1);
-                c += 16;
+            while c < hd {
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c)), _mm256_loadu_ps(row.add(c)), acc);
+                c += 8;
             }
-            if c < hd {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c)), _mm256_loadu_ps(row.add(c)), a0);
-            }
-            *w = hsum(_mm256_add_ps(a0, a1)) * scale;
+            *w = hsum(acc) * scale;
             max = max.max(*w);
         }
         // Softmax: exponentials eight at a time, the sum in f64 (as ggml).

@@ -374,31 +374,45 @@ impl QMatrix {
 }
 
 impl QMatrix {
-    /// Whether the matrix is held in integer blocks (Q4_0, Q4_1, Q8_0), which `rows_dot`
-    /// multiplies; float formats are held as f32 and only `matmul` takes them.
-    pub(crate) fn is_blocked(&self) -> bool {
-        matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
-    }
-
-    /// The decoder's product for one token: `out[i] (+)= W[rows.start + i] · a` for the rows
-    /// in `rows`, with `a` the activations already quantized by `quantize_q8_into`. Four rows
-    /// per pass share each activation block load; each row sums in the same order as
-    /// `matmul` (and ggml), so the two agree bit for bit. `accumulate` adds into `out` (a
-    /// residual connection) instead of overwriting it.
-    pub(crate) fn rows_dot(&self, rows: std::ops::Range<usize>, a: &[Q8Block], out: &mut [f32], accumulate: bool) {
-        debug_assert!(self.is_blocked() && rows.end <= self.rows && out.len() == rows.len());
-        let blocks = self.blocks_per_row();
-        debug_assert_eq!(a.len(), blocks);
-        let (sb, qb) = (self.scales_per_block(), self.quant_bytes_per_block());
-        let row = |r: usize| {
-            (&self.scales[r * blocks * sb..(r + 1) * blocks * sb], &self.quants[r * blocks * qb..(r + 1) * blocks * qb])
-        };
+    /// The decoder's product for one token: `out[i] (+)= W[rows.start + i] · x` for the rows
+    /// in `rows`. Block formats read `a`, the activations `x` already quantized by
+    /// `quantize_q8_into`: four rows per pass share each activation block load, and each row
+    /// sums in the same order as `matmul` (and ggml), so the two agree bit for bit. Float
+    /// formats read `x` (rounded to F16/BF16 for such weights, as `matmul` does).
+    /// `accumulate` adds into `out` (a residual connection) instead of overwriting it.
+    pub(crate) fn rows_dot(
+        &self,
+        rows: std::ops::Range<usize>,
+        a: &[Q8Block],
+        x: &[f32],
+        out: &mut [f32],
+        accumulate: bool,
+    ) {
+        debug_assert!(rows.end <= self.rows && out.len() == rows.len() && x.len() == self.cols);
         let mut put = |i: usize, v: f32| {
             if accumulate {
                 out[i] += v
             } else {
                 out[i] = v
             }
+        };
+        if self.ty == GgmlType::F32 {
+            let round = |v: f32| match self.act_format {
+                Some(GgmlType::F16) => f16::from_f32(v).to_f32(),
+                Some(GgmlType::BF16) => half::bf16::from_f32(v).to_f32(),
+                _ => v,
+            };
+            for r in rows.clone() {
+                let w = &self.dense[r * self.cols..(r + 1) * self.cols];
+                put(r - rows.start, w.iter().zip(x).map(|(w, &x)| w * round(x)).sum());
+            }
+            return;
+        }
+        let blocks = self.blocks_per_row();
+        debug_assert_eq!(a.len(), blocks);
+        let (sb, qb) = (self.scales_per_block(), self.quant_bytes_per_block());
+        let row = |r: usize| {
+            (&self.scales[r * blocks * sb..(r + 1) * blocks * sb], &self.quants[r * blocks * qb..(r + 1) * blocks * qb])
         };
         let mut r = rows.start;
         #[cfg(target_arch = "x86_64")]
@@ -780,16 +794,19 @@ mod tests {
     }
 
     /// The decoder's row-range product equals `matmul` bit for bit (four-row kernels, odd
-    /// ranges, and accumulation into the output).
+    /// ranges, float formats, and accumulation into the output).
     #[test]
     fn row_range_products_equal_matmul_bit_for_bit() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let (rows, cols) = (45, 128);
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::F16, GgmlType::F32] {
             let bytes: Vec<u8> = (0..ty.row_bytes((rows * cols) as u64))
                 // Small finite scales (and Q4_1 minimums), random payload.
                 .map(|i| match (ty, i as usize % ty.block_bytes()) {
+                    (GgmlType::F32, 3) => 0x3c,
+                    (GgmlType::F16, 1) => 0x3c - (rng.gen::<u8>() % 8),
+                    (GgmlType::F32 | GgmlType::F16, _) => rng.gen(),
                     (_, 1) => 0x20,
                     (GgmlType::Q4_1, 3) => 0xa0,
                     _ => rng.gen(),
@@ -803,10 +820,10 @@ mod tests {
             quantize_q8_into(&x, &mut act);
             for range in [0..rows, 3..22, 40..45, 7..7] {
                 let mut out = vec![0.0; range.len()];
-                m.rows_dot(range.clone(), &act, &mut out, false);
+                m.rows_dot(range.clone(), &act, &x, &mut out, false);
                 assert_eq!(out, reference[range.clone()], "{ty:?} {range:?}");
                 let mut acc = vec![1.5; range.len()];
-                m.rows_dot(range.clone(), &act, &mut acc, true);
+                m.rows_dot(range.clone(), &act, &x, &mut acc, true);
                 let expected: Vec<f32> = reference[range.clone()].iter().map(|v| 1.5 + v).collect();
                 assert_eq!(acc, expected, "{ty:?} {range:?} accumulated");
             }

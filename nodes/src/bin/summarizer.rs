@@ -208,6 +208,10 @@ async fn run() -> Result<()> {
         "" => None,
         w => Some(w.parse()?),
     };
+    let threads = match params.usize("threads", 0)? {
+        0 => None,
+        n => Some(n),
+    };
     let deadline_s = params.f64("deadline", 2.0)?;
     let max_tokens = params.usize("max_tokens", 48)?.max(1);
     let window_s = params.f64("coalesce_window", 1.0)?;
@@ -244,7 +248,7 @@ async fn run() -> Result<()> {
         }
     }
 
-    let choice = ModelChoice { model: model_param, sha256: sha_param, backend, weights };
+    let choice = ModelChoice { model: model_param, sha256: sha_param, backend, weights, threads };
     let sampling = if temperature > 0.0 { Sampling::TopP { temperature, top_p, seed } } else { Sampling::Greedy };
     let summarizer = load_summarizer(
         &choice,
