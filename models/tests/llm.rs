@@ -17,15 +17,17 @@ fn model_path() -> PathBuf {
 /// Two logit vectors agree within the noise of 8-bit activations: a float summed in another
 /// order can flip one activation's rounding, which moves single logits by up to ~1 here.
 /// Measured (2026-12-06): Burn's own one-token and whole-prompt paths differ by 0.06σ on
-/// average and 0.26σ at most; the CPU decoder from either by ≤ 0.045σ and ≤ 0.25σ. A wrong
-/// kernel, rotation or cache layout moves them by whole σs.
+/// average and 0.26σ at most; the CPU decoder and the Burn decode path, each with its own
+/// cache over 24 decoded tokens, by up to 0.10σ and 0.25σ (differences compound through the
+/// caches); each from llama.cpp by 0.03–0.08σ and ≤ 0.34σ. A wrong kernel, rotation or cache
+/// layout moves them by whole σs.
 fn within_quantization_noise(a: &[f32], b: &[f32]) -> Result<(), String> {
     let n = b.len() as f32;
     let mean = b.iter().sum::<f32>() / n;
     let sd = (b.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n).sqrt();
     let diffs: Vec<f32> = a.iter().zip(b).map(|(x, y)| (x - y).abs()).collect();
     let (max, avg) = (diffs.iter().copied().fold(0.0, f32::max), diffs.iter().sum::<f32>() / n);
-    if avg < 0.1 * sd && max < 0.5 * sd {
+    if avg < 0.15 * sd && max < 0.5 * sd {
         Ok(())
     } else {
         Err(format!("logits differ by {avg:.3} on average and {max:.3} at most (σ {sd:.3})"))
