@@ -14,7 +14,7 @@
 //! Prompts (many tokens at once, compute-bound) stay in Burn; both paths share the KV cache.
 use super::llama::{KvCache, Llama};
 use super::pool::{Barrier, Pool};
-use super::quant::{quantize_q8_into, Q8Block, QK};
+use super::quant::{quantize_q8_into, Q8Block, QMatrix, QK};
 use super::LlmError;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,16 +162,25 @@ impl CpuDecoder {
         let cache_ptr = Shared(cache as *mut KvCache);
         let scale = 1.0 / (hd as f32).sqrt();
         let job = |t: usize, barrier: &Barrier| {
-            // SAFETY (every `slice` below): each step's ranges are disjoint between threads
-            // or written by thread 0 alone, and barriers separate the steps.
+            // SAFETY (every `slice`/`read` below): each step's ranges are disjoint between
+            // threads or written by thread 0 alone, and barriers separate the steps.
+            // Thread 0 alone: `h` = the normed residual stream, `act` = `h` quantized.
+            let norm_and_quantize = |gamma: &[f32]| unsafe {
+                rms_norm(x.read(0..d), gamma, eps, h.slice(0..d));
+                quantize_q8_into(h.read(0..d), act.slice(0..d / QK));
+            };
+            // This thread's rows of `m · input` added to the residual stream.
+            let add_product = |m: &QMatrix, a: &[Q8Block], input: &[f32]| unsafe {
+                let rows = share(d, t, threads, 4);
+                m.rows_dot(rows.clone(), a, input, x.slice(rows), true);
+            };
             unsafe {
                 for (l, blk) in model.blocks.iter().enumerate() {
                     if t == 0 {
                         if deadline.is_some_and(|dl| Instant::now() >= dl) {
                             abort.store(true, Ordering::Relaxed);
                         }
-                        rms_norm(x.slice(0..d), &blk.attn_gamma, eps, h.slice(0..d));
-                        quantize_q8_into(h.slice(0..d), act.slice(0..d / QK));
+                        norm_and_quantize(&blk.attn_gamma);
                     }
                     barrier.wait();
                     if abort.load(Ordering::Relaxed) {
@@ -203,13 +212,10 @@ impl CpuDecoder {
                         quantize_q8_into(out, act.slice(head * hd / QK..(head + 1) * hd / QK));
                     }
                     barrier.wait();
-                    let wo = blk.wo.quantized().expect("checked in new");
-                    let rows = share(d, t, threads, 4);
-                    wo.rows_dot(rows.clone(), act.read(0..d / QK), att.read(0..d), x.slice(rows), true);
+                    add_product(blk.wo.quantized().expect("checked in new"), act.read(0..d / QK), att.read(0..d));
                     barrier.wait();
                     if t == 0 {
-                        rms_norm(x.slice(0..d), &blk.ffn_gamma, eps, h.slice(0..d));
-                        quantize_q8_into(h.slice(0..d), act.slice(0..d / QK));
+                        norm_and_quantize(&blk.ffn_gamma);
                     }
                     barrier.wait();
                     // Gate and up rows of the same range on one thread, so its SwiGLU and
@@ -225,14 +231,15 @@ impl CpuDecoder {
                     swiglu(g, u, f);
                     quantize_q8_into(f, act_ff.slice(rows.start / QK..rows.end / QK));
                     barrier.wait();
-                    let down = blk.w_down.quantized().expect("checked in new");
-                    let rows = share(d, t, threads, 4);
-                    down.rows_dot(rows.clone(), act_ff.read(0..ff / QK), ffn.read(0..ff), x.slice(rows), true);
+                    add_product(
+                        blk.w_down.quantized().expect("checked in new"),
+                        act_ff.read(0..ff / QK),
+                        ffn.read(0..ff),
+                    );
                     barrier.wait();
                 }
                 if t == 0 {
-                    rms_norm(x.slice(0..d), &model.norm_gamma, eps, h.slice(0..d));
-                    quantize_q8_into(h.slice(0..d), act.slice(0..d / QK));
+                    norm_and_quantize(&model.norm_gamma);
                 }
                 barrier.wait();
                 let rows = share(output.rows, t, threads, 4);
@@ -356,15 +363,8 @@ fn swiglu_portable(gate: &[f32], up: &[f32], out: &mut [f32]) {
 /// the attention's products).
 #[cfg(target_arch = "x86_64")]
 mod simd {
+    use crate::llm::quant::avx2::hsum;
     use std::arch::x86_64::*;
-
-    #[inline(always)]
-    unsafe fn hsum(x: __m256) -> f32 {
-        let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-        r = _mm_add_ss(r, _mm_movehdup_ps(r));
-        _mm_cvtss_f32(r)
-    }
 
     #[inline(always)]
     unsafe fn c(bits: u32) -> __m256 {

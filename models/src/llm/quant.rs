@@ -522,12 +522,13 @@ fn dot_row_generic(ty: GgmlType, scales: &[f32], quants: &[u8], a: &[Q8Block]) -
 /// per block an integer dot product in 8 lanes, scaled into an f32 accumulator by fused
 /// multiply-add, a horizontal sum at the end (and the Q4_1 min term summed apart).
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::Q8Block;
     use std::arch::x86_64::*;
 
+    /// The sum of 8 lanes, in ggml's order (`hsum_float_8`).
     #[inline(always)]
-    unsafe fn hsum(x: __m256) -> f32 {
+    pub(crate) unsafe fn hsum(x: __m256) -> f32 {
         let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
         r = _mm_add_ps(r, _mm_movehl_ps(r, r));
         r = _mm_add_ss(r, _mm_movehdup_ps(r));
@@ -586,8 +587,8 @@ mod avx2 {
     /// The fastest four-row kernel this CPU runs for `ty`: AVX-512 VNNI's `vpdpbusd` where
     /// present (one instruction for ggml's `maddubs` + `madd`; no int16 saturation can occur
     /// with these operands, so the integer sums are the same), else AVX2.
-    pub fn rows4_kernel(ty: crate::llm::quant::GgmlType) -> Option<Rows4> {
-        use crate::llm::quant::GgmlType;
+    pub fn rows4_kernel(ty: super::GgmlType) -> Option<Rows4> {
+        use super::GgmlType;
         if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
             return None;
         }
