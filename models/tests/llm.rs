@@ -100,7 +100,7 @@ fn broken_files_give_clear_errors() {
 #[test]
 fn answers_a_question_and_the_kv_cache_matches_a_full_recompute() {
     let llm = Llm::load(&model_path(), &LlmOptions::default()).unwrap();
-    let opts = GenerateOptions { max_tokens: 24, sampling: Sampling::Greedy, deadline: None };
+    let opts = GenerateOptions { max_tokens: 24, sampling: Sampling::Greedy, deadline: None, reuse_prompt: false };
     let g = llm.chat(&[ChatMessage { role: "user", content: "What color is the sky on a clear day?" }], &opts).unwrap();
     assert!(g.text.to_lowercase().contains("blue"), "{}", g.text);
     assert_eq!(g.tokens.len(), g.margins.len());
@@ -126,13 +126,18 @@ fn sampling_is_seeded_and_the_deadline_stops_generation() {
     let ids = llm.encode_prompt("<|im_start|>user\nTell me about robots.<|im_end|>\n<|im_start|>assistant\n").unwrap();
     let run = |seed| {
         let s = Sampling::TopP { temperature: 0.9, top_p: 0.9, seed };
-        llm.generate_ids(&ids, &GenerateOptions { max_tokens: 16, sampling: s, deadline: None }).unwrap().tokens
+        llm.generate_ids(&ids, &GenerateOptions { max_tokens: 16, sampling: s, deadline: None, reuse_prompt: false })
+            .unwrap()
+            .tokens
     };
     assert_eq!(run(1), run(1));
     assert_ne!(run(1), run(2));
     let dl = std::time::Instant::now() + std::time::Duration::from_millis(1);
     let g = llm
-        .generate_ids(&ids, &GenerateOptions { max_tokens: 64, sampling: Sampling::Greedy, deadline: Some(dl) })
+        .generate_ids(
+            &ids,
+            &GenerateOptions { max_tokens: 64, sampling: Sampling::Greedy, deadline: Some(dl), reuse_prompt: false },
+        )
         .unwrap();
     assert_eq!(g.stop, StopReason::Deadline);
 }
@@ -169,6 +174,54 @@ fn quantized_and_dequantized_weights_and_wgpu_agree() {
     // The wgpu backend (lavapipe here; setup installs it) runs the same decoder.
     let w = logits(Backend::Wgpu, WeightMode::Dequantized);
     assert!(maxdiff(&w, &d) < 0.05, "wgpu vs flex dequantized: {}", maxdiff(&w, &d));
+}
+
+/// The prompt cache (`reuse_prompt`, what the summarizer uses): a prompt continued from the
+/// previous generation's common prefix answers as one processed from its first token (the
+/// same greedy tokens wherever the choice is not a near tie), a repeated prompt runs only its
+/// last token, and a generation given up at its deadline leaves no half-filled cache behind.
+#[test]
+fn the_prompt_cache_reuses_a_shared_prefix_and_answers_as_without_it() {
+    use models::llm::chat_prompt;
+    let llm = Llm::load(&model_path(), &LlmOptions::default()).unwrap();
+    let system = "You are the safety monitor of an autonomous robot. Answer in one short sentence.";
+    let ids = |user: &str| {
+        let messages = [ChatMessage { role: "system", content: system }, ChatMessage { role: "user", content: user }];
+        llm.encode_prompt(&chat_prompt(&messages)).unwrap()
+    };
+    let camera = ids("The camera image went black at 12.3 s for 0.8 s. Tell the operator.");
+    let lidar = ids("The lidar stopped sending points at 4.1 s. Tell the operator.");
+    let run = |prompt: &[u32], reuse_prompt: bool, deadline: Option<std::time::Instant>| {
+        let opts = GenerateOptions { max_tokens: 20, sampling: Sampling::Greedy, deadline, reuse_prompt };
+        llm.generate_ids(prompt, &opts).unwrap()
+    };
+    // Same tokens, or a first difference where the uncached run's choice was a near tie.
+    let agree = |a: &models::llm::Generation, fresh: &models::llm::Generation| match a
+        .tokens
+        .iter()
+        .zip(&fresh.tokens)
+        .position(|(x, y)| x != y)
+    {
+        None => assert_eq!(a.tokens.len(), fresh.tokens.len(), "{:?} vs {:?}", a.text, fresh.text),
+        Some(k) => assert!(fresh.margins[k] < 0.5, "diverged at token {k}: {:?} vs {:?}", a.text, fresh.text),
+    };
+    let (camera_fresh, lidar_fresh) = (run(&camera, false, None), run(&lidar, false, None));
+    let first = run(&camera, true, None);
+    assert_eq!(first.reused_prompt_tokens, 0, "runs without reuse_prompt leave no cache");
+    assert_eq!(first.tokens, camera_fresh.tokens);
+    let shared = camera.iter().zip(&lidar).take_while(|(a, b)| a == b).count();
+    let second = run(&lidar, true, None);
+    assert_eq!(second.reused_prompt_tokens, shared, "the system message and the chat template's head");
+    agree(&second, &lidar_fresh);
+    let again = run(&lidar, true, None);
+    assert_eq!(again.reused_prompt_tokens, lidar.len() - 1);
+    agree(&again, &lidar_fresh);
+    // Given up in the prompt: nothing is kept, and the next answer is whole again.
+    let cut = run(&camera, true, Some(std::time::Instant::now() + std::time::Duration::from_millis(1)));
+    assert_eq!(cut.stop, StopReason::Deadline);
+    let after = run(&camera, true, None);
+    assert_eq!(after.reused_prompt_tokens, 0);
+    assert_eq!(after.tokens, camera_fresh.tokens);
 }
 
 /// The summarizer on the real model: a zone intrusion (the event the node test publishes)
@@ -215,6 +268,11 @@ fn the_model_summary_of_a_zone_intrusion_is_verified_and_published_text_is_faith
     let burst = [zone, dropout];
     let two = s.summarize(&burst);
     assert_eq!(verify(&two.text, &burst), Ok(()), "{two:?}");
+    // Written one event at a time (the default), the burst is the model's: each sentence
+    // verified against its own event, the whole against the burst.
+    assert!(s.config.per_event);
+    assert!(!two.fallback, "{} ({}): {}", two.fallback_reason, two.rejected_claim, two.rejected_text);
+    assert!(two.text.starts_with("2 anomaly events. "), "{}", two.text);
 }
 
 /// The CPU decoder (one pass per token, no Burn; the default on flex) against every token

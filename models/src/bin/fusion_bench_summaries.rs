@@ -1,7 +1,7 @@
 //! Summary benchmark: every burst of a corpus of replayed runs summarized by the model under
 //! the summarizer's rules (deadline, claim verifier, best-of-N) for each N, JSON on stdout:
 //!
-//!   fusion_bench_summaries RUN_DIR... [--candidates 1,2,3,4] [--deadline 2.0] [--window 1.0]
+//!   fusion_bench_summaries RUN_DIR... [--candidates 1,2,3,4] [--per-event on,off] [--deadline 2.0] [--window 1.0]
 //!
 //! A RUN_DIR holds a `fusion_replay` output (`events.jsonl`); its events are coalesced into
 //! bursts by data time as the summarizer node does. Per N: the share of bursts published
@@ -28,6 +28,10 @@ struct Args {
     model: PathBuf,
     #[arg(long, default_value = "1,2,3,4")]
     candidates: String,
+    /// Write multi-event bursts one event at a time (`on`), in one answer (`off`), or both
+    /// (`on,off`: every candidate count run each way).
+    #[arg(long, default_value = "on")]
+    per_event: String,
     #[arg(long, default_value_t = 2.0)]
     deadline: f64,
     #[arg(long, default_value_t = 1.0)]
@@ -112,9 +116,20 @@ fn main() -> Result<()> {
     let template_unverified = template_failures.len();
     let mut rows = vec![];
     let mut summarizer = Summarizer::new(llm, SummarizerConfig::default());
-    for n in args.candidates.split(',').map(str::parse::<usize>) {
-        let n = n.context("--candidates")?;
+    let mut settings = vec![];
+    for per_event in args.per_event.split(',') {
+        let per_event = match per_event {
+            "on" => true,
+            "off" => false,
+            other => anyhow::bail!("--per-event takes on, off or on,off, not {other:?}"),
+        };
+        for n in args.candidates.split(',') {
+            settings.push((per_event, n.parse::<usize>().context("--candidates")?));
+        }
+    }
+    for (per_event, n) in settings {
         summarizer.config = SummarizerConfig {
+            per_event,
             deadline: Duration::try_from_secs_f64(args.deadline).map_err(|_| {
                 anyhow::anyhow!("--deadline must be a finite number of seconds >= 0, got {}", args.deadline)
             })?,
@@ -150,6 +165,7 @@ fn main() -> Result<()> {
         let total = corpus.len().max(1);
         rows.push(json!({
             "candidates": n,
+            "per_event": per_event,
             "bursts": corpus.len(),
             "model_written_share": by_model as f64 / total as f64,
             "published_unverified": unverified,

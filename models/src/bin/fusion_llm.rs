@@ -63,6 +63,10 @@ enum Cmd {
         /// Milliseconds allowed per prompt.
         #[arg(long)]
         deadline_ms: Option<u64>,
+        /// Continue each prompt from the previous one's longest common prefix (the prompt
+        /// cache the summarizer uses); off, every prompt starts from an empty cache.
+        #[arg(long)]
+        reuse_prompt: bool,
     },
     /// The next-token logits after each prompt of a JSON array (raw text), for comparisons.
     Logits {
@@ -121,7 +125,17 @@ fn main() -> Result<()> {
             };
             println!("{}", json!({ "logits": all, "decode": decode, "kernels": models::llm::quant::kernel_isa() }));
         }
-        Cmd::Generate { prompt, prompts_json, raw, max_tokens, temperature, top_p, seed, deadline_ms } => {
+        Cmd::Generate {
+            prompt,
+            prompts_json,
+            raw,
+            max_tokens,
+            temperature,
+            top_p,
+            seed,
+            deadline_ms,
+            reuse_prompt,
+        } => {
             let prompts: Vec<String> = match (prompt, prompts_json) {
                 (Some(p), _) => vec![p],
                 (None, Some(f)) => {
@@ -138,6 +152,7 @@ fn main() -> Result<()> {
                     max_tokens,
                     sampling,
                     deadline: deadline_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+                    reuse_prompt,
                 };
                 let g = if raw {
                     llm.generate_ids(&llm.encode_prompt(p)?, &opts)?
@@ -147,6 +162,7 @@ fn main() -> Result<()> {
                 results.push(json!({
                     "prompt": p,
                     "prompt_tokens": g.prompt_tokens,
+                    "reused_prompt_tokens": g.reused_prompt_tokens,
                     "tokens": g.tokens,
                     "margins": g.margins,
                     "text": g.text,

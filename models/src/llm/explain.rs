@@ -298,6 +298,7 @@ impl Summarizer {
             max_tokens: self.config.max_tokens * 2,
             sampling: self.config.sampling,
             deadline: Some(start + deadline),
+            reuse_prompt: true,
         };
         let reason = match llm.chat(&messages, &opts) {
             Err(e) => {

@@ -191,6 +191,7 @@ pub(crate) struct Block {
 }
 
 /// Keys and values of every layer for the positions decoded so far.
+#[derive(Clone)]
 pub struct KvCache {
     layers: Vec<LayerKv>,
     len: usize,
@@ -198,6 +199,7 @@ pub struct KvCache {
     row: usize,
 }
 
+#[derive(Clone)]
 enum LayerKv {
     /// Burn tensors `[kv heads, positions, head dim]` (wgpu, or no CPU decoder).
     Tensors(Option<(Tensor<3>, Tensor<3>)>),
@@ -247,6 +249,28 @@ impl KvCache {
                 values.truncate(positions * self.row);
             }
         }
+    }
+
+    /// Forgets every position from `positions` on, so that a prompt sharing the first
+    /// `positions` tokens can continue from here (the prompt cache).
+    pub fn truncate(&mut self, positions: usize) {
+        if positions >= self.len {
+            return;
+        }
+        self.truncate_host(positions);
+        for layer in &mut self.layers {
+            if let LayerKv::Tensors(kv) = layer {
+                *kv = match kv.take() {
+                    Some(_) if positions == 0 => None,
+                    Some((k, v)) => {
+                        let [h, _, d] = k.dims();
+                        Some((k.slice([0..h, 0..positions, 0..d]), v.slice([0..h, 0..positions, 0..d])))
+                    }
+                    None => None,
+                };
+            }
+        }
+        self.len = positions;
     }
 
     pub(crate) fn advance(&mut self, positions: usize) {

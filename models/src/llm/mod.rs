@@ -58,6 +58,11 @@ pub struct GenerateOptions {
     pub sampling: Sampling,
     /// Give up (keeping what was generated) once this instant has passed.
     pub deadline: Option<Instant>,
+    /// Start from the keys and values of the previous generation's longest common prefix
+    /// with this prompt (llama.cpp's prompt cache): a second candidate for the same prompt
+    /// runs only its answer, and prompts sharing a system message skip it. Off, every prompt
+    /// is processed from its first token (what the comparisons with llama.cpp use).
+    pub reuse_prompt: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,6 +77,8 @@ pub enum StopReason {
 #[derive(Debug, Clone, Serialize)]
 pub struct Generation {
     pub prompt_tokens: usize,
+    /// Of those, how many came from the prompt cache (`GenerateOptions::reuse_prompt`).
+    pub reused_prompt_tokens: usize,
     pub tokens: Vec<u32>,
     /// Logit of the chosen token minus the best other one, per generated token: how close
     /// each choice was (greedy decoding flips where this is within numerical noise).
@@ -120,6 +127,12 @@ impl Default for LlmOptions {
     }
 }
 
+/// The tokens whose keys and values a cache holds, kept from one generation to the next.
+struct PromptCache {
+    tokens: Vec<u32>,
+    kv: KvCache,
+}
+
 pub struct Llm {
     pub model: Llama,
     pub tokenizer: LlmTokenizer,
@@ -127,6 +140,8 @@ pub struct Llm {
     pub name: String,
     pub path: PathBuf,
     pub backend: Backend,
+    /// The last generation's cache (`GenerateOptions::reuse_prompt`); taken while one runs.
+    prompt_cache: std::sync::Mutex<Option<PromptCache>>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -160,7 +175,14 @@ impl Llm {
             .and_then(gguf::Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
-        Ok(Llm { model, tokenizer, name, path: path.to_path_buf(), backend: opts.backend })
+        Ok(Llm {
+            model,
+            tokenizer,
+            name,
+            path: path.to_path_buf(),
+            backend: opts.backend,
+            prompt_cache: std::sync::Mutex::new(None),
+        })
     }
 
     /// Tokens of `prompt` (BOS first when the model asks for one).
@@ -173,7 +195,25 @@ impl Llm {
     /// Continues `prompt` (already tokenized).
     pub fn generate_ids(&self, prompt: &[u32], opts: &GenerateOptions) -> Result<Generation, LlmError> {
         let start = Instant::now();
-        let mut cache = self.model.new_cache();
+        // The cached prefix, at most all but the prompt's last token (whose logits are needed).
+        let reused = opts
+            .reuse_prompt
+            .then(|| self.prompt_cache.lock().unwrap_or_else(|p| p.into_inner()).take())
+            .flatten()
+            .map(|mut c| {
+                let common = c.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+                let keep = common.min(prompt.len().saturating_sub(1)).min(c.kv.len());
+                c.kv.truncate(keep);
+                c.tokens.truncate(keep);
+                c
+            })
+            .filter(|c| !c.tokens.is_empty());
+        let (mut cache, mut in_cache) = match reused {
+            Some(c) => (c.kv, c.tokens),
+            None => (self.model.new_cache(), Vec::new()),
+        };
+        let reused_tokens = in_cache.len();
+        let mut cache_whole = true;
         let mut rng = match opts.sampling {
             Sampling::TopP { seed, .. } => rand_chacha::ChaCha8Rng::seed_from_u64(seed),
             Sampling::Greedy => rand_chacha::ChaCha8Rng::seed_from_u64(0),
@@ -181,17 +221,22 @@ impl Llm {
         let mut tokens = Vec::new();
         let mut margins = Vec::new();
         let mut first_token = Duration::ZERO;
-        let mut next_input: Vec<u32> = prompt.to_vec();
+        let mut next_input: Vec<u32> = prompt[reused_tokens..].to_vec();
         let stop = loop {
             if tokens.len() >= opts.max_tokens {
                 break StopReason::MaxTokens;
             }
             let logits = match self.model.forward(&next_input, &mut cache, opts.deadline) {
                 Ok(l) => l,
-                Err(LlmError::Deadline) => break StopReason::Deadline,
+                Err(LlmError::Deadline) => {
+                    // A token given up between layers may have left keys in some of them.
+                    cache_whole = false;
+                    break StopReason::Deadline;
+                }
                 Err(LlmError::ContextFull { .. }) => break StopReason::ContextFull,
                 Err(e) => return Err(e),
             };
+            in_cache.extend_from_slice(&next_input);
             if tokens.is_empty() {
                 first_token = start.elapsed();
             }
@@ -211,8 +256,21 @@ impl Llm {
                 break StopReason::Deadline;
             }
         };
+        if opts.reuse_prompt && cache_whole && cache.len() == in_cache.len() {
+            *self.prompt_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(PromptCache { tokens: in_cache, kv: cache });
+        }
         let text = self.tokenizer.decode(&tokens)?;
-        Ok(Generation { prompt_tokens: prompt.len(), tokens, margins, text, stop, first_token, total: start.elapsed() })
+        Ok(Generation {
+            prompt_tokens: prompt.len(),
+            reused_prompt_tokens: reused_tokens,
+            tokens,
+            margins,
+            text,
+            stop,
+            first_token,
+            total: start.elapsed(),
+        })
     }
 
     /// Answers a chat (SmolLM2/ChatML template).

@@ -350,13 +350,23 @@ pub struct SummarizerConfig {
     pub deadline: Duration,
     pub max_tokens: usize,
     pub sampling: Sampling,
-    /// Answers tried within the deadline until one verifies (best-of-N, first verified wins).
+    /// Answers tried within the deadline until one verifies (best-of-N, first verified
+    /// wins), per event with `per_event`.
     pub candidates: usize,
+    /// Write a burst of several events one event at a time (one prompt per event, the
+    /// sentences joined) instead of in one answer.
+    pub per_event: bool,
 }
 
 impl Default for SummarizerConfig {
     fn default() -> Self {
-        SummarizerConfig { deadline: Duration::from_secs(2), max_tokens: 48, sampling: Sampling::Greedy, candidates: 2 }
+        SummarizerConfig {
+            deadline: Duration::from_secs(2),
+            max_tokens: 48,
+            sampling: Sampling::Greedy,
+            candidates: 2,
+            per_event: true,
+        }
     }
 }
 
@@ -403,40 +413,102 @@ impl Summarizer {
     ///
     /// Test-time compute: the deadline is spent on up to `config.candidates` answers — the
     /// configured sampling first, then seeded top-p samples — and the first one the verifier
-    /// accepts is published. The fallback carries the first candidate's failure.
+    /// accepts is published. With `config.per_event`, a burst of several events is written
+    /// one event at a time (each sentence verified against its own event, then the whole
+    /// text against the burst): a small model asked for several events at once leaves one
+    /// out or merges them. Every answer continues from the prompt cache, so a second
+    /// candidate costs only its answer and each event only its own fact line. The fallback
+    /// carries the first failure.
     pub fn summarize(&self, events: &[EventInfo]) -> Summary {
         let start = Instant::now();
         let llm = match &self.llm {
             Ok(l) => l,
             Err(_) => return Self::fallback(events, "load_error", start.elapsed(), 0),
         };
+        let mut run = Attempts { tokens: 0, tried: 0 };
+        let written = if self.config.per_event && events.len() > 1 {
+            let mut sentences = Vec::with_capacity(events.len());
+            let mut failed = None;
+            for e in events {
+                match self.answer(llm, std::slice::from_ref(e), start, &mut run) {
+                    Ok(text) => sentences.push(text),
+                    Err(f) => {
+                        failed = Some(f);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                Some(f) => Err(f),
+                None => {
+                    let text = format!("{} anomaly events. {}", events.len(), sentences.join(" "));
+                    // Each sentence holds for its own event; the whole must hold for the burst.
+                    match super::verify::verify(&text, events) {
+                        Ok(()) => Ok(text),
+                        Err(rejection) => Err(Failure::Claim(rejection.kind.to_string(), text)),
+                    }
+                }
+            }
+        } else {
+            self.answer(llm, events, start, &mut run)
+        };
+        let elapsed = start.elapsed();
+        match written {
+            Ok(text) => Summary {
+                event_ids: events.iter().map(|e| e.event_id).collect(),
+                kinds: events.iter().map(|e| e.kind.clone()).collect(),
+                stamp_ns: events.iter().map(|e| e.stamp_ns).max().unwrap_or(0),
+                text,
+                model: llm.name.clone(),
+                generation_time_s: elapsed.as_secs_f32(),
+                tokens_generated: run.tokens,
+                fallback: false,
+                fallback_reason: String::new(),
+                rejected_claim: String::new(),
+                rejected_text: String::new(),
+                candidates: run.tried,
+            },
+            Err(failure) => {
+                let mut s = Self::fallback(events, failure.reason(), elapsed, run.tokens);
+                if let Failure::Claim(kind, text) = failure {
+                    s.rejected_claim = kind;
+                    s.rejected_text = text;
+                }
+                s.candidates = run.tried;
+                s
+            }
+        }
+    }
+
+    /// The first of up to `config.candidates` answers for `events` that passes the checks
+    /// and the verifier, or the first failure (or the deadline, or a model error).
+    fn answer(&self, llm: &Llm, events: &[EventInfo], start: Instant, run: &mut Attempts) -> Result<String, Failure> {
         let user = prompt_messages(events);
         let messages =
             [ChatMessage { role: "system", content: SYSTEM_PROMPT }, ChatMessage { role: "user", content: &user }];
-        // Seeds follow the burst, so a replay gives the same summaries.
-        let burst_seed = events.iter().fold(0u64, |h, e| h.wrapping_mul(1_000_003).wrapping_add(e.event_id));
-        let mut first_failure: Option<Summary> = None;
-        let mut tokens_total = 0u32;
-        let mut tried = 0u32;
+        // Seeds follow the events, so a replay gives the same summaries.
+        let seed = events.iter().fold(0u64, |h, e| h.wrapping_mul(1_000_003).wrapping_add(e.event_id));
+        let mut first_failure = None;
         for candidate in 0..self.config.candidates.max(1) {
             let sampling = match candidate {
                 0 => self.config.sampling,
-                k => Sampling::TopP { temperature: 0.7, top_p: 0.9, seed: burst_seed.wrapping_add(k as u64) },
+                k => Sampling::TopP { temperature: 0.7, top_p: 0.9, seed: seed.wrapping_add(k as u64) },
             };
             let opts = GenerateOptions {
                 max_tokens: self.config.max_tokens,
                 sampling,
                 deadline: Some(start + self.config.deadline),
+                reuse_prompt: true,
             };
             let g = match llm.chat(&messages, &opts) {
                 Ok(g) => g,
                 Err(e) => {
                     tracing::warn!("summary generation failed: {e}");
-                    return first_failure.unwrap_or_else(|| Self::fallback(events, "model_error", start.elapsed(), 0));
+                    return Err(first_failure.unwrap_or(Failure::Reason("model_error")));
                 }
             };
-            tokens_total += g.tokens.len() as u32;
-            tried += 1;
+            run.tokens += g.tokens.len() as u32;
+            run.tried += 1;
             if g.stop == StopReason::Deadline || start.elapsed() > self.config.deadline {
                 break;
             }
@@ -449,45 +521,41 @@ impl Summarizer {
                 }
             });
             let failure = match checked {
-                Err(reason) => Some(Self::fallback(events, reason, start.elapsed(), tokens_total)),
+                Err(reason) => Failure::Reason(reason),
                 Ok(()) => match super::verify::verify(&text, events) {
+                    Ok(()) => return Ok(text),
                     Err(rejection) => {
                         tracing::info!("model summary candidate {candidate} rejected ({rejection}): {text}");
-                        let mut s = Self::fallback(events, "unverified_claim", start.elapsed(), tokens_total);
-                        s.rejected_claim = rejection.kind.to_string();
-                        s.rejected_text = text.clone();
-                        Some(s)
+                        Failure::Claim(rejection.kind.to_string(), text)
                     }
-                    Ok(()) => None,
                 },
             };
-            match failure {
-                Some(f) => {
-                    first_failure.get_or_insert(f);
-                }
-                None => {
-                    return Summary {
-                        event_ids: events.iter().map(|e| e.event_id).collect(),
-                        kinds: events.iter().map(|e| e.kind.clone()).collect(),
-                        stamp_ns: events.iter().map(|e| e.stamp_ns).max().unwrap_or(0),
-                        text,
-                        model: llm.name.clone(),
-                        generation_time_s: start.elapsed().as_secs_f32(),
-                        tokens_generated: tokens_total,
-                        fallback: false,
-                        fallback_reason: String::new(),
-                        rejected_claim: String::new(),
-                        rejected_text: String::new(),
-                        candidates: candidate as u32 + 1,
-                    };
-                }
-            }
+            first_failure.get_or_insert(failure);
         }
-        let mut s = first_failure.unwrap_or_else(|| Self::fallback(events, "deadline", start.elapsed(), 0));
-        s.generation_time_s = start.elapsed().as_secs_f32();
-        s.tokens_generated = tokens_total;
-        s.candidates = tried;
-        s
+        Err(first_failure.unwrap_or(Failure::Reason("deadline")))
+    }
+}
+
+/// Model answers spent on one summary so far.
+struct Attempts {
+    tokens: u32,
+    tried: u32,
+}
+
+/// Why a model answer was not used.
+enum Failure {
+    /// A `check_output` reason, `truncated_output`, `deadline` or `model_error`.
+    Reason(&'static str),
+    /// The verifier's first unsupported claim kind, and the rejected text.
+    Claim(String, String),
+}
+
+impl Failure {
+    fn reason(&self) -> &'static str {
+        match self {
+            Failure::Reason(r) => r,
+            Failure::Claim(..) => "unverified_claim",
+        }
     }
 }
 

@@ -206,9 +206,15 @@ fn word_at(tokens: &[Token], i: usize) -> Option<&str> {
 fn unit_after(tokens: &[Token], i: usize) -> (Quantity, usize) {
     let w = word_at(tokens, i + 1);
     let slash = matches!(tokens.get(i + 2), Some(Token::Punct('/')));
+    let metres = matches!(w, Some("m" | "meter" | "meters" | "metre" | "metres"));
+    // "meters per second" is a speed and "meters per second squared" an acceleration, not
+    // a distance: "an axis read 158.0 meters per second" for 158.0 m/s² is a false claim.
+    let per_second = word_at(tokens, i + 2) == Some("per") && word_at(tokens, i + 3) == Some("second");
     match w {
-        Some("m") if slash && word_at(tokens, i + 3) == Some("s") => (Quantity::Speed, 3),
-        Some("m") if slash && matches!(word_at(tokens, i + 3), Some("s²" | "s2")) => (Quantity::Acceleration, 3),
+        _ if metres && slash && word_at(tokens, i + 3) == Some("s") => (Quantity::Speed, 3),
+        _ if metres && slash && matches!(word_at(tokens, i + 3), Some("s²" | "s2")) => (Quantity::Acceleration, 3),
+        _ if metres && per_second && word_at(tokens, i + 4) == Some("squared") => (Quantity::Acceleration, 4),
+        _ if metres && per_second => (Quantity::Speed, 3),
         Some("m" | "meter" | "meters" | "metre" | "metres" | "km") => (Quantity::Distance, 1),
         Some("s" | "sec" | "secs" | "second" | "seconds") => (Quantity::Time, 1),
         Some("ms" | "milliseconds") => (Quantity::Time, 1),
@@ -247,13 +253,23 @@ fn claims_of(clause: &[Token]) -> Claims {
             c.sensors.push(s);
         }
     }
-    // A collision that happened: "collided", "crashed", or "collision" with no risk word.
+    // A collision that happened: "collided", "crashed", "involved in a collision" (whatever
+    // risk word comes later in the clause: "…was involved in a collision, which required
+    // action to prevent a potential collision"), or "collision" with no risk word.
     let collided = words.iter().find(|w| w.starts_with("collided") || w.starts_with("crash") || **w == "hit");
-    let bare_collision = words.iter().any(|w| w.starts_with("collision"))
-        && !words.iter().any(|w| RISK_WORDS.iter().any(|r| w.starts_with(r)));
+    let is_risk = |w: &str| RISK_WORDS.iter().any(|r| w.starts_with(r));
+    let stated = words.iter().enumerate().any(|(k, w)| {
+        w.starts_with("collision")
+            && !words.get(k + 1).is_some_and(|n| is_risk(n))
+            && words[k.saturating_sub(3)..k].iter().any(|p| {
+                *p == "in" || ["involved", "experienc", "had", "has", "suffer", "caus"].iter().any(|a| p.starts_with(a))
+            })
+            && !words[k.saturating_sub(2)..k].iter().any(|p| is_risk(p))
+    });
+    let bare_collision = words.iter().any(|w| w.starts_with("collision")) && !words.iter().any(|w| is_risk(w));
     if let Some(w) = collided {
         c.asserted_collision = Some(w.to_string());
-    } else if bare_collision {
+    } else if stated || bare_collision {
         c.asserted_collision = Some("collision".into());
     }
     let mut i = 0;
@@ -344,6 +360,7 @@ fn facts(e: &EventInfo) -> Vec<(f64, Quantity)> {
     let measured = match e.kind.as_str() {
         "zone_intrusion" => Quantity::Distance,
         "collision_risk" | "time_jump" => Quantity::Time,
+        "sensor_degraded" if e.rule == "imu_saturated" => Quantity::Acceleration,
         _ => Quantity::Any,
     };
     let mut f = vec![(e.measured_value, measured), (e.threshold, measured)];
@@ -635,6 +652,13 @@ mod tests {
         }
         let c = [collision(3, 5.0)];
         assert_eq!(verify("Collision risk: a car (track 3) is 9.7 m ahead, time to collision 1.6 s.", &c), Ok(()));
+        for text in [
+            "The robot is on a collision course with a vehicle 9.7 m ahead.",
+            "A vehicle ahead has a collision risk, time to collision 1.62 s.",
+            "There is a potential collision with a car (track 3) that could happen in 1.6 s.",
+        ] {
+            assert_eq!(verify(text, &c), Ok(()), "{text}");
+        }
         let burst = [zone(1, 12.0), dropout(2, 12.4)];
         let text = "A person entered the forward zone; the lidar stream went silent for 0.6 s.";
         assert_eq!(verify(text, &burst), Ok(()), "{text}");
@@ -654,6 +678,25 @@ mod tests {
         let c = [collision(3, 5.0)];
         assert_eq!(rejected("The robot was involved in a collision with a vehicle.", &c), "event");
         assert_eq!(rejected("A vehicle is experiencing a collision.", &c), "event");
+        // …even when a risk word follows later in the clause (seen in the summary benchmark).
+        let text = "The robot was involved in a collision with a vehicle at t=5.0 s, which required immediate action to prevent a potential collision.";
+        assert_eq!(rejected(text, &c), "event");
+        // A unit the fact was not given in: an IMU axis saturated at 158.0 m/s² is not a speed.
+        let saturated = [EventInfo {
+            rule: "imu_saturated".into(),
+            measured_value: 158.0,
+            threshold: 156.9,
+            sensors: vec!["imu".into()],
+            ..event(6, "sensor_degraded", 8.0)
+        }];
+        assert_eq!(rejected("The imu is degraded: an axis read 158.0 meters per second.", &saturated), "number");
+        assert_eq!(rejected("The imu is degraded: an axis read 158.0 meters.", &saturated), "number");
+        for text in [
+            "The IMU is degraded, saturated: an axis read 158.0 m/s² (limit 156.9 m/s²).",
+            "The imu is degraded: an axis read 158.0 meters per second squared.",
+        ] {
+            assert_eq!(verify(text, &saturated), Ok(()), "{text}");
+        }
         // Two events merged into one false claim: each word is true of some event.
         let burst = [disagreement(1, 3.0), zone(2, 3.2)];
         assert_eq!(

@@ -220,6 +220,7 @@ async fn run() -> Result<()> {
     let top_p = params.f64("top_p", 0.9)? as f32;
     let seed = params.i64("seed", 0)? as u64;
     let candidates = params.i64("candidates", SummarizerConfig::default().candidates as i64)?.clamp(1, 16) as usize;
+    let per_event = params.bool("per_event", SummarizerConfig::default().per_event)?;
     let queue_size = params.usize("queue_size", 32)?.max(1);
     let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
     let explain_history = params.usize("explain_history", 1000)?.max(1);
@@ -257,6 +258,7 @@ async fn run() -> Result<()> {
             max_tokens,
             sampling,
             candidates,
+            per_event,
         },
     );
     let stats = Arc::new(Mutex::new(Stats::new(
