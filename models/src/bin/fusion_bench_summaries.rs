@@ -157,9 +157,11 @@ fn main() -> Result<()> {
             }
             let key = b.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>().join("+");
             let list = examples.entry(key).or_default();
-            if list.len() < 2 {
-                list.push(json!({"model": !s.fallback, "text": s.text, "rejected": s.rejected_text,
-                                 "rejected_claim": s.rejected_claim}));
+            if list.len() < 5 {
+                // The template beside what was published, so the two can be read side by side.
+                let template = if s.fallback { String::new() } else { template_summary(b) };
+                list.push(json!({"model": !s.fallback, "text": s.text, "template": template,
+                                 "rejected": s.rejected_text, "rejected_claim": s.rejected_claim}));
             }
         }
         let total = corpus.len().max(1);

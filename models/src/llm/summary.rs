@@ -242,6 +242,101 @@ pub fn template_summary(events: &[EventInfo]) -> String {
 
 pub const SYSTEM_PROMPT: &str = "You are the safety monitor of an autonomous robot. You tell the operator what happened in one or two short, plain-English sentences, using only the facts you are given.";
 
+/// A worked example per kind of event, shown to the model as an earlier turn of the chat
+/// before facts of that kind: without them it called a disagreement "a malfunction in the
+/// camera system", a dropout "an error in the radar system", and a collision risk a
+/// collision (the summary benchmark's rejected texts). One example of the event's own kind,
+/// not several of every kind: the model copies the shape of the last answer it saw ("time to
+/// collision" ended dropout summaries). Numbers, tracks and times are in no real event, so an
+/// answer that copies them fails the verifier. `{t}` is the example's time, written as the
+/// event's own time is (run time or UTC time of day): with run times in the examples the
+/// model wrote "t=22:13:35.0 UTC" for a wall-clock event.
+const EXAMPLES: &[(&str, &str, &str, &str)] = &[
+    (
+        "zone_intrusion",
+        "",
+        "Critical at {t}: a person (track 21) entered the 'forward' safety zone 2.40 m from the vehicle, 12° to the left (x 2.3 m, y 0.5 m), seen by lidar, camera.",
+        "A person (track 21) entered the forward safety zone 2.40 m from the vehicle, 12° to the left, seen by lidar and camera.",
+    ),
+    (
+        "collision_risk",
+        "",
+        "Warning at {t}: collision risk with a person (track 14) 11.0 m ahead; time to collision 1.20 s (threshold 2.0 s), closing at 9.2 m/s.",
+        "Collision risk: a person (track 14) is 11.0 m ahead and closing at 9.2 m/s, time to collision 1.20 s.",
+    ),
+    (
+        "impact",
+        "",
+        "Error at {t}: the IMU measured an impact of 6.50 times gravity (threshold 29.4 m/s²).",
+        "The IMU measured an impact of 6.50 times gravity at {t}, above its threshold of 29.4 m/s².",
+    ),
+    (
+        "sensor_disagreement",
+        "",
+        "Warning at {t}: the sensors disagree about track 12 (camera misses lidar radar object) for 9 frames, 41.0 m away.",
+        "The sensors disagree about track 12: for 9 frames the lidar and radar saw an object 41.0 m away that the camera missed.",
+    ),
+    (
+        "sensor_dropout",
+        "stream_recovered",
+        "Info at {t}: the radar stream is back after 1.30 s of silence.",
+        "The radar stream is back after 1.30 s of silence.",
+    ),
+    (
+        "sensor_dropout",
+        "",
+        "Error at {t}: the radar stream has been silent for 0.90 s (9 expected periods, limit 5).",
+        "The radar stream has been silent for 0.90 s at {t}, 9 expected periods against a limit of 5.",
+    ),
+    (
+        "sensor_degraded",
+        "",
+        "Warning at {t}: the camera is blinded, too bright: mean brightness 251.3 (limit 240.0).",
+        "The camera is blinded, too bright: its mean brightness is 251.3, above the limit of 240.0.",
+    ),
+];
+
+/// The worked example for an event of this kind and rule (the first whose rule matches or is
+/// empty), as (facts, answer).
+fn example_for(e: &EventInfo) -> Option<(&'static str, &'static str)> {
+    EXAMPLES
+        .iter()
+        .find(|(kind, rule, _, _)| *kind == e.kind && (rule.is_empty() || *rule == e.rule))
+        .map(|(_, _, facts, answer)| (*facts, *answer))
+}
+
+/// The whole chat for a batch of events: the system message, one worked example for each
+/// kind in the batch (in order of first appearance), then the facts.
+pub fn chat_messages<'a>(events: &[EventInfo], user: &'a str, examples: &'a mut Vec<String>) -> Vec<ChatMessage<'a>> {
+    examples.clear();
+    for e in events {
+        if let Some((facts, answer)) = example_for(e) {
+            // 37.5 s after the start of the run (or 01:00 of the event's day): no event's time.
+            const EXAMPLE_OFFSET_NS: i64 = 37_500_000_000;
+            const DAY_NS: i64 = 86_400 * 1_000_000_000;
+            let at = match e.stamp_ns < DAY_NS {
+                true => EXAMPLE_OFFSET_NS,
+                false => e.stamp_ns - e.stamp_ns.rem_euclid(DAY_NS) + 3_600_000_000_000 + EXAMPLE_OFFSET_NS,
+            };
+            let t = When(at).to_string();
+            let question =
+                format!("Alert facts:\n- {}\nSummarize these alerts for the operator.", facts.replace("{t}", &t));
+            let answer = answer.replace("{t}", &t);
+            if !examples.contains(&question) {
+                examples.push(question);
+                examples.push(answer);
+            }
+        }
+    }
+    let mut m = vec![ChatMessage { role: "system", content: SYSTEM_PROMPT }];
+    for pair in examples.chunks(2) {
+        m.push(ChatMessage { role: "user", content: &pair[0] });
+        m.push(ChatMessage { role: "assistant", content: &pair[1] });
+    }
+    m.push(ChatMessage { role: "user", content: user });
+    m
+}
+
 /// The chat the model answers for a batch of events.
 pub fn prompt_messages(events: &[EventInfo]) -> String {
     let mut facts = String::from("Alert facts:\n");
@@ -364,7 +459,7 @@ impl Default for SummarizerConfig {
             deadline: Duration::from_secs(2),
             max_tokens: 48,
             sampling: Sampling::Greedy,
-            candidates: 2,
+            candidates: 3,
             per_event: true,
         }
     }
@@ -484,8 +579,8 @@ impl Summarizer {
     /// and the verifier, or the first failure (or the deadline, or a model error).
     fn answer(&self, llm: &Llm, events: &[EventInfo], start: Instant, run: &mut Attempts) -> Result<String, Failure> {
         let user = prompt_messages(events);
-        let messages =
-            [ChatMessage { role: "system", content: SYSTEM_PROMPT }, ChatMessage { role: "user", content: &user }];
+        let mut examples = Vec::new();
+        let messages = chat_messages(events, &user, &mut examples);
         // Seeds follow the events, so a replay gives the same summaries.
         let seed = events.iter().fold(0u64, |h, e| h.wrapping_mul(1_000_003).wrapping_add(e.event_id));
         let mut first_failure = None;
