@@ -179,7 +179,8 @@ fn quantized_and_dequantized_weights_and_wgpu_agree() {
 /// The prompt cache (`reuse_prompt`, what the summarizer uses): a prompt continued from the
 /// previous generation's common prefix answers as one processed from its first token (the
 /// same greedy tokens wherever the choice is not a near tie), a repeated prompt runs only its
-/// last token, and a generation given up at its deadline leaves no half-filled cache behind.
+/// last token, several prompts are kept, and a generation given up at its deadline leaves no
+/// half-filled cache behind.
 #[test]
 fn the_prompt_cache_reuses_a_shared_prefix_and_answers_as_without_it() {
     use models::llm::chat_prompt;
@@ -216,12 +217,18 @@ fn the_prompt_cache_reuses_a_shared_prefix_and_answers_as_without_it() {
     let again = run(&lidar, true, None);
     assert_eq!(again.reused_prompt_tokens, lidar.len() - 1);
     agree(&again, &lidar_fresh);
-    // Given up in the prompt: nothing is kept, and the next answer is whole again.
-    let cut = run(&camera, true, Some(std::time::Instant::now() + std::time::Duration::from_millis(1)));
+    // Several prompts are kept: the camera prompt is still there after two lidar ones.
+    let camera_again = run(&camera, true, None);
+    assert_eq!(camera_again.reused_prompt_tokens, camera.len() - 1);
+    agree(&camera_again, &camera_fresh);
+    // Given up in the prompt: nothing of it is kept (some layers would hold its keys, others
+    // not), and the next answer starts again from the shared prefix.
+    let impact = ids("The IMU measured an impact of 6.5 g at 30.0 s. Tell the operator.");
+    let cut = run(&impact, true, Some(std::time::Instant::now() + std::time::Duration::from_millis(1)));
     assert_eq!(cut.stop, StopReason::Deadline);
-    let after = run(&camera, true, None);
-    assert_eq!(after.reused_prompt_tokens, 0);
-    assert_eq!(after.tokens, camera_fresh.tokens);
+    let after = run(&impact, true, None);
+    assert_eq!(after.reused_prompt_tokens, impact.iter().zip(&camera).take_while(|(a, b)| a == b).count());
+    agree(&after, &run(&impact, false, None));
 }
 
 /// The summarizer on the real model: a zone intrusion (the event the node test publishes)

@@ -128,10 +128,20 @@ impl Default for LlmOptions {
 }
 
 /// The tokens whose keys and values a cache holds, kept from one generation to the next.
+#[derive(Clone)]
 struct PromptCache {
     tokens: Vec<u32>,
+    /// Of `tokens`, how many were the prompt (the rest were generated).
+    prompt_len: usize,
     kv: KvCache,
 }
+
+/// Positions of the prompt caches kept, all entries together (most recently used first; the
+/// oldest go beyond it). The summarizer's prompts share a system message and then differ by
+/// the worked example of the event's kind: with one entry, every change of kind processed its
+/// example again. 2048 positions hold ~7 summarizer prompts; with SmolLM2-135M (30 layers, 3
+/// KV heads of 64) a position's keys and values take 46 KB, so at most ~94 MB.
+pub const PROMPT_CACHE_POSITIONS: usize = 2048;
 
 pub struct Llm {
     pub model: Llama,
@@ -140,8 +150,9 @@ pub struct Llm {
     pub name: String,
     pub path: PathBuf,
     pub backend: Backend,
-    /// The last generation's cache (`GenerateOptions::reuse_prompt`); taken while one runs.
-    prompt_cache: std::sync::Mutex<Option<PromptCache>>,
+    /// The caches of the latest generations (`GenerateOptions::reuse_prompt`), most recently
+    /// used first, at most `PROMPT_CACHE_POSITIONS` positions together.
+    prompt_cache: std::sync::Mutex<Vec<PromptCache>>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -181,7 +192,7 @@ impl Llm {
             name,
             path: path.to_path_buf(),
             backend: opts.backend,
-            prompt_cache: std::sync::Mutex::new(None),
+            prompt_cache: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -195,19 +206,31 @@ impl Llm {
     /// Continues `prompt` (already tokenized).
     pub fn generate_ids(&self, prompt: &[u32], opts: &GenerateOptions) -> Result<Generation, LlmError> {
         let start = Instant::now();
-        // The cached prefix, at most all but the prompt's last token (whose logits are needed).
-        let reused = opts
-            .reuse_prompt
-            .then(|| self.prompt_cache.lock().unwrap_or_else(|p| p.into_inner()).take())
-            .flatten()
-            .map(|mut c| {
-                let common = c.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-                let keep = common.min(prompt.len().saturating_sub(1)).min(c.kv.len());
-                c.kv.truncate(keep);
-                c.tokens.truncate(keep);
-                c
-            })
-            .filter(|c| !c.tokens.is_empty());
+        // The longest cached prefix, at most all but the prompt's last token (whose logits are
+        // needed). The entry is copied, not taken: another prompt of its kind may want it.
+        let usable = |c: &PromptCache| {
+            let common = c.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+            common.min(prompt.len().saturating_sub(1)).min(c.kv.len())
+        };
+        let reused = match opts.reuse_prompt {
+            false => None,
+            true => {
+                let mut entries = self.prompt_cache.lock().unwrap_or_else(|p| p.into_inner());
+                // The first (most recent) of the longest matches.
+                let best = (0..entries.len()).rev().max_by_key(|&i| usable(&entries[i]));
+                match best.map(|i| (i, usable(&entries[i]))) {
+                    Some((i, keep)) if keep > 0 => {
+                        let entry = entries.remove(i);
+                        let mut c = entry.clone();
+                        entries.insert(0, entry);
+                        c.kv.truncate(keep);
+                        c.tokens.truncate(keep);
+                        Some(c)
+                    }
+                    _ => None,
+                }
+            }
+        };
         let (mut cache, mut in_cache) = match reused {
             Some(c) => (c.kv, c.tokens),
             None => (self.model.new_cache(), Vec::new()),
@@ -257,8 +280,21 @@ impl Llm {
             }
         };
         if opts.reuse_prompt && cache_whole && cache.len() == in_cache.len() {
-            *self.prompt_cache.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(PromptCache { tokens: in_cache, kv: cache });
+            let mut entries = self.prompt_cache.lock().unwrap_or_else(|p| p.into_inner());
+            // An entry whose whole prompt this one holds serves nothing this one does not (the
+            // same prompt answered again: another candidate).
+            entries.retain(|e| {
+                let common = e.tokens.iter().zip(&in_cache).take_while(|(a, b)| a == b).count();
+                common + 1 < e.prompt_len
+            });
+            entries.insert(0, PromptCache { tokens: in_cache, prompt_len: prompt.len(), kv: cache });
+            let mut positions = 0;
+            let kept = entries.iter().take_while(|e| {
+                positions += e.tokens.len();
+                positions <= PROMPT_CACHE_POSITIONS
+            });
+            let kept = kept.count().max(1);
+            entries.truncate(kept);
         }
         let text = self.tokenizer.decode(&tokens)?;
         Ok(Generation {
