@@ -289,10 +289,22 @@ const EXAMPLES: &[(&str, &str, &str, &str)] = &[
         "The radar stream has been silent for 0.90 s at {t}, 9 expected periods against a limit of 5.",
     ),
     (
+        "model_degraded",
+        "detector_unavailable",
+        "Error at {t}: the camera detector could not be loaded at start-up; objects are found without camera classes until it is fixed.",
+        "The camera detector could not be loaded at start-up, so objects have no camera classes until it is fixed.",
+    ),
+    (
+        "model_degraded",
+        "",
+        "Warning at {t}: the camera detector is outside what it was trained on: 71 % of recent frames have mean_contrast outside the training range; detections may be unreliable.",
+        "The camera detector sees images unlike its training data (71 % of recent frames), so its detections may be unreliable.",
+    ),
+    (
         "sensor_degraded",
         "",
         "Warning at {t}: the camera is blinded, too bright: mean brightness 251.3 (limit 240.0).",
-        "The camera is blinded, too bright: its mean brightness is 251.3, above the limit of 240.0.",
+        "The camera is blinded, too bright: its mean brightness is 251.3 against a limit of 240.0.",
     ),
 ];
 

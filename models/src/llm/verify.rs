@@ -11,7 +11,8 @@
 use super::summary::EventInfo;
 
 /// Why a candidate was rejected: the kind of the failing claim (`class`, `number`, `sensor`,
-/// `zone`, `track`, `time`, `event`, `merged`, `missing_event`) and the words that made it.
+/// `zone`, `track`, `time`, `event`, `comparison`, `merged`, `missing_event`) and the words
+/// that made it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
     pub kind: &'static str,
@@ -61,7 +62,27 @@ struct Claims {
     times: Vec<(f64, f64, String)>,
     /// A collision stated as having happened.
     asserted_collision: Option<String>,
+    /// A number said to be passed or not reached: ("above", 15.0) for "above the limit of
+    /// 15.0". True only when the measured value lies on that side of the threshold.
+    comparisons: Vec<(&'static str, Number)>,
 }
+
+/// Words that put the measured value above or below the number that follows (within a few
+/// words: "above its threshold of 29.4 m/s²", "below the limit of 15.0").
+const COMPARISON_WORDS: &[(&str, &str)] = &[
+    ("above", "above"),
+    ("over", "above"),
+    ("exceed", "above"),
+    ("exceeding", "above"),
+    ("exceeds", "above"),
+    ("exceeded", "above"),
+    ("beyond", "above"),
+    ("higher", "above"),
+    ("below", "below"),
+    ("under", "below"),
+    ("lower", "below"),
+    ("beneath", "below"),
+];
 
 /// Words that name an event kind (prefixes of lower-case words).
 const KIND_WORDS: &[(&str, &str)] = &[
@@ -343,6 +364,19 @@ fn claims_of(clause: &[Token]) -> Claims {
             Token::Number(n) => {
                 let (q, span) = unit_after(clause, i);
                 if let Some(num) = number(n, q) {
+                    // "above the limit of 15.0": a comparison word at most four words back,
+                    // with no other number between.
+                    let compared = clause[i.saturating_sub(5)..i]
+                        .iter()
+                        .rev()
+                        .take_while(|t| !matches!(t, Token::Number(_)))
+                        .find_map(|t| match t {
+                            Token::Word(w) => COMPARISON_WORDS.iter().find(|(p, _)| w == p).map(|(_, d)| *d),
+                            _ => None,
+                        });
+                    if let Some(direction) = compared {
+                        c.comparisons.push((direction, num.clone()));
+                    }
                     c.numbers.push(num);
                 }
                 i += 1 + span;
@@ -447,6 +481,16 @@ fn unsupported(c: &Claims, e: &EventInfo, events: usize) -> Option<Rejection> {
     if let Some(n) = c.numbers.iter().find(|n| !supported(n)) {
         return reject("number", n.text.clone());
     }
+    // "its mean brightness is 4.5, above the limit of 15.0": the threshold is right, the side
+    // is not.
+    let (m, th) = (e.measured_value, e.threshold);
+    if let Some((direction, n)) = c
+        .comparisons
+        .iter()
+        .find(|(d, n)| (n.value - th).abs() <= n.tolerance && m != th && (*d == "above") != (m > th))
+    {
+        return reject("comparison", format!("{direction} {}", n.text));
+    }
     None
 }
 
@@ -515,6 +559,9 @@ fn single_claims(c: &Claims) -> Vec<(&'static str, String, Claims)> {
     }
     for t in &c.times {
         push("time", t.2.clone(), &|p| p.times.push(t.clone()));
+    }
+    for (d, n) in &c.comparisons {
+        push("comparison", format!("{d} {}", n.text), &|p| p.comparisons.push((d, n.clone())));
     }
     out
 }
@@ -697,6 +744,20 @@ mod tests {
         ] {
             assert_eq!(verify(text, &saturated), Ok(()), "{text}");
         }
+        // The right threshold on the wrong side (seen in the benchmark: a camera too dark).
+        let dark = [EventInfo {
+            rule: "image_blinded".into(),
+            measured_value: 4.5,
+            threshold: 15.0,
+            sensors: vec!["camera".into()],
+            ..event(7, "sensor_degraded", 9.0)
+        }];
+        let text = "The camera is blinded, too dark: its mean brightness is 4.5, above the limit of 15.0.";
+        assert_eq!(rejected(text, &dark), "comparison");
+        let text = "The camera is blinded, too dark: its mean brightness is 4.5, below the limit of 15.0.";
+        assert_eq!(verify(text, &dark), Ok(()), "{text}");
+        let text = "The IMU measured an impact of 4.2 times gravity, above its threshold of 29.4 m/s².";
+        assert_eq!(verify(text, &[impact(5, 13.2)]), Ok(()), "{text}");
         // Two events merged into one false claim: each word is true of some event.
         let burst = [disagreement(1, 3.0), zone(2, 3.2)];
         assert_eq!(
