@@ -1,7 +1,10 @@
 //! What every node binary shares: process set-up, typed parameters with declared
 //! defaults, `/diagnostics` messages, and the spin thread.
 use anyhow::{Context as _, Result};
-use fusion::calib::{Calibration, Resolved};
+use fusion::{
+    calib::{Calibration, Resolved},
+    StampNs,
+};
 use r2r::{
     builtin_interfaces::msg::Time,
     diagnostic_msgs::msg::{DiagnosticStatus, KeyValue},
@@ -10,7 +13,10 @@ use r2r::{
 };
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{
+            AtomicBool, AtomicI64,
+            Ordering::{self, Relaxed},
+        },
         Arc, Mutex,
     },
     time::Duration,
@@ -347,21 +353,34 @@ fn reads_zero(clock: &Arc<Mutex<r2r::Clock>>) -> bool {
     t.sec == 0 && t.nanosec == 0
 }
 
-/// Whether the node clock runs: always with the wall clock, under `use_sim_time` once the
-/// first /clock message has set it. The answer latches, so that the clock is locked (once per
-/// message) only until then.
-pub struct ClockStart {
+/// The clock fusion_node schedules by: the node's ROS clock, and under `use_sim_time` what
+/// it knows beside /clock.
+///
+/// - Whether it runs: always with the wall clock, under `use_sim_time` once the first /clock
+///   message has set it. The answer latches, so that the clock is locked (once per message)
+///   only until then.
+/// - Under `use_sim_time` it never reads earlier than the newest data stamp it was shown. A
+///   bag player publishes a message only once its clock has reached the message's time, but
+///   it publishes /clock from a timer of its own: on a loaded host that timer ran 31 ms late
+///   (CI, pytest's launched pipeline), and sets came out with a latency of −31 ms and
+///   deadlines that late. A stamp more than [`MAX_CLOCK_LAG_NS`] ahead of /clock moves
+///   nothing: it is a sensor clock gone wrong, not a late /clock.
+pub struct NodeClock {
     clock: Arc<Mutex<r2r::Clock>>,
-    started: std::sync::atomic::AtomicBool,
+    use_sim_time: bool,
+    started: AtomicBool,
+    newest_stamp: AtomicI64,
 }
 
-impl ClockStart {
+/// How far a data stamp may lead /clock and still count as a late /clock (see [`NodeClock`]).
+pub const MAX_CLOCK_LAG_NS: i64 = 500_000_000;
+
+impl NodeClock {
     pub fn new(clock: Arc<Mutex<r2r::Clock>>, use_sim_time: bool) -> Self {
-        Self { clock, started: std::sync::atomic::AtomicBool::new(!use_sim_time) }
+        Self { clock, use_sim_time, started: AtomicBool::new(!use_sim_time), newest_stamp: AtomicI64::new(i64::MIN) }
     }
 
     pub fn has_started(&self) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
         if self.started.load(Relaxed) {
             return true;
         }
@@ -371,6 +390,28 @@ impl ClockStart {
         }
         running
     }
+
+    /// Notes the stamp of a message taken in (only under `use_sim_time`).
+    pub fn saw_stamp(&self, stamp: StampNs) {
+        if self.use_sim_time && stamp <= self.ros_now_ns().saturating_add(MAX_CLOCK_LAG_NS) {
+            self.newest_stamp.fetch_max(stamp, Relaxed);
+        }
+    }
+
+    /// Now, in ns since the epoch (sim time when `use_sim_time` is true).
+    pub fn now_ns(&self) -> StampNs {
+        sim_floor(self.ros_now_ns(), self.newest_stamp.load(Relaxed))
+    }
+
+    fn ros_now_ns(&self) -> StampNs {
+        time_ns(&now(&self.clock))
+    }
+}
+
+/// `clock`, or the newest data stamp where /clock lags it (by at most [`MAX_CLOCK_LAG_NS`]:
+/// see [`NodeClock`]).
+fn sim_floor(clock: StampNs, newest_stamp: StampNs) -> StampNs {
+    clock.max(newest_stamp.min(clock.saturating_add(MAX_CLOCK_LAG_NS)))
 }
 
 /// The node's ROS clock (sim time when `use_sim_time` is true) as a message stamp.
@@ -677,5 +718,23 @@ pub fn warn_about(resolved: &Resolved) {
             "no calibration file and no tf: {} placed at the built-in defaults (docs/calibration.md)",
             defaults.join(", ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sim_clock_reads_no_earlier_than_the_data_unless_the_data_is_far_ahead() {
+        let clock = 1_000_000_000_000;
+        // /clock 31 ms behind the newest set's stamp (a player's clock timer run late).
+        assert_eq!(sim_floor(clock, clock + 31_000_000), clock + 31_000_000);
+        // /clock ahead of the data: the clock.
+        assert_eq!(sim_floor(clock, clock - 5_000_000), clock);
+        assert_eq!(sim_floor(clock, i64::MIN), clock);
+        // A stamp seconds ahead is a sensor clock gone wrong: it moves the clock no further
+        // than the bound.
+        assert_eq!(sim_floor(clock, clock + 7_000_000_000), clock + MAX_CLOCK_LAG_NS);
     }
 }

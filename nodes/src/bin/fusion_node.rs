@@ -18,7 +18,6 @@ use fusion::{
     camera::Intrinsics,
     pipeline::{Pipeline, PipelineParams, SetOutput},
     sched::{parse_cpus, parse_ladder, Executor, Message, SchedConfig, Sink},
-    stamp_ns,
 };
 use r2r::{
     diagnostic_msgs::msg::DiagnosticArray,
@@ -211,12 +210,13 @@ async fn run() -> Result<()> {
                    extrinsics = %resolved.summary(),
                    "fusion node up: deadlines {} / {} ms", target_ns / 1_000_000, hard_ns / 1_000_000);
 
+    // Under use_sim_time the node clock reads 0 until the first /clock message: a set's
+    // latency (clock − stamp) would be −1.7e12 ms and its deadlines meaningless. Messages
+    // that arrive before it are dropped, counted as dropped.no_clock_yet.<sensor>.
+    let node_clock = Arc::new(ros::NodeClock::new(clock.clone(), use_sim_time));
     let now_ns: fusion::sched::Clock = {
-        let clock = clock.clone();
-        Arc::new(move || {
-            let t = ros::now(&clock);
-            stamp_ns(t.sec, t.nanosec)
-        })
+        let node_clock = node_clock.clone();
+        Arc::new(move || node_clock.now_ns())
     };
     let annotated_image = params.bool("annotated_image", false)?;
     let mut pipeline = Pipeline::new(pp, &calib, detector);
@@ -252,20 +252,17 @@ async fn run() -> Result<()> {
     });
     tracing::info!("scheduler: {mode}");
     let stats = executor.stats();
-    // Under use_sim_time the node clock reads 0 until the first /clock message: a set's
-    // latency (clock − stamp) would be −1.7e12 ms and its deadlines meaningless. Messages
-    // that arrive before it are dropped, counted as dropped.no_clock_yet.<sensor>.
-    let clock_start = Arc::new(ros::ClockStart::new(clock.clone(), use_sim_time));
     let mut drains = vec![];
     macro_rules! feed {
         ($stream:expr, $variant:ident) => {{
-            let (executor, clock_start, stats) = (executor.clone(), clock_start.clone(), stats.clone());
+            let (executor, node_clock, stats) = (executor.clone(), node_clock.clone(), stats.clone());
             drains.push(ros::drain($stream, move |m| {
                 let msg = SensorMsg::$variant(m);
-                if !clock_start.has_started() {
+                if !node_clock.has_started() {
                     stats.lock().expect("stats").add(format!("dropped.no_clock_yet.{}", msg.sensor()), 1);
                     return;
                 }
+                node_clock.saw_stamp(msg.stamp());
                 executor.post(msg)
             }));
         }};
