@@ -20,8 +20,9 @@
 #    (shared memory), across hosts (UDP over a veth LAN of network namespaces) and across a
 #    100 Mbit/s link: latency, CPU per message on each side, bytes on the link
 #    (scripts/bench_transport.py; needs root for the namespaces, else reported as skipped);
-#  - summaries: the summarizer's model on every burst of 120 replayed scenario runs and 40
-#    hand-made edge-case bursts, by number of candidates (fusion_bench_summaries).
+#  - summaries: the summarizer's model on every burst of 120 replayed scenario runs and 45
+#    hand-made edge-case bursts, by number of candidates (fusion_bench_summaries);
+#    summaries_random: the same on 60 random bursts off our generators.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -55,5 +56,8 @@ for scenario in nominal pedestrian_intrusion collision_course camera_blackout li
   done
 done
 summaries=$(target/release/fusion_bench_summaries "$CORPUS"/*_* models/bench/summary_edge_cases --candidates 1,2,3,4)
-printf '{"machine": "%s, %s cores", "sync": %s, "pipeline_realtime": %s, "pipeline_max_throughput": %s, "scheduler": %s, "scheduler_overload_640x480": %s, "scheduler_dds": %s, "transport": %s, "detector": %s, "llm": %s, "summaries": %s}\n' \
-  "$(uname -m)" "$(nproc)" "$sync" "$rt" "$fast" "$sched" "$overload" "$dds" "$transport" "$detector" "$llm" "$summaries" | python3 -m json.tool
+# The same on 60 random bursts drawn apart from the simulator and the edge cases
+# (scripts/summary_random_bursts.py): what the figures above are worth off our own data.
+summaries_random=$(target/release/fusion_bench_summaries models/bench/summary_random_bursts --candidates 1,3)
+printf '{"machine": "%s, %s cores", "sync": %s, "pipeline_realtime": %s, "pipeline_max_throughput": %s, "scheduler": %s, "scheduler_overload_640x480": %s, "scheduler_dds": %s, "transport": %s, "detector": %s, "llm": %s, "summaries": %s, "summaries_random": %s}\n' \
+  "$(uname -m)" "$(nproc)" "$sync" "$rt" "$fast" "$sched" "$overload" "$dds" "$transport" "$detector" "$llm" "$summaries" "$summaries_random" | python3 -m json.tool

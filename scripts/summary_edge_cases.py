@@ -82,7 +82,7 @@ def phantom(frames=5):
 
 def overrun():
     return ev('deadline_overrun', 'hard_miss_ratio', 0.12, 0.05, ['camera', 'lidar', 'radar'], WARN,
-              evidence=[('hard_misses', '12'), ('window_sets', '100')])
+              evidence=[('hard_misses', '12'), ('window_sets', '100'), ('hard_deadline_ms', '100')])
 
 
 def out_of_range():

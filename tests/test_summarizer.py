@@ -485,3 +485,28 @@ def test_summaries_of_hand_made_edge_cases_are_faithful(tmp_path):
     assert report['bursts'] == 4, report['bursts']
     row = report['by_candidates'][0]
     assert row['published_unverified'] == 0, row
+
+
+RANDOM_BURSTS = ROOT / 'models' / 'bench' / 'summary_random_bursts' / 'events.jsonl'
+
+
+def test_summaries_of_random_bursts_drawn_apart_from_our_generators_are_faithful(tmp_path):
+    """Bursts nothing in the summarizer was shaped around (scripts/summary_random_bursts.py:
+    a user's zone names, `unknown` labels, tracks up to 60000, a deadline of 66.7 ms, wall-clock
+    stamps on a day of 2027): the committed file is what the script writes, the coalescer
+    keeps its 60 bursts, and the template verifies on every one. (The template first said
+    "its 100 ms hard deadline" whatever the configured deadline: the verifier caught it here,
+    on a window of 50 sets, where the edge cases' window of 100 had hidden it.)"""
+    regenerated = tmp_path / 'events.jsonl'
+    subprocess.run([sys.executable, str(ROOT / 'scripts' / 'summary_random_bursts.py'), str(regenerated)], check=True,
+                   capture_output=True)
+    assert regenerated.read_text() == RANDOM_BURSTS.read_text(), 'regenerate with scripts/summary_random_bursts.py'
+    res = subprocess.run([binary('fusion_bench_summaries'), str(RANDOM_BURSTS.parent), '--model', str(MODEL),
+                          '--candidates', '1', '--deadline', '0.001'],
+                         capture_output=True, text=True, env=child_env(), timeout=600)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report['bursts'] == 60, report['bursts']
+    assert report['template']['unverified'] == 0, report['template']
+    row = report['by_candidates'][0]
+    assert row['published_unverified'] == 0, row

@@ -818,8 +818,9 @@ impl AnomalyDetector {
     }
 
     /// deadline_overrun: the share of sets that missed their hard deadline over the last
-    /// `deadline_window` sets.
-    pub fn on_deadline(&mut self, stamp: StampNs, missed_hard: bool) -> Vec<Event> {
+    /// `deadline_window` sets. `hard_deadline_ns` (configured, live) goes into the evidence:
+    /// a summary that says "its 100 ms deadline" must be able to know it.
+    pub fn on_deadline(&mut self, stamp: StampNs, missed_hard: bool, hard_deadline_ns: i64) -> Vec<Event> {
         let win = self.params.deadline_window.max(1);
         self.deadline.push_back(missed_hard);
         if self.deadline.len() > win {
@@ -848,7 +849,11 @@ impl AnomalyDetector {
             vec!["camera", "lidar", "radar"],
             stamp,
         );
-        e.evidence = vec![kv("hard_misses", misses), kv("window_sets", self.deadline.len())];
+        e.evidence = vec![
+            kv("hard_misses", misses),
+            kv("window_sets", self.deadline.len()),
+            kv("hard_deadline_ms", hard_deadline_ns as f64 / 1e6),
+        ];
         vec![e]
     }
 }
@@ -1161,9 +1166,10 @@ mod tests {
         let mut d = det();
         let mut events = vec![];
         for k in 0..200 {
-            events.extend(d.on_deadline(k, k >= 100 && k % 10 == 0));
+            events.extend(d.on_deadline(k, k >= 100 && k % 10 == 0, 80_000_000));
         }
         assert_eq!(events.len(), 1);
         assert!(events[0].measured_value > 0.05);
+        assert!(events[0].evidence.iter().any(|k| k.key == "hard_deadline_ms" && k.value == "80"));
     }
 }

@@ -812,7 +812,7 @@ impl Pipeline {
     /// Hard-deadline bookkeeping for deadline_overrun: the caller says whether a set's
     /// work missed its hard deadline (a node measures this against its clock).
     pub fn report_deadline(&mut self, stamp: StampNs, missed_hard: bool) -> Vec<Event> {
-        self.anomaly.on_deadline(stamp, missed_hard)
+        self.anomaly.on_deadline(stamp, missed_hard, self.params.hard_deadline_ns)
     }
 
     fn yaw_rate_at(&self, t: StampNs) -> f64 {

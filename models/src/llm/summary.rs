@@ -151,7 +151,8 @@ impl EventInfo {
                 self.threshold
             ),
             Some(EventKind::DeadlineOverrun) => format!(
-                "{sev} at {t}: perception missed its 100 ms hard deadline {} times in the last {} frames.",
+                "{sev} at {t}: perception missed its {}hard deadline {} times in the last {} frames.",
+                self.ev("hard_deadline_ms").map(|ms| format!("{ms} ms ")).unwrap_or_default(),
                 self.ev("hard_misses").unwrap_or("?"),
                 self.ev("window_sets").unwrap_or("?")
             ),
@@ -213,13 +214,16 @@ impl EventInfo {
     }
 }
 
+/// One day in ns: a stamp below it counts from a run's start (simulation, tests), one above
+/// it is wall-clock (epoch) time. Summaries, examples and the verifier read times this way.
+pub(crate) const DAY_NS: i64 = 86_400 * 1_000_000_000;
+
 /// An event time: `t=12.4 s` for stamps counted from a run's start (simulation, tests),
 /// the UTC time of day `14:03:07.2 UTC` for wall-clock (epoch) stamps.
 struct When(i64);
 
 impl std::fmt::Display for When {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const DAY_NS: i64 = 86_400 * 1_000_000_000;
         if self.0 < DAY_NS {
             write!(f, "t={:.1} s", self.0 as f64 * 1e-9)
         } else {
@@ -325,7 +329,6 @@ pub fn chat_messages<'a>(events: &[EventInfo], user: &'a str, examples: &'a mut 
         if let Some((facts, answer)) = example_for(e) {
             // 37.5 s after the start of the run (or 01:00 of the event's day): no event's time.
             const EXAMPLE_OFFSET_NS: i64 = 37_500_000_000;
-            const DAY_NS: i64 = 86_400 * 1_000_000_000;
             let at = match e.stamp_ns < DAY_NS {
                 true => EXAMPLE_OFFSET_NS,
                 false => e.stamp_ns - e.stamp_ns.rem_euclid(DAY_NS) + 3_600_000_000_000 + EXAMPLE_OFFSET_NS,

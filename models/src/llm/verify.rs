@@ -8,7 +8,7 @@
 //! fail here even when each word is true of some event). Numbers are compared at the
 //! precision the text gives them ("3.1 m" supports a fact of 3.14). A collision said to have
 //! happened is never supported: the rules only ever raise a collision *risk*.
-use super::summary::EventInfo;
+use super::summary::{EventInfo, DAY_NS};
 
 /// Why a candidate was rejected: the kind of the failing claim (`class`, `number`, `sensor`,
 /// `zone`, `track`, `time`, `event`, `comparison`, `merged`, `missing_event`) and the words
@@ -440,7 +440,6 @@ fn label(e: &EventInfo) -> Option<&str> {
 
 /// The event's times as the text may give them: run time in seconds, or UTC time of day.
 fn event_times(e: &EventInfo) -> Vec<f64> {
-    const DAY_NS: i64 = 86_400 * 1_000_000_000;
     [e.stamp_ns, e.onset_ns]
         .iter()
         .flat_map(|&ns| if ns < DAY_NS { vec![ns as f64 * 1e-9] } else { vec![ns.rem_euclid(DAY_NS) as f64 * 1e-9] })
