@@ -143,6 +143,55 @@ struct PromptCache {
 /// KV heads of 64) a position's keys and values take 46 KB, so at most ~94 MB.
 pub const PROMPT_CACHE_POSITIONS: usize = 2048;
 
+/// The caches of the latest generations (`GenerateOptions::reuse_prompt`), most recently
+/// used first, at most [`PROMPT_CACHE_POSITIONS`] positions together. A prompt continues
+/// from the longest prefix it shares with one of them, as llama.cpp's prompt cache does.
+#[derive(Default)]
+struct PromptCaches(Vec<PromptCache>);
+
+impl PromptCaches {
+    /// A copy of the cache holding the longest prefix of `prompt` (at most all but its last
+    /// token, whose logits are needed), cut back to that prefix; the entry becomes the most
+    /// recent. Copied, not taken: another prompt of its kind may want it.
+    fn longest_prefix(&mut self, prompt: &[u32]) -> Option<PromptCache> {
+        let usable = |c: &PromptCache| {
+            let common = c.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+            common.min(prompt.len().saturating_sub(1)).min(c.kv.len())
+        };
+        // The first (most recent) of the longest matches.
+        let best = (0..self.0.len()).rev().max_by_key(|&i| usable(&self.0[i]))?;
+        let keep = usable(&self.0[best]);
+        if keep == 0 {
+            return None;
+        }
+        let entry = self.0.remove(best);
+        let mut c = entry.clone();
+        self.0.insert(0, entry);
+        c.kv.truncate(keep);
+        c.tokens.truncate(keep);
+        Some(c)
+    }
+
+    /// Keeps a whole generation's cache as the most recent, dropping the oldest beyond the
+    /// position budget (this one is always kept).
+    fn keep(&mut self, c: PromptCache) {
+        // An entry whose whole prompt this one holds serves nothing this one does not (the
+        // same prompt answered again: another candidate).
+        self.0.retain(|e| {
+            let common = e.tokens.iter().zip(&c.tokens).take_while(|(a, b)| a == b).count();
+            common + 1 < e.prompt_len
+        });
+        self.0.insert(0, c);
+        let mut positions = 0;
+        let kept = self.0.iter().take_while(|e| {
+            positions += e.tokens.len();
+            positions <= PROMPT_CACHE_POSITIONS
+        });
+        let kept = kept.count().max(1);
+        self.0.truncate(kept);
+    }
+}
+
 pub struct Llm {
     pub model: Llama,
     pub tokenizer: LlmTokenizer,
@@ -150,9 +199,8 @@ pub struct Llm {
     pub name: String,
     pub path: PathBuf,
     pub backend: Backend,
-    /// The caches of the latest generations (`GenerateOptions::reuse_prompt`), most recently
-    /// used first, at most `PROMPT_CACHE_POSITIONS` positions together.
-    prompt_cache: std::sync::Mutex<Vec<PromptCache>>,
+    /// The caches of the latest generations (`GenerateOptions::reuse_prompt`).
+    prompt_cache: std::sync::Mutex<PromptCaches>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -192,7 +240,7 @@ impl Llm {
             name,
             path: path.to_path_buf(),
             backend: opts.backend,
-            prompt_cache: std::sync::Mutex::new(Vec::new()),
+            prompt_cache: std::sync::Mutex::default(),
         })
     }
 
@@ -206,30 +254,9 @@ impl Llm {
     /// Continues `prompt` (already tokenized).
     pub fn generate_ids(&self, prompt: &[u32], opts: &GenerateOptions) -> Result<Generation, LlmError> {
         let start = Instant::now();
-        // The longest cached prefix, at most all but the prompt's last token (whose logits are
-        // needed). The entry is copied, not taken: another prompt of its kind may want it.
-        let usable = |c: &PromptCache| {
-            let common = c.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-            common.min(prompt.len().saturating_sub(1)).min(c.kv.len())
-        };
         let reused = match opts.reuse_prompt {
             false => None,
-            true => {
-                let mut entries = self.prompt_cache.lock().unwrap_or_else(|p| p.into_inner());
-                // The first (most recent) of the longest matches.
-                let best = (0..entries.len()).rev().max_by_key(|&i| usable(&entries[i]));
-                match best.map(|i| (i, usable(&entries[i]))) {
-                    Some((i, keep)) if keep > 0 => {
-                        let entry = entries.remove(i);
-                        let mut c = entry.clone();
-                        entries.insert(0, entry);
-                        c.kv.truncate(keep);
-                        c.tokens.truncate(keep);
-                        Some(c)
-                    }
-                    _ => None,
-                }
-            }
+            true => self.prompt_cache.lock().unwrap_or_else(|p| p.into_inner()).longest_prefix(prompt),
         };
         let (mut cache, mut in_cache) = match reused {
             Some(c) => (c.kv, c.tokens),
@@ -280,21 +307,8 @@ impl Llm {
             }
         };
         if opts.reuse_prompt && cache_whole && cache.len() == in_cache.len() {
-            let mut entries = self.prompt_cache.lock().unwrap_or_else(|p| p.into_inner());
-            // An entry whose whole prompt this one holds serves nothing this one does not (the
-            // same prompt answered again: another candidate).
-            entries.retain(|e| {
-                let common = e.tokens.iter().zip(&in_cache).take_while(|(a, b)| a == b).count();
-                common + 1 < e.prompt_len
-            });
-            entries.insert(0, PromptCache { tokens: in_cache, prompt_len: prompt.len(), kv: cache });
-            let mut positions = 0;
-            let kept = entries.iter().take_while(|e| {
-                positions += e.tokens.len();
-                positions <= PROMPT_CACHE_POSITIONS
-            });
-            let kept = kept.count().max(1);
-            entries.truncate(kept);
+            let kept = PromptCache { tokens: in_cache, prompt_len: prompt.len(), kv: cache };
+            self.prompt_cache.lock().unwrap_or_else(|p| p.into_inner()).keep(kept);
         }
         let text = self.tokenizer.decode(&tokens)?;
         Ok(Generation {
