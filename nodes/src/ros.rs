@@ -391,10 +391,17 @@ impl NodeClock {
         running
     }
 
-    /// Notes the stamp of a message taken in (only under `use_sim_time`).
+    /// Notes the stamp of a message taken in (only under `use_sim_time`; called from the
+    /// spin thread). After /clock went back (a bag played in a loop, a seek back) the newest
+    /// stamp of before is stale and the first one near the clock replaces it.
     pub fn saw_stamp(&self, stamp: StampNs) {
-        if self.use_sim_time && stamp <= self.ros_now_ns().saturating_add(MAX_CLOCK_LAG_NS) {
-            self.newest_stamp.fetch_max(stamp, Relaxed);
+        if !self.use_sim_time {
+            return;
+        }
+        let clock = self.ros_now_ns();
+        let newest = self.newest_stamp.load(Relaxed);
+        if stamp > newest || !leads_by_a_lag(newest, clock) {
+            self.newest_stamp.store(stamp, Relaxed);
         }
     }
 
@@ -408,10 +415,19 @@ impl NodeClock {
     }
 }
 
-/// `clock`, or the newest data stamp where /clock lags it (by at most [`MAX_CLOCK_LAG_NS`]:
-/// see [`NodeClock`]).
+/// `clock`, or the newest data stamp where /clock lags it by at most [`MAX_CLOCK_LAG_NS`]
+/// (see [`NodeClock`]); a stamp further ahead is not a late /clock and moves nothing.
 fn sim_floor(clock: StampNs, newest_stamp: StampNs) -> StampNs {
-    clock.max(newest_stamp.min(clock.saturating_add(MAX_CLOCK_LAG_NS)))
+    if leads_by_a_lag(newest_stamp, clock) {
+        newest_stamp
+    } else {
+        clock
+    }
+}
+
+/// Whether `stamp` is ahead of `clock` by no more than a late /clock explains.
+fn leads_by_a_lag(stamp: StampNs, clock: StampNs) -> bool {
+    stamp > clock && stamp - clock <= MAX_CLOCK_LAG_NS
 }
 
 /// The node's ROS clock (sim time when `use_sim_time` is true) as a message stamp.
@@ -733,8 +749,9 @@ mod tests {
         // /clock ahead of the data: the clock.
         assert_eq!(sim_floor(clock, clock - 5_000_000), clock);
         assert_eq!(sim_floor(clock, i64::MIN), clock);
-        // A stamp seconds ahead is a sensor clock gone wrong: it moves the clock no further
-        // than the bound.
-        assert_eq!(sim_floor(clock, clock + 7_000_000_000), clock + MAX_CLOCK_LAG_NS);
+        // A stamp seconds ahead is a sensor clock gone wrong, or the last stamp before /clock
+        // went back (a bag played in a loop): it moves nothing.
+        assert_eq!(sim_floor(clock, clock + 7_000_000_000), clock);
+        assert_eq!(sim_floor(clock, clock + MAX_CLOCK_LAG_NS), clock + MAX_CLOCK_LAG_NS);
     }
 }

@@ -634,6 +634,36 @@ mod tests {
         assert_eq!(read_ingest_params(&shipped).expect("config/ingest.yaml"), IngestParams::default());
     }
 
+    /// The same for fusion_node: every pipeline parameter config/fusion.yaml names holds the
+    /// code's default (a file that read `priority: 20` beside a code default of 10 was how
+    /// the defaults drifted apart), and the scheduler's OS policy and priority are the node's.
+    #[test]
+    fn the_shipped_fusion_file_holds_the_nodes_defaults() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/fusion.yaml");
+        let mut from_file = PipelineParams::default();
+        let applied = apply_params_file(&mut from_file, &shipped, "fusion_node").expect("config/fusion.yaml");
+        assert!(applied.len() > 40, "{applied:?}");
+        let defaults = PipelineParams::default();
+        for name in PipelineParams::NAMES {
+            let (file, code) = (from_file.get(name).expect("named"), defaults.get(name).expect("named"));
+            // The file may round (29.42 for 3 g = 29.41995 m/s²), never differ.
+            assert!(
+                (file - code).abs() <= 1e-4 * code.abs().max(1.0),
+                "{name}: config/fusion.yaml {file} vs PipelineParams {code}"
+            );
+        }
+        for name in PipelineParams::WORD_NAMES {
+            assert_eq!(from_file.get_word(name), defaults.get_word(name), "{name}");
+        }
+        let text = std::fs::read_to_string(&shipped).expect("read");
+        let doc: serde_norway::Value = serde_norway::from_str(&text).expect("yaml");
+        let (_, section) = doc.as_mapping().expect("mapping").iter().next().expect("a node section");
+        let sched = &section["ros__parameters"]["sched"];
+        let node = fusion::sched::RtConfig::NODE;
+        assert_eq!(sched["policy"].as_str(), Some(node.policy.as_str()));
+        assert_eq!(sched["priority"].as_i64(), Some(node.priority as i64));
+    }
+
     #[test]
     fn a_robots_ingest_file_is_read_as_the_nodes_read_it() {
         let dir = std::env::temp_dir().join(format!("ingest_params_{}", std::process::id()));

@@ -9,6 +9,17 @@ pub enum Policy {
     RoundRobin,
 }
 
+impl Policy {
+    /// The parameter value that selects it (`sched.policy`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Other => "other",
+            Policy::Fifo => "fifo",
+            Policy::RoundRobin => "rr",
+        }
+    }
+}
+
 impl FromStr for Policy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -33,10 +44,19 @@ pub struct RtConfig {
     pub mlockall: bool,
 }
 
+/// Normal scheduling: what offline runs (replay, tests) get unless they ask.
 impl Default for RtConfig {
     fn default() -> Self {
-        Self { policy: Policy::Other, priority: 10, cpus: vec![], mlockall: false }
+        Self { policy: Policy::Other, ..Self::NODE }
     }
+}
+
+impl RtConfig {
+    /// What fusion_node asks for by default (its `sched.*` parameters, config/fusion.yaml,
+    /// and fusion_sched_bench's flags): SCHED_FIFO at 20, so that the scheduler's threads run
+    /// before the ingest nodes' and the summarizer's; it falls back to normal scheduling,
+    /// with one warning, where not permitted.
+    pub const NODE: RtConfig = RtConfig { policy: Policy::Fifo, priority: 20, cpus: Vec::new(), mlockall: false };
 }
 
 /// Parses "0,1,3" or "" into CPU indices.

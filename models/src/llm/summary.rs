@@ -102,23 +102,26 @@ impl EventInfo {
                 self.sensors_text()
             ),
             Some(EventKind::CollisionRisk) => format!(
-                "{sev} at {t}: collision risk with {label} ({}) {:.1} m ahead{}; time to collision {} s (threshold {:.1} s), closing at {} m/s.",
+                "{sev} at {t}: collision risk with {label} ({}) {:.1} m ahead{}; time to collision {} s (threshold {:.1} s){}.",
                 self.track(),
                 self.position[0],
                 self.bearing_text().unwrap_or_default(),
                 self.ev("ttc_s").map(str::to_string).unwrap_or_else(|| format!("{:.2}", self.measured_value)),
                 self.threshold,
-                self.ev("closing_speed_mps").unwrap_or("?"),
+                self.ev("closing_speed_mps").map(|v| format!(", closing at {v} m/s")).unwrap_or_default(),
             ),
             Some(EventKind::SensorDropout) if self.rule == "stream_recovered" => format!(
-                "{sev} at {t}: the {} stream is back after {} s of silence.",
+                "{sev} at {t}: the {} stream is back after {}.",
                 self.sensors_text(),
-                self.ev("silent_s").unwrap_or("?")
+                match self.ev("silent_s") {
+                    Some(s) => format!("{s} s of silence"),
+                    None => format!("a silence of {:.0} expected periods", self.measured_value),
+                }
             ),
             Some(EventKind::SensorDropout) => format!(
-                "{sev} at {t}: the {} stream has been silent for {} s ({:.0} expected periods, limit {:.0}).",
+                "{sev} at {t}: the {} stream has been silent{} ({:.0} expected periods, limit {:.0}).",
                 self.sensors_text(),
-                self.ev("silent_s").unwrap_or("?"),
+                self.ev("silent_s").map(|s| format!(" for {s} s")).unwrap_or_default(),
                 self.measured_value,
                 self.threshold
             ),
@@ -146,15 +149,24 @@ impl EventInfo {
                 self.ev("range_m").map(|r| format!(", {r} m away")).unwrap_or_default()
             ),
             Some(EventKind::Impact) => format!(
-                "{sev} at {t}: the IMU measured an impact of {} times gravity (threshold {:.1} m/s²).",
-                self.ev("shock_g").unwrap_or("?"),
+                "{sev} at {t}: the IMU measured an impact of {} (threshold {:.1} m/s²).",
+                match self.ev("shock_g") {
+                    Some(g) => format!("{g} times gravity"),
+                    None => format!("{:.1} m/s²", self.measured_value),
+                },
                 self.threshold
             ),
             Some(EventKind::DeadlineOverrun) => format!(
-                "{sev} at {t}: perception missed its {}hard deadline {} times in the last {} frames.",
+                "{sev} at {t}: perception missed its {}hard deadline {}.",
                 self.ev("hard_deadline_ms").map(|ms| format!("{ms} ms ")).unwrap_or_default(),
-                self.ev("hard_misses").unwrap_or("?"),
-                self.ev("window_sets").unwrap_or("?")
+                match (self.ev("hard_misses"), self.ev("window_sets")) {
+                    (Some(n), Some(w)) => format!("{n} times in the last {w} frames"),
+                    _ => format!(
+                        "in {:.0} % of recent frames (limit {:.0} %)",
+                        self.measured_value * 100.0,
+                        self.threshold * 100.0
+                    ),
+                }
             ),
             Some(EventKind::TimeJump) if self.rule == "data_time_went_forward" => format!(
                 "{sev} at {t}: data time jumped forward {} s (a seek in a bag, or a gap in the recording); tracking and the anomaly rules started over.",
@@ -172,7 +184,9 @@ impl EventInfo {
                 match self.rule.as_str() {
                     "camera_lidar_agreement_low" => format!(
                         "it found {} of the objects the range sensors see (floor {:.2})",
-                        self.ev("camera_lidar_agreement").unwrap_or("?"),
+                        self.ev("camera_lidar_agreement")
+                            .map(str::to_string)
+                            .unwrap_or_else(|| format!("{:.2}", self.measured_value)),
                         self.threshold
                     ),
                     _ => format!(
@@ -739,6 +753,37 @@ mod tests {
         assert!(wall.starts_with("Warning at 22:13:22.6 UTC: a person"), "{wall}");
         let two = template_summary(&[zone_event(1, 12.0), zone_event(2, 12.4)]);
         assert!(two.starts_with("2 anomaly events. Warning at t=12.0 s") && two.contains("t=12.4 s"));
+    }
+
+    /// An event whose evidence is missing (another publisher, an older node) still gets a
+    /// sentence with numbers the verifier supports, never a "?".
+    #[test]
+    fn template_without_evidence_says_what_the_event_measured() {
+        let bare = |kind: &str, rule: &str, measured: f64, threshold: f64, sensor: &str| EventInfo {
+            kind: kind.into(),
+            rule: rule.into(),
+            measured_value: measured,
+            threshold,
+            sensors: vec![sensor.into()],
+            track_ids: vec![],
+            zone: String::new(),
+            position: [0.0; 3],
+            evidence: vec![],
+            ..zone_event(1, 12.0)
+        };
+        let cases = [
+            (bare("collision_risk", "ttc_below_threshold", 1.2, 2.0, "radar"), "time to collision 1.20 s"),
+            (bare("sensor_dropout", "stream_silent", 9.0, 5.0, "lidar"), "silent (9 expected periods, limit 5)"),
+            (bare("sensor_dropout", "stream_recovered", 24.0, 5.0, "lidar"), "a silence of 24 expected periods"),
+            (bare("impact", "shock_above_threshold", 47.1, 29.4, "imu"), "an impact of 47.1 m/s²"),
+            (bare("deadline_overrun", "hard_miss_ratio", 0.12, 0.05, "camera"), "in 12 % of recent frames (limit 5 %)"),
+            (bare("model_degraded", "camera_lidar_agreement_low", 0.31, 0.5, "camera"), "it found 0.31 of the objects"),
+        ];
+        for (e, says) in cases {
+            let s = template_summary(std::slice::from_ref(&e));
+            assert!(s.contains(says) && !s.contains('?'), "{s}");
+            assert_eq!(crate::llm::verify::verify(&s, std::slice::from_ref(&e)), Ok(()), "{s}");
+        }
     }
 
     #[test]

@@ -297,17 +297,23 @@ fn claims_of(clause: &[Token]) -> Claims {
     while i < clause.len() {
         match &clause[i] {
             Token::Word(w) if w == "zone" => {
-                // The zone's name is the word before "zone" (or before "safety zone").
+                // The zone's name is the words before "zone" (or before "safety zone"), up to
+                // three: a user's `rear_left` is written "rear-left" or "rear left" too.
+                let mut words: Vec<&str> = vec![];
                 let mut j = i;
-                while j > 0 {
+                while j > 0 && words.len() < 3 {
                     j -= 1;
                     match &clause[j] {
                         Token::Punct('\'' | '"' | '‘' | '’') => continue,
-                        Token::Word(n) if n == "safety" => continue,
-                        Token::Word(n) if !GENERIC_ZONE_WORDS.contains(&n.as_str()) => c.zones.push(n.clone()),
-                        _ => {}
+                        Token::Punct('-') if !words.is_empty() => continue,
+                        Token::Word(n) if n == "safety" && words.is_empty() => continue,
+                        Token::Word(n) if !GENERIC_ZONE_WORDS.contains(&n.as_str()) => words.push(n),
+                        _ => break,
                     }
-                    break;
+                }
+                if !words.is_empty() {
+                    words.reverse();
+                    c.zones.push(words.join("_"));
                 }
             }
             Token::Word(w) if matches!(w.as_str(), "track" | "tracks" | "id" | "ids") => {
@@ -434,6 +440,14 @@ fn facts(e: &EventInfo) -> Vec<(f64, Quantity)> {
     f
 }
 
+/// Whether the words a text puts before "zone" (joined with `_`) name the event's zone: the
+/// name itself, or words that end with it ("entered_forward" for `forward`), whatever the
+/// case and whether the name's parts are joined by `_`, `-` or spaces.
+fn names_zone(words: &str, zone: &str) -> bool {
+    let zone = zone.to_lowercase().replace(['-', ' '], "_");
+    !zone.is_empty() && (words == zone || words.strip_suffix(zone.as_str()).is_some_and(|w| w.ends_with('_')))
+}
+
 fn label(e: &EventInfo) -> Option<&str> {
     e.evidence.iter().find(|(k, _)| k == "label").map(|(_, v)| v.as_str())
 }
@@ -459,7 +473,7 @@ fn unsupported(c: &Claims, e: &EventInfo, events: usize) -> Option<Rejection> {
     if let Some(s) = c.sensors.iter().find(|s| !e.sensors.iter().any(|x| x == *s)) {
         return reject("sensor", s.to_string());
     }
-    if let Some(z) = c.zones.iter().find(|z| !e.zone.eq_ignore_ascii_case(z)) {
+    if let Some(z) = c.zones.iter().find(|z| !names_zone(z, &e.zone)) {
         return reject("zone", z.clone());
     }
     if let Some(t) = c.tracks.iter().find(|t| !e.track_ids.contains(t)) {
@@ -717,6 +731,19 @@ mod tests {
         assert_eq!(rejected("A person entered the forward zone 8.5 m from the vehicle.", &z), "number");
         assert_eq!(rejected("A person entered the forward zone, seen by the camera.", &z), "sensor");
         assert_eq!(rejected("A person entered the rear zone.", &z), "zone");
+        // A user's zone name of several words, written as the model writes it.
+        let mut dock = zone(1, 12.0);
+        dock.zone = "rear_left".into();
+        for text in [
+            "A person (track 7) entered the rear-left safety zone.",
+            "A person entered the rear left zone.",
+            "A person entered the 'rear_left' zone.",
+            "A person entered the Rear Left zone.",
+        ] {
+            assert!(verify(text, std::slice::from_ref(&dock)).is_ok(), "{text}");
+        }
+        assert_eq!(rejected("A person entered the left zone.", std::slice::from_ref(&dock)), "zone");
+        assert_eq!(rejected("A person entered the rear-right zone.", std::slice::from_ref(&dock)), "zone");
         assert_eq!(rejected("Track 9 entered the forward zone.", &z), "track");
         assert_eq!(rejected("At t=30.0 s a person entered the forward zone.", &z), "time");
         assert_eq!(rejected("The lidar stream dropped out.", &z), "event");

@@ -17,7 +17,7 @@ use fusion::{
     anomaly::Event,
     camera::Intrinsics,
     pipeline::{Pipeline, PipelineParams, SetOutput},
-    sched::{parse_cpus, parse_ladder, Executor, Message, SchedConfig, Sink},
+    sched::{parse_cpus, parse_ladder, Executor, Message, RtConfig, SchedConfig, Sink},
 };
 use r2r::{
     diagnostic_msgs::msg::DiagnosticArray,
@@ -98,9 +98,13 @@ fn sched_config(params: &Params) -> Result<(String, SchedConfig, String)> {
     c.imu_mailbox_depth = params.usize("sched.imu_mailbox_depth", c.imu_mailbox_depth)?.max(1);
     c.cpu_workers = params.usize("sched.cpu_workers", c.cpu_workers)?.max(1);
     c.admission = params.bool("sched.admission", c.admission)?;
-    c.rt.policy =
-        params.string("sched.policy", "fifo")?.parse().map_err(anyhow::Error::msg).context("parameter sched.policy")?;
-    c.rt.priority = params.usize("sched.priority", 20)?.clamp(1, 99) as i32;
+    let node = RtConfig::NODE;
+    c.rt.policy = params
+        .string("sched.policy", node.policy.as_str())?
+        .parse()
+        .map_err(anyhow::Error::msg)
+        .context("parameter sched.policy")?;
+    c.rt.priority = params.usize("sched.priority", node.priority as usize)?.clamp(1, 99) as i32;
     c.rt.cpus =
         parse_cpus(&params.string("sched.cpus", "")?).map_err(anyhow::Error::msg).context("parameter sched.cpus")?;
     c.rt.mlockall = params.bool("sched.mlockall", false)?;

@@ -10,7 +10,7 @@
 //! degradation level reached, RSS over time; per rate, FIFO ÷ scheduler ratios.
 use anyhow::Result;
 use clap::Parser;
-use fusion::sched::{parse_cpus, SchedConfig};
+use fusion::sched::{parse_cpus, RtConfig, SchedConfig};
 use sensor_fusion::detector::DetectorParams;
 use sensor_fusion_tools::schedbench::{run, BenchOptions, Mode};
 use serde_json::{json, Value};
@@ -40,9 +40,10 @@ struct Cli {
     input_size: Option<String>,
     /// OS scheduling of the scheduler's threads (other, fifo, rr; falls back to other
     /// with a warning where not permitted).
-    #[arg(long, default_value = "fifo")]
+    #[arg(long, default_value = RtConfig::NODE.policy.as_str())]
     policy: String,
-    #[arg(long, default_value_t = 10)]
+    /// The fusion thread's priority (fusion_node's `sched.priority` default).
+    #[arg(long, default_value_t = RtConfig::NODE.priority)]
     priority: i32,
     #[arg(long, default_value = "")]
     cpus: String,
