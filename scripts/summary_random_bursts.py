@@ -7,9 +7,9 @@ What is random (seeded `random.Random`): burst sizes (1-6) and kind mixes; every
 over ranges a robot may report but our scenarios never produce (tracks 1-60000, distances
 0.2-80 m, time to collision 0.05-2 s, closing speeds up to 45 m/s, dropouts from 0.2 s to an
 hour, shocks up to 30 g); zone names from a user's own calibration (`loading_dock`,
-`rear_left`, ...); object labels including `unknown`; sensor subsets; missing evidence; and the
-clock: half the file's bursts carry run-time stamps, half wall-clock stamps on a random day
-(so their times read as UTC time of day). What is fixed is only the event schema the pipeline
+`rear_left`, ...); object labels including `unknown`; sensor subsets; part or all of an
+event's evidence missing; and the clock: half the file's bursts carry run-time stamps, half
+wall-clock stamps from a random day of 2027 on (so their times read as UTC time of day). What is fixed is only the event schema the pipeline
 publishes (kinds, rules, evidence keys, units), as `fusion::anomaly` writes it.
 
     python scripts/summary_random_bursts.py OUT/events.jsonl [--bursts 60] [--seed 1]
@@ -43,7 +43,8 @@ class Draw:
     def ev(self, kind, rule, measured, threshold, sensors, severity, tracks=(), zone='', position=(0.0, 0.0, 0.0),
            evidence=()):
         evidence = list(evidence)
-        # One event in eight comes with part of its evidence missing (a rule's optional keys).
+        # One event in eight comes with part or all of its evidence missing (another publisher,
+        # an older node).
         if evidence and self.r.random() < 0.125:
             evidence = self.r.sample(evidence, self.r.randrange(len(evidence)))
         return dict(kind=kind, rule=rule, measured_value=measured, threshold=threshold, sensors=list(sensors),

@@ -493,7 +493,7 @@ RANDOM_BURSTS = ROOT / 'models' / 'bench' / 'summary_random_bursts' / 'events.js
 def test_summaries_of_random_bursts_drawn_apart_from_our_generators_are_faithful(tmp_path):
     """Bursts nothing in the summarizer was shaped around (scripts/summary_random_bursts.py:
     a user's zone names, `unknown` labels, tracks up to 60000, a deadline of 66.7 ms, wall-clock
-    stamps on a day of 2027): the committed file is what the script writes, the coalescer
+    stamps of 2027): the committed file is what the script writes, the coalescer
     keeps its 60 bursts, and the template verifies on every one. (The template first said
     "its 100 ms hard deadline" whatever the configured deadline: the verifier caught it here,
     on a window of 50 sets, where the edge cases' window of 100 had hidden it.)"""

@@ -852,7 +852,8 @@ impl AnomalyDetector {
         e.evidence = vec![
             kv("hard_misses", misses),
             kv("window_sets", self.deadline.len()),
-            kv("hard_deadline_ms", hard_deadline_ns as f64 / 1e6),
+            // To 0.1 ms, as configured: "66.7", not "66.666667".
+            kv("hard_deadline_ms", (hard_deadline_ns as f64 / 1e5).round() / 10.0),
         ];
         vec![e]
     }
@@ -1166,10 +1167,10 @@ mod tests {
         let mut d = det();
         let mut events = vec![];
         for k in 0..200 {
-            events.extend(d.on_deadline(k, k >= 100 && k % 10 == 0, 80_000_000));
+            events.extend(d.on_deadline(k, k >= 100 && k % 10 == 0, 66_666_667));
         }
         assert_eq!(events.len(), 1);
         assert!(events[0].measured_value > 0.05);
-        assert!(events[0].evidence.iter().any(|k| k.key == "hard_deadline_ms" && k.value == "80"));
+        assert!(events[0].evidence.iter().any(|k| k.key == "hard_deadline_ms" && k.value == "66.7"));
     }
 }

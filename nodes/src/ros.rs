@@ -14,7 +14,7 @@ use r2r::{
 use std::{
     sync::{
         atomic::{
-            AtomicBool, AtomicI64,
+            AtomicBool,
             Ordering::{self, Relaxed},
         },
         Arc, Mutex,
@@ -359,25 +359,27 @@ fn reads_zero(clock: &Arc<Mutex<r2r::Clock>>) -> bool {
 /// - Whether it runs: always with the wall clock, under `use_sim_time` once the first /clock
 ///   message has set it. The answer latches, so that the clock is locked (once per message)
 ///   only until then.
-/// - Under `use_sim_time` it never reads earlier than the newest data stamp it was shown. A
-///   bag player publishes a message only once its clock has reached the message's time, but
-///   it publishes /clock from a timer of its own: on a loaded host that timer ran 31 ms late
-///   (CI, pytest's launched pipeline), and sets came out with a latency of −31 ms and
-///   deadlines that late. A stamp more than [`MAX_CLOCK_LAG_NS`] ahead of /clock moves
-///   nothing: it is a sensor clock gone wrong, not a late /clock.
+/// - Under `use_sim_time` it reads no earlier than the newest data stamp it has taken in, when
+///   that leads /clock by at most [`MAX_CLOCK_LAG_NS`]: a player publishes /clock from a timer
+///   of its own (40 Hz for `fusion_bag play --clock` by default), and on a loaded host that
+///   timer ran 31 ms behind the data (CI: sets published with a latency of −31 ms and their
+///   deadlines judged that late). See [`SimFloor`] for what moves nothing.
 pub struct NodeClock {
     clock: Arc<Mutex<r2r::Clock>>,
     use_sim_time: bool,
     started: AtomicBool,
-    newest_stamp: AtomicI64,
+    floor: Mutex<SimFloor>,
 }
 
-/// How far a data stamp may lead /clock and still count as a late /clock (see [`NodeClock`]).
-pub const MAX_CLOCK_LAG_NS: i64 = 500_000_000;
+/// How far a data stamp may lead /clock and still count as a late /clock: a few periods of a
+/// 40 Hz /clock, half the 100 ms hard deadline, and well under the 0.2 s a stream must be
+/// silent to count as a dropout, so that a sensor whose stamps run ahead of the recording's
+/// clock cannot make the others look late.
+pub const MAX_CLOCK_LAG_NS: i64 = 50_000_000;
 
 impl NodeClock {
     pub fn new(clock: Arc<Mutex<r2r::Clock>>, use_sim_time: bool) -> Self {
-        Self { clock, use_sim_time, started: AtomicBool::new(!use_sim_time), newest_stamp: AtomicI64::new(i64::MIN) }
+        Self { clock, use_sim_time, started: AtomicBool::new(!use_sim_time), floor: Mutex::default() }
     }
 
     pub fn has_started(&self) -> bool {
@@ -391,23 +393,21 @@ impl NodeClock {
         running
     }
 
-    /// Notes the stamp of a message taken in (only under `use_sim_time`; called from the
-    /// spin thread). After /clock went back (a bag played in a loop, a seek back) the newest
-    /// stamp of before is stale and the first one near the clock replaces it.
+    /// Notes the stamp of a message taken in (only under `use_sim_time`).
     pub fn saw_stamp(&self, stamp: StampNs) {
-        if !self.use_sim_time {
-            return;
-        }
-        let clock = self.ros_now_ns();
-        let newest = self.newest_stamp.load(Relaxed);
-        if stamp > newest || !leads_by_a_lag(newest, clock) {
-            self.newest_stamp.store(stamp, Relaxed);
+        if self.use_sim_time {
+            let clock = self.ros_now_ns();
+            self.floor.lock().expect("clock floor").saw(stamp, clock);
         }
     }
 
     /// Now, in ns since the epoch (sim time when `use_sim_time` is true).
     pub fn now_ns(&self) -> StampNs {
-        sim_floor(self.ros_now_ns(), self.newest_stamp.load(Relaxed))
+        let clock = self.ros_now_ns();
+        match self.use_sim_time {
+            true => self.floor.lock().expect("clock floor").now(clock),
+            false => clock,
+        }
     }
 
     fn ros_now_ns(&self) -> StampNs {
@@ -415,19 +415,37 @@ impl NodeClock {
     }
 }
 
-/// `clock`, or the newest data stamp where /clock lags it by at most [`MAX_CLOCK_LAG_NS`]
-/// (see [`NodeClock`]); a stamp further ahead is not a late /clock and moves nothing.
-fn sim_floor(clock: StampNs, newest_stamp: StampNs) -> StampNs {
-    if leads_by_a_lag(newest_stamp, clock) {
-        newest_stamp
-    } else {
-        clock
-    }
+/// The newest data stamp near /clock (see [`NodeClock`]). What moves nothing: a stamp more
+/// than [`MAX_CLOCK_LAG_NS`] ahead of /clock (a sensor clock gone wrong), and the stamps of
+/// before /clock went back (a bag played in a loop, a seek back), which are forgotten then.
+#[derive(Default)]
+struct SimFloor {
+    newest: Option<StampNs>,
+    last_clock: StampNs,
 }
 
-/// Whether `stamp` is ahead of `clock` by no more than a late /clock explains.
-fn leads_by_a_lag(stamp: StampNs, clock: StampNs) -> bool {
-    stamp > clock && stamp - clock <= MAX_CLOCK_LAG_NS
+impl SimFloor {
+    fn clock_read(&mut self, clock: StampNs) {
+        if clock < self.last_clock {
+            self.newest = None;
+        }
+        self.last_clock = clock;
+    }
+
+    fn saw(&mut self, stamp: StampNs, clock: StampNs) {
+        self.clock_read(clock);
+        if stamp - clock <= MAX_CLOCK_LAG_NS && self.newest.is_none_or(|n| stamp > n) {
+            self.newest = Some(stamp);
+        }
+    }
+
+    fn now(&mut self, clock: StampNs) -> StampNs {
+        self.clock_read(clock);
+        match self.newest {
+            Some(n) if n > clock && n - clock <= MAX_CLOCK_LAG_NS => n,
+            _ => clock,
+        }
+    }
 }
 
 /// The node's ROS clock (sim time when `use_sim_time` is true) as a message stamp.
@@ -742,16 +760,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sim_clock_reads_no_earlier_than_the_data_unless_the_data_is_far_ahead() {
-        let clock = 1_000_000_000_000;
+    fn the_sim_clock_reads_no_earlier_than_the_data_it_holds() {
+        const MS: i64 = 1_000_000;
+        let t = 1_000_000 * 1_000 * MS;
+        let mut f = SimFloor::default();
+        assert_eq!(f.now(t), t, "no data yet");
         // /clock 31 ms behind the newest set's stamp (a player's clock timer run late).
-        assert_eq!(sim_floor(clock, clock + 31_000_000), clock + 31_000_000);
-        // /clock ahead of the data: the clock.
-        assert_eq!(sim_floor(clock, clock - 5_000_000), clock);
-        assert_eq!(sim_floor(clock, i64::MIN), clock);
-        // A stamp seconds ahead is a sensor clock gone wrong, or the last stamp before /clock
-        // went back (a bag played in a loop): it moves nothing.
-        assert_eq!(sim_floor(clock, clock + 7_000_000_000), clock);
-        assert_eq!(sim_floor(clock, clock + MAX_CLOCK_LAG_NS), clock + MAX_CLOCK_LAG_NS);
+        f.saw(t + 31 * MS, t);
+        assert_eq!(f.now(t), t + 31 * MS);
+        assert_eq!(f.now(t + 10 * MS), t + 31 * MS);
+        // /clock catches up and passes it: the clock.
+        assert_eq!(f.now(t + 40 * MS), t + 40 * MS);
+        // A stamp seconds ahead (a sensor clock gone wrong) moves nothing and does not wipe
+        // the floor it found.
+        f.saw(t + 60 * MS, t + 40 * MS);
+        f.saw(t + 7_000 * MS, t + 40 * MS);
+        assert_eq!(f.now(t + 40 * MS), t + 60 * MS);
+        // Nor does a stamp just beyond the bound.
+        let mut g = SimFloor::default();
+        g.saw(t + MAX_CLOCK_LAG_NS + 1, t);
+        assert_eq!(g.now(t), t);
+        // /clock went back 20 ms (a seek back, a loop): what was seen before is forgotten,
+        // the new timeline's stamps count.
+        f.now(t + 50 * MS);
+        assert_eq!(f.now(t + 30 * MS), t + 30 * MS);
+        f.saw(t + 45 * MS, t + 30 * MS);
+        assert_eq!(f.now(t + 30 * MS), t + 45 * MS);
+        // Back by the whole bag.
+        f.saw(t + 10 * MS, t);
+        assert_eq!(f.now(t), t + 10 * MS);
     }
 }

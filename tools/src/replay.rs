@@ -635,8 +635,8 @@ mod tests {
     }
 
     /// The same for fusion_node: every pipeline parameter config/fusion.yaml names holds the
-    /// code's default (a file that read `priority: 20` beside a code default of 10 was how
-    /// the defaults drifted apart), and the scheduler's OS policy and priority are the node's.
+    /// code's default, and the scheduler's OS policy and priority are `RtConfig::NODE` (the
+    /// node and the file said priority 20 while fusion_sched_bench's flag said 10).
     #[test]
     fn the_shipped_fusion_file_holds_the_nodes_defaults() {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/fusion.yaml");

@@ -297,23 +297,11 @@ fn claims_of(clause: &[Token]) -> Claims {
     while i < clause.len() {
         match &clause[i] {
             Token::Word(w) if w == "zone" => {
-                // The zone's name is the words before "zone" (or before "safety zone"), up to
-                // three: a user's `rear_left` is written "rear-left" or "rear left" too.
-                let mut words: Vec<&str> = vec![];
-                let mut j = i;
-                while j > 0 && words.len() < 3 {
-                    j -= 1;
-                    match &clause[j] {
-                        Token::Punct('\'' | '"' | '‘' | '’') => continue,
-                        Token::Punct('-') if !words.is_empty() => continue,
-                        Token::Word(n) if n == "safety" && words.is_empty() => continue,
-                        Token::Word(n) if !GENERIC_ZONE_WORDS.contains(&n.as_str()) => words.push(n),
-                        _ => break,
-                    }
-                }
-                if !words.is_empty() {
-                    words.reverse();
-                    c.zones.push(words.join("_"));
+                // The words before "zone" (back to the clause's last number or punctuation,
+                // at most 6), which `names_zone` matches against an event's zone: a user's
+                // `rear_left` is written "rear-left" or "rear left" too.
+                if let Some(before) = words_before_zone(&clause[..i]) {
+                    c.zones.push(before);
                 }
             }
             Token::Word(w) if matches!(w.as_str(), "track" | "tracks" | "id" | "ids") => {
@@ -440,12 +428,72 @@ fn facts(e: &EventInfo) -> Vec<(f64, Quantity)> {
     f
 }
 
-/// Whether the words a text puts before "zone" (joined with `_`) name the event's zone: the
-/// name itself, or words that end with it ("entered_forward" for `forward`), whatever the
-/// case and whether the name's parts are joined by `_`, `-` or spaces.
-fn names_zone(words: &str, zone: &str) -> bool {
-    let zone = zone.to_lowercase().replace(['-', ' '], "_");
-    !zone.is_empty() && (words == zone || words.strip_suffix(zone.as_str()).is_some_and(|w| w.ends_with('_')))
+/// Words that make a different zone of a name they come before: "rear left" is not `left`.
+const ZONE_DIRECTION_WORDS: &[&str] = &[
+    "front", "rear", "back", "left", "right", "side", "inner", "outer", "upper", "lower", "near", "far", "north",
+    "south", "east", "west",
+];
+
+/// The words before "zone" as the text joins them ("entered the rear-left", `_` written as
+/// `-`), without a last "safety"; None when they name no zone ("the zone", "its safety zone").
+fn words_before_zone(before: &[Token]) -> Option<String> {
+    let start = before
+        .iter()
+        .rposition(|t| !matches!(t, Token::Word(_) | Token::Punct('-' | '\'' | '"' | '‘' | '’')))
+        .map_or(0, |k| k + 1);
+    let mut words: Vec<(String, bool)> = vec![];
+    let mut hyphen = false;
+    for t in &before[start..] {
+        match t {
+            Token::Word(w) => {
+                for (k, part) in w.split('_').filter(|p| !p.is_empty()).enumerate() {
+                    words.push((part.to_string(), k > 0 || (hyphen && !words.is_empty())));
+                }
+                hyphen = false;
+            }
+            Token::Punct('-') => hyphen = true,
+            _ => {}
+        }
+    }
+    if words.last().is_some_and(|(w, joined)| w == "safety" && !joined) {
+        words.pop();
+    }
+    let last = words.last()?;
+    if GENERIC_ZONE_WORDS.contains(&last.0.as_str()) {
+        return None;
+    }
+    let words = &words[words.len().saturating_sub(6)..];
+    let mut text = String::new();
+    for (k, (w, joined)) in words.iter().enumerate() {
+        if k > 0 {
+            text.push(if *joined { '-' } else { ' ' });
+        }
+        text.push_str(w);
+    }
+    Some(text)
+}
+
+/// Whether the words a text puts before "zone" ([`words_before_zone`]) name the event's zone:
+/// they end with the zone's parts (split at `_`, `-` or spaces, any case), and what comes
+/// before those is not joined to them by a hyphen ("rear-left" is not `left`) nor a direction
+/// word ("rear left" is not `left` either).
+fn names_zone(before: &str, zone: &str) -> bool {
+    let parts: Vec<String> =
+        zone.to_lowercase().split(['_', '-', ' ']).filter(|p| !p.is_empty()).map(str::to_string).collect();
+    // (word, joined to the previous one by a hyphen)
+    let words: Vec<(&str, bool)> = before
+        .split(' ')
+        .flat_map(|group| group.split('-').enumerate().map(|(k, w)| (w, k > 0)))
+        .filter(|(w, _)| !w.is_empty())
+        .collect();
+    if parts.is_empty() || words.len() < parts.len() {
+        return false;
+    }
+    let run = words.len() - parts.len();
+    if words[run..].iter().zip(&parts).any(|((w, _), p)| *w != p.as_str()) {
+        return false;
+    }
+    run == 0 || (!words[run].1 && !ZONE_DIRECTION_WORDS.contains(&words[run - 1].0))
 }
 
 fn label(e: &EventInfo) -> Option<&str> {
@@ -744,6 +792,24 @@ mod tests {
         }
         assert_eq!(rejected("A person entered the left zone.", std::slice::from_ref(&dock)), "zone");
         assert_eq!(rejected("A person entered the rear-right zone.", std::slice::from_ref(&dock)), "zone");
+        // Another zone of the same robot whose name ends the same way.
+        let mut left = dock.clone();
+        left.zone = "left".into();
+        assert!(verify("A person entered the left safety zone.", std::slice::from_ref(&left)).is_ok());
+        assert_eq!(rejected("A person entered the rear-left zone.", std::slice::from_ref(&left)), "zone");
+        assert_eq!(rejected("A person entered the rear left zone.", std::slice::from_ref(&left)), "zone");
+        // A name with a word that is generic elsewhere, and one of four parts.
+        for (name, text) in [
+            ("Danger Area", "A person entered the danger area zone."),
+            ("bay_3_north_dock", "A person entered the 'bay_3_north_dock' safety zone."),
+            ("loading_dock", "A person entered the loading dock zone."),
+        ] {
+            let mut z = dock.clone();
+            z.zone = name.into();
+            assert!(verify(text, std::slice::from_ref(&z)).is_ok(), "{text}");
+            let template = super::super::summary::template_summary(std::slice::from_ref(&z));
+            assert!(verify(&template, std::slice::from_ref(&z)).is_ok(), "{template}");
+        }
         assert_eq!(rejected("Track 9 entered the forward zone.", &z), "track");
         assert_eq!(rejected("At t=30.0 s a person entered the forward zone.", &z), "time");
         assert_eq!(rejected("The lidar stream dropped out.", &z), "event");
