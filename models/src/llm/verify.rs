@@ -674,6 +674,16 @@ mod tests {
         }
     }
 
+    fn degraded(id: u64, rule: &str, measured: f64, threshold: f64, sensor: &str, t: f64) -> EventInfo {
+        EventInfo {
+            rule: rule.into(),
+            measured_value: measured,
+            threshold,
+            sensors: vec![sensor.into()],
+            ..event(id, "sensor_degraded", t)
+        }
+    }
+
     fn disagreement(id: u64, t: f64) -> EventInfo {
         EventInfo {
             rule: "camera_misses_confirmed_object".into(),
@@ -821,13 +831,7 @@ mod tests {
         let text = "The robot was involved in a collision with a vehicle at t=5.0 s, which required immediate action to prevent a potential collision.";
         assert_eq!(rejected(text, &c), "event");
         // A unit the fact was not given in: an IMU axis saturated at 158.0 m/s² is not a speed.
-        let saturated = [EventInfo {
-            rule: "imu_saturated".into(),
-            measured_value: 158.0,
-            threshold: 156.9,
-            sensors: vec!["imu".into()],
-            ..event(6, "sensor_degraded", 8.0)
-        }];
+        let saturated = [degraded(6, "imu_saturated", 158.0, 156.9, "imu", 8.0)];
         assert_eq!(rejected("The imu is degraded: an axis read 158.0 meters per second.", &saturated), "number");
         assert_eq!(rejected("The imu is degraded: an axis read 158.0 meters.", &saturated), "number");
         for text in [
@@ -837,13 +841,7 @@ mod tests {
             assert_eq!(verify(text, &saturated), Ok(()), "{text}");
         }
         // The right threshold on the wrong side (seen in the benchmark: a camera too dark).
-        let dark = [EventInfo {
-            rule: "image_blinded".into(),
-            measured_value: 4.5,
-            threshold: 15.0,
-            sensors: vec!["camera".into()],
-            ..event(7, "sensor_degraded", 9.0)
-        }];
+        let dark = [degraded(7, "image_blinded", 4.5, 15.0, "camera", 9.0)];
         let text = "The camera is blinded, too dark: its mean brightness is 4.5, above the limit of 15.0.";
         assert_eq!(rejected(text, &dark), "comparison");
         let text = "The camera is blinded, too dark: its mean brightness is 4.5, below the limit of 15.0.";
