@@ -414,7 +414,7 @@ fn facts(e: &EventInfo) -> Vec<(f64, Quantity)> {
             Quantity::Speed
         } else if k.ends_with("_m") {
             Quantity::Distance
-        } else if k.ends_with("_s") {
+        } else if k.ends_with("_s") || k.ends_with("_ms") {
             Quantity::Time
         } else if k.ends_with("_g") {
             Quantity::Gravity
@@ -848,6 +848,15 @@ mod tests {
         assert_eq!(verify(text, &dark), Ok(()), "{text}");
         let text = "The IMU measured an impact of 4.2 times gravity, above its threshold of 29.4 m/s².";
         assert_eq!(verify(text, &[impact(5, 13.2)]), Ok(()), "{text}");
+        // A deadline is a time: "80 m" is not the 80 ms deadline (evidence `hard_deadline_ms`).
+        let overrun = [EventInfo {
+            rule: "hard_deadline_missed".into(),
+            measured_value: 1.0,
+            evidence: vec![("hard_deadline_ms".into(), "80".into())],
+            ..event(8, "deadline_overrun", 10.0)
+        }];
+        assert_eq!(verify("A set missed its 80 ms hard deadline.", &overrun), Ok(()));
+        assert_eq!(rejected("A set missed its 80 m hard deadline.", &overrun), "number");
         // Two events merged into one false claim: each word is true of some event.
         let burst = [disagreement(1, 3.0), zone(2, 3.2)];
         assert_eq!(
