@@ -662,6 +662,26 @@ mod tests {
         let node = fusion::sched::RtConfig::NODE;
         assert_eq!(sched["policy"].as_str(), Some(node.policy.as_str()));
         assert_eq!(sched["priority"].as_i64(), Some(node.priority as i64));
+        // The scheduler and its degradation ladder: fusion_node's defaults are these structs'.
+        let c = fusion::sched::SchedConfig::default();
+        let number = |v: &serde_norway::Value| v.as_f64().expect("a number");
+        for (name, code) in [
+            ("mailbox_depth", c.mailbox_depth),
+            ("imu_mailbox_depth", c.imu_mailbox_depth),
+            ("cpu_workers", c.cpu_workers),
+        ] {
+            assert_eq!(number(&sched[name]), code as f64, "sched.{name}");
+        }
+        assert_eq!(sched["admission"].as_bool(), Some(c.admission));
+        assert_eq!(sched["mlockall"].as_bool(), Some(c.rt.mlockall));
+        let degrade = &section["ros__parameters"]["degrade"];
+        let d = &c.degrade;
+        let ladder: Vec<&str> = d.ladder.iter().map(|r| r.name()).collect();
+        assert_eq!(degrade["ladder"].as_str(), Some(ladder.join(",").as_str()));
+        assert_eq!(number(&degrade["window"]), d.window as f64);
+        assert_eq!(number(&degrade["engage_slack_ms"]), d.engage_slack_ns as f64 * 1e-6);
+        assert_eq!(number(&degrade["recover_slack_ms"]), d.recover_slack_ns as f64 * 1e-6);
+        assert_eq!(number(&degrade["recover_windows"]), d.recover_windows as f64);
     }
 
     #[test]

@@ -107,15 +107,16 @@ fn sched_config(params: &Params) -> Result<(String, SchedConfig, String)> {
     c.rt.priority = params.usize("sched.priority", node.priority as usize)?.clamp(1, 99) as i32;
     c.rt.cpus =
         parse_cpus(&params.string("sched.cpus", "")?).map_err(anyhow::Error::msg).context("parameter sched.cpus")?;
-    c.rt.mlockall = params.bool("sched.mlockall", false)?;
-    let ladder = params.string(
-        "degrade.ladder",
-        "skip_detector_alternate,reduce_detector_input,skip_radar_association,coarse_lidar_clustering",
-    )?;
+    c.rt.mlockall = params.bool("sched.mlockall", c.rt.mlockall)?;
+    // Defaults: `DegradeConfig::default()` (the one place they live).
+    let default_ladder: Vec<&str> = c.degrade.ladder.iter().map(|r| r.name()).collect();
+    let ladder = params.string("degrade.ladder", &default_ladder.join(","))?;
     c.degrade.ladder = parse_ladder(&ladder).map_err(anyhow::Error::msg).context("parameter degrade.ladder")?;
     c.degrade.window = params.usize("degrade.window", c.degrade.window as usize)?.max(1) as u32;
-    c.degrade.engage_slack_ns = (params.f64("degrade.engage_slack_ms", 5.0)? * 1e6) as i64;
-    c.degrade.recover_slack_ns = (params.f64("degrade.recover_slack_ms", 20.0)? * 1e6) as i64;
+    c.degrade.engage_slack_ns =
+        (params.f64("degrade.engage_slack_ms", c.degrade.engage_slack_ns as f64 * 1e-6)? * 1e6) as i64;
+    c.degrade.recover_slack_ns =
+        (params.f64("degrade.recover_slack_ms", c.degrade.recover_slack_ns as f64 * 1e-6)? * 1e6) as i64;
     c.degrade.recover_windows =
         params.usize("degrade.recover_windows", c.degrade.recover_windows as usize)?.max(1) as u32;
     if c.degrade.recover_slack_ns <= c.degrade.engage_slack_ns {
