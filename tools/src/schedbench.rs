@@ -127,7 +127,7 @@ struct BenchSink {
 impl Sink for BenchSink {
     fn publish(&mut self, _set: &SetOutput, latency_ns: i64) {
         let mut o = self.out.lock().expect("sink");
-        let h = o.latency_us.get_or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"));
+        let h = o.latency_us.get_or_insert_with(empty_latencies);
         h.record((latency_ns / 1000).max(1) as u64).ok();
         if latency_ns > self.hard_ns {
             o.past_hard += 1;
@@ -136,6 +136,11 @@ impl Sink for BenchSink {
     fn events(&mut self, events: &[Event]) {
         self.out.lock().expect("sink").events += events.len() as u64;
     }
+}
+
+/// End-to-end latencies in µs, 1 µs to 60 s, 3 significant digits.
+pub fn empty_latencies() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds")
 }
 
 /// Anonymous resident memory of this process (heap, stacks), MiB: what a leak or an
@@ -157,6 +162,12 @@ fn ms(us: u64) -> f64 {
 
 /// One run: returns its JSON report.
 pub fn run(opts: &BenchOptions) -> Result<Value> {
+    run_with_latencies(opts).map(|(report, _)| report)
+}
+
+/// One run: its JSON report and every published set's end-to-end latency (µs), for pooling
+/// the latencies of repeated runs.
+pub fn run_with_latencies(opts: &BenchOptions) -> Result<(Value, Histogram<u64>)> {
     if !(opts.rate > 0.0 && opts.rate.is_finite()) {
         bail!("rate must be > 0");
     }
@@ -280,7 +291,8 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
         t.write(path).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let p = published.lock().expect("sink");
-    Ok(report(opts, &stats, &p, &rss, &levels, wall, loops, &detector_name, undecodable))
+    let latencies = p.latency_us.clone().unwrap_or_else(empty_latencies);
+    Ok((report(opts, &stats, &p, &rss, &levels, wall, loops, &detector_name, undecodable), latencies))
 }
 
 #[allow(clippy::too_many_arguments)]
