@@ -328,3 +328,47 @@ fn the_cpu_decoder_agrees_with_burn_and_gives_up_a_token_cleanly() {
     let b = burn.model.forward(&more, &mut bc, None).unwrap();
     within_quantization_noise(&a, &b).unwrap();
 }
+
+#[test]
+fn a_prompt_prefilled_by_the_cpu_decoder_equals_its_tokens_decoded_one_at_a_time() {
+    // 8-bit prompts (llama.cpp's arithmetic) run through the CPU decoder a whole prompt per
+    // pass; every token's arithmetic must be the one-token path's, bit for bit.
+    let llm =
+        Llm::load(&model_path(), &LlmOptions { prompt_f32: false, threads: Some(2), ..LlmOptions::default() }).unwrap();
+    let ids = llm
+        .encode_prompt(
+            "<|im_start|>user\nThe radar lost a pedestrian 4.2 m ahead at 13:02:11 while the LiDAR kept it. \
+             Why?<|im_end|>\n<|im_start|>assistant\n",
+        )
+        .unwrap();
+    assert!(ids.len() > 30, "{}", ids.len());
+    let (mut batched, mut one_by_one) = (llm.model.new_cache(), llm.model.new_cache());
+    let a = llm.model.forward(&ids, &mut batched, None).unwrap();
+    let mut b = vec![];
+    for &t in &ids {
+        b = llm.model.forward(&[t], &mut one_by_one, None).unwrap();
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a), bits(&b), "prefill logits differ from token-by-token decoding");
+    assert_eq!(batched.len(), one_by_one.len());
+    // The caches agree too: the next token reads every position of both.
+    let next = [a.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).unwrap().0 as u32];
+    let (a2, b2) = (
+        llm.model.forward(&next, &mut batched, None).unwrap(),
+        llm.model.forward(&next, &mut one_by_one, None).unwrap(),
+    );
+    assert_eq!(bits(&a2), bits(&b2), "the caches differ");
+    // A prompt continued after decoded tokens (the prompt cache's case), and a deadline
+    // already past: refused, the cache as it was.
+    let more = llm.tokenizer.encode(" The pedestrian stepped behind a parked van.").unwrap();
+    let before = batched.len();
+    let past = Some(std::time::Instant::now());
+    assert!(matches!(llm.model.forward(&more, &mut batched, past), Err(LlmError::Deadline)));
+    assert_eq!(batched.len(), before);
+    let a3 = llm.model.forward(&more, &mut batched, None).unwrap();
+    let mut b3 = vec![];
+    for &t in &more {
+        b3 = llm.model.forward(&[t], &mut one_by_one, None).unwrap();
+    }
+    assert_eq!(bits(&a3), bits(&b3), "a prompt after decoded tokens differs");
+}

@@ -21,8 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Per-token working memory.
+/// Working memory for a batch of tokens (one token when decoding, a prompt when
+/// prefilling): each per-token buffer holds `capacity` tokens' rows, one after the other.
 struct Scratch {
+    /// Tokens the buffers hold (grown, never shrunk, by `ensure`).
+    capacity: usize,
     /// The residual stream.
     x: Vec<f32>,
     /// A normed copy of `x`.
@@ -37,11 +40,31 @@ struct Scratch {
     /// gate (first `d_ff`) and up (second `d_ff`) products.
     gate_up: Vec<f32>,
     ffn: Vec<f32>,
-    /// Attention weights, `max_context` per query head.
+    /// Attention weights, `max_context` per thread (each thread runs its heads one by one).
     scores: Vec<f32>,
-    /// cos, sin per rotated pair at the current position.
+    /// cos, sin per rotated pair, per token (its position).
     rope: Vec<(f32, f32)>,
     logits: Vec<f32>,
+}
+
+impl Scratch {
+    /// Room for `n` tokens (allocates only for a larger batch than any before).
+    fn ensure(&mut self, n: usize, c: &super::llama::LlamaConfig) {
+        if n <= self.capacity {
+            return;
+        }
+        let (d, ff, kvd) = (c.d_model, c.d_ff, c.n_kv_heads * c.head_dim);
+        self.x.resize(n * d, 0.0);
+        self.h.resize(n * d, 0.0);
+        self.act.resize(n * d / QK, Q8Block::ZERO);
+        self.act_ff.resize(n * ff / QK, Q8Block::ZERO);
+        self.qkv.resize(n * (d + 2 * kvd), 0.0);
+        self.att.resize(n * d, 0.0);
+        self.gate_up.resize(n * 2 * ff, 0.0);
+        self.ffn.resize(n * ff, 0.0);
+        self.rope.resize(n * c.head_dim / 2, (0.0, 0.0));
+        self.capacity = n;
+    }
 }
 
 pub(crate) struct CpuDecoder {
@@ -89,6 +112,10 @@ fn share(n: usize, t: usize, threads: usize, unit: usize) -> Range<usize> {
     start..(start + chunk).min(n)
 }
 
+/// Weight rows per pass over a batch's tokens: the pass keeps them in L1 while every token's
+/// activations stream by (64 rows of a 576-wide Q8_0 matrix: ~39 KB).
+const ROWS_PER_PASS: usize = 64;
+
 impl CpuDecoder {
     /// A decoder for `model`, or None where this path does not apply (weights dequantized
     /// to Burn tensors; widths or heads not a multiple of 32, which the per-32 activation
@@ -104,20 +131,21 @@ impl CpuDecoder {
             return Ok(None);
         }
         let pool = Pool::new(threads).map_err(|e| LlmError::Backend(format!("decoder threads: {e}")))?;
-        let (d, ff, kvd) = (c.d_model, c.d_ff, c.n_kv_heads * c.head_dim);
-        let scratch = Scratch {
-            x: vec![0.0; d],
-            h: vec![0.0; d],
-            act: vec![Q8Block::ZERO; d / QK],
-            act_ff: vec![Q8Block::ZERO; ff / QK],
-            qkv: vec![0.0; d + 2 * kvd],
-            att: vec![0.0; d],
-            gate_up: vec![0.0; 2 * ff],
-            ffn: vec![0.0; ff],
-            scores: vec![0.0; c.n_heads * model.max_context],
-            rope: vec![(0.0, 0.0); c.head_dim / 2],
+        let mut scratch = Scratch {
+            capacity: 0,
+            x: vec![],
+            h: vec![],
+            act: vec![],
+            act_ff: vec![],
+            qkv: vec![],
+            att: vec![],
+            gate_up: vec![],
+            ffn: vec![],
+            scores: vec![0.0; pool.threads() * model.max_context],
+            rope: vec![],
             logits: vec![0.0; c.vocab_size],
         };
+        scratch.ensure(1, c);
         Ok(Some(CpuDecoder { pool, scratch: Mutex::new(scratch) }))
     }
 
@@ -125,33 +153,43 @@ impl CpuDecoder {
         self.pool.threads()
     }
 
-    /// Runs `token` at position `cache.len()`, appends its keys and values to `cache` (host
-    /// layout), and returns its logits.
+    /// Runs `tokens` at positions `cache.len()..` (one when decoding, a whole prompt when
+    /// prefilling), appends their keys and values to `cache` (host layout), and returns the
+    /// last token's logits.
+    ///
+    /// A batch runs each step for all its tokens before the next (each weight row read once
+    /// for the batch, from L1 for all but the first token), and every token's arithmetic is
+    /// the one-token path's: a prompt prefilled here gives, bit for bit, the logits and cache
+    /// of the same tokens decoded one at a time (tested).
     pub(crate) fn decode(
         &self,
         model: &Llama,
-        token: u32,
+        tokens: &[u32],
         cache: &mut KvCache,
         deadline: Option<Instant>,
     ) -> Result<Vec<f32>, LlmError> {
         let c = &model.config;
         let (d, hd, nh, nkv, ff) = (c.d_model, c.head_dim, c.n_heads, c.n_kv_heads, c.d_ff);
-        let (kvd, group, p) = (nkv * hd, nh / nkv, cache.len());
-        let total = p + 1;
+        let (kvd, group, p, n) = (nkv * hd, nh / nkv, cache.len(), tokens.len());
+        let qkv_w = d + 2 * kvd;
         let eps = c.rms_eps;
+        let mc = model.max_context;
         let f16_kv = model.kv_precision == super::llama::KvPrecision::F16;
         let output = model.output_matrix().expect("checked in new");
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let s = &mut *guard;
-        model.embedding.dequantize_rows_into(token as usize..token as usize + 1, &mut s.x);
-        // ggml's rope cache: theta = p · base^(-2i/d), by repeated multiplication in f32.
-        let theta_scale = c.rope_theta.powf(-2.0 / hd as f32);
-        let mut theta = p as f32;
-        for cs in s.rope.iter_mut() {
-            *cs = (theta.cos(), theta.sin());
-            theta *= theta_scale;
+        s.ensure(n, c);
+        for (i, &token) in tokens.iter().enumerate() {
+            model.embedding.dequantize_rows_into(token as usize..token as usize + 1, &mut s.x[i * d..(i + 1) * d]);
+            // ggml's rope cache: theta = p · base^(-2i/d), by repeated multiplication in f32.
+            let theta_scale = c.rope_theta.powf(-2.0 / hd as f32);
+            let mut theta = (p + i) as f32;
+            for cs in s.rope[i * hd / 2..(i + 1) * hd / 2].iter_mut() {
+                *cs = (theta.cos(), theta.sin());
+                theta *= theta_scale;
+            }
         }
-        cache.reserve_host(1);
+        cache.reserve_host(n);
         let threads = self.pool.threads();
         let abort = AtomicBool::new(false);
         let (x, h, act, act_ff) =
@@ -163,91 +201,127 @@ impl CpuDecoder {
         let scale = 1.0 / (hd as f32).sqrt();
         let job = |t: usize, barrier: &Barrier| {
             // SAFETY (every `slice`/`read` below): each step's ranges are disjoint between
-            // threads or written by thread 0 alone, and barriers separate the steps.
-            // Thread 0 alone: `h` = the normed residual stream, `act` = `h` quantized.
-            let norm_and_quantize = |gamma: &[f32]| unsafe {
-                rms_norm(x.read(0..d), gamma, eps, h.slice(0..d));
-                quantize_q8_into(h.read(0..d), act.slice(0..d / QK));
+            // threads (rows of a product, tokens, token × head pairs) or written by thread 0
+            // alone, and barriers separate the steps.
+            // `h` = the normed residual stream of token i, `act` = `h` quantized.
+            let norm_and_quantize = |i: usize, gamma: &[f32]| unsafe {
+                rms_norm(x.read(i * d..(i + 1) * d), gamma, eps, h.slice(i * d..(i + 1) * d));
+                quantize_q8_into(h.read(i * d..(i + 1) * d), act.slice(i * d / QK..(i + 1) * d / QK));
             };
-            // This thread's rows of `m · input` added to the residual stream.
-            let add_product = |m: &QMatrix, a: &[Q8Block], input: &[f32]| unsafe {
-                let rows = share(d, t, threads, 4);
-                m.rows_dot(rows.clone(), a, input, x.slice(rows), true);
+            // This thread's tokens for per-token steps: all of a single token on thread 0.
+            let my_tokens = share(n, t, threads, 1);
+            // This thread's rows of `m · input_i` for every token i, into `out` (row width
+            // `width` per token, at `offset`), a pass of rows at a time.
+            let product = |m: &QMatrix,
+                           rows: Range<usize>,
+                           a: Shared<Q8Block>,
+                           a_w: usize,
+                           input: Shared<f32>,
+                           in_w: usize,
+                           out: Shared<f32>,
+                           out_w: usize,
+                           accumulate: bool| unsafe {
+                let mut r0 = rows.start;
+                while r0 < rows.end {
+                    let r1 = (r0 + ROWS_PER_PASS).min(rows.end);
+                    for i in 0..n {
+                        m.rows_dot(
+                            r0..r1,
+                            a.read(i * a_w..(i + 1) * a_w),
+                            input.read(i * in_w..(i + 1) * in_w),
+                            out.slice(i * out_w + r0..i * out_w + r1),
+                            accumulate,
+                        );
+                    }
+                    r0 = r1;
+                }
             };
             unsafe {
                 for (l, blk) in model.blocks.iter().enumerate() {
-                    if t == 0 {
-                        if deadline.is_some_and(|dl| Instant::now() >= dl) {
-                            abort.store(true, Ordering::Relaxed);
-                        }
-                        norm_and_quantize(&blk.attn_gamma);
+                    if t == 0 && deadline.is_some_and(|dl| Instant::now() >= dl) {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    for i in my_tokens.clone() {
+                        norm_and_quantize(i, &blk.attn_gamma);
                     }
                     barrier.wait();
                     if abort.load(Ordering::Relaxed) {
                         return;
                     }
-                    let (a, hx) = (act.read(0..d / QK), h.read(0..d));
                     let wqkv = blk.wqkv.quantized().expect("checked in new");
-                    let rows = share(wqkv.rows, t, threads, 4);
-                    wqkv.rows_dot(rows.clone(), a, hx, qkv.slice(rows), false);
+                    product(wqkv, share(wqkv.rows, t, threads, 4), act, d / QK, h, d, qkv, qkv_w, false);
                     barrier.wait();
                     if t == 0 {
-                        let qkv = qkv.slice(0..d + 2 * kvd);
-                        for head in qkv[..d + kvd].chunks_exact_mut(hd) {
-                            rotate(head, rope);
+                        for i in 0..n {
+                            let qkv = qkv.slice(i * qkv_w..(i + 1) * qkv_w);
+                            let rope = &rope[i * hd / 2..(i + 1) * hd / 2];
+                            for head in qkv[..d + kvd].chunks_exact_mut(hd) {
+                                rotate(head, rope);
+                            }
+                            if f16_kv {
+                                qkv.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+                            }
+                            (*cache_ptr.ptr()).push_host(l, &qkv[d..d + kvd], &qkv[d + kvd..]);
                         }
-                        if f16_kv {
-                            qkv.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
-                        }
-                        (*cache_ptr.ptr()).push_host(l, &qkv[d..d + kvd], &qkv[d + kvd..]);
                     }
                     barrier.wait();
                     let (keys, values) = (*cache_ptr.ptr()).host(l);
-                    for head in (t..nh).step_by(threads) {
-                        let q = qkv.read(head * hd..(head + 1) * hd);
-                        let w = scores.slice(head * model.max_context..head * model.max_context + total);
+                    // Token i sees positions 0..=p+i (causal); pairs (token, head) shared out.
+                    let w = scores.slice(t * mc..(t + 1) * mc);
+                    for pair in (t..n * nh).step_by(threads) {
+                        let (i, head) = (pair / nh, pair % nh);
+                        let q = qkv.read(i * qkv_w + head * hd..i * qkv_w + (head + 1) * hd);
                         let kv_off = (head / group) * hd;
-                        let out = att.slice(head * hd..(head + 1) * hd);
-                        attend(q, &keys[kv_off..], &values[kv_off..], kvd, scale, f16_kv, w, out);
-                        quantize_q8_into(out, act.slice(head * hd / QK..(head + 1) * hd / QK));
+                        let out = att.slice(i * d + head * hd..i * d + (head + 1) * hd);
+                        attend(q, &keys[kv_off..], &values[kv_off..], kvd, scale, f16_kv, &mut w[..p + i + 1], out);
+                        let a0 = (i * d + head * hd) / QK;
+                        quantize_q8_into(out, act.slice(a0..a0 + hd / QK));
                     }
                     barrier.wait();
-                    add_product(blk.wo.quantized().expect("checked in new"), act.read(0..d / QK), att.read(0..d));
+                    let wo = blk.wo.quantized().expect("checked in new");
+                    product(wo, share(d, t, threads, 4), act, d / QK, att, d, x, d, true);
                     barrier.wait();
-                    if t == 0 {
-                        norm_and_quantize(&blk.ffn_gamma);
+                    for i in my_tokens.clone() {
+                        norm_and_quantize(i, &blk.ffn_gamma);
                     }
                     barrier.wait();
                     // Gate and up rows of the same range on one thread, so its SwiGLU and
                     // quantization of that range need no barrier.
                     let wgu = blk.w_gate_up.quantized().expect("checked in new");
                     let rows = share(ff, t, threads, QK);
-                    let (a, hx) = (act.read(0..d / QK), h.read(0..d));
-                    wgu.rows_dot(rows.clone(), a, hx, gate_up.slice(rows.clone()), false);
-                    let up_rows = ff + rows.start..ff + rows.end;
-                    wgu.rows_dot(up_rows.clone(), a, hx, gate_up.slice(up_rows), false);
-                    let (g, u) = (gate_up.slice(rows.clone()), gate_up.slice(ff + rows.start..ff + rows.end));
-                    let f = ffn.slice(rows.clone());
-                    swiglu(g, u, f);
-                    quantize_q8_into(f, act_ff.slice(rows.start / QK..rows.end / QK));
+                    product(wgu, rows.clone(), act, d / QK, h, d, gate_up, 2 * ff, false);
+                    product(wgu, ff + rows.start..ff + rows.end, act, d / QK, h, d, gate_up, 2 * ff, false);
+                    for i in 0..n {
+                        let base = i * 2 * ff;
+                        let g = gate_up.slice(base + rows.start..base + rows.end);
+                        let u = gate_up.slice(base + ff + rows.start..base + ff + rows.end);
+                        let f = ffn.slice(i * ff + rows.start..i * ff + rows.end);
+                        swiglu(g, u, f);
+                        quantize_q8_into(f, act_ff.slice((i * ff + rows.start) / QK..(i * ff + rows.end) / QK));
+                    }
                     barrier.wait();
-                    add_product(
-                        blk.w_down.quantized().expect("checked in new"),
-                        act_ff.read(0..ff / QK),
-                        ffn.read(0..ff),
-                    );
+                    let wd = blk.w_down.quantized().expect("checked in new");
+                    product(wd, share(d, t, threads, 4), act_ff, ff / QK, ffn, ff, x, d, true);
                     barrier.wait();
                 }
+                // Only the last token's logits are asked for.
+                let last = n - 1;
                 if t == 0 {
-                    norm_and_quantize(&model.norm_gamma);
+                    norm_and_quantize(last, &model.norm_gamma);
                 }
                 barrier.wait();
                 let rows = share(output.rows, t, threads, 4);
-                output.rows_dot(rows.clone(), act.read(0..d / QK), h.read(0..d), logits.slice(rows), false);
+                output.rows_dot(
+                    rows.clone(),
+                    act.read(last * d / QK..(last + 1) * d / QK),
+                    h.read(last * d..(last + 1) * d),
+                    logits.slice(rows),
+                    false,
+                );
             }
         };
         let ran = self.pool.run(&job);
-        // A layer's keys may be in the cache without the rest: drop this position everywhere.
+        // A layer's keys may be in the cache without the rest: drop these positions everywhere.
         if abort.load(Ordering::Relaxed) || ran.is_err() {
             cache.truncate_host(p);
         }
@@ -255,7 +329,7 @@ impl CpuDecoder {
         if abort.load(Ordering::Relaxed) {
             return Err(LlmError::Deadline);
         }
-        cache.advance(1);
+        cache.advance(n);
         Ok(s.logits.clone())
     }
 }

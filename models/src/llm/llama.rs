@@ -464,8 +464,10 @@ impl Llama {
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
             return Err(LlmError::Option(format!("token id {t} is outside the vocabulary ({})", c.vocab_size)));
         }
-        if let (Some(cpu), [token]) = (&self.cpu, tokens) {
-            return cpu.decode(self, *token, cache, deadline);
+        // One token: the CPU decoder. A prompt: the CPU decoder too when prompts take 8-bit
+        // activations (llama.cpp's arithmetic), else Burn's f32 GEMM.
+        if let Some(cpu) = self.cpu.as_ref().filter(|_| n == 1 || !self.prompt_f32) {
+            return cpu.decode(self, tokens, cache, deadline);
         }
         let (d, hd, nh, nkv, ff) = (c.d_model, c.head_dim, c.n_heads, c.n_kv_heads, c.d_ff);
         let (kvd, group, total) = (nkv * hd, nh / nkv, p + n);
