@@ -43,7 +43,7 @@ def main():
     configs = [('cpu decoder', 'flex', 'quantized', []),
                ('cpu decoder, AVX2 kernels', 'flex', 'quantized', ['--avx2-only']),
                ('burn decode (before)', 'flex', 'quantized', ['--burn-decode']),
-               ('cpu decoder, --prompt-int8', 'flex', 'quantized', ['--prompt-int8']),
+               ('cpu decoder, --prompt-f32 (Burn f32 prompts)', 'flex', 'quantized', ['--prompt-f32']),
                ('dequantized at load', 'flex', 'dequantized', [])]
     runs = []
     for gen in a.gen:

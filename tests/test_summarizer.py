@@ -99,8 +99,9 @@ def greedy_pairs(tmp_path, prompts, name, *flags):
 
 
 def test_first_32_greedy_tokens_equal_llama_cpp(tmp_path):
-    """With llama.cpp's arithmetic throughout (8-bit activations for the prompt too)."""
-    for prompt, g, w in greedy_pairs(tmp_path, IDENTICAL_PROMPTS, 'identical', '--prompt-int8'):
+    """The default configuration: llama.cpp's arithmetic throughout (8-bit activations for the
+    prompt too, the whole prompt per pass through the CPU decoder)."""
+    for prompt, g, w in greedy_pairs(tmp_path, IDENTICAL_PROMPTS, 'identical'):
         assert g['tokens'] == w['tokens'], f'{prompt!r}:\n ours     {g["tokens"]}\n llama.cpp {w["tokens"]}\n {g["text"]!r}'
         assert len(g['tokens']) == 32 or g['stop'] == 'end_of_turn'
 
@@ -115,11 +116,11 @@ def test_divergence_only_at_near_ties(tmp_path):
     is 0.68 (default mode, llama.cpp built for AVX2). Everything before a divergence must be
     identical, and at the divergence our top two logits must be within that noise (< 1.0; a
     wrong kernel moves logits by several units and diverges at confident tokens, whose
-    margins here are 1-12). This runs the default configuration (prompts in f32, more exact
-    than llama.cpp's 8-bit activations) on every prompt, and the llama.cpp arithmetic on the
-    prompts not in IDENTICAL_PROMPTS."""
-    pairs = greedy_pairs(tmp_path, IDENTICAL_PROMPTS + OTHER_PROMPTS, 'default')
-    pairs += greedy_pairs(tmp_path, OTHER_PROMPTS, 'int8', '--prompt-int8')
+    margins here are 1-12). This runs the default configuration (llama.cpp's arithmetic) on
+    the prompts not in IDENTICAL_PROMPTS, and prompts in f32 through Burn (`--prompt-f32`,
+    more exact than llama.cpp's 8-bit activations) on every prompt."""
+    pairs = greedy_pairs(tmp_path, OTHER_PROMPTS, 'default')
+    pairs += greedy_pairs(tmp_path, IDENTICAL_PROMPTS + OTHER_PROMPTS, 'f32', '--prompt-f32')
     for prompt, g, w in pairs:
         a, b = g['tokens'], w['tokens']
         n = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), None)
@@ -152,7 +153,7 @@ def test_another_llama_gguf_loads_by_path_and_matches_llama_cpp(tmp_path, tiny_g
     res = subprocess.run([*REF, 'logits', str(tiny_gguf), str(f)], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     want = json.loads(res.stdout)['logits']
-    for flags in ([], ['--prompt-int8']):
+    for flags in ([], ['--prompt-f32']):
         res = subprocess.run([binary('fusion_llm'), '--model', str(tiny_gguf), *flags, 'logits', '--prompts-json', str(f)],
                              capture_output=True, text=True, env=child_env(), timeout=300)
         assert res.returncode == 0, res.stderr
@@ -187,7 +188,7 @@ def test_the_cpu_decoder_matches_llama_cpp_on_another_block_quantized_model(tmp_
                              timeout=300)
         assert res.returncode == 0, res.stderr
         want = json.loads(res.stdout)['logits']
-        res = subprocess.run([binary('fusion_llm'), '--model', str(model), '--prompt-int8', 'logits', '--prompts-json',
+        res = subprocess.run([binary('fusion_llm'), '--model', str(model), 'logits', '--prompts-json',
                               str(f), '--decode-last', str(last)], capture_output=True, text=True, env=child_env(),
                              timeout=300)
         assert res.returncode == 0, res.stderr

@@ -158,8 +158,8 @@ fn quantized_and_dequantized_weights_and_wgpu_agree() {
     // 8-bit activations (quantized path) against f32 ones: same choice, logits within noise.
     assert_eq!(argmax(&q), argmax(&d));
     assert!(maxdiff(&q, &d) < 2.0, "{}", maxdiff(&q, &d));
-    // A prompt of ≥ 32 tokens goes through f32 products of per-layer dequantized weights by
-    // default, through the 8-bit kernel with prompt_f32 off: same choice, logits within noise.
+    // A prompt of ≥ 32 tokens goes through f32 products of per-layer dequantized weights with
+    // prompt_f32, through the 8-bit path by default: same choice, logits within noise.
     let long = "<|im_start|>user\nA person entered the forward safety zone 3 m ahead of the robot while the radar \
                 reported a closing speed of 1.8 m/s. Summarize this for the operator.<|im_end|>\n<|im_start|>assistant\n";
     let run = |prompt_f32| {

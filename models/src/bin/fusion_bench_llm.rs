@@ -31,8 +31,11 @@ struct Args {
     gen: usize,
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Prompts through the 8-bit kernel (llama.cpp's arithmetic) instead of f32 products of
-    /// per-layer dequantized weights.
+    /// Prompts through Burn's f32 products of per-layer dequantized weights instead of the
+    /// 8-bit path (llama.cpp's arithmetic; in the CPU decoder by default).
+    #[arg(long, conflicts_with = "prompt_int8")]
+    prompt_f32: bool,
+    /// Prompts in 8 bits (the default; kept so older command lines still run).
     #[arg(long)]
     prompt_int8: bool,
     /// Decode every token through Burn too (the path before the CPU decoder), for comparison.
@@ -64,7 +67,7 @@ fn main() -> Result<()> {
         &LlmOptions {
             backend: args.backend,
             weights: args.weights,
-            prompt_f32: !args.prompt_int8,
+            prompt_f32: args.prompt_f32,
             cpu_decode: !args.burn_decode,
             threads: args.threads,
             ..LlmOptions::default()
@@ -105,7 +108,12 @@ fn main() -> Result<()> {
             "model": llm.name,
             "backend": args.backend.as_str(),
             "weights": llm.model.mode.as_str(),
-            "prompt_matmul": if llm.model.mode == WeightMode::Quantized && !args.prompt_int8 { "f32 (per-layer dequantized)" } else if llm.model.mode == WeightMode::Quantized { "int8 kernel" } else { "f32" },
+            "prompt_matmul": match (llm.model.mode, args.prompt_f32, llm.model.cpu_decode_threads()) {
+                (WeightMode::Quantized, true, _) => "f32 (per-layer dequantized)",
+                (WeightMode::Quantized, false, Some(_)) => "int8 (CPU decoder, whole prompt per pass)",
+                (WeightMode::Quantized, false, None) => "int8 kernel (Burn)",
+                _ => "f32",
+            },
             "weight_mb": llm.model.weight_bytes as f64 / 1048576.0,
             "decode": match llm.model.cpu_decode_threads() { Some(_) => "cpu decoder", None => "burn" },
             "kernels": models::llm::quant::kernel_isa(),

@@ -28,8 +28,11 @@ struct Args {
     /// KV cache precision: f32, or f16 (llama.cpp's default cache type, emulated).
     #[arg(long, global = true, default_value = "f32")]
     kv: models::llm::KvPrecision,
-    /// Prompts through the 8-bit kernel too (llama.cpp's arithmetic) instead of f32 products
-    /// of per-layer dequantized weights.
+    /// Prompts through Burn's f32 products of per-layer dequantized weights instead of the
+    /// 8-bit path (llama.cpp's arithmetic; in the CPU decoder by default).
+    #[arg(long, global = true, conflicts_with = "prompt_int8")]
+    prompt_f32: bool,
+    /// Prompts in 8 bits (the default; kept so older command lines still run).
     #[arg(long, global = true)]
     prompt_int8: bool,
     /// Decode every token through Burn (as prompts go) instead of the CPU decoder.
@@ -90,7 +93,7 @@ fn main() -> Result<()> {
         backend: args.backend,
         weights: args.weights,
         kv_precision: args.kv,
-        prompt_f32: !args.prompt_int8,
+        prompt_f32: args.prompt_f32,
         cpu_decode: !args.burn_decode,
         ..LlmOptions::default()
     };
