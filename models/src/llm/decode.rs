@@ -1,17 +1,21 @@
-//! The CPU decoder: one token through the quantized model in one pass, without Burn.
+//! The CPU decoder: tokens through the quantized model in one pass, without Burn — one token
+//! when decoding, a whole prompt when prefilling.
 //!
 //! Decoding a token is bound by memory bandwidth (every weight is read once) and, on a
 //! 576-wide model, by overhead: through Burn a token was ~30 tensor ops per layer (copies for
 //! reshapes, an allocation each) and 121 rayon fork/joins. Here every thread of a persistent
 //! pool runs the whole token, each taking its share of the rows of each product (four rows per
 //! activation load, `QMatrix::rows_dot`) and of the attention heads, with a spinning barrier
-//! between steps; the small steps (norms, RoPE, the cache append) run on thread 0 while the
-//! others wait. All buffers are allocated once, when the decoder is made.
+//! between steps; the small steps (RoPE, the cache append; a single token's norms) run on
+//! thread 0 while the others wait. Buffers are allocated once, for the largest batch yet.
+//! A prompt runs each step for all its tokens, 64 weight rows at a time for every token,
+//! so the rows stay in L1 while the activations stream by: prompts are compute-bound, and
+//! this beats Burn's f32 GEMM on dequantized weights here (387 against 302 tok/s).
 //!
 //! The arithmetic is ggml's for llama.cpp's CPU path: activations quantized to 8 bits per 32
-//! values before each product (the same kernels as the prompt's `--prompt-int8` path), RMS
-//! norm summed in f64, RoPE angles by repeated multiplication in f32, softmax sums in f64.
-//! Prompts (many tokens at once, compute-bound) stay in Burn; both paths share the KV cache.
+//! values before each product (the kernels of `QMatrix::matmul`, Burn's 8-bit prompt path),
+//! RMS norm summed in f64, RoPE angles by repeated multiplication in f32, softmax sums in f64.
+//! Burn keeps the f32 prompt path (`prompt_f32`) and wgpu; all paths share the KV cache.
 use super::llama::{KvCache, Llama};
 use super::pool::{Barrier, Pool};
 use super::quant::{quantize_q8_into, Q8Block, QMatrix, QK};
