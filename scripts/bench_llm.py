@@ -42,7 +42,7 @@ def main():
     # (name, backend, weights, extra flags); the first is the default.
     configs = [('cpu decoder', 'flex', 'quantized', []),
                ('cpu decoder, AVX2 kernels', 'flex', 'quantized', ['--avx2-only']),
-               ('burn decode (before)', 'flex', 'quantized', ['--burn-decode']),
+               ('burn decode and f32 prompts (before)', 'flex', 'quantized', ['--burn-decode', '--prompt-f32']),
                ('cpu decoder, --prompt-f32 (Burn f32 prompts)', 'flex', 'quantized', ['--prompt-f32']),
                ('dequantized at load', 'flex', 'dequantized', [])]
     runs = []

@@ -169,9 +169,10 @@ def test_the_cpu_decoder_matches_llama_cpp_on_another_block_quantized_model(tmp_
     Q4_1 and Q8_0, width 128, heads of 32, rope base 500000, untied output): the last 1 and 12
     tokens of each prompt decoded one at a time give the same choice and logits within the
     noise of 8-bit activations: ≤ 0.1 standard deviations of llama.cpp's logits on average and
-    ≤ 0.5 at most. Measured (2026-12-06): 0.042–0.066 and 0.24–0.35, the same as our
-    whole-prompt path gives on this file (this random Q4 model moves more under a flipped
-    activation rounding than the other tiny model does)."""
+    ≤ 0.5 at most. Measured (2026-12-06): 0.042–0.066 and 0.24–0.35 (this random Q4 model
+    moves more under a flipped activation rounding than the other tiny model does). The prompt
+    before those tokens runs in the CPU decoder too, a chunk per pass, bit for bit as if
+    decoded token by token (models/tests/llm.rs), so this is the default path's agreement."""
     import numpy as np
 
     model = tmp_path / 'tiny-blocks.gguf'

@@ -290,8 +290,11 @@ fn the_model_summary_of_a_zone_intrusion_is_verified_and_published_text_is_faith
 fn the_cpu_decoder_agrees_with_burn_and_gives_up_a_token_cleanly() {
     let prompt = "<|im_start|>user\nThe LiDAR lost 6 frames in a row while the radar kept tracking a car 12 m ahead. \
                   What should the operator check?<|im_end|>\n<|im_start|>assistant\n";
+    // Prompts through Burn's f32 path on both (the CPU decoder's own prompt path is tested
+    // below): the last step is Burn's prompt reading the CPU decoder's cache.
     let load = |cpu_decode| {
-        Llm::load(&model_path(), &LlmOptions { cpu_decode, threads: Some(2), ..LlmOptions::default() }).unwrap()
+        let opts = LlmOptions { cpu_decode, threads: Some(2), prompt_f32: true, ..LlmOptions::default() };
+        Llm::load(&model_path(), &opts).unwrap()
     };
     let (cpu, burn) = (load(true), load(false));
     assert_eq!(cpu.model.cpu_decode_threads(), Some(2));

@@ -9,8 +9,8 @@
 //! between steps; the small steps (RoPE, the cache append; a single token's norms) run on
 //! thread 0 while the others wait. Buffers are allocated once, for the largest batch yet.
 //! A prompt runs each step for all its tokens, 64 weight rows at a time for every token,
-//! so the rows stay in L1 while the activations stream by: prompts are compute-bound, and
-//! this beats Burn's f32 GEMM on dequantized weights here (387 against 302 tok/s).
+//! so the rows stay in cache while the activations stream by: prompts are compute-bound, and
+//! this beats Burn's f32 GEMM on dequantized weights here (1.1–1.3×, docs/measured.md).
 //!
 //! The arithmetic is ggml's for llama.cpp's CPU path: activations quantized to 8 bits per 32
 //! values before each product (the kernels of `QMatrix::matmul`, Burn's 8-bit prompt path),
@@ -116,8 +116,10 @@ fn share(n: usize, t: usize, threads: usize, unit: usize) -> Range<usize> {
     start..(start + chunk).min(n)
 }
 
-/// Weight rows per pass over a batch's tokens: the pass keeps them in L1 while every token's
-/// activations stream by (64 rows of a 576-wide Q8_0 matrix: ~39 KB).
+/// Weight rows per pass over a batch's tokens: the pass keeps them in cache while every
+/// token's activations stream by (64 rows of the shipped Q4_1 model: 23 KB of a 576-wide
+/// matrix, in L1; 61 KB of the 1536-wide down projection, in L2). A multiple of 4, so a
+/// single token's rows group as before.
 const ROWS_PER_PASS: usize = 64;
 
 impl CpuDecoder {
@@ -214,8 +216,9 @@ impl CpuDecoder {
             };
             // This thread's tokens for per-token steps: all of a single token on thread 0.
             let my_tokens = share(n, t, threads, 1);
-            // This thread's rows of `m · input_i` for every token i, into `out` (row width
-            // `width` per token, at `offset`), a pass of rows at a time.
+            // This thread's rows of `m · input_i` for every token i (token i's activations at
+            // `i · a_w` blocks / `i · in_w` values, its output row at `i · out_w`), a pass of
+            // rows at a time.
             let product = |m: &QMatrix,
                            rows: Range<usize>,
                            a: Shared<Q8Block>,

@@ -130,6 +130,10 @@ impl FromStr for KvPrecision {
 /// at use and multiplied in f32; below it (decoding) the integer kernel is faster.
 const PROMPT_ROWS_F32: usize = 32;
 
+/// Tokens per pass of a prompt through the CPU decoder (its buffers grow to this many
+/// tokens' rows, ~8 MB for SmolLM2-135M, not to the whole context).
+const PREFILL_CHUNK: usize = 256;
+
 /// A weight matrix `out × in` in either representation.
 pub(crate) enum Linear {
     Quantized(QMatrix),
@@ -293,8 +297,9 @@ pub struct Llama {
     /// Bytes of weight data held (for the benchmark's report).
     pub weight_bytes: usize,
     pub kv_precision: KvPrecision,
-    /// Prompts (≥ PROMPT_ROWS_F32 tokens at once) through f32 products of per-layer
-    /// dequantized weights (faster) instead of the 8-bit kernel (llama.cpp's arithmetic).
+    /// Prompts (≥ PROMPT_ROWS_F32 tokens at once) through Burn's f32 products of per-layer
+    /// dequantized weights instead of 8-bit activations (llama.cpp's arithmetic; in the CPU
+    /// decoder where there is one, which is faster here).
     pub prompt_f32: bool,
     /// One token at a time on the CPU without Burn (`decode.rs`); None: through Burn.
     cpu: Option<CpuDecoder>,
@@ -465,9 +470,23 @@ impl Llama {
             return Err(LlmError::Option(format!("token id {t} is outside the vocabulary ({})", c.vocab_size)));
         }
         // One token: the CPU decoder. A prompt: the CPU decoder too when prompts take 8-bit
-        // activations (llama.cpp's arithmetic), else Burn's f32 GEMM.
-        if let Some(cpu) = self.cpu.as_ref().filter(|_| n == 1 || !self.prompt_f32) {
-            return cpu.decode(self, tokens, cache, deadline);
+        // activations (llama.cpp's arithmetic), or when it is too short for Burn's f32 GEMM
+        // (which would take the 8-bit kernel then anyway); else Burn's f32 GEMM. In chunks, so
+        // the decoder's buffers stay small and the deadline is looked at between them (each
+        // token's arithmetic is the same whatever the chunk: the result does not change).
+        if let Some(cpu) = self.cpu.as_ref().filter(|_| n < PROMPT_ROWS_F32 || !self.prompt_f32) {
+            let mut logits = Vec::new();
+            for chunk in tokens.chunks(PREFILL_CHUNK) {
+                match cpu.decode(self, chunk, cache, deadline) {
+                    Ok(l) => logits = l,
+                    Err(e) => {
+                        // Earlier chunks are in the cache: none of this prompt stays.
+                        cache.truncate(p);
+                        return Err(e);
+                    }
+                }
+            }
+            return Ok(logits);
         }
         let (d, hd, nh, nkv, ff) = (c.d_model, c.head_dim, c.n_heads, c.n_kv_heads, c.d_ff);
         let (kvd, group, total) = (nkv * hd, nh / nkv, p + n);

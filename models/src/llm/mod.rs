@@ -101,8 +101,8 @@ pub struct LlmOptions {
     pub sha256: Option<String>,
     /// Prompt processing through Burn in f32, each weight matrix dequantized at use; false
     /// (default) = llama.cpp's arithmetic (8-bit activations) for prompts as for decoding, in
-    /// the CPU decoder where it applies (1.28× Burn's f32 prompt rate here, 387 against 302
-    /// tok/s), else through Burn's 8-bit kernel. Only matters with quantized weights.
+    /// the CPU decoder where it applies (1.13–1.27× Burn's f32 prompt rate here,
+    /// docs/measured.md), else through Burn's 8-bit kernel. Only matters with quantized weights.
     pub prompt_f32: bool,
     /// f32 (default) or f16 (llama.cpp's default cache type, emulated by rounding).
     pub kv_precision: KvPrecision,

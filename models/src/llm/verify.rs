@@ -357,7 +357,13 @@ fn claims_of(clause: &[Token]) -> Claims {
             }
             Token::Number(n) => {
                 let (q, span) = unit_after(clause, i);
-                if let Some(num) = number(n, q) {
+                // Times compare in seconds: "80 ms" is 0.08 s (and "80 s" is not 80 ms).
+                let millis = q == Quantity::Time && matches!(word_at(clause, i + 1), Some("ms" | "milliseconds"));
+                if let Some(mut num) = number(n, q) {
+                    if millis {
+                        num.value *= 1e-3;
+                        num.tolerance *= 1e-3;
+                    }
                     // "above the limit of 15.0": a comparison word at most four words back,
                     // with no other number between.
                     let compared = clause[i.saturating_sub(5)..i]
@@ -414,7 +420,11 @@ fn facts(e: &EventInfo) -> Vec<(f64, Quantity)> {
             Quantity::Speed
         } else if k.ends_with("_m") {
             Quantity::Distance
-        } else if k.ends_with("_s") || k.ends_with("_ms") {
+        } else if let Some(ms) = k.ends_with("_ms").then_some(x) {
+            // In seconds, as claims in ms are read.
+            f.push((ms * 1e-3, Quantity::Time));
+            continue;
+        } else if k.ends_with("_s") {
             Quantity::Time
         } else if k.ends_with("_g") {
             Quantity::Gravity
@@ -856,7 +866,9 @@ mod tests {
             ..event(8, "deadline_overrun", 10.0)
         }];
         assert_eq!(verify("A set missed its 80 ms hard deadline.", &overrun), Ok(()));
+        assert_eq!(verify("A set missed its 0.08 s hard deadline.", &overrun), Ok(()));
         assert_eq!(rejected("A set missed its 80 m hard deadline.", &overrun), "number");
+        assert_eq!(rejected("A set missed its 80 s hard deadline.", &overrun), "number");
         // Two events merged into one false claim: each word is true of some event.
         let burst = [disagreement(1, 3.0), zone(2, 3.2)];
         assert_eq!(

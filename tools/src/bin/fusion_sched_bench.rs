@@ -169,7 +169,7 @@ fn go(cli: Cli) -> Result<()> {
             Some(json!({
                 "rate": rate,
                 "rounds": cli.repeats,
-                "sets": {"edf": edf.2.len(), "fifo": fifo.2.len()},
+                "published": {"edf": edf.2.len(), "fifo": fifo.2.len()},
                 "pooled_p50_ms": {"edf": p(&edf.2, 0.5), "fifo": p(&fifo.2, 0.5)},
                 "pooled_p99_ms": {"edf": p(&edf.2, 0.99), "fifo": p(&fifo.2, 0.99)},
                 "round_p99_ms": {"edf": edf.3, "fifo": fifo.3},
