@@ -363,37 +363,25 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
     let first = bag.start_ns + offset_ns;
     // Bag time now, shared with the /clock thread (i64::MIN until playback starts).
     let bag_now = Arc::new(AtomicU64::new(first as u64));
-    // /clock is published from a timer thread and, before each message, from the playing
-    // thread: on a loaded host the timer thread can be starved for a quarter of a second,
-    // and a use_sim_time node would then see data ahead of its clock (negative latencies,
-    // seen on CI). One lock orders every publication with the bag time it reads, so /clock
-    // never steps back except where the bag time does (a loop).
-    let clock = clock_pub.map(|(publisher, hz)| (Arc::new(std::sync::Mutex::new(publisher)), hz));
-    let publish_clock = |publisher: &std::sync::Mutex<r2r::Publisher<r2r::rosgraph_msgs::msg::Clock>>,
-                         now: &AtomicU64,
-                         set: Option<i64>| {
-        let publisher = publisher.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = set {
-            now.store(t as u64, Ordering::Relaxed);
-        }
-        let t = now.load(Ordering::Relaxed) as i64;
-        let msg = r2r::rosgraph_msgs::msg::Clock {
-            clock: r2r::builtin_interfaces::msg::Time {
-                sec: (t / 1_000_000_000) as i32,
-                nanosec: (t % 1_000_000_000) as u32,
-            },
-        };
-        let _ = publisher.publish(&msg);
-    };
-    let clock_thread = clock.as_ref().map(|(publisher, hz)| {
-        let (stop, bag_now, publisher, hz) = (stop.clone(), bag_now.clone(), publisher.clone(), *hz);
+    let clock_thread = clock_pub.map(|(publisher, hz)| {
+        let (stop, bag_now) = (stop.clone(), bag_now.clone());
         std::thread::spawn(move || {
+            let publish = || {
+                let t = bag_now.load(Ordering::Relaxed) as i64;
+                let msg = r2r::rosgraph_msgs::msg::Clock {
+                    clock: r2r::builtin_interfaces::msg::Time {
+                        sec: (t / 1_000_000_000) as i32,
+                        nanosec: (t % 1_000_000_000) as u32,
+                    },
+                };
+                let _ = publisher.publish(&msg);
+            };
             while !stop.load(Ordering::Relaxed) {
-                publish_clock(&publisher, &bag_now, None);
+                publish();
                 std::thread::sleep(Duration::from_secs_f64(1.0 / hz));
             }
             // Sim time ends at the last message played.
-            publish_clock(&publisher, &bag_now, None);
+            publish();
         })
     });
 
@@ -430,11 +418,7 @@ fn play(path: &str, o: PlayOptions) -> Result<()> {
                 bag_now.store(base_ns.saturating_add(elapsed as i64).min(m.log_time_ns) as u64, Ordering::Relaxed);
                 std::thread::sleep(wait.min(Duration::from_millis(5)));
             }
-            match &clock {
-                // Sim time reaches this message's time before the message goes out.
-                Some((publisher, _)) => publish_clock(publisher, &bag_now, Some(m.log_time_ns)),
-                None => bag_now.store(m.log_time_ns as u64, Ordering::Relaxed),
-            }
+            bag_now.store(m.log_time_ns as u64, Ordering::Relaxed);
             if o.restamp && starts_with_header(&bag.topics[m.topic].type_name) {
                 if let Some(stamp) = cdr_stamp(&m.data) {
                     let off = *offset.get_or_insert_with(|| wall_ns().saturating_sub(m.log_time_ns));
