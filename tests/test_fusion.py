@@ -362,12 +362,13 @@ def test_launched_nodes_publish_anomaly_events_over_dds(scenario_bags, procs, ro
     assert max(len(o.objects) for o in objs) >= 2
     # Latency is the sim clock minus the set's stamp: never the -1.7e12 ms of a set taken
     # before the first /clock (the node clock reads 0 until then), never past the hard
-    # deadline (those sets are not published). The player's /clock timer runs late on a loaded
-    # host (31 ms behind the data on CI, more when the tests before leave work behind): the
-    # node's clock reads no earlier than data within 50 ms of /clock, and a /clock later than
-    # that shows, truthfully, as a negative latency, never below the hard deadline's -100 ms.
+    # deadline (those sets are not published). The player publishes /clock from a timer
+    # thread, which a loaded host starves: on CI it ran 31 ms, and once 250 ms, behind the data
+    # it had already sent. The node's clock reads no earlier than data within 50 ms of /clock;
+    # a /clock later than that shows, truthfully, as a negative latency. Bounded here at 1 s,
+    # which still tells a starved player from a clock that was never set.
     latencies = sorted(o.latency_ms for o in objs)
-    assert -100.0 <= latencies[0] and latencies[-1] <= 100.0, (latencies[:3], latencies[-3:])
+    assert -1000.0 <= latencies[0] and latencies[-1] <= 100.0, (latencies[:3], latencies[-3:])
     status = [s for m in probe.get('/diagnostics') for s in m.status if s.name.endswith('fusion')]
     assert status, 'fusion_node /diagnostics'
     keys = {kv.key for s in status for kv in s.values}
