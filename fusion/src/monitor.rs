@@ -38,17 +38,13 @@ impl ImageStats {
         // neighbours of its Laplacian are grid points, so each luma is computed once, not
         // five times (this runs on the fusion thread after the detector, on the set's
         // critical path). Same expressions, same order: the same bits as per-sample luma.
+        let luma = |p: &[u8]| 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64;
         let luma_row = |y: usize, out: &mut Vec<f64>| {
             out.clear();
-            out.extend(
-                img.data[y * w * 3..(y + 1) * w * 3]
-                    .chunks_exact(6)
-                    .map(|p| 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64),
-            );
+            out.extend(img.data[y * w * 3..(y + 1) * w * 3].chunks_exact(6).map(luma));
             // An odd width leaves its last pixel (even x) out of chunks of two pixels.
             if w % 2 == 1 {
-                let p = &img.data[(y * w + w - 1) * 3..(y * w + w) * 3];
-                out.push(0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64);
+                out.push(luma(&img.data[(y * w + w - 1) * 3..(y * w + w) * 3]));
             }
         };
         let (mut above, mut row, mut below) = (Vec::new(), Vec::new(), Vec::new());

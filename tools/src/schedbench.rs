@@ -156,7 +156,8 @@ pub fn rss_mib() -> f64 {
     kib / 1024.0
 }
 
-fn ms(us: u64) -> f64 {
+/// µs → ms, to 0.01 ms (the reports' precision).
+pub fn ms(us: u64) -> f64 {
     (us as f64 / 10.0).round() / 100.0
 }
 

@@ -19,7 +19,7 @@ use clap::Parser;
 use fusion::sched::{parse_cpus, parse_ladder, RtConfig, SchedConfig};
 use hdrhistogram::Histogram;
 use sensor_fusion::detector::DetectorParams;
-use sensor_fusion_tools::schedbench::{empty_latencies, run_with_latencies, BenchOptions, Mode};
+use sensor_fusion_tools::schedbench::{empty_latencies, ms, run_with_latencies, BenchOptions, Mode};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -129,7 +129,6 @@ fn go(cli: Cli) -> Result<()> {
             }
         }
     }
-    let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
     let ratio = |a: f64, b: f64| -> Value {
         if b > 0.0 && a.is_finite() {
             json!((a / b * 100.0).round() / 100.0)
