@@ -17,12 +17,16 @@ a hit nor a false positive. Matches are greedy by centre distance up to 2 m.
 Labels: over the same matches, the share of published (confirmed) tracks whose label is
 the actor's true class, overall and per class (an `unknown` label counts as wrong).
 
-Motion: the ego speed each set was fused with (estimated from the radar) against the true
-speed, and each matched object's ground velocity against the actor's (both in base_link
-axes): coverage, p50/p95 errors and the share within 0.3 m/s.
+Motion: the ego speed each set was fused with (from odometry, else estimated from the
+radar) against the true speed, and each matched object's ground velocity against the
+actor's (both in base_link axes): coverage, p50/p95 errors and the share within 0.3 m/s.
+With odometry, each matched object's velocity in the odometry frame against the actor's in
+the world (the simulator's odometry frame: the ego starts at its origin heading +x), the
+truth turned from base_link by the ego's true heading.
 """
 import argparse
 import json
+import math
 import pathlib
 import sys
 
@@ -31,13 +35,14 @@ REGION_X, REGION_Y, MATCH_M = 40.0, 15.0, 2.0
 
 def load_truth(bag):
     frames, events, hits = {}, [], {}
-    ego_speeds = {}
+    ego_speeds, ego_yaws = {}, {}
     for line in open(pathlib.Path(bag) / "ground_truth.jsonl"):
         r = json.loads(line)
         if r["type"] == "frame":
             frames[r["stamp_ns"]] = r["actors"]
             if "ego" in r:
                 ego_speeds[r["stamp_ns"]] = r["ego"]["speed"]
+                ego_yaws[r["stamp_ns"]] = r["ego"]["yaw"]
         elif r["type"] == "event":
             events.append(r)
         elif r["type"] in ("lidar_hits", "radar_hits"):
@@ -46,7 +51,7 @@ def load_truth(bag):
     # An actor counts as a tracking target in a set when a range sensor returned from it.
     for stamp, actors in frames.items():
         frames[stamp] = [dict(a, sensed=a["id"] in hits.get(stamp, set())) for a in actors]
-    return frames, events, ego_speeds
+    return frames, events, ego_speeds, ego_yaws
 
 
 def load_replay(out):
@@ -100,10 +105,11 @@ def motion_errors(errors, total):
             "within_0_3": sum(e <= 0.3 for e in errors) / len(errors) if errors else None}
 
 
-def score_tracking(frames, sets, ego_truth=None):
+def score_tracking(frames, sets, ego_truth=None, ego_yaws=None):
     gt_total = misses = fps = switches = 0
-    ego_truth = ego_truth or {}
+    ego_truth, ego_yaws = ego_truth or {}, ego_yaws or {}
     ego_errors, ego_total, ground_errors, ground_total = [], 0, [], 0
+    odom_errors, odom_total = [], 0
     last_match = {}
     labels = {}  # true class -> [correct, matched]
     for s in sets:
@@ -138,6 +144,14 @@ def score_tracking(frames, sets, ego_truth=None):
             if gv is not None:
                 tv = gts[gi]["velocity"]
                 ground_errors.append(((gv[0] - tv[0]) ** 2 + (gv[1] - tv[1]) ** 2) ** 0.5)
+            if s.get("odom_frame") is not None and s["stamp_ns"] in ego_yaws:
+                odom_total += 1
+                ov = preds[pi].get("odom_velocity")
+                if ov is not None:
+                    tv, yaw = gts[gi]["velocity"], ego_yaws[s["stamp_ns"]]
+                    c, sn = math.cos(yaw), math.sin(yaw)
+                    wx, wy = c * tv[0] - sn * tv[1], sn * tv[0] + c * tv[1]
+                    odom_errors.append(((ov[0] - wx) ** 2 + (ov[1] - wy) ** 2) ** 0.5)
             tally = labels.setdefault(gts[gi]["class"], [0, 0])
             tally[0] += preds[pi]["label"] == gts[gi]["class"]
             tally[1] += 1
@@ -150,15 +164,16 @@ def score_tracking(frames, sets, ego_truth=None):
             "label_accuracy": correct / matched if matched else float("nan"), "labels_matched": matched,
             "label_accuracy_per_class": {k: c / n for k, (c, n) in sorted(labels.items())},
             "ego_speed_error": motion_errors(ego_errors, ego_total),
-            "ground_velocity_error": motion_errors(ground_errors, ground_total)}
+            "ground_velocity_error": motion_errors(ground_errors, ground_total),
+            "odom_velocity_error": motion_errors(odom_errors, odom_total)}
 
 
 def evaluate(bag, out):
-    frames, truth, ego_speeds = load_truth(bag)
+    frames, truth, ego_speeds, ego_yaws = load_truth(bag)
     events, sets = load_replay(out)
     detected, delays, false_alarms = score_events(truth, events)
     return {"events": detected, "delays_s": delays, "false_alarms": false_alarms,
-            "tracking": score_tracking(frames, sets, ego_speeds)}
+            "tracking": score_tracking(frames, sets, ego_speeds, ego_yaws)}
 
 
 def main():

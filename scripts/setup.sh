@@ -42,7 +42,7 @@ ROS_WHEELS=(
   ros-jazzy-rcl==9.2.8 ros-jazzy-rclpy==7.1.6 ros-jazzy-rmw-fastrtps-cpp==8.4.3
   ros-jazzy-builtin-interfaces==2.0.3 ros-jazzy-rosgraph-msgs==2.0.3 ros-jazzy-rcl-interfaces==2.0.3
   ros-jazzy-std-msgs==5.3.6 ros-jazzy-sensor-msgs==5.3.6 ros-jazzy-geometry-msgs==5.3.6
-  ros-jazzy-visualization-msgs==5.3.6 ros-jazzy-diagnostic-msgs==5.3.6
+  ros-jazzy-visualization-msgs==5.3.6 ros-jazzy-diagnostic-msgs==5.3.6 ros-jazzy-nav-msgs==5.3.6
   ros-jazzy-ament-cmake==2.5.4 ros-jazzy-ament-package==0.16.4 catkin-pkg==1.1.1
   ros-jazzy-ament-cmake-include-directories==2.5.4 ros-jazzy-ament-cmake-ros==0.12.0
   ros-jazzy-ament-cmake-gmock==2.5.4 ros-jazzy-ament-cmake-gtest==2.5.4

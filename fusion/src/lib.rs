@@ -19,6 +19,7 @@ pub mod imu;
 pub mod ingest;
 pub mod monitor;
 pub mod motion;
+pub mod odom;
 pub mod pipeline;
 pub mod sched;
 pub mod sync;

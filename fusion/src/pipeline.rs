@@ -14,6 +14,7 @@
 use crate::classify::{ClassPriors, Fit};
 use crate::egospeed::{EgoSpeedEstimator, EgoSpeedParams};
 use crate::monitor::{ModelMonitor, MonitorParams};
+use crate::odom::{EgoOdometry, OdometryBuffer, OdometryError, OdometryParams, OdometrySample, SharedOdometry};
 use crate::{
     anomaly::{AnomalyDetector, AnomalyParams, CameraCheck, Event, Sensor, StreamState, TrackView},
     calib::Calibration,
@@ -187,6 +188,10 @@ pub struct FusedObject {
     /// Over the ground (base_link axes), m/s: `velocity` plus the ego's own; None while the
     /// ego's speed is unknown.
     pub ground_velocity: Option<[f64; 2]>,
+    /// Over the ground in the odometry frame's axes (the set's `odom_frame`), m/s; None
+    /// without odometry at the set's stamp.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub odom_velocity: Option<[f64; 2]>,
     pub sensors: u8,
     pub age: u32,
     /// Seconds; None when not closing in (+inf on the wire).
@@ -214,6 +219,9 @@ pub struct SetOutput {
     pub missing: Vec<&'static str>,
     /// The ego's forward speed over the ground (m/s) the set was fused with, when known.
     pub ego_speed: Option<f64>,
+    /// The odometry frame the objects' `odom_velocity` is in; None without odometry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub odom_frame: Option<String>,
     pub objects: Vec<FusedObject>,
     #[serde(skip)]
     pub times: StageTimes,
@@ -270,6 +278,9 @@ pub struct SetJob {
     set: SyncSet<Member>,
     /// IMU angular velocity at the stamp (rad/s), for deskewing the sweep.
     omega: Vector3<f64>,
+    /// The ego's velocity over the ground at the LiDAR's stamp (base axes, m/s), from
+    /// odometry: the sweep's translation. Zero without odometry.
+    velocity: Vector3<f64>,
     /// The detector gate's answer for the set's frame (false without a frame).
     pub run_detector: bool,
     /// Why the gate asked for it (event_driven only).
@@ -308,6 +319,9 @@ impl SetJob {
     pub fn omega(&self) -> Vector3<f64> {
         self.omega
     }
+    pub fn velocity(&self) -> Vector3<f64> {
+        self.velocity
+    }
     pub fn partial(&self) -> bool {
         self.set.partial
     }
@@ -327,18 +341,22 @@ pub struct Perception {
     pub times: StageTimes,
 }
 
-/// LiDAR stage: deskew (rotation from the IMU's angular velocity; the sweep's translation
-/// is not observable without odometry), ground removal, clustering to boxes. `coarse`
-/// (a degradation rung) clusters every other return on voxels half again as large.
+/// LiDAR stage: deskew (rotation from the IMU's angular velocity, translation from the
+/// odometry's `velocity`; zero without odometry, since radar Doppler alone is too coarse to
+/// move points by), ground removal, clustering to boxes. `coarse` (a degradation rung)
+/// clusters every other return on voxels half again as large.
 pub fn lidar_stage(
     params: &PipelineParams,
     omega: Vector3<f64>,
+    velocity: Vector3<f64>,
     points: &[LidarPoint],
     coarse: bool,
 ) -> Vec<ObjectBox> {
     let r2 = params.cluster_range * params.cluster_range;
     let stride = if coarse { 2 } else { 1 };
     let mut cached: Option<(i64, UnitQuaternion<f64>)> = None;
+    // Not even a zero added without odometry: a -0.0 must stay what it was.
+    let moving = velocity != Vector3::zeros();
     let mut pts: Vec<[f32; 3]> = Vec::with_capacity(points.len() / stride);
     for p in points.iter().step_by(stride) {
         let (x, y) = (p.x as f64, p.y as f64);
@@ -354,7 +372,10 @@ pub fn lidar_stage(
                 r
             }
         };
-        let q = rot * Point3::new(x, y, p.z as f64);
+        let mut q = rot * Point3::new(x, y, p.z as f64);
+        if moving {
+            q += velocity * p.t as f64;
+        }
         pts.push([q.x as f32, q.y as f32, q.z as f32]);
     }
     let mut cp = params.cluster.clone();
@@ -531,6 +552,8 @@ pub struct Pipeline {
     detector: Option<Box<dyn CameraDetector>>,
     tracker: Tracker,
     ego_speed: EgoSpeedEstimator,
+    /// The ego's motion from odometry, filled by whoever reads the odometry stream.
+    odometry: SharedOdometry,
     pub anomaly: AnomalyDetector,
     /// The camera detector checking itself against its training ranges.
     pub monitor: ModelMonitor,
@@ -583,6 +606,7 @@ impl Pipeline {
             detector,
             tracker: Tracker::new(params.tracker.clone()),
             ego_speed: EgoSpeedEstimator::new(params.ego_speed, radar_position(calib)),
+            odometry: OdometryBuffer::shared(&calib.base_frame, OdometryParams::default()),
             anomaly: AnomalyDetector::new(params.anomaly, calib.safety_zones.clone()),
             last_set: None,
             last_lidar: None,
@@ -602,6 +626,22 @@ impl Pipeline {
     /// annotated image reads it, and the projections cost time on the fusion thread).
     pub fn keep_camera_views(&mut self, on: bool) {
         self.camera_views = on;
+    }
+
+    /// The odometry buffer, for a subscriber on another thread to fill (it is shared, as a
+    /// tf2 buffer is between its listener and its users).
+    pub fn odometry(&self) -> SharedOdometry {
+        self.odometry.clone()
+    }
+
+    /// One odometry message, in arrival order with the sensors' (a replay); counted in the
+    /// buffer's counters.
+    pub fn push_odometry(&mut self, sample: &OdometrySample) -> Result<(), OdometryError> {
+        self.odometry.lock().expect("odometry buffer").push(sample)
+    }
+
+    fn odometry_at(&self, stamp: StampNs) -> Option<EgoOdometry> {
+        self.odometry.lock().expect("odometry buffer").at(stamp)
     }
 
     /// A new timeline: `stamp` takes its stream back by more than [`TIME_JUMP_NS`] (and
@@ -829,11 +869,13 @@ impl Pipeline {
         let t = set.stamp;
         let newest = set.members.iter().flatten().map(|(s, _)| *s).max().unwrap_or(t);
         let omega = self.imu.at(t).or_else(|| self.imu_latest()).map(|s| s.angular_velocity).unwrap_or_default();
+        let lidar_stamp = set.members[LIDAR].as_ref().map_or(t, |(s, _)| *s);
+        let velocity = self.odometry_at(lidar_stamp).map(|o| o.velocity).unwrap_or_default();
         let (run_detector, gate_reason) = match &set.members[CAMERA] {
             Some((stamp, Member::Camera(image, _))) => self.gate_frame(*stamp, image),
             _ => (false, None),
         };
-        SetJob { stamp: t, newest_stamp: newest, set, omega, run_detector, gate_reason }
+        SetJob { stamp: t, newest_stamp: newest, set, omega, velocity, run_detector, gate_reason }
     }
 
     /// Asks the detector gate about a set's frame, from the tracks as of the last fused set
@@ -878,7 +920,7 @@ impl Pipeline {
     fn process(&mut self, job: SetJob) -> Step {
         let mut perception = Perception::default();
         let lap = Instant::now();
-        perception.lidar = job.lidar().map(|points| lidar_stage(&self.params, job.omega, &points, false));
+        perception.lidar = job.lidar().map(|points| lidar_stage(&self.params, job.omega, job.velocity, &points, false));
         perception.times.lidar_us = lap.elapsed().as_micros() as u64;
         let lap = Instant::now();
         perception.radar = job.radar().map(|targets| radar_stage(&self.params, &targets));
@@ -929,12 +971,21 @@ impl Pipeline {
             let yaw_rate = self.yaw_rate_at(radar_stamp);
             self.ego_speed.update(radar_stamp, &targets, yaw_rate);
         }
-        let ego_speed = self.ego_speed.at(t).map(|e| e.speed);
+        // The ego's motion: odometry where it covers the set, else the radar's Doppler
+        // (forward speed only).
+        let odometry = self.odometry_at(t);
+        let ego_velocity = match &odometry {
+            Some(o) => {
+                self.count("ego_speed.from_odometry");
+                Some([o.velocity.x, o.velocity.y])
+            }
+            None => self.ego_speed.at(t).map(|e| [e.speed, 0.0]),
+        };
+        let ego_speed = ego_velocity.map(|v| v[0]);
         if ego_speed.is_none() {
             // Labels then go without motion: too few static radar returns agreed (or no radar).
             self.count("ego_speed.unknown");
         }
-        let ego_velocity = ego_speed.map(|v| [v, 0.0]);
         times.imu_us = clock.elapsed().as_micros() as u64;
 
         let mut lap = Instant::now();
@@ -994,6 +1045,11 @@ impl Pipeline {
                 size: tr.size,
                 velocity: tr.velocity(),
                 ground_velocity: ego_velocity.map(|e| tr.ground_velocity_now(e)),
+                odom_velocity: odometry.as_ref().zip(ego_velocity).map(|(o, e)| {
+                    let [x, y] = tr.ground_velocity_now(e);
+                    let v = o.to_odom(Vector3::new(x, y, 0.0));
+                    [v.x, v.y]
+                }),
                 sensors: tr.sensors,
                 age: tr.age,
                 time_to_collision: ttc.is_finite().then_some(ttc),
@@ -1081,6 +1137,7 @@ impl Pipeline {
             partial: job.set.partial,
             missing: job.missing(),
             ego_speed,
+            odom_frame: odometry.map(|o| o.frame_id),
             objects,
             times,
             camera_view,

@@ -137,6 +137,15 @@ pub const RADAR_POINTS: Topic = Topic {
 };
 pub const IMU_DATA: Topic =
     Topic { name: "imu/data", msg_type: "sensor_msgs/msg/Imu", qos: Qos::SENSOR_DATA.depth(100), about: "raw IMU" };
+/// The robot's odometry (wheel, visual or robot_localization's `odometry/filtered`), read by
+/// fusion_node directly: it needs no preprocessing, only its frames checked. Optional: without
+/// it the ego's speed comes from the radar's Doppler. Best effort, so any publisher matches.
+pub const ODOMETRY: Topic = Topic {
+    name: "odom",
+    msg_type: "nav_msgs/msg/Odometry",
+    qos: Qos::SENSOR_DATA.depth(50),
+    about: "the ego's motion (optional; twist in base_link): velocities over the ground in the odometry frame, LiDAR deskew with translation",
+};
 
 // ---- validated streams in base_link: ingest nodes → fusion_node ---------------------------
 pub const SENSORS_CAMERA: Topic = Topic {
@@ -246,6 +255,7 @@ pub const INPUTS: &[(&Topic, &str)] = &[
     (&LIDAR_POINTS, "lidar_topic"),
     (&RADAR_POINTS, "radar_topic"),
     (&IMU_DATA, "imu_topic"),
+    (&ODOMETRY, "odom_topic"),
 ];
 
 /// One node of the set and what it uses.
@@ -317,7 +327,15 @@ pub const IMU_INGEST: Node = Node {
 };
 pub const FUSION_NODE: Node = Node {
     name: "fusion_node",
-    subscribes: &[&SENSORS_CAMERA, &SENSORS_CAMERA_INFO, &SENSORS_LIDAR, &SENSORS_RADAR, &SENSORS_IMU, &TF_STATIC],
+    subscribes: &[
+        &SENSORS_CAMERA,
+        &SENSORS_CAMERA_INFO,
+        &SENSORS_LIDAR,
+        &SENSORS_RADAR,
+        &SENSORS_IMU,
+        &ODOMETRY,
+        &TF_STATIC,
+    ],
     subscribes_optionally: &[],
     publishes: &[&FUSED_OBJECTS, &MARKERS, &ANOMALY_EVENTS, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[&CAMERA_BOXES],

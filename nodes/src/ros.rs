@@ -600,6 +600,21 @@ pub fn transforms_of(msg: TFMessage) -> impl Iterator<Item = fusion::tf::Transfo
     })
 }
 
+/// `nav_msgs/Odometry` → the pipeline's odometry sample (checked when the buffer takes it).
+pub fn odometry_sample(msg: &r2r::nav_msgs::msg::Odometry) -> fusion::odom::OdometrySample {
+    let (p, q) = (&msg.pose.pose.position, &msg.pose.pose.orientation);
+    let (v, w) = (&msg.twist.twist.linear, &msg.twist.twist.angular);
+    fusion::odom::OdometrySample {
+        stamp: fusion::stamp_ns(msg.header.stamp.sec, msg.header.stamp.nanosec),
+        frame_id: msg.header.frame_id.clone(),
+        child_frame_id: msg.child_frame_id.clone(),
+        position: [p.x, p.y, p.z],
+        orientation_xyzw: [q.x, q.y, q.z, q.w],
+        linear: [v.x, v.y, v.z],
+        angular: [w.x, w.y, w.z],
+    }
+}
+
 /// Transforms → one `tf2_msgs/TFMessage`, each stamped `stamp`.
 pub fn tf_message(transforms: &[fusion::tf::Transform], stamp: Time) -> TFMessage {
     use r2r::geometry_msgs::msg::{Quaternion, Transform, TransformStamped, Vector3};

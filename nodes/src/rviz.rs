@@ -34,10 +34,18 @@ pub fn object_msg(o: &Fused) -> FusedObject {
         },
         dimensions: Vector3 { x: o.size[0], y: o.size[1], z: o.size[2] },
         velocity: Vector3 { x: o.velocity[0], y: o.velocity[1], z: 0.0 },
+        ground_velocity: planar(o.ground_velocity),
+        odom_velocity: planar(o.odom_velocity),
         sensors: o.sensors,
         age: o.age,
         time_to_collision: o.time_to_collision.map(|t| t as f32).unwrap_or(f32::INFINITY),
     }
+}
+
+/// A velocity over the ground as the message carries it: NaN where it is unknown.
+fn planar(v: Option<[f64; 2]>) -> Vector3 {
+    let [x, y] = v.unwrap_or([f64::NAN; 2]);
+    Vector3 { x, y, z: 0.0 }
 }
 
 /// Class colours, the same as the replay report's.
@@ -169,6 +177,7 @@ mod tests {
             size: [0.6, 0.6, 1.8],
             velocity: [-2.0, 0.0],
             ground_velocity: None,
+            odom_velocity: None,
             sensors: 3,
             age: 10,
             time_to_collision: ttc,
@@ -182,6 +191,7 @@ mod tests {
             partial: false,
             missing: vec![],
             ego_speed: None,
+            odom_frame: None,
             objects,
             times: Default::default(),
             camera_view: None,

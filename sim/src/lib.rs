@@ -1064,6 +1064,31 @@ impl ImuModel {
     }
 }
 
+// ---- Odometry ---------------------------------------------------------------------------
+
+/// What a wheel odometry reports: the base's pose in the odometry frame (the world here: the
+/// ego starts at its origin heading +x) and its twist in base axes.
+pub struct OdometryReading {
+    pub position: [f64; 3],
+    pub yaw: f64,
+    pub linear: [f64; 3],
+    pub yaw_rate: f64,
+}
+
+/// Odometry at t: the true pose, and the true twist with white noise (0.03 m/s on the speed,
+/// 0.003 rad/s on the yaw rate: a wheel odometry on good tyres; no slip or scale error).
+pub fn odometry(w: &World, t: f64, rng: &mut ChaCha8Rng) -> OdometryReading {
+    let s = w.traj.at(t);
+    let (speed_noise, rate_noise) =
+        (Normal::new(0.0, 0.03).expect("sigma > 0"), Normal::new(0.0, 0.003).expect("sigma > 0"));
+    OdometryReading {
+        position: [s.x, s.y, 0.0],
+        yaw: s.yaw,
+        linear: [s.speed + speed_noise.sample(rng), 0.0, 0.0],
+        yaw_rate: s.yaw_rate + rate_noise.sample(rng),
+    }
+}
+
 pub fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     r.set_stream(stream);

@@ -27,6 +27,7 @@ use fusion::{
 };
 use hdrhistogram::Histogram;
 use r2r::{
+    nav_msgs::msg::Odometry,
     sensor_msgs::msg::{CameraInfo, Image, Imu, PointCloud2},
     tf2_msgs::msg::TFMessage,
     WrappedTypesupport,
@@ -56,8 +57,9 @@ pub struct ReplayOptions {
     pub params_file: Option<PathBuf>,
     /// The ingest nodes' parameter file (`config/ingest.yaml`): preprocess as they do.
     pub ingest_params: Option<PathBuf>,
-    /// camera, lidar, radar, imu and camera_info input topics (raw, as drivers publish them).
-    pub topics: [String; 5],
+    /// camera, lidar, radar, imu, camera_info and odometry input topics (raw, as drivers
+    /// publish them).
+    pub topics: [String; 6],
     /// Instead of reading `bag`, stream this simulated scenario into the pipeline (no bag
     /// on disk); its ground truth and calibration are written into `out`.
     pub sim: Option<SimSpec>,
@@ -71,6 +73,8 @@ pub struct SimSpec {
     pub scenario: String,
     pub seed: u64,
     pub duration: f64,
+    /// The run has the ego's wheel odometry (`fusion_sim --odometry`).
+    pub odometry: bool,
 }
 
 impl ReplayOptions {
@@ -90,6 +94,7 @@ impl ReplayOptions {
                 &graph::RADAR_POINTS,
                 &graph::IMU_DATA,
                 &graph::CAMERA_INFO,
+                &graph::ODOMETRY,
             ]
             .map(|t| t.root_name()),
             sim: None,
@@ -236,9 +241,13 @@ fn summary(h: &Histogram<u64>) -> serde_json::Value {
 
 /// One set as an `objects.jsonl` line.
 pub fn set_line(s: &SetOutput) -> String {
-    json!({"stamp_ns": s.stamp, "newest_stamp_ns": s.newest_stamp, "partial": s.partial, "missing": s.missing,
-           "ego_speed": s.ego_speed, "objects": s.objects})
-    .to_string()
+    let mut line = json!({"stamp_ns": s.stamp, "newest_stamp_ns": s.newest_stamp, "partial": s.partial,
+                          "missing": s.missing, "ego_speed": s.ego_speed, "objects": s.objects});
+    if let Some(frame) = &s.odom_frame {
+        // Only with odometry: a run without it writes what it always wrote.
+        line["odom_frame"] = json!(frame);
+    }
+    line.to_string()
 }
 
 /// Where the messages come from: a recorded bag, or a simulated run generated on the fly.
@@ -257,7 +266,7 @@ impl Source {
     fn topic_names(&self) -> Vec<String> {
         match self {
             Source::Bag(bag) => bag.topics.iter().map(|t| t.name.clone()).collect(),
-            Source::Sim { .. } => simrun::topics().into_iter().map(|(name, _)| name).collect(),
+            Source::Sim { spec, .. } => simrun::topics(spec.odometry).into_iter().map(|(name, _)| name).collect(),
         }
     }
 
@@ -320,7 +329,7 @@ impl Source {
                     None => Box::new(std::io::sink()),
                 };
                 let mut f = f;
-                simrun::generate(&world, spec.seed, spec.duration, &mut gt, None, |m| Ok(f(m)))?;
+                simrun::generate(&world, spec.seed, spec.duration, spec.odometry, &mut gt, None, |m| Ok(f(m)))?;
                 Ok((spec.duration * 1e9).round() as i64)
             }
         }
@@ -377,8 +386,9 @@ fn bag_transforms(bag: &Bag) -> Result<fusion::tf::TransformBuffer> {
     Ok(buffer)
 }
 
-/// Where camera_info sits in [`ReplayOptions::topics`] (after the four sensors).
+/// Where camera_info and odometry sit in [`ReplayOptions::topics`] (after the four sensors).
 const CAMERA_INFO_INPUT: usize = 4;
+const ODOMETRY_INPUT: usize = 5;
 
 pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> Result<ReplayResult> {
     let source = Source::open(opts)?;
@@ -456,6 +466,21 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
                 }
                 Err(e) => {
                     *decode_errors.entry("camera_info.undecodable".into()).or_default() += 1;
+                    tracing::warn!("{name}: message at {} ns does not decode: {e}", m.log_time_ns);
+                }
+            }
+            return true;
+        }
+        if sensor == ODOMETRY_INPUT {
+            // The ego's motion, not a set member: the pipeline's buffer keeps it for the sets.
+            match Odometry::from_serialized_bytes(&m.data) {
+                Ok(odom) => {
+                    if let Err(why) = pipeline.push_odometry(&sensor_fusion::ros::odometry_sample(&odom)) {
+                        tracing::debug!("{name}: {why}");
+                    }
+                }
+                Err(e) => {
+                    *decode_errors.entry("odometry.undecodable".into()).or_default() += 1;
                     tracing::warn!("{name}: message at {} ns does not decode: {e}", m.log_time_ns);
                 }
             }
@@ -554,12 +579,15 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     for e in &events {
         *by_kind.entry(e.kind.as_str()).or_default() += 1;
     }
+    // Odometry is counted with the sensors' messages (`odometry.accepted`, `.rejected.<why>`).
+    let mut frontend_counters = frontend.counters.clone();
+    frontend_counters.extend(pipeline.odometry().lock().expect("odometry buffer").counters.clone());
     let metrics = json!({
         "bag": source.name(opts),
         "detector": detector_name,
         "extrinsics": resolved.sources,
         "messages": messages,
-        "frontend": frontend.counters,
+        "frontend": frontend_counters,
         "decode_errors": decode_errors,
         "pipeline": pipeline.counters,
         "sets": sets,

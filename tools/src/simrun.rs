@@ -10,7 +10,8 @@ use crate::bag::BagMessage;
 use anyhow::{Context as _, Result};
 use r2r::{
     builtin_interfaces::msg::Time,
-    geometry_msgs::msg::{Quaternion, Vector3},
+    geometry_msgs::msg::{Point, Quaternion, Vector3},
+    nav_msgs::msg::Odometry,
     sensor_msgs::msg::{CameraInfo, Image, Imu, PointCloud2, PointField, RegionOfInterest},
     std_msgs::msg::Header,
 };
@@ -21,15 +22,21 @@ use std::io::Write;
 pub const START_NS: i64 = 1_700_000_000_000_000_000;
 
 /// The raw topics of a simulated run, as (name, type): the graph's driver inputs, in the
-/// root namespace. `BagMessage::topic` indexes this.
-pub fn topics() -> Vec<(String, &'static str)> {
-    sensor_fusion::graph::INPUTS.iter().map(|(t, _)| (t.root_name(), t.msg_type)).collect()
+/// root namespace; `/odom` only when the run has odometry. `BagMessage::topic` indexes this.
+pub fn topics(odometry: bool) -> Vec<(String, &'static str)> {
+    let graph = &sensor_fusion::graph::ODOMETRY;
+    sensor_fusion::graph::INPUTS
+        .iter()
+        .filter(|(t, _)| odometry || *t != graph)
+        .map(|(t, _)| (t.root_name(), t.msg_type))
+        .collect()
 }
 const CAMERA: usize = 0;
 const CAMERA_INFO: usize = 1;
 const LIDAR: usize = 2;
 const RADAR: usize = 3;
 const IMU: usize = 4;
+const ODOMETRY: usize = 5;
 
 /// The seeded scenario `name` for a run of `duration` seconds, or a one-line error.
 pub fn scenario(name: &str, seed: u64, duration: f64) -> Result<sim::Scenario> {
@@ -71,6 +78,8 @@ pub struct Generated {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Sensor {
     Imu,
+    // Ahead of the sensors at the same stamp: odometry is small and quick, so a set finds it.
+    Odometry,
     Lidar,
     Radar,
     Camera,
@@ -119,10 +128,14 @@ fn hits_record(kind: &str, stamp_ns: i64, owners: impl Iterator<Item = Option<u3
 }
 
 /// Every sensor's sample times in integer nanoseconds over `[0, duration)`, merged in time
-/// order: IMU 200 Hz, LiDAR 10 Hz, radar 20 Hz, camera 30 Hz.
-fn schedule(duration_ns: i64) -> Vec<(i64, Sensor)> {
+/// order: IMU 200 Hz, LiDAR 10 Hz, radar 20 Hz, camera 30 Hz, odometry (when asked) 50 Hz.
+fn schedule(duration_ns: i64, odometry: bool) -> Vec<(i64, Sensor)> {
     let mut schedule = vec![];
-    for (hz, s) in [(200, Sensor::Imu), (10, Sensor::Lidar), (20, Sensor::Radar), (30, Sensor::Camera)] {
+    let mut rates = vec![(200, Sensor::Imu), (10, Sensor::Lidar), (20, Sensor::Radar), (30, Sensor::Camera)];
+    if odometry {
+        rates.push((50, Sensor::Odometry));
+    }
+    for (hz, s) in rates {
         let mut i = 0i64;
         loop {
             let t = i * 1_000_000_000 / hz;
@@ -140,11 +153,14 @@ fn schedule(duration_ns: i64) -> Vec<(i64, Sensor)> {
 /// Generates `duration` seconds of `world`'s sensor data (seeded by `seed`) in log-time
 /// order into `sink` (which returns false to stop early), and the ground truth into `gt`:
 /// the scenario line, one line per camera frame, the LiDAR/radar hit records and the
-/// events. `on_frame` sees every rendered camera frame (the training exporter).
+/// events. `on_frame` sees every rendered camera frame (the training exporter). `odometry`
+/// adds the ego's wheel odometry on `/odom` ([`topics`] with the same flag).
+#[allow(clippy::too_many_arguments)]
 pub fn generate(
     world: &World,
     seed: u64,
     duration: f64,
+    odometry: bool,
     gt: &mut dyn Write,
     on_frame: Option<FrameHook<'_>>,
     mut sink: impl FnMut(BagMessage) -> Result<bool>,
@@ -158,11 +174,12 @@ pub fn generate(
                            "start_ns": START_NS, "base_frame": calib.base_frame, "look": scenario.look})
     )?;
     let dur_ns = (duration * 1e9).round() as i64;
-    let schedule = schedule(dur_ns);
+    let schedule = schedule(dur_ns, odometry);
     let mut rng_cam = sim::rng(seed, 1);
     let mut rng_lidar = sim::rng(seed, 2);
     let mut rng_radar = sim::rng(seed, 3);
     let mut rng_imu = sim::rng(seed, 4);
+    let mut rng_odometry = sim::rng(seed, 5);
     let mut imu = sim::ImuModel::new(&mut rng_imu);
     let cam = calib.sensor("camera").clone();
     let k = fusion::camera::Intrinsics::of(&cam).k;
@@ -286,6 +303,27 @@ pub fn generate(
                             linear_acceleration_covariance: vec![9e-4, 0.0, 0.0, 0.0, 9e-4, 0.0, 0.0, 0.0, 9e-4],
                         };
                         emit(IMU, t_ns, sensor_fusion::ros::serialize(&msg)?)?
+                    }
+                    Sensor::Odometry => {
+                        let r = sim::odometry(world, t, &mut rng_odometry);
+                        let (qz, qw) = (r.yaw / 2.0).sin_cos();
+                        let mut msg = Odometry {
+                            header: header(t_ns, "odom"),
+                            child_frame_id: calib.base_frame.clone(),
+                            ..Default::default()
+                        };
+                        let [x, y, z] = r.position;
+                        msg.pose.pose.position = Point { x, y, z };
+                        msg.pose.pose.orientation = Quaternion { x: 0.0, y: 0.0, z: qz, w: qw };
+                        let [vx, vy, vz] = r.linear;
+                        msg.twist.twist.linear = Vector3 { x: vx, y: vy, z: vz };
+                        msg.twist.twist.angular = Vector3 { x: 0.0, y: 0.0, z: r.yaw_rate };
+                        // Diagonal covariances of the noise the model adds (x, y, z, roll, pitch, yaw).
+                        let mut covariance = vec![0.0; 36];
+                        (covariance[0], covariance[35]) = (0.03 * 0.03, 0.003 * 0.003);
+                        msg.twist.covariance = covariance;
+                        msg.pose.covariance = vec![0.0; 36];
+                        emit(ODOMETRY, t_ns, sensor_fusion::ros::serialize(&msg)?)?
                     }
                 };
                 progress.set_position(t_ns as u64 / 1_000_000);

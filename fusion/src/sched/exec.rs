@@ -99,9 +99,20 @@ impl Default for SchedConfig {
 }
 
 enum TaskKind {
-    Detector { stamp: StampNs, image: Arc<crate::camera::Rgb8>, reduced: bool },
-    Lidar { points: Arc<Vec<LidarPoint>>, omega: nalgebra::Vector3<f64>, coarse: bool },
-    Radar { targets: Arc<Vec<RadarTarget>> },
+    Detector {
+        stamp: StampNs,
+        image: Arc<crate::camera::Rgb8>,
+        reduced: bool,
+    },
+    Lidar {
+        points: Arc<Vec<LidarPoint>>,
+        omega: nalgebra::Vector3<f64>,
+        velocity: nalgebra::Vector3<f64>,
+        coarse: bool,
+    },
+    Radar {
+        targets: Arc<Vec<RadarTarget>>,
+    },
 }
 
 impl TaskKind {
@@ -268,8 +279,8 @@ fn worker_loop(
                 shared.add("inference.runs", 1);
                 Outcome::Camera(r, us)
             }
-            TaskKind::Lidar { points, omega, coarse } => {
-                let boxes = lidar_stage(&params, omega, &points, coarse);
+            TaskKind::Lidar { points, omega, velocity, coarse } => {
+                let boxes = lidar_stage(&params, omega, velocity, &points, coarse);
                 let us =
                     shared.record(stage, start, Instant::now(), tid, task.stamp, if coarse { "coarse" } else { "" });
                 Outcome::Lidar(boxes, us)
@@ -504,7 +515,12 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
                 tasks.push(task(TaskKind::Detector { stamp, image, reduced: plan.reduced }));
             }
             if let Some(points) = f.job.lidar() {
-                tasks.push(task(TaskKind::Lidar { points, omega: f.job.omega(), coarse: plan.coarse }));
+                tasks.push(task(TaskKind::Lidar {
+                    points,
+                    omega: f.job.omega(),
+                    velocity: f.job.velocity(),
+                    coarse: plan.coarse,
+                }));
             }
             if plan.run_radar {
                 tasks.push(task(TaskKind::Radar { targets: f.job.radar().expect("radar member") }));

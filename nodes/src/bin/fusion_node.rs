@@ -22,6 +22,7 @@ use fusion::{
 use r2r::{
     diagnostic_msgs::msg::DiagnosticArray,
     fusion_msgs::msg::{AnomalyEvent, FusedObjectArray},
+    nav_msgs::msg::Odometry,
     sensor_msgs::msg::{CameraInfo, Image, Imu, PointCloud2},
     std_msgs::msg::Header,
     visualization_msgs::msg::MarkerArray,
@@ -61,6 +62,7 @@ impl Sink for Publishers {
             partial: set.partial,
             missing_sensors: set.missing.iter().map(|m| m.to_string()).collect(),
             latency_ms: latency_ns as f32 / 1e6,
+            odom_frame_id: set.odom_frame.clone().unwrap_or_default(),
         };
         if let Err(e) = self.objects.publish(&msg) {
             tracing::warn!("publish /fusion/objects failed: {e}");
@@ -194,6 +196,7 @@ async fn run() -> Result<()> {
     let lidar = node.subscribe::<PointCloud2>(graph::SENSORS_LIDAR.name, graph::SENSORS_LIDAR.qos.profile())?;
     let radar = node.subscribe::<PointCloud2>(graph::SENSORS_RADAR.name, graph::SENSORS_RADAR.qos.profile())?;
     let imu = node.subscribe::<Imu>(graph::SENSORS_IMU.name, graph::SENSORS_IMU.qos.profile())?;
+    let odom = node.subscribe::<Odometry>(graph::ODOMETRY.name, graph::ODOMETRY.qos.profile())?;
     let objects_pub =
         node.create_publisher::<FusedObjectArray>(graph::FUSED_OBJECTS.name, graph::FUSED_OBJECTS.qos.profile())?;
     let markers_pub = node.create_publisher::<MarkerArray>(graph::MARKERS.name, graph::MARKERS.qos.profile())?;
@@ -226,6 +229,7 @@ async fn run() -> Result<()> {
     let annotated_image = params.bool("annotated_image", false)?;
     let mut pipeline = Pipeline::new(pp, &calib, detector);
     pipeline.keep_camera_views(annotated_image);
+    let odometry = pipeline.odometry();
     if let Some(why) = &detector_error {
         pipeline.set_detector_unavailable(why.clone());
     }
@@ -285,6 +289,28 @@ async fn run() -> Result<()> {
                     "camera_info.accepted".to_string()
                 }
                 Err(why) => format!("camera_info.rejected.{}", why.as_str()),
+            };
+            stats.lock().expect("stats").add(outcome, 1);
+        }));
+    }
+    {
+        // Odometry goes straight into the pipeline's buffer (as tf2's listener fills its
+        // buffer): the sets read it at their stamps.
+        let stats = stats.clone();
+        let mut warned = std::collections::BTreeSet::new();
+        drains.push(ros::drain(odom, move |msg: Odometry| {
+            let outcome = match odometry.lock().expect("odometry").push(&ros::odometry_sample(&msg)) {
+                Ok(()) => "odometry.accepted".to_string(),
+                Err(why) => {
+                    if warned.insert(why.reason()) {
+                        tracing::warn!(
+                            "{}: {why} (counted as odometry.rejected.{})",
+                            graph::ODOMETRY.name,
+                            why.reason()
+                        );
+                    }
+                    format!("odometry.rejected.{}", why.reason())
+                }
             };
             stats.lock().expect("stats").add(outcome, 1);
         }));

@@ -35,6 +35,9 @@ struct Cli {
     /// With --sim: seconds of sensor data.
     #[arg(long, default_value_t = 20.0, requires = "sim")]
     duration: f64,
+    /// With --sim: the run has the ego's wheel odometry on /odom (as `fusion_sim --odometry`).
+    #[arg(long, requires = "sim")]
+    odometry: bool,
     /// Output directory for events.jsonl, objects.jsonl, metrics.json, timing.json.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -112,6 +115,9 @@ struct Cli {
     /// The camera's intrinsics (they win over the calibration file's, as in camera_ingest).
     #[arg(long, default_value_t = graph::CAMERA_INFO.root_name())]
     camera_info_topic: String,
+    /// The robot's odometry (nav_msgs/Odometry), used where the bag has it; `/none` ignores it.
+    #[arg(long, default_value_t = graph::ODOMETRY.root_name())]
+    odom_topic: String,
 }
 
 fn main() {
@@ -134,7 +140,12 @@ fn go(cli: Cli) -> Result<()> {
     let out_dir = cli.out.clone();
     let opts = ReplayOptions {
         bag: cli.bag.unwrap_or_default(),
-        sim: cli.sim.map(|scenario| SimSpec { scenario, seed: cli.seed, duration: cli.duration }),
+        sim: cli.sim.map(|scenario| SimSpec {
+            scenario,
+            seed: cli.seed,
+            duration: cli.duration,
+            odometry: cli.odometry,
+        }),
         out: cli.out,
         realtime: cli.realtime,
         rate: cli.rate,
@@ -142,7 +153,14 @@ fn go(cli: Cli) -> Result<()> {
         use_tf: !cli.no_tf,
         params_file: cli.params,
         ingest_params: cli.ingest_params,
-        topics: [cli.camera_topic, cli.lidar_topic, cli.radar_topic, cli.imu_topic, cli.camera_info_topic],
+        topics: [
+            cli.camera_topic,
+            cli.lidar_topic,
+            cli.radar_topic,
+            cli.imu_topic,
+            cli.camera_info_topic,
+            cli.odom_topic,
+        ],
         report: cli.report.is_some(),
     };
     let mut dp = DetectorParams::default();

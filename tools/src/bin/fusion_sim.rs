@@ -45,6 +45,10 @@ struct Cli {
     /// With --export: every Nth camera frame.
     #[arg(long, default_value_t = 1)]
     export_every: usize,
+    /// Also write the ego's wheel odometry (nav_msgs/Odometry, 50 Hz, frame `odom`, twist in
+    /// base_link) on /odom.
+    #[arg(long)]
+    odometry: bool,
 }
 
 /// Training export: one PPM per exported frame and one labels line for it. Actors the
@@ -126,7 +130,7 @@ fn run(cli: Cli) -> Result<()> {
          avoid_ros_namespace_conventions: false}",
     )?;
     let mut ids = vec![];
-    for (name, ty) in simrun::topics() {
+    for (name, ty) in simrun::topics(cli.odometry) {
         let def = msgdef::definition(ty).with_context(|| format!("message definition of {ty} not installed"))?;
         ids.push(bag.add_topic(&name, ty, &def, qos.clone())?);
     }
@@ -144,7 +148,7 @@ fn run(cli: Cli) -> Result<()> {
     let mut exporter = cli.export.as_deref().map(|d| Exporter::new(d, cli.export_every)).transpose()?;
     let hook: Option<simrun::FrameHook> =
         exporter.as_mut().map(|e| Box::new(move |w: &World, t_ns, f: &sim::Frame| e.frame(w, t_ns, f)) as _);
-    let generated = simrun::generate(&world, cli.seed, cli.duration, &mut gt, hook, |m| {
+    let generated = simrun::generate(&world, cli.seed, cli.duration, cli.odometry, &mut gt, hook, |m| {
         bag.write(ids[m.topic], m.log_time_ns, &m.data)?;
         Ok(true)
     })?;
