@@ -856,7 +856,16 @@ impl Pipeline {
     }
 
     fn yaw_rate_at(&self, t: StampNs) -> f64 {
-        self.imu.at(t).or_else(|| self.imu_latest()).map(|s| s.angular_velocity.z).unwrap_or(0.0)
+        self.angular_velocity_at(t).z
+    }
+
+    /// The base's angular velocity at `t`: the IMU's, else (a robot without one, or before its
+    /// first sample) the odometry's, else none.
+    fn angular_velocity_at(&self, t: StampNs) -> Vector3<f64> {
+        match self.imu.at(t).or_else(|| self.imu_latest()) {
+            Some(s) => s.angular_velocity,
+            None => self.odometry_at(t).map(|o| o.angular).unwrap_or_default(),
+        }
     }
 
     fn imu_latest(&self) -> Option<ImuState> {
@@ -868,7 +877,7 @@ impl Pipeline {
     fn job(&mut self, set: SyncSet<Member>) -> SetJob {
         let t = set.stamp;
         let newest = set.members.iter().flatten().map(|(s, _)| *s).max().unwrap_or(t);
-        let omega = self.imu.at(t).or_else(|| self.imu_latest()).map(|s| s.angular_velocity).unwrap_or_default();
+        let omega = self.angular_velocity_at(t);
         let lidar_stamp = set.members[LIDAR].as_ref().map_or(t, |(s, _)| *s);
         let velocity = self.odometry_at(lidar_stamp).map(|o| o.velocity).unwrap_or_default();
         let (run_detector, gate_reason) = match &set.members[CAMERA] {
@@ -961,10 +970,15 @@ impl Pipeline {
         }
         let dt = self.last_set.map(|l| (t - l) as f64 * 1e-9).unwrap_or(0.1).clamp(1e-3, 1.0);
         // Heading change since the last set: from the IMU orientation when it covers both
-        // stamps, else the yaw rate times dt.
-        let dyaw = match self.last_set.map(|l| self.imu.rotation_between(l, t)) {
-            Some(Ok(r)) => r.euler_angles().2,
-            _ => self.yaw_rate_at(t) * dt,
+        // stamps, else the odometry's headings, else the yaw rate times dt.
+        let odometry_turn = |l| {
+            let (from, to) = (self.odometry_at(l)?, self.odometry_at(t)?);
+            Some((from.orientation.inverse() * to.orientation).euler_angles().2)
+        };
+        let dyaw = match self.last_set.map(|l| (l, self.imu.rotation_between(l, t))) {
+            Some((_, Ok(r))) => r.euler_angles().2,
+            Some((l, Err(_))) => odometry_turn(l).unwrap_or_else(|| self.yaw_rate_at(t) * dt),
+            None => self.yaw_rate_at(t) * dt,
         };
         self.last_set = Some(t);
         if let Some((radar_stamp, targets)) = job.radar_stamped() {
