@@ -110,6 +110,8 @@ def score_tracking(frames, sets, ego_truth=None, ego_yaws=None):
     ego_truth, ego_yaws = ego_truth or {}, ego_yaws or {}
     ego_errors, ego_total, ground_errors, ground_total = [], 0, [], 0
     odom_errors, odom_total = [], 0
+    # A run with odometry (any set names its frame) owes every matched object a velocity in it.
+    has_odometry = any(s.get("odom_frame") is not None for s in sets)
     last_match = {}
     labels = {}  # true class -> [correct, matched]
     for s in sets:
@@ -144,10 +146,10 @@ def score_tracking(frames, sets, ego_truth=None, ego_yaws=None):
             if gv is not None:
                 tv = gts[gi]["velocity"]
                 ground_errors.append(((gv[0] - tv[0]) ** 2 + (gv[1] - tv[1]) ** 2) ** 0.5)
-            if s.get("odom_frame") is not None and s["stamp_ns"] in ego_yaws:
+            if has_odometry and s["stamp_ns"] in ego_yaws:
                 odom_total += 1
                 ov = preds[pi].get("odom_velocity")
-                if ov is not None:
+                if ov is not None and s.get("odom_frame") is not None:
                     tv, yaw = gts[gi]["velocity"], ego_yaws[s["stamp_ns"]]
                     c, sn = math.cos(yaw), math.sin(yaw)
                     wx, wy = c * tv[0] - sn * tv[1], sn * tv[0] + c * tv[1]

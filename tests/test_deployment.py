@@ -434,10 +434,19 @@ def test_the_node_set_split_across_hosts_gives_the_single_host_events(lan, scena
                       'cpu_s': s['cpu_s'], 'sent_mb': s['sent_mb']} for label, s in (('single', single), ('split', split))}
     print(json.dumps(report))
     assert 'zone_intrusion' in report['single']['events'], report
-    assert report['split']['events'] == report['single']['events'], report
-    assert report['split']['summaries'] == report['single']['summaries'] >= 1, report
+    # The scene's events are the same. The host's own (a deadline overrun, a stream starved
+    # for 0.3 s) come from load on these 2 cores, which both runs share: the one-host run
+    # raised them on 3 of about 10 runs (sessions 33 and 34), twice with none in the split
+    # run. Splitting must not add any.
+    host_kinds = {'deadline_overrun', 'sensor_dropout'}
+    scene = {label: {k: n for k, n in r['events'].items() if k not in host_kinds} for label, r in report.items()}
+    assert scene['split'] == scene['single'], report
+    assert all(report['split']['events'].get(k, 0) <= report['single']['events'].get(k, 0) for k in host_kinds), report
+    assert 1 <= report['split']['summaries'] <= report['single']['summaries'], report
     assert report['split']['loss'] == {'camera': 0, 'lidar': 0, 'radar': 0, 'imu': 0}, report
-    assert abs(report['split']['sets'] - report['single']['sets']) <= 3, report
+    # Sets past their hard deadline are not published; the one-host run shed up to 5 under
+    # the same load (session 34: 116 against 121).
+    assert abs(report['split']['sets'] - report['single']['sets']) <= 6, report
     # The sensor box's streams crossed the LAN once: 360 images of 0.92 MB and 120 sweeps
     # are ~380 MB (it was 794 MB when each participant had two UDP transports).
     assert 330 < report['split']['sent_mb']['sensors'] < 480, report

@@ -98,9 +98,17 @@ pub struct EgoOdometry {
 }
 
 impl EgoOdometry {
-    /// A vector in base axes, in the odometry frame's axes.
-    pub fn to_odom(&self, v: Vector3<f64>) -> Vector3<f64> {
-        self.orientation * v
+    /// The base's heading in the odometry frame (yaw about its z axis), rad.
+    pub fn heading(&self) -> f64 {
+        self.orientation.euler_angles().2
+    }
+
+    /// A horizontal vector in base axes, in the odometry frame's axes: turned by the heading
+    /// alone, so a velocity over the ground keeps its length on a slope (roll and pitch tilt
+    /// the base, not the object's motion over the ground).
+    pub fn to_odom(&self, v: [f64; 2]) -> [f64; 2] {
+        let (s, c) = self.heading().sin_cos();
+        [c * v[0] - s * v[1], s * v[0] + c * v[1]]
     }
 }
 
@@ -139,15 +147,21 @@ impl OdometryBuffer {
         self.samples.back().map(|(_, s)| s.frame_id.as_str())
     }
 
-    /// Takes a sample, or says why not; either way counted.
-    pub fn push(&mut self, s: &OdometrySample) -> Result<(), OdometryError> {
-        if self.samples.back().is_some_and(|(newest, _)| s.stamp < newest - crate::pipeline::TIME_JUMP_NS) {
+    /// Takes a sample, or says why not; either way counted. `Ok(true)`: the sample started a
+    /// new timeline (counted `odometry.timeline_restarted`).
+    pub fn push(&mut self, s: &OdometrySample) -> Result<bool, OdometryError> {
+        let r = self.check_content(s);
+        // Only a sound message may start a new timeline: a NaN or a driver's zero stamp must
+        // not wipe the history it is then refused from.
+        let restart = r.is_ok()
+            && self.samples.back().is_some_and(|(newest, _)| s.stamp < newest - crate::pipeline::TIME_JUMP_NS);
+        if restart {
             // A new timeline (a bag played with --loop, a clock reset), as the pipeline's
             // streams take it: the old history says nothing about the new one.
             self.samples.clear();
             *self.counters.entry("odometry.timeline_restarted".into()).or_default() += 1;
         }
-        let r = self.check(s);
+        let r = r.and_then(|q| self.check_sequence(s).map(|()| q));
         let key = match &r {
             Ok(_) => "odometry.accepted".to_string(),
             Err(e) => format!("odometry.rejected.{}", e.reason()),
@@ -167,10 +181,11 @@ impl OdometryBuffer {
         while self.samples.len() > Self::MAX_SAMPLES || self.samples.front().is_some_and(|(t, _)| *t < oldest) {
             self.samples.pop_front();
         }
-        Ok(())
+        Ok(restart)
     }
 
-    fn check(&self, s: &OdometrySample) -> Result<UnitQuaternion<f64>, OdometryError> {
+    /// What a message must be on its own: finite, a unit orientation, the base frame's twist.
+    fn check_content(&self, s: &OdometrySample) -> Result<UnitQuaternion<f64>, OdometryError> {
         let values = s.position.iter().chain(&s.orientation_xyzw).chain(&s.linear).chain(&s.angular);
         if values.clone().any(|v| !v.is_finite()) {
             return Err(OdometryError::NonFinite);
@@ -186,6 +201,11 @@ impl OdometryBuffer {
         if s.child_frame_id != self.base_frame {
             return Err(OdometryError::ChildFrame { got: s.child_frame_id.clone(), base: self.base_frame.clone() });
         }
+        Ok(s.rotation())
+    }
+
+    /// What a message must be after the history's newest: in the same frame, later.
+    fn check_sequence(&self, s: &OdometrySample) -> Result<(), OdometryError> {
         if let Some((previous, last)) = self.samples.back() {
             if last.frame_id != s.frame_id {
                 return Err(OdometryError::FrameChanged { was: last.frame_id.clone(), now: s.frame_id.clone() });
@@ -194,7 +214,7 @@ impl OdometryBuffer {
                 return Err(OdometryError::OutOfOrder { stamp: s.stamp, previous: *previous });
             }
         }
-        Ok(s.rotation())
+        Ok(())
     }
 
     /// The ego's motion at `stamp`, when odometry covers it (see the module's rules).
@@ -222,7 +242,13 @@ impl OdometryBuffer {
             frame_id: a.frame_id.clone(),
             velocity: a.velocity.lerp(&b.velocity, f),
             angular: a.angular.lerp(&b.angular, f),
-            orientation: a.orientation.slerp(&b.orientation, f),
+            // try_slerp refuses only two orientations half a turn apart (50 Hz odometry never
+            // turns that far between samples): the nearer one then holds.
+            orientation: a.orientation.try_slerp(&b.orientation, f, 1e-9).unwrap_or(if f < 0.5 {
+                a.orientation
+            } else {
+                b.orientation
+            }),
         })
     }
 }
@@ -261,8 +287,8 @@ mod tests {
         assert!((m.velocity.x - 3.0).abs() < 1e-9, "{m:?}");
         assert!((m.orientation.euler_angles().2 - 0.01).abs() < 1e-9);
         // In the odometry frame, a forward velocity turns with the heading.
-        let v = m.to_odom(Vector3::new(1.0, 0.0, 0.0));
-        assert!((v.y - 0.01f64.sin()).abs() < 1e-9);
+        let v = m.to_odom([1.0, 0.0]);
+        assert!((v[1] - 0.01f64.sin()).abs() < 1e-9 && v[1] > 0.0, "a left turn turns it left");
     }
 
     #[test]
@@ -303,16 +329,27 @@ mod tests {
         assert_eq!(b.push(&other).unwrap_err().reason(), "frame_changed");
         assert_eq!(b.push(&sample(0.5, 0.0, [1.0, 0.0, 0.0], 0.0)).unwrap_err().reason(), "out_of_order");
         assert_eq!(b.at(1_000_000_000).unwrap().velocity.x, 1.0, "the accepted sample stays");
+        // A refused message stamped far back (a driver's zero stamp) starts no new timeline.
+        let mut zero = sample(0.0, 0.0, [1.0, 0.0, 0.0], 0.0);
+        zero.child_frame_id = "imu_link".into();
+        assert!(b.push(&zero).is_err());
+        assert!(b.at(1_000_000_000).is_some(), "the history is still there");
         // More than a second back is a new timeline, not a late sample.
-        b.push(&sample(1.15, 0.0, [1.0, 0.0, 0.0], 0.0)).unwrap();
-        b.push(&sample(0.1, 0.0, [3.0, 0.0, 0.0], 0.0)).unwrap();
+        assert!(!b.push(&sample(1.15, 0.0, [1.0, 0.0, 0.0], 0.0)).unwrap());
+        assert!(b.push(&sample(0.1, 0.0, [3.0, 0.0, 0.0], 0.0)).unwrap(), "a new timeline");
         assert_eq!(b.at(100_000_000).unwrap().velocity.x, 3.0);
         assert!(b.at(1_100_000_000).is_none(), "the old timeline is gone");
         let c = &b.counters;
         assert_eq!(c["odometry.accepted"], 3);
         assert_eq!(c["odometry.timeline_restarted"], 1);
-        for r in ["non_finite", "not_unit_quaternion", "child_frame", "frame_changed", "out_of_order"] {
-            assert_eq!(c[&format!("odometry.rejected.{r}")], 1, "{r}");
+        for (r, n) in [
+            ("non_finite", 1),
+            ("not_unit_quaternion", 1),
+            ("child_frame", 2),
+            ("frame_changed", 1),
+            ("out_of_order", 1),
+        ] {
+            assert_eq!(c[&format!("odometry.rejected.{r}")], n, "{r}");
         }
     }
 

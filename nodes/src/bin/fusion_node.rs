@@ -300,7 +300,12 @@ async fn run() -> Result<()> {
         let mut warned = std::collections::BTreeSet::new();
         drains.push(ros::drain(odom, move |msg: Odometry| {
             let outcome = match odometry.lock().expect("odometry").push(&ros::odometry_sample(&msg)) {
-                Ok(()) => "odometry.accepted".to_string(),
+                Ok(new_timeline) => {
+                    if new_timeline {
+                        stats.lock().expect("stats").add("odometry.timeline_restarted", 1);
+                    }
+                    "odometry.accepted".to_string()
+                }
                 Err(why) => {
                     if warned.insert(why.reason()) {
                         tracing::warn!(
