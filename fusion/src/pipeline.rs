@@ -972,8 +972,10 @@ impl Pipeline {
         // Heading change since the last set: from the IMU orientation when it covers both
         // stamps, else its yaw rate times dt; a robot without an IMU (none has come yet) turns
         // its tracks by the odometry's headings, as [`Pipeline::angular_velocity_at`] rules.
+        // The odometry at the set's stamp, looked up once for the heading and the ego's motion.
+        let odometry = self.odometry_at(t);
         let odometry_turn = |l| {
-            let (from, to) = (self.odometry_at(l)?, self.odometry_at(t)?);
+            let (from, to) = (self.odometry_at(l)?, odometry.as_ref()?);
             Some((from.orientation.inverse() * to.orientation).euler_angles().2)
         };
         let dyaw = match self.last_set.map(|l| (l, self.imu.rotation_between(l, t))) {
@@ -990,7 +992,6 @@ impl Pipeline {
         }
         // The ego's motion: odometry where it covers the set, else the radar's Doppler
         // (forward speed only).
-        let odometry = self.odometry_at(t);
         let ego_velocity = match &odometry {
             Some(o) => {
                 self.count("ego_speed.from_odometry");
