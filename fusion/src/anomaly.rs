@@ -4,14 +4,20 @@
 //! the sensors and tracks involved — so a summary can explain itself.
 //!
 //! Time is the data's own (message stamps), so a replay gives the same events at any speed.
-use crate::{calib::SafetyZone, camera::Rgb8, detect::Label, StampNs};
+use crate::{
+    calib::SafetyZone,
+    camera::Rgb8,
+    detect::Label,
+    sensors::{SensorId, SensorSet},
+    StampNs,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The sensor kinds, in the order used for indexing (per-sensor arrays, the scheduler's
-/// mailboxes, `/diagnostics` keys): the one encoding of a sensor in the core. Its name is
-/// the calibration key and the `/sensors/<name>` topic; [`Sensor::bit`] is the
-/// `FusedObject.SENSOR_*` bit (a test in `nodes` ties them to the message).
+/// The sensor kinds, in the order a [`SensorSet`] sorts them by. Each declared sensor has a
+/// kind and a name ([`crate::sensors`]); the standard set names each sensor by its kind.
+/// [`Sensor::bit`] is the `FusedObject.SENSOR_*` bit (a test in `nodes` ties them to the
+/// message): objects record which kinds saw them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Sensor {
@@ -325,11 +331,14 @@ pub struct AnomalyDetector {
     pub params: AnomalyParams,
     zones: Vec<SafetyZone>,
     next_id: u64,
-    last_seen: [Option<StampNs>; 4],
+    /// The robot's sensors: per-sensor state below is indexed by [`SensorId`].
+    sensors: SensorSet,
+    last_seen: Vec<Option<StampNs>>,
     /// Each stream's outage, from its `sensor_dropout` until it is back.
-    outage: [Option<Outage>; 4],
+    outage: Vec<Option<Outage>>,
     camera: CameraState,
-    lidar_degraded: bool,
+    /// Per LiDAR (indexed by sensor): its last sweep had too many NaN/Inf returns.
+    lidar_degraded: Vec<bool>,
     imu_saturated_until: StampNs,
     impact_until: StampNs,
     in_zone: BTreeSet<(u32, usize)>,
@@ -347,9 +356,15 @@ impl AnomalyDetector {
     /// state starts over — the same intrusion may fire again in the new timeline, and no
     /// stream is declared silent for the time skipped — while event ids keep counting, so
     /// they stay unique for the run. Returns the `time_jump` event (INFO) that says so.
-    pub fn restart_timeline(&mut self, sensor: Sensor, stamp: StampNs, previous: StampNs, threshold_ns: i64) -> Event {
+    pub fn restart_timeline(
+        &mut self,
+        sensor: SensorId,
+        stamp: StampNs,
+        previous: StampNs,
+        threshold_ns: i64,
+    ) -> Event {
         let next_id = self.next_id;
-        *self = AnomalyDetector::new(self.params, std::mem::take(&mut self.zones));
+        *self = AnomalyDetector::with_sensors(self.params, std::mem::take(&mut self.zones), self.sensors.clone());
         self.next_id = next_id;
         let (rule, evidence_key, jump) = if stamp < previous {
             ("data_time_went_back", "jump_back_s", previous.saturating_sub(stamp))
@@ -363,7 +378,7 @@ impl AnomalyDetector {
             rule,
             secs(jump),
             secs(threshold_ns),
-            vec![sensor.as_str()],
+            vec![self.sensors.name(sensor)],
             stamp,
         );
         e.evidence = vec![
@@ -384,25 +399,32 @@ impl AnomalyDetector {
     /// (`detector_unavailable`, ERROR) with the reason as evidence.
     pub fn detector_unavailable(&mut self, stamp: StampNs, why: String) -> Event {
         let mut e =
-            self.event(stamp, EventKind::ModelDegraded, ERROR, "detector_unavailable", 0.0, 0.0, vec!["camera"], stamp);
+            self.event(stamp, EventKind::ModelDegraded, ERROR, "detector_unavailable", 0.0, 0.0, self.camera(), stamp);
         e.evidence = vec![kv("error", why)];
         e
     }
 
     /// The newest stamp accepted from `sensor` in this timeline.
-    pub fn last_seen(&self, sensor: Sensor) -> Option<StampNs> {
-        self.last_seen[sensor as usize]
+    pub fn last_seen(&self, sensor: SensorId) -> Option<StampNs> {
+        self.last_seen[sensor.index()]
     }
 
+    /// The rules for the standard sensor set (DESIGN.md §3).
     pub fn new(params: AnomalyParams, zones: Vec<SafetyZone>) -> Self {
+        Self::with_sensors(params, zones, SensorSet::standard())
+    }
+
+    /// The rules for a robot's declared sensors.
+    pub fn with_sensors(params: AnomalyParams, zones: Vec<SafetyZone>, sensors: SensorSet) -> Self {
         Self {
             params,
             zones,
             next_id: 1,
-            last_seen: [None; 4],
-            outage: [None; 4],
+            last_seen: vec![None; sensors.len()],
+            outage: vec![None; sensors.len()],
+            lidar_degraded: vec![false; sensors.len()],
+            sensors,
             camera: CameraState::default(),
-            lidar_degraded: false,
             imu_saturated_until: i64::MIN,
             impact_until: i64::MIN,
             in_zone: BTreeSet::new(),
@@ -452,8 +474,29 @@ impl AnomalyDetector {
         e
     }
 
-    fn period_ns(&self, s: Sensor) -> i64 {
-        (1e9 / self.params.expected_rate_hz[s as usize]).round() as i64
+    /// The sensor set the rules keep state for.
+    pub fn sensors(&self) -> &SensorSet {
+        &self.sensors
+    }
+
+    /// The camera's configured name, as events name it.
+    fn camera(&self) -> Vec<&'static str> {
+        self.sensors.first(Sensor::Camera).map(|id| self.sensors.name(id)).into_iter().collect()
+    }
+
+    fn imu(&self) -> Vec<&'static str> {
+        self.sensors.first(Sensor::Imu).map(|id| self.sensors.name(id)).into_iter().collect()
+    }
+
+    /// The camera and the sensors whose fused view it is compared with.
+    fn camera_and_ranging(&self) -> Vec<&'static str> {
+        let ranging = [Sensor::Lidar, Sensor::Radar].into_iter().flat_map(|k| self.sensors.of_kind(k));
+        self.camera().into_iter().chain(ranging.map(|id| self.sensors.name(id))).collect()
+    }
+
+    /// A stream's expected period, from its kind's expected rate.
+    fn period_ns(&self, s: SensorId) -> i64 {
+        (1e9 / self.params.expected_rate_hz[self.sensors.kind(s).index()]).round() as i64
     }
 
     /// A message of `sensor` was accepted. A stream in dropout is back once it has delivered
@@ -461,8 +504,8 @@ impl AnomalyDetector {
     /// one `sensor_dropout` event with rule `stream_recovered` (INFO) says how long it was gone
     /// in all and in how many silences, so whoever saw the dropout also sees its end, and a
     /// flapping stream is one outage, not an event pair per gap.
-    pub fn on_message(&mut self, sensor: Sensor, stamp: StampNs) -> Option<Event> {
-        let i = sensor as usize;
+    pub fn on_message(&mut self, sensor: SensorId, stamp: StampNs) -> Option<Event> {
+        let i = sensor.index();
         let previous = self.last_seen[i];
         if previous.is_none_or(|l| stamp > l) {
             self.last_seen[i] = Some(stamp);
@@ -496,7 +539,7 @@ impl AnomalyDetector {
             "stream_recovered",
             o.silent_ns as f64 / period,
             limit as f64 / period,
-            vec![sensor.as_str()],
+            vec![self.sensors.name(sensor)],
             o.last_before,
         );
         e.evidence = vec![
@@ -507,21 +550,24 @@ impl AnomalyDetector {
         Some(e)
     }
 
-    /// Where each stream stands for the dropout rule (camera, lidar, radar, imu).
-    pub fn stream_states(&self) -> [StreamState; 4] {
-        Sensor::ALL.map(|s| match self.last_seen[s as usize] {
-            None => StreamState::NeverReceived,
-            Some(_) => match self.outage[s as usize] {
-                None => StreamState::Receiving,
-                Some(Outage { back_since: Some(_), .. }) => StreamState::Recovering,
-                Some(_) => StreamState::Silent,
-            },
-        })
+    /// Where each stream stands for the dropout rule, in the sensor set's order.
+    pub fn stream_states(&self) -> Vec<StreamState> {
+        self.sensors
+            .ids()
+            .map(|s| match self.last_seen[s.index()] {
+                None => StreamState::NeverReceived,
+                Some(_) => match self.outage[s.index()] {
+                    None => StreamState::Receiving,
+                    Some(Outage { back_since: Some(_), .. }) => StreamState::Recovering,
+                    Some(_) => StreamState::Silent,
+                },
+            })
+            .collect()
     }
 
     /// The silence (ns) after which `sensor` is in dropout: `dropout_periods` of its expected
     /// periods, never less than `dropout_min_silence_s`.
-    fn dropout_limit_ns(&self, sensor: Sensor) -> i64 {
+    fn dropout_limit_ns(&self, sensor: SensorId) -> i64 {
         let periods = self.params.dropout_periods * self.period_ns(sensor) as f64;
         periods.max(self.params.dropout_min_silence_s * 1e9) as i64
     }
@@ -532,22 +578,22 @@ impl AnomalyDetector {
     /// lacks) is not a dropout: it is `never_received` in [`Self::stream_states`].
     pub fn check_dropouts(&mut self, now: StampNs) -> Vec<Event> {
         let mut out = vec![];
-        for s in Sensor::ALL {
+        for s in self.sensors.clone().ids() {
             let period = self.period_ns(s);
-            let Some(last) = self.last_seen[s as usize] else { continue };
+            let Some(last) = self.last_seen[s.index()] else { continue };
             let silent = now - last;
             let limit = self.dropout_limit_ns(s);
             if silent <= limit {
                 continue;
             }
-            if let Some(o) = self.outage[s as usize].as_mut() {
+            if let Some(o) = self.outage[s.index()].as_mut() {
                 // Silent again while coming back: the same outage, no second event.
                 if o.back_since.take().is_some() {
                     o.gaps += 1;
                 }
                 continue;
             }
-            self.outage[s as usize] = Some(Outage { last_before: last, gaps: 1, silent_ns: 0, back_since: None });
+            self.outage[s.index()] = Some(Outage { last_before: last, gaps: 1, silent_ns: 0, back_since: None });
             let periods = silent as f64 / period as f64;
             let mut e = self.event(
                 now,
@@ -556,12 +602,12 @@ impl AnomalyDetector {
                 "stream_silent",
                 periods,
                 limit as f64 / period as f64,
-                vec![s.as_str()],
+                vec![self.sensors.name(s)],
                 last + period,
             );
             e.evidence = vec![
                 kv("silent_s", format!("{:.3}", secs(silent))),
-                kv("expected_rate_hz", self.params.expected_rate_hz[s as usize]),
+                kv("expected_rate_hz", self.params.expected_rate_hz[self.sensors.kind(s).index()]),
                 kv("last_message_stamp_s", format!("{:.3}", secs(last))),
             ];
             out.push(e);
@@ -623,8 +669,8 @@ impl AnomalyDetector {
         } else {
             ("image_frozen", (c.frozen_run + 1) as f64, p.frozen_frames as f64)
         };
-        let mut e =
-            self.event(stamp, EventKind::SensorDegraded, ERROR, rule, measured, threshold, vec!["camera"], onset);
+        let camera = self.camera();
+        let mut e = self.event(stamp, EventKind::SensorDegraded, ERROR, rule, measured, threshold, camera, onset);
         e.evidence = vec![
             kv("mean_luma", format!("{mean:.1}")),
             kv("luma_std", format!("{std:.1}")),
@@ -639,21 +685,22 @@ impl AnomalyDetector {
         self.camera.active
     }
 
-    /// sensor_degraded (lidar): a sweep with too many NaN/Inf returns.
-    pub fn on_lidar_health(&mut self, stamp: StampNs, non_finite: u64, total: u64) -> Vec<Event> {
+    /// sensor_degraded (lidar): a sweep of `lidar` with too many NaN/Inf returns.
+    pub fn on_lidar_health(&mut self, lidar: SensorId, stamp: StampNs, non_finite: u64, total: u64) -> Vec<Event> {
         let ratio = if total > 0 { non_finite as f64 / total as f64 } else { 0.0 };
         let bad = ratio > self.params.lidar_max_non_finite_ratio;
+        let degraded = &mut self.lidar_degraded[lidar.index()];
         if !bad {
-            self.lidar_degraded = false;
+            *degraded = false;
             return vec![];
         }
-        if self.lidar_degraded {
+        if *degraded {
             return vec![];
         }
-        self.lidar_degraded = true;
+        *degraded = true;
         let th = self.params.lidar_max_non_finite_ratio;
-        let mut e =
-            self.event(stamp, EventKind::SensorDegraded, WARN, "cloud_non_finite", ratio, th, vec!["lidar"], stamp);
+        let name = vec![self.sensors.name(lidar)];
+        let mut e = self.event(stamp, EventKind::SensorDegraded, WARN, "cloud_non_finite", ratio, th, name, stamp);
         e.evidence = vec![kv("non_finite_points", non_finite), kv("points", total)];
         vec![e]
     }
@@ -674,7 +721,7 @@ impl AnomalyDetector {
                 "shock_above_threshold",
                 shock,
                 p.impact_accel,
-                vec!["imu"],
+                self.imu(),
                 stamp,
             );
             e.evidence = vec![
@@ -690,8 +737,8 @@ impl AnomalyDetector {
         if peak >= p.imu_saturation_accel && stamp >= self.imu_saturated_until {
             self.imu_saturated_until = stamp + refractory;
             let th = p.imu_saturation_accel;
-            let mut e =
-                self.event(stamp, EventKind::SensorDegraded, WARN, "imu_saturated", peak, th, vec!["imu"], stamp);
+            let imu = self.imu();
+            let mut e = self.event(stamp, EventKind::SensorDegraded, WARN, "imu_saturated", peak, th, imu, stamp);
             e.evidence = vec![kv("peak_axis_accel", format!("{peak:.1}"))];
             out.push(e);
         }
@@ -813,7 +860,7 @@ impl AnomalyDetector {
 
     fn disagreement(&mut self, stamp: StampNs, rule: &'static str, run: Run) -> Event {
         let k = self.params.disagreement_frames as f64;
-        let sensors = vec!["camera", "lidar", "radar"];
+        let sensors = self.camera_and_ranging();
         self.event(stamp, EventKind::SensorDisagreement, WARN, rule, run.frames as f64, k, sensors, run.onset)
     }
 
@@ -846,7 +893,7 @@ impl AnomalyDetector {
             "hard_miss_ratio",
             ratio,
             th,
-            vec!["camera", "lidar", "radar"],
+            self.camera_and_ranging(),
             stamp,
         );
         e.evidence = vec![
@@ -956,14 +1003,14 @@ mod tests {
     fn dropout_after_three_periods_and_rearms_when_back() {
         let mut d = det();
         for k in 0..10 {
-            d.on_message(Sensor::Lidar, k * 100 * MS);
+            d.on_message(SensorId::standard(Sensor::Lidar), k * 100 * MS);
             for s in [Sensor::Camera, Sensor::Radar, Sensor::Imu] {
-                d.on_message(s, k * 100 * MS);
+                d.on_message(SensorId::standard(s), k * 100 * MS);
             }
         }
         for t in [1_200, 1_250] {
             for s in [Sensor::Camera, Sensor::Radar, Sensor::Imu] {
-                d.on_message(s, t * MS);
+                d.on_message(SensorId::standard(s), t * MS);
             }
             if t == 1_200 {
                 assert!(d.check_dropouts(t * MS).is_empty(), "LiDAR 300 ms silent: at the limit");
@@ -981,7 +1028,7 @@ mod tests {
         let mut back = vec![];
         for t in (1_300..=2_300).step_by(100) {
             for s in Sensor::ALL {
-                back.extend(d.on_message(s, t * MS));
+                back.extend(d.on_message(SensorId::standard(s), t * MS));
             }
             assert!(d.check_dropouts(t * MS).is_empty());
             if t < 2_300 {
@@ -997,7 +1044,7 @@ mod tests {
         assert_eq!((back[0].onset_ns, back[0].measured_value), (900 * MS, 4.0));
         assert_eq!((back[0].evidence[0].value.as_str(), back[0].evidence[2].value.as_str()), ("0.400", "1"));
         assert_eq!(d.stream_states()[Sensor::Lidar as usize], StreamState::Receiving);
-        assert!(d.on_message(Sensor::Lidar, 2_400 * MS).is_none(), "once");
+        assert!(d.on_message(SensorId::standard(Sensor::Lidar), 2_400 * MS).is_none(), "once");
         assert_eq!(d.check_dropouts(2_900 * MS).len(), 4, "everything silent for 500 ms");
     }
 
@@ -1009,7 +1056,7 @@ mod tests {
         let mut events = vec![];
         let mut t = 0;
         let step = |d: &mut AnomalyDetector, t: i64, events: &mut Vec<Event>| {
-            events.extend(d.on_message(Sensor::Imu, t));
+            events.extend(d.on_message(SensorId::standard(Sensor::Imu), t));
             events.extend(d.check_dropouts(t));
         };
         while t < 1_000 * MS {
@@ -1043,9 +1090,9 @@ mod tests {
     fn with_no_recovery_time_a_stream_is_back_at_its_first_message() {
         let mut d = det();
         d.params.dropout_recovery_s = 0.0;
-        d.on_message(Sensor::Radar, 0);
+        d.on_message(SensorId::standard(Sensor::Radar), 0);
         assert_eq!(d.check_dropouts(400 * MS).len(), 1);
-        let back = d.on_message(Sensor::Radar, 500 * MS).expect("back at once");
+        let back = d.on_message(SensorId::standard(Sensor::Radar), 500 * MS).expect("back at once");
         assert_eq!((back.rule, back.evidence[0].value.as_str()), ("stream_recovered", "0.500"));
     }
 
@@ -1057,7 +1104,7 @@ mod tests {
         let mut t = 0;
         for _clump in 0..20 {
             for k in 0..12 {
-                d.on_message(Sensor::Imu, t + k * 5 * MS);
+                d.on_message(SensorId::standard(Sensor::Imu), t + k * 5 * MS);
             }
             t += 60 * MS;
             assert!(d.check_dropouts(t + 55 * MS).is_empty(), "a 60 ms clump at {} ms", t / MS);
@@ -1074,24 +1121,27 @@ mod tests {
         let mut d = det();
         // Start-up: the IMU delivers at once, the camera after 0.4 s, LiDAR and radar never.
         for k in 0..400 {
-            d.on_message(Sensor::Imu, k * 5 * MS);
+            d.on_message(SensorId::standard(Sensor::Imu), k * 5 * MS);
             if k >= 80 && k % 7 == 0 {
-                d.on_message(Sensor::Camera, k * 5 * MS);
+                d.on_message(SensorId::standard(Sensor::Camera), k * 5 * MS);
             }
             assert!(d.check_dropouts(k * 5 * MS).is_empty(), "at {} ms", k * 5);
         }
         assert_eq!(
-            d.stream_states().map(|s| s.as_str()),
+            d.stream_states().into_iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             ["receiving", "never_received", "never_received", "receiving"]
         );
         // Once started, the same silence is a dropout.
-        d.on_message(Sensor::Lidar, 2_000 * MS);
+        d.on_message(SensorId::standard(Sensor::Lidar), 2_000 * MS);
         let e = d.check_dropouts(2_400 * MS);
         assert_eq!(
             e.iter().map(|e| e.sensors.clone()).collect::<Vec<_>>(),
             vec![vec!["camera"], vec!["lidar"], vec!["imu"]]
         );
-        assert_eq!(d.stream_states().map(|s| s.as_str()), ["silent", "silent", "never_received", "silent"]);
+        assert_eq!(
+            d.stream_states().into_iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            ["silent", "silent", "never_received", "silent"]
+        );
     }
 
     fn frame(level: u8, noise: bool) -> Rgb8 {

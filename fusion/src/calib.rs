@@ -1,6 +1,6 @@
 //! The calibration YAML (DESIGN.md §3): the pose of each sensor frame in base_link, the
 //! camera intrinsics and the safety zones. Every node reads the same file.
-use crate::Sensor;
+use crate::{Sensor, SensorSet};
 use nalgebra::Isometry3;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
@@ -18,6 +18,10 @@ pub enum CalibError {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SensorPose {
+    /// camera, lidar, radar or imu; may be left out when the sensor's name is its kind
+    /// (`camera`, `lidar`, `radar`, `imu`: the standard robot's names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Sensor>,
     pub frame_id: String,
     pub translation: [f64; 3],
     pub rotation_xyzw: [f64; 4],
@@ -92,6 +96,7 @@ impl Default for Calibration {
     /// The defaults of DESIGN.md §3.
     fn default() -> Self {
         let pose = |frame: &str, t: [f64; 3], r: [f64; 4]| SensorPose {
+            kind: None,
             frame_id: frame.into(),
             translation: t,
             rotation_xyzw: r,
@@ -143,9 +148,9 @@ impl Calibration {
     }
 
     fn check(&self) -> Result<(), CalibError> {
-        // Every sensor the node set knows must be calibrated.
-        for name in Sensor::ALL.map(Sensor::as_str) {
-            let s = self.sensors.get(name).ok_or_else(|| CalibError::Invalid(format!("sensors.{name} is missing")))?;
+        // The declared set must be one the fusion stage handles, and every sensor sound.
+        self.sensor_set()?;
+        for (name, s) in &self.sensors {
             let n = s.rotation_xyzw.iter().map(|v| v * v).sum::<f64>().sqrt();
             if !n.is_finite() || (n - 1.0).abs() > 1e-3 {
                 return Err(CalibError::Invalid(format!(
@@ -167,9 +172,40 @@ impl Calibration {
         Ok(())
     }
 
+    /// A declared sensor's pose. Panics on a name the calibration does not declare: take
+    /// names from [`Calibration::sensor_set`].
     pub fn sensor(&self, name: &str) -> &SensorPose {
-        // `check` guarantees the four sensors exist.
         &self.sensors[name]
+    }
+
+    /// The kind of a declared sensor: its `kind`, else its name when that is a kind.
+    pub fn kind_of(&self, name: &str) -> Option<Sensor> {
+        let pose = self.sensors.get(name)?;
+        pose.kind.or_else(|| Sensor::ALL.into_iter().find(|k| k.as_str() == name))
+    }
+
+    /// The robot's sensor set as this calibration declares it.
+    pub fn sensor_set(&self) -> Result<SensorSet, CalibError> {
+        let declared = self
+            .sensors
+            .keys()
+            .map(|name| {
+                let kind = self.kind_of(name).ok_or_else(|| {
+                    CalibError::Invalid(format!(
+                        "sensors.{name}.kind is missing (camera, lidar, radar or imu; only a sensor named \
+                         after its kind may leave it out)"
+                    ))
+                })?;
+                Ok((name.clone(), kind))
+            })
+            .collect::<Result<Vec<_>, CalibError>>()?;
+        SensorSet::new(declared).map_err(|e| CalibError::Invalid(e.to_string()))
+    }
+
+    /// The pose of the first declared sensor of a kind (the one camera, the IMU).
+    pub fn first(&self, kind: Sensor) -> Option<&SensorPose> {
+        let set = self.sensor_set().ok()?;
+        Some(self.sensor(set.name(set.first(kind)?)))
     }
 }
 
@@ -251,7 +287,8 @@ impl Calibration {
     /// sensor frame tf cannot place is an error that names the frame and why. With no file and
     /// an empty buffer the defaults stand (DESIGN.md §3), as before tf was read.
     pub fn with_tf(&self, buffer: &crate::tf::TransformBuffer, from_file: bool) -> Result<Resolved, CalibError> {
-        self.with_tf_for(buffer, from_file, &Sensor::ALL)
+        let all: Vec<&str> = self.sensors.keys().map(String::as_str).collect();
+        self.with_tf_for(buffer, from_file, &all)
     }
 
     /// [`Calibration::with_tf`] for the sensors a node uses: only those must be placed; the
@@ -260,7 +297,7 @@ impl Calibration {
         &self,
         buffer: &crate::tf::TransformBuffer,
         from_file: bool,
-        used: &[Sensor],
+        used: &[&str],
     ) -> Result<Resolved, CalibError> {
         use crate::tf::At;
         let tf_present = !buffer.frames().is_empty();
@@ -270,7 +307,7 @@ impl Calibration {
         let mut tf_errors = Vec::new();
         let mut missing = Vec::new();
         for (name, pose) in calibration.sensors.iter_mut() {
-            if !used.iter().any(|s| s.as_str() == name) {
+            if !used.contains(&name.as_str()) {
                 continue;
             }
             match buffer.lookup(&self.base_frame, &pose.frame_id, At::Latest) {
@@ -335,6 +372,37 @@ mod tests {
     }
 
     #[test]
+    fn a_robot_declares_its_sensors_by_name_and_kind() {
+        let yaml = r#"
+base_frame: base_link
+sensors:
+  front_camera: {kind: camera, frame_id: cam_front, translation: [1.5, 0.0, 1.2], rotation_xyzw: [-0.5, 0.5, -0.5, 0.5]}
+  roof_lidar:   {kind: lidar, frame_id: roof, translation: [1.0, 0.0, 1.8], rotation_xyzw: [0.0, 0.0, 0.0, 1.0]}
+  bumper_lidar: {kind: lidar, frame_id: bumper, translation: [3.0, 0.0, 0.4], rotation_xyzw: [0.0, 0.0, 0.0, 1.0]}
+  radar:        {frame_id: radar_link, translation: [2.0, 0.0, 0.5], rotation_xyzw: [0.0, 0.0, 0.0, 1.0]}
+"#;
+        let c = Calibration::from_yaml(yaml).unwrap();
+        let set = c.sensor_set().unwrap();
+        let named: Vec<_> = set.iter().map(|(_, d)| (d.name, d.kind)).collect();
+        assert_eq!(
+            named,
+            [
+                ("front_camera", Sensor::Camera),
+                ("bumper_lidar", Sensor::Lidar),
+                ("roof_lidar", Sensor::Lidar),
+                ("radar", Sensor::Radar)
+            ],
+            "a sensor named after its kind needs no kind; no IMU is fine"
+        );
+        assert_eq!(c.first(Sensor::Camera).unwrap().frame_id, "cam_front");
+        let unnamed_kind = yaml.replace("{kind: lidar, frame_id: bumper", "{frame_id: bumper");
+        let err = Calibration::from_yaml(&unnamed_kind).unwrap_err();
+        assert!(err.to_string().contains("sensors.bumper_lidar.kind is missing"), "{err}");
+        let typo = yaml.replace("kind: lidar, frame_id: bumper", "kind: lidr, frame_id: bumper");
+        assert!(Calibration::from_yaml(&typo).is_err(), "an unknown kind is refused");
+    }
+
+    #[test]
     fn camera_optical_axis_points_forward() {
         // Optical frame: z forward, x right, y down. In base_link forward is +x, right is -y.
         let t = Calibration::default().sensor("camera").to_base();
@@ -353,7 +421,7 @@ mod tests {
         let mut c = Calibration::default();
         c.sensors.remove("radar");
         let err = Calibration::from_yaml(&serde_norway::to_string(&c).unwrap()).unwrap_err();
-        assert!(err.to_string().contains("sensors.radar is missing"), "{err}");
+        assert!(err.to_string().contains("at least one radar; 0 declared"), "{err}");
         let mut c = Calibration::default();
         c.sensors.get_mut("imu").unwrap().rotation_xyzw = [0.0, 0.0, 0.0, 2.0];
         let err = Calibration::from_yaml(&serde_norway::to_string(&c).unwrap()).unwrap_err();
@@ -454,7 +522,7 @@ mod tests {
         }
         assert!(!err.contains("lidar"), "{err}");
         // A node that uses only the LiDAR needs only the LiDAR placed.
-        let lidar_only = defaults.with_tf_for(&part, false, &[Sensor::Lidar]).unwrap();
+        let lidar_only = defaults.with_tf_for(&part, false, &["lidar"]).unwrap();
         assert_eq!(lidar_only.summary(), "lidar=tf");
         // Neither a file nor any transform: the documented defaults, said so.
         let r = defaults.with_tf(&crate::tf::TransformBuffer::default(), false).unwrap();

@@ -10,6 +10,7 @@ use crate::{
     ingest::{HeaderGuard, Reject},
     motion::ImuState,
     pipeline::Input,
+    sensors::SensorId,
     StampNs,
 };
 use nalgebra::{Isometry3, Quaternion, UnitQuaternion, Vector3};
@@ -27,7 +28,11 @@ pub struct IngestParams {
     pub camera_output: Option<(u32, u32)>,
 }
 
+/// The ingest of one sensor of each kind: the first of its kind in the calibration's set
+/// (the standard robot's `camera`, `lidar`, `radar`, `imu`). Inputs carry that sensor's id.
 pub struct Frontend {
+    /// Per kind: the sensor this frontend ingests for it.
+    ids: [SensorId; 4],
     guards: [HeaderGuard; 4],
     lidar_to_base: Isometry3<f64>,
     radar_to_base: Isometry3<f64>,
@@ -56,22 +61,33 @@ impl Frontend {
         Self::with_params(calib, IngestParams::default())
     }
 
+    /// Panics on a calibration without one sensor of each kind: this frontend ingests the
+    /// standard robot's four streams.
     pub fn with_params(calib: &Calibration, params: IngestParams) -> Self {
-        let guard = |s: &str| HeaderGuard::new(calib.sensor(s).frame_id.clone());
-        let cam = calib.sensor("camera");
+        let set = calib.sensor_set().expect("a checked calibration");
+        let id = |k: Sensor| set.first(k).unwrap_or_else(|| panic!("the calibration declares no {k}"));
+        let pose = |k: Sensor| calib.sensor(set.name(id(k)));
+        let guard = |k: Sensor| HeaderGuard::new(pose(k).frame_id.clone());
+        let cam = pose(Sensor::Camera);
         Self {
-            guards: [guard("camera"), guard("lidar"), guard("radar"), guard("imu")],
-            lidar_to_base: calib.sensor("lidar").to_base(),
-            radar_to_base: calib.sensor("radar").to_base(),
+            ids: Sensor::ALL.map(id),
+            guards: Sensor::ALL.map(guard),
+            lidar_to_base: pose(Sensor::Lidar).to_base(),
+            radar_to_base: pose(Sensor::Radar).to_base(),
             lidar_params: params.lidar,
             radar_params: params.radar,
             camera_output: params.camera_output,
-            imu: ImuProcessor::new(calib.sensor("imu").to_base().rotation, params.imu),
+            imu: ImuProcessor::new(pose(Sensor::Imu).to_base().rotation, params.imu),
             intrinsics_size: cam.width.zip(cam.height),
             camera_info: None,
-            camera_info_guard: guard("camera"),
+            camera_info_guard: guard(Sensor::Camera),
             counters: BTreeMap::new(),
         }
+    }
+
+    /// The sensor this frontend ingests for `kind`.
+    pub fn sensor(&self, kind: Sensor) -> SensorId {
+        self.ids[kind.index()]
     }
 
     fn count(&mut self, key: String) {
@@ -102,7 +118,7 @@ impl Frontend {
                 Some((w, h)) => (fit_within(&rgb, w, h), self.camera_info.map(|i| i.fitted(w, h))),
                 None => (rgb, self.camera_info),
             };
-            Ok(Input::Camera { stamp, image: Arc::new(rgb), intrinsics })
+            Ok(Input::Camera { sensor: self.ids[Sensor::Camera.index()], stamp, image: Arc::new(rgb), intrinsics })
         });
         self.finish(Sensor::Camera, stamp, r)
     }
@@ -133,6 +149,7 @@ impl Frontend {
         let r = self.guards[1].check(stamp, frame_id).and_then(|_| {
             let (c, counts) = preprocess_lidar(cloud, &self.lidar_to_base, &self.lidar_params)?;
             Ok(Input::Lidar {
+                sensor: self.ids[Sensor::Lidar.index()],
                 stamp,
                 points: Arc::new(c.lidar_points()),
                 non_finite: counts.non_finite,
@@ -145,7 +162,7 @@ impl Frontend {
     pub fn radar(&mut self, stamp: StampNs, frame_id: &str, cloud: CloudRef<'_>) -> Result<Input, Rejected> {
         let r = self.guards[2].check(stamp, frame_id).and_then(|_| {
             let (c, _) = preprocess_radar(cloud, &self.radar_to_base, &self.radar_params)?;
-            Ok(Input::Radar { stamp, targets: Arc::new(c.radar_targets()) })
+            Ok(Input::Radar { sensor: self.ids[Sensor::Radar.index()], stamp, targets: Arc::new(c.radar_targets()) })
         });
         self.finish(Sensor::Radar, stamp, r)
     }
@@ -157,7 +174,7 @@ impl Frontend {
             if saturated {
                 *self.counters.entry("imu.samples_saturated".into()).or_default() += 1;
             }
-            Ok(Input::Imu(imu_state(&o)))
+            Ok(Input::Imu(self.ids[Sensor::Imu.index()], imu_state(&o)))
         });
         self.finish(Sensor::Imu, stamp, r)
     }

@@ -5,6 +5,7 @@
 
 pub mod anomaly;
 pub use anomaly::{EventKind, Sensor};
+pub use sensors::{SensorId, SensorSet};
 pub mod calib;
 pub mod camera;
 pub mod classify;
@@ -22,6 +23,7 @@ pub mod motion;
 pub mod odom;
 pub mod pipeline;
 pub mod sched;
+pub mod sensors;
 pub mod sync;
 pub mod tf;
 pub mod track;

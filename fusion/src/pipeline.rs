@@ -24,6 +24,7 @@ use crate::{
     detect::{iou, CameraDetector, Detection2d, Label},
     gate::{DetectorGate, DetectorMode, GateParams, RunReason, TrackInView},
     motion::{ImuBuffer, ImuState},
+    sensors::{SensorId, SensorSet},
     sync::{DeadlineConfig, DeadlineSync, SyncSet},
     track::{Detection, EgoMotion, Tracker, TrackerParams, SENSOR_CAMERA, SENSOR_LIDAR, SENSOR_RADAR},
     StampNs,
@@ -33,10 +34,6 @@ use serde::Serialize;
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 const MS: i64 = 1_000_000;
-const LIDAR: usize = 0;
-const CAMERA: usize = 1;
-const RADAR: usize = 2;
-const MEMBER_NAMES: [&str; 3] = ["lidar", "camera", "radar"];
 
 #[derive(Debug, Clone)]
 pub struct PipelineParams {
@@ -122,10 +119,11 @@ impl Default for PipelineParams {
     }
 }
 
-/// Preprocessed data as on /sensors/* (base_link).
+/// Preprocessed data as on /sensors/<name> (base_link), each from one declared sensor.
 #[derive(Debug, Clone)]
 pub enum Input {
     Camera {
+        sensor: SensorId,
         stamp: StampNs,
         image: Arc<Rgb8>,
         /// This image's intrinsics, from the camera's CameraInfo (scaled with the image);
@@ -135,6 +133,7 @@ pub enum Input {
     /// x, y, z, intensity, t (t = firing time after the stamp, s; 0 when the driver gives none).
     /// `non_finite`/`total`: the raw sweep's NaN/Inf count, when known (0/0 otherwise).
     Lidar {
+        sensor: SensorId,
         stamp: StampNs,
         points: Arc<Vec<LidarPoint>>,
         non_finite: u64,
@@ -142,27 +141,68 @@ pub enum Input {
     },
     /// x, y, z, doppler, rcs.
     Radar {
+        sensor: SensorId,
         stamp: StampNs,
         targets: Arc<Vec<RadarTarget>>,
     },
-    Imu(ImuState),
+    Imu(SensorId, ImuState),
 }
 
 impl Input {
-    pub fn sensor(&self) -> Sensor {
+    pub fn sensor(&self) -> SensorId {
         match self {
-            Input::Camera { .. } => Sensor::Camera,
-            Input::Lidar { .. } => Sensor::Lidar,
-            Input::Radar { .. } => Sensor::Radar,
-            Input::Imu(_) => Sensor::Imu,
+            Input::Camera { sensor, .. } | Input::Lidar { sensor, .. } | Input::Radar { sensor, .. } => *sensor,
+            Input::Imu(sensor, _) => *sensor,
         }
     }
 
     pub fn stamp(&self) -> StampNs {
         match self {
             Input::Camera { stamp, .. } | Input::Lidar { stamp, .. } | Input::Radar { stamp, .. } => *stamp,
-            Input::Imu(s) => s.stamp,
+            Input::Imu(_, s) => s.stamp,
         }
+    }
+}
+
+/// The synchronizer's members (one topic each): every LiDAR, then the camera, then every
+/// radar, each kind in the sensor set's order (IMU samples feed the motion buffer, not sets).
+/// The first LiDAR is the reference that opens sets, the first radar leads sets while it is
+/// silent. The standard robot's members are lidar, camera, radar, as they always were.
+#[derive(Debug, Clone)]
+struct Members {
+    /// Per topic: the sensor, its kind, its name.
+    sensors: Vec<SensorId>,
+    kinds: Arc<[Sensor]>,
+    names: Arc<[&'static str]>,
+    /// Per sensor id: its topic (None for the IMU).
+    topic_of: Vec<Option<usize>>,
+}
+
+impl Members {
+    fn new(set: &SensorSet) -> Self {
+        let sensors: Vec<SensorId> =
+            [Sensor::Lidar, Sensor::Camera, Sensor::Radar].into_iter().flat_map(|k| set.of_kind(k)).collect();
+        let mut topic_of = vec![None; set.len()];
+        for (topic, id) in sensors.iter().enumerate() {
+            topic_of[id.index()] = Some(topic);
+        }
+        Self {
+            kinds: sensors.iter().map(|id| set.kind(*id)).collect(),
+            names: sensors.iter().map(|id| set.name(*id)).collect(),
+            sensors,
+            topic_of,
+        }
+    }
+
+    fn first(&self, kind: Sensor) -> Option<usize> {
+        self.kinds.iter().position(|k| *k == kind)
+    }
+
+    /// The topic of `sensor` when it is a member of `kind` (an input that claims another
+    /// kind's sensor, or one the set lacks, is none).
+    fn topic(&self, sensor: SensorId, kind: Sensor) -> Option<usize> {
+        let topic = (*self.topic_of.get(sensor.index())?)?;
+        (self.kinds[topic] == kind).then_some(topic)
     }
 }
 
@@ -276,6 +316,9 @@ pub struct SetJob {
     /// Newest member's stamp: the set's deadlines count from here.
     pub newest_stamp: StampNs,
     set: SyncSet<Member>,
+    /// Per member topic: its kind and its sensor's name.
+    kinds: Arc<[Sensor]>,
+    names: Arc<[&'static str]>,
     /// IMU angular velocity at the stamp (rad/s), for deskewing the sweep.
     omega: Vector3<f64>,
     /// The ego's velocity over the ground at the LiDAR's stamp (base axes, m/s), from
@@ -288,33 +331,82 @@ pub struct SetJob {
 }
 
 impl SetJob {
+    /// The set's members of one kind that are present, in topic order.
+    fn present(&self, kind: Sensor) -> impl Iterator<Item = &(StampNs, Member)> + '_ {
+        self.set.members.iter().zip(self.kinds.iter()).filter(move |(_, k)| **k == kind).filter_map(|(m, _)| m.as_ref())
+    }
+
+    /// The stamp the set's LiDAR points are deskewed to: its first present LiDAR's.
+    pub fn lidar_stamp(&self) -> Option<StampNs> {
+        self.present(Sensor::Lidar).next().map(|(s, _)| *s)
+    }
+
+    /// Every LiDAR's sweep of the set as one cloud (all are in base_link already). A sweep
+    /// stamped after the first one has its points' firing times moved by the difference, so
+    /// the deskew takes every point to the first sweep's stamp. One LiDAR: its sweep as is.
     pub fn lidar(&self) -> Option<Arc<Vec<LidarPoint>>> {
-        match &self.set.members[LIDAR] {
-            Some((_, Member::Lidar(p))) => Some(p.clone()),
-            _ => None,
+        let sweeps: Vec<(StampNs, &Arc<Vec<LidarPoint>>)> = self
+            .present(Sensor::Lidar)
+            .filter_map(|(s, m)| match m {
+                Member::Lidar(p) => Some((*s, p)),
+                _ => None,
+            })
+            .collect();
+        let (first_stamp, first) = *sweeps.first()?;
+        if sweeps.len() == 1 {
+            return Some(first.clone());
         }
+        let mut merged = Vec::with_capacity(sweeps.iter().map(|(_, p)| p.len()).sum());
+        for (stamp, points) in sweeps {
+            let offset = ((stamp - first_stamp) as f64 * 1e-9) as f32;
+            merged.extend(points.iter().map(|p| LidarPoint { t: p.t + offset, ..*p }));
+        }
+        Some(Arc::new(merged))
     }
+
+    /// Whether any LiDAR is in the set.
+    pub fn has_lidar(&self) -> bool {
+        self.lidar_stamp().is_some()
+    }
+
+    /// The first present radar's scan with its stamp: the ego speed is estimated from it
+    /// (its Doppler is measured at its mount).
     pub fn radar_stamped(&self) -> Option<(StampNs, Arc<Vec<RadarTarget>>)> {
-        match &self.set.members[RADAR] {
-            Some((s, Member::Radar(t))) => Some((*s, t.clone())),
+        self.present(Sensor::Radar).find_map(|(s, m)| match m {
+            Member::Radar(t) => Some((*s, t.clone())),
             _ => None,
-        }
+        })
     }
+
+    /// Every radar's targets of the set (base_link), one list: targets of one object seen by
+    /// two radars cluster into one radar object.
     pub fn radar(&self) -> Option<Arc<Vec<RadarTarget>>> {
-        self.radar_stamped().map(|(_, targets)| targets)
-    }
-    pub fn camera(&self) -> Option<(StampNs, Arc<Rgb8>)> {
-        match &self.set.members[CAMERA] {
-            Some((s, Member::Camera(img, _))) => Some((*s, img.clone())),
-            _ => None,
+        let scans: Vec<&Arc<Vec<RadarTarget>>> = self
+            .present(Sensor::Radar)
+            .filter_map(|(_, m)| match m {
+                Member::Radar(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        match scans.as_slice() {
+            [] => None,
+            [one] => Some((*one).clone()),
+            many => Some(Arc::new(many.iter().flat_map(|t| t.iter().copied()).collect())),
         }
+    }
+
+    pub fn camera(&self) -> Option<(StampNs, Arc<Rgb8>)> {
+        self.present(Sensor::Camera).find_map(|(s, m)| match m {
+            Member::Camera(img, _) => Some((*s, img.clone())),
+            _ => None,
+        })
     }
     /// The intrinsics the set's camera frame came with (None: no frame, or no CameraInfo yet).
     pub fn camera_intrinsics(&self) -> Option<Intrinsics> {
-        match &self.set.members[CAMERA] {
-            Some((_, Member::Camera(_, intrinsics))) => *intrinsics,
+        self.present(Sensor::Camera).find_map(|(_, m)| match m {
+            Member::Camera(_, intrinsics) => *intrinsics,
             _ => None,
-        }
+        })
     }
     pub fn omega(&self) -> Vector3<f64> {
         self.omega
@@ -325,8 +417,9 @@ impl SetJob {
     pub fn partial(&self) -> bool {
         self.set.partial
     }
+    /// The sensors the set went out without, by their configured names.
     pub fn missing(&self) -> Vec<&'static str> {
-        self.set.missing.iter().map(|m| MEMBER_NAMES[*m]).collect()
+        self.set.missing.iter().map(|m| self.names[*m]).collect()
     }
 }
 
@@ -406,8 +499,7 @@ struct CameraModel {
 }
 
 impl CameraModel {
-    fn new(calib: &Calibration) -> Self {
-        let cam = calib.sensor("camera");
+    fn new(cam: &crate::calib::SensorPose) -> Self {
         let mut model = Self { base_to_cam: cam.to_base().inverse(), k: [0.0; 9], width: 0.0, height: 0.0 };
         model.set_intrinsics(&Intrinsics::of(cam));
         model
@@ -486,11 +578,6 @@ fn same_object(camera: &[f32; 4], projected: &[f32; 4], min_iou: f32) -> bool {
         || (cx >= projected[0] - mx && cx <= projected[2] + mx && cy >= projected[1] - my && cy <= projected[3] + my)
 }
 
-/// Where the radar sits in base_link: its Doppler is measured there.
-fn radar_position(calib: &Calibration) -> [f64; 3] {
-    calib.sensor("radar").translation
-}
-
 /// The class a LiDAR box's shape suggests (before any camera evidence): low confidence.
 pub fn geometric_label(b: &ObjectBox) -> Label {
     let footprint = b.size[0].max(b.size[1]);
@@ -546,6 +633,9 @@ pub fn complete_box(b: &ObjectBox, label: Label) -> ObjectBox {
 
 pub struct Pipeline {
     pub params: PipelineParams,
+    /// The robot's declared sensors, and which of them the synchronizer's members are.
+    sensors: SensorSet,
+    members: Members,
     sync: DeadlineSync<Member>,
     imu: ImuBuffer,
     camera_model: CameraModel,
@@ -584,10 +674,10 @@ pub const TIME_JUMP_NS: StampNs = 1_000_000_000;
 /// IMU samples kept for interpolation at set stamps (2 s at 200 Hz).
 const IMU_BUFFER: usize = 400;
 
-fn sync_config(params: &PipelineParams) -> DeadlineConfig {
+fn sync_config(params: &PipelineParams, members: &Members) -> DeadlineConfig {
     DeadlineConfig {
-        topics: 3,
-        reference: LIDAR,
+        topics: members.sensors.len(),
+        reference: members.first(Sensor::Lidar).expect("a sensor set has a LiDAR"),
         tolerance_ns: params.sync_tolerance_ns,
         deadline_ns: params.sync_wait_ns,
         buffer: 8,
@@ -595,19 +685,28 @@ fn sync_config(params: &PipelineParams) -> DeadlineConfig {
 }
 
 impl Pipeline {
+    /// A pipeline for the sensors `calib` declares; a calibration that passed
+    /// [`Calibration::load`] declares a set the pipeline handles, else this panics: check
+    /// hand-built ones with [`Calibration::sensor_set`] first.
     pub fn new(params: PipelineParams, calib: &Calibration, detector: Option<Box<dyn CameraDetector>>) -> Self {
-        let sync = DeadlineSync::new(sync_config(&params));
+        let sensors = calib.sensor_set().expect("a checked calibration declares a sensor set the pipeline handles");
+        let members = Members::new(&sensors);
+        let sync = DeadlineSync::new(sync_config(&params, &members));
         let monitor = ModelMonitor::new(params.monitor, detector.as_ref().and_then(|d| d.training_ranges()));
+        let pose = |kind| calib.sensor(sensors.name(sensors.first(kind).expect("checked set")));
         Self {
             sync,
             monitor,
             imu: ImuBuffer::new(IMU_BUFFER),
-            camera_model: CameraModel::new(calib),
+            camera_model: CameraModel::new(pose(Sensor::Camera)),
             detector,
             tracker: Tracker::new(params.tracker.clone()),
-            ego_speed: EgoSpeedEstimator::new(params.ego_speed, radar_position(calib)),
+            // The first radar's Doppler, measured at its mount, gives the ego speed.
+            ego_speed: EgoSpeedEstimator::new(params.ego_speed, pose(Sensor::Radar).translation),
             odometry: OdometryBuffer::shared(&calib.base_frame, OdometryParams::default()),
-            anomaly: AnomalyDetector::new(params.anomaly, calib.safety_zones.clone()),
+            anomaly: AnomalyDetector::with_sensors(params.anomaly, calib.safety_zones.clone(), sensors.clone()),
+            sensors,
+            members,
             last_set: None,
             last_lidar: None,
             recent_camera: None,
@@ -624,6 +723,11 @@ impl Pipeline {
 
     /// Whether each set carries its [`CameraView`] (off by default: only a report or an
     /// annotated image reads it, and the projections cost time on the fusion thread).
+    /// The robot's declared sensors, whose ids [`Input`]s carry.
+    pub fn sensors(&self) -> &SensorSet {
+        &self.sensors
+    }
+
     pub fn keep_camera_views(&mut self, on: bool) {
         self.camera_views = on;
     }
@@ -651,7 +755,7 @@ impl Pipeline {
     /// and rules start over, and one `time_jump` event (INFO) says so. A late message of a
     /// stalled stream is newer than its own stream's last one, so it never restarts
     /// anything; a stream coming back from a dropout is a recovery, not a jump.
-    fn follow_timeline(&mut self, sensor: Sensor, stamp: StampNs) -> Option<Event> {
+    fn follow_timeline(&mut self, sensor: SensorId, stamp: StampNs) -> Option<Event> {
         if self.now == StampNs::MIN {
             return None;
         }
@@ -663,7 +767,7 @@ impl Pipeline {
             return None;
         }
         let previous = self.now;
-        self.sync = DeadlineSync::new(sync_config(&self.params));
+        self.sync = DeadlineSync::new(sync_config(&self.params, &self.members));
         self.imu = ImuBuffer::new(IMU_BUFFER);
         self.tracker = Tracker::new(self.params.tracker.clone());
         self.ego_speed = self.ego_speed.restarted();
@@ -714,8 +818,18 @@ impl Pipeline {
     fn check_dropouts(&mut self) -> Vec<Event> {
         let events = self.anomaly.check_dropouts(self.now);
         let states = self.anomaly.stream_states();
-        for (topic, sensor) in [(LIDAR, Sensor::Lidar), (CAMERA, Sensor::Camera), (RADAR, Sensor::Radar)] {
-            self.sync.set_awaited(topic, states[sensor as usize] != StreamState::Silent);
+        for (topic, sensor) in self.members.sensors.iter().enumerate() {
+            self.sync.set_awaited(topic, states[sensor.index()] != StreamState::Silent);
+        }
+        // The reference is the first LiDAR not in dropout: a robot with a second LiDAR keeps
+        // LiDAR-led sets when one goes silent (radar leads only when every LiDAR is silent).
+        let lidars = self.members.kinds.iter().enumerate().filter(|(_, k)| **k == Sensor::Lidar).map(|(t, _)| t);
+        let live = lidars.clone().find(|t| states[self.members.sensors[*t].index()] != StreamState::Silent);
+        if let Some(reference) = live.or_else(|| lidars.clone().next()) {
+            if reference != self.sync.reference() {
+                self.sync.set_reference(reference);
+                self.count(&format!("sync.reference.{}", self.members.names[reference]));
+            }
         }
         events
     }
@@ -762,57 +876,78 @@ impl Pipeline {
     /// Message-level work (rules on single messages, IMU buffer, synchronizer): the sets
     /// this message released, as jobs.
     fn release(&mut self, input: Input, events: &mut Vec<Event>) -> Vec<SetJob> {
-        let stamp = input.stamp();
-        events.extend(self.follow_timeline(input.sensor(), stamp));
+        let (sensor, stamp) = (input.sensor(), input.stamp());
+        // An input must come from a declared sensor of its own kind (a node wired to the
+        // wrong id would otherwise corrupt another sensor's state).
+        let kind = match &input {
+            Input::Camera { .. } => Sensor::Camera,
+            Input::Lidar { .. } => Sensor::Lidar,
+            Input::Radar { .. } => Sensor::Radar,
+            Input::Imu(..) => Sensor::Imu,
+        };
+        if sensor.index() >= self.sensors.len() || self.sensors.kind(sensor) != kind {
+            self.count(&format!("input.rejected.undeclared_{kind}"));
+            return vec![];
+        }
+        events.extend(self.follow_timeline(sensor, stamp));
         self.now = self.now.max(stamp);
+        let topic = self.members.topic(sensor, kind);
         let released = match input {
-            Input::Imu(s) => {
-                events.extend(self.anomaly.on_message(Sensor::Imu, s.stamp));
+            Input::Imu(_, s) => {
+                events.extend(self.anomaly.on_message(sensor, s.stamp));
                 if self.imu.push(s).is_err() {
                     self.count("imu.out_of_order");
                 }
                 events.extend(self.anomaly.on_imu(s.stamp, s.linear_acceleration.into()));
                 self.sync.poll(self.now)
             }
-            Input::Camera { stamp, image, intrinsics } => {
-                events.extend(self.anomaly.on_message(Sensor::Camera, stamp));
+            Input::Camera { stamp, image, intrinsics, .. } => {
+                events.extend(self.anomaly.on_message(sensor, stamp));
                 events.extend(self.anomaly.on_camera_frame(stamp, &image));
                 self.recent_camera = Some((stamp, image.clone(), intrinsics));
-                self.sync.add(CAMERA, stamp, Member::Camera(image, intrinsics))
+                self.sync.add(topic.expect("a camera is a member"), stamp, Member::Camera(image, intrinsics))
             }
-            Input::Lidar { stamp, points, non_finite, total } => {
-                events.extend(self.anomaly.on_message(Sensor::Lidar, stamp));
-                events.extend(self.anomaly.on_lidar_health(stamp, non_finite, total));
-                self.last_lidar = Some(stamp);
-                self.sync.add(LIDAR, stamp, Member::Lidar(points))
+            Input::Lidar { stamp, points, non_finite, total, .. } => {
+                events.extend(self.anomaly.on_message(sensor, stamp));
+                events.extend(self.anomaly.on_lidar_health(sensor, stamp, non_finite, total));
+                // Radar leads sets only when no LiDAR at all has come for a while.
+                self.last_lidar = self.last_lidar.max(Some(stamp));
+                self.sync.add(topic.expect("a LiDAR is a member"), stamp, Member::Lidar(points))
             }
-            Input::Radar { stamp, targets } => {
-                events.extend(self.anomaly.on_message(Sensor::Radar, stamp));
+            Input::Radar { stamp, targets, .. } => {
+                events.extend(self.anomaly.on_message(sensor, stamp));
+                let topic = topic.expect("a radar is a member");
+                let leads = Some(topic) == self.members.first(Sensor::Radar);
                 let lidar_lost = self.last_lidar.is_none_or(|l| stamp - l > self.params.reference_lost_ns);
                 let due = self
                     .last_set
                     .is_none_or(|l| stamp - l >= self.params.set_period_ns - self.params.sync_tolerance_ns);
-                let mut out = self.sync.add(RADAR, stamp, Member::Radar(targets.clone()));
-                if lidar_lost && due && self.sync.pending() == 0 {
+                let mut out = self.sync.add(topic, stamp, Member::Radar(targets.clone()));
+                if leads && lidar_lost && due && self.sync.pending() == 0 {
                     // The reference is gone: keep tracking on radar (and camera) alone.
-                    let camera = self
-                        .recent_camera
-                        .as_ref()
-                        .filter(|(t, _, _)| (t - stamp).abs() <= self.params.sync_tolerance_ns)
-                        .map(|(t, img, intrinsics)| (*t, Member::Camera(img.clone(), *intrinsics)));
-                    let missing = if camera.is_some() { vec![LIDAR] } else { vec![LIDAR, CAMERA] };
-                    out.push(SyncSet {
-                        stamp,
-                        members: vec![None, camera, Some((stamp, Member::Radar(targets)))],
-                        partial: true,
-                        missing,
-                    });
+                    out.push(self.radar_led_set(topic, stamp, targets));
                     self.count("sets.radar_led");
                 }
                 out
             }
         };
         released.into_iter().map(|set| self.job(set)).collect()
+    }
+
+    /// A set led by the first radar's scan while the reference LiDAR is silent: the scan, the
+    /// camera's recent frame when it is within tolerance, every other member missing.
+    fn radar_led_set(&self, topic: usize, stamp: StampNs, targets: Arc<Vec<RadarTarget>>) -> SyncSet<Member> {
+        let mut members: Vec<Option<(StampNs, Member)>> = vec![None; self.members.sensors.len()];
+        members[topic] = Some((stamp, Member::Radar(targets)));
+        if let Some(camera) = self.members.first(Sensor::Camera) {
+            members[camera] = self
+                .recent_camera
+                .as_ref()
+                .filter(|(t, _, _)| (t - stamp).abs() <= self.params.sync_tolerance_ns)
+                .map(|(t, img, intrinsics)| (*t, Member::Camera(img.clone(), *intrinsics)));
+        }
+        let missing = (0..members.len()).filter(|k| members[*k].is_none()).collect();
+        SyncSet { stamp, members, partial: true, missing }
     }
 
     /// As [`Pipeline::tick`], returning jobs.
@@ -878,13 +1013,23 @@ impl Pipeline {
         let t = set.stamp;
         let newest = set.members.iter().flatten().map(|(s, _)| *s).max().unwrap_or(t);
         let omega = self.angular_velocity_at(t);
-        let lidar_stamp = set.members[LIDAR].as_ref().map_or(t, |(s, _)| *s);
-        let velocity = self.odometry_at(lidar_stamp).map(|o| o.velocity).unwrap_or_default();
-        let (run_detector, gate_reason) = match &set.members[CAMERA] {
-            Some((stamp, Member::Camera(image, _))) => self.gate_frame(*stamp, image),
-            _ => (false, None),
+        let mut job = SetJob {
+            stamp: t,
+            newest_stamp: newest,
+            set,
+            kinds: self.members.kinds.clone(),
+            names: self.members.names.clone(),
+            omega,
+            velocity: Vector3::zeros(),
+            run_detector: false,
+            gate_reason: None,
         };
-        SetJob { stamp: t, newest_stamp: newest, set, omega, velocity, run_detector, gate_reason }
+        let lidar_stamp = job.lidar_stamp().unwrap_or(t);
+        job.velocity = self.odometry_at(lidar_stamp).map(|o| o.velocity).unwrap_or_default();
+        if let Some((stamp, image)) = job.camera() {
+            (job.run_detector, job.gate_reason) = self.gate_frame(stamp, &image);
+        }
+        job
     }
 
     /// Asks the detector gate about a set's frame, from the tracks as of the last fused set
@@ -965,8 +1110,8 @@ impl Pipeline {
         if let Some(intrinsics) = job.camera_intrinsics() {
             self.camera_model.set_intrinsics(&intrinsics);
         }
-        for m in &job.set.missing {
-            self.count(&format!("sets.partial.missing_{}", MEMBER_NAMES[*m]));
+        for name in job.missing() {
+            self.count(&format!("sets.partial.missing_{name}"));
         }
         let dt = self.last_set.map(|l| (t - l) as f64 * 1e-9).unwrap_or(0.1).clamp(1e-3, 1.0);
         // Heading change since the last set: from the IMU orientation when it covers both
@@ -1027,7 +1172,7 @@ impl Pipeline {
             None => None,
         };
         let Association { detections, mut unexplained, inconsistent } =
-            self.associate(&lidar_boxes, &radar, camera.as_deref(), job.set.members[LIDAR].is_some(), gated_out);
+            self.associate(&lidar_boxes, &radar, camera.as_deref(), job.has_lidar(), gated_out);
         for (label, why) in inconsistent {
             self.count(&format!("label.camera_{why}.{}", label.as_str()));
         }
@@ -1322,14 +1467,103 @@ mod tests {
             let t = t0 + k * 100_000_000;
             let mut img = (*image).clone();
             img.data[0] = k as u8; // not a frozen image
-            out.extend(p.push(Input::Lidar { stamp: t, points: Arc::new(points.clone()), non_finite: 0, total: 200 }));
+            out.extend(p.push(Input::Lidar {
+                sensor: SensorId::standard(Sensor::Lidar),
+                stamp: t,
+                points: Arc::new(points.clone()),
+                non_finite: 0,
+                total: 200,
+            }));
             out.extend(p.push(Input::Radar {
+                sensor: SensorId::standard(Sensor::Radar),
                 stamp: t + 1_000_000,
                 targets: Arc::new(vec![[8.5, 0.0, 0.5, 0.0, 10.0].into()]),
             }));
-            out.extend(p.push(Input::Camera { stamp: t + 2_000_000, image: Arc::new(img), intrinsics: None }));
+            out.extend(p.push(Input::Camera {
+                sensor: SensorId::standard(Sensor::Camera),
+                stamp: t + 2_000_000,
+                image: Arc::new(img),
+                intrinsics: None,
+            }));
         }
         out
+    }
+
+    /// A robot with a roof LiDAR (`lidar`) and a bumper LiDAR: each sweep is fused, what only
+    /// the bumper sees is an object too, and a silent bumper is a dropout under its own name
+    /// while sets go on, led by the roof LiDAR, without waiting for it.
+    #[test]
+    fn a_second_lidar_adds_what_only_it_sees_and_is_named_when_it_goes_silent() {
+        let mut calib = Calibration::default();
+        let mut bumper = calib.sensor("lidar").clone();
+        (bumper.kind, bumper.frame_id) = (Some(Sensor::Lidar), "bumper_lidar_link".into());
+        calib.sensors.insert("bumper_lidar".into(), bumper);
+        let mut p = Pipeline::new(PipelineParams::default(), &calib, None);
+        let set = p.sensors().clone();
+        let id = |name| set.find(name).unwrap();
+        // The roof's view: a box 8 m ahead; the bumper's: a box 5 m ahead, 3 m to the left,
+        // fired 20 ms after the roof's sweep began, with 10 ms of firing times.
+        let cube = |x: f32, y: f32, t: f32| -> Vec<LidarPoint> {
+            (0..125)
+                .map(|i| {
+                    [x + (i % 5) as f32 * 0.2, y + (i / 5 % 5) as f32 * 0.2, 0.2 + (i / 25) as f32 * 0.2, 40.0, t]
+                        .into()
+                })
+                .collect()
+        };
+        let objects_near = |step: &Step, x: f64, y: f64| {
+            step.sets.last().is_some_and(|s| {
+                s.objects.iter().any(|o| (o.center[0] - x).abs() < 1.0 && (o.center[1] - y).abs() < 1.0)
+            })
+        };
+        let mut step = Step::default();
+        let mut period = |p: &mut Pipeline, k: i64, with_bumper: bool| {
+            let t = k * 100_000_000;
+            let mut out = Step::default();
+            let roof = Input::Lidar {
+                sensor: id("lidar"),
+                stamp: t,
+                points: Arc::new(cube(8.0, 0.0, 0.0)),
+                non_finite: 0,
+                total: 125,
+            };
+            out.extend(p.push(roof));
+            if with_bumper {
+                let points = Arc::new(cube(5.0, 3.0, 0.01));
+                out.extend(p.push(Input::Lidar {
+                    sensor: id("bumper_lidar"),
+                    stamp: t + 20_000_000,
+                    points,
+                    non_finite: 0,
+                    total: 125,
+                }));
+            }
+            let targets = Arc::new(vec![[8.5, 0.0, 0.5, 0.0, 10.0].into()]);
+            out.extend(p.push(Input::Radar { sensor: id("radar"), stamp: t + 1_000_000, targets }));
+            out.extend(p.tick(t + 60_000_000));
+            out
+        };
+        for k in 1..=8 {
+            step.extend(period(&mut p, k, true));
+        }
+        let first = step.sets.first().unwrap();
+        assert!(first.missing.iter().all(|m| *m == "camera"), "both LiDARs in every set: {:?}", first.missing);
+        assert!(objects_near(&step, 8.4, 0.4), "the roof LiDAR's object");
+        assert!(objects_near(&step, 5.4, 3.4), "the object only the bumper LiDAR sees");
+
+        // The bumper goes silent: one dropout naming it, and the roof LiDAR's sets go on
+        // without waiting for it.
+        let mut silent = Step::default();
+        for k in 9..=20 {
+            silent.extend(period(&mut p, k, false));
+        }
+        let dropouts: Vec<_> = silent.events.iter().filter(|e| e.kind == EventKind::SensorDropout).collect();
+        assert_eq!(dropouts.len(), 1, "{dropouts:?}");
+        assert_eq!(dropouts[0].sensors, ["bumper_lidar"]);
+        let late = &silent.sets[silent.sets.len() - 3..];
+        assert!(late.iter().all(|s| s.missing.contains(&"bumper_lidar") && s.stamp % 100_000_000 == 0), "roof-led");
+        assert!(objects_near(&silent, 8.4, 0.4));
+        assert!(p.counters.get("sets.radar_led").is_none(), "a live LiDAR still leads");
     }
 
     #[test]
@@ -1406,9 +1640,19 @@ mod tests {
         for k in 0..10 {
             // The camera is dead from 8 s on: LiDAR, then radar 1 ms later.
             let t = 8_000_000_000 + k * 100_000_000;
-            let on_lidar = p.push(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 50 });
+            let on_lidar = p.push(Input::Lidar {
+                sensor: SensorId::standard(Sensor::Lidar),
+                stamp: t,
+                points: points.clone(),
+                non_finite: 0,
+                total: 50,
+            });
             dropout_seen |= on_lidar.events.iter().any(|e| e.rule == "stream_silent" && e.sensors == ["camera"]);
-            let on_radar = p.push(Input::Radar { stamp: t + 1_000_000, targets: radar.clone() });
+            let on_radar = p.push(Input::Radar {
+                sensor: SensorId::standard(Sensor::Radar),
+                stamp: t + 1_000_000,
+                targets: radar.clone(),
+            });
             dropout_seen |= on_radar.events.iter().any(|e| e.rule == "stream_silent" && e.sensors == ["camera"]);
             if k >= 3 {
                 // Once the camera is known to be gone, the set goes out with its last awaited
@@ -1435,9 +1679,23 @@ mod tests {
             let radar = Arc::new(vec![RadarTarget::from([8.5, 0.0, 0.5, 0.0, 10.0])]);
             (0..10).any(|k| {
                 let t = 8_000_000_000 + k * 100_000_000;
-                let mut events =
-                    p.push(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 50 }).events;
-                events.extend(p.push(Input::Radar { stamp: t + 1_000_000, targets: radar.clone() }).events);
+                let mut events = p
+                    .push(Input::Lidar {
+                        sensor: SensorId::standard(Sensor::Lidar),
+                        stamp: t,
+                        points: points.clone(),
+                        non_finite: 0,
+                        total: 50,
+                    })
+                    .events;
+                events.extend(
+                    p.push(Input::Radar {
+                        sensor: SensorId::standard(Sensor::Radar),
+                        stamp: t + 1_000_000,
+                        targets: radar.clone(),
+                    })
+                    .events,
+                );
                 events.iter().any(|e| e.rule == "stream_silent" && e.sensors == ["camera"])
             })
         };
@@ -1462,14 +1720,19 @@ mod tests {
         // A camera frame 0.4 s older than the camera's last one: out of order, not a new
         // timeline (only a stream going back by more than TIME_JUMP_NS is one).
         let img = Arc::new(Rgb8 { width: 8, height: 8, data: vec![90; 192] });
-        let step = p.push(Input::Camera { stamp: 7_500_000_000, image: img, intrinsics: None });
+        let step = p.push(Input::Camera {
+            sensor: SensorId::standard(Sensor::Camera),
+            stamp: 7_500_000_000,
+            image: img,
+            intrinsics: None,
+        });
         assert!(step.events.iter().all(|e| e.kind != EventKind::TimeJump));
         assert_eq!(p.counters.get("time_jumps"), None);
     }
 
     #[test]
     fn projection_of_a_box_ahead_is_centred() {
-        let m = CameraModel::new(&Calibration::default());
+        let m = CameraModel::new(Calibration::default().sensor("camera"));
         // 10 m ahead on the camera's axis height: centred horizontally.
         let r = m.project([11.5, 0.0, 1.2], [1.0, 1.0, 1.0], 0.0).unwrap();
         assert!(((r[0] + r[2]) / 2.0 - 320.0).abs() < 1.0 && ((r[1] + r[3]) / 2.0 - 240.0).abs() < 1.0, "{r:?}");

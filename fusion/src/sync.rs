@@ -326,6 +326,16 @@ impl<T: Clone> DeadlineSync<T> {
         self.awaited[topic] = awaited;
     }
 
+    /// Which topic opens sets from now on (sets already open keep their reference).
+    pub fn set_reference(&mut self, topic: usize) {
+        assert!(topic < self.cfg.topics);
+        self.cfg.reference = topic;
+    }
+
+    pub fn reference(&self) -> usize {
+        self.cfg.reference
+    }
+
     fn closest(&self, topic: usize, stamp: i64) -> Option<(i64, T)> {
         self.buffers[topic]
             .iter()

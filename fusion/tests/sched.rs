@@ -8,7 +8,7 @@ use fusion::{
     detect::{CameraDetector, DetectError, Detection2d, Label},
     pipeline::{Input, Pipeline, PipelineParams, SetOutput},
     sched::*,
-    LidarPoint, RadarTarget, Sensor, StampNs,
+    LidarPoint, RadarTarget, Sensor, SensorId, StampNs,
 };
 use std::{
     sync::{Arc, Mutex},
@@ -324,7 +324,7 @@ impl CameraDetector for ScriptedDetector {
 struct Msg(Input);
 
 impl Message for Msg {
-    fn sensor(&self) -> Sensor {
+    fn sensor(&self) -> SensorId {
         self.0.sensor()
     }
     fn stamp(&self) -> StampNs {
@@ -379,9 +379,20 @@ fn executor_degrades_under_scripted_overload_and_recovers_without_late_publicati
     let mut max_level = 0;
     for k in 0..160 {
         let t = clock();
-        exec.post(Msg(Input::Camera { stamp: t, image: image.clone(), intrinsics: None }));
-        exec.post(Msg(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 0 }));
-        exec.post(Msg(Input::Radar { stamp: t, targets: targets.clone() }));
+        exec.post(Msg(Input::Camera {
+            sensor: SensorId::standard(Sensor::Camera),
+            stamp: t,
+            image: image.clone(),
+            intrinsics: None,
+        }));
+        exec.post(Msg(Input::Lidar {
+            sensor: SensorId::standard(Sensor::Lidar),
+            stamp: t,
+            points: points.clone(),
+            non_finite: 0,
+            total: 0,
+        }));
+        exec.post(Msg(Input::Radar { sensor: SensorId::standard(Sensor::Radar), stamp: t, targets: targets.clone() }));
         std::thread::sleep(Duration::from_millis(100));
         max_level = max_level.max(stats.lock().unwrap().level);
         if k == 159 {
@@ -448,8 +459,19 @@ fn the_detector_kernels_run_on_normal_scheduling_under_a_real_time_scheduler() {
     let points: Arc<Vec<LidarPoint>> = Arc::new(vec![[10.0, 0.0, 0.5, 1.0, 0.0].into(); 50]);
     for _ in 0..10 {
         let t = clock();
-        exec.post(Msg(Input::Camera { stamp: t, image: image.clone(), intrinsics: None }));
-        exec.post(Msg(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 0 }));
+        exec.post(Msg(Input::Camera {
+            sensor: SensorId::standard(Sensor::Camera),
+            stamp: t,
+            image: image.clone(),
+            intrinsics: None,
+        }));
+        exec.post(Msg(Input::Lidar {
+            sensor: SensorId::standard(Sensor::Lidar),
+            stamp: t,
+            points: points.clone(),
+            non_finite: 0,
+            total: 0,
+        }));
         std::thread::sleep(Duration::from_millis(100));
     }
     let stats = exec.shutdown();
@@ -485,8 +507,19 @@ fn both_executors_count_the_partial_sets_they_publish() {
         .unwrap();
         for k in 0..15 {
             let t = clock();
-            exec.post(Msg(Input::Camera { stamp: t, image: image.clone(), intrinsics: None }));
-            exec.post(Msg(Input::Lidar { stamp: t, points: points.clone(), non_finite: 0, total: 0 }));
+            exec.post(Msg(Input::Camera {
+                sensor: SensorId::standard(Sensor::Camera),
+                stamp: t,
+                image: image.clone(),
+                intrinsics: None,
+            }));
+            exec.post(Msg(Input::Lidar {
+                sensor: SensorId::standard(Sensor::Lidar),
+                stamp: t,
+                points: points.clone(),
+                non_finite: 0,
+                total: 0,
+            }));
             if k == 5 {
                 // A live change reaches the thread that owns the pipeline; a start-up one and
                 // an out-of-range one are refused at the call.

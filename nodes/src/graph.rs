@@ -148,6 +148,18 @@ pub const ODOMETRY: Topic = Topic {
 };
 
 // ---- validated streams in base_link: ingest nodes → fusion_node ---------------------------
+/// The validated stream of a declared sensor: `sensors/<name>`, with its kind's type and QoS
+/// (the constants below are the standard robot's, whose sensors are named after their kind).
+pub fn sensor_stream(name: &str, kind: fusion::Sensor) -> (String, &'static Topic) {
+    let topic = match kind {
+        fusion::Sensor::Camera => &SENSORS_CAMERA,
+        fusion::Sensor::Lidar => &SENSORS_LIDAR,
+        fusion::Sensor::Radar => &SENSORS_RADAR,
+        fusion::Sensor::Imu => &SENSORS_IMU,
+    };
+    (format!("sensors/{name}"), topic)
+}
+
 pub const SENSORS_CAMERA: Topic = Topic {
     name: "sensors/camera",
     msg_type: "sensor_msgs/msg/Image",

@@ -113,7 +113,7 @@ where
     params.bool("use_sim_time", false)?;
     // The mount from /tf_static where the robot publishes it, else from the calibration file.
     let ros::Extrinsics { resolved, path: calibration_path, watch: tf_watch, latched: _tf_static } =
-        ros::extrinsics(&mut node, &params, &[spec.sensor])?;
+        ros::extrinsics(&mut node, &params, Some(&[spec.sensor.as_str()]))?;
     let extrinsics_source = resolved.summary();
     let calibration = resolved.calibration;
     let queue_size = params.usize("queue_size", spec.queue_size)?.max(1);

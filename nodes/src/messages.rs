@@ -12,7 +12,7 @@ use fusion::{
     cloud::{decode_lidar_points, decode_radar_targets},
     frontend::imu_state,
     pipeline::Input,
-    Sensor, StampNs,
+    SensorId, StampNs,
 };
 use models::llm::summary::EventInfo;
 use r2r::{
@@ -24,28 +24,26 @@ use r2r::{
 };
 use std::sync::{Arc, Mutex};
 
-/// A message from one of fusion_node's sensor subscriptions (the ingest nodes' outputs).
+/// A message from one of fusion_node's sensor subscriptions (the ingest nodes' outputs on
+/// `sensors/<name>`), with the declared sensor it came from.
 pub enum SensorMsg {
-    Camera(Image),
-    Lidar(PointCloud2),
-    Radar(PointCloud2),
-    Imu(Imu),
+    Camera(SensorId, Image),
+    Lidar(SensorId, PointCloud2),
+    Radar(SensorId, PointCloud2),
+    Imu(SensorId, Imu),
 }
 
 impl fusion::sched::Message for SensorMsg {
-    fn sensor(&self) -> Sensor {
+    fn sensor(&self) -> SensorId {
         match self {
-            SensorMsg::Camera(_) => Sensor::Camera,
-            SensorMsg::Lidar(_) => Sensor::Lidar,
-            SensorMsg::Radar(_) => Sensor::Radar,
-            SensorMsg::Imu(_) => Sensor::Imu,
+            SensorMsg::Camera(id, _) | SensorMsg::Lidar(id, _) | SensorMsg::Radar(id, _) | SensorMsg::Imu(id, _) => *id,
         }
     }
     fn stamp(&self) -> StampNs {
         let t = match self {
-            SensorMsg::Camera(m) => &m.header.stamp,
-            SensorMsg::Lidar(m) | SensorMsg::Radar(m) => &m.header.stamp,
-            SensorMsg::Imu(m) => &m.header.stamp,
+            SensorMsg::Camera(_, m) => &m.header.stamp,
+            SensorMsg::Lidar(_, m) | SensorMsg::Radar(_, m) => &m.header.stamp,
+            SensorMsg::Imu(_, m) => &m.header.stamp,
         };
         time_ns(t)
     }
@@ -57,32 +55,32 @@ impl fusion::sched::Message for SensorMsg {
 /// only: the IMU's hundreds of messages a second take no lock.
 pub fn to_input(msg: SensorMsg, intrinsics: &Mutex<Option<Intrinsics>>) -> Result<Input, String> {
     match msg {
-        SensorMsg::Camera(img) => {
+        SensorMsg::Camera(sensor, img) => {
             let stamp = time_ns(&img.header.stamp);
             let rgb = to_rgb8(image_ref(&img)).map_err(|e| e.as_str().to_string())?;
             let intrinsics = *intrinsics.lock().expect("intrinsics");
-            Ok(Input::Camera { stamp, image: Arc::new(rgb), intrinsics })
+            Ok(Input::Camera { sensor, stamp, image: Arc::new(rgb), intrinsics })
         }
-        SensorMsg::Lidar(c) => {
+        SensorMsg::Lidar(sensor, c) => {
             let stamp = time_ns(&c.header.stamp);
             let f = cloud_fields(&c);
             let points = decode_lidar_points(cloud_ref(&c, &f)).map_err(|e| e.as_str().to_string())?;
-            Ok(Input::Lidar { stamp, points: Arc::new(points), non_finite: 0, total: 0 })
+            Ok(Input::Lidar { sensor, stamp, points: Arc::new(points), non_finite: 0, total: 0 })
         }
-        SensorMsg::Radar(c) => {
+        SensorMsg::Radar(sensor, c) => {
             let stamp = time_ns(&c.header.stamp);
             let f = cloud_fields(&c);
             let targets = decode_radar_targets(cloud_ref(&c, &f)).map_err(|e| e.as_str().to_string())?;
-            Ok(Input::Radar { stamp, targets: Arc::new(targets) })
+            Ok(Input::Radar { sensor, stamp, targets: Arc::new(targets) })
         }
-        SensorMsg::Imu(m) => {
+        SensorMsg::Imu(sensor, m) => {
             let s = imu_sample(&m);
             // imu_ingest publishes a unit quaternion; anything else did not come from it.
             let n = s.orientation.iter().map(|v| v * v).sum::<f64>().sqrt();
             if !(n - 1.0).abs().lt(&0.01) {
                 return Err("bad_orientation".into());
             }
-            Ok(Input::Imu(imu_state(&s)))
+            Ok(Input::Imu(sensor, imu_state(&s)))
         }
     }
 }
@@ -180,31 +178,33 @@ mod tests {
     fn sensor_messages_become_pipeline_inputs_or_a_named_refusal() {
         let none = Mutex::new(None);
         let lidar = cloud(5_000_000_000, vec!["x", "y", "z", "intensity", "t"], &[&[1.0, 2.0, 0.5, 40.0, 0.01]]);
-        match to_input(SensorMsg::Lidar(lidar), &none).unwrap() {
-            Input::Lidar { stamp, points, .. } => {
-                assert_eq!(stamp, 5_000_000_000);
+        match to_input(SensorMsg::Lidar(SensorId(1), lidar), &none).unwrap() {
+            Input::Lidar { sensor, stamp, points, .. } => {
+                assert_eq!((sensor, stamp), (SensorId(1), 5_000_000_000), "the subscription's sensor, handed on");
                 assert_eq!((points[0].x, points[0].y, points[0].intensity, points[0].t), (1.0, 2.0, 40.0, 0.01));
             }
             other => panic!("{other:?}"),
         }
         let radar = cloud(6_000_000_000, vec!["x", "y", "z", "doppler", "rcs"], &[&[20.0, -3.0, 0.4, -4.5, 12.0]]);
-        match to_input(SensorMsg::Radar(radar), &none).unwrap() {
-            Input::Radar { stamp, targets } => {
-                assert_eq!(stamp, 6_000_000_000);
+        match to_input(SensorMsg::Radar(SensorId(3), radar), &none).unwrap() {
+            Input::Radar { sensor, stamp, targets } => {
+                assert_eq!((sensor, stamp), (SensorId(3), 6_000_000_000));
                 assert_eq!((targets[0].doppler, targets[0].rcs), (-4.5, 12.0));
             }
             other => panic!("{other:?}"),
         }
         // A LiDAR cloud on the radar topic names its missing field instead of reading garbage.
         let wrong = cloud(0, vec!["x", "y", "z", "intensity", "t"], &[&[1.0, 2.0, 0.5, 40.0, 0.0]]);
-        assert!(to_input(SensorMsg::Radar(wrong), &none).is_err());
+        assert!(to_input(SensorMsg::Radar(SensorId(2), wrong), &none).is_err());
 
         let mut imu = Imu::default();
         imu.header.stamp = ros::to_time(7_000_000_000);
         imu.orientation.w = 1.0;
-        assert!(matches!(to_input(SensorMsg::Imu(imu.clone()), &none), Ok(Input::Imu(s)) if s.stamp == 7_000_000_000));
+        assert!(
+            matches!(to_input(SensorMsg::Imu(SensorId(4), imu.clone()), &none), Ok(Input::Imu(SensorId(4), s)) if s.stamp == 7_000_000_000)
+        );
         imu.orientation.w = 0.5;
-        assert_eq!(to_input(SensorMsg::Imu(imu), &none).unwrap_err(), "bad_orientation");
+        assert_eq!(to_input(SensorMsg::Imu(SensorId(4), imu), &none).unwrap_err(), "bad_orientation");
 
         let image = Image {
             header: Header { stamp: ros::to_time(8_000_000_000), frame_id: "camera".into() },
@@ -217,14 +217,17 @@ mod tests {
         };
         let k = [300.0, 0.0, 1.5, 0.0, 300.0, 1.0, 0.0, 0.0, 1.0];
         let intrinsics = Mutex::new(Some(Intrinsics { k, width: 3, height: 2 }));
-        match to_input(SensorMsg::Camera(image.clone()), &intrinsics).unwrap() {
-            Input::Camera { stamp, image: rgb, intrinsics } => {
+        match to_input(SensorMsg::Camera(SensorId(0), image.clone()), &intrinsics).unwrap() {
+            Input::Camera { stamp, image: rgb, intrinsics, .. } => {
                 assert_eq!((stamp, rgb.width, rgb.height, rgb.data[17]), (8_000_000_000, 3, 2, 17));
                 assert_eq!(intrinsics.map(|i| i.k), Some(k), "the newest CameraInfo's, handed on");
             }
             other => panic!("{other:?}"),
         }
         let short = Image { data: vec![0; 10], ..image };
-        assert!(to_input(SensorMsg::Camera(short), &none).is_err(), "a buffer shorter than its header says");
+        assert!(
+            to_input(SensorMsg::Camera(SensorId(0), short), &none).is_err(),
+            "a buffer shorter than its header says"
+        );
     }
 }

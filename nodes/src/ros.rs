@@ -658,7 +658,8 @@ pub struct Extrinsics {
 /// publisher is known after 0.4 s was tried: discovery of an existing latched publisher
 /// sometimes takes longer, and the node then silently ignored the robot's tf.)
 /// Without a file, tf must place every used sensor, or start-up fails naming the frame.
-pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: &[fusion::Sensor]) -> Result<Extrinsics> {
+/// `used`: the sensors' names (None: every sensor the calibration declares).
+pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: Option<&[&str]>) -> Result<Extrinsics> {
     use futures::{FutureExt, StreamExt};
     let path = params.string("calibration", "")?;
     let tf_wait = params.f64("tf_wait", 1.0)?;
@@ -666,6 +667,15 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: &[fusion::Sensor]
         anyhow::bail!("parameter tf_wait must be 0 .. 60 seconds, got {tf_wait}");
     }
     let base = Calibration::load(&path).context("parameter 'calibration'")?;
+    let declared: Vec<&str> = base.sensors.keys().map(String::as_str).collect();
+    let used: Vec<String> = used.unwrap_or(&declared).iter().map(|s| s.to_string()).collect();
+    if let Some(unknown) = used.iter().find(|name| !base.sensors.contains_key(name.as_str())) {
+        anyhow::bail!(
+            "the calibration {} declares no sensor '{unknown}' (it declares: {})",
+            if path.is_empty() { "defaults" } else { &path },
+            declared.join(", ")
+        );
+    }
     let from_file = !path.is_empty();
     let topic = crate::graph::TF_STATIC;
     // tf2's static listener: reliable, transient local, deep enough for every publisher's
@@ -685,7 +695,7 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: &[fusion::Sensor]
     };
     let placed = |buffer: &fusion::tf::TransformBuffer| {
         used.iter().all(|s| {
-            let frame = &base.sensor(s.as_str()).frame_id;
+            let frame = &base.sensor(s).frame_id;
             buffer.lookup(&base.base_frame, frame, fusion::tf::At::Latest).is_ok()
         })
     };
@@ -707,7 +717,8 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: &[fusion::Sensor]
         buffer.lock().expect("tf buffer").frames().len(),
         start.elapsed().as_secs_f64()
     );
-    let resolved = base.with_tf_for(&buffer.lock().expect("tf buffer"), from_file, used).map_err(|e| {
+    let used_names: Vec<&str> = used.iter().map(String::as_str).collect();
+    let resolved = base.with_tf_for(&buffer.lock().expect("tf buffer"), from_file, &used_names).map_err(|e| {
         anyhow::anyhow!("{e} (waited {:.1} s for {}; parameter tf_wait)", start.elapsed().as_secs_f64(), topic.name)
     })?;
     warn_about(&resolved);
@@ -720,17 +731,16 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: &[fusion::Sensor]
     }
     // After start: keep the buffer current and say when a mount in use moves.
     let in_use = resolved.calibration.clone();
-    let used = used.to_vec();
     let mut warned = std::collections::BTreeSet::new();
     let watch = drain(latched, move |msg: TFMessage| {
         add(msg);
         let buffer = buffer.lock().expect("tf buffer");
         for s in &used {
-            let pose = in_use.sensor(s.as_str());
+            let pose = in_use.sensor(s);
             let Ok(now) = buffer.lookup(&in_use.base_frame, &pose.frame_id, fusion::tf::At::Latest) else { continue };
             let moved = (now.translation.vector - pose.to_base().translation.vector).norm() > 0.01
                 || now.rotation.angle_to(&pose.to_base().rotation).to_degrees() > 0.5;
-            if moved && warned.insert(*s) {
+            if moved && warned.insert(s.clone()) {
                 tracing::warn!(
                     "the {s} mount ({}) changed on {} after start; restart the node to use it",
                     pose.frame_id,

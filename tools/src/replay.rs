@@ -512,7 +512,8 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
                 // A NaN-ridden sweep is rejected, and is also what sensor_degraded reports.
                 if let Reject::NonFinite { non_finite, total, .. } = rejected.reason {
                     let stamp = m.log_time_ns;
-                    let health = pipeline.anomaly.on_lidar_health(stamp, non_finite as u64, total as u64);
+                    let lidar = frontend.sensor(fusion::Sensor::Lidar);
+                    let health = pipeline.anomaly.on_lidar_health(lidar, stamp, non_finite as u64, total as u64);
                     if let Some(r) = report.as_mut() {
                         health.iter().for_each(|e| r.on_event(e));
                     }
@@ -532,7 +533,7 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
                 fed_at.pop_front();
             }
         }
-        if let (Some(r), Input::Imu(imu)) = (report.as_mut(), &input) {
+        if let (Some(r), Input::Imu(_, imu)) = (report.as_mut(), &input) {
             r.on_imu(imu);
         }
         let step = pipeline.push(input);

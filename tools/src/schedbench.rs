@@ -89,8 +89,9 @@ pub struct RawMsg {
 }
 
 impl Message for RawMsg {
-    fn sensor(&self) -> Sensor {
-        self.sensor
+    fn sensor(&self) -> fusion::SensorId {
+        // fusion_sim bags carry the standard robot's four sensors.
+        fusion::SensorId::standard(self.sensor)
     }
     fn stamp(&self) -> StampNs {
         self.stamp

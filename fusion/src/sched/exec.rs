@@ -6,6 +6,7 @@ use crate::{
     cloud::{LidarPoint, RadarTarget},
     detect::CameraDetector,
     pipeline::{lidar_stage, radar_stage, Input, Perception, Pipeline, PipelineParams, SetJob, SetOutput},
+    sensors::SensorId,
     StampNs,
 };
 use crossbeam_channel::{Receiver, Select, Sender};
@@ -21,7 +22,8 @@ use std::{
 /// A message the executor can route: which sensor and its stamp, both readable without
 /// preprocessing it.
 pub trait Message: Send + 'static {
-    fn sensor(&self) -> Sensor;
+    /// The declared sensor it came from (the pipeline's sensor set).
+    fn sensor(&self) -> SensorId;
     fn stamp(&self) -> StampNs;
 }
 
@@ -320,7 +322,8 @@ struct Coordinator<M: Message, S: Sink> {
     pipeline: Pipeline,
     preprocess: Preprocess<M>,
     sink: S,
-    mailboxes: Arc<[Mailbox<M>; 4]>,
+    /// One per declared sensor, indexed by its id.
+    mailboxes: Arc<[Mailbox<M>]>,
     done: Receiver<Done>,
     inference: Arc<TaskQueue>,
     cpu: Arc<TaskQueue>,
@@ -399,7 +402,11 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
                     released.extend(jobs);
                     self.events.extend(events);
                 }
-                Err(reason) => self.shared.add(format!("rejected.{}.{reason}", sensor.as_str()), 1),
+                Err(reason) => {
+                    let mut st = self.shared.stats.lock().expect("stats");
+                    let key = format!("rejected.{}.{reason}", st.name(sensor));
+                    st.add(key, 1);
+                }
             }
         }
         // Silence: release partial sets and notice dropouts on the clock, when the clock
@@ -743,9 +750,10 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
         }
         st.streams = self.pipeline.anomaly.stream_states();
         st.model = self.pipeline.monitor.key_values();
-        for (sensor, m) in Sensor::ALL.into_iter().zip(self.mailboxes.iter()) {
-            st.mailbox_len[sensor.index()] = m.len();
-            st.counters.insert(format!("dropped.superseded.{}", sensor.as_str()), m.superseded());
+        for (i, m) in self.mailboxes.iter().enumerate() {
+            st.mailbox_len[i] = m.len();
+            let key = format!("dropped.superseded.{}", st.sensors[i]);
+            st.counters.insert(key, m.superseded());
         }
         st.inference_queue = self.inference.len();
         st.cpu_queue = self.cpu.len();
@@ -829,7 +837,7 @@ impl LiveParams {
 /// Where posted messages wait: one latest-wins mailbox per sensor (scheduler), or one
 /// drop-oldest queue for everything (baseline).
 enum Inbox<M> {
-    PerSensor(Arc<[Mailbox<M>; 4]>),
+    PerSensor(Arc<[Mailbox<M>]>),
     Fifo(Arc<Mailbox<M>>),
 }
 
@@ -853,7 +861,7 @@ impl<M: Message> Executor<M> {
         clock: Clock,
         cfg: SchedConfig,
     ) -> std::io::Result<Self> {
-        let stats = Arc::new(Mutex::new(SchedStats::new()));
+        let stats = Arc::new(Mutex::new(SchedStats::new(pipeline.sensors())));
         let trace = (cfg.trace_capacity > 0).then(|| Arc::new(TraceRecorder::new(cfg.trace_capacity)));
         let params = pipeline.params.clone();
         let (target_ns, hard_ns) = (params.target_deadline_ns, params.hard_deadline_ns);
@@ -871,12 +879,14 @@ impl<M: Message> Executor<M> {
             build_compute_pool();
         }
         let live = LiveParams::default();
-        let mailboxes = Arc::new([
-            Mailbox::new(cfg.mailbox_depth),
-            Mailbox::new(cfg.mailbox_depth),
-            Mailbox::new(cfg.mailbox_depth),
-            Mailbox::new(cfg.imu_mailbox_depth),
-        ]);
+        let sensors = pipeline.sensors().clone();
+        let mailboxes: Arc<[Mailbox<M>]> = sensors
+            .ids()
+            .map(|id| match sensors.kind(id) {
+                Sensor::Imu => Mailbox::new(cfg.imu_mailbox_depth),
+                _ => Mailbox::new(cfg.mailbox_depth),
+            })
+            .collect();
         let closed = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
         let mut threads = vec![];
@@ -956,7 +966,7 @@ impl<M: Message> Executor<M> {
         clock: Clock,
         cfg: SchedConfig,
     ) -> std::io::Result<Self> {
-        let stats = Arc::new(Mutex::new(SchedStats::new()));
+        let stats = Arc::new(Mutex::new(SchedStats::new(pipeline.sensors())));
         let queue = Arc::new(Mailbox::<M>::new(cfg.fifo_depth));
         let closed = Arc::new(AtomicBool::new(false));
         let (st, cl, q) = (stats.clone(), closed.clone(), queue.clone());
@@ -981,7 +991,9 @@ impl<M: Message> Executor<M> {
                             pipeline.push(input)
                         }
                         Err(reason) => {
-                            st.lock().expect("stats").add(format!("rejected.{}.{reason}", sensor.as_str()), 1);
+                            let mut st = st.lock().expect("stats");
+                            let key = format!("rejected.{}.{reason}", st.name(sensor));
+                            st.add(key, 1);
                             continue;
                         }
                     }
@@ -1044,15 +1056,24 @@ impl<M: Message> Executor<M> {
     /// or the FIFO queue (baseline; full → the oldest is dropped). Never blocks.
     pub fn post(&self, msg: M) {
         let sensor = msg.sensor();
-        self.stats.lock().expect("stats").received[sensor.index()] += 1;
+        {
+            let mut st = self.stats.lock().expect("stats");
+            let Some(received) = st.received.get_mut(sensor.index()) else {
+                // Not a sensor of the set this executor was built for: counted, not routed.
+                st.add("dropped.undeclared_sensor", 1);
+                return;
+            };
+            *received += 1;
+        }
         match &self.inbox {
             Inbox::PerSensor(mailboxes) => {
                 mailboxes[sensor.index()].post(msg);
             }
             Inbox::Fifo(queue) => {
                 queue.post_evicting(msg, |old| {
-                    let reason = format!("dropped.queue_full.{}", old.sensor().as_str());
-                    self.stats.lock().expect("stats").add(reason, 1);
+                    let mut st = self.stats.lock().expect("stats");
+                    let reason = format!("dropped.queue_full.{}", st.name(old.sensor()));
+                    st.add(reason, 1);
                 });
             }
         }

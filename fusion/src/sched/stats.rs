@@ -1,7 +1,7 @@
 //! What the executor measured (execution times, end-to-end latency, counters, gauges,
 //! real-time outcomes), and its `/diagnostics` key-values.
 use super::*;
-use crate::anomaly::{Sensor, StreamState};
+use crate::{anomaly::StreamState, sensors::SensorSet, SensorId};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 
@@ -17,48 +17,57 @@ pub struct SchedStats {
     /// sets.published, deadline.target_misses, deadline.hard_misses, shed.<reason>,
     /// dropped.<reason>, rejected.<sensor>.<reason>, pipeline.<counter>, ...
     pub counters: BTreeMap<String, u64>,
-    pub received: [u64; 4],
+    /// The declared sensors' names: the per-sensor vectors below follow the sensor set.
+    pub sensors: Vec<&'static str>,
+    pub received: Vec<u64>,
     pub window_sets: u64,
     pub window_hard_misses: u64,
     pub window_shed: u64,
     pub level: usize,
     pub level_name: &'static str,
     pub max_level: usize,
-    /// Gauges: mailbox depths (camera, lidar, radar, imu), task queues, sets in flight.
-    pub mailbox_len: [usize; 4],
+    /// Gauges: mailbox depths (per sensor), task queues, sets in flight.
+    pub mailbox_len: Vec<usize>,
     pub inference_queue: usize,
     pub cpu_queue: usize,
     pub in_flight: usize,
     /// Real-time settings per thread role, as applied.
     pub rt: BTreeMap<&'static str, RtOutcome>,
     /// Each input stream for the dropout rule: never received (start-up), receiving, silent.
-    pub streams: [StreamState; 4],
+    pub streams: Vec<StreamState>,
     /// Model monitoring (`model.*`): input statistics against training, agreement, state.
     pub model: Vec<crate::anomaly::KeyValue>,
 }
 
 impl SchedStats {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(sensors: &SensorSet) -> Self {
+        let n = sensors.len();
         Self {
+            sensors: sensors.ids().map(|id| sensors.name(id)).collect(),
             stage: (0..STAGES).map(|_| micros_histogram()).collect(),
             e2e: micros_histogram(),
             e2e_total: micros_histogram(),
             counters: BTreeMap::new(),
-            received: [0; 4],
+            received: vec![0; n],
             window_sets: 0,
             window_hard_misses: 0,
             window_shed: 0,
             level: 0,
             level_name: "nominal",
             max_level: 0,
-            mailbox_len: [0; 4],
+            mailbox_len: vec![0; n],
             inference_queue: 0,
             cpu_queue: 0,
             in_flight: 0,
-            streams: [StreamState::NeverReceived; 4],
+            streams: vec![StreamState::NeverReceived; n],
             model: vec![],
             rt: BTreeMap::new(),
         }
+    }
+
+    /// A sensor's name, for keys (`undeclared` for an id outside the set).
+    pub fn name(&self, sensor: SensorId) -> &'static str {
+        self.sensors.get(sensor.index()).copied().unwrap_or("undeclared")
     }
 
     pub fn add(&mut self, key: impl Into<String>, n: u64) {
@@ -90,10 +99,10 @@ impl SchedStats {
     pub fn key_values(&self) -> Vec<(String, String)> {
         let ms = |v: u64| format!("{:.3}", v as f64 / 1000.0);
         let mut kv = vec![];
-        for (k, v) in Sensor::ALL.iter().zip(self.received) {
+        for (k, v) in self.sensors.iter().zip(&self.received) {
             kv.push((format!("received.{k}"), v.to_string()));
         }
-        for (k, v) in Sensor::ALL.iter().zip(self.streams) {
+        for (k, v) in self.sensors.iter().zip(&self.streams) {
             kv.push((format!("stream.{k}"), v.as_str().to_string()));
         }
         for e in &self.model {
@@ -121,7 +130,7 @@ impl SchedStats {
         kv.push(("degradation.level".into(), self.level.to_string()));
         kv.push(("degradation.rung".into(), self.level_name.to_string()));
         kv.push(("degradation.max_level".into(), self.max_level.to_string()));
-        for (k, v) in Sensor::ALL.iter().zip(self.mailbox_len) {
+        for (k, v) in self.sensors.iter().zip(&self.mailbox_len) {
             kv.push((format!("queue.mailbox.{k}"), v.to_string()));
         }
         kv.push(("queue.inference".into(), self.inference_queue.to_string()));

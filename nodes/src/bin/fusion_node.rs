@@ -160,8 +160,10 @@ async fn run() -> Result<()> {
     // /tf_static, so that waiting for tf adds nothing to a (re)start.
     let loading = std::thread::Builder::new().name("detector-load".into()).spawn(move || dp.build())?;
     let ros::Extrinsics { resolved, path: calibration_path, watch: tf_watch, latched: _tf_static } =
-        ros::extrinsics(&mut node, &params, &fusion::Sensor::ALL)?;
+        ros::extrinsics(&mut node, &params, None)?;
     let calib = resolved.calibration.clone();
+    // Every sensor the calibration declares is fused: one `sensors/<name>` stream each.
+    let sensors = calib.sensor_set()?;
     let built = loading.join().map_err(|_| anyhow::anyhow!("the detector's loading thread panicked"))?;
     let (detector, detector_error) = match built {
         Ok(d) => (d, None),
@@ -188,14 +190,14 @@ async fn run() -> Result<()> {
     let base_frame = calib.base_frame.clone();
     let (mode, sched, trace_file) = sched_config(&params)?;
 
-    // Topics and QoS from the declared graph (graph.rs). The IMU comes at 100+ Hz: its history
-    // is deeper than the frames' there, so a burst (or a repair from another host) is not lost.
-    let cam = node.subscribe::<Image>(graph::SENSORS_CAMERA.name, graph::SENSORS_CAMERA.qos.profile())?;
-    let cam_info =
-        node.subscribe::<CameraInfo>(graph::SENSORS_CAMERA_INFO.name, graph::SENSORS_CAMERA_INFO.qos.profile())?;
-    let lidar = node.subscribe::<PointCloud2>(graph::SENSORS_LIDAR.name, graph::SENSORS_LIDAR.qos.profile())?;
-    let radar = node.subscribe::<PointCloud2>(graph::SENSORS_RADAR.name, graph::SENSORS_RADAR.qos.profile())?;
-    let imu = node.subscribe::<Imu>(graph::SENSORS_IMU.name, graph::SENSORS_IMU.qos.profile())?;
+    // Topics and QoS from the declared graph (graph.rs): `sensors/<name>` per declared sensor
+    // with its kind's QoS. The IMU comes at 100+ Hz: its history is deeper than the frames'
+    // there, so a burst (or a repair from another host) is not lost.
+    let camera_name = sensors.name(sensors.first(fusion::Sensor::Camera).expect("a checked set has a camera"));
+    let cam_info = node.subscribe::<CameraInfo>(
+        &format!("{}/camera_info", graph::sensor_stream(camera_name, fusion::Sensor::Camera).0),
+        graph::SENSORS_CAMERA_INFO.qos.profile(),
+    )?;
     let odom = node.subscribe::<Odometry>(graph::ODOMETRY.name, graph::ODOMETRY.qos.profile())?;
     let objects_pub =
         node.create_publisher::<FusedObjectArray>(graph::FUSED_OBJECTS.name, graph::FUSED_OBJECTS.qos.profile())?;
@@ -238,7 +240,7 @@ async fn run() -> Result<()> {
         true => Some(node.create_publisher::<Image>(graph::CAMERA_BOXES.name, graph::CAMERA_BOXES.qos.profile())?),
         false => None,
     };
-    let camera_frame = calib.sensor("camera").frame_id.clone();
+    let camera_frame = calib.sensor(camera_name).frame_id.clone();
     let sink = Publishers {
         objects: objects_pub,
         markers: markers_pub,
@@ -263,12 +265,14 @@ async fn run() -> Result<()> {
     let stats = executor.stats();
     let mut drains = vec![];
     macro_rules! feed {
-        ($stream:expr, $variant:ident) => {{
+        ($msg:ty, $variant:ident, $id:expr, $name:expr, $topic_name:expr, $topic:expr) => {{
             let (executor, node_clock, stats) = (executor.clone(), node_clock.clone(), stats.clone());
-            drains.push(ros::drain($stream, move |m| {
-                let msg = SensorMsg::$variant(m);
+            let (id, name) = ($id, $name);
+            let stream = node.subscribe::<$msg>(&$topic_name, $topic.qos.profile())?;
+            drains.push(ros::drain(stream, move |m| {
+                let msg = SensorMsg::$variant(id, m);
                 if !node_clock.has_started() {
-                    stats.lock().expect("stats").add(format!("dropped.no_clock_yet.{}", msg.sensor()), 1);
+                    stats.lock().expect("stats").add(format!("dropped.no_clock_yet.{name}"), 1);
                     return;
                 }
                 node_clock.saw_stamp(msg.stamp());
@@ -276,10 +280,16 @@ async fn run() -> Result<()> {
             }));
         }};
     }
-    feed!(cam, Camera);
-    feed!(lidar, Lidar);
-    feed!(radar, Radar);
-    feed!(imu, Imu);
+    for (id, declared) in sensors.iter() {
+        let (topic_name, topic) = graph::sensor_stream(declared.name, declared.kind);
+        let name = declared.name;
+        match declared.kind {
+            fusion::Sensor::Camera => feed!(Image, Camera, id, name, topic_name, topic),
+            fusion::Sensor::Lidar => feed!(PointCloud2, Lidar, id, name, topic_name, topic),
+            fusion::Sensor::Radar => feed!(PointCloud2, Radar, id, name, topic_name, topic),
+            fusion::Sensor::Imu => feed!(Imu, Imu, id, name, topic_name, topic),
+        }
+    }
     {
         let stats = stats.clone();
         drains.push(ros::drain(cam_info, move |info: CameraInfo| {

@@ -1,0 +1,183 @@
+//! The robot's sensor set as data: every sensor the calibration declares, with its name and
+//! kind, and the index ([`SensorId`]) that per-sensor state (the anomaly rules' streams, the
+//! scheduler's mailboxes, the synchronizer's members, `/diagnostics` keys) is kept under.
+//!
+//! The order is fixed by kind (camera, LiDAR, radar, IMU), then by name, so the standard set
+//! of DESIGN.md §3 (`camera`, `lidar`, `radar`, `imu`) has the ids 0..4 the single-sensor node
+//! set always used, and its outputs stay byte-identical.
+use crate::Sensor;
+use std::sync::Arc;
+
+/// A declared sensor's place in its [`SensorSet`]: the index of its per-sensor state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SensorId(pub u16);
+
+impl SensorId {
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The id of the sensor of this kind in [`SensorSet::standard`] (for the tools and tests
+    /// that work with the standard robot only).
+    pub const fn standard(kind: Sensor) -> SensorId {
+        SensorId(kind.index() as u16)
+    }
+}
+
+/// One declared sensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// Its key in the calibration, the `/sensors/<name>` topic and the name events use.
+    /// Interned for the process's life (a set is declared once at start-up), so events can
+    /// keep naming sensors by `&'static str` as the standard names always did.
+    pub name: &'static str,
+    pub kind: Sensor,
+}
+
+/// Every sensor of the robot, ordered by kind then name. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SensorSet {
+    sensors: Arc<[Declared]>,
+}
+
+/// Why a declared sensor set cannot be fused (yet).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sensor set: {0}")]
+pub struct SensorSetError(pub String);
+
+fn intern(name: &str) -> &'static str {
+    // The standard names need no allocation; others are leaked once per declaration.
+    Sensor::ALL.into_iter().map(Sensor::as_str).find(|s| *s == name).unwrap_or_else(|| Box::leak(name.into()))
+}
+
+impl SensorSet {
+    /// The single-sensor robot of DESIGN.md §3: `camera`, `lidar`, `radar`, `imu`.
+    pub fn standard() -> Self {
+        Self::new(Sensor::ALL.iter().map(|k| (k.as_str().to_string(), *k))).expect("the standard set is valid")
+    }
+
+    /// A set from (name, kind) declarations. What the fusion stage handles today: at least one
+    /// LiDAR (the synchronizer's reference) and one radar, any number more of either, exactly
+    /// one camera and at most one IMU (several cameras are issue 19's multi-camera item).
+    pub fn new(declared: impl IntoIterator<Item = (String, Sensor)>) -> Result<Self, SensorSetError> {
+        let mut sensors: Vec<Declared> =
+            declared.into_iter().map(|(name, kind)| Declared { name: intern(&name), kind }).collect();
+        sensors.sort_by(|a, b| (a.kind, a.name).cmp(&(b.kind, b.name)));
+        if let Some(w) = sensors.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(SensorSetError(format!("sensor '{}' is declared twice", w[0].name)));
+        }
+        if let Some(d) = sensors.iter().find(|d| d.name.is_empty() || !d.name.chars().all(valid_name_char)) {
+            return Err(SensorSetError(format!(
+                "sensor name '{}' must be letters, digits and '_' (it becomes the topic /sensors/{})",
+                d.name, d.name
+            )));
+        }
+        let count = |k: Sensor| sensors.iter().filter(|d| d.kind == k).count();
+        let rules = [
+            (Sensor::Lidar, count(Sensor::Lidar) >= 1, "at least one lidar (the sets' reference)"),
+            (Sensor::Radar, count(Sensor::Radar) >= 1, "at least one radar"),
+            (Sensor::Camera, count(Sensor::Camera) == 1, "exactly one camera (several are not fused yet)"),
+            (Sensor::Imu, count(Sensor::Imu) <= 1, "at most one imu"),
+        ];
+        if let Some((kind, _, rule)) = rules.iter().find(|(_, ok, _)| !ok) {
+            return Err(SensorSetError(format!("{rule}; {} declared of kind {kind}", count(*kind))));
+        }
+        Ok(Self { sensors: sensors.into() })
+    }
+
+    pub fn len(&self) -> usize {
+        self.sensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sensors.is_empty()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = SensorId> + '_ {
+        (0..self.sensors.len()).map(|i| SensorId(i as u16))
+    }
+
+    pub fn get(&self, id: SensorId) -> &Declared {
+        &self.sensors[id.index()]
+    }
+
+    pub fn name(&self, id: SensorId) -> &'static str {
+        self.sensors[id.index()].name
+    }
+
+    pub fn kind(&self, id: SensorId) -> Sensor {
+        self.sensors[id.index()].kind
+    }
+
+    /// The sensors of one kind, in the set's order.
+    pub fn of_kind(&self, kind: Sensor) -> impl Iterator<Item = SensorId> + '_ {
+        self.ids().filter(move |id| self.kind(*id) == kind)
+    }
+
+    /// The first sensor of a kind (the one camera, the IMU, the reference LiDAR).
+    pub fn first(&self, kind: Sensor) -> Option<SensorId> {
+        self.of_kind(kind).next()
+    }
+
+    pub fn find(&self, name: &str) -> Option<SensorId> {
+        self.ids().find(|id| self.name(*id) == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (SensorId, &Declared)> + '_ {
+        self.ids().zip(self.sensors.iter())
+    }
+}
+
+fn valid_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(decls: &[(&str, Sensor)]) -> Result<SensorSet, SensorSetError> {
+        SensorSet::new(decls.iter().map(|(n, k)| (n.to_string(), *k)))
+    }
+
+    #[test]
+    fn the_standard_set_keeps_the_single_sensor_indices() {
+        let s = SensorSet::standard();
+        for kind in Sensor::ALL {
+            let id = s.first(kind).unwrap();
+            assert_eq!(id.index(), kind.index());
+            assert_eq!(s.name(id), kind.as_str());
+        }
+    }
+
+    #[test]
+    fn sensors_are_ordered_by_kind_then_name() {
+        let s = set(&[
+            ("roof_lidar", Sensor::Lidar),
+            ("rear_radar", Sensor::Radar),
+            ("imu", Sensor::Imu),
+            ("bumper_lidar", Sensor::Lidar),
+            ("front_camera", Sensor::Camera),
+            ("front_radar", Sensor::Radar),
+        ])
+        .unwrap();
+        let names: Vec<_> = s.ids().map(|id| s.name(id)).collect();
+        assert_eq!(names, ["front_camera", "bumper_lidar", "roof_lidar", "front_radar", "rear_radar", "imu"]);
+        assert_eq!(s.of_kind(Sensor::Lidar).count(), 2);
+        assert_eq!(s.find("rear_radar"), Some(SensorId(4)));
+    }
+
+    #[test]
+    fn a_set_the_fusion_stage_cannot_handle_is_refused_with_the_rule() {
+        let base = [("camera", Sensor::Camera), ("radar", Sensor::Radar)];
+        let e = set(&base).unwrap_err();
+        assert!(e.to_string().contains("at least one lidar"), "{e}");
+        let e = set(&[base[0], base[1], ("lidar", Sensor::Lidar), ("rear_camera", Sensor::Camera)]).unwrap_err();
+        assert!(e.to_string().contains("exactly one camera"), "{e}");
+        let e = set(&[base[0], base[1], ("lidar", Sensor::Lidar), ("lidar", Sensor::Radar)]).unwrap_err();
+        assert!(e.to_string().contains("declared twice"), "{e}");
+        let e = set(&[base[0], base[1], ("roof lidar", Sensor::Lidar)]).unwrap_err();
+        assert!(e.to_string().contains("letters, digits"), "{e}");
+        assert!(set(&[base[0], base[1], ("lidar", Sensor::Lidar)]).is_ok(), "the IMU is optional");
+    }
+}
