@@ -61,7 +61,142 @@ pub fn init_logging() {
 /// `__ns`, `--params-file`, `-p`) are applied by rcl.
 pub fn create_node(default_name: &str) -> Result<r2r::Node> {
     let ctx = rcl_context()?;
-    r2r::Node::create(ctx, default_name, "").with_context(|| format!("cannot create node {default_name}"))
+    let node =
+        r2r::Node::create(ctx, default_name, "").with_context(|| format!("cannot create node {default_name}"))?;
+    apply_param_overrides(&node, std::env::args().skip(1))?;
+    Ok(node)
+}
+
+/// Parameter overrides as rclcpp resolves them. r2r 0.9.7 applies a params file's block only
+/// when its key is `/**`, `**` or the node's exact name, so the `/**/fusion_node:` blocks of
+/// our own config files (ROS 2's usual form: any namespace) were silently ignored and every
+/// node ran on its built-in defaults. Here every `--params-file` and `-p name:=value` of the
+/// command line is read again, merged as rcl merges them (a block per key, in the order its
+/// key first appears, later values winning within a block), and each block whose key matches
+/// the node's fully qualified name (`*` one token, `**` any number) is applied in that order.
+fn apply_param_overrides(node: &r2r::Node, args: impl Iterator<Item = String>) -> Result<()> {
+    let blocks = override_blocks(args)?;
+    let fqn = node.fully_qualified_name()?;
+    let mut params = node.params.lock().expect("parameter lock");
+    for (key, values) in blocks.iter().filter(|(key, _)| node_key_matches(key, &fqn)) {
+        for (name, value) in values {
+            match yaml_parameter(value) {
+                Some(v) => {
+                    params.insert(name.clone(), Parameter::new(v));
+                }
+                None => tracing::warn!("parameter {name} (params key {key}): unsupported value {value:?}, ignored"),
+            }
+        }
+    }
+    Ok(())
+}
+
+type OverrideBlocks = Vec<(String, Vec<(String, serde_norway::Value)>)>;
+
+/// The command line's parameter overrides, merged by node key as rcl merges them.
+fn override_blocks(args: impl Iterator<Item = String>) -> Result<OverrideBlocks> {
+    let mut blocks: OverrideBlocks = vec![];
+    let mut put = |key: &str, name: String, value: serde_norway::Value| {
+        let key = if key.starts_with('/') { key.to_string() } else { format!("/{key}") };
+        let i = blocks.iter().position(|(k, _)| *k == key).unwrap_or_else(|| {
+            blocks.push((key, vec![]));
+            blocks.len() - 1
+        });
+        let block = &mut blocks[i].1;
+        match block.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => block.push((name, value)),
+        }
+    };
+    let (mut in_ros_args, mut args) = (false, args.peekable());
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--ros-args" => in_ros_args = true,
+            "--" => in_ros_args = false,
+            "--params-file" if in_ros_args => {
+                let path = args.next().context("--params-file without a file")?;
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+                let doc: serde_norway::Value =
+                    serde_norway::from_str(&text).with_context(|| format!("{path} is not YAML"))?;
+                for (key, body) in doc.as_mapping().into_iter().flatten() {
+                    let (Some(key), Some(body)) = (key.as_str(), body.get("ros__parameters")) else { continue };
+                    let mut flat = vec![];
+                    flatten("", body, &mut flat);
+                    for (name, value) in flat {
+                        put(key, name, value);
+                    }
+                }
+            }
+            "-p" | "--param" if in_ros_args => {
+                let rule = args.next().context("-p without name:=value")?;
+                if let Some((name, text)) = rule.split_once(":=") {
+                    let value = serde_norway::from_str(text).unwrap_or(serde_norway::Value::String(text.to_string()));
+                    put("/**", name.to_string(), value);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(blocks)
+}
+
+/// Nested parameter maps as rcl names them: `sync: {wait_ms: 50}` is `sync.wait_ms`.
+fn flatten(prefix: &str, value: &serde_norway::Value, out: &mut Vec<(String, serde_norway::Value)>) {
+    match value.as_mapping() {
+        Some(map) => {
+            for (k, v) in map {
+                let Some(k) = k.as_str() else { continue };
+                let name = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+                flatten(&name, v, out);
+            }
+        }
+        None => out.push((prefix.to_string(), value.clone())),
+    }
+}
+
+/// Whether a params-file key (`/**`, `/**/fusion_node`, `/robot1/*`, `fusion_node`) names
+/// the node `fqn` (`/robot1/fusion_node`), with rclcpp's wildcards.
+fn node_key_matches(key: &str, fqn: &str) -> bool {
+    fn tokens(s: &str) -> Vec<&str> {
+        s.split('/').filter(|t| !t.is_empty()).collect()
+    }
+    fn matches(key: &[&str], name: &[&str]) -> bool {
+        match key.split_first() {
+            None => name.is_empty(),
+            Some((&"**", rest)) => (0..=name.len()).any(|skip| matches(rest, &name[skip..])),
+            Some((&"*", rest)) => !name.is_empty() && matches(rest, &name[1..]),
+            Some((t, rest)) => name.first() == Some(t) && matches(rest, &name[1..]),
+        }
+    }
+    let key_tokens = tokens(key);
+    // A bare node name (no '/') names the node in any namespace, as r2r took it.
+    if !key.contains('/') {
+        return tokens(fqn).last() == Some(&key);
+    }
+    matches(&key_tokens, &tokens(fqn))
+}
+
+fn yaml_parameter(value: &serde_norway::Value) -> Option<ParameterValue> {
+    use serde_norway::Value as Y;
+    Some(match value {
+        Y::Bool(b) => ParameterValue::Bool(*b),
+        Y::Number(n) if n.is_i64() => ParameterValue::Integer(n.as_i64()?),
+        Y::Number(n) => ParameterValue::Double(n.as_f64()?),
+        Y::String(s) => ParameterValue::String(s.clone()),
+        Y::Sequence(items) if items.iter().all(Y::is_bool) => {
+            ParameterValue::BoolArray(items.iter().filter_map(Y::as_bool).collect())
+        }
+        Y::Sequence(items) if items.iter().all(|v| v.as_i64().is_some()) => {
+            ParameterValue::IntegerArray(items.iter().filter_map(Y::as_i64).collect())
+        }
+        Y::Sequence(items) if items.iter().all(Y::is_number) => {
+            ParameterValue::DoubleArray(items.iter().filter_map(Y::as_f64).collect())
+        }
+        Y::Sequence(items) if items.iter().all(Y::is_string) => {
+            ParameterValue::StringArray(items.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        }
+        _ => return None,
+    })
 }
 
 /// The rcl context, from this process's command line. r2r panics when rcl refuses the
@@ -783,6 +918,62 @@ pub fn warn_about(resolved: &Resolved) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn params_file_keys_name_nodes_with_rclcpp_s_wildcards() {
+        for (key, fqn, expected) in [
+            ("/**", "/fusion_node", true),
+            ("/**/fusion_node", "/fusion_node", true),
+            ("/**/fusion_node", "/robot1/fusion_node", true),
+            ("/**/fusion_node", "/robot1/lidar_ingest", false),
+            ("/*/fusion_node", "/robot1/fusion_node", true),
+            ("/*/fusion_node", "/fusion_node", false),
+            ("/robot1/fusion_node", "/robot2/fusion_node", false),
+            ("fusion_node", "/robot1/fusion_node", true),
+            ("/fusion_node", "/robot1/fusion_node", false),
+        ] {
+            assert_eq!(node_key_matches(key, fqn), expected, "{key} vs {fqn}");
+        }
+    }
+
+    /// Blocks merge as rcl merges them: one per key in first-appearance order, later values
+    /// winning inside a block; nested maps are dotted names; `-p` goes to `/**`.
+    #[test]
+    fn params_files_and_p_rules_merge_in_rcl_s_order() {
+        let dir = std::env::temp_dir().join(format!("sf_params_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.yaml"), dir.join("b.yaml"));
+        std::fs::write(&a, "/**/fusion_node:\n  ros__parameters:\n    calibration: ''\n    sync: {wait_ms: 40.0}\n")
+            .unwrap();
+        std::fs::write(&b, "/**:\n  ros__parameters:\n    calibration: /c.yaml\n/**/fusion_node:\n  ros__parameters:\n    sync:\n      wait_ms: 30\n").unwrap();
+        let args = [
+            "--ros-args",
+            "--params-file",
+            a.to_str().unwrap(),
+            "--params-file",
+            b.to_str().unwrap(),
+            "-p",
+            "zones:=[1.5, 2]",
+        ];
+        let blocks = override_blocks(args.iter().map(|s| s.to_string())).unwrap();
+        let keys: Vec<&str> = blocks.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["/**/fusion_node", "/**"]);
+        let fusion = &blocks[0].1;
+        assert_eq!(fusion[0].0, "calibration");
+        assert_eq!(
+            (fusion[1].0.as_str(), yaml_parameter(&fusion[1].1)),
+            ("sync.wait_ms", Some(ParameterValue::Integer(30)))
+        );
+        let global: Vec<_> = blocks[1].1.iter().map(|(n, v)| (n.as_str(), yaml_parameter(v))).collect();
+        assert_eq!(
+            global,
+            [
+                ("calibration", Some(ParameterValue::String("/c.yaml".into()))),
+                ("zones", Some(ParameterValue::DoubleArray(vec![1.5, 2.0])))
+            ]
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
 
     #[test]
     fn the_sim_clock_reads_no_earlier_than_the_data_it_holds() {
