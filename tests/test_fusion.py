@@ -527,6 +527,67 @@ def test_launched_nodes_take_their_mounts_from_tf_static(tmp_path, procs, ros):
         assert math.hypot(v.x - expected[0], v.y - expected[1]) < 1e-3 * (1 + math.hypot(g.x, g.y)), (yaw, g, v)
 
 
+def test_a_second_lidar_is_declared_launched_and_fused(tmp_path, procs, ros):
+    """A robot with two LiDARs (issue 19, the sensor set as data): the calibration declares a
+    front bumper LiDAR next to the roof one, fusion_sim sweeps both from their mounts,
+    example_two_lidars.launch.xml starts an ingest node for it (sensor.launch.xml), and
+    fusion_node subscribes to sensors/front_bumper_lidar and fuses both sweeps into each set.
+    The roof LiDAR's ingest node crops at 12 m here, so a LiDAR object beyond 14 m is one only
+    the bumper LiDAR saw."""
+    import shutil
+
+    import yaml
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rosbags.highlevel import AnyReader
+    from sensor_msgs.msg import PointCloud2
+
+    prefix = Path(launch_env()['AMENT_PREFIX_PATH'].split(':')[0])
+    config = tmp_path / 'config'
+    shutil.copytree(prefix / 'share/sensor_fusion/config', config)
+    ingest = yaml.safe_load((config / 'ingest.yaml').read_text())
+    ingest['/**/lidar_ingest']['ros__parameters']['max_range'] = 12.0
+    (config / 'ingest.yaml').write_text(yaml.safe_dump(ingest))
+    calibration = config / 'calibration_two_lidars.yaml'
+    bag = simulate(tmp_path / 'bag', 'nominal', SCENARIO_SEED, 10.0, '--calibration', str(calibration))
+    # The independent reader sees the second sweep in the bumper's own frame.
+    with AnyReader([bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == '/front_bumper_lidar/points']
+        assert conns and conns[0].msgcount == 100, [c.topic for c in reader.connections]
+        first = reader.deserialize(next(reader.messages(connections=conns))[2], conns[0].msgtype)
+        assert first.header.frame_id == 'front_bumper_lidar_link' and first.width > 1000
+
+    probe = ros()
+    for topic, ty in (('/sensors/front_bumper_lidar', PointCloud2), ('/diagnostics', DiagnosticArray)):
+        probe.subscribe(topic, ty)
+    from fusion_msgs.msg import FusedObjectArray
+    probe.subscribe('/fusion/objects', FusedObjectArray)
+    launch = procs([launcher(), 'sensor_fusion', 'example_two_lidars.launch.xml', 'use_sim_time:=true',
+                    f'config_dir:={config}', '--grace', '3'], name='fusion_launch', env=launch_env())
+    probe.wait_publishers('/sensors/front_bumper_lidar', timeout=40)
+    probe.wait_publishers('/fusion/objects', timeout=40)
+    player = procs([binary('fusion_bag'), 'play', str(bag), '--clock', '200', '--wait-for-subscribers', '--delay', '1'],
+                   name='play')
+    assert player.p.wait(120) == 0, player.output()
+    probe.wait_for(lambda: len(probe.get('/fusion/objects')) >= 80, 20,
+                   f'sets on /fusion/objects\n{launch.output()[-3000:]}')
+    clouds = probe.get('/sensors/front_bumper_lidar')
+    assert len(clouds) >= 80 and clouds[0].header.frame_id == 'base_link', len(clouds)
+    sets = probe.get('/fusion/objects')
+    # Both sweeps are members of the sets (nothing but a late first frame may be missing).
+    assert sum('front_bumper_lidar' in s.missing_sensors for s in sets) <= 3, [list(s.missing_sensors) for s in sets][:10]
+    from fusion_msgs.msg import FusedObject
+    lidar_bit = FusedObject.SENSOR_LIDAR
+    far = [o for s in sets for o in s.objects
+           if o.sensors & lidar_bit and math.hypot(o.pose.position.x - 1.0, o.pose.position.y) > 14.0]
+    assert far, 'no LiDAR object beyond the roof LiDAR\'s 12 m crop: the bumper\'s sweep was not fused'
+    # fusion_node keeps per-sensor diagnostics under the configured names.
+    values = {kv.key: kv.value for d in probe.get('/diagnostics') for st in d.status
+              if st.name.startswith('fusion_node') for kv in st.values}
+    assert int(values.get('received.front_bumper_lidar', 0)) >= 80 and int(values.get('received.lidar', 0)) >= 80, values
+    log = launch.output()
+    assert re.search(r'\[front_bumper_lidar_ingest[^\]]*\].*output=sensors/front_bumper_lidar', log), log[-3000:]
+
+
 def test_ros2_param_set_changes_live_thresholds_and_refuses_the_rest(scenario_bags, procs, ros):
     """`ros2 param set` on the launched graph (its SetParameters service, called from rclpy):
     fusion_node's anomaly thresholds change while it runs (the next collision_risk states the

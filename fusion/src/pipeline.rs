@@ -821,10 +821,14 @@ impl Pipeline {
         for (topic, sensor) in self.members.sensors.iter().enumerate() {
             self.sync.set_awaited(topic, states[sensor.index()] != StreamState::Silent);
         }
-        // The reference is the first LiDAR not in dropout: a robot with a second LiDAR keeps
-        // LiDAR-led sets when one goes silent (radar leads only when every LiDAR is silent).
+        // The reference is the first LiDAR that is delivering, else the first not in dropout:
+        // a robot with a second LiDAR keeps LiDAR-led sets when one goes silent or never
+        // starts (a declared LiDAR that is unplugged must not stop every set), and radar
+        // leads only when no LiDAR delivers at all.
         let lidars = self.members.kinds.iter().enumerate().filter(|(_, k)| **k == Sensor::Lidar).map(|(t, _)| t);
-        let live = lidars.clone().find(|t| states[self.members.sensors[*t].index()] != StreamState::Silent);
+        let state = |t: &usize| states[self.members.sensors[*t].index()];
+        let delivering = lidars.clone().find(|t| matches!(state(t), StreamState::Receiving | StreamState::Recovering));
+        let live = delivering.or_else(|| lidars.clone().find(|t| state(t) != StreamState::Silent));
         if let Some(reference) = live.or_else(|| lidars.clone().next()) {
             if reference != self.sync.reference() {
                 self.sync.set_reference(reference);
@@ -1516,7 +1520,6 @@ mod tests {
                 s.objects.iter().any(|o| (o.center[0] - x).abs() < 1.0 && (o.center[1] - y).abs() < 1.0)
             })
         };
-        let mut step = Step::default();
         let mut period = |p: &mut Pipeline, k: i64, with_bumper: bool| {
             let t = k * 100_000_000;
             let mut out = Step::default();
@@ -1543,6 +1546,18 @@ mod tests {
             out.extend(p.tick(t + 60_000_000));
             out
         };
+        // A declared LiDAR that never starts (unplugged, its node not launched) does not stop
+        // the sets: the roof LiDAR leads them, partial, naming the bumper.
+        let mut unplugged = Pipeline::new(PipelineParams::default(), &calib, None);
+        let mut alone = Step::default();
+        for k in 1..=8 {
+            alone.extend(period(&mut unplugged, k, false));
+        }
+        assert!(alone.sets.len() >= 6, "{} sets", alone.sets.len());
+        assert!(alone.sets.iter().all(|s| s.missing.contains(&"bumper_lidar")));
+        assert!(objects_near(&alone, 8.4, 0.4));
+
+        let mut step = Step::default();
         for k in 1..=8 {
             step.extend(period(&mut p, k, true));
         }

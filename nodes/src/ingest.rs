@@ -59,7 +59,8 @@ pub trait Processor: Send + 'static {
 /// parameter; its first publication the output), each remappable with `-r from:=to`.
 pub struct Spec {
     pub node: &'static graph::Node,
-    /// The sensor: its key in the calibration YAML, its frame, and its /diagnostics names.
+    /// The sensor kind; the node's `sensor` parameter names which declared sensor of this
+    /// kind it serves (default: the kind's name, the standard robot's).
     pub sensor: fusion::Sensor,
     /// Default of the `queue_size` parameter: messages waiting for the worker. Small for
     /// frames (a stale frame is worth less than a fresh one), larger for IMU samples.
@@ -70,6 +71,9 @@ pub struct Spec {
 /// parameters and calibration, and places to put extra tasks and statistics.
 pub struct Setup<'a> {
     pub node: &'a mut r2r::Node,
+    /// The declared sensor this node serves (its `sensor` parameter): its key in the
+    /// calibration, its frame, its `sensors/<name>` topic and its /diagnostics names.
+    pub sensor: String,
     pub params: Params,
     pub calibration: Calibration,
     pub calibration_path: String,
@@ -111,16 +115,29 @@ where
     let node_name = ros::node_label(&node)?;
     let params = Params::of(&node);
     params.bool("use_sim_time", false)?;
+    // Which declared sensor this node serves: one ingest node runs per sensor of the robot.
+    let sensor = params.string("sensor", spec.sensor.as_str())?;
+    params.describe("sensor", "the declared sensor this node serves: its calibration key and its sensors/<name> topic");
     // The mount from /tf_static where the robot publishes it, else from the calibration file.
     let ros::Extrinsics { resolved, path: calibration_path, watch: tf_watch, latched: _tf_static } =
-        ros::extrinsics(&mut node, &params, Some(&[spec.sensor.as_str()]))?;
+        ros::extrinsics(&mut node, &params, Some(&[sensor.as_str()]))?;
+    let kind = resolved.calibration.kind_of(&sensor);
+    if kind != Some(spec.sensor) {
+        anyhow::bail!(
+            "parameter sensor: '{sensor}' is declared as a {} in the calibration; {} serves a {}",
+            kind.map_or("sensor of no known kind".to_string(), |k| k.to_string()),
+            spec.node.name,
+            spec.sensor
+        );
+    }
     let extrinsics_source = resolved.summary();
     let calibration = resolved.calibration;
     let queue_size = params.usize("queue_size", spec.queue_size)?.max(1);
     let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
-    let expected_frame = calibration.sensor(spec.sensor.as_str()).frame_id.clone();
+    let expected_frame = calibration.sensor(&sensor).frame_id.clone();
 
     let mut setup = Setup {
+        sensor: sensor.clone(),
         node: &mut node,
         params: Params::of_node_params(&params),
         calibration,
@@ -133,7 +150,8 @@ where
 
     // Sensor-data QoS (best effort) by default, like every ROS 2 sensor pipeline; with
     // `input_reliability: reliable` DDS repairs losses, but only reliable publishers match.
-    let (input_topic, output_topic) = (spec.node.input(), spec.node.output());
+    let input_topic = spec.node.input();
+    let (output_name, output_topic) = graph::sensor_stream(&sensor, spec.sensor);
     let depth = params.usize("input_depth", input_topic.qos.depth)?.max(1);
     let input_qos = match params.string("input_reliability", "best_effort")?.as_str() {
         "best_effort" => input_topic.qos.depth(depth).profile(),
@@ -142,7 +160,7 @@ where
     };
     let (input_name, input) = processor.subscribe(&mut node, input_topic, input_qos)?;
     // Reliable publishers are compatible with both reliable and best-effort subscribers.
-    let output = node.create_publisher::<P::Out>(output_topic.name, output_topic.qos.profile())?;
+    let output = node.create_publisher::<P::Out>(&output_name, output_topic.qos.profile())?;
     let diagnostics =
         node.create_publisher::<DiagnosticArray>(graph::DIAGNOSTICS.name, graph::DIAGNOSTICS.qos.profile())?;
     // `ros2 param set` reaches the processor's live parameters (its filters); every other
@@ -165,7 +183,7 @@ where
     });
     let clock = node.get_ros_clock();
     tracing::info!(
-        node = %node_name, input = input_name, output = output_topic.name, frame = %expected_frame,
+        node = %node_name, input = input_name, output = %output_name, frame = %expected_frame,
         calibration = %if calibration_path.is_empty() { "<defaults>" } else { &calibration_path },
         extrinsics = %extrinsics_source,
         "ingest node up"
@@ -189,7 +207,7 @@ where
     });
 
     let worker_stats = stats.clone();
-    let worker = std::thread::Builder::new().name(format!("{}-worker", spec.sensor)).spawn(move || {
+    let worker = std::thread::Builder::new().name(format!("{sensor}-worker")).spawn(move || {
         let mut guard = HeaderGuard::new(expected_frame);
         for (arrived, msg) in rx {
             for (name, value) in param_rx.try_iter() {
@@ -229,8 +247,8 @@ where
     })?;
 
     let diag_stats = stats.clone();
-    let hardware_id = spec.sensor.as_str();
-    let status_name = format!("{node_name}: {} ingest", spec.sensor);
+    let status_name = format!("{node_name}: {sensor} ingest");
+    let hardware_id = sensor;
     let diag = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.max(0.05)));
         let mut last = Instant::now();
@@ -240,12 +258,12 @@ where
             let window = last.elapsed().as_secs_f64();
             last = Instant::now();
             let mut statuses =
-                vec![stream_status(status_name.clone(), hardware_id, &mut diag_stats.lock().expect("stats"), window)];
+                vec![stream_status(status_name.clone(), &hardware_id, &mut diag_stats.lock().expect("stats"), window)];
             statuses[0].values.extend(ros::key_values(cpu.key_values()));
             for (name, s) in &extra_stats {
                 statuses.push(stream_status(
                     format!("{node_name}: {name}"),
-                    hardware_id,
+                    &hardware_id,
                     &mut s.lock().expect("stats"),
                     window,
                 ));
@@ -288,7 +306,7 @@ pub struct CloudIngest<P> {
 
 impl<P: NumberParams> CloudIngest<P> {
     /// The node's filter parameters: each declared with its default, read, and checked.
-    pub fn declare(setup: &Setup, preprocess: CloudFn<P>, sensor: &str) -> Result<Self> {
+    pub fn declare(setup: &Setup, preprocess: CloudFn<P>) -> Result<Self> {
         let mut params = P::default();
         for spec in P::SCHEMA {
             let name = spec.name;
@@ -297,7 +315,7 @@ impl<P: NumberParams> CloudIngest<P> {
             params.set(name, v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
         }
         Ok(Self {
-            to_base: setup.calibration.sensor(sensor).to_base(),
+            to_base: setup.calibration.sensor(&setup.sensor).to_base(),
             base_frame: setup.calibration.base_frame.clone(),
             params,
             preprocess,

@@ -851,6 +851,11 @@ impl Sweep {
 }
 
 pub fn lidar_sweep(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Sweep {
+    lidar_sweep_of(w, "lidar", t, rng)
+}
+
+/// The sweep of the declared LiDAR `sensor` (its mount in the calibration), begun at `t`.
+pub fn lidar_sweep_of(w: &World, sensor: &str, t: f64, rng: &mut ChaCha8Rng) -> Sweep {
     use std::f64::consts::PI;
     let range_noise = Normal::new(0.0, 0.02).expect("sigma > 0");
     // Beam directions in the sensor frame, per azimuth step (elevations -25°..+15°).
@@ -864,7 +869,7 @@ pub fn lidar_sweep(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Sweep {
     let mut actor = Vec::with_capacity(LIDAR_BEAMS * LIDAR_AZIMUTHS);
     for a in 0..LIDAR_AZIMUTHS {
         let dt = a as f64 / LIDAR_AZIMUTHS as f64 * LIDAR_PERIOD;
-        let pose = w.sensor_pose("lidar", t + dt);
+        let pose = w.sensor_pose(sensor, t + dt);
         let inv = pose.inverse();
         let o = Point3::from(pose.translation.vector);
         let az = -PI + 2.0 * PI * a as f64 / LIDAR_AZIMUTHS as f64;

@@ -263,10 +263,13 @@ impl Source {
         Ok(Source::Sim { scenario, spec: spec.clone() })
     }
 
-    fn topic_names(&self) -> Vec<String> {
+    /// The topics, by index; a simulated run's depend on the LiDARs `calib` declares.
+    fn topic_names(&self, calib: &Calibration) -> Vec<String> {
         match self {
             Source::Bag(bag) => bag.topics.iter().map(|t| t.name.clone()).collect(),
-            Source::Sim { spec, .. } => simrun::topics(spec.odometry).into_iter().map(|(name, _)| name).collect(),
+            Source::Sim { spec, .. } => {
+                simrun::topics(spec.odometry, calib).into_iter().map(|(name, _)| name).collect()
+            }
         }
     }
 
@@ -412,7 +415,7 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     pipeline.keep_camera_views(opts.report);
     let detector_name = pipeline.detector_name().unwrap_or("none").to_string();
 
-    let topic_names = source.topic_names();
+    let topic_names = source.topic_names(&calib);
     let topic_of: Vec<Option<usize>> =
         topic_names.iter().map(|t| opts.topics.iter().position(|name| name == t)).collect();
     if topic_of.iter().all(Option::is_none) {

@@ -22,14 +22,26 @@ use std::io::Write;
 pub const START_NS: i64 = 1_700_000_000_000_000_000;
 
 /// The raw topics of a simulated run, as (name, type): the graph's driver inputs, in the
-/// root namespace; `/odom` only when the run has odometry. `BagMessage::topic` indexes this.
-pub fn topics(odometry: bool) -> Vec<(String, &'static str)> {
+/// root namespace; `/odom` only when the run has odometry; then `/<name>/points` for each
+/// LiDAR the calibration declares beyond the standard `lidar` ([`extra_lidars`]).
+/// `BagMessage::topic` indexes this.
+pub fn topics(odometry: bool, calib: &fusion::calib::Calibration) -> Vec<(String, &'static str)> {
     let graph = &sensor_fusion::graph::ODOMETRY;
-    sensor_fusion::graph::INPUTS
+    let mut topics: Vec<(String, &'static str)> = sensor_fusion::graph::INPUTS
         .iter()
         .filter(|(t, _)| odometry || *t != graph)
         .map(|(t, _)| (t.root_name(), t.msg_type))
-        .collect()
+        .collect();
+    let points = sensor_fusion::graph::LIDAR_POINTS.msg_type;
+    topics.extend(extra_lidars(calib).into_iter().map(|name| (format!("/{name}/points"), points)));
+    topics
+}
+
+/// The LiDARs the calibration declares besides `lidar`, in the sensor set's order: a robot
+/// with a second LiDAR gets a sweep of each one, rendered from its own mount.
+pub fn extra_lidars(calib: &fusion::calib::Calibration) -> Vec<&'static str> {
+    let Ok(set) = calib.sensor_set() else { return vec![] };
+    set.of_kind(fusion::Sensor::Lidar).map(|id| set.name(id)).filter(|n| *n != "lidar").collect()
 }
 const CAMERA: usize = 0;
 const CAMERA_INFO: usize = 1;
@@ -183,6 +195,16 @@ pub fn generate(
     let mut imu = sim::ImuModel::new(&mut rng_imu);
     let cam = calib.sensor("camera").clone();
     let k = fusion::camera::Intrinsics::of(&cam).k;
+    // Every extra LiDAR sweeps with the standard one, from its own mount and random stream,
+    // onto the topics after the graph's inputs.
+    let first_extra_topic = topics(odometry, calib).len() - extra_lidars(calib).len();
+    let mut extra: Vec<(&str, usize, String, _)> = extra_lidars(calib)
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            (name, first_extra_topic + i, calib.sensor(name).frame_id.clone(), sim::rng(seed, 100 + i as u64))
+        })
+        .collect();
     let (lidar_frame, radar_frame, imu_frame) = (
         calib.sensor("lidar").frame_id.clone(),
         calib.sensor("radar").frame_id.clone(),
@@ -272,7 +294,15 @@ pub fn generate(
                             sweep.points.iter().flat_map(|&p| <[f32; 5]>::from(p)),
                             n,
                         );
-                        emit(LIDAR, t_ns, sensor_fusion::ros::serialize(&msg)?)?
+                        let mut go_on = emit(LIDAR, t_ns, sensor_fusion::ros::serialize(&msg)?)?;
+                        for (name, topic, frame, rng) in extra.iter_mut() {
+                            let sweep = sim::lidar_sweep_of(world, name, t, rng);
+                            let n = sweep.points.len();
+                            let values = sweep.points.iter().flat_map(|&p| <[f32; 5]>::from(p));
+                            let msg = cloud(t_ns, frame, &names, values, n);
+                            go_on = go_on && emit(*topic, t_ns, sensor_fusion::ros::serialize(&msg)?)?;
+                        }
+                        go_on
                     }
                     Sensor::Radar => {
                         let targets = sim::radar_scan(world, t, &mut rng_radar);

@@ -119,7 +119,7 @@ fn output_info(mut info: CameraInfo, intrinsics: Intrinsics, output_size: Option
 fn main() -> Result<()> {
     let spec = Spec { node: &graph::CAMERA_INGEST, sensor: fusion::Sensor::Camera, queue_size: 4 };
     run(spec, |s| {
-        let cam = s.calibration.sensor("camera").clone();
+        let cam = s.calibration.sensor(&s.sensor).clone();
         let side = |name: &str| -> anyhow::Result<u32> {
             let v = s.params.usize(name, 0)?;
             u32::try_from(v).ok().filter(|&v| v <= fusion::camera::MAX_OUTPUT_SIDE).ok_or_else(|| {
@@ -141,10 +141,9 @@ fn main() -> Result<()> {
         s.extra_stats.push(("camera_info".into(), info_stats.clone()));
 
         let mut infos = s.node.subscribe::<CameraInfo>(graph::CAMERA_INFO.name, graph::CAMERA_INFO.qos.profile())?;
-        let info_out = s.node.create_publisher::<CameraInfo>(
-            graph::SENSORS_CAMERA_INFO.name,
-            graph::SENSORS_CAMERA_INFO.qos.profile(),
-        )?;
+        // Beside the images: sensors/<name>/camera_info.
+        let info_name = format!("{}/camera_info", graph::sensor_stream(&s.sensor, fusion::Sensor::Camera).0);
+        let info_out = s.node.create_publisher::<CameraInfo>(&info_name, graph::SENSORS_CAMERA_INFO.qos.profile())?;
         let output_size = (ow > 0 && oh > 0).then_some((ow, oh));
         let size = intrinsics_size.clone();
         let mut guard = HeaderGuard::new(cam.frame_id.clone());
@@ -164,7 +163,7 @@ fn main() -> Result<()> {
                         *size.lock().expect("lock") = Some((info.width, info.height));
                         st.on_accepted(1);
                         if let Err(e) = info_out.publish(&output_info(info, intrinsics, output_size)) {
-                            tracing::warn!("cannot publish {}: {e}", graph::SENSORS_CAMERA_INFO.name);
+                            tracing::warn!("cannot publish {info_name}: {e}");
                         }
                     }
                     Err(why) => st.on_rejected(&why),

@@ -70,7 +70,7 @@ fn main() -> Result<()> {
             gyro_saturation: s.params.f64("gyro_saturation", d.gyro_saturation)?,
             filter_gain: s.params.f64("filter_gain", d.filter_gain)?,
         };
-        let mount = s.calibration.sensor("imu").to_base().rotation;
+        let mount = s.calibration.sensor(&s.sensor).to_base().rotation;
         Ok(ImuIngest { filter: ImuProcessor::new(mount, params), base_frame: s.calibration.base_frame.clone() })
     })
 }

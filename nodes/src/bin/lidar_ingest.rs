@@ -28,5 +28,5 @@ fn main() -> Result<()> {
     let spec = Spec { node: &graph::LIDAR_INGEST, sensor: fusion::Sensor::Lidar, queue_size: 4 };
     // Every filter parameter is declared from LidarParams (names, defaults, checks) and may be
     // changed on the running node with `ros2 param set`.
-    run(spec, |s| CloudIngest::declare(s, lidar, "lidar"))
+    run(spec, |s| CloudIngest::declare(s, lidar))
 }

@@ -28,5 +28,5 @@ fn main() -> Result<()> {
     let spec = Spec { node: &graph::RADAR_INGEST, sensor: fusion::Sensor::Radar, queue_size: 16 };
     // Every filter parameter is declared from RadarParams (names, defaults, checks) and may be
     // changed on the running node with `ros2 param set`.
-    run(spec, |s| CloudIngest::declare(s, radar, "radar"))
+    run(spec, |s| CloudIngest::declare(s, radar))
 }

@@ -130,7 +130,7 @@ fn run(cli: Cli) -> Result<()> {
          avoid_ros_namespace_conventions: false}",
     )?;
     let mut ids = vec![];
-    for (name, ty) in simrun::topics(cli.odometry) {
+    for (name, ty) in simrun::topics(cli.odometry, &calib) {
         let def = msgdef::definition(ty).with_context(|| format!("message definition of {ty} not installed"))?;
         ids.push(bag.add_topic(&name, ty, &def, qos.clone())?);
     }
