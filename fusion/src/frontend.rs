@@ -28,8 +28,10 @@ pub struct IngestParams {
     pub camera_output: Option<(u32, u32)>,
 }
 
-/// The ingest of one sensor of each kind: the first of its kind in the calibration's set
-/// (the standard robot's `camera`, `lidar`, `radar`, `imu`). Inputs carry that sensor's id.
+/// The ingest of one sensor of each kind: the one named after its kind (the standard
+/// robot's `camera`, `lidar`, `radar`, `imu`), else the first of its kind in the
+/// calibration's set. Inputs carry that sensor's id. Further LiDARs and radars of a robot are
+/// not replayed yet (the nodes fuse them: `fusion_node` subscribes to every declared sensor).
 pub struct Frontend {
     /// Per kind: the sensor this frontend ingests for it.
     ids: [SensorId; 4],
@@ -65,7 +67,14 @@ impl Frontend {
     /// standard robot's four streams.
     pub fn with_params(calib: &Calibration, params: IngestParams) -> Self {
         let set = calib.sensor_set().expect("a checked calibration");
-        let id = |k: Sensor| set.first(k).unwrap_or_else(|| panic!("the calibration declares no {k}"));
+        // The sensor named after its kind where the robot has one (its driver topic is the
+        // graph's `<kind>/...`), else the first of the kind.
+        let id = |k: Sensor| {
+            set.find(k.as_str())
+                .filter(|id| set.kind(*id) == k)
+                .or_else(|| set.first(k))
+                .unwrap_or_else(|| panic!("the calibration declares no {k}"))
+        };
         let pose = |k: Sensor| calib.sensor(set.name(id(k)));
         let guard = |k: Sensor| HeaderGuard::new(pose(k).frame_id.clone());
         let cam = pose(Sensor::Camera);
