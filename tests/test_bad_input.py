@@ -378,6 +378,23 @@ def test_bad_files_and_arguments_give_a_one_line_error_not_a_panic(tmp_path, cas
         assert expect in out and 'panicked' not in out, (name, out[-2000:])
 
 
+@pytest.mark.parametrize('sensor, expect', [
+    ('radar', "parameter sensor: 'radar' is declared as a radar in the calibration; lidar_ingest serves a lidar"),
+    ('roof', "declares no sensor 'roof' (it declares: camera, imu, lidar, radar)"),
+])
+def test_an_ingest_node_serves_only_a_declared_sensor_of_its_kind(sensor, expect):
+    """One ingest node per declared sensor (issue 19): its `sensor` parameter must name a
+    sensor of the calibration, of the node's kind; anything else is one clear start-up error."""
+    import subprocess
+
+    from conftest import child_env
+
+    res = subprocess.run([binary('lidar_ingest'), '--ros-args', '-p', f'sensor:={sensor}', '-p', 'tf_wait:=0.0'],
+                         capture_output=True, text=True, timeout=60, env=child_env(RUST_BACKTRACE='0'))
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and expect in out and 'panicked' not in out, (res.returncode, out[-2000:])
+
+
 def test_a_stream_that_stops_and_comes_back_raises_dropout_then_recovery(procs, ros):
     """Radar goes silent for 1.5 s while LiDAR goes on: one sensor_dropout (ERROR), then one
     stream_recovered (INFO) saying how long it was gone; objects keep coming throughout."""

@@ -556,6 +556,20 @@ def test_a_second_lidar_is_declared_launched_and_fused(tmp_path, procs, ros):
         first = reader.deserialize(next(reader.messages(connections=conns))[2], conns[0].msgtype)
         assert first.header.frame_id == 'front_bumper_lidar_link' and first.width > 1000
 
+    # The replay fuses it as the nodes do, each LiDAR with its own node's filters: crop the
+    # bumper's too (its node's block) and nothing beyond the crop is left.
+    def far_objects(out):
+        sets = [json.loads(line) for line in (out / 'objects.jsonl').read_text().splitlines()]
+        return [o for s in sets for o in s['objects'] if o['sensors'] & 2 and math.hypot(o['center'][0] - 1.0, o['center'][1]) > 14.0]
+
+    replayed = replay(bag, tmp_path / 'replay', '--ingest-params', str(config / 'ingest.yaml'))
+    metrics = json.loads((replayed / 'metrics.json').read_text())
+    assert metrics['messages']['/front_bumper_lidar/points'] == 100, metrics['messages']
+    assert far_objects(replayed), 'the replay did not fuse the bumper LiDAR'
+    both_cropped = dict(ingest, **{'/**/front_bumper_lidar_ingest': {'ros__parameters': {'max_range': 12.0}}})
+    (tmp_path / 'both_cropped.yaml').write_text(yaml.safe_dump(both_cropped))
+    assert not far_objects(replay(bag, tmp_path / 'cropped', '--ingest-params', str(tmp_path / 'both_cropped.yaml')))
+
     probe = ros()
     for topic, ty in (('/sensors/front_bumper_lidar', PointCloud2), ('/diagnostics', DiagnosticArray)):
         probe.subscribe(topic, ty)

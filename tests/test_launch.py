@@ -119,9 +119,19 @@ def test_install_layout_file_by_file():
 @pytest.mark.fast
 @pytest.mark.parametrize('path', sorted((ROOT / 'launch').glob('*.launch.xml')), ids=lambda p: p.name)
 def test_every_launch_file_parses(path):
-    res = subprocess.run([launcher(), '--print', str(path)], capture_output=True, text=True, env=launch_env(), timeout=30)
+    # sensor.launch.xml is included once per sensor: it has required arguments.
+    args = ['sensor:=front_bumper_lidar', 'kind:=lidar', 'input_topic:=/front/points'] if path.name == 'sensor.launch.xml' else []
+    res = subprocess.run([launcher(), '--print', str(path), *args], capture_output=True, text=True, env=launch_env(),
+                         timeout=30)
     assert res.returncode == 0, res.stderr
     assert res.stdout.count('--ros-args') >= 1
+    if args:
+        # One lidar_ingest, named after the sensor, told which sensor it serves, fed the driver's topic.
+        [line] = res.stdout.splitlines()
+        assert line.startswith('front_bumper_lidar_ingest-1: ') and '/lib/sensor_fusion/lidar_ingest ' in line, line
+        assert '-r __node:=front_bumper_lidar_ingest' in line and '-r lidar/points:=/front/points' in line, line
+        params = [Path(p).read_text() for p in re.findall(r'--params-file (\S+)', line)]
+        assert any('sensor: front_bumper_lidar' in p for p in params), params
 
 
 @pytest.mark.fast

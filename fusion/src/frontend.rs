@@ -5,7 +5,7 @@ use crate::{
     anomaly::Sensor,
     calib::Calibration,
     camera::{check_intrinsics_size, fit_within, to_rgb8, CameraInfoRef, ImageRef, Intrinsics},
-    cloud::{preprocess_lidar, preprocess_radar, CloudRef, LidarParams, RadarParams},
+    cloud::{preprocess_lidar, preprocess_radar, CloudRef, LidarParams, NumberParams, RadarParams},
     imu::{ImuParams, ImuProcessor, ImuSample},
     ingest::{HeaderGuard, Reject},
     motion::ImuState,
@@ -26,13 +26,20 @@ pub struct IngestParams {
     pub imu: ImuParams,
     /// camera_ingest's `output_width`/`output_height` (scale to fit), when both are set.
     pub camera_output: Option<(u32, u32)>,
+    /// The filter parameters of the further LiDARs' and radars' nodes, by sensor name (`**`:
+    /// every one of them, applied first), as (name, value); a name of the other kind is
+    /// ignored. A further sensor with none runs on its kind's defaults, as its node does.
+    pub further: BTreeMap<String, Vec<(String, f64)>>,
 }
 
 /// The ingest of one sensor of each kind: the one named after its kind (the standard
 /// robot's `camera`, `lidar`, `radar`, `imu`), else the first of its kind in the
-/// calibration's set. Inputs carry that sensor's id. Further LiDARs and radars of a robot are
-/// not replayed yet (the nodes fuse them: `fusion_node` subscribes to every declared sensor).
+/// calibration's set; and of every further LiDAR and radar the calibration declares
+/// ([`Frontend::further`], [`Frontend::cloud_of`]), each with its own mount, header check and
+/// counters under its name, as its own ingest node would. Inputs carry the sensor's id.
 pub struct Frontend {
+    /// The LiDARs and radars beyond the one of each kind above.
+    further: BTreeMap<SensorId, Further>,
     /// Per kind: the sensor this frontend ingests for it.
     ids: [SensorId; 4],
     guards: [HeaderGuard; 4],
@@ -48,6 +55,16 @@ pub struct Frontend {
     camera_info_guard: HeaderGuard,
     /// `<sensor>.accepted`, `<sensor>.rejected.<reason>`.
     pub counters: BTreeMap<String, u64>,
+}
+
+/// A further LiDAR or radar: its name, kind, mount and header guard.
+struct Further {
+    name: &'static str,
+    kind: Sensor,
+    to_base: Isometry3<f64>,
+    guard: HeaderGuard,
+    lidar: LidarParams,
+    radar: RadarParams,
 }
 
 /// A rejected message: which sensor, why, and (LiDAR) the sweep's NaN statistics.
@@ -78,8 +95,28 @@ impl Frontend {
         let pose = |k: Sensor| calib.sensor(set.name(id(k)));
         let guard = |k: Sensor| HeaderGuard::new(pose(k).frame_id.clone());
         let cam = pose(Sensor::Camera);
+        let ids = Sensor::ALL.map(id);
+        let further = set
+            .iter()
+            .filter(|(i, d)| matches!(d.kind, Sensor::Lidar | Sensor::Radar) && !ids.contains(i))
+            .map(|(i, d)| {
+                let pose = calib.sensor(d.name);
+                let guard = HeaderGuard::new(pose.frame_id.clone());
+                let (mut lidar, mut radar) = (LidarParams::default(), RadarParams::default());
+                let given = ["**", d.name].into_iter().flat_map(|k| params.further.get(k)).flatten();
+                for (name, value) in given {
+                    // Checked when the file was read; a name of the other kind is not this node's.
+                    let _ = match d.kind {
+                        Sensor::Lidar => lidar.set(name, *value),
+                        _ => radar.set(name, *value),
+                    };
+                }
+                (i, Further { name: d.name, kind: d.kind, to_base: pose.to_base(), guard, lidar, radar })
+            })
+            .collect();
         Self {
-            ids: Sensor::ALL.map(id),
+            further,
+            ids,
             guards: Sensor::ALL.map(guard),
             lidar_to_base: pose(Sensor::Lidar).to_base(),
             radar_to_base: pose(Sensor::Radar).to_base(),
@@ -91,6 +128,60 @@ impl Frontend {
             camera_info: None,
             camera_info_guard: guard(Sensor::Camera),
             counters: BTreeMap::new(),
+        }
+    }
+
+    /// The further LiDARs and radars, by id: (name, kind). A bag carries each one's driver
+    /// topic as `/<name>/points`.
+    pub fn further(&self) -> impl Iterator<Item = (SensorId, &'static str, Sensor)> + '_ {
+        self.further.iter().map(|(id, f)| (*id, f.name, f.kind))
+    }
+
+    /// A cloud of a further LiDAR or radar, as its ingest node takes it; counted under its
+    /// name (`<name>.accepted`, `<name>.rejected.<reason>`). An id that is none of them is
+    /// the LiDAR's or radar's of its kind.
+    pub fn cloud_of(
+        &mut self,
+        sensor: SensorId,
+        stamp: StampNs,
+        frame_id: &str,
+        cloud: CloudRef<'_>,
+    ) -> Result<Input, Rejected> {
+        let Some(f) = self.further.get_mut(&sensor) else {
+            return match self.ids.iter().position(|i| *i == sensor) {
+                Some(k) if Sensor::ALL[k] == Sensor::Radar => self.radar(stamp, frame_id, cloud),
+                _ => self.lidar(stamp, frame_id, cloud),
+            };
+        };
+        let (name, kind) = (f.name, f.kind);
+        let r = f.guard.check(stamp, frame_id).and_then(|_| match kind {
+            Sensor::Radar => {
+                let (c, _) = preprocess_radar(cloud, &f.to_base, &f.radar)?;
+                Ok(Input::Radar { sensor, stamp, targets: Arc::new(c.radar_targets()) })
+            }
+            _ => {
+                let (c, counts) = preprocess_lidar(cloud, &f.to_base, &f.lidar)?;
+                Ok(Input::Lidar {
+                    sensor,
+                    stamp,
+                    points: Arc::new(c.lidar_points()),
+                    non_finite: counts.non_finite,
+                    total: counts.points_in,
+                })
+            }
+        });
+        match r {
+            Ok(input) => {
+                if f.guard.accept(stamp) {
+                    self.count(format!("{name}.stamp_resync"));
+                }
+                self.count(format!("{name}.accepted"));
+                Ok(input)
+            }
+            Err(reason) => {
+                self.count(format!("{name}.rejected.{}", reason.as_str()));
+                Err(Rejected { sensor: kind, reason })
+            }
         }
     }
 

@@ -121,7 +121,7 @@ fn override_blocks(args: impl Iterator<Item = String>) -> Result<OverrideBlocks>
                 for (key, body) in doc.as_mapping().into_iter().flatten() {
                     let (Some(key), Some(body)) = (key.as_str(), body.get("ros__parameters")) else { continue };
                     let mut flat = vec![];
-                    flatten("", body, &mut flat);
+                    flatten_params("", body, &mut flat);
                     for (name, value) in flat {
                         put(key, name, value);
                     }
@@ -141,13 +141,13 @@ fn override_blocks(args: impl Iterator<Item = String>) -> Result<OverrideBlocks>
 }
 
 /// Nested parameter maps as rcl names them: `sync: {wait_ms: 50}` is `sync.wait_ms`.
-fn flatten(prefix: &str, value: &serde_norway::Value, out: &mut Vec<(String, serde_norway::Value)>) {
+pub fn flatten_params(prefix: &str, value: &serde_norway::Value, out: &mut Vec<(String, serde_norway::Value)>) {
     match value.as_mapping() {
         Some(map) => {
             for (k, v) in map {
                 let Some(k) = k.as_str() else { continue };
                 let name = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
-                flatten(&name, v, out);
+                flatten_params(&name, v, out);
             }
         }
         None => out.push((prefix.to_string(), value.clone())),
@@ -806,8 +806,8 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: Option<&[&str]>) 
     let used: Vec<String> = used.unwrap_or(&declared).iter().map(|s| s.to_string()).collect();
     if let Some(unknown) = used.iter().find(|name| !base.sensors.contains_key(name.as_str())) {
         anyhow::bail!(
-            "the calibration {} declares no sensor '{unknown}' (it declares: {})",
-            if path.is_empty() { "defaults" } else { &path },
+            "{} declares no sensor '{unknown}' (it declares: {})",
+            if path.is_empty() { "the built-in calibration".to_string() } else { format!("calibration {path}") },
             declared.join(", ")
         );
     }

@@ -199,6 +199,22 @@ pub fn read_ingest_params(path: &Path) -> Result<IngestParams> {
                 ("imu_ingest", "accel_saturation") => p.imu.accel_saturation = number()?,
                 ("imu_ingest", "gyro_saturation") => p.imu.gyro_saturation = number()?,
                 ("imu_ingest", "filter_gain") => p.imu.filter_gain = number()?,
+                // A further LiDAR's or radar's node (`<sensor>_ingest`): its filters, applied by
+                // the frontend to the sensor of that name (`/**` to every one of them).
+                (node, n)
+                    if (node == "**" || !INGEST_NODES.contains(&node))
+                        && (LidarParams::spec(n).is_some() || RadarParams::spec(n).is_some()) =>
+                {
+                    let (sensor, v) = (node.strip_suffix("_ingest").unwrap_or(node), number()?);
+                    let checks = [
+                        LidarParams::spec(n).map(|_| LidarParams::default().set(n, v)),
+                        RadarParams::spec(n).map(|_| RadarParams::default().set(n, v)),
+                    ];
+                    if let Some(Err(e)) = checks.into_iter().flatten().find(Result::is_err) {
+                        return Err(anyhow::Error::msg(e).context(at()));
+                    }
+                    p.further.entry(sensor.to_string()).or_default().push((n.to_string(), v));
+                }
                 ("camera_ingest", "output_width" | "output_height") => {
                     let side = v
                         .as_u64()
@@ -215,18 +231,7 @@ pub fn read_ingest_params(path: &Path) -> Result<IngestParams> {
     Ok(p)
 }
 
-fn flatten(prefix: &str, v: &serde_norway::Value, out: &mut Vec<(String, serde_norway::Value)>) {
-    match v.as_mapping() {
-        Some(m) => {
-            for (k, v) in m {
-                let k = k.as_str().unwrap_or("");
-                let name = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
-                flatten(&name, v, out);
-            }
-        }
-        None => out.push((prefix.to_string(), v.clone())),
-    }
-}
+use sensor_fusion::ros::flatten_params as flatten;
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
@@ -448,8 +453,25 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     let mut error: Option<anyhow::Error> = None;
     let mut report = opts.report.then(crate::report::ReportCollector::default);
 
+    // The further LiDARs and radars the calibration declares: `/<name>/points` each (as
+    // fusion_sim writes them), with the index of their kind among the inputs (1 or 2).
+    let further_of: Vec<Option<(fusion::SensorId, usize)>> = topic_names
+        .iter()
+        .map(|t| {
+            let mut further = frontend.further();
+            let (id, _, kind) = further.find(|(_, name, _)| *t == format!("/{name}/points"))?;
+            Some((id, if kind == fusion::Sensor::Radar { 2 } else { 1 }))
+        })
+        .collect();
     let duration_ns = source.for_each_message(&calib, opts.out.as_deref(), |m| {
-        let Some(Some(sensor)) = topic_of.get(m.topic).copied() else { return true };
+        let further = further_of.get(m.topic).copied().flatten();
+        let sensor = match further {
+            Some((_, kind)) => kind,
+            None => {
+                let Some(Some(sensor)) = topic_of.get(m.topic).copied() else { return true };
+                sensor
+            }
+        };
         let name = &topic_names[m.topic];
         *messages.entry(name.clone()).or_default() += 1;
         if opts.realtime {
@@ -497,10 +519,10 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
             1 | 2 => PointCloud2::from_serialized_bytes(&m.data).map_err(|e| e.to_string()).map(|c| {
                 let stamp = stamp_ns(c.header.stamp.sec, c.header.stamp.nanosec);
                 let f = cloud_fields(&c);
-                if sensor == 1 {
-                    frontend.lidar(stamp, &c.header.frame_id, cloud_ref(&c, &f))
-                } else {
-                    frontend.radar(stamp, &c.header.frame_id, cloud_ref(&c, &f))
+                match further {
+                    Some((id, _)) => frontend.cloud_of(id, stamp, &c.header.frame_id, cloud_ref(&c, &f)),
+                    None if sensor == 1 => frontend.lidar(stamp, &c.header.frame_id, cloud_ref(&c, &f)),
+                    None => frontend.radar(stamp, &c.header.frame_id, cloud_ref(&c, &f)),
                 }
             }),
             _ => Imu::from_serialized_bytes(&m.data)
@@ -512,10 +534,11 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
         let input = match decoded {
             Ok(Ok(input)) => input,
             Ok(Err(rejected)) => {
-                // A NaN-ridden sweep is rejected, and is also what sensor_degraded reports.
-                if let Reject::NonFinite { non_finite, total, .. } = rejected.reason {
+                // A NaN-ridden LiDAR sweep is rejected, and is also what sensor_degraded reports.
+                let is_lidar = rejected.sensor == fusion::Sensor::Lidar;
+                if let (Reject::NonFinite { non_finite, total, .. }, true) = (rejected.reason, is_lidar) {
                     let stamp = m.log_time_ns;
-                    let lidar = frontend.sensor(fusion::Sensor::Lidar);
+                    let lidar = further.map_or(frontend.sensor(fusion::Sensor::Lidar), |(id, _)| id);
                     let health = pipeline.anomaly.on_lidar_health(lidar, stamp, non_finite as u64, total as u64);
                     if let Some(r) = report.as_mut() {
                         health.iter().for_each(|e| r.on_event(e));
