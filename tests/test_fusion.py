@@ -571,7 +571,8 @@ def test_a_second_lidar_is_declared_launched_and_fused(tmp_path, procs, ros):
     assert not far_objects(replay(bag, tmp_path / 'cropped', '--ingest-params', str(tmp_path / 'both_cropped.yaml')))
 
     probe = ros()
-    for topic, ty in (('/sensors/front_bumper_lidar', PointCloud2), ('/diagnostics', DiagnosticArray)):
+    for topic, ty in (('/sensors/front_bumper_lidar', PointCloud2), ('/sensors/lidar', PointCloud2),
+                      ('/diagnostics', DiagnosticArray)):
         probe.subscribe(topic, ty)
     from fusion_msgs.msg import FusedObjectArray
     probe.subscribe('/fusion/objects', FusedObjectArray)
@@ -586,6 +587,12 @@ def test_a_second_lidar_is_declared_launched_and_fused(tmp_path, procs, ros):
                    f'sets on /fusion/objects\n{launch.output()[-3000:]}')
     clouds = probe.get('/sensors/front_bumper_lidar')
     assert len(clouds) >= 80 and clouds[0].header.frame_id == 'base_link', len(clouds)
+    # The roof LiDAR's node took its 12 m crop from the params file (a /**/lidar_ingest block),
+    # so the far objects can only be the bumper's.
+    import numpy as np
+    roof = probe.get('/sensors/lidar')[-1]
+    xyz = np.frombuffer(bytes(roof.data), dtype=np.float32).reshape(roof.width, -1)[:, :3]
+    assert np.linalg.norm(xyz - [1.0, 0.0, 1.8], axis=1).max() < 12.2, 'the params file did not reach lidar_ingest'
     sets = probe.get('/fusion/objects')
     # Both sweeps are members of the sets (nothing but a late first frame may be missing).
     assert sum('front_bumper_lidar' in s.missing_sensors for s in sets) <= 3, [list(s.missing_sensors) for s in sets][:10]

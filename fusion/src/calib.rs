@@ -376,10 +376,12 @@ mod tests {
         let yaml = r#"
 base_frame: base_link
 sensors:
-  front_camera: {kind: camera, frame_id: cam_front, translation: [1.5, 0.0, 1.2], rotation_xyzw: [-0.5, 0.5, -0.5, 0.5]}
-  roof_lidar:   {kind: lidar, frame_id: roof, translation: [1.0, 0.0, 1.8], rotation_xyzw: [0.0, 0.0, 0.0, 1.0]}
+  camera:       {frame_id: cam_front, translation: [1.5, 0.0, 1.2], rotation_xyzw: [-0.5, 0.5, -0.5, 0.5]}
+  lidar:        {frame_id: roof, translation: [1.0, 0.0, 1.8], rotation_xyzw: [0.0, 0.0, 0.0, 1.0]}
   bumper_lidar: {kind: lidar, frame_id: bumper, translation: [3.0, 0.0, 0.4], rotation_xyzw: [0.0, 0.0, 0.0, 1.0]}
   radar:        {frame_id: radar_link, translation: [2.0, 0.0, 0.5], rotation_xyzw: [0.0, 0.0, 0.0, 1.0]}
+  rear_radar:   {kind: radar, frame_id: rear, translation: [-0.5, 0.0, 0.5], rotation_xyzw: [0.0, 0.0, 1.0, 0.0]}
+  imu:          {frame_id: imu_link, translation: [0.0, 0.0, 0.3], rotation_xyzw: [0.0, 0.0, 0.0, 1.0]}
 "#;
         let c = Calibration::from_yaml(yaml).unwrap();
         let set = c.sensor_set().unwrap();
@@ -387,12 +389,14 @@ sensors:
         assert_eq!(
             named,
             [
-                ("front_camera", Sensor::Camera),
+                ("camera", Sensor::Camera),
                 ("bumper_lidar", Sensor::Lidar),
-                ("roof_lidar", Sensor::Lidar),
-                ("radar", Sensor::Radar)
+                ("lidar", Sensor::Lidar),
+                ("radar", Sensor::Radar),
+                ("rear_radar", Sensor::Radar),
+                ("imu", Sensor::Imu)
             ],
-            "a sensor named after its kind needs no kind; no IMU is fine"
+            "a sensor named after its kind needs no kind"
         );
         assert_eq!(c.first(Sensor::Camera).unwrap().frame_id, "cam_front");
         let unnamed_kind = yaml.replace("{kind: lidar, frame_id: bumper", "{frame_id: bumper");
@@ -400,6 +404,10 @@ sensors:
         assert!(err.to_string().contains("sensors.bumper_lidar.kind is missing"), "{err}");
         let typo = yaml.replace("kind: lidar, frame_id: bumper", "kind: lidr, frame_id: bumper");
         assert!(Calibration::from_yaml(&typo).is_err(), "an unknown kind is refused");
+        let no_imu: String =
+            yaml.lines().filter(|l| !l.trim_start().starts_with("imu:")).collect::<Vec<_>>().join("\n");
+        let err = Calibration::from_yaml(&no_imu).unwrap_err();
+        assert!(err.to_string().contains("the sensor 'imu' (of kind imu) must be declared"), "{err}");
     }
 
     #[test]
@@ -421,7 +429,7 @@ sensors:
         let mut c = Calibration::default();
         c.sensors.remove("radar");
         let err = Calibration::from_yaml(&serde_norway::to_string(&c).unwrap()).unwrap_err();
-        assert!(err.to_string().contains("at least one radar; 0 declared"), "{err}");
+        assert!(err.to_string().contains("the sensor 'radar' (of kind radar) must be declared"), "{err}");
         let mut c = Calibration::default();
         c.sensors.get_mut("imu").unwrap().rotation_xyzw = [0.0, 0.0, 0.0, 2.0];
         let err = Calibration::from_yaml(&serde_norway::to_string(&c).unwrap()).unwrap_err();

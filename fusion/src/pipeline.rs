@@ -336,14 +336,16 @@ impl SetJob {
         self.set.members.iter().zip(self.kinds.iter()).filter(move |(_, k)| **k == kind).filter_map(|(m, _)| m.as_ref())
     }
 
-    /// The stamp the set's LiDAR points are deskewed to: its first present LiDAR's.
+    /// The stamp the set's LiDAR points are deskewed to, when it has any: the set's own (a
+    /// LiDAR-led set's is its reference LiDAR's stamp), where tracking runs too.
     pub fn lidar_stamp(&self) -> Option<StampNs> {
-        self.present(Sensor::Lidar).next().map(|(s, _)| *s)
+        self.has_lidar().then_some(self.stamp)
     }
 
     /// Every LiDAR's sweep of the set as one cloud (all are in base_link already). A sweep
-    /// stamped after the first one has its points' firing times moved by the difference, so
-    /// the deskew takes every point to the first sweep's stamp. One LiDAR: its sweep as is.
+    /// stamped apart from the set's stamp has its points' firing times moved by the
+    /// difference, so the deskew takes every point to the set's stamp. One LiDAR (the
+    /// reference): its sweep as is.
     pub fn lidar(&self) -> Option<Arc<Vec<LidarPoint>>> {
         let sweeps: Vec<(StampNs, &Arc<Vec<LidarPoint>>)> = self
             .present(Sensor::Lidar)
@@ -353,12 +355,12 @@ impl SetJob {
             })
             .collect();
         let (first_stamp, first) = *sweeps.first()?;
-        if sweeps.len() == 1 {
+        if sweeps.len() == 1 && first_stamp == self.stamp {
             return Some(first.clone());
         }
         let mut merged = Vec::with_capacity(sweeps.iter().map(|(_, p)| p.len()).sum());
         for (stamp, points) in sweeps {
-            let offset = ((stamp - first_stamp) as f64 * 1e-9) as f32;
+            let offset = ((stamp - self.stamp) as f64 * 1e-9) as f32;
             merged.extend(points.iter().map(|p| LidarPoint { t: p.t + offset, ..*p }));
         }
         Some(Arc::new(merged))
@@ -366,16 +368,18 @@ impl SetJob {
 
     /// Whether any LiDAR is in the set.
     pub fn has_lidar(&self) -> bool {
-        self.lidar_stamp().is_some()
+        self.present(Sensor::Lidar).next().is_some()
     }
 
-    /// The first present radar's scan with its stamp: the ego speed is estimated from it
-    /// (its Doppler is measured at its mount).
+    /// The first declared radar's scan with its stamp, when it is in the set: the ego speed
+    /// is estimated from that radar alone (its Doppler is measured at its mount, which the
+    /// estimator corrects for).
     pub fn radar_stamped(&self) -> Option<(StampNs, Arc<Vec<RadarTarget>>)> {
-        self.present(Sensor::Radar).find_map(|(s, m)| match m {
-            Member::Radar(t) => Some((*s, t.clone())),
+        let first = self.kinds.iter().position(|k| *k == Sensor::Radar)?;
+        match &self.set.members[first] {
+            Some((s, Member::Radar(t))) => Some((*s, t.clone())),
             _ => None,
-        })
+        }
     }
 
     /// Every radar's targets of the set (base_link), one list: targets of one object seen by
@@ -721,13 +725,13 @@ impl Pipeline {
         }
     }
 
-    /// Whether each set carries its [`CameraView`] (off by default: only a report or an
-    /// annotated image reads it, and the projections cost time on the fusion thread).
     /// The robot's declared sensors, whose ids [`Input`]s carry.
     pub fn sensors(&self) -> &SensorSet {
         &self.sensors
     }
 
+    /// Whether each set carries its [`CameraView`] (off by default: only a report or an
+    /// annotated image reads it, and the projections cost time on the fusion thread).
     pub fn keep_camera_views(&mut self, on: bool) {
         self.camera_views = on;
     }
@@ -915,7 +919,7 @@ impl Pipeline {
                 events.extend(self.anomaly.on_message(sensor, stamp));
                 events.extend(self.anomaly.on_lidar_health(sensor, stamp, non_finite, total));
                 // Radar leads sets only when no LiDAR at all has come for a while.
-                self.last_lidar = self.last_lidar.max(Some(stamp));
+                self.last_lidar = Some(stamp);
                 self.sync.add(topic.expect("a LiDAR is a member"), stamp, Member::Lidar(points))
             }
             Input::Radar { stamp, targets, .. } => {
@@ -1579,6 +1583,55 @@ mod tests {
         assert!(late.iter().all(|s| s.missing.contains(&"bumper_lidar") && s.stamp % 100_000_000 == 0), "roof-led");
         assert!(objects_near(&silent, 8.4, 0.4));
         assert!(p.counters.get("sets.radar_led").is_none(), "a live LiDAR still leads");
+    }
+
+    /// Two LiDARs on a base driving at 10 m/s, `bumper_lidar` sweeping 20 ms after `lidar`: a
+    /// wall 10 m ahead of the roof's sweep is 0.2 m nearer in the bumper's. The bumper leads
+    /// (first by name), so the roof's points are deskewed by -20 ms to the set's stamp: one
+    /// wall at 9.8 m, not two (undeskewed, or shifted the wrong way, the box is 0.2-0.4 m deep).
+    #[test]
+    fn a_second_lidar_s_sweep_is_deskewed_to_the_set_s_stamp() {
+        let mut calib = Calibration::default();
+        let mut bumper = calib.sensor("lidar").clone();
+        (bumper.kind, bumper.frame_id) = (Some(Sensor::Lidar), "bumper_lidar_link".into());
+        calib.sensors.insert("bumper_lidar".into(), bumper);
+        let mut p = Pipeline::new(PipelineParams::default(), &calib, None);
+        let (roof, bumper) = (p.sensors().find("lidar").unwrap(), p.sensors().find("bumper_lidar").unwrap());
+        for k in 0..40 {
+            let t = k as f64 * 0.02;
+            let odometry = OdometrySample {
+                stamp: (t * 1e9) as StampNs,
+                frame_id: "odom".into(),
+                child_frame_id: "base_link".into(),
+                position: [10.0 * t, 0.0, 0.0],
+                orientation_xyzw: [0.0, 0.0, 0.0, 1.0],
+                linear: [10.0, 0.0, 0.0],
+                angular: [0.0; 3],
+            };
+            p.push_odometry(&odometry).unwrap();
+        }
+        let wall = |x: f32| -> Arc<Vec<LidarPoint>> {
+            let grid = (0..20).flat_map(|iy| (0..6).map(move |iz| (iy, iz)));
+            Arc::new(
+                grid.map(|(iy, iz)| [x, -2.0 + iy as f32 * 0.2, 0.3 + iz as f32 * 0.3, 40.0, 0.0].into()).collect(),
+            )
+        };
+        let mut jobs = vec![];
+        for t in [200_000_000, 300_000_000] {
+            jobs =
+                p.push_jobs(Input::Lidar { sensor: roof, stamp: t, points: wall(10.0), non_finite: 0, total: 120 }).0;
+            let bumper_sweep =
+                Input::Lidar { sensor: bumper, stamp: t + 20_000_000, points: wall(9.8), non_finite: 0, total: 120 };
+            jobs.extend(p.push_jobs(bumper_sweep).0);
+        }
+        // No camera or radar here: the set goes out partial once its wait is over.
+        jobs.extend(p.tick_jobs(400_000_000).0);
+        let [job] = &jobs[..] else { panic!("one set from the second period: {}", jobs.len()) };
+        assert_eq!(job.stamp, 320_000_000, "led by the bumper's sweep");
+        let boxes = lidar_stage(&PipelineParams::default(), job.omega(), job.velocity(), &job.lidar().unwrap(), false);
+        assert_eq!(boxes.len(), 1, "{boxes:?}");
+        let depth = boxes[0].size[0].min(boxes[0].size[1]);
+        assert!(depth < 0.1 && (boxes[0].center[0] - 9.8).abs() < 0.1, "{:?}", boxes[0]);
     }
 
     #[test]

@@ -46,8 +46,19 @@ pub struct SensorSet {
 pub struct SensorSetError(pub String);
 
 fn intern(name: &str) -> &'static str {
-    // The standard names need no allocation; others are leaked once per declaration.
-    Sensor::ALL.into_iter().map(Sensor::as_str).find(|s| *s == name).unwrap_or_else(|| Box::leak(name.into()))
+    // The standard names need no allocation; others are leaked once per distinct name for the
+    // process (a set is built a few times at start-up, never per message).
+    static INTERNED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    if let Some(standard) = Sensor::ALL.into_iter().map(Sensor::as_str).find(|s| *s == name) {
+        return standard;
+    }
+    let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = interned.iter().find(|s| **s == name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.into());
+    interned.push(leaked);
+    leaked
 }
 
 impl SensorSet {
@@ -56,9 +67,11 @@ impl SensorSet {
         Self::new(Sensor::ALL.iter().map(|k| (k.as_str().to_string(), *k))).expect("the standard set is valid")
     }
 
-    /// A set from (name, kind) declarations. What the fusion stage handles today: at least one
-    /// LiDAR (the synchronizer's reference) and one radar, any number more of either, exactly
-    /// one camera and at most one IMU (several cameras are issue 19's multi-camera item).
+    /// A set from (name, kind) declarations. What the node set handles today: the standard
+    /// robot's four (`camera`, `lidar`, `radar`, `imu`, each of its kind) and any number more
+    /// LiDARs and radars. Every tool and the launch file start from the four (the replay's
+    /// frontend, the simulator, `fusion.launch.xml`); several cameras and an optional IMU
+    /// are issue 19's next steps.
     pub fn new(declared: impl IntoIterator<Item = (String, Sensor)>) -> Result<Self, SensorSetError> {
         let mut sensors: Vec<Declared> =
             declared.into_iter().map(|(name, kind)| Declared { name: intern(&name), kind }).collect();
@@ -66,21 +79,25 @@ impl SensorSet {
         if let Some(w) = sensors.windows(2).find(|w| w[0].name == w[1].name) {
             return Err(SensorSetError(format!("sensor '{}' is declared twice", w[0].name)));
         }
-        if let Some(d) = sensors.iter().find(|d| d.name.is_empty() || !d.name.chars().all(valid_name_char)) {
+        let valid = |n: &str| n.starts_with(|c: char| c.is_ascii_alphabetic()) && n.chars().all(valid_name_char);
+        if let Some(d) = sensors.iter().find(|d| !valid(d.name)) {
             return Err(SensorSetError(format!(
-                "sensor name '{}' must be letters, digits and '_' (it becomes the topic /sensors/{})",
-                d.name, d.name
+                "sensor name '{}' must start with a letter and hold letters, digits and '_' (it becomes the topic sensors/{} and the node {}_ingest)",
+                d.name, d.name, d.name
             )));
         }
+        for kind in Sensor::ALL {
+            if !sensors.iter().any(|d| d.name == kind.as_str() && d.kind == kind) {
+                return Err(SensorSetError(format!(
+                    "the sensor '{kind}' (of kind {kind}) must be declared: the node set starts from the standard four (camera, lidar, radar, imu) and fuses any number more lidars and radars"
+                )));
+            }
+        }
         let count = |k: Sensor| sensors.iter().filter(|d| d.kind == k).count();
-        let rules = [
-            (Sensor::Lidar, count(Sensor::Lidar) >= 1, "at least one lidar (the sets' reference)"),
-            (Sensor::Radar, count(Sensor::Radar) >= 1, "at least one radar"),
-            (Sensor::Camera, count(Sensor::Camera) == 1, "exactly one camera (several are not fused yet)"),
-            (Sensor::Imu, count(Sensor::Imu) <= 1, "at most one imu"),
-        ];
-        if let Some((kind, _, rule)) = rules.iter().find(|(_, ok, _)| !ok) {
-            return Err(SensorSetError(format!("{rule}; {} declared of kind {kind}", count(*kind))));
+        for (kind, most) in [(Sensor::Camera, "one camera (several are not fused yet)"), (Sensor::Imu, "one imu")] {
+            if count(kind) > 1 {
+                return Err(SensorSetError(format!("at most {most}; {} declared of kind {kind}", count(kind))));
+            }
         }
         Ok(Self { sensors: sensors.into() })
     }
@@ -153,31 +170,39 @@ mod tests {
     #[test]
     fn sensors_are_ordered_by_kind_then_name() {
         let s = set(&[
-            ("roof_lidar", Sensor::Lidar),
+            ("lidar", Sensor::Lidar),
             ("rear_radar", Sensor::Radar),
             ("imu", Sensor::Imu),
             ("bumper_lidar", Sensor::Lidar),
-            ("front_camera", Sensor::Camera),
-            ("front_radar", Sensor::Radar),
+            ("camera", Sensor::Camera),
+            ("radar", Sensor::Radar),
         ])
         .unwrap();
         let names: Vec<_> = s.ids().map(|id| s.name(id)).collect();
-        assert_eq!(names, ["front_camera", "bumper_lidar", "roof_lidar", "front_radar", "rear_radar", "imu"]);
+        assert_eq!(names, ["camera", "bumper_lidar", "lidar", "radar", "rear_radar", "imu"]);
         assert_eq!(s.of_kind(Sensor::Lidar).count(), 2);
         assert_eq!(s.find("rear_radar"), Some(SensorId(4)));
+        assert!(std::ptr::eq(intern("bumper_lidar"), intern("bumper_lidar")), "a name is leaked once");
     }
 
     #[test]
-    fn a_set_the_fusion_stage_cannot_handle_is_refused_with_the_rule() {
-        let base = [("camera", Sensor::Camera), ("radar", Sensor::Radar)];
-        let e = set(&base).unwrap_err();
-        assert!(e.to_string().contains("at least one lidar"), "{e}");
-        let e = set(&[base[0], base[1], ("lidar", Sensor::Lidar), ("rear_camera", Sensor::Camera)]).unwrap_err();
-        assert!(e.to_string().contains("exactly one camera"), "{e}");
-        let e = set(&[base[0], base[1], ("lidar", Sensor::Lidar), ("lidar", Sensor::Radar)]).unwrap_err();
+    fn a_set_the_node_set_cannot_handle_is_refused_with_the_rule() {
+        let base = [("camera", Sensor::Camera), ("radar", Sensor::Radar), ("imu", Sensor::Imu)];
+        let with = |more: &[(&'static str, Sensor)]| set(&[&base[..], more].concat());
+        let e = with(&[]).unwrap_err();
+        assert!(e.to_string().contains("the sensor 'lidar' (of kind lidar) must be declared"), "{e}");
+        let e = with(&[("roof_lidar", Sensor::Lidar)]).unwrap_err();
+        assert!(e.to_string().contains("'lidar' (of kind lidar) must be declared"), "{e}");
+        let e = with(&[("lidar", Sensor::Lidar), ("rear_camera", Sensor::Camera)]).unwrap_err();
+        assert!(e.to_string().contains("at most one camera"), "{e}");
+        let e = with(&[("lidar", Sensor::Lidar), ("lidar", Sensor::Radar)]).unwrap_err();
         assert!(e.to_string().contains("declared twice"), "{e}");
-        let e = set(&[base[0], base[1], ("roof lidar", Sensor::Lidar)]).unwrap_err();
-        assert!(e.to_string().contains("letters, digits"), "{e}");
-        assert!(set(&[base[0], base[1], ("lidar", Sensor::Lidar)]).is_ok(), "the IMU is optional");
+        for bad in ["roof lidar", "2nd_lidar", ""] {
+            let e = with(&[("lidar", Sensor::Lidar), (bad, Sensor::Lidar)]).unwrap_err();
+            assert!(e.to_string().contains("must start with a letter"), "{bad}: {e}");
+        }
+        assert!(
+            with(&[("lidar", Sensor::Lidar), ("bumper_lidar", Sensor::Lidar), ("rear_radar", Sensor::Radar)]).is_ok()
+        );
     }
 }

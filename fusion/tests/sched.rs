@@ -323,6 +323,14 @@ impl CameraDetector for ScriptedDetector {
 
 struct Msg(Input);
 
+/// A camera frame and a LiDAR sweep of the standard robot, both stamped `t`.
+fn post_frame_and_sweep(exec: &Executor<Msg>, t: StampNs, image: &Arc<Rgb8>, points: &Arc<Vec<LidarPoint>>) {
+    let camera = SensorId::standard(Sensor::Camera);
+    exec.post(Msg(Input::Camera { sensor: camera, stamp: t, image: image.clone(), intrinsics: None }));
+    let lidar = SensorId::standard(Sensor::Lidar);
+    exec.post(Msg(Input::Lidar { sensor: lidar, stamp: t, points: points.clone(), non_finite: 0, total: 0 }));
+}
+
 impl Message for Msg {
     fn sensor(&self) -> SensorId {
         self.0.sensor()
@@ -379,19 +387,7 @@ fn executor_degrades_under_scripted_overload_and_recovers_without_late_publicati
     let mut max_level = 0;
     for k in 0..160 {
         let t = clock();
-        exec.post(Msg(Input::Camera {
-            sensor: SensorId::standard(Sensor::Camera),
-            stamp: t,
-            image: image.clone(),
-            intrinsics: None,
-        }));
-        exec.post(Msg(Input::Lidar {
-            sensor: SensorId::standard(Sensor::Lidar),
-            stamp: t,
-            points: points.clone(),
-            non_finite: 0,
-            total: 0,
-        }));
+        post_frame_and_sweep(&exec, t, &image, &points);
         exec.post(Msg(Input::Radar { sensor: SensorId::standard(Sensor::Radar), stamp: t, targets: targets.clone() }));
         std::thread::sleep(Duration::from_millis(100));
         max_level = max_level.max(stats.lock().unwrap().level);
@@ -459,19 +455,7 @@ fn the_detector_kernels_run_on_normal_scheduling_under_a_real_time_scheduler() {
     let points: Arc<Vec<LidarPoint>> = Arc::new(vec![[10.0, 0.0, 0.5, 1.0, 0.0].into(); 50]);
     for _ in 0..10 {
         let t = clock();
-        exec.post(Msg(Input::Camera {
-            sensor: SensorId::standard(Sensor::Camera),
-            stamp: t,
-            image: image.clone(),
-            intrinsics: None,
-        }));
-        exec.post(Msg(Input::Lidar {
-            sensor: SensorId::standard(Sensor::Lidar),
-            stamp: t,
-            points: points.clone(),
-            non_finite: 0,
-            total: 0,
-        }));
+        post_frame_and_sweep(&exec, t, &image, &points);
         std::thread::sleep(Duration::from_millis(100));
     }
     let stats = exec.shutdown();
@@ -507,19 +491,7 @@ fn both_executors_count_the_partial_sets_they_publish() {
         .unwrap();
         for k in 0..15 {
             let t = clock();
-            exec.post(Msg(Input::Camera {
-                sensor: SensorId::standard(Sensor::Camera),
-                stamp: t,
-                image: image.clone(),
-                intrinsics: None,
-            }));
-            exec.post(Msg(Input::Lidar {
-                sensor: SensorId::standard(Sensor::Lidar),
-                stamp: t,
-                points: points.clone(),
-                non_finite: 0,
-                total: 0,
-            }));
+            post_frame_and_sweep(&exec, t, &image, &points);
             if k == 5 {
                 // A live change reaches the thread that owns the pipeline; a start-up one and
                 // an out-of-range one are refused at the call.

@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
             linear_acceleration: a.try_into().unwrap(),
             linear_acceleration_covariance: [0.0; 9],
         };
-        if let Ok(fusion::pipeline::Input::Imu(state)) = front.imu("imu_link", &s) {
+        if let Ok(fusion::pipeline::Input::Imu(_, state)) = front.imu("imu_link", &s) {
             let q = state.orientation;
             assert!(q.coords.iter().all(|c| c.is_finite()), "orientation {q:?} from {s:?}");
         }

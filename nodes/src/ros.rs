@@ -97,7 +97,9 @@ type OverrideBlocks = Vec<(String, Vec<(String, serde_norway::Value)>)>;
 fn override_blocks(args: impl Iterator<Item = String>) -> Result<OverrideBlocks> {
     let mut blocks: OverrideBlocks = vec![];
     let mut put = |key: &str, name: String, value: serde_norway::Value| {
-        let key = if key.starts_with('/') { key.to_string() } else { format!("/{key}") };
+        // A bare node name stays bare (it names the node in any namespace, as r2r takes it);
+        // a path gets its leading '/'.
+        let key = if key.starts_with('/') || !key.contains('/') { key.to_string() } else { format!("/{key}") };
         let i = blocks.iter().position(|(k, _)| *k == key).unwrap_or_else(|| {
             blocks.push((key, vec![]));
             blocks.len() - 1
@@ -118,12 +120,14 @@ fn override_blocks(args: impl Iterator<Item = String>) -> Result<OverrideBlocks>
                 let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
                 let doc: serde_norway::Value =
                     serde_norway::from_str(&text).with_context(|| format!("{path} is not YAML"))?;
-                for (key, body) in doc.as_mapping().into_iter().flatten() {
-                    let (Some(key), Some(body)) = (key.as_str(), body.get("ros__parameters")) else { continue };
+                // Keys may nest namespaces (`robot1: {fusion_node: {ros__parameters: …}}`).
+                let mut nodes = vec![];
+                node_blocks("", &doc, &mut nodes);
+                for (key, body) in nodes {
                     let mut flat = vec![];
                     flatten_params("", body, &mut flat);
                     for (name, value) in flat {
-                        put(key, name, value);
+                        put(&key, name, value);
                     }
                 }
             }
@@ -131,13 +135,30 @@ fn override_blocks(args: impl Iterator<Item = String>) -> Result<OverrideBlocks>
                 let rule = args.next().context("-p without name:=value")?;
                 if let Some((name, text)) = rule.split_once(":=") {
                     let value = serde_norway::from_str(text).unwrap_or(serde_norway::Value::String(text.to_string()));
-                    put("/**", name.to_string(), value);
+                    // `-p node:name:=value` is for that node only (rcl's node-name prefix).
+                    match name.split_once(':') {
+                        Some((node, name)) => put(node, name.to_string(), value),
+                        None => put("/**", name.to_string(), value),
+                    }
                 }
             }
             _ => {}
         }
     }
     Ok(blocks)
+}
+
+/// The `ros__parameters` blocks of a params file with their node keys, namespaces joined.
+fn node_blocks<'a>(prefix: &str, value: &'a serde_norway::Value, out: &mut Vec<(String, &'a serde_norway::Value)>) {
+    for (key, body) in value.as_mapping().into_iter().flatten() {
+        let Some(key) = key.as_str() else { continue };
+        let key = if prefix.is_empty() { key.to_string() } else { format!("{prefix}/{}", key.trim_start_matches('/')) };
+        match body.get("ros__parameters") {
+            Some(params) => out.push((key, params)),
+            None if body.is_mapping() => node_blocks(&key, body, out),
+            None => {}
+        }
+    }
 }
 
 /// Nested parameter maps as rcl names them: `sync: {wait_ms: 50}` is `sync.wait_ms`.
@@ -942,7 +963,8 @@ mod tests {
     fn params_files_and_p_rules_merge_in_rcl_s_order() {
         let dir = std::env::temp_dir().join(format!("sf_params_{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (a, b) = (dir.join("a.yaml"), dir.join("b.yaml"));
+        let (a, b, c) = (dir.join("a.yaml"), dir.join("b.yaml"), dir.join("c.yaml"));
+        std::fs::write(&c, "robot1:\n  lidar_ingest:\n    ros__parameters:\n      max_range: 12.0\n").unwrap();
         std::fs::write(&a, "/**/fusion_node:\n  ros__parameters:\n    calibration: ''\n    sync: {wait_ms: 40.0}\n")
             .unwrap();
         std::fs::write(&b, "/**:\n  ros__parameters:\n    calibration: /c.yaml\n/**/fusion_node:\n  ros__parameters:\n    sync:\n      wait_ms: 30\n").unwrap();
@@ -954,10 +976,16 @@ mod tests {
             b.to_str().unwrap(),
             "-p",
             "zones:=[1.5, 2]",
+            "--params-file",
+            c.to_str().unwrap(),
+            "-p",
+            "lidar_ingest:min_range:=1.0",
         ];
         let blocks = override_blocks(args.iter().map(|s| s.to_string())).unwrap();
         let keys: Vec<&str> = blocks.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["/**/fusion_node", "/**"]);
+        assert_eq!(keys, ["/**/fusion_node", "/**", "/robot1/lidar_ingest", "lidar_ingest"]);
+        assert_eq!(blocks[2].1[0].0, "max_range", "nested namespaces join into the key");
+        assert_eq!(blocks[3].1[0].0, "min_range", "a node-name prefix on -p is that node's");
         let fusion = &blocks[0].1;
         assert_eq!(fusion[0].0, "calibration");
         assert_eq!(

@@ -180,7 +180,9 @@ pub fn read_ingest_params(path: &Path) -> Result<IngestParams> {
         let mut flat = vec![];
         flatten("", params, &mut flat);
         // `/**` applies to every node, as ROS applies it.
-        let nodes: &[&str] = if node == "**" { &INGEST_NODES } else { std::slice::from_ref(&node) };
+        // (`**` itself stands for the further LiDARs' and radars' nodes, which get it too.)
+        let every: Vec<&str> = INGEST_NODES.iter().copied().chain(["**"]).collect();
+        let nodes: &[&str] = if node == "**" { &every } else { std::slice::from_ref(&node) };
         for ((name, v), &node) in flat.iter().flat_map(|kv| nodes.iter().map(move |n| (kv, n))) {
             let at = || format!("{}: {node}.{name}", path.display());
             let number = || v.as_f64().with_context(|| format!("{} must be a number", at()));

@@ -565,7 +565,7 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
                 e.predict_all_ns(&Stage::FUSE),
             )
         };
-        let cpu_work = if f.job.lidar().is_some() { clu } else { 0 } + if run_radar { rad } else { 0 };
+        let cpu_work = if f.job.has_lidar() { clu } else { 0 } + if run_radar { rad } else { 0 };
         let cpu_path = cpu_work * (self.cpu.len() as i64 / self.cfg.cpu_workers.max(1) as i64 + 1);
         if let Err(s) = admit(now, f.hard, Stage::Clustering, cpu_path, fuse) {
             return Admitted::Shed(s);
