@@ -336,12 +336,6 @@ impl SetJob {
         self.set.members.iter().zip(self.kinds.iter()).filter(move |(_, k)| **k == kind).filter_map(|(m, _)| m.as_ref())
     }
 
-    /// The stamp the set's LiDAR points are deskewed to, when it has any: the set's own (a
-    /// LiDAR-led set's is its reference LiDAR's stamp), where tracking runs too.
-    pub fn lidar_stamp(&self) -> Option<StampNs> {
-        self.has_lidar().then_some(self.stamp)
-    }
-
     /// Every LiDAR's sweep of the set as one cloud (all are in base_link already). A sweep
     /// stamped apart from the set's stamp has its points' firing times moved by the
     /// difference, so the deskew takes every point to the set's stamp. One LiDAR (the
@@ -697,7 +691,7 @@ impl Pipeline {
         let members = Members::new(&sensors);
         let sync = DeadlineSync::new(sync_config(&params, &members));
         let monitor = ModelMonitor::new(params.monitor, detector.as_ref().and_then(|d| d.training_ranges()));
-        let pose = |kind| calib.sensor(sensors.name(sensors.first(kind).expect("checked set")));
+        let pose = |kind| calib.first(kind).expect("a checked set has one of each kind");
         Self {
             sync,
             monitor,
@@ -1032,8 +1026,8 @@ impl Pipeline {
             run_detector: false,
             gate_reason: None,
         };
-        let lidar_stamp = job.lidar_stamp().unwrap_or(t);
-        job.velocity = self.odometry_at(lidar_stamp).map(|o| o.velocity).unwrap_or_default();
+        // The sweep is deskewed to the set's stamp (a LiDAR-led set's is its reference sweep's).
+        job.velocity = self.odometry_at(t).map(|o| o.velocity).unwrap_or_default();
         if let Some((stamp, image)) = job.camera() {
             (job.run_detector, job.gate_reason) = self.gate_frame(stamp, &image);
         }
@@ -1459,6 +1453,15 @@ mod tests {
         assert!(smeared_x < 9.7, "{smeared_x}");
     }
 
+    /// The standard robot plus `bumper_lidar`, mounted as the roof's `lidar`.
+    fn with_bumper_lidar() -> Calibration {
+        let mut calib = Calibration::default();
+        let mut bumper = calib.sensor("lidar").clone();
+        (bumper.kind, bumper.frame_id) = (Some(Sensor::Lidar), "bumper_lidar_link".into());
+        calib.sensors.insert("bumper_lidar".into(), bumper);
+        calib
+    }
+
     /// LiDAR (a 1 m box 8 m ahead) and radar at 10 Hz, camera frames (textured) at 10 Hz,
     /// from `t0` for `n` periods.
     fn feed(p: &mut Pipeline, t0: StampNs, n: i64) -> Step {
@@ -1502,10 +1505,7 @@ mod tests {
     /// while sets go on, led by the roof LiDAR, without waiting for it.
     #[test]
     fn a_second_lidar_adds_what_only_it_sees_and_is_named_when_it_goes_silent() {
-        let mut calib = Calibration::default();
-        let mut bumper = calib.sensor("lidar").clone();
-        (bumper.kind, bumper.frame_id) = (Some(Sensor::Lidar), "bumper_lidar_link".into());
-        calib.sensors.insert("bumper_lidar".into(), bumper);
+        let calib = with_bumper_lidar();
         let mut p = Pipeline::new(PipelineParams::default(), &calib, None);
         let set = p.sensors().clone();
         let id = |name| set.find(name).unwrap();
@@ -1591,10 +1591,7 @@ mod tests {
     /// wall at 9.8 m, not two (undeskewed, or shifted the wrong way, the box is 0.2-0.4 m deep).
     #[test]
     fn a_second_lidar_s_sweep_is_deskewed_to_the_set_s_stamp() {
-        let mut calib = Calibration::default();
-        let mut bumper = calib.sensor("lidar").clone();
-        (bumper.kind, bumper.frame_id) = (Some(Sensor::Lidar), "bumper_lidar_link".into());
-        calib.sensors.insert("bumper_lidar".into(), bumper);
+        let calib = with_bumper_lidar();
         let mut p = Pipeline::new(PipelineParams::default(), &calib, None);
         let (roof, bumper) = (p.sensors().find("lidar").unwrap(), p.sensors().find("bumper_lidar").unwrap());
         for k in 0..40 {
