@@ -317,7 +317,17 @@ impl Run {
     }
 }
 
-#[derive(Default)]
+/// One camera's rule state.
+#[derive(Default, Clone)]
+struct CameraRules {
+    health: CameraState,
+    /// Tracks this camera missed, and their runs.
+    misses: BTreeMap<u32, Run>,
+    /// This camera's detections nothing else supports, and their runs.
+    phantoms: Vec<([f32; 4], Run)>,
+}
+
+#[derive(Default, Clone)]
 struct CameraState {
     blind_run: u32,
     frozen_run: u32,
@@ -336,16 +346,15 @@ pub struct AnomalyDetector {
     last_seen: Vec<Option<StampNs>>,
     /// Each stream's outage, from its `sensor_dropout` until it is back.
     outage: Vec<Option<Outage>>,
-    camera: CameraState,
+    /// Per camera (indexed by sensor; unused for other kinds): its health and its
+    /// sensor_disagreement runs, each camera judged in its own field of view.
+    cameras: Vec<CameraRules>,
     /// Per LiDAR (indexed by sensor): its last sweep had too many NaN/Inf returns.
     lidar_degraded: Vec<bool>,
     imu_saturated_until: StampNs,
     impact_until: StampNs,
     in_zone: BTreeSet<(u32, usize)>,
     ttc_active: BTreeSet<u32>,
-    camera_misses: BTreeMap<u32, Run>,
-    /// Camera detections nothing else supports, and their runs.
-    phantoms: Vec<([f32; 4], Run)>,
     deadline: std::collections::VecDeque<bool>,
     deadline_active: bool,
 }
@@ -399,7 +408,7 @@ impl AnomalyDetector {
     /// (`detector_unavailable`, ERROR) with the reason as evidence.
     pub fn detector_unavailable(&mut self, stamp: StampNs, why: String) -> Event {
         let mut e =
-            self.event(stamp, EventKind::ModelDegraded, ERROR, "detector_unavailable", 0.0, 0.0, self.camera(), stamp);
+            self.event(stamp, EventKind::ModelDegraded, ERROR, "detector_unavailable", 0.0, 0.0, self.cameras(), stamp);
         e.evidence = vec![kv("error", why)];
         e
     }
@@ -423,14 +432,12 @@ impl AnomalyDetector {
             last_seen: vec![None; sensors.len()],
             outage: vec![None; sensors.len()],
             lidar_degraded: vec![false; sensors.len()],
+            cameras: vec![CameraRules::default(); sensors.len()],
             sensors,
-            camera: CameraState::default(),
             imu_saturated_until: i64::MIN,
             impact_until: i64::MIN,
             in_zone: BTreeSet::new(),
             ttc_active: BTreeSet::new(),
-            camera_misses: BTreeMap::new(),
-            phantoms: vec![],
             deadline: Default::default(),
             deadline_active: false,
         }
@@ -479,19 +486,25 @@ impl AnomalyDetector {
         &self.sensors
     }
 
-    /// The camera's configured name, as events name it.
-    fn camera(&self) -> Vec<&'static str> {
-        self.sensors.first(Sensor::Camera).map(|id| self.sensors.name(id)).into_iter().collect()
+    /// Every camera's configured name, as events name them.
+    fn cameras(&self) -> Vec<&'static str> {
+        self.sensors.of_kind(Sensor::Camera).map(|id| self.sensors.name(id)).collect()
     }
 
     fn imu(&self) -> Vec<&'static str> {
         self.sensors.first(Sensor::Imu).map(|id| self.sensors.name(id)).into_iter().collect()
     }
 
-    /// The camera and the sensors whose fused view it is compared with.
-    fn camera_and_ranging(&self) -> Vec<&'static str> {
+    /// One camera and the sensors whose fused view it is compared with.
+    fn camera_and_ranging(&self, camera: SensorId) -> Vec<&'static str> {
         let ranging = [Sensor::Lidar, Sensor::Radar].into_iter().flat_map(|k| self.sensors.of_kind(k));
-        self.camera().into_iter().chain(ranging.map(|id| self.sensors.name(id))).collect()
+        std::iter::once(self.sensors.name(camera)).chain(ranging.map(|id| self.sensors.name(id))).collect()
+    }
+
+    /// Every sensor whose data a set fuses: the cameras, LiDARs and radars.
+    fn fused_sensors(&self) -> Vec<&'static str> {
+        let kinds = [Sensor::Camera, Sensor::Lidar, Sensor::Radar];
+        kinds.into_iter().flat_map(|k| self.sensors.of_kind(k)).map(|id| self.sensors.name(id)).collect()
     }
 
     /// A stream's expected period, from its kind's expected rate.
@@ -615,8 +628,8 @@ impl AnomalyDetector {
         out
     }
 
-    /// sensor_degraded (camera): blinded (dark or saturated, featureless) or frozen frames.
-    pub fn on_camera_frame(&mut self, stamp: StampNs, img: &Rgb8) -> Vec<Event> {
+    /// sensor_degraded (one camera): blinded (dark or saturated, featureless) or frozen frames.
+    pub fn on_camera_frame(&mut self, camera: SensorId, stamp: StampNs, img: &Rgb8) -> Vec<Event> {
         // Luma statistics on every 4th pixel of every 4th row: enough for a mean and spread.
         let (w, h) = (img.width as usize, img.height as usize);
         let (mut n, mut sum, mut sum2) = (0.0f64, 0.0f64, 0.0f64);
@@ -641,9 +654,9 @@ impl AnomalyDetector {
         let std = (sum2 / n - mean * mean).max(0.0).sqrt();
         let p = &self.params;
         let blinded = (mean < p.blind_dark || mean > p.blind_bright) && std < p.blind_max_std;
-        let frozen = self.camera.last_hash == Some(hash);
-        self.camera.last_hash = Some(hash);
-        let c = &mut self.camera;
+        let c = &mut self.cameras[camera.index()].health;
+        let frozen = c.last_hash == Some(hash);
+        c.last_hash = Some(hash);
         c.blind_run = if blinded { c.blind_run + 1 } else { 0 };
         c.frozen_run = if frozen { c.frozen_run + 1 } else { 0 };
         if blinded || frozen {
@@ -669,20 +682,21 @@ impl AnomalyDetector {
         } else {
             ("image_frozen", (c.frozen_run + 1) as f64, p.frozen_frames as f64)
         };
-        let camera = self.camera();
-        let mut e = self.event(stamp, EventKind::SensorDegraded, ERROR, rule, measured, threshold, camera, onset);
+        let (identical, blinded) = (c.frozen_run + 1, c.blind_run);
+        let name = vec![self.sensors.name(camera)];
+        let mut e = self.event(stamp, EventKind::SensorDegraded, ERROR, rule, measured, threshold, name, onset);
         e.evidence = vec![
             kv("mean_luma", format!("{mean:.1}")),
             kv("luma_std", format!("{std:.1}")),
-            kv("identical_frames", self.camera.frozen_run + 1),
-            kv("blinded_frames", self.camera.blind_run),
+            kv("identical_frames", identical),
+            kv("blinded_frames", blinded),
         ];
         vec![e]
     }
 
     /// The camera is currently reported blinded or frozen.
-    pub fn camera_degraded(&self) -> bool {
-        self.camera.active
+    pub fn camera_degraded(&self, camera: SensorId) -> bool {
+        self.cameras[camera.index()].health.active
     }
 
     /// sensor_degraded (lidar): a sweep of `lidar` with too many NaN/Inf returns.
@@ -818,16 +832,24 @@ impl AnomalyDetector {
     }
 
     /// sensor_disagreement from one camera frame's checks: tracks LiDAR and radar confirm in
-    /// the camera's view (seen or missed by the camera), and camera detections that no
-    /// LiDAR/radar object explains.
-    pub fn on_camera_checks(&mut self, stamp: StampNs, checks: &[CameraCheck], unexplained: &[[f32; 4]]) -> Vec<Event> {
+    /// that camera's view (seen or missed by it), and its detections that no LiDAR/radar
+    /// object explains. Each camera keeps its own runs: an object leaving one camera's view
+    /// for another's starts over there.
+    pub fn on_camera_checks(
+        &mut self,
+        camera: SensorId,
+        stamp: StampNs,
+        checks: &[CameraCheck],
+        unexplained: &[[f32; 4]],
+    ) -> Vec<Event> {
         let k = self.params.disagreement_frames;
         let mut out = vec![];
         let mut next = BTreeMap::new();
         for c in checks.iter().filter(|c| !c.seen_by_camera) {
-            let (run, fire) = self.camera_misses.get(&c.track_id).copied().unwrap_or_default().advance(stamp, k);
+            let previous = self.cameras[camera.index()].misses.get(&c.track_id).copied();
+            let (run, fire) = previous.unwrap_or_default().advance(stamp, k);
             if fire {
-                let mut e = self.disagreement(stamp, "camera_misses_lidar_radar_object", run);
+                let mut e = self.disagreement(camera, stamp, "camera_misses_lidar_radar_object", run);
                 e.track_ids = vec![c.track_id];
                 e.position = [c.position[0], c.position[1], 0.0];
                 e.evidence = vec![
@@ -838,14 +860,15 @@ impl AnomalyDetector {
             }
             next.insert(c.track_id, run);
         }
-        self.camera_misses = next;
+        self.cameras[camera.index()].misses = next;
         // The reverse: a camera box with no LiDAR/radar object behind it, frame after frame.
         let mut phantoms = vec![];
         for b in unexplained {
-            let prev = self.phantoms.iter().find(|p| crate::detect::iou(&p.0, b) > 0.3).map(|p| p.1);
+            let known = &self.cameras[camera.index()].phantoms;
+            let prev = known.iter().find(|p| crate::detect::iou(&p.0, b) > 0.3).map(|p| p.1);
             let (run, fire) = prev.unwrap_or_default().advance(stamp, k);
             if fire {
-                let mut e = self.disagreement(stamp, "lidar_radar_miss_camera_object", run);
+                let mut e = self.disagreement(camera, stamp, "lidar_radar_miss_camera_object", run);
                 e.evidence = vec![
                     kv("unconfirmed_camera_frames", run.frames),
                     kv("image_box", format!("{:.0},{:.0},{:.0},{:.0}", b[0], b[1], b[2], b[3])),
@@ -854,13 +877,13 @@ impl AnomalyDetector {
             }
             phantoms.push((*b, run));
         }
-        self.phantoms = phantoms;
+        self.cameras[camera.index()].phantoms = phantoms;
         out
     }
 
-    fn disagreement(&mut self, stamp: StampNs, rule: &'static str, run: Run) -> Event {
+    fn disagreement(&mut self, camera: SensorId, stamp: StampNs, rule: &'static str, run: Run) -> Event {
         let k = self.params.disagreement_frames as f64;
-        let sensors = self.camera_and_ranging();
+        let sensors = self.camera_and_ranging(camera);
         self.event(stamp, EventKind::SensorDisagreement, WARN, rule, run.frames as f64, k, sensors, run.onset)
     }
 
@@ -893,7 +916,7 @@ impl AnomalyDetector {
             "hard_miss_ratio",
             ratio,
             th,
-            self.camera_and_ranging(),
+            self.fused_sensors(),
             stamp,
         );
         e.evidence = vec![
@@ -1144,6 +1167,8 @@ mod tests {
         );
     }
 
+    const CAMERA: SensorId = SensorId::standard(Sensor::Camera);
+
     fn frame(level: u8, noise: bool) -> Rgb8 {
         let data = (0..64 * 48 * 3).map(|i| if noise { ((i * 37) % 200) as u8 } else { level }).collect();
         Rgb8 { width: 64, height: 48, data }
@@ -1154,7 +1179,7 @@ mod tests {
         let mut d = det();
         let mut events = vec![];
         for k in 0..4 {
-            events.extend(d.on_camera_frame(k * 33 * MS, &frame(3, false)));
+            events.extend(d.on_camera_frame(CAMERA, k * 33 * MS, &frame(3, false)));
         }
         assert_eq!(events.len(), 1);
         assert_eq!((events[0].rule, events[0].onset_ns), ("image_blinded", 0));
@@ -1162,7 +1187,7 @@ mod tests {
         let mut d = det();
         let mut events = vec![];
         for k in 0..6 {
-            events.extend(d.on_camera_frame(k * 33 * MS, &frame(0, true)));
+            events.extend(d.on_camera_frame(CAMERA, k * 33 * MS, &frame(0, true)));
         }
         assert_eq!(events.iter().map(|e| e.rule).collect::<Vec<_>>(), vec!["image_frozen"]);
     }
@@ -1189,7 +1214,7 @@ mod tests {
         let miss = [CameraCheck { track_id: 4, position: [20.0, 0.5], seen_by_camera: false }];
         let mut events = vec![];
         for k in 0..7 {
-            events.extend(d.on_camera_checks(k * 33 * MS, &miss, &[]));
+            events.extend(d.on_camera_checks(CAMERA, k * 33 * MS, &miss, &[]));
         }
         assert_eq!(events.len(), 1);
         assert_eq!(
@@ -1201,15 +1226,56 @@ mod tests {
         for k in 0..10 {
             let seen = k % 4 == 3;
             let c = [CameraCheck { track_id: 4, position: [20.0, 0.5], seen_by_camera: seen }];
-            assert!(d.on_camera_checks(k * 33 * MS, &c, &[]).is_empty());
+            assert!(d.on_camera_checks(CAMERA, k * 33 * MS, &c, &[]).is_empty());
         }
         let mut d = det();
         let mut events = vec![];
         for k in 0..5 {
             let x = k as f32;
-            events.extend(d.on_camera_checks(k * 33 * MS, &[], &[[100.0 + x, 100.0, 150.0 + x, 200.0]]));
+            events.extend(d.on_camera_checks(CAMERA, k * 33 * MS, &[], &[[100.0 + x, 100.0, 150.0 + x, 200.0]]));
         }
         assert_eq!(events.iter().map(|e| e.rule).collect::<Vec<_>>(), vec!["lidar_radar_miss_camera_object"]);
+    }
+
+    /// Each camera is judged in its own view: a track missed by one camera, then by another
+    /// (it moved from the front camera's view into the rear camera's), starts a new run
+    /// there, and the event names the camera that missed it; one camera blinded leaves the
+    /// other undegraded.
+    #[test]
+    fn each_camera_keeps_its_own_disagreement_runs_and_health() {
+        let sensors = SensorSet::new(
+            [("camera", Sensor::Camera), ("rear_camera", Sensor::Camera)]
+                .into_iter()
+                .chain([("lidar", Sensor::Lidar), ("radar", Sensor::Radar), ("imu", Sensor::Imu)])
+                .map(|(n, k)| (n.to_string(), k)),
+        )
+        .unwrap();
+        let rear = sensors.find("rear_camera").unwrap();
+        let mut d = AnomalyDetector::with_sensors(AnomalyParams::default(), vec![], sensors.clone());
+        let miss = [CameraCheck { track_id: 4, position: [20.0, 0.5], seen_by_camera: false }];
+        let mut events = vec![];
+        // Four frames missed by the front camera, four by the rear one: neither reaches 5.
+        for k in 0..4 {
+            events.extend(d.on_camera_checks(CAMERA, k * 33 * MS, &miss, &[]));
+            events.extend(d.on_camera_checks(rear, k * 33 * MS, &[], &[]));
+        }
+        for k in 4..8 {
+            events.extend(d.on_camera_checks(CAMERA, k * 33 * MS, &[], &[]));
+            events.extend(d.on_camera_checks(rear, k * 33 * MS, &miss, &[]));
+        }
+        assert!(events.is_empty(), "{events:#?}");
+        for k in 8..12 {
+            events.extend(d.on_camera_checks(rear, k * 33 * MS, &miss, &[]));
+        }
+        assert_eq!(events.len(), 1, "{events:#?}");
+        assert_eq!(events[0].sensors, ["rear_camera", "lidar", "radar"]);
+        assert_eq!(events[0].onset_ns, 4 * 33 * MS);
+        for k in 0..4 {
+            events.extend(d.on_camera_frame(rear, k * 33 * MS, &frame(3, false)));
+            events.extend(d.on_camera_frame(CAMERA, k * 33 * MS, &frame(0, true)));
+        }
+        assert_eq!(events[1].sensors, ["rear_camera"]);
+        assert!(d.camera_degraded(rear) && !d.camera_degraded(CAMERA));
     }
 
     #[test]

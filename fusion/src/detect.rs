@@ -56,6 +56,12 @@ pub trait CameraDetector: Send {
     fn name(&self) -> &str;
     /// Detections in `image`, taken at `stamp` (a detector may use time, e.g. to track).
     fn detect(&mut self, stamp: crate::StampNs, image: &Rgb8) -> Result<Vec<Detection2d>, DetectError>;
+    /// Detections in several frames at once (a set's cameras), in order: one batched
+    /// forward where the backend gains by it. By default, one [`CameraDetector::detect`]
+    /// after another.
+    fn detect_batch(&mut self, frames: &[(crate::StampNs, &Rgb8)]) -> Vec<Result<Vec<Detection2d>, DetectError>> {
+        frames.iter().map(|(stamp, image)| self.detect(*stamp, image)).collect()
+    }
     /// Degradation under load: switch to (or back from) a smaller, cheaper input. Returns
     /// whether the detector has such a mode.
     fn set_reduced_input(&mut self, _reduced: bool) -> bool {

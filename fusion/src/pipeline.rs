@@ -265,16 +265,26 @@ pub struct SetOutput {
     pub objects: Vec<FusedObject>,
     #[serde(skip)]
     pub times: StageTimes,
-    /// What the camera saw in this set, for a report to draw (not published): None when the
-    /// set had no camera frame.
+    /// What each camera saw in this set, for a report or an annotated image to draw (not
+    /// published): one per camera frame of the set, in the sensor set's order; empty unless
+    /// [`Pipeline::keep_camera_views`] asked for them.
     #[serde(skip)]
-    pub camera_view: Option<CameraView>,
+    pub camera_views: Vec<CameraView>,
+}
+
+impl SetOutput {
+    /// The view of the camera named `camera`, when the set had its frame.
+    pub fn camera_view(&self, camera: &str) -> Option<&CameraView> {
+        self.camera_views.iter().find(|v| v.camera == camera)
+    }
 }
 
 /// A set's camera frame with the detector's boxes (those above `camera_min_score`) and where
 /// the set's LiDAR clusters and published tracks land in it, in the frame's pixels.
 #[derive(Debug, Clone)]
 pub struct CameraView {
+    /// The camera's configured name.
+    pub camera: &'static str,
     pub stamp: StampNs,
     pub image: Arc<Rgb8>,
     /// None when the detector did not run on this frame (none configured, or shed).
@@ -324,7 +334,22 @@ pub struct SetJob {
     /// The ego's velocity over the ground at the LiDAR's stamp (base axes, m/s), from
     /// odometry: the sweep's translation. Zero without odometry.
     velocity: Vector3<f64>,
-    /// The detector gate's answer for the set's frame (false without a frame).
+    /// The set's camera frames, one per camera present, in the sensor set's order.
+    cameras: Vec<CameraFrame>,
+}
+
+/// One camera's frame in a set, with the detector gate's answer for it.
+#[derive(Debug, Clone)]
+pub struct CameraFrame {
+    /// The camera: its place among the robot's cameras (the sensor set's order).
+    pub camera: usize,
+    pub sensor: SensorId,
+    pub stamp: StampNs,
+    pub image: Arc<Rgb8>,
+    /// The intrinsics the frame came with (None: no CameraInfo yet).
+    pub intrinsics: Option<Intrinsics>,
+    /// Whether the detector should run on it (every_frame: always; event_driven: the gate's
+    /// answer).
     pub run_detector: bool,
     /// Why the gate asked for it (event_driven only).
     gate_reason: Option<RunReason>,
@@ -393,18 +418,23 @@ impl SetJob {
         }
     }
 
-    pub fn camera(&self) -> Option<(StampNs, Arc<Rgb8>)> {
-        self.present(Sensor::Camera).find_map(|(s, m)| match m {
-            Member::Camera(img, _) => Some((*s, img.clone())),
-            _ => None,
-        })
+    /// Every camera frame of the set, in the sensor set's order.
+    pub fn cameras(&self) -> &[CameraFrame] {
+        &self.cameras
     }
-    /// The intrinsics the set's camera frame came with (None: no frame, or no CameraInfo yet).
-    pub fn camera_intrinsics(&self) -> Option<Intrinsics> {
-        self.present(Sensor::Camera).find_map(|(_, m)| match m {
-            Member::Camera(_, intrinsics) => *intrinsics,
-            _ => None,
-        })
+
+    /// The frames the detector is to run on (the gate's choice), as one batch.
+    pub fn detector_frames(&self) -> Vec<DetectorFrame> {
+        self.cameras
+            .iter()
+            .filter(|f| f.run_detector)
+            .map(|f| DetectorFrame { camera: f.camera, stamp: f.stamp, image: f.image.clone() })
+            .collect()
+    }
+
+    /// Whether the detector is to run on any of the set's frames.
+    pub fn wants_detector(&self) -> bool {
+        self.cameras.iter().any(|f| f.run_detector)
     }
     pub fn omega(&self) -> Vector3<f64> {
         self.omega
@@ -421,14 +451,35 @@ impl SetJob {
     }
 }
 
+/// A frame for the detector: which camera took it, when, and the image.
+#[derive(Debug, Clone)]
+pub struct DetectorFrame {
+    pub camera: usize,
+    pub stamp: StampNs,
+    pub image: Arc<Rgb8>,
+}
+
+/// The detector over a set's frames in one call ([`CameraDetector::detect_batch`]: one
+/// batched forward where the backend has one): per frame, its camera and the boxes (all
+/// scores) or why it failed.
+pub fn detector_stage(
+    detector: &mut dyn CameraDetector,
+    frames: &[DetectorFrame],
+) -> Vec<(usize, Result<Vec<Detection2d>, String>)> {
+    let batch: Vec<(StampNs, &Rgb8)> = frames.iter().map(|f| (f.stamp, &*f.image)).collect();
+    let results = detector.detect_batch(&batch);
+    frames.iter().zip(results).map(|(f, r)| (f.camera, r.map_err(|e| e.to_string()))).collect()
+}
+
 /// What the perception stages made of a set; `None` where a stage did not run (no such
 /// member, or skipped under load).
 #[derive(Debug, Default)]
 pub struct Perception {
     pub lidar: Option<Vec<ObjectBox>>,
     pub radar: Option<Vec<RadarObject>>,
-    /// The detector's boxes (all scores), or why it failed.
-    pub camera: Option<Result<Vec<Detection2d>, String>>,
+    /// Per camera frame the detector ran on: its camera, and the boxes (all scores) or why
+    /// it failed. Empty when the detector did not run.
+    pub cameras: Vec<(usize, Result<Vec<Detection2d>, String>)>,
     pub times: StageTimes,
 }
 
@@ -545,6 +596,39 @@ impl CameraModel {
     }
 }
 
+/// One of the robot's cameras, as the pipeline keeps it: where boxes land in its image, its
+/// own detector gate, and what its detector's last run left open.
+struct CameraLane {
+    sensor: SensorId,
+    /// Its synchronizer member.
+    topic: usize,
+    model: CameraModel,
+    gate: DetectorGate,
+    /// Its newest frame, for a radar-led set.
+    recent: Option<(StampNs, Arc<Rgb8>, Option<Intrinsics>)>,
+    /// The detector's last run left a box no LiDAR/radar object explains: an open question
+    /// the next frame must answer (event_driven), or sensor_disagreement would be late.
+    open: bool,
+    /// Tracks this camera was checked against and missed at its last run: open questions too
+    /// (a sensor_disagreement building up must get every frame).
+    missed: Vec<u32>,
+}
+
+impl CameraLane {
+    fn restart(&mut self) {
+        self.recent = None;
+        self.gate.reset();
+        self.open = false;
+        self.missed.clear();
+    }
+
+    /// Fully inside the image with a margin: a box cut by the border may be legitimately
+    /// missed.
+    fn fully_inside(&self, r: &[f32; 4]) -> bool {
+        r[0] > 4.0 && r[1] > 4.0 && (r[2] as f64) < self.model.width - 4.0 && (r[3] as f64) < self.model.height - 4.0
+    }
+}
+
 /// The share of `inner`'s area that lies inside `outer`.
 fn covered_share(inner: &[f32; 4], outer: &[f32; 4]) -> f32 {
     let w = (inner[2].min(outer[2]) - inner[0].max(outer[0])).max(0.0);
@@ -560,8 +644,8 @@ fn covered_share(inner: &[f32; 4], outer: &[f32; 4]) -> f32 {
 /// What association made of one set.
 struct Association {
     detections: Vec<Detection>,
-    /// Camera boxes no known object explains.
-    unexplained: Vec<[f32; 4]>,
+    /// Per camera: its boxes no known object explains.
+    unexplained: Vec<Vec<[f32; 4]>>,
     /// Camera class votes the LiDAR box's extent contradicts: (label, "ruled_out" | "undersized").
     inconsistent: Vec<(Label, &'static str)>,
 }
@@ -636,7 +720,8 @@ pub struct Pipeline {
     members: Members,
     sync: DeadlineSync<Member>,
     imu: ImuBuffer,
-    camera_model: CameraModel,
+    /// Every camera, in the sensor set's order (a [`CameraFrame::camera`] indexes this).
+    cameras: Vec<CameraLane>,
     detector: Option<Box<dyn CameraDetector>>,
     tracker: Tracker,
     ego_speed: EgoSpeedEstimator,
@@ -647,22 +732,13 @@ pub struct Pipeline {
     pub monitor: ModelMonitor,
     last_set: Option<StampNs>,
     last_lidar: Option<StampNs>,
-    recent_camera: Option<(StampNs, Arc<Rgb8>, Option<Intrinsics>)>,
     now: StampNs,
     /// Named counters (sets, partial sets by missing sensor, detector errors, ...).
     pub counters: BTreeMap<String, u64>,
     /// Why the camera detector could not be loaded, until the event that says so is out.
     detector_unavailable: Option<String>,
-    /// Fill [`SetOutput::camera_view`] (a report or an annotated image asked for it).
+    /// Fill [`SetOutput::camera_views`] (a report or an annotated image asked for them).
     camera_views: bool,
-    /// Whether the detector runs on a set's frame (`camera.detector_mode`).
-    gate: DetectorGate,
-    /// The detector's last run left a box no LiDAR/radar object explains: an open question
-    /// the next frame must answer (event_driven), or sensor_disagreement would be late.
-    camera_open: bool,
-    /// Tracks the camera was checked against and missed at its last run: open questions too
-    /// (a sensor_disagreement building up must get every frame).
-    camera_missed: Vec<u32>,
 }
 
 /// Data time going back by more than this, on one stream, is a new timeline (a bag played
@@ -692,11 +768,23 @@ impl Pipeline {
         let sync = DeadlineSync::new(sync_config(&params, &members));
         let monitor = ModelMonitor::new(params.monitor, detector.as_ref().and_then(|d| d.training_ranges()));
         let pose = |kind| calib.first(kind).expect("a checked set has one of each kind");
+        let cameras = sensors
+            .of_kind(Sensor::Camera)
+            .map(|id| CameraLane {
+                sensor: id,
+                topic: members.topic(id, Sensor::Camera).expect("a camera is a member"),
+                model: CameraModel::new(calib.sensor(sensors.name(id))),
+                gate: DetectorGate::new(params.detector_gate.clone()),
+                recent: None,
+                open: false,
+                missed: Vec::new(),
+            })
+            .collect();
         Self {
             sync,
             monitor,
             imu: ImuBuffer::new(IMU_BUFFER),
-            camera_model: CameraModel::new(pose(Sensor::Camera)),
+            cameras,
             detector,
             tracker: Tracker::new(params.tracker.clone()),
             // The first radar's Doppler, measured at its mount, gives the ego speed.
@@ -707,14 +795,10 @@ impl Pipeline {
             members,
             last_set: None,
             last_lidar: None,
-            recent_camera: None,
             now: i64::MIN,
             counters: BTreeMap::new(),
             detector_unavailable: None,
             camera_views: false,
-            gate: DetectorGate::new(params.detector_gate.clone()),
-            camera_open: false,
-            camera_missed: Vec::new(),
             params,
         }
     }
@@ -724,7 +808,7 @@ impl Pipeline {
         &self.sensors
     }
 
-    /// Whether each set carries its [`CameraView`] (off by default: only a report or an
+    /// Whether each set carries its [`CameraView`]s (off by default: only a report or an
     /// annotated image reads it, and the projections cost time on the fusion thread).
     pub fn keep_camera_views(&mut self, on: bool) {
         self.camera_views = on;
@@ -771,10 +855,7 @@ impl Pipeline {
         self.ego_speed = self.ego_speed.restarted();
         self.last_set = None;
         self.last_lidar = None;
-        self.recent_camera = None;
-        self.gate.reset();
-        self.camera_open = false;
-        self.camera_missed.clear();
+        self.cameras.iter_mut().for_each(CameraLane::restart);
         self.now = stamp;
         self.count("time_jumps");
         Some(self.anomaly.restart_timeline(sensor, stamp, previous, TIME_JUMP_NS))
@@ -905,9 +986,12 @@ impl Pipeline {
             }
             Input::Camera { stamp, image, intrinsics, .. } => {
                 events.extend(self.anomaly.on_message(sensor, stamp));
-                events.extend(self.anomaly.on_camera_frame(stamp, &image));
-                self.recent_camera = Some((stamp, image.clone(), intrinsics));
-                self.sync.add(topic.expect("a camera is a member"), stamp, Member::Camera(image, intrinsics))
+                events.extend(self.anomaly.on_camera_frame(sensor, stamp, &image));
+                let topic = topic.expect("a camera is a member");
+                if let Some(lane) = self.cameras.iter_mut().find(|c| c.topic == topic) {
+                    lane.recent = Some((stamp, image.clone(), intrinsics));
+                }
+                self.sync.add(topic, stamp, Member::Camera(image, intrinsics))
             }
             Input::Lidar { stamp, points, non_finite, total, .. } => {
                 events.extend(self.anomaly.on_message(sensor, stamp));
@@ -936,14 +1020,14 @@ impl Pipeline {
         released.into_iter().map(|set| self.job(set)).collect()
     }
 
-    /// A set led by the first radar's scan while the reference LiDAR is silent: the scan, the
-    /// camera's recent frame when it is within tolerance, every other member missing.
+    /// A set led by the first radar's scan while the reference LiDAR is silent: the scan,
+    /// each camera's recent frame when it is within tolerance, every other member missing.
     fn radar_led_set(&self, topic: usize, stamp: StampNs, targets: Arc<Vec<RadarTarget>>) -> SyncSet<Member> {
         let mut members: Vec<Option<(StampNs, Member)>> = vec![None; self.members.sensors.len()];
         members[topic] = Some((stamp, Member::Radar(targets)));
-        if let Some(camera) = self.members.first(Sensor::Camera) {
-            members[camera] = self
-                .recent_camera
+        for lane in &self.cameras {
+            members[lane.topic] = lane
+                .recent
                 .as_ref()
                 .filter(|(t, _, _)| (t - stamp).abs() <= self.params.sync_tolerance_ns)
                 .map(|(t, img, intrinsics)| (*t, Member::Camera(img.clone(), *intrinsics)));
@@ -1023,13 +1107,18 @@ impl Pipeline {
             names: self.members.names.clone(),
             omega,
             velocity: Vector3::zeros(),
-            run_detector: false,
-            gate_reason: None,
+            cameras: vec![],
         };
         // The sweep is deskewed to the set's stamp (a LiDAR-led set's is its reference sweep's).
         job.velocity = self.odometry_at(t).map(|o| o.velocity).unwrap_or_default();
-        if let Some((stamp, image)) = job.camera() {
-            (job.run_detector, job.gate_reason) = self.gate_frame(stamp, &image);
+        for camera in 0..self.cameras.len() {
+            let Some((stamp, Member::Camera(image, intrinsics))) = &job.set.members[self.cameras[camera].topic] else {
+                continue;
+            };
+            let (stamp, image, intrinsics) = (*stamp, image.clone(), *intrinsics);
+            let (run_detector, gate_reason) = self.gate_frame(camera, stamp, &image);
+            let sensor = self.cameras[camera].sensor;
+            job.cameras.push(CameraFrame { camera, sensor, stamp, image, intrinsics, run_detector, gate_reason });
         }
         job
     }
@@ -1038,33 +1127,34 @@ impl Pipeline {
     /// (under the EDF scheduler that may be a set or two behind). A skip is counted here; a
     /// run when the detector's answer comes back (`fuse_set`), since the scheduler may still
     /// leave the detector out. every_frame counts nothing, as before.
-    fn gate_frame(&mut self, stamp: StampNs, image: &Rgb8) -> (bool, Option<RunReason>) {
-        if self.gate.params.mode == DetectorMode::EveryFrame {
+    fn gate_frame(&mut self, camera: usize, stamp: StampNs, image: &Rgb8) -> (bool, Option<RunReason>) {
+        if self.params.detector_gate.mode == DetectorMode::EveryFrame {
             return (true, None);
         }
-        let in_view = self.tracks_in_view();
-        let reason = self.gate.decide(stamp, image, &in_view, self.camera_open);
+        let in_view = self.tracks_in_view(&self.cameras[camera]);
+        let lane = &mut self.cameras[camera];
+        let reason = lane.gate.decide(stamp, image, &in_view, lane.open);
         if reason.is_none() {
             self.count("detector_gate.skipped");
         }
         (reason.is_some(), reason)
     }
 
-    /// Confirmed tracks whose image projection falls in the camera's frame, with what the
+    /// Confirmed tracks whose image projection falls in one camera's frame, with what the
     /// detector gate weighs: ground motion, and whether the camera still owes them a label.
-    fn tracks_in_view(&self) -> Vec<TrackInView> {
-        let (w, h) = (self.camera_model.width, self.camera_model.height);
+    fn tracks_in_view(&self, lane: &CameraLane) -> Vec<TrackInView> {
+        let (w, h) = (lane.model.width, lane.model.height);
         self.tracker
             .tracks()
             .iter()
             .filter(|tr| tr.confirmed(&self.params.tracker))
             .filter_map(|tr| {
-                let r = self.camera_model.project_standing([tr.state[0], tr.state[1], tr.z], tr.size, tr.yaw)?;
+                let r = lane.model.project_standing([tr.state[0], tr.state[1], tr.z], tr.size, tr.yaw)?;
                 let visible = r[2] > 0.0 && r[3] > 0.0 && (r[0] as f64) < w && (r[1] as f64) < h;
                 visible.then(|| TrackInView {
                     id: tr.id,
                     ground_speed: tr.ground_speed().unwrap_or(0.0),
-                    unanswered: self.camera_missed.contains(&tr.id)
+                    unanswered: lane.missed.contains(&tr.id)
                         || (tr.camera_votes < self.params.detector_gate.settled_votes
                             && tr.sensors & SENSOR_LIDAR != 0),
                 })
@@ -1082,8 +1172,8 @@ impl Pipeline {
         perception.radar = job.radar().map(|targets| radar_stage(&self.params, &targets));
         perception.times.radar_us = lap.elapsed().as_micros() as u64;
         let lap = Instant::now();
-        if let (Some((stamp, img)), Some(det), true) = (job.camera(), self.detector.as_mut(), job.run_detector) {
-            perception.camera = Some(det.detect(stamp, &img).map_err(|e| e.to_string()));
+        if let Some(det) = self.detector.as_mut().filter(|_| job.wants_detector()) {
+            perception.cameras = detector_stage(det.as_mut(), &job.detector_frames());
         }
         perception.times.camera_us = lap.elapsed().as_micros() as u64;
         self.fuse(job, perception)
@@ -1109,8 +1199,10 @@ impl Pipeline {
         let clock = Instant::now();
         let t = job.stamp;
         self.count("sets");
-        if let Some(intrinsics) = job.camera_intrinsics() {
-            self.camera_model.set_intrinsics(&intrinsics);
+        for frame in &job.cameras {
+            if let Some(intrinsics) = &frame.intrinsics {
+                self.cameras[frame.camera].model.set_intrinsics(intrinsics);
+            }
         }
         for name in job.missing() {
             self.count(&format!("sets.partial.missing_{name}"));
@@ -1156,25 +1248,31 @@ impl Pipeline {
         let mut lap = Instant::now();
         let lidar_boxes = perception.lidar.unwrap_or_default();
         let radar = perception.radar.unwrap_or_default();
-        let camera_frame = job.camera().is_some();
-        // The gate passed over this frame: the tracks carry the camera's labels, and the
-        // LiDAR boxes cast no shape vote that the camera would have replaced.
-        let gated_out = camera_frame && !job.run_detector;
-        if let (Some(Ok(_)), Some((stamp, image)), Some(reason)) = (&perception.camera, job.camera(), job.gate_reason) {
-            self.gate.ran(stamp, &image);
-            self.count(&format!("detector_gate.ran.{}", reason.as_str()));
-        }
-        let camera: Option<Vec<Detection2d>> = match perception.camera {
-            Some(Ok(d)) => Some(d.into_iter().filter(|d| d.score >= self.params.camera_min_score).collect()),
-            Some(Err(e)) => {
-                tracing::warn!("camera detector failed: {e}");
-                self.count("camera.detector_errors");
-                None
+        // The gate passed over a frame: the tracks carry the camera's labels, and the LiDAR
+        // boxes cast no shape vote that the camera would have replaced.
+        let gated_out = job.cameras.iter().any(|f| !f.run_detector);
+        // Per camera: the detector's boxes above the score floor, None where it did not run
+        // on a frame of that camera (no frame, gated out, shed, failed).
+        let mut cameras: Vec<Option<Vec<Detection2d>>> = vec![None; self.cameras.len()];
+        for (camera, result) in perception.cameras {
+            match result {
+                Ok(d) => {
+                    let frame = job.cameras.iter().find(|f| f.camera == camera);
+                    if let Some((frame, reason)) = frame.and_then(|f| Some((f, f.gate_reason?))) {
+                        self.cameras[camera].gate.ran(frame.stamp, &frame.image);
+                        self.count(&format!("detector_gate.ran.{}", reason.as_str()));
+                    }
+                    let min = self.params.camera_min_score;
+                    cameras[camera] = Some(d.into_iter().filter(|d| d.score >= min).collect());
+                }
+                Err(e) => {
+                    tracing::warn!("camera detector failed on {}: {e}", self.sensors.name(self.cameras[camera].sensor));
+                    self.count("camera.detector_errors");
+                }
             }
-            None => None,
-        };
+        }
         let Association { detections, mut unexplained, inconsistent } =
-            self.associate(&lidar_boxes, &radar, camera.as_deref(), job.has_lidar(), gated_out);
+            self.associate(&lidar_boxes, &radar, &cameras, job.has_lidar(), gated_out);
         for (label, why) in inconsistent {
             self.count(&format!("label.camera_{why}.{}", label.as_str()));
         }
@@ -1219,6 +1317,47 @@ impl Pipeline {
         }
         let mut step = Step::default();
         step.events.extend(self.anomaly.on_tracks(t, &views));
+        let mut camera_views = vec![];
+        for (camera, frame) in job.cameras.iter().map(|f| (f.camera, f)) {
+            let dets = cameras[camera].take();
+            let lane_unexplained = std::mem::take(&mut unexplained[camera]);
+            let (checks_events, view) =
+                self.camera_checks(t, camera, frame, dets, lane_unexplained, &views, &objects, &lidar_boxes);
+            step.events.extend(checks_events);
+            camera_views.extend(view);
+        }
+        times.rules_us = lap.elapsed().as_micros() as u64;
+        step.sets.push(SetOutput {
+            stamp: t,
+            newest_stamp: job.newest_stamp,
+            partial: job.set.partial,
+            missing: job.missing(),
+            ego_speed,
+            odom_frame: odometry.map(|o| o.frame_id),
+            objects,
+            times,
+            camera_views,
+        });
+        step
+    }
+
+    /// One camera's share of a set's rules: its detections weighed against every track
+    /// (sensor_disagreement in its field of view), the gate's open questions, the model
+    /// monitor, and the frame's view for a report.
+    #[allow(clippy::too_many_arguments)]
+    fn camera_checks(
+        &mut self,
+        t: StampNs,
+        camera: usize,
+        frame: &CameraFrame,
+        dets: Option<Vec<Detection2d>>,
+        mut unexplained: Vec<[f32; 4]>,
+        views: &[TrackView],
+        objects: &[FusedObject],
+        lidar_boxes: &[ObjectBox],
+    ) -> (Vec<Event>, Option<CameraView>) {
+        let mut events = vec![];
+        let lane = &self.cameras[camera];
         // Where every track (confirmed or not, seen this set or coasting) lands in the image,
         // with its range: the objects the camera's evidence is weighed against.
         let track_rects: Vec<(u32, f64, [f32; 4])> = self
@@ -1227,19 +1366,21 @@ impl Pipeline {
             .iter()
             .filter_map(|tr| {
                 let center = [tr.state[0], tr.state[1], tr.z];
-                let rect = self.camera_model.project_standing(center, tr.size, tr.yaw)?;
+                let rect = lane.model.project_standing(center, tr.size, tr.yaw)?;
                 Some((tr.id, tr.state[0].hypot(tr.state[1]), rect))
             })
             .collect();
         let explained = self.params.camera_explained_overlap;
         unexplained.retain(|b| !track_rects.iter().any(|(_, _, r)| covered_share(b, r) >= explained));
-        if camera.is_some() {
+        if dets.is_some() {
             let min_px = self.params.disagreement_min_box_px;
-            self.camera_open = unexplained.iter().any(|b| b[3] - b[1] >= min_px);
-            self.camera_missed.clear();
+            let lane = &mut self.cameras[camera];
+            lane.open = unexplained.iter().any(|b| b[3] - b[1] >= min_px);
+            lane.missed.clear();
         }
+        let lane = &self.cameras[camera];
         // A blinded or frozen camera is already reported as degraded: not compared.
-        if let Some(dets) = camera.as_ref().filter(|_| camera_frame && !self.anomaly.camera_degraded()) {
+        if let Some(dets) = dets.as_ref().filter(|_| !self.anomaly.camera_degraded(lane.sensor)) {
             let checks: Vec<CameraCheck> = views
                 .iter()
                 .filter(|v| v.sensors & (SENSOR_LIDAR | SENSOR_RADAR) == SENSOR_LIDAR | SENSOR_RADAR)
@@ -1254,81 +1395,70 @@ impl Pipeline {
                     if occluded {
                         return None;
                     }
-                    // Fully inside the image: a box cut by the border may be legitimately missed.
-                    let inside = r[0] > 4.0
-                        && r[1] > 4.0
-                        && (r[2] as f64) < self.camera_model.width - 4.0
-                        && (r[3] as f64) < self.camera_model.height - 4.0;
-                    inside.then(|| CameraCheck {
+                    lane.fully_inside(&r).then(|| CameraCheck {
                         track_id: v.id,
                         position: v.position,
+                        // Seen by this camera now, or given its class by any camera: a track
+                        // labelled by another camera is not this one's miss.
                         seen_by_camera: v.sensors & SENSOR_CAMERA != 0
                             || dets.iter().any(|d| same_object(&d.bbox, &r, self.params.camera_min_iou)),
                     })
                 })
                 .collect();
-            step.events.extend(self.anomaly.on_camera_checks(t, &checks, &unexplained));
-            self.camera_missed = checks.iter().filter(|c| !c.seen_by_camera).map(|c| c.track_id).collect();
-            if let Some((_, image)) = job.camera() {
-                let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
-                let agreed = checks.iter().filter(|c| c.seen_by_camera).count();
-                if let Some(e) = self.monitor.on_frame(t, &image, &scores, checks.len(), agreed) {
-                    step.events.push(self.anomaly.number(e));
-                }
+            let sensor = lane.sensor;
+            events.extend(self.anomaly.on_camera_checks(sensor, t, &checks, &unexplained));
+            self.cameras[camera].missed = checks.iter().filter(|c| !c.seen_by_camera).map(|c| c.track_id).collect();
+            let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
+            let agreed = checks.iter().filter(|c| c.seen_by_camera).count();
+            if let Some(e) = self.monitor.on_frame(t, &frame.image, &scores, checks.len(), agreed) {
+                events.push(self.anomaly.number(e));
             }
         }
-        times.rules_us = lap.elapsed().as_micros() as u64;
-        let camera_view = job.camera().filter(|_| self.camera_views).map(|(stamp, image)| CameraView {
-            stamp,
-            image,
-            detections: camera.clone(),
-            lidar_boxes: lidar_boxes
-                .iter()
-                .filter_map(|b| self.camera_model.project_standing(b.center, b.size, b.yaw))
-                .collect(),
+        let lane = &self.cameras[camera];
+        let view = self.camera_views.then(|| CameraView {
+            camera: self.sensors.name(lane.sensor),
+            stamp: frame.stamp,
+            image: frame.image.clone(),
+            detections: dets,
+            lidar_boxes: lidar_boxes.iter().filter_map(|b| lane.model.project_standing(b.center, b.size, b.yaw)).collect(),
             tracks: track_rects
                 .iter()
                 .filter(|(id, _, _)| objects.iter().any(|o| o.track_id == *id))
                 .map(|(id, _, r)| (*id, *r))
                 .collect(),
         });
-        step.sets.push(SetOutput {
-            stamp: t,
-            newest_stamp: job.newest_stamp,
-            partial: job.set.partial,
-            missing: job.missing(),
-            ego_speed,
-            odom_frame: odometry.map(|o| o.frame_id),
-            objects,
-            times,
-            camera_view,
-        });
-        step
+        (events, view)
     }
 
     /// Camera↔LiDAR↔radar association through the calibration. LiDAR boxes are the
     /// primary hypotheses: a radar object inside one confirms it; a camera box overlapping
-    /// its projection names its class. Without LiDAR, radar objects stand alone. Returns the
-    /// detections for the tracker and the camera boxes nothing else explains.
+    /// its projection in that camera's image names its class (the first camera in the set's
+    /// order whose detections match; cameras whose views overlap agree or the first wins).
+    /// Without LiDAR, radar objects stand alone. Returns the detections for the tracker and,
+    /// per camera, the boxes nothing else explains.
     fn associate(
         &self,
         boxes: &[ObjectBox],
         radar: &[RadarObject],
-        camera: Option<&[Detection2d]>,
+        cameras: &[Option<Vec<Detection2d>>],
         have_lidar: bool,
         gated_out: bool,
     ) -> Association {
         let p = &self.params;
         let mut radar_used = vec![false; radar.len()];
-        let mut camera_used = vec![false; camera.map_or(0, |c| c.len())];
+        let mut camera_used: Vec<Vec<bool>> =
+            cameras.iter().map(|c| vec![false; c.as_ref().map_or(0, |c| c.len())]).collect();
         let mut out = vec![];
         let mut inconsistent = vec![];
-        // Where every LiDAR box (completed) and radar object lands in the image: a camera
-        // box inside one is part of a known object even when another box was matched to it.
-        let mut known_rects: Vec<[f32; 4]> = vec![];
+        // Per camera: where every LiDAR box (completed) and radar object lands in its image:
+        // a camera box inside one is part of a known object even when another box was
+        // matched to it.
+        let mut known_rects: Vec<Vec<[f32; 4]>> = vec![vec![]; cameras.len()];
         for seen in boxes {
             let b = &complete_box(seen, geometric_label(seen));
-            known_rects.extend(self.camera_model.project_standing(b.center, b.size, b.yaw));
+            for (lane, known) in self.cameras.iter().zip(known_rects.iter_mut()) {
+                known.extend(lane.model.project_standing(b.center, b.size, b.yaw));
+            }
             let mut d = Detection {
                 position: [b.center[0], b.center[1]],
                 size: b.size,
@@ -1345,28 +1475,31 @@ impl Pipeline {
                     d.sensors |= SENSOR_RADAR;
                 }
             }
-            if let (Some(cam), Some(rect)) = (camera, self.camera_model.project_standing(b.center, b.size, b.yaw)) {
+            for ((lane, cam), used) in self.cameras.iter().zip(cameras).zip(camera_used.iter_mut()) {
+                let (Some(cam), Some(rect)) = (cam, lane.model.project_standing(b.center, b.size, b.yaw)) else {
+                    continue;
+                };
                 let best = cam
                     .iter()
                     .enumerate()
-                    .filter(|(i, c)| !camera_used[*i] && same_object(&c.bbox, &rect, p.camera_min_iou))
+                    .filter(|(i, c)| !used[*i] && same_object(&c.bbox, &rect, p.camera_min_iou))
                     .map(|(i, c)| (i, iou(&c.bbox, &rect)))
                     .max_by(|a, b| a.1.total_cmp(&b.1));
-                if let Some((i, _)) = best {
-                    camera_used[i] = true;
-                    d.sensors |= SENSOR_CAMERA;
-                    // The camera names the class unless the box's extent rules it out.
-                    match p.class_priors.fit(cam[i].label, seen) {
-                        Fit::RuledOut => inconsistent.push((cam[i].label, "ruled_out")),
-                        fit => {
-                            if fit == Fit::Undersized {
-                                inconsistent.push((cam[i].label, "undersized"));
-                            }
-                            d.label = cam[i].label;
-                            d.confidence = cam[i].score * p.class_priors.camera_weight(cam[i].label, seen);
+                let Some((i, _)) = best else { continue };
+                used[i] = true;
+                d.sensors |= SENSOR_CAMERA;
+                // The camera names the class unless the box's extent rules it out.
+                match p.class_priors.fit(cam[i].label, seen) {
+                    Fit::RuledOut => inconsistent.push((cam[i].label, "ruled_out")),
+                    fit => {
+                        if fit == Fit::Undersized {
+                            inconsistent.push((cam[i].label, "undersized"));
                         }
+                        d.label = cam[i].label;
+                        d.confidence = cam[i].score * p.class_priors.camera_weight(cam[i].label, seen);
                     }
                 }
+                break;
             }
             out.push(d);
         }
@@ -1384,34 +1517,37 @@ impl Pipeline {
                 confidence: 0.2,
                 sensors: SENSOR_RADAR,
             };
-            if let (Some(cam), Some(rect)) =
-                (camera, self.camera_model.project([r.center[0], r.center[1], 0.75], size, 0.0))
-            {
-                if let Some(i) =
-                    (0..cam.len()).find(|&i| !camera_used[i] && iou(&cam[i].bbox, &rect) >= p.camera_min_iou)
-                {
-                    camera_used[i] = true;
+            for ((lane, cam), used) in self.cameras.iter().zip(cameras).zip(camera_used.iter_mut()) {
+                let (Some(cam), Some(rect)) = (cam, lane.model.project([r.center[0], r.center[1], 0.75], size, 0.0))
+                else {
+                    continue;
+                };
+                if let Some(i) = (0..cam.len()).find(|&i| !used[i] && iou(&cam[i].bbox, &rect) >= p.camera_min_iou) {
+                    used[i] = true;
                     d.sensors |= SENSOR_CAMERA;
                     d.label = cam[i].label;
                     d.confidence = cam[i].score;
+                    break;
                 }
             }
             out.push(d);
         }
         // Camera boxes no LiDAR box or radar object explains (only meaningful with LiDAR).
-        let mut unexplained = vec![];
-        if let (Some(cam), true) = (camera, have_lidar) {
-            known_rects.extend(
+        let mut unexplained = vec![vec![]; cameras.len()];
+        for (camera, (lane, cam)) in self.cameras.iter().zip(cameras).enumerate() {
+            let (Some(cam), true) = (cam, have_lidar) else { continue };
+            let known = &mut known_rects[camera];
+            known.extend(
                 radar
                     .iter()
-                    .filter_map(|r| self.camera_model.project([r.center[0], r.center[1], 0.75], [1.0, 1.0, 1.5], 0.0)),
+                    .filter_map(|r| lane.model.project([r.center[0], r.center[1], 0.75], [1.0, 1.0, 1.5], 0.0)),
             );
             for (i, c) in cam.iter().enumerate() {
-                if camera_used[i] || c.bbox[3] - c.bbox[1] < p.disagreement_min_box_px {
+                if camera_used[camera][i] || c.bbox[3] - c.bbox[1] < p.disagreement_min_box_px {
                     continue;
                 }
-                if !known_rects.iter().any(|rect| covered_share(&c.bbox, rect) >= p.camera_explained_overlap) {
-                    unexplained.push(c.bbox);
+                if !known.iter().any(|rect| covered_share(&c.bbox, rect) >= p.camera_explained_overlap) {
+                    unexplained[camera].push(c.bbox);
                 }
             }
         }
@@ -1524,7 +1660,7 @@ mod tests {
                 s.objects.iter().any(|o| (o.center[0] - x).abs() < 1.0 && (o.center[1] - y).abs() < 1.0)
             })
         };
-        let mut period = |p: &mut Pipeline, k: i64, with_bumper: bool| {
+        let period = |p: &mut Pipeline, k: i64, with_bumper: bool| {
             let t = k * 100_000_000;
             let mut out = Step::default();
             let roof = Input::Lidar {

@@ -69,9 +69,9 @@ impl SensorSet {
 
     /// A set from (name, kind) declarations. What the node set handles today: the standard
     /// robot's four (`camera`, `lidar`, `radar`, `imu`, each of its kind) and any number more
-    /// LiDARs and radars. Every tool and the launch file start from the four (the replay's
-    /// frontend, the simulator, `fusion.launch.xml`); several cameras and an optional IMU
-    /// are issue 19's next steps.
+    /// cameras, LiDARs and radars. Every tool and the launch file start from the four (the
+    /// replay's frontend, the simulator, `fusion.launch.xml`); an optional IMU is issue 19's
+    /// next step.
     pub fn new(declared: impl IntoIterator<Item = (String, Sensor)>) -> Result<Self, SensorSetError> {
         let mut sensors: Vec<Declared> =
             declared.into_iter().map(|(name, kind)| Declared { name: intern(&name), kind }).collect();
@@ -89,15 +89,13 @@ impl SensorSet {
         for kind in Sensor::ALL {
             if !sensors.iter().any(|d| d.name == kind.as_str() && d.kind == kind) {
                 return Err(SensorSetError(format!(
-                    "the sensor '{kind}' (of kind {kind}) must be declared: the node set starts from the standard four (camera, lidar, radar, imu) and fuses any number more lidars and radars"
+                    "the sensor '{kind}' (of kind {kind}) must be declared: the node set starts from the standard four (camera, lidar, radar, imu) and fuses any number more cameras, lidars and radars"
                 )));
             }
         }
         let count = |k: Sensor| sensors.iter().filter(|d| d.kind == k).count();
-        for (kind, most) in [(Sensor::Camera, "one camera (several are not fused yet)"), (Sensor::Imu, "one imu")] {
-            if count(kind) > 1 {
-                return Err(SensorSetError(format!("at most {most}; {} declared of kind {kind}", count(kind))));
-            }
+        if count(Sensor::Imu) > 1 {
+            return Err(SensorSetError(format!("at most one imu; {} declared of kind imu", count(Sensor::Imu))));
         }
         Ok(Self { sensors: sensors.into() })
     }
@@ -131,7 +129,7 @@ impl SensorSet {
         self.ids().filter(move |id| self.kind(*id) == kind)
     }
 
-    /// The first sensor of a kind (the one camera, the IMU, the reference LiDAR).
+    /// The first sensor of a kind by name (the IMU; the radar the ego speed comes from).
     pub fn first(&self, kind: Sensor) -> Option<SensorId> {
         self.of_kind(kind).next()
     }
@@ -193,8 +191,8 @@ mod tests {
         assert!(e.to_string().contains("the sensor 'lidar' (of kind lidar) must be declared"), "{e}");
         let e = with(&[("roof_lidar", Sensor::Lidar)]).unwrap_err();
         assert!(e.to_string().contains("'lidar' (of kind lidar) must be declared"), "{e}");
-        let e = with(&[("lidar", Sensor::Lidar), ("rear_camera", Sensor::Camera)]).unwrap_err();
-        assert!(e.to_string().contains("at most one camera"), "{e}");
+        let e = with(&[("lidar", Sensor::Lidar), ("rear_imu", Sensor::Imu)]).unwrap_err();
+        assert!(e.to_string().contains("at most one imu"), "{e}");
         let e = with(&[("lidar", Sensor::Lidar), ("lidar", Sensor::Radar)]).unwrap_err();
         assert!(e.to_string().contains("declared twice"), "{e}");
         for bad in ["roof lidar", "2nd_lidar", ""] {
@@ -202,7 +200,13 @@ mod tests {
             assert!(e.to_string().contains("must start with a letter"), "{bad}: {e}");
         }
         assert!(
-            with(&[("lidar", Sensor::Lidar), ("bumper_lidar", Sensor::Lidar), ("rear_radar", Sensor::Radar)]).is_ok()
+            with(&[
+                ("lidar", Sensor::Lidar),
+                ("bumper_lidar", Sensor::Lidar),
+                ("rear_radar", Sensor::Radar),
+                ("rear_camera", Sensor::Camera)
+            ])
+            .is_ok()
         );
     }
 }

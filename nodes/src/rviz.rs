@@ -194,7 +194,7 @@ mod tests {
             odom_frame: None,
             objects,
             times: Default::default(),
-            camera_view: None,
+            camera_views: vec![],
         }
     }
 
@@ -227,6 +227,7 @@ mod tests {
         use fusion::{camera::Rgb8, detect::Detection2d};
         let (w, h) = (64u32, 48u32);
         let view = CameraView {
+            camera: "camera",
             stamp: 5,
             image: std::sync::Arc::new(Rgb8 { width: w, height: h, data: vec![10; (w * h * 3) as usize] }),
             detections: Some(vec![Detection2d { label: Label::Person, score: 0.9, bbox: [10.0, 10.0, 30.0, 40.0] }]),

@@ -120,7 +120,7 @@ impl ReportCollector {
         for (name, us) in stages {
             self.stage_us.entry(name).or_default().push(*us);
         }
-        if let Some(view) = &set.camera_view {
+        if let Some(view) = set.camera_view(fusion::Sensor::Camera.as_str()) {
             self.latest_view = Some(view.clone());
         }
         // A set behind the last frame is a new timeline (a looped bag): frames start again.

@@ -101,9 +101,9 @@ impl Default for SchedConfig {
 }
 
 enum TaskKind {
+    /// The detector over the set's camera frames, one batch.
     Detector {
-        stamp: StampNs,
-        image: Arc<crate::camera::Rgb8>,
+        frames: Vec<crate::pipeline::DetectorFrame>,
         reduced: bool,
     },
     Lidar {
@@ -142,7 +142,8 @@ struct Task {
 enum Outcome {
     Lidar(Vec<crate::cluster::ObjectBox>, u64),
     Radar(Vec<crate::cluster::RadarObject>, u64),
-    Camera(Result<Vec<crate::detect::Detection2d>, String>, u64),
+    /// Per camera frame: its camera, and the boxes or why the detector failed.
+    Camera(Vec<(usize, Result<Vec<crate::detect::Detection2d>, String>)>, u64),
     Shed(Shed),
     /// The detector was left out (the set goes on without camera boxes).
     StageShed(Shed),
@@ -254,13 +255,13 @@ fn worker_loop(
         let _span = tracing::debug_span!("stage", stage = stage.name(), set = task.stamp).entered();
         let start = Instant::now();
         let outcome = match task.kind {
-            TaskKind::Detector { stamp, image, reduced } => {
+            TaskKind::Detector { frames, reduced } => {
                 let det = detector.as_mut().expect("detector tasks go to the inference thread");
                 if reduced != reduced_now {
                     det.set_reduced_input(reduced);
                     reduced_now = reduced;
                 }
-                let r = det.detect(stamp, &image).map_err(|e| e.to_string());
+                let r = crate::pipeline::detector_stage(det.as_mut(), &frames);
                 let end = Instant::now();
                 if task.probe {
                     // Faster than predicted: the load that kept this stage out is gone.
@@ -455,7 +456,7 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
     /// left-out streak) and counts what it decided.
     fn plan(&mut self, now: StampNs, f: &Flight) -> DispatchPlan {
         // A frame the detector gate passes over (event_driven) carries the tracks' labels.
-        let has_camera = self.has_detector && f.job.camera().is_some() && f.job.run_detector;
+        let has_camera = self.has_detector && f.job.wants_detector();
         let mut run_detector = has_camera
             && !(self.degrade.active(Rung::SkipDetectorAlternate) && {
                 self.camera_sets += 1;
@@ -500,14 +501,13 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
         f.shed = plan.shed;
         f.stage_shed = plan.stage_shed;
         if plan.probe {
-            let (stamp, image) = f.job.camera().expect("camera member");
             let probe = Task {
                 set: f.id,
                 stamp: f.job.stamp,
                 hard: f.hard,
                 shed: Arc::new(AtomicBool::new(false)),
                 probe: true,
-                kind: TaskKind::Detector { stamp, image, reduced: plan.reduced },
+                kind: TaskKind::Detector { frames: f.job.detector_frames(), reduced: plan.reduced },
             };
             if let Some(evicted) = self.inference.push(probe) {
                 self.evicted(evicted, &mut f);
@@ -518,8 +518,7 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
                 |kind| Task { set: f.id, stamp: f.job.stamp, hard: f.hard, shed: f.flag.clone(), probe: false, kind };
             let mut tasks = vec![];
             if plan.run_detector {
-                let (stamp, image) = f.job.camera().expect("camera member");
-                tasks.push(task(TaskKind::Detector { stamp, image, reduced: plan.reduced }));
+                tasks.push(task(TaskKind::Detector { frames: f.job.detector_frames(), reduced: plan.reduced }));
             }
             if let Some(points) = f.job.lidar() {
                 tasks.push(task(TaskKind::Lidar {
@@ -622,7 +621,7 @@ impl<M: Message, S: Sink> Coordinator<M, S> {
                     f.perception.times.radar_us = us;
                 }
                 Outcome::Camera(c, us) => {
-                    f.perception.camera = Some(c);
+                    f.perception.cameras = c;
                     f.perception.times.camera_us = us;
                 }
                 Outcome::Shed(s) => {

@@ -70,7 +70,7 @@ impl Sink for Publishers {
         if let Err(e) = self.markers.publish(&rviz::markers(&header, set, &self.zones)) {
             tracing::warn!("publish /fusion/markers failed: {e}");
         }
-        if let (Some(publisher), Some(view)) = (&self.camera_boxes, &set.camera_view) {
+        if let (Some(publisher), Some(view)) = (&self.camera_boxes, set.camera_view(fusion::Sensor::Camera.as_str())) {
             let header = Header { stamp: ros::to_time(view.stamp), frame_id: self.camera_frame.clone() };
             if let Err(e) = publisher.publish(&rviz::annotated_image(header, view)) {
                 tracing::warn!("publish {} failed: {e}", graph::CAMERA_BOXES.name);
