@@ -1420,7 +1420,10 @@ impl Pipeline {
             stamp: frame.stamp,
             image: frame.image.clone(),
             detections: dets,
-            lidar_boxes: lidar_boxes.iter().filter_map(|b| lane.model.project_standing(b.center, b.size, b.yaw)).collect(),
+            lidar_boxes: lidar_boxes
+                .iter()
+                .filter_map(|b| lane.model.project_standing(b.center, b.size, b.yaw))
+                .collect(),
             tracks: track_rects
                 .iter()
                 .filter(|(id, _, _)| objects.iter().any(|o| o.track_id == *id))
@@ -1538,9 +1541,7 @@ impl Pipeline {
             let (Some(cam), true) = (cam, have_lidar) else { continue };
             let known = &mut known_rects[camera];
             known.extend(
-                radar
-                    .iter()
-                    .filter_map(|r| lane.model.project([r.center[0], r.center[1], 0.75], [1.0, 1.0, 1.5], 0.0)),
+                radar.iter().filter_map(|r| lane.model.project([r.center[0], r.center[1], 0.75], [1.0, 1.0, 1.5], 0.0)),
             );
             for (i, c) in cam.iter().enumerate() {
                 if camera_used[camera][i] || c.bbox[3] - c.bbox[1] < p.disagreement_min_box_px {
@@ -1596,6 +1597,134 @@ mod tests {
         (bumper.kind, bumper.frame_id) = (Some(Sensor::Lidar), "bumper_lidar_link".into());
         calib.sensors.insert("bumper_lidar".into(), bumper);
         calib
+    }
+
+    /// The standard robot plus `rear_camera`: the front camera's optics and height, mounted
+    /// at the rear bumper looking back (turned half a turn about base_link's z).
+    fn with_rear_camera() -> Calibration {
+        let mut calib = Calibration::default();
+        let mut rear = calib.sensor("camera").clone();
+        let [x, y, z, w] = rear.rotation_xyzw;
+        let front = UnitQuaternion::from_quaternion(nalgebra::Quaternion::new(w, x, y, z));
+        let turned = UnitQuaternion::from_axis_angle(&Vector3::z_axis(), std::f64::consts::PI) * front;
+        let q = turned.quaternion();
+        rear.rotation_xyzw = [q.i, q.j, q.k, q.w];
+        rear.translation = [-1.0, 0.0, rear.translation[2]];
+        (rear.kind, rear.frame_id) = (Some(Sensor::Camera), "rear_camera_optical".into());
+        calib.sensors.insert("rear_camera".into(), rear);
+        calib
+    }
+
+    /// A test detector (not a model) that sees one vehicle in the rear camera's frames
+    /// (marked by their second byte) where a pinhole camera puts it, and nothing in the
+    /// front camera's; `blind` sees nothing anywhere. It records each batch's size.
+    struct RearVehicle {
+        bbox: [f32; 4],
+        blind: bool,
+        batches: Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl CameraDetector for RearVehicle {
+        fn name(&self) -> &str {
+            "rear_vehicle (test only)"
+        }
+        fn detect(&mut self, _: StampNs, image: &Rgb8) -> Result<Vec<Detection2d>, crate::detect::DetectError> {
+            let rear = image.data[1] == 1;
+            Ok(if rear && !self.blind {
+                vec![Detection2d { label: Label::Vehicle, score: 0.9, bbox: self.bbox }]
+            } else {
+                vec![]
+            })
+        }
+        fn detect_batch(
+            &mut self,
+            frames: &[(StampNs, &Rgb8)],
+        ) -> Vec<Result<Vec<Detection2d>, crate::detect::DetectError>> {
+            self.batches.lock().unwrap().push(frames.len());
+            frames.iter().map(|(s, img)| self.detect(*s, img)).collect()
+        }
+    }
+
+    /// A vehicle 8 to 10 m behind the robot, seen by the roof LiDAR and the radar: only the
+    /// rear camera can see it. Its class comes from the rear camera's detection through the
+    /// rear camera's own calibration, both cameras' frames go to the detector in one batch,
+    /// and the front camera, which cannot see it, raises nothing. When the rear camera misses
+    /// it, sensor_disagreement names the rear camera.
+    #[test]
+    fn an_object_only_the_rear_camera_sees_gets_its_class_from_it() {
+        let calib = with_rear_camera();
+        // Where the vehicle (x -10..-8 m, |y| <= 0.9 m, up to 1.6 m) stands in the rear
+        // camera's image: straight behind it, so centred on the principal point; its height
+        // and width by the pinhole model at the near face's depth (7 m from the camera).
+        let k = Intrinsics::of(calib.sensor("rear_camera")).k;
+        let (fx, cx, fy, cy) = (k[0], k[2], k[4], k[5]);
+        let (depth, cam_z) = (7.0, calib.sensor("rear_camera").translation[2]);
+        let (half_w, top, bottom) = (0.9 * fx / depth, cy - (1.6 - cam_z) * fy / depth, cy + cam_z * fy / depth);
+        let bbox = [(cx - half_w) as f32, top as f32, (cx + half_w) as f32, bottom as f32];
+        let points: Vec<LidarPoint> = (0..9 * 7 * 8)
+            .map(|i| {
+                let (ix, iy, iz) = (i % 9, i / 9 % 7, i / 63);
+                [-10.0 + ix as f32 * 0.25, -0.9 + iy as f32 * 0.3, 0.2 + iz as f32 * 0.2, 40.0, 0.0].into()
+            })
+            .collect();
+        let run = |blind: bool| {
+            let batches = Arc::new(std::sync::Mutex::new(vec![]));
+            let detector = RearVehicle { bbox, blind, batches: batches.clone() };
+            let mut p = Pipeline::new(PipelineParams::default(), &calib, Some(Box::new(detector)));
+            let set = p.sensors().clone();
+            let id = |name| set.find(name).unwrap();
+            let mut out = Step::default();
+            for n in 0..15i64 {
+                let t = n * 100_000_000;
+                let frame = |marker: u8| {
+                    let mut data: Vec<u8> = (0..64 * 48 * 3).map(|i| (i * 37 % 251) as u8).collect();
+                    (data[0], data[1]) = (n as u8, marker);
+                    Arc::new(Rgb8 { width: 64, height: 48, data })
+                };
+                let lidar = id("lidar");
+                out.extend(p.push(Input::Lidar {
+                    sensor: lidar,
+                    stamp: t,
+                    points: Arc::new(points.clone()),
+                    non_finite: 0,
+                    total: 504,
+                }));
+                let targets = Arc::new(vec![[-9.0, 0.0, 0.5, 0.0, 10.0].into()]);
+                out.extend(p.push(Input::Radar { sensor: id("radar"), stamp: t + 1_000_000, targets }));
+                let (front, rear) = (id("camera"), id("rear_camera"));
+                out.extend(p.push(Input::Camera {
+                    sensor: front,
+                    stamp: t + 2_000_000,
+                    image: frame(0),
+                    intrinsics: None,
+                }));
+                out.extend(p.push(Input::Camera {
+                    sensor: rear,
+                    stamp: t + 3_000_000,
+                    image: frame(1),
+                    intrinsics: None,
+                }));
+            }
+            let batches = batches.lock().unwrap().clone();
+            (out, batches)
+        };
+        let (seen, batches) = run(false);
+        assert!(batches.len() >= 10 && batches.iter().all(|b| *b == 2), "{batches:?}");
+        let last = seen.sets.last().expect("sets");
+        let vehicle = last.objects.iter().find(|o| o.center[0] < -7.0).expect("the vehicle behind is tracked");
+        assert_eq!(vehicle.label, Label::Vehicle);
+        assert!(vehicle.sensors & SENSOR_CAMERA != 0, "the rear camera confirmed it: {vehicle:?}");
+        assert!(vehicle.confidence > 0.5, "the camera's score, not the shape's 0.3: {vehicle:?}");
+        let disagreements: Vec<_> = seen.events.iter().filter(|e| e.kind == EventKind::SensorDisagreement).collect();
+        assert!(disagreements.is_empty(), "{disagreements:#?}");
+
+        let (missed, _) = run(true);
+        let vehicle = missed.sets.last().unwrap().objects.iter().find(|o| o.center[0] < -7.0).cloned().unwrap();
+        assert_eq!(vehicle.sensors & SENSOR_CAMERA, 0);
+        let disagreements: Vec<_> = missed.events.iter().filter(|e| e.kind == EventKind::SensorDisagreement).collect();
+        assert_eq!(disagreements.len(), 1, "{disagreements:#?}");
+        assert_eq!(disagreements[0].rule, "camera_misses_lidar_radar_object");
+        assert_eq!(disagreements[0].sensors[0], "rear_camera");
     }
 
     /// LiDAR (a 1 m box 8 m ahead) and radar at 10 Hz, camera frames (textured) at 10 Hz,

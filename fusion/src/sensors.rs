@@ -199,14 +199,12 @@ mod tests {
             let e = with(&[("lidar", Sensor::Lidar), (bad, Sensor::Lidar)]).unwrap_err();
             assert!(e.to_string().contains("must start with a letter"), "{bad}: {e}");
         }
-        assert!(
-            with(&[
-                ("lidar", Sensor::Lidar),
-                ("bumper_lidar", Sensor::Lidar),
-                ("rear_radar", Sensor::Radar),
-                ("rear_camera", Sensor::Camera)
-            ])
-            .is_ok()
-        );
+        assert!(with(&[
+            ("lidar", Sensor::Lidar),
+            ("bumper_lidar", Sensor::Lidar),
+            ("rear_radar", Sensor::Radar),
+            ("rear_camera", Sensor::Camera)
+        ])
+        .is_ok());
     }
 }
