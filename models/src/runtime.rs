@@ -359,24 +359,65 @@ impl CenterNet {
 
     /// Detections for one rgb8 frame of any size, in that frame's pixels.
     pub fn detect_rgb(&self, rgb: &[u8], width: usize, height: usize) -> Vec<Detection2d> {
+        self.detect_rgb_batch(&[(rgb, width, height)]).pop().expect("one frame in, one out")
+    }
+
+    /// Detections for several rgb8 frames (each of any size) with one forward over the batch:
+    /// a set's cameras. Per frame, in its own pixels; the same as one [`Self::detect_rgb`]
+    /// per frame.
+    pub fn detect_rgb_batch(&self, frames: &[(&[u8], usize, usize)]) -> Vec<Vec<Detection2d>> {
+        if frames.is_empty() {
+            return vec![];
+        }
         let [w, h] = self.options.input_size;
-        let input = resample(rgb, width, height, w, h);
-        let (heat, offset, size) = self.maps(&[&input]);
+        let inputs: Vec<Vec<u8>> = frames.iter().map(|(rgb, fw, fh)| resample(rgb, *fw, *fh, w, h)).collect();
+        let (heat, offset, size) = self.maps(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>());
         let (mw, mh) = (w / STRIDE, h / STRIDE);
-        let (sx, sy) = (width as f32 / w as f32, height as f32 / h as f32);
-        decode(&heat, &offset, &size, CLASSES.len(), mw, mh, self.options.score_threshold, self.options.max_detections)
-            .into_iter()
-            .map(|mut d| {
-                d.bbox = [
-                    (d.bbox[0] * sx).clamp(0.0, width as f32),
-                    (d.bbox[1] * sy).clamp(0.0, height as f32),
-                    (d.bbox[2] * sx).clamp(0.0, width as f32),
-                    (d.bbox[3] * sy).clamp(0.0, height as f32),
-                ];
-                d
+        let (heat_len, box_len) = (CLASSES.len() * mw * mh, 2 * mw * mh);
+        frames
+            .iter()
+            .enumerate()
+            .map(|(i, (_, width, height))| {
+                let (width, height) = (*width as f32, *height as f32);
+                let (sx, sy) = (width / w as f32, height / h as f32);
+                decode(
+                    &heat[i * heat_len..(i + 1) * heat_len],
+                    &offset[i * box_len..(i + 1) * box_len],
+                    &size[i * box_len..(i + 1) * box_len],
+                    CLASSES.len(),
+                    mw,
+                    mh,
+                    self.options.score_threshold,
+                    self.options.max_detections,
+                )
+                .into_iter()
+                .map(|mut d| {
+                    d.bbox = [
+                        (d.bbox[0] * sx).clamp(0.0, width),
+                        (d.bbox[1] * sy).clamp(0.0, height),
+                        (d.bbox[2] * sx).clamp(0.0, width),
+                        (d.bbox[3] * sy).clamp(0.0, height),
+                    ];
+                    d
+                })
+                .collect()
             })
             .collect()
     }
+}
+
+/// A frame the detector can read: rgb8 bytes for its size.
+fn check_frame(image: &Rgb8) -> Result<(), DetectError> {
+    let need = image.width as usize * image.height as usize * 3;
+    if image.data.len() != need {
+        return Err(DetectError::Failed(format!(
+            "frame of {}x{} carries {} bytes, rgb8 needs {need}",
+            image.width,
+            image.height,
+            image.data.len()
+        )));
+    }
+    Ok(())
 }
 
 impl CameraDetector for CenterNet {
@@ -385,16 +426,22 @@ impl CameraDetector for CenterNet {
     }
 
     fn detect(&mut self, _stamp: fusion::StampNs, image: &Rgb8) -> Result<Vec<Detection2d>, DetectError> {
-        let need = image.width as usize * image.height as usize * 3;
-        if image.data.len() != need {
-            return Err(DetectError::Failed(format!(
-                "frame of {}x{} carries {} bytes, rgb8 needs {need}",
-                image.width,
-                image.height,
-                image.data.len()
-            )));
-        }
+        check_frame(image)?;
         Ok(self.detect_rgb(&image.data, image.width as usize, image.height as usize))
+    }
+
+    /// One forward over every readable frame (a set's cameras); a malformed frame gets its
+    /// error and leaves the others' batch alone.
+    fn detect_batch(&mut self, frames: &[(fusion::StampNs, &Rgb8)]) -> Vec<Result<Vec<Detection2d>, DetectError>> {
+        let checked: Vec<Result<(), DetectError>> = frames.iter().map(|(_, image)| check_frame(image)).collect();
+        let readable: Vec<(&[u8], usize, usize)> = frames
+            .iter()
+            .zip(&checked)
+            .filter(|(_, ok)| ok.is_ok())
+            .map(|((_, image), _)| (image.data.as_slice(), image.width as usize, image.height as usize))
+            .collect();
+        let mut detections = self.detect_rgb_batch(&readable).into_iter();
+        checked.into_iter().map(|ok| ok.map(|()| detections.next().expect("one result per readable frame"))).collect()
     }
 
     fn training_ranges(&self) -> Option<fusion::monitor::ModelRanges> {

@@ -127,6 +127,33 @@ fn shipped_weights_find_the_actors_in_fresh_simulator_frames() {
     assert!(r >= RECALL_FLOOR, "recall {r:.3} ({found}/{total}) at IoU 0.5");
 }
 
+/// A set's cameras go through one batched forward: the same detections as one frame at a
+/// time (frames of different sizes in one batch, as cameras of a robot may be), and a
+/// malformed frame is refused alone.
+#[test]
+fn a_batch_of_camera_frames_detects_as_one_frame_at_a_time() {
+    use fusion::camera::Rgb8;
+    let mut d = CenterNet::load(&default_manifest(), DetectorOptions::default()).expect("load");
+    let frames: Vec<Rgb8> = (0..3)
+        .map(|i| data::scene_frame(&TEST_SEEDS, i))
+        .map(|f| Rgb8 { width: f.width as u32, height: f.height as u32, data: f.rgb })
+        .collect();
+    let one_by_one: Vec<_> = frames.iter().map(|f| d.detect(0, f).unwrap()).collect();
+    assert!(one_by_one.iter().any(|d| !d.is_empty()), "the frames hold actors");
+    let broken = Rgb8 { width: 10, height: 10, data: vec![0; 7] };
+    let batch: Vec<(fusion::StampNs, &Rgb8)> = vec![(0, &frames[0]), (0, &broken), (0, &frames[1]), (0, &frames[2])];
+    let batched = d.detect_batch(&batch);
+    assert!(batched[1].is_err());
+    let batched: Vec<_> = [0, 2, 3].iter().map(|i| batched[*i].as_ref().unwrap().clone()).collect();
+    for (a, b) in one_by_one.iter().zip(&batched) {
+        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x.label, y.label);
+            assert!((x.score - y.score).abs() < 1e-3 && x.bbox.iter().zip(&y.bbox).all(|(p, q)| (p - q).abs() < 0.5));
+        }
+    }
+}
+
 #[test]
 fn reduced_input_runs_the_same_weights_at_half_size_and_comes_back() {
     // The scheduler's reduce_detector_input rung: half the input on each side, boxes still
