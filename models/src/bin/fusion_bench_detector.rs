@@ -2,6 +2,7 @@
 //! from a 640×480 rgb8 frame to boxes) at each input size on each backend, as JSON.
 //!
 //!     fusion_bench_detector [--backends flex,wgpu] [--sizes 320x240,640x480] [--frames 100] [--record]
+//!     fusion_bench_detector --cameras 3      # per set of 3 camera frames: batched vs one by one
 //!
 //! `--record` writes the figures into the manifest's `latency` (the model card shows them).
 use anyhow::{Context, Result};
@@ -28,9 +29,15 @@ struct Cli {
     /// Untimed frames first (allocators, kernel compilation and autotuning on wgpu).
     #[arg(long, default_value_t = 10)]
     warmup: usize,
-    /// Write the figures into the manifest's `latency` (rows keyed backend/input).
+    /// Write the figures into the manifest's `latency` (rows keyed backend/input; one camera
+    /// only).
     #[arg(long)]
     record: bool,
+    /// Frames per set (a robot's cameras): with more than one, each set is timed both as one
+    /// batched forward and as one forward per frame (`mode`: batched | sequential), and the
+    /// figures are per set.
+    #[arg(long, default_value_t = 1)]
+    cameras: usize,
 }
 
 fn main() -> Result<()> {
@@ -53,23 +60,40 @@ fn main() -> Result<()> {
                     continue;
                 }
             };
-            let mut hist = Histogram::<u64>::new(3)?;
-            for i in 0..cli.warmup + cli.frames {
-                let f = &frames[i % frames.len()];
-                let t = Instant::now();
-                let dets = detector.detect_rgb(&f.rgb, f.width, f.height);
-                let us = t.elapsed().as_micros() as u64;
-                std::hint::black_box(dets);
-                if i >= cli.warmup {
-                    hist.record(us.max(1))?;
+            let cameras = cli.cameras.max(1);
+            let modes: &[bool] = if cameras > 1 { &[true, false] } else { &[false] };
+            for &batched in modes {
+                let mut hist = Histogram::<u64>::new(3)?;
+                for i in 0..cli.warmup + cli.frames {
+                    let set: Vec<(&[u8], usize, usize)> = (0..cameras)
+                        .map(|c| &frames[(i * cameras + c) % frames.len()])
+                        .map(|f| (f.rgb.as_slice(), f.width, f.height))
+                        .collect();
+                    let t = Instant::now();
+                    let dets = if batched {
+                        detector.detect_rgb_batch(&set)
+                    } else {
+                        set.iter().map(|(rgb, w, h)| detector.detect_rgb(rgb, *w, *h)).collect()
+                    };
+                    let us = t.elapsed().as_micros() as u64;
+                    std::hint::black_box(dets);
+                    if i >= cli.warmup {
+                        hist.record(us.max(1))?;
+                    }
                 }
+                let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+                let mut row = serde_json::json!({
+                    "backend": backend, "precision": cli.precision, "input": size, "frame": "640x480 rgb8",
+                    "frames": cli.frames, "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": hist.max() as f64 / 1000.0,
+                    "mean_ms": hist.mean() / 1000.0,
+                });
+                if cameras > 1 {
+                    row["cameras"] = cameras.into();
+                    row["mode"] = if batched { "batched" } else { "sequential" }.into();
+                    row["per"] = "set".into();
+                }
+                results.push(row);
             }
-            let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-            results.push(serde_json::json!({
-                "backend": backend, "precision": cli.precision, "input": size, "frame": "640x480 rgb8",
-                "frames": cli.frames, "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": hist.max() as f64 / 1000.0,
-                "mean_ms": hist.mean() / 1000.0,
-            }));
         }
     }
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
@@ -82,7 +106,7 @@ fn main() -> Result<()> {
             "benchmark": "detector_latency", "cpu": cpu, "threads": threads, "results": results,
         }))?
     );
-    if cli.record {
+    if cli.record && cli.cameras <= 1 {
         let mut m = Manifest::read(&manifest)?;
         let rows: serde_json::Map<String, serde_json::Value> = results
             .iter()
