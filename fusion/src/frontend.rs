@@ -34,11 +34,12 @@ pub struct IngestParams {
 
 /// The ingest of one sensor of each kind: the one named after its kind (the standard
 /// robot's `camera`, `lidar`, `radar`, `imu`), else the first of its kind in the
-/// calibration's set; and of every further LiDAR and radar the calibration declares
-/// ([`Frontend::further`], [`Frontend::cloud_of`]), each with its own mount, header check and
-/// counters under its name, as its own ingest node would. Inputs carry the sensor's id.
+/// calibration's set; and of every further camera, LiDAR and radar the calibration declares
+/// ([`Frontend::further`], [`Frontend::cloud_of`], [`Frontend::camera_of`]), each with its
+/// own mount, header check and counters under its name, as its own ingest node would.
+/// Inputs carry the sensor's id.
 pub struct Frontend {
-    /// The LiDARs and radars beyond the one of each kind above.
+    /// The cameras, LiDARs and radars beyond the one of each kind above.
     further: BTreeMap<SensorId, Further>,
     /// Per kind: the sensor this frontend ingests for it.
     ids: [SensorId; 4],
@@ -47,17 +48,13 @@ pub struct Frontend {
     radar_to_base: Isometry3<f64>,
     pub lidar_params: LidarParams,
     pub radar_params: RadarParams,
-    camera_output: Option<(u32, u32)>,
+    camera: CameraIngest,
     imu: ImuProcessor,
-    intrinsics_size: Option<(u32, u32)>,
-    /// The newest accepted CameraInfo's intrinsics (of the raw image) and its header guard.
-    camera_info: Option<Intrinsics>,
-    camera_info_guard: HeaderGuard,
     /// `<sensor>.accepted`, `<sensor>.rejected.<reason>`.
     pub counters: BTreeMap<String, u64>,
 }
 
-/// A further LiDAR or radar: its name, kind, mount and header guard.
+/// A further camera, LiDAR or radar: its name, kind, mount and header guard.
 struct Further {
     name: &'static str,
     kind: Sensor,
@@ -65,6 +62,49 @@ struct Further {
     guard: HeaderGuard,
     lidar: LidarParams,
     radar: RadarParams,
+    /// A camera's image and CameraInfo handling (None for the other kinds).
+    camera: Option<CameraIngest>,
+}
+
+/// What camera_ingest keeps of one camera: the output size, the image size its intrinsics
+/// are for, and its newest accepted CameraInfo (of the raw image) with that stream's header
+/// guard.
+struct CameraIngest {
+    output: Option<(u32, u32)>,
+    intrinsics_size: Option<(u32, u32)>,
+    info: Option<Intrinsics>,
+    info_guard: HeaderGuard,
+}
+
+impl CameraIngest {
+    fn new(pose: &crate::calib::SensorPose, output: Option<(u32, u32)>) -> Self {
+        Self {
+            output,
+            intrinsics_size: pose.width.zip(pose.height),
+            info: None,
+            info_guard: HeaderGuard::new(pose.frame_id.clone()),
+        }
+    }
+
+    /// An image as its camera_ingest publishes it: rgb8, its size checked against the
+    /// intrinsics', scaled to the output size with its intrinsics.
+    fn image(&self, img: ImageRef<'_>) -> Result<(crate::camera::Rgb8, Option<Intrinsics>), Reject> {
+        let rgb = to_rgb8(img)?;
+        check_intrinsics_size(rgb.width, rgb.height, self.intrinsics_size)?;
+        Ok(match self.output {
+            Some((w, h)) => (fit_within(&rgb, w, h), self.info.map(|i| i.fitted(w, h))),
+            None => (rgb, self.info),
+        })
+    }
+
+    /// A CameraInfo: checked, then its size is what images must have and its K what the
+    /// camera's next images carry. Returns whether the header guard resynchronized.
+    fn info(&mut self, stamp: StampNs, frame_id: &str, info: CameraInfoRef<'_>) -> Result<bool, Reject> {
+        let intrinsics = self.info_guard.check(stamp, frame_id).and_then(|_| Intrinsics::from_camera_info(info))?;
+        self.intrinsics_size = Some((intrinsics.width, intrinsics.height));
+        self.info = Some(intrinsics);
+        Ok(self.info_guard.accept(stamp))
+    }
 }
 
 /// A rejected message: which sensor, why, and (LiDAR) the sweep's NaN statistics.
@@ -94,11 +134,10 @@ impl Frontend {
         };
         let pose = |k: Sensor| calib.sensor(set.name(id(k)));
         let guard = |k: Sensor| HeaderGuard::new(pose(k).frame_id.clone());
-        let cam = pose(Sensor::Camera);
         let ids = Sensor::ALL.map(id);
         let further = set
             .iter()
-            .filter(|(i, d)| matches!(d.kind, Sensor::Lidar | Sensor::Radar) && !ids.contains(i))
+            .filter(|(i, d)| matches!(d.kind, Sensor::Camera | Sensor::Lidar | Sensor::Radar) && !ids.contains(i))
             .map(|(i, d)| {
                 let pose = calib.sensor(d.name);
                 let guard = HeaderGuard::new(pose.frame_id.clone());
@@ -111,7 +150,8 @@ impl Frontend {
                         _ => radar.set(name, *value),
                     };
                 }
-                (i, Further { name: d.name, kind: d.kind, to_base: pose.to_base(), guard, lidar, radar })
+                let camera = (d.kind == Sensor::Camera).then(|| CameraIngest::new(pose, params.camera_output));
+                (i, Further { name: d.name, kind: d.kind, to_base: pose.to_base(), guard, lidar, radar, camera })
             })
             .collect();
         Self {
@@ -122,17 +162,15 @@ impl Frontend {
             radar_to_base: pose(Sensor::Radar).to_base(),
             lidar_params: params.lidar,
             radar_params: params.radar,
-            camera_output: params.camera_output,
+            camera: CameraIngest::new(pose(Sensor::Camera), params.camera_output),
             imu: ImuProcessor::new(pose(Sensor::Imu).to_base().rotation, params.imu),
-            intrinsics_size: cam.width.zip(cam.height),
-            camera_info: None,
-            camera_info_guard: guard(Sensor::Camera),
             counters: BTreeMap::new(),
         }
     }
 
-    /// The further LiDARs and radars, by id: (name, kind). A bag carries each one's driver
-    /// topic as `/<name>/points`.
+    /// The further cameras, LiDARs and radars, by id: (name, kind). A bag carries each
+    /// LiDAR's and radar's driver topic as `/<name>/points`, each camera's as
+    /// `/<name>/image_raw` and `/<name>/camera_info`.
     pub fn further(&self) -> impl Iterator<Item = (SensorId, &'static str, Sensor)> + '_ {
         self.further.iter().map(|(id, f)| (*id, f.name, f.kind))
     }
@@ -153,8 +191,10 @@ impl Frontend {
                 _ => self.lidar(stamp, frame_id, cloud),
             };
         };
-        let (name, kind) = (f.name, f.kind);
+        let kind = f.kind;
         let r = f.guard.check(stamp, frame_id).and_then(|_| match kind {
+            // A camera's stream holds images: no cloud field to read.
+            Sensor::Camera | Sensor::Imu => Err(Reject::MissingField("x".into())),
             Sensor::Radar => {
                 let (c, _) = preprocess_radar(cloud, &f.to_base, &f.radar)?;
                 Ok(Input::Radar { sensor, stamp, targets: Arc::new(c.radar_targets()) })
@@ -170,6 +210,19 @@ impl Frontend {
                 })
             }
         });
+        self.finish_further(sensor, stamp, r)
+    }
+
+    /// Counts a further sensor's message under its name (`<name>.accepted`,
+    /// `<name>.stamp_resync`, `<name>.rejected.<reason>`).
+    fn finish_further(
+        &mut self,
+        sensor: SensorId,
+        stamp: StampNs,
+        r: Result<Input, Reject>,
+    ) -> Result<Input, Rejected> {
+        let f = self.further.get_mut(&sensor).expect("a further sensor");
+        let (name, kind) = (f.name, f.kind);
         match r {
             Ok(input) => {
                 if f.guard.accept(stamp) {
@@ -183,6 +236,51 @@ impl Frontend {
                 Err(Rejected { sensor: kind, reason })
             }
         }
+    }
+
+    /// An image of any camera, as its camera_ingest takes it; a further camera's counted
+    /// under its name. An id that is no further camera is the standard camera's.
+    pub fn camera_of(
+        &mut self,
+        sensor: SensorId,
+        stamp: StampNs,
+        frame_id: &str,
+        img: ImageRef<'_>,
+    ) -> Result<Input, Rejected> {
+        let Some(f) = self.further.get_mut(&sensor).filter(|f| f.camera.is_some()) else {
+            return self.camera(stamp, frame_id, img);
+        };
+        let camera = f.camera.as_ref().expect("a further camera");
+        let r = f.guard.check(stamp, frame_id).and_then(|_| camera.image(img)).map(|(rgb, intrinsics)| Input::Camera {
+            sensor,
+            stamp,
+            image: Arc::new(rgb),
+            intrinsics,
+        });
+        self.finish_further(sensor, stamp, r)
+    }
+
+    /// A CameraInfo of any camera, as [`Frontend::camera_info`] for the standard camera; a
+    /// further camera's counted as `<name>.camera_info.accepted` / `.rejected.<reason>`.
+    pub fn camera_info_of(
+        &mut self,
+        sensor: SensorId,
+        stamp: StampNs,
+        frame_id: &str,
+        info: CameraInfoRef<'_>,
+    ) -> Result<(), Reject> {
+        let Some(f) = self.further.get_mut(&sensor).filter(|f| f.camera.is_some()) else {
+            return self.camera_info(stamp, frame_id, info);
+        };
+        let name = f.name;
+        let r = f.camera.as_mut().expect("a further camera").info(stamp, frame_id, info);
+        let key = match &r {
+            Ok(true) => vec![format!("{name}.camera_info.stamp_resync"), format!("{name}.camera_info.accepted")],
+            Ok(false) => vec![format!("{name}.camera_info.accepted")],
+            Err(reason) => vec![format!("{name}.camera_info.rejected.{}", reason.as_str())],
+        };
+        key.into_iter().for_each(|k| self.count(k));
+        r.map(|_| ())
     }
 
     /// The sensor this frontend ingests for `kind`.
@@ -212,12 +310,7 @@ impl Frontend {
 
     pub fn camera(&mut self, stamp: StampNs, frame_id: &str, img: ImageRef<'_>) -> Result<Input, Rejected> {
         let r = self.guards[0].check(stamp, frame_id).and_then(|_| {
-            let rgb = to_rgb8(img)?;
-            check_intrinsics_size(rgb.width, rgb.height, self.intrinsics_size)?;
-            let (rgb, intrinsics) = match self.camera_output {
-                Some((w, h)) => (fit_within(&rgb, w, h), self.camera_info.map(|i| i.fitted(w, h))),
-                None => (rgb, self.camera_info),
-            };
+            let (rgb, intrinsics) = self.camera.image(img)?;
             Ok(Input::Camera { sensor: self.ids[Sensor::Camera.index()], stamp, image: Arc::new(rgb), intrinsics })
         });
         self.finish(Sensor::Camera, stamp, r)
@@ -227,15 +320,12 @@ impl Frontend {
     /// have and its K what the camera's next images carry (scaled with them).
     /// Counted as `camera_info.accepted` / `camera_info.rejected.<reason>`.
     pub fn camera_info(&mut self, stamp: StampNs, frame_id: &str, info: CameraInfoRef<'_>) -> Result<(), Reject> {
-        let r = self.camera_info_guard.check(stamp, frame_id).and_then(|_| Intrinsics::from_camera_info(info));
-        match r {
-            Ok(intrinsics) => {
-                if self.camera_info_guard.accept(stamp) {
+        match self.camera.info(stamp, frame_id, info) {
+            Ok(resync) => {
+                if resync {
                     self.count("camera_info.stamp_resync".into());
                 }
                 self.count("camera_info.accepted".into());
-                self.intrinsics_size = Some((intrinsics.width, intrinsics.height));
-                self.camera_info = Some(intrinsics);
                 Ok(())
             }
             Err(reason) => {

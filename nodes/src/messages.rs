@@ -49,16 +49,19 @@ impl fusion::sched::Message for SensorMsg {
     }
 }
 
+/// Per camera: the intrinsics of its newest `sensors/<camera>/camera_info` (none until one
+/// comes: the calibration's hold meanwhile).
+pub type CameraIntrinsics = Mutex<std::collections::BTreeMap<SensorId, Intrinsics>>;
+
 /// A sensor message as the pipeline's input, or the reason it is refused (counted by the
-/// scheduler as `rejected.<reason>`). `intrinsics`: those of the newest
-/// /sensors/camera/camera_info (the calibration's until one comes), read for camera frames
-/// only: the IMU's hundreds of messages a second take no lock.
-pub fn to_input(msg: SensorMsg, intrinsics: &Mutex<Option<Intrinsics>>) -> Result<Input, String> {
+/// scheduler as `rejected.<reason>`). `intrinsics`: each camera's newest CameraInfo, read
+/// for camera frames only: the IMU's hundreds of messages a second take no lock.
+pub fn to_input(msg: SensorMsg, intrinsics: &CameraIntrinsics) -> Result<Input, String> {
     match msg {
         SensorMsg::Camera(sensor, img) => {
             let stamp = time_ns(&img.header.stamp);
             let rgb = to_rgb8(image_ref(&img)).map_err(|e| e.as_str().to_string())?;
-            let intrinsics = *intrinsics.lock().expect("intrinsics");
+            let intrinsics = intrinsics.lock().expect("intrinsics").get(&sensor).copied();
             Ok(Input::Camera { sensor, stamp, image: Arc::new(rgb), intrinsics })
         }
         SensorMsg::Lidar(sensor, c) => {
@@ -176,7 +179,7 @@ mod tests {
 
     #[test]
     fn sensor_messages_become_pipeline_inputs_or_a_named_refusal() {
-        let none = Mutex::new(None);
+        let none = CameraIntrinsics::default();
         let lidar = cloud(5_000_000_000, vec!["x", "y", "z", "intensity", "t"], &[&[1.0, 2.0, 0.5, 40.0, 0.01]]);
         match to_input(SensorMsg::Lidar(SensorId(1), lidar), &none).unwrap() {
             Input::Lidar { sensor, stamp, points, .. } => {
@@ -216,12 +219,17 @@ mod tests {
             data: (0..18).collect(),
         };
         let k = [300.0, 0.0, 1.5, 0.0, 300.0, 1.0, 0.0, 0.0, 1.0];
-        let intrinsics = Mutex::new(Some(Intrinsics { k, width: 3, height: 2 }));
+        let intrinsics = Mutex::new([(SensorId(0), Intrinsics { k, width: 3, height: 2 })].into());
         match to_input(SensorMsg::Camera(SensorId(0), image.clone()), &intrinsics).unwrap() {
             Input::Camera { stamp, image: rgb, intrinsics, .. } => {
                 assert_eq!((stamp, rgb.width, rgb.height, rgb.data[17]), (8_000_000_000, 3, 2, 17));
                 assert_eq!(intrinsics.map(|i| i.k), Some(k), "the newest CameraInfo's, handed on");
             }
+            other => panic!("{other:?}"),
+        }
+        // Another camera's frame takes its own CameraInfo, not this one's.
+        match to_input(SensorMsg::Camera(SensorId(1), image.clone()), &intrinsics).unwrap() {
+            Input::Camera { intrinsics, .. } => assert_eq!(intrinsics, None),
             other => panic!("{other:?}"),
         }
         let short = Image { data: vec![0; 10], ..image };

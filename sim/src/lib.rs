@@ -543,9 +543,15 @@ pub struct Frame {
 /// Lambert-shaded actor boxes, exposure gain, Gaussian pixel noise. Rows are rendered on
 /// two threads; the result does not depend on the split (noise is indexed by pixel).
 pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
-    let cam = w.calib.sensor("camera");
+    render_camera_of(w, "camera", t, rng)
+}
+
+/// The image of the declared camera `sensor` (its mount and intrinsics in the calibration)
+/// at time t, rendered as [`render_camera`] renders the standard one.
+pub fn render_camera_of(w: &World, sensor: &str, t: f64, rng: &mut ChaCha8Rng) -> Frame {
+    let cam = w.calib.sensor(sensor);
     let fusion::camera::Intrinsics { k, width, height } = fusion::camera::Intrinsics::of(cam);
-    let pose = w.sensor_pose("camera", t);
+    let pose = w.sensor_pose(sensor, t);
     let mut boxes = w.parts(t, &w.boxes(t, true));
     // Scenery after the actors' parts: index = actors + its place in `look.scenery`.
     let actors = w.scenario.actors.len();
@@ -579,7 +585,8 @@ pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
             Some(r)
         })
         .collect();
-    let blackout = w.scenario.faults.camera_blackout.is_some_and(|(a, b)| t >= a && t < b);
+    // The scenario's blackout is the standard camera's fault; other cameras see on.
+    let blackout = sensor == "camera" && w.scenario.faults.camera_blackout.is_some_and(|(a, b)| t >= a && t < b);
     let look = &w.scenario.look;
     // Slow auto-exposure drift; a blackout is a lens covered (nearly no light).
     let gain = if blackout { 0.03 } else { look.exposure * (1.0 + 0.12 * (t * 0.7).sin()) };

@@ -455,14 +455,22 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     let mut error: Option<anyhow::Error> = None;
     let mut report = opts.report.then(crate::report::ReportCollector::default);
 
-    // The further LiDARs and radars the calibration declares: `/<name>/points` each (as
-    // fusion_sim writes them), with the index of their kind among the inputs (1 or 2).
+    // The further cameras, LiDARs and radars the calibration declares: `/<name>/points`,
+    // `/<name>/image_raw` and `/<name>/camera_info` (as fusion_sim writes them), with the
+    // index of what they carry among the inputs (0 image, 1 LiDAR, 2 radar, 4 CameraInfo).
     let further_of: Vec<Option<(fusion::SensorId, usize)>> = topic_names
         .iter()
         .map(|t| {
-            let mut further = frontend.further();
-            let (id, _, kind) = further.find(|(_, name, _)| *t == format!("/{name}/points"))?;
-            Some((id, if kind == fusion::Sensor::Radar { 2 } else { 1 }))
+            frontend.further().find_map(|(id, name, kind)| {
+                let input = match kind {
+                    fusion::Sensor::Camera if *t == format!("/{name}/image_raw") => 0,
+                    fusion::Sensor::Camera if *t == format!("/{name}/camera_info") => CAMERA_INFO_INPUT,
+                    fusion::Sensor::Lidar if *t == format!("/{name}/points") => 1,
+                    fusion::Sensor::Radar if *t == format!("/{name}/points") => 2,
+                    _ => return None,
+                };
+                Some((id, input))
+            })
         })
         .collect();
     let duration_ns = source.for_each_message(&calib, opts.out.as_deref(), |m| {
@@ -489,7 +497,9 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
             match CameraInfo::from_serialized_bytes(&m.data) {
                 Ok(info) => {
                     let stamp = stamp_ns(info.header.stamp.sec, info.header.stamp.nanosec);
-                    let _counted = frontend.camera_info(stamp, &info.header.frame_id, camera_info_ref(&info));
+                    let camera = further.map_or(frontend.sensor(fusion::Sensor::Camera), |(id, _)| id);
+                    let _counted =
+                        frontend.camera_info_of(camera, stamp, &info.header.frame_id, camera_info_ref(&info));
                 }
                 Err(e) => {
                     *decode_errors.entry("camera_info.undecodable".into()).or_default() += 1;
@@ -516,7 +526,8 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
         let decoded: Result<Result<Input, fusion::frontend::Rejected>, String> = match sensor {
             0 => Image::from_serialized_bytes(&m.data).map_err(|e| e.to_string()).map(|img| {
                 let stamp = stamp_ns(img.header.stamp.sec, img.header.stamp.nanosec);
-                frontend.camera(stamp, &img.header.frame_id, image_ref(&img))
+                let camera = further.map_or(frontend.sensor(fusion::Sensor::Camera), |(id, _)| id);
+                frontend.camera_of(camera, stamp, &img.header.frame_id, image_ref(&img))
             }),
             1 | 2 => PointCloud2::from_serialized_bytes(&m.data).map_err(|e| e.to_string()).map(|c| {
                 let stamp = stamp_ns(c.header.stamp.sec, c.header.stamp.nanosec);

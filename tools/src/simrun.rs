@@ -23,8 +23,9 @@ pub const START_NS: i64 = 1_700_000_000_000_000_000;
 
 /// The raw topics of a simulated run, as (name, type): the graph's driver inputs, in the
 /// root namespace; `/odom` only when the run has odometry; then `/<name>/points` for each
-/// LiDAR the calibration declares beyond the standard `lidar` ([`extra_lidars`]).
-/// `BagMessage::topic` indexes this.
+/// LiDAR the calibration declares beyond the standard `lidar` ([`extra_lidars`]); then
+/// `/<name>/image_raw` and `/<name>/camera_info` for each camera beyond the standard
+/// `camera` ([`extra_cameras`]). `BagMessage::topic` indexes this.
 pub fn topics(odometry: bool, calib: &fusion::calib::Calibration) -> Vec<(String, &'static str)> {
     let graph = &sensor_fusion::graph::ODOMETRY;
     let mut topics: Vec<(String, &'static str)> = sensor_fusion::graph::INPUTS
@@ -34,7 +35,18 @@ pub fn topics(odometry: bool, calib: &fusion::calib::Calibration) -> Vec<(String
         .collect();
     let points = sensor_fusion::graph::LIDAR_POINTS.msg_type;
     topics.extend(extra_lidars(calib).into_iter().map(|name| (format!("/{name}/points"), points)));
+    let (image, info) = (sensor_fusion::graph::CAMERA_IMAGE.msg_type, sensor_fusion::graph::CAMERA_INFO.msg_type);
+    for name in extra_cameras(calib) {
+        topics.extend([(format!("/{name}/image_raw"), image), (format!("/{name}/camera_info"), info)]);
+    }
     topics
+}
+
+/// The cameras the calibration declares besides `camera`, in the sensor set's order: each is
+/// rendered from its own mount with the standard camera's frames (same stamps).
+pub fn extra_cameras(calib: &fusion::calib::Calibration) -> Vec<&'static str> {
+    let Ok(set) = calib.sensor_set() else { return vec![] };
+    set.of_kind(fusion::Sensor::Camera).map(|id| set.name(id)).filter(|n| *n != "camera").collect()
 }
 
 /// The LiDARs the calibration declares besides `lidar`, in the sensor set's order: a robot
@@ -139,6 +151,34 @@ fn hits_record(kind: &str, stamp_ns: i64, owners: impl Iterator<Item = Option<u3
     serde_json::json!({"type": kind, "stamp_ns": stamp_ns, "hits": hits})
 }
 
+/// One rendered frame as its driver publishes it: (CameraInfo, Image), serialized.
+fn camera_messages(t_ns: i64, frame_id: &str, k: &[f64; 9], frame: sim::Frame) -> Result<(Vec<u8>, Vec<u8>)> {
+    let (width, height) = (frame.width, frame.height);
+    let img = Image {
+        header: header(t_ns, frame_id),
+        height,
+        width,
+        encoding: "rgb8".into(),
+        is_bigendian: 0,
+        step: width * 3,
+        data: frame.rgb,
+    };
+    let info = CameraInfo {
+        header: header(t_ns, frame_id),
+        height,
+        width,
+        distortion_model: "plumb_bob".into(),
+        d: vec![0.0; 5],
+        k: k.to_vec(),
+        r: vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        p: vec![k[0], 0.0, k[2], 0.0, 0.0, k[4], k[5], 0.0, 0.0, 0.0, 1.0, 0.0],
+        binning_x: 0,
+        binning_y: 0,
+        roi: RegionOfInterest::default(),
+    };
+    Ok((sensor_fusion::ros::serialize(&info)?, sensor_fusion::ros::serialize(&img)?))
+}
+
 /// Every sensor's sample times in integer nanoseconds over `[0, duration)`, merged in time
 /// order: IMU 200 Hz, LiDAR 10 Hz, radar 20 Hz, camera 30 Hz, odometry (when asked) 50 Hz.
 fn schedule(duration_ns: i64, odometry: bool) -> Vec<(i64, Sensor)> {
@@ -197,7 +237,8 @@ pub fn generate(
     let k = fusion::camera::Intrinsics::of(&cam).k;
     // Every extra LiDAR sweeps with the standard one, from its own mount and random stream,
     // onto the topics after the graph's inputs.
-    let first_extra_topic = topics(odometry, calib).len() - extra_lidars(calib).len();
+    let extra_cameras = extra_cameras(calib);
+    let first_extra_topic = topics(odometry, calib).len() - extra_lidars(calib).len() - 2 * extra_cameras.len();
     let mut extra: Vec<(&str, usize, String, _)> = extra_lidars(calib)
         .into_iter()
         .enumerate()
@@ -213,8 +254,22 @@ pub fn generate(
 
     // Camera frames are the expensive part: render them (in order, from their own seeded
     // stream) on a producer thread while this one serializes and hands on everything else.
+    // Each further camera's frames come with the standard one's, from its own random stream,
+    // onto the topics after the further LiDARs'; their truth is a `camera_frame` line naming
+    // the camera (a `frame` line is the standard camera's, as the tools read it).
+    let first_camera_topic = first_extra_topic + extra.len();
+    let camera_topics: Vec<(&str, usize, String, [f64; 9])> = extra_cameras
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let pose = calib.sensor(name);
+            (*name, first_camera_topic + 2 * i, pose.frame_id.clone(), fusion::camera::Intrinsics::of(pose).k)
+        })
+        .collect();
+    let mut camera_rngs: Vec<_> = (0..extra_cameras.len()).map(|i| sim::rng(seed, 200 + i as u64)).collect();
     let camera_times: Vec<i64> = schedule.iter().filter(|(_, s)| *s == Sensor::Camera).map(|(t, _)| *t).collect();
-    let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<(sim::Frame, String)>(3);
+    type Rendered = (sim::Frame, String, Vec<(sim::Frame, String)>);
+    let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<Rendered>(3);
     let progress = indicatif::ProgressBar::new(dur_ns as u64 / 1_000_000);
     progress.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ms sim time ({per_sec}, eta {eta})")
@@ -233,7 +288,17 @@ pub fn generate(
                 }
                 let truth = serde_json::json!({"type": "frame", "stamp_ns": START_NS + t_ns, "t": t,
                                                "ego": world.traj.at(t), "actors": sim::truth(world, t, Some(&frame))});
-                if frame_tx.send((frame, truth.to_string())).is_err() {
+                let further = extra_cameras
+                    .iter()
+                    .zip(camera_rngs.iter_mut())
+                    .map(|(name, rng)| {
+                        let frame = sim::render_camera_of(world, name, t, rng);
+                        let truth = serde_json::json!({"type": "camera_frame", "sensor": name, "stamp_ns": START_NS + t_ns,
+                                                       "t": t, "actors": sim::truth(world, t, Some(&frame))});
+                        (frame, truth.to_string())
+                    })
+                    .collect();
+                if frame_tx.send((frame, truth.to_string(), further)).is_err() {
                     break;
                 }
             }
@@ -249,35 +314,18 @@ pub fn generate(
                 let log_time = START_NS + t_ns;
                 let go_on = match sensor {
                     Sensor::Camera => {
-                        let (frame, truth) = frame_rx.recv().context("camera renderer stopped")?;
-                        let (width, height) = (frame.width, frame.height);
-                        let img = Image {
-                            header: header(t_ns, &cam.frame_id),
-                            height,
-                            width,
-                            encoding: "rgb8".into(),
-                            is_bigendian: 0,
-                            step: width * 3,
-                            data: frame.rgb,
-                        };
+                        let (frame, truth, further) = frame_rx.recv().context("camera renderer stopped")?;
                         writeln!(gt, "{truth}")?;
-                        let info = CameraInfo {
-                            header: header(t_ns, &cam.frame_id),
-                            height,
-                            width,
-                            distortion_model: "plumb_bob".into(),
-                            d: vec![0.0; 5],
-                            k: k.to_vec(),
-                            r: vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                            p: vec![k[0], 0.0, k[2], 0.0, 0.0, k[4], k[5], 0.0, 0.0, 0.0, 1.0, 0.0],
-                            binning_x: 0,
-                            binning_y: 0,
-                            roi: RegionOfInterest::default(),
-                        };
+                        let (info, img) = camera_messages(t_ns, &cam.frame_id, &k, frame)?;
                         // The intrinsics first, so that a replay projects even the first
                         // frame with them (a node has them from the camera's earlier frames).
-                        emit(CAMERA_INFO, t_ns, sensor_fusion::ros::serialize(&info)?)?
-                            && emit(CAMERA, t_ns, sensor_fusion::ros::serialize(&img)?)?
+                        let mut go_on = emit(CAMERA_INFO, t_ns, info)? && emit(CAMERA, t_ns, img)?;
+                        for ((frame, truth), (_, topic, frame_id, k)) in further.into_iter().zip(&camera_topics) {
+                            writeln!(gt, "{truth}")?;
+                            let (info, img) = camera_messages(t_ns, frame_id, k, frame)?;
+                            go_on = go_on && emit(*topic + 1, t_ns, info)? && emit(*topic, t_ns, img)?;
+                        }
+                        go_on
                     }
                     Sensor::Lidar => {
                         if scenario.faults.lidar_dropout.is_some_and(|(a, b)| t >= a && t < b) {

@@ -31,14 +31,11 @@ use sensor_fusion::{
     detector::DetectorParams,
     graph,
     ingest::camera_info_ref,
-    messages::{event_msg, to_input, SensorMsg},
+    messages::{event_msg, to_input, CameraIntrinsics, SensorMsg},
     ros::{self, Params},
     rviz,
 };
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 /// Publishes what the scheduler finishes (on its fusion thread).
 struct Publishers {
@@ -193,11 +190,12 @@ async fn run() -> Result<()> {
     // Topics and QoS from the declared graph (graph.rs): `sensors/<name>` per declared sensor
     // with its kind's QoS. The IMU comes at 100+ Hz: its history is deeper than the frames'
     // there, so a burst (or a repair from another host) is not lost.
-    let camera_name = sensors.name(sensors.first(fusion::Sensor::Camera).expect("a checked set has a camera"));
-    let cam_info = node.subscribe::<CameraInfo>(
-        &format!("{}/camera_info", graph::sensor_stream(camera_name, fusion::Sensor::Camera).0),
-        graph::SENSORS_CAMERA_INFO.qos.profile(),
-    )?;
+    // Each camera's CameraInfo, as its camera_ingest republishes it for the images it sends.
+    let mut camera_infos = vec![];
+    for camera in sensors.of_kind(fusion::Sensor::Camera) {
+        let topic = format!("{}/camera_info", graph::sensor_stream(sensors.name(camera), fusion::Sensor::Camera).0);
+        camera_infos.push((camera, node.subscribe::<CameraInfo>(&topic, graph::SENSORS_CAMERA_INFO.qos.profile())?));
+    }
     let odom = node.subscribe::<Odometry>(graph::ODOMETRY.name, graph::ODOMETRY.qos.profile())?;
     let objects_pub =
         node.create_publisher::<FusedObjectArray>(graph::FUSED_OBJECTS.name, graph::FUSED_OBJECTS.qos.profile())?;
@@ -240,7 +238,8 @@ async fn run() -> Result<()> {
         true => Some(node.create_publisher::<Image>(graph::CAMERA_BOXES.name, graph::CAMERA_BOXES.qos.profile())?),
         false => None,
     };
-    let camera_frame = calib.sensor(camera_name).frame_id.clone();
+    // The annotated image is the standard `camera`'s (one topic, as before).
+    let camera_frame = calib.sensor(fusion::Sensor::Camera.as_str()).frame_id.clone();
     let sink = Publishers {
         objects: objects_pub,
         markers: markers_pub,
@@ -250,8 +249,7 @@ async fn run() -> Result<()> {
         camera_boxes,
         camera_frame,
     };
-    // The camera's intrinsics, as camera_ingest republishes them for the images it sends.
-    let intrinsics: Arc<Mutex<Option<Intrinsics>>> = Arc::default();
+    let intrinsics: Arc<CameraIntrinsics> = Arc::default();
     let preprocess = {
         let intrinsics = intrinsics.clone();
         Box::new(move |m| to_input(m, &intrinsics))
@@ -290,15 +288,20 @@ async fn run() -> Result<()> {
             fusion::Sensor::Imu => feed!(Imu, Imu, id, name, topic_name, topic),
         }
     }
-    {
-        let stats = stats.clone();
+    for (camera, cam_info) in camera_infos {
+        let (stats, intrinsics) = (stats.clone(), intrinsics.clone());
+        // The standard camera's counters keep their names; another camera's carry its own.
+        let key = match sensors.name(camera) {
+            "camera" => "camera_info".to_string(),
+            name => format!("camera_info.{name}"),
+        };
         drains.push(ros::drain(cam_info, move |info: CameraInfo| {
             let outcome = match Intrinsics::from_camera_info(camera_info_ref(&info)) {
                 Ok(k) => {
-                    *intrinsics.lock().expect("intrinsics") = Some(k);
-                    "camera_info.accepted".to_string()
+                    intrinsics.lock().expect("intrinsics").insert(camera, k);
+                    format!("{key}.accepted")
                 }
-                Err(why) => format!("camera_info.rejected.{}", why.as_str()),
+                Err(why) => format!("{key}.rejected.{}", why.as_str()),
             };
             stats.lock().expect("stats").add(outcome, 1);
         }));
