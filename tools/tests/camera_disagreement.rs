@@ -12,7 +12,7 @@ use fusion::{
     StampNs,
 };
 use sensor_fusion::detector::DetectorParams;
-use sensor_fusion_tools::replay::{run, ReplayOptions};
+use sensor_fusion_tools::replay::{run, ReplayOptions, SimSpec};
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 struct GroundTruthBoxes {
@@ -230,4 +230,77 @@ fn a_car_the_camera_calls_a_person_stays_a_vehicle_and_raises_no_disagreement() 
     assert!(vehicle as f64 >= 0.95 * on_car as f64, "{vehicle}/{on_car} published as vehicle");
     let ruled_out = r.metrics["pipeline"]["label.camera_ruled_out.person"].as_u64().unwrap_or(0);
     assert!(ruled_out >= 20, "the contradiction is counted: {}", r.metrics["pipeline"]);
+}
+
+/// A robot with three cameras (config/calibration_three_cameras.yaml: front, left, right),
+/// the shipped detector, fusion_sim's mixed scenario rendered from each camera's own mount:
+/// the obstacle that passes the robot on its right and the person beside it on its left,
+/// outside the front camera's view, get their class from the side cameras (as the ground
+/// truth has it), and every
+/// camera's frames are ingested under its name. With the standard robot (one camera) the
+/// same objects have no camera evidence at all.
+#[test]
+fn side_cameras_name_the_class_of_what_only_they_see() {
+    let dir = tempfile_dir::Dir::new("three_cameras");
+    let calibration = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/calibration_three_cameras.yaml");
+    let replay = |calibration: Option<&Path>, out: &str| {
+        let mut opts = ReplayOptions::new(dir.path.join("unused"));
+        opts.sim = Some(SimSpec { scenario: "mixed".into(), seed: 205, duration: 8.5, odometry: false });
+        opts.calibration = calibration.map(Path::to_path_buf);
+        opts.out = Some(dir.path.join(out));
+        let detector = DetectorParams { detector: "centernet".into(), ..DetectorParams::default() }.build().unwrap();
+        run(&opts, detector).unwrap()
+    };
+    // (stamp, label, camera evidence, centre) of every published object beyond the front
+    // camera's half field of view (32°) and a margin.
+    let beside = |out: &str| -> Vec<(i64, String, bool, [f64; 2])> {
+        let text = std::fs::read_to_string(dir.path.join(out).join("objects.jsonl")).unwrap();
+        text.lines()
+            .flat_map(|l| {
+                let set: serde_json::Value = serde_json::from_str(l).unwrap();
+                let stamp = set["stamp_ns"].as_i64().unwrap();
+                set["objects"].as_array().unwrap().clone().into_iter().map(move |o| {
+                    let c = [o["center"][0].as_f64().unwrap(), o["center"][1].as_f64().unwrap()];
+                    let camera = o["sensors"].as_u64().unwrap() as u8 & SENSOR_CAMERA != 0;
+                    (stamp, o["label"].as_str().unwrap().to_string(), camera, c)
+                })
+            })
+            .filter(|(_, _, _, c)| c[1].atan2(c[0]).abs().to_degrees() > 40.0)
+            .collect()
+    };
+
+    let r = replay(Some(&calibration), "three");
+    for camera in ["camera", "left_camera", "right_camera"] {
+        assert!(r.metrics["frontend"][format!("{camera}.accepted")].as_u64().unwrap() >= 250, "{}", r.metrics);
+    }
+    let truth: BTreeMap<i64, Vec<serde_json::Value>> =
+        std::fs::read_to_string(dir.path.join("three/ground_truth.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["type"] == "frame")
+            .map(|v| (v["stamp_ns"].as_i64().unwrap(), v["actors"].as_array().unwrap().clone()))
+            .collect();
+    let seen: Vec<_> = beside("three").into_iter().filter(|(_, _, camera, _)| *camera).collect();
+    assert!(seen.len() >= 15, "{seen:?}");
+    for (stamp, label, _, c) in &seen {
+        let actors = truth.range(..=stamp).next_back().unwrap().1;
+        let nearest = actors
+            .iter()
+            .min_by(|a, b| {
+                let d = |a: &serde_json::Value| {
+                    (a["center"][0].as_f64().unwrap() - c[0]).hypot(a["center"][1].as_f64().unwrap() - c[1])
+                };
+                d(a).total_cmp(&d(b))
+            })
+            .unwrap();
+        assert_eq!(label, nearest["class"].as_str().unwrap(), "at {stamp}: {c:?} is actor {}", nearest["id"]);
+    }
+    // Both side cameras: the obstacle passing on the right, the person close on the left.
+    assert!(seen.iter().any(|(_, l, _, c)| l == "obstacle" && c[1] < -5.0), "{seen:?}");
+    assert!(seen.iter().any(|(_, l, _, c)| l == "person" && c[1] > 1.0), "{seen:?}");
+
+    replay(None, "one");
+    let one = beside("one");
+    assert!(!one.is_empty() && one.iter().all(|(_, _, camera, _)| !camera), "{one:?}");
 }
