@@ -114,6 +114,21 @@ pub const SCENARIOS: [&str; 8] = [
     "mixed",
 ];
 
+/// Scenarios written for a robot of their own (not the standard one of DESIGN.md §3), kept
+/// apart from [`SCENARIOS`] (which the detector's test frames draw from): each comes with
+/// its calibration ([`scenario_robot`]), which fusion_sim and fusion_replay --sim use
+/// unless given another.
+pub const ROBOT_SCENARIOS: [&str; 1] = ["multi_sensor"];
+
+/// The calibration (YAML) of a scenario's own robot, when it has one: `multi_sensor` is
+/// config/calibration_multi_sensor.yaml (three cameras, two LiDARs, three radars, an IMU).
+pub fn scenario_robot(name: &str) -> Option<&'static str> {
+    match name {
+        "multi_sensor" => Some(include_str!("../../config/calibration_multi_sensor.yaml")),
+        _ => None,
+    }
+}
+
 fn actor(id: u32, class: Class, p0: [f64; 2], velocity: [f64; 2]) -> Actor {
     let size = match class {
         Class::Person => [0.5, 0.6, 1.75],
@@ -278,6 +293,17 @@ fn scripted(name: &str) -> Option<Scenario> {
                 event("sensor_dropout", Some("lidar"), 12.0, 14.0),
                 event("impact", Some("imu"), 15.0, 15.02),
             ];
+            s
+        }
+        "multi_sensor" => {
+            // For the multi-sensor robot (scenario_robot): what only one sensor sees. A
+            // vehicle overtakes on the left (behind the robot only the LiDARs see it, beside
+            // it only the left camera, then the front camera); a person stands on the right
+            // of the road, which only the right camera sees as the robot passes.
+            let mut s = base(name);
+            s.speed = |t| 6.0 + 1.0 * (t / 6.0).min(1.0);
+            s.actors.push(actor(4, Class::Vehicle, [-18.0, 3.6], [10.0, 0.0]));
+            s.actors.push(actor(5, Class::Person, [28.0, -5.0], [0.0, 0.0]));
             s
         }
         _ => return None,
@@ -948,11 +974,16 @@ pub fn lidar_sweep_of(w: &World, sensor: &str, t: f64, rng: &mut ChaCha8Rng) -> 
 /// radial velocity relative to the sensor (+ = receding), ground clutter and false alarms.
 /// Returns x,y,z (radar frame), doppler, rcs, and the actor id.
 pub fn radar_scan(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Vec<(RadarTarget, Option<u32>)> {
-    let pose = w.sensor_pose("radar", t);
+    radar_scan_of(w, "radar", t, rng)
+}
+
+/// The scan of the declared radar `sensor` (its mount in the calibration) at `t`.
+pub fn radar_scan_of(w: &World, sensor: &str, t: f64, rng: &mut ChaCha8Rng) -> Vec<(RadarTarget, Option<u32>)> {
+    let pose = w.sensor_pose(sensor, t);
     let ego = w.traj.at(t);
     let o = Point3::from(pose.translation.vector);
     // Velocity of the radar in the world (rotation about z adds ω × r).
-    let lever = ego.pose().rotation * w.calib.sensor("radar").to_base().translation.vector;
+    let lever = ego.pose().rotation * w.calib.sensor(sensor).to_base().translation.vector;
     let v_sensor = ego.velocity() + Vector3::new(0.0, 0.0, ego.yaw_rate).cross(&lever);
     let boxes = w.boxes(t, false);
     let parts = w.parts(t, &boxes);
@@ -1225,9 +1256,11 @@ mod tests {
 
     #[test]
     fn every_scenario_exists_and_trajectory_integrates() {
-        for name in SCENARIOS {
+        for name in SCENARIOS.iter().chain(&ROBOT_SCENARIOS) {
             assert!(scenario(name).is_some(), "{name}");
         }
+        let robot = Calibration::from_yaml(scenario_robot("multi_sensor").unwrap()).unwrap();
+        assert_eq!(robot.sensor_set().unwrap().len(), 9);
         let s = scenario("collision_course").unwrap();
         let tr = Trajectory::new(&s, 10.0);
         let e = tr.at(10.0);

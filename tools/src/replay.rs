@@ -296,9 +296,10 @@ impl Source {
             Source::Sim { .. } => None,
         };
         let file = opts.calibration.clone().or(beside);
-        let base = match &file {
-            Some(p) => Calibration::load(&p.to_string_lossy())?,
-            None => Calibration::default(),
+        let base = match (&file, self) {
+            (Some(p), _) => Calibration::load(&p.to_string_lossy())?,
+            (None, Source::Sim { spec, .. }) => simrun::calibration(None, &spec.scenario)?,
+            (None, Source::Bag(_)) => Calibration::default(),
         };
         let buffer = match self {
             Source::Bag(bag) if opts.use_tf => bag_transforms(bag)?,

@@ -23,9 +23,10 @@ pub const START_NS: i64 = 1_700_000_000_000_000_000;
 
 /// The raw topics of a simulated run, as (name, type): the graph's driver inputs, in the
 /// root namespace; `/odom` only when the run has odometry; then `/<name>/points` for each
-/// LiDAR the calibration declares beyond the standard `lidar` ([`extra_lidars`]); then
-/// `/<name>/image_raw` and `/<name>/camera_info` for each camera beyond the standard
-/// `camera` ([`extra_cameras`]). `BagMessage::topic` indexes this.
+/// LiDAR the calibration declares beyond the standard `lidar` ([`extra_lidars`]), then for
+/// each radar beyond the standard `radar` ([`extra_radars`]); then `/<name>/image_raw` and
+/// `/<name>/camera_info` for each camera beyond the standard `camera` ([`extra_cameras`]).
+/// `BagMessage::topic` indexes this.
 pub fn topics(odometry: bool, calib: &fusion::calib::Calibration) -> Vec<(String, &'static str)> {
     let graph = &sensor_fusion::graph::ODOMETRY;
     let mut topics: Vec<(String, &'static str)> = sensor_fusion::graph::INPUTS
@@ -35,6 +36,7 @@ pub fn topics(odometry: bool, calib: &fusion::calib::Calibration) -> Vec<(String
         .collect();
     let points = sensor_fusion::graph::LIDAR_POINTS.msg_type;
     topics.extend(extra_lidars(calib).into_iter().map(|name| (format!("/{name}/points"), points)));
+    topics.extend(extra_radars(calib).into_iter().map(|name| (format!("/{name}/points"), points)));
     let (image, info) = (sensor_fusion::graph::CAMERA_IMAGE.msg_type, sensor_fusion::graph::CAMERA_INFO.msg_type);
     for name in extra_cameras(calib) {
         topics.extend([(format!("/{name}/image_raw"), image), (format!("/{name}/camera_info"), info)]);
@@ -45,15 +47,25 @@ pub fn topics(odometry: bool, calib: &fusion::calib::Calibration) -> Vec<(String
 /// The cameras the calibration declares besides `camera`, in the sensor set's order: each is
 /// rendered from its own mount with the standard camera's frames (same stamps).
 pub fn extra_cameras(calib: &fusion::calib::Calibration) -> Vec<&'static str> {
-    let Ok(set) = calib.sensor_set() else { return vec![] };
-    set.of_kind(fusion::Sensor::Camera).map(|id| set.name(id)).filter(|n| *n != "camera").collect()
+    extra_of(calib, fusion::Sensor::Camera)
 }
 
 /// The LiDARs the calibration declares besides `lidar`, in the sensor set's order: a robot
 /// with a second LiDAR gets a sweep of each one, rendered from its own mount.
 pub fn extra_lidars(calib: &fusion::calib::Calibration) -> Vec<&'static str> {
+    extra_of(calib, fusion::Sensor::Lidar)
+}
+
+/// The radars the calibration declares besides `radar`: each scans with the standard one,
+/// from its own mount.
+pub fn extra_radars(calib: &fusion::calib::Calibration) -> Vec<&'static str> {
+    extra_of(calib, fusion::Sensor::Radar)
+}
+
+/// The sensors of `kind` besides the one named after it, in the sensor set's order.
+fn extra_of(calib: &fusion::calib::Calibration, kind: fusion::Sensor) -> Vec<&'static str> {
     let Ok(set) = calib.sensor_set() else { return vec![] };
-    set.of_kind(fusion::Sensor::Lidar).map(|id| set.name(id)).filter(|n| *n != "lidar").collect()
+    set.of_kind(kind).map(|id| set.name(id)).filter(|n| *n != kind.as_str()).collect()
 }
 const CAMERA: usize = 0;
 const CAMERA_INFO: usize = 1;
@@ -65,12 +77,23 @@ const ODOMETRY: usize = 5;
 /// The seeded scenario `name` for a run of `duration` seconds, or a one-line error.
 pub fn scenario(name: &str, seed: u64, duration: f64) -> Result<sim::Scenario> {
     let Some(scenario) = sim::scenario_seeded(name, seed) else {
-        anyhow::bail!("unknown scenario '{name}' (one of: {})", sim::SCENARIOS.join(", "));
+        let all: Vec<&str> = sim::SCENARIOS.iter().chain(&sim::ROBOT_SCENARIOS).copied().collect();
+        anyhow::bail!("unknown scenario '{name}' (one of: {})", all.join(", "));
     };
     if !(duration > 0.0 && duration.is_finite()) {
         anyhow::bail!("--duration must be > 0");
     }
     Ok(scenario)
+}
+
+/// The calibration of a simulated run: `file` when given (a path), else the scenario's own
+/// robot's ([`sim::scenario_robot`]), else the built-in one.
+pub fn calibration(file: Option<&str>, scenario: &str) -> Result<fusion::calib::Calibration> {
+    Ok(match (file, sim::scenario_robot(scenario)) {
+        (Some(path), _) if !path.is_empty() => fusion::calib::Calibration::load(path)?,
+        (_, Some(robot)) => fusion::calib::Calibration::from_yaml(robot)?,
+        _ => fusion::calib::Calibration::default(),
+    })
 }
 
 /// The sensors' mounts in `calib` as one `/tf_static` message, as robot_state_publisher
@@ -238,7 +261,9 @@ pub fn generate(
     // Every extra LiDAR sweeps with the standard one, from its own mount and random stream,
     // onto the topics after the graph's inputs.
     let extra_cameras = extra_cameras(calib);
-    let first_extra_topic = topics(odometry, calib).len() - extra_lidars(calib).len() - 2 * extra_cameras.len();
+    let extra_radars = extra_radars(calib);
+    let first_extra_topic =
+        topics(odometry, calib).len() - extra_lidars(calib).len() - extra_radars.len() - 2 * extra_cameras.len();
     let mut extra: Vec<(&str, usize, String, _)> = extra_lidars(calib)
         .into_iter()
         .enumerate()
@@ -255,9 +280,22 @@ pub fn generate(
     // Camera frames are the expensive part: render them (in order, from their own seeded
     // stream) on a producer thread while this one serializes and hands on everything else.
     // Each further camera's frames come with the standard one's, from its own random stream,
-    // onto the topics after the further LiDARs'; their truth is a `camera_frame` line naming
+    // onto the topics after the further LiDARs' and radars'; their truth is a `camera_frame` line naming
     // the camera (a `frame` line is the standard camera's, as the tools read it).
-    let first_camera_topic = first_extra_topic + extra.len();
+    // Every extra radar scans with the standard one, from its own mount and random stream.
+    let mut radars: Vec<(&str, usize, String, _)> = extra_radars
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            (
+                *name,
+                first_extra_topic + extra.len() + i,
+                calib.sensor(name).frame_id.clone(),
+                sim::rng(seed, 300 + i as u64),
+            )
+        })
+        .collect();
+    let first_camera_topic = first_extra_topic + extra.len() + radars.len();
     let camera_topics: Vec<(&str, usize, String, [f64; 9])> = extra_cameras
         .iter()
         .enumerate()
@@ -364,7 +402,14 @@ pub fn generate(
                             targets.iter().flat_map(|&(p, _)| <[f32; 5]>::from(p)),
                             n,
                         );
-                        emit(RADAR, t_ns, sensor_fusion::ros::serialize(&msg)?)?
+                        let mut go_on = emit(RADAR, t_ns, sensor_fusion::ros::serialize(&msg)?)?;
+                        for (name, topic, frame, rng) in radars.iter_mut() {
+                            let targets = sim::radar_scan_of(world, name, t, rng);
+                            let values = targets.iter().flat_map(|&(p, _)| <[f32; 5]>::from(p));
+                            let msg = cloud(t_ns, frame, &names, values, targets.len());
+                            go_on = go_on && emit(*topic, t_ns, sensor_fusion::ros::serialize(&msg)?)?;
+                        }
+                        go_on
                     }
                     Sensor::Imu => {
                         let r = imu.sample(world, t, 0.005, &mut rng_imu);

@@ -7,7 +7,6 @@
 //! extrinsics the nodes read) and `ground_truth.jsonl`. Same arguments → identical bytes.
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use fusion::calib::Calibration;
 use sensor_fusion::graph;
 use sensor_fusion_tools::{
     bag::BagWriter,
@@ -35,7 +34,8 @@ struct Cli {
     /// Output rosbag2 directory (must not exist).
     #[arg(long)]
     out: String,
-    /// Calibration YAML for the sensor poses (default: the built-in calibration).
+    /// Calibration YAML for the sensor poses (default: the scenario's own robot where it has
+    /// one, `multi_sensor`'s config/calibration_multi_sensor.yaml, else the built-in one).
     #[arg(long, default_value = "")]
     calibration: String,
     /// Also write detector training data here: images/<stamp>.ppm (binary PPM, rgb8) and
@@ -117,7 +117,7 @@ fn run(cli: Cli) -> Result<()> {
     // The seed varies the world (bodies, sizes, paint, light, start positions), not only
     // the sensor noise.
     let scenario = simrun::scenario(&cli.scenario, cli.seed, cli.duration)?;
-    let calib = Calibration::load(&cli.calibration)?;
+    let calib = simrun::calibration(Some(&cli.calibration), &cli.scenario)?;
     let world = World::new(&scenario, cli.duration + 0.2, calib.clone());
     let mut bag = BagWriter::create(&cli.out)?;
     let dir = std::path::PathBuf::from(&cli.out);
