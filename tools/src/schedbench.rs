@@ -83,15 +83,15 @@ pub enum Raw {
 }
 
 pub struct RawMsg {
-    sensor: Sensor,
+    /// The declared sensor it came from (the bag's calibration's set).
+    sensor: fusion::SensorId,
     stamp: StampNs,
     msg: Raw,
 }
 
 impl Message for RawMsg {
     fn sensor(&self) -> fusion::SensorId {
-        // fusion_sim bags carry the standard robot's four sensors.
-        fusion::SensorId::standard(self.sensor)
+        self.sensor
     }
     fn stamp(&self) -> StampNs {
         self.stamp
@@ -104,9 +104,10 @@ pub fn preprocess(calib: &Calibration) -> Box<dyn FnMut(RawMsg) -> Result<Input,
     let mut frontend = Frontend::new(calib);
     Box::new(move |m: RawMsg| {
         let r = match &m.msg {
-            Raw::Camera(img) => frontend.camera(m.stamp, &img.header.frame_id, image_ref(img)),
-            Raw::Lidar(c) => frontend.lidar(m.stamp, &c.header.frame_id, cloud_ref(c, &cloud_fields(c))),
-            Raw::Radar(c) => frontend.radar(m.stamp, &c.header.frame_id, cloud_ref(c, &cloud_fields(c))),
+            Raw::Camera(img) => frontend.camera_of(m.sensor, m.stamp, &img.header.frame_id, image_ref(img)),
+            Raw::Lidar(c) | Raw::Radar(c) => {
+                frontend.cloud_of(m.sensor, m.stamp, &c.header.frame_id, cloud_ref(c, &cloud_fields(c)))
+            }
             Raw::Imu(i) => frontend.imu(&i.header.frame_id, &imu_sample(i)),
         };
         r.map_err(|rej| rej.reason.as_str().to_string())
@@ -230,15 +231,26 @@ pub fn run_with_latencies(opts: &BenchOptions) -> Result<(Value, Histogram<u64>)
         })
     };
 
-    // The drivers' topics of a fusion_sim bag, by sensor.
+    // The drivers' topics of a fusion_sim bag, by sensor: the graph's for the standard four,
+    // `/<name>/image_raw` and `/<name>/points` for every further camera, LiDAR and radar.
     let driver_topic = |s: Sensor| match s {
         Sensor::Camera => graph::CAMERA_IMAGE.root_name(),
         Sensor::Lidar => graph::LIDAR_POINTS.root_name(),
         Sensor::Radar => graph::RADAR_POINTS.root_name(),
         Sensor::Imu => graph::IMU_DATA.root_name(),
     };
-    let sensor_of: Vec<Option<Sensor>> =
-        bag.topics.iter().map(|t| Sensor::ALL.into_iter().find(|&s| driver_topic(s) == t.name)).collect();
+    let ids = Frontend::new(&calib);
+    let mut drivers: Vec<(String, fusion::SensorId, Sensor)> =
+        Sensor::ALL.into_iter().map(|s| (driver_topic(s), ids.sensor(s), s)).collect();
+    for (id, name, kind) in ids.further() {
+        let topic = if kind == Sensor::Camera { format!("/{name}/image_raw") } else { format!("/{name}/points") };
+        drivers.push((topic, id, kind));
+    }
+    let sensor_of: Vec<Option<(fusion::SensorId, Sensor)>> = bag
+        .topics
+        .iter()
+        .map(|t| drivers.iter().find(|(topic, _, _)| *topic == t.name).map(|(_, id, kind)| (*id, *kind)))
+        .collect();
     let loops = if opts.loops == 0 { opts.rate.ceil().max(1.0) as usize } else { opts.loops };
     let period = bag.duration_ns + 100_000_000;
     let mut first_log: Option<i64> = None;
@@ -247,7 +259,7 @@ pub fn run_with_latencies(opts: &BenchOptions) -> Result<(Value, Histogram<u64>)
     for lap in 0..loops {
         let lap_offset = lap as i64 * period;
         bag.for_each_message(|m| {
-            let Some(Some(sensor)) = sensor_of.get(m.topic).copied() else { return true };
+            let Some(Some((id, sensor))) = sensor_of.get(m.topic).copied() else { return true };
             let t0 = *first_log.get_or_insert(m.log_time_ns);
             let bag_t = lap_offset + m.log_time_ns - t0;
             let due = start + (bag_t as f64 / opts.rate) as i64;
@@ -276,7 +288,7 @@ pub fn run_with_latencies(opts: &BenchOptions) -> Result<(Value, Histogram<u64>)
                 }),
             };
             match raw {
-                Ok(msg) => exec.post(RawMsg { sensor, stamp, msg }),
+                Ok(msg) => exec.post(RawMsg { sensor: id, stamp, msg }),
                 Err(_) => undecodable += 1,
             }
             true
