@@ -54,7 +54,9 @@ struct Number {
 struct Claims {
     kinds: Vec<&'static str>,
     classes: Vec<&'static str>,
-    sensors: Vec<&'static str>,
+    /// A sensor's kind word, with the word before it when that names which one ("left
+    /// camera", "bumper lidar").
+    sensors: Vec<(&'static str, Option<&'static str>)>,
     zones: Vec<String>,
     tracks: Vec<u32>,
     numbers: Vec<Number>,
@@ -148,6 +150,23 @@ const SENSOR_WORDS: &[(&str, &str)] = &[
     ("gyroscope", "imu"),
     ("accelerometer", "imu"),
 ];
+
+/// Words before a sensor that say which one: a robot's sensors are named after them
+/// (`left_camera`, `front_bumper_lidar`, `rear_radar`).
+const SENSOR_QUALIFIERS: &[&str] =
+    &["left", "right", "front", "rear", "back", "side", "roof", "top", "bumper", "corner", "center", "centre"];
+
+/// Whether an event's sensors support a sensor claim: one of them is of the claimed kind by
+/// name (its `_`-separated parts hold the kind word: `camera`, `left_camera`,
+/// `front_bumper_lidar`) and, when the text says which one ("left camera"), its name says
+/// so too. A robot's only sensor of a kind, named after it (`camera`), is any camera the
+/// text may call it ("the front camera").
+fn names_sensor(names: &[String], kind: &str, qualifier: Option<&str>) -> bool {
+    names.iter().any(|name| {
+        let parts: Vec<&str> = name.split('_').collect();
+        parts.contains(&kind) && (parts.len() == 1 || qualifier.is_none_or(|q| parts.contains(&q)))
+    })
+}
 
 /// Words before "zone" that are not zone names.
 const GENERIC_ZONE_WORDS: &[&str] =
@@ -271,7 +290,8 @@ fn claims_of(clause: &[Token]) -> Claims {
             }
         }
         if let Some((_, s)) = SENSOR_WORDS.iter().find(|(p, _)| w == p) {
-            c.sensors.push(s);
+            let qualifier = before(1).and_then(|b| SENSOR_QUALIFIERS.iter().find(|q| **q == b)).copied();
+            c.sensors.push((s, qualifier));
         }
     }
     // A collision that happened: "collided", "crashed", "involved in a collision" (whatever
@@ -528,8 +548,8 @@ fn unsupported(c: &Claims, e: &EventInfo, events: usize) -> Option<Rejection> {
     if let Some(k) = c.classes.iter().find(|k| Some(**k) != label) {
         return reject("class", k.to_string());
     }
-    if let Some(s) = c.sensors.iter().find(|s| !e.sensors.iter().any(|x| x == *s)) {
-        return reject("sensor", s.to_string());
+    if let Some((s, q)) = c.sensors.iter().find(|(s, q)| !names_sensor(&e.sensors, s, *q)) {
+        return reject("sensor", q.map_or(s.to_string(), |q| format!("{q} {s}")));
     }
     if let Some(z) = c.zones.iter().find(|z| !names_zone(z, &e.zone)) {
         return reject("zone", z.clone());
@@ -617,7 +637,7 @@ fn single_claims(c: &Claims) -> Vec<(&'static str, String, Claims)> {
         push("class", k.to_string(), &|p| p.classes.push(k));
     }
     for s in &c.sensors {
-        push("sensor", s.to_string(), &|p| p.sensors.push(s));
+        push("sensor", s.0.to_string(), &|p| p.sensors.push(*s));
     }
     for z in &c.zones {
         push("zone", z.clone(), &|p| p.zones.push(z.clone()));
@@ -850,6 +870,22 @@ mod tests {
         ] {
             assert_eq!(verify(text, &saturated), Ok(()), "{text}");
         }
+        // A robot's sensors by their configured names: "the right camera" is `right_camera`,
+        // "the left camera" is not, and a camera or the bumper LiDAR by kind is either.
+        let side = [degraded(7, "image_blinded", 4.5, 15.0, "right_camera", 9.0)];
+        for text in ["The right camera is blinded.", "The camera is blinded.", "A right_camera is blinded."] {
+            assert_eq!(verify(text, &side), Ok(()), "{text}");
+        }
+        assert_eq!(rejected("The left camera is blinded.", &side), "sensor");
+        assert_eq!(rejected("The radar is blinded.", &side), "sensor");
+        let bumper = [degraded(8, "cloud_non_finite", 0.6, 0.2, "front_bumper_lidar", 9.0)];
+        assert_eq!(verify("The bumper lidar is degraded.", &bumper), Ok(()));
+        assert_eq!(rejected("The roof lidar is degraded.", &bumper), "sensor");
+        // The standard robot's one camera is whatever camera the text calls it.
+        assert_eq!(
+            verify("The front camera is blinded.", &[degraded(9, "image_blinded", 4.5, 15.0, "camera", 9.0)]),
+            Ok(())
+        );
         // The right threshold on the wrong side (seen in the benchmark: a camera too dark).
         let dark = [degraded(7, "image_blinded", 4.5, 15.0, "camera", 9.0)];
         let text = "The camera is blinded, too dark: its mean brightness is 4.5, above the limit of 15.0.";
