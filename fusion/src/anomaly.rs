@@ -86,6 +86,11 @@ pub struct AnomalyParams {
     /// apart and the IMU and LiDAR streams flapped: 122 dropout/recovery events in 6 s,
     /// each one summarized, without this. 0 = back at the first message.
     pub dropout_recovery_s: f64,
+    /// A declared sensor that has delivered nothing this long (s) after the first message of
+    /// any stream is in dropout (`stream_never_started`): a node not launched, a driver on
+    /// another topic. Until then it is `never_received`, not a dropout (start-up, a bag's
+    /// first instants); after, the sets stop waiting for it. 0 = never.
+    pub never_started_s: f64,
     /// Expected rates (Hz) of camera, lidar, radar, imu.
     pub expected_rate_hz: [f64; 4],
     /// sensor_degraded (camera): blinded = mean luma below `blind_dark` or above
@@ -121,6 +126,7 @@ impl Default for AnomalyParams {
             dropout_periods: 3.0,
             dropout_min_silence_s: 0.2,
             dropout_recovery_s: 1.0,
+            never_started_s: 3.0,
             expected_rate_hz: [30.0, 10.0, 20.0, 200.0],
             blind_dark: 15.0,
             blind_bright: 240.0,
@@ -281,6 +287,8 @@ struct Outage {
     silent_ns: i64,
     /// Delivering again since this stamp; None while silent.
     back_since: Option<StampNs>,
+    /// The stream never delivered: `last_before` is when the other streams started.
+    never_started: bool,
 }
 
 /// Per camera-checked track: did the camera see it?
@@ -344,6 +352,8 @@ pub struct AnomalyDetector {
     /// The robot's sensors: per-sensor state below is indexed by [`SensorId`].
     sensors: SensorSet,
     last_seen: Vec<Option<StampNs>>,
+    /// The first message of any stream in this timeline.
+    started: Option<StampNs>,
     /// Each stream's outage, from its `sensor_dropout` until it is back.
     outage: Vec<Option<Outage>>,
     /// Per camera (indexed by sensor; unused for other kinds): its health and its
@@ -430,6 +440,7 @@ impl AnomalyDetector {
             zones,
             next_id: 1,
             last_seen: vec![None; sensors.len()],
+            started: None,
             outage: vec![None; sensors.len()],
             lidar_degraded: vec![false; sensors.len()],
             cameras: vec![CameraRules::default(); sensors.len()],
@@ -523,10 +534,12 @@ impl AnomalyDetector {
         if previous.is_none_or(|l| stamp > l) {
             self.last_seen[i] = Some(stamp);
         }
+        self.started.get_or_insert(stamp);
         let limit = self.dropout_limit_ns(sensor);
         let hold = (self.params.dropout_recovery_s.max(0.0) * 1e9) as i64;
         let o = self.outage[i].as_mut()?;
-        let gap = previous.map_or(0, |p| stamp.saturating_sub(p));
+        // A stream that never started has been silent since the others started.
+        let gap = previous.map_or(stamp.saturating_sub(o.last_before), |p| stamp.saturating_sub(p));
         match o.back_since {
             None => {
                 o.silent_ns += gap;
@@ -555,9 +568,10 @@ impl AnomalyDetector {
             vec![self.sensors.name(sensor)],
             o.last_before,
         );
+        let before = if o.never_started { "waited_since_s" } else { "last_message_stamp_s" };
         e.evidence = vec![
             kv("silent_s", format!("{:.3}", secs(o.silent_ns))),
-            kv("last_message_stamp_s", format!("{:.3}", secs(o.last_before))),
+            kv(before, format!("{:.3}", secs(o.last_before))),
             kv("silences", o.gaps),
         ];
         Some(e)
@@ -568,6 +582,8 @@ impl AnomalyDetector {
         self.sensors
             .ids()
             .map(|s| match self.last_seen[s.index()] {
+                // Past `never_started_s`, a stream that never delivered is reported silent.
+                None if self.outage[s.index()].is_some() => StreamState::Silent,
                 None => StreamState::NeverReceived,
                 Some(_) => match self.outage[s.index()] {
                     None => StreamState::Receiving,
@@ -587,13 +603,18 @@ impl AnomalyDetector {
 
     /// sensor_dropout: every stream that has delivered at least once and has then been
     /// silent for longer than its `dropout_limit_ns` at `now`. A stream that has not
-    /// started (node start-up, a bag's first instants, a respawned node, a sensor this robot
-    /// lacks) is not a dropout: it is `never_received` in [`Self::stream_states`].
+    /// started (node start-up, a bag's first instants, a respawned node) is not a dropout:
+    /// it is `never_received` in [`Self::stream_states`], until `never_started_s` after the
+    /// first message of any stream (`stream_never_started`: a declared sensor whose node is
+    /// not running or whose driver publishes elsewhere).
     pub fn check_dropouts(&mut self, now: StampNs) -> Vec<Event> {
         let mut out = vec![];
         for s in self.sensors.clone().ids() {
             let period = self.period_ns(s);
-            let Some(last) = self.last_seen[s.index()] else { continue };
+            let Some(last) = self.last_seen[s.index()] else {
+                out.extend(self.check_never_started(s, now));
+                continue;
+            };
             let silent = now - last;
             let limit = self.dropout_limit_ns(s);
             if silent <= limit {
@@ -606,7 +627,8 @@ impl AnomalyDetector {
                 }
                 continue;
             }
-            self.outage[s.index()] = Some(Outage { last_before: last, gaps: 1, silent_ns: 0, back_since: None });
+            self.outage[s.index()] =
+                Some(Outage { last_before: last, gaps: 1, silent_ns: 0, back_since: None, never_started: false });
             let periods = silent as f64 / period as f64;
             let mut e = self.event(
                 now,
@@ -626,6 +648,34 @@ impl AnomalyDetector {
             out.push(e);
         }
         out
+    }
+
+    /// `stream_never_started` for `s`, once, when it has delivered nothing `never_started_s`
+    /// after the first message of any stream.
+    fn check_never_started(&mut self, s: SensorId, now: StampNs) -> Option<Event> {
+        let (started, wait) = (self.started?, (self.params.never_started_s * 1e9) as i64);
+        if wait <= 0 || now - started <= wait || self.outage[s.index()].is_some() {
+            return None;
+        }
+        self.outage[s.index()] =
+            Some(Outage { last_before: started, gaps: 1, silent_ns: 0, back_since: None, never_started: true });
+        let kind = self.sensors.kind(s);
+        let mut e = self.event(
+            now,
+            EventKind::SensorDropout,
+            ERROR,
+            "stream_never_started",
+            secs(now - started),
+            self.params.never_started_s,
+            vec![self.sensors.name(s)],
+            started,
+        );
+        e.evidence = vec![
+            kv("waited_s", format!("{:.3}", secs(now - started))),
+            kv("expected_rate_hz", self.params.expected_rate_hz[kind.index()]),
+            kv("topic", format!("sensors/{}", self.sensors.name(s))),
+        ];
+        Some(e)
     }
 
     /// sensor_degraded (one camera): blinded (dark or saturated, featureless) or frozen frames.
@@ -1075,7 +1125,9 @@ mod tests {
     fn a_flapping_stream_is_one_outage_not_an_event_pair_per_gap() {
         // The IMU over a lossy link: samples arrive in clumps, 350 ms of silence between them
         // (beyond the 0.2 s floor), for 3 s; then steady.
+        // Only the IMU is fed here: the others' never starting is another rule's.
         let mut d = det();
+        d.params.never_started_s = 0.0;
         let mut events = vec![];
         let mut t = 0;
         let step = |d: &mut AnomalyDetector, t: i64, events: &mut Vec<Event>| {
@@ -1164,6 +1216,36 @@ mod tests {
         assert_eq!(
             d.stream_states().into_iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             ["silent", "silent", "never_received", "silent"]
+        );
+    }
+
+    /// A declared sensor that never delivers (its node not launched, its driver on another
+    /// topic) is one `stream_never_started` event `never_started_s` after the others
+    /// started, not before (start-up is not a dropout); when it comes at last, it recovers.
+    #[test]
+    fn a_sensor_that_never_starts_is_reported_once_after_the_grace() {
+        let mut d = det();
+        let mut events = vec![];
+        for k in 0..=40 {
+            let t = k * 100 * MS;
+            for s in [Sensor::Camera, Sensor::Lidar, Sensor::Imu] {
+                events.extend(d.on_message(SensorId::standard(s), t));
+            }
+            events.extend(d.check_dropouts(t));
+        }
+        let e: Vec<_> = events.iter().map(|e| (e.rule, e.sensors.clone(), e.stamp_ns)).collect();
+        assert_eq!(e, [("stream_never_started", vec!["radar"], 3_100 * MS)]);
+        assert_eq!(d.stream_states()[SensorId::standard(Sensor::Radar).index()], StreamState::Silent);
+        let mut back = vec![];
+        for k in 41..=60 {
+            back.extend(d.on_message(SensorId::standard(Sensor::Radar), k * 100 * MS));
+        }
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].rule, "stream_recovered");
+        assert!(
+            back[0].evidence.iter().any(|e| e.key == "waited_since_s" && e.value == "0.000"),
+            "{:?}",
+            back[0].evidence
         );
     }
 

@@ -2186,6 +2186,7 @@ param_table! {
     "anomaly.dropout_periods" => f anomaly.dropout_periods,
     "anomaly.dropout_min_silence_s" => f anomaly.dropout_min_silence_s,
     "anomaly.dropout_recovery_s" => f anomaly.dropout_recovery_s,
+    "anomaly.never_started_s" => f anomaly.never_started_s,
     "anomaly.blind_dark" => f anomaly.blind_dark,
     "anomaly.blind_bright" => f anomaly.blind_bright,
     "anomaly.blind_max_std" => f anomaly.blind_max_std,
