@@ -144,6 +144,9 @@ fn rule_clause(e: &EventInfo) -> String {
         "stream_recovered" => format!(
             "fires when a stream reported silent delivers again; the {sensor} stream was silent for {m:.1} expected periods."
         ),
+        "stream_never_started" => format!(
+            "fires when a declared sensor has delivered nothing {th:.1} s after the other sensors started; the {sensor} stream had not started after {m:.1} s."
+        ),
         "data_time_went_back" => format!(
             "fires when a stream's stamps go back by more than {th:.1} s; they went back {m:.3} s, so tracking and the rules restarted."
         ),
@@ -227,6 +230,9 @@ pub fn counterfactual(e: &EventInfo) -> String {
         ),
         "stream_recovered" => {
             format!("Would not have fired had the {sensor} stream never gone silent for more than {th:.0} periods.")
+        }
+        "stream_never_started" => {
+            format!("Would not have fired had a {sensor} message arrived within {th:.1} s of the first message of any sensor.")
         }
         "data_time_went_back" => format!("Would not have fired had the stamps gone back by at most {th:.1} s."),
         "data_time_went_forward" => {

@@ -118,6 +118,13 @@ impl EventInfo {
                     None => format!("a silence of {:.0} expected periods", self.measured_value),
                 }
             ),
+            Some(EventKind::SensorDropout) if self.rule == "stream_never_started" => format!(
+                "{sev} at {t}: the {} stream is silent, never started: {} s after the other sensors (limit {:.1} s){}.",
+                self.sensors_text(),
+                self.ev("waited_s").map(str::to_string).unwrap_or_else(|| format!("{:.1}", self.measured_value)),
+                self.threshold,
+                self.ev("topic").map(|t| format!("; nothing on {t}")).unwrap_or_default(),
+            ),
             Some(EventKind::SensorDropout) => format!(
                 "{sev} at {t}: the {} stream has been silent{} ({:.0} expected periods, limit {:.0}).",
                 self.sensors_text(),

@@ -782,6 +782,22 @@ mod tests {
         }
         let text = template_summary(&all);
         assert_eq!(verify(&text, &all), Ok(()), "{text}");
+        // A declared sensor that never started (issue 19), by its configured name.
+        let never = EventInfo {
+            rule: "stream_never_started".into(),
+            measured_value: 3.005,
+            threshold: 3.0,
+            sensors: vec!["left_radar".into()],
+            evidence: vec![
+                ("waited_s".into(), "3.005".into()),
+                ("expected_rate_hz".into(), "20".into()),
+                ("topic".into(), "sensors/left_radar".into()),
+            ],
+            ..event(8, "sensor_dropout", 3.0)
+        };
+        let text = template_summary(std::slice::from_ref(&never));
+        assert!(text.contains("left_radar stream is silent, never started: 3.005 s"), "{text}");
+        assert_eq!(verify(&text, &[never]), Ok(()), "{text}");
         let mut wall = zone(9, 0.0);
         wall.stamp_ns = 1_700_000_002_650_000_000;
         let text = template_summary(std::slice::from_ref(&wall));
