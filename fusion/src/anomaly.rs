@@ -411,7 +411,9 @@ impl AnomalyDetector {
     /// Whether any stream is in dropout now: then a gap in data time is that outage, not a
     /// jump of the clock.
     pub fn any_dropout_active(&self) -> bool {
-        self.outage.iter().any(Option::is_some)
+        // A stream that never started is no gap in the data time of the others: a seek in the
+        // bag must still restart the timeline on a robot with an unplugged sensor.
+        self.outage.iter().flatten().any(|o| !o.never_started)
     }
 
     /// The camera detector could not be loaded at start-up: one `model_degraded` event
@@ -1236,6 +1238,8 @@ mod tests {
         let e: Vec<_> = events.iter().map(|e| (e.rule, e.sensors.clone(), e.stamp_ns)).collect();
         assert_eq!(e, [("stream_never_started", vec!["radar"], 3_100 * MS)]);
         assert_eq!(d.stream_states()[SensorId::standard(Sensor::Radar).index()], StreamState::Silent);
+        // Not a gap in the others' data time: a seek in the bag is still a new timeline.
+        assert!(!d.any_dropout_active());
         let mut back = vec![];
         for k in 41..=60 {
             back.extend(d.on_message(SensorId::standard(Sensor::Radar), k * 100 * MS));

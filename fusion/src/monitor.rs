@@ -162,11 +162,15 @@ pub struct ModelMonitor {
     active: bool,
     onset: Option<StampNs>,
     pub events: u64,
+    /// The cameras whose frames the detector runs on (one model serves them all, one window
+    /// judges it), named by its events.
+    pub cameras: Vec<&'static str>,
 }
 
 impl ModelMonitor {
     pub fn new(params: MonitorParams, reference: Option<ModelRanges>) -> Self {
-        Self { params, reference, window: VecDeque::new(), active: false, onset: None, events: 0 }
+        let cameras = vec![crate::Sensor::Camera.as_str()];
+        Self { params, reference, window: VecDeque::new(), active: false, onset: None, events: 0, cameras }
     }
 
     /// One camera frame the detector ran on: its input, the scores of its detections, and
@@ -232,7 +236,7 @@ impl ModelMonitor {
             rule,
             measured_value: measured,
             threshold,
-            sensors: vec!["camera"],
+            sensors: self.cameras.clone(),
             track_ids: vec![],
             zone: String::new(),
             position: [0.0; 3],

@@ -766,7 +766,8 @@ impl Pipeline {
         let sensors = calib.sensor_set().expect("a checked calibration declares a sensor set the pipeline handles");
         let members = Members::new(&sensors);
         let sync = DeadlineSync::new(sync_config(&params, &members));
-        let monitor = ModelMonitor::new(params.monitor, detector.as_ref().and_then(|d| d.training_ranges()));
+        let mut monitor = ModelMonitor::new(params.monitor, detector.as_ref().and_then(|d| d.training_ranges()));
+        monitor.cameras = sensors.of_kind(Sensor::Camera).map(|id| sensors.name(id)).collect();
         let pose = |kind| calib.first(kind).expect("a checked set has one of each kind");
         let cameras = sensors
             .of_kind(Sensor::Camera)
@@ -1248,9 +1249,10 @@ impl Pipeline {
         let mut lap = Instant::now();
         let lidar_boxes = perception.lidar.unwrap_or_default();
         let radar = perception.radar.unwrap_or_default();
-        // The gate passed over a frame: the tracks carry the camera's labels, and the LiDAR
-        // boxes cast no shape vote that the camera would have replaced.
-        let gated_out = job.cameras.iter().any(|f| !f.run_detector);
+        // The cameras whose frame the gate passed over: the tracks in their view carry the
+        // camera's labels, and the LiDAR boxes there cast no shape vote that the camera would
+        // have replaced (boxes no such camera sees keep their shape vote).
+        let gated_out: Vec<usize> = job.cameras.iter().filter(|f| !f.run_detector).map(|f| f.camera).collect();
         // Per camera: the detector's boxes above the score floor, None where it did not run
         // on a frame of that camera (no frame, gated out, shed, failed).
         let mut cameras: Vec<Option<Vec<Detection2d>>> = vec![None; self.cameras.len()];
@@ -1272,7 +1274,7 @@ impl Pipeline {
             }
         }
         let Association { detections, mut unexplained, inconsistent } =
-            self.associate(&lidar_boxes, &radar, &cameras, job.has_lidar(), gated_out);
+            self.associate(&lidar_boxes, &radar, &cameras, job.has_lidar(), &gated_out);
         for (label, why) in inconsistent {
             self.count(&format!("label.camera_{why}.{}", label.as_str()));
         }
@@ -1445,7 +1447,7 @@ impl Pipeline {
         radar: &[RadarObject],
         cameras: &[Option<Vec<Detection2d>>],
         have_lidar: bool,
-        gated_out: bool,
+        gated_out: &[usize],
     ) -> Association {
         let p = &self.params;
         let mut radar_used = vec![false; radar.len()];
@@ -1462,6 +1464,8 @@ impl Pipeline {
             for (lane, known) in self.cameras.iter().zip(known_rects.iter_mut()) {
                 known.extend(lane.model.project_standing(b.center, b.size, b.yaw));
             }
+            let gated_out =
+                gated_out.iter().any(|c| self.cameras[*c].model.project_standing(b.center, b.size, b.yaw).is_some());
             let mut d = Detection {
                 position: [b.center[0], b.center[1]],
                 size: b.size,
@@ -1728,8 +1732,10 @@ mod tests {
     }
 
     /// LiDAR (a 1 m box 8 m ahead) and radar at 10 Hz, camera frames (textured) at 10 Hz,
-    /// from `t0` for `n` periods.
+    /// from `t0` for `n` periods. No IMU: its never starting (`stream_never_started`) is
+    /// switched off on `p`, as it is not what the tests that feed this are about.
     fn feed(p: &mut Pipeline, t0: StampNs, n: i64) -> Step {
+        p.anomaly.params.never_started_s = 0.0;
         let points: Vec<LidarPoint> = (0..200)
             .map(|i| {
                 [8.0 + (i % 5) as f32 * 0.2, -0.5 + (i / 5 % 5) as f32 * 0.25, 0.2 + (i / 25) as f32 * 0.15, 40.0, 0.0]

@@ -134,10 +134,19 @@ fn shipped_weights_find_the_actors_in_fresh_simulator_frames() {
 fn a_batch_of_camera_frames_detects_as_one_frame_at_a_time() {
     use fusion::camera::Rgb8;
     let mut d = CenterNet::load(&default_manifest(), DetectorOptions::default()).expect("load");
-    let frames: Vec<Rgb8> = (0..3)
+    let mut frames: Vec<Rgb8> = (0..3)
         .map(|i| data::scene_frame(&TEST_SEEDS, i))
         .map(|f| Rgb8 { width: f.width as u32, height: f.height as u32, data: f.rgb })
         .collect();
+    // The last at half size (every other pixel of every other row): cameras of one robot
+    // may differ.
+    let full = &frames[2];
+    let (w, h) = (full.width / 2, full.height / 2);
+    let half: Vec<u8> = (0..h as usize)
+        .flat_map(|y| (0..w as usize).map(move |x| (2 * y, 2 * x)))
+        .flat_map(|(y, x)| full.data[(y * full.width as usize + x) * 3..][..3].to_vec())
+        .collect();
+    frames[2] = Rgb8 { width: w, height: h, data: half };
     let one_by_one: Vec<_> = frames.iter().map(|f| d.detect(0, f).unwrap()).collect();
     assert!(one_by_one.iter().any(|d| !d.is_empty()), "the frames hold actors");
     let broken = Rgb8 { width: 10, height: 10, data: vec![0; 7] };
