@@ -1320,7 +1320,8 @@ impl Pipeline {
         let mut step = Step::default();
         step.events.extend(self.anomaly.on_tracks(t, &views));
         let mut camera_views = vec![];
-        for (camera, frame) in job.cameras.iter().map(|f| (f.camera, f)) {
+        for frame in &job.cameras {
+            let camera = frame.camera;
             let dets = cameras[camera].take();
             let lane_unexplained = std::mem::take(&mut unexplained[camera]);
             let (checks_events, view) =
@@ -1358,6 +1359,11 @@ impl Pipeline {
         objects: &[FusedObject],
         lidar_boxes: &[ObjectBox],
     ) -> (Vec<Event>, Option<CameraView>) {
+        // A frame the detector did not run on (gated out, shed, failed) has nothing to weigh:
+        // without a view to draw, no track needs projecting into it.
+        if dets.is_none() && !self.camera_views {
+            return (vec![], None);
+        }
         let mut events = vec![];
         let lane = &self.cameras[camera];
         // Where every track (confirmed or not, seen this set or coasting) lands in the image,
