@@ -32,12 +32,47 @@ pub struct SensorPose {
     /// Row-major 3×3 camera matrix, camera only.
     #[serde(default, rename = "K", skip_serializing_if = "Option::is_none")]
     pub k: Option<[f64; 9]>,
+    /// LiDAR only: the lowest and highest beam elevation, degrees (left out: -25..+15, the
+    /// 32-beam LiDAR of DESIGN.md §3). A roof LiDAR with a narrow vertical field cannot see
+    /// low objects close to the robot: that is what a bumper LiDAR is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertical_fov_deg: Option<[f64; 2]>,
+    /// LiDAR only: the horizontal field, degrees, centred on the sensor's x axis (left out:
+    /// 360, a spinning LiDAR; a bumper LiDAR sees ahead of the bumper only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizontal_fov_deg: Option<f64>,
+}
+
+/// What a LiDAR's beams span: elevations [lowest, highest] and a horizontal width centred
+/// on its x axis, degrees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LidarField {
+    pub vertical_deg: [f64; 2],
+    pub horizontal_deg: f64,
+}
+
+impl LidarField {
+    /// DESIGN.md §3's LiDAR: 32 beams from -25° to +15°, spinning.
+    pub const DEFAULT: LidarField = LidarField { vertical_deg: [-25.0, 15.0], horizontal_deg: 360.0 };
+
+    /// Whether an azimuth (radians from the sensor's x axis, -π..π) is inside the field.
+    pub fn covers_azimuth(&self, azimuth: f64) -> bool {
+        self.horizontal_deg >= 360.0 || azimuth.abs().to_degrees() <= self.horizontal_deg / 2.0
+    }
 }
 
 impl SensorPose {
     /// The transform that maps points in this sensor's frame into base_link.
     pub fn to_base(&self) -> Isometry3<f64> {
         crate::tf::isometry(self.translation, self.rotation_xyzw)
+    }
+
+    /// A LiDAR's field of view: what it declares, [`LidarField::DEFAULT`] for the rest.
+    pub fn lidar_field(&self) -> LidarField {
+        LidarField {
+            vertical_deg: self.vertical_fov_deg.unwrap_or(LidarField::DEFAULT.vertical_deg),
+            horizontal_deg: self.horizontal_fov_deg.unwrap_or(LidarField::DEFAULT.horizontal_deg),
+        }
     }
 }
 
@@ -103,6 +138,8 @@ impl Default for Calibration {
             width: None,
             height: None,
             k: None,
+            vertical_fov_deg: None,
+            horizontal_fov_deg: None,
         };
         let mut camera = pose("camera_optical", [1.5, 0.0, 1.2], [-0.5, 0.5, -0.5, 0.5]);
         let intrinsics = crate::camera::Intrinsics::DEFAULT;
@@ -162,6 +199,28 @@ impl Calibration {
             }
             if s.translation.iter().any(|v| !v.is_finite()) {
                 return Err(CalibError::Invalid(format!("sensors.{name}.translation is not finite")));
+            }
+            let is_lidar = self.kind_of(name) == Some(Sensor::Lidar);
+            if !is_lidar && (s.vertical_fov_deg.is_some() || s.horizontal_fov_deg.is_some()) {
+                return Err(CalibError::Invalid(format!(
+                    "sensors.{name}: vertical_fov_deg and horizontal_fov_deg describe a LiDAR's beams; \
+                     {name} is not a lidar"
+                )));
+            }
+            if let Some([lo, hi]) = s.vertical_fov_deg {
+                if !(-90.0..=90.0).contains(&lo) || !(-90.0..=90.0).contains(&hi) || lo >= hi {
+                    return Err(CalibError::Invalid(format!(
+                        "sensors.{name}.vertical_fov_deg is [{lo}, {hi}]: expected [lowest, highest] elevation, \
+                         lowest < highest, both within -90..90"
+                    )));
+                }
+            }
+            if let Some(h) = s.horizontal_fov_deg {
+                if !(h > 0.0 && h <= 360.0) {
+                    return Err(CalibError::Invalid(format!(
+                        "sensors.{name}.horizontal_fov_deg is {h}: expected more than 0 and at most 360"
+                    )));
+                }
             }
         }
         for z in &self.safety_zones {
@@ -408,6 +467,34 @@ sensors:
             yaml.lines().filter(|l| !l.trim_start().starts_with("imu:")).collect::<Vec<_>>().join("\n");
         let err = Calibration::from_yaml(&no_imu).unwrap_err();
         assert!(err.to_string().contains("the sensor 'imu' (of kind imu) must be declared"), "{err}");
+    }
+
+    #[test]
+    fn a_lidar_declares_its_field_of_view_and_nothing_else_may() {
+        let yaml = serde_norway::to_string(&Calibration::default()).unwrap();
+        let c = Calibration::from_yaml(&yaml).unwrap();
+        assert_eq!(c.sensor("lidar").lidar_field(), LidarField::DEFAULT, "left out: DESIGN.md §3's LiDAR");
+        let mut c = Calibration::default();
+        let lidar = c.sensors.get_mut("lidar").unwrap();
+        lidar.vertical_fov_deg = Some([-15.0, 15.0]);
+        lidar.horizontal_fov_deg = Some(120.0);
+        let c = Calibration::from_yaml(&serde_norway::to_string(&c).unwrap()).unwrap();
+        let field = c.sensor("lidar").lidar_field();
+        assert_eq!(field, LidarField { vertical_deg: [-15.0, 15.0], horizontal_deg: 120.0 });
+        assert!(field.covers_azimuth(59f64.to_radians()) && !field.covers_azimuth(-61f64.to_radians()));
+        assert!(LidarField::DEFAULT.covers_azimuth(std::f64::consts::PI));
+        for (sensor, field, value, expected) in [
+            ("lidar", "vertical_fov_deg", "[15.0, -15.0]", "lowest < highest"),
+            ("lidar", "vertical_fov_deg", "[-95.0, 10.0]", "within -90..90"),
+            ("lidar", "horizontal_fov_deg", "0.0", "more than 0 and at most 360"),
+            ("radar", "horizontal_fov_deg", "90.0", "radar is not a lidar"),
+        ] {
+            let mut c = Calibration::default();
+            c.sensors.get_mut(sensor).unwrap().frame_id = "PLACE".into();
+            let text = serde_norway::to_string(&c).unwrap().replace("PLACE", &format!("x\n    {field}: {value}"));
+            let err = Calibration::from_yaml(&text).unwrap_err();
+            assert!(err.to_string().contains(expected), "{sensor}.{field} = {value}: {err}");
+        }
     }
 
     #[test]

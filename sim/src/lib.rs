@@ -891,10 +891,13 @@ pub fn lidar_sweep(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Sweep {
 pub fn lidar_sweep_of(w: &World, sensor: &str, t: f64, rng: &mut ChaCha8Rng) -> Sweep {
     use std::f64::consts::PI;
     let range_noise = Normal::new(0.0, 0.02).expect("sigma > 0");
-    // Beam directions in the sensor frame, per azimuth step (elevations -25°..+15°).
+    // Beam directions in the sensor frame, per azimuth step, over the sensor's declared
+    // field (DESIGN.md §3's LiDAR: elevations -25°..+15°, all around).
+    let field = w.calib.sensor(sensor).lidar_field();
+    let [lowest, highest] = field.vertical_deg;
     let beams: Vec<(f64, f64)> = (0..LIDAR_BEAMS)
         .map(|b| {
-            let el = (-25.0 + 40.0 * b as f64 / (LIDAR_BEAMS - 1) as f64).to_radians();
+            let el = (lowest + (highest - lowest) * b as f64 / (LIDAR_BEAMS - 1) as f64).to_radians();
             (el.cos(), el.sin())
         })
         .collect();
@@ -906,6 +909,9 @@ pub fn lidar_sweep_of(w: &World, sensor: &str, t: f64, rng: &mut ChaCha8Rng) -> 
         let inv = pose.inverse();
         let o = Point3::from(pose.translation.vector);
         let az = -PI + 2.0 * PI * a as f64 / LIDAR_AZIMUTHS as f64;
+        if !field.covers_azimuth(az) {
+            continue;
+        }
         let (ca, sa) = (az.cos(), az.sin());
         // Only the boxes whose footprint spans this azimuth (as seen from the sensor) can be
         // hit by any beam of it: most azimuths test none.
@@ -1280,6 +1286,44 @@ mod tests {
         assert!(!geometric_events(&World::new(&scenario("nominal").unwrap(), 12.0, Calibration::default()), 12.0, 3.0)
             .iter()
             .any(|e| e.kind == "collision_risk"));
+    }
+
+    /// A LiDAR renders over its declared field: spanning ±15° it returns nothing below -15°
+    /// (the ground is first met 6.7 m out from 1.8 m up, not 3.9 m), and 180° wide nothing
+    /// behind it; the default field keeps DESIGN.md §3's -25°..+15° all around.
+    #[test]
+    fn a_lidar_sees_only_its_declared_field() {
+        let s = scenario("nominal").unwrap();
+        let sweep_with = |vertical: Option<[f64; 2]>, horizontal: Option<f64>| {
+            let mut calib = Calibration::default();
+            let lidar = calib.sensors.get_mut("lidar").unwrap();
+            (lidar.vertical_fov_deg, lidar.horizontal_fov_deg) = (vertical, horizontal);
+            lidar_sweep(&World::new(&s, 2.0, calib), 1.0, &mut rng(1, 1))
+        };
+        let elevation = |p: &LidarPoint| (p.z as f64).atan2((p.x as f64).hypot(p.y as f64)).to_degrees();
+        let nearest_ground = |sweep: &Sweep| {
+            sweep
+                .points
+                .iter()
+                .zip(&sweep.actor)
+                .filter(|(_, a)| a.is_none())
+                .map(|(p, _)| p.x.hypot(p.y))
+                .fold(f32::MAX, f32::min)
+        };
+        let default = sweep_with(None, None);
+        let lowest = default.points.iter().map(elevation).fold(f64::MAX, f64::min);
+        assert!((lowest + 25.0).abs() < 0.5, "lowest beam {lowest:.1}°");
+        assert!(default.points.iter().any(|p| p.x < -5.0), "a spinning LiDAR sees behind it");
+        let narrow = sweep_with(Some([-15.0, 15.0]), Some(180.0));
+        assert!(narrow.points.iter().all(|p| elevation(p) > -15.5), "nothing below the lowest beam");
+        assert!(narrow.points.iter().all(|p| p.x > -0.5), "nothing behind a 180° LiDAR");
+        assert!(
+            nearest_ground(&narrow) > 6.0 && nearest_ground(&default) < 4.5,
+            "{} {}",
+            nearest_ground(&narrow),
+            nearest_ground(&default)
+        );
+        assert!(narrow.points.len() > default.points.len() / 3, "{} returns", narrow.points.len());
     }
 
     #[test]

@@ -166,12 +166,17 @@ fn cloud(t_ns: i64, frame: &str, names: &[&str], values: impl Iterator<Item = f3
 
 /// Returns per actor in one LiDAR sweep or radar scan: the ground truth of what that
 /// sensor could possibly detect (evaluations count only actors some range sensor saw).
-fn hits_record(kind: &str, stamp_ns: i64, owners: impl Iterator<Item = Option<u32>>) -> serde_json::Value {
+fn hits_record(
+    kind: &str,
+    sensor: &str,
+    stamp_ns: i64,
+    owners: impl Iterator<Item = Option<u32>>,
+) -> serde_json::Value {
     let mut hits: std::collections::BTreeMap<String, u32> = Default::default();
     for id in owners.flatten() {
         *hits.entry(id.to_string()).or_default() += 1;
     }
-    serde_json::json!({"type": kind, "stamp_ns": stamp_ns, "hits": hits})
+    serde_json::json!({"type": kind, "sensor": sensor, "stamp_ns": stamp_ns, "hits": hits})
 }
 
 /// One rendered frame as its driver publishes it: (CameraInfo, Image), serialized.
@@ -370,7 +375,7 @@ pub fn generate(
                             continue;
                         }
                         let sweep = sim::lidar_sweep(world, t, &mut rng_lidar);
-                        writeln!(gt, "{}", hits_record("lidar_hits", log_time, sweep.actor.iter().copied()))?;
+                        writeln!(gt, "{}", hits_record("lidar_hits", "lidar", log_time, sweep.actor.iter().copied()))?;
                         let n = sweep.points.len();
                         let names = ["x", "y", "z", "intensity", "t"];
                         let msg = cloud(
@@ -383,6 +388,7 @@ pub fn generate(
                         let mut go_on = emit(LIDAR, t_ns, sensor_fusion::ros::serialize(&msg)?)?;
                         for (name, topic, frame, rng) in extra.iter_mut() {
                             let sweep = sim::lidar_sweep_of(world, name, t, rng);
+                            writeln!(gt, "{}", hits_record("lidar_hits", name, log_time, sweep.actor.iter().copied()))?;
                             let n = sweep.points.len();
                             let values = sweep.points.iter().flat_map(|&p| <[f32; 5]>::from(p));
                             let msg = cloud(t_ns, frame, &names, values, n);
@@ -392,7 +398,11 @@ pub fn generate(
                     }
                     Sensor::Radar => {
                         let targets = sim::radar_scan(world, t, &mut rng_radar);
-                        writeln!(gt, "{}", hits_record("radar_hits", log_time, targets.iter().map(|(_, a)| *a)))?;
+                        writeln!(
+                            gt,
+                            "{}",
+                            hits_record("radar_hits", "radar", log_time, targets.iter().map(|(_, a)| *a))
+                        )?;
                         let n = targets.len();
                         let names = ["x", "y", "z", "doppler", "rcs"];
                         let msg = cloud(
@@ -405,6 +415,11 @@ pub fn generate(
                         let mut go_on = emit(RADAR, t_ns, sensor_fusion::ros::serialize(&msg)?)?;
                         for (name, topic, frame, rng) in radars.iter_mut() {
                             let targets = sim::radar_scan_of(world, name, t, rng);
+                            writeln!(
+                                gt,
+                                "{}",
+                                hits_record("radar_hits", name, log_time, targets.iter().map(|(_, a)| *a))
+                            )?;
                             let values = targets.iter().flat_map(|&(p, _)| <[f32; 5]>::from(p));
                             let msg = cloud(t_ns, frame, &names, values, targets.len());
                             go_on = go_on && emit(*topic, t_ns, sensor_fusion::ros::serialize(&msg)?)?;
