@@ -45,6 +45,10 @@ pub struct PipelineParams {
     /// Deadlines of a set: newest member's stamp + these.
     pub target_deadline_ns: i64,
     pub hard_deadline_ns: i64,
+    /// The LiDAR (by its declared name) that leads sets while it delivers; empty: the first
+    /// LiDAR in the sensor set's order (kind, then name: `front_bumper_lidar` before
+    /// `lidar`). When it is silent the next delivering LiDAR leads.
+    pub sync_reference: String,
     /// The radar leads sets once the LiDAR has been silent this long.
     pub reference_lost_ns: i64,
     /// Period of radar-led sets.
@@ -95,6 +99,7 @@ impl Default for PipelineParams {
             sync_wait_ns: 50 * MS,
             target_deadline_ns: 50 * MS,
             hard_deadline_ns: 100 * MS,
+            sync_reference: String::new(),
             reference_lost_ns: 250 * MS,
             set_period_ns: 100 * MS,
             cluster: ClusterParams::default(),
@@ -196,6 +201,14 @@ impl Members {
 
     fn first(&self, kind: Sensor) -> Option<usize> {
         self.kinds.iter().position(|k| *k == kind)
+    }
+
+    /// The LiDARs' topics in the order they lead sets: `reference` (a declared LiDAR's name,
+    /// see [`PipelineParams::check_sensors`]) first, then the rest in the set's order.
+    fn lidars_by_preference(&self, reference: &str) -> Vec<usize> {
+        let mut lidars: Vec<usize> = (0..self.kinds.len()).filter(|t| self.kinds[*t] == Sensor::Lidar).collect();
+        lidars.sort_by_key(|t| self.names[*t] != reference);
+        lidars
     }
 
     /// The topic of `sensor` when it is a member of `kind` (an input that claims another
@@ -751,7 +764,7 @@ const IMU_BUFFER: usize = 400;
 fn sync_config(params: &PipelineParams, members: &Members) -> DeadlineConfig {
     DeadlineConfig {
         topics: members.sensors.len(),
-        reference: members.first(Sensor::Lidar).expect("a sensor set has a LiDAR"),
+        reference: members.lidars_by_preference(&params.sync_reference)[0],
         tolerance_ns: params.sync_tolerance_ns,
         deadline_ns: params.sync_wait_ns,
         buffer: 8,
@@ -764,6 +777,7 @@ impl Pipeline {
     /// hand-built ones with [`Calibration::sensor_set`] first.
     pub fn new(params: PipelineParams, calib: &Calibration, detector: Option<Box<dyn CameraDetector>>) -> Self {
         let sensors = calib.sensor_set().expect("a checked calibration declares a sensor set the pipeline handles");
+        params.check_sensors(&sensors).expect("parameters checked with PipelineParams::check_sensors");
         let members = Members::new(&sensors);
         let sync = DeadlineSync::new(sync_config(&params, &members));
         let mut monitor = ModelMonitor::new(params.monitor, detector.as_ref().and_then(|d| d.training_ranges()));
@@ -905,7 +919,8 @@ impl Pipeline {
         // a robot with a second LiDAR keeps LiDAR-led sets when one goes silent or never
         // starts (a declared LiDAR that is unplugged must not stop every set), and radar
         // leads only when no LiDAR delivers at all.
-        let lidars = self.members.kinds.iter().enumerate().filter(|(_, k)| **k == Sensor::Lidar).map(|(t, _)| t);
+        let preferred = self.members.lidars_by_preference(&self.params.sync_reference);
+        let lidars = preferred.iter().copied();
         let state = |t: &usize| states[self.members.sensors[*t].index()];
         let delivering = lidars.clone().find(|t| matches!(state(t), StreamState::Receiving | StreamState::Recovering));
         let live = delivering.or_else(|| lidars.clone().find(|t| state(t) != StreamState::Silent));
@@ -1862,6 +1877,70 @@ mod tests {
         assert!(p.counters.get("sets.radar_led").is_none(), "a live LiDAR still leads");
     }
 
+    /// `sync.reference` names the LiDAR that leads the sets: left empty, the first in the set's
+    /// order (`bumper_lidar`, by name); set to the roof's `lidar`, the roof. While the named
+    /// one is silent the other leads. A name that is no declared LiDAR is refused, saying
+    /// which LiDARs there are.
+    #[test]
+    fn the_configured_lidar_leads_the_sets() {
+        let calib = with_bumper_lidar();
+        let sensors = calib.sensor_set().unwrap();
+        let box_at = |x: f32, y: f32| -> Arc<Vec<LidarPoint>> {
+            Arc::new(
+                (0..125)
+                    .map(|i| {
+                        [x + (i % 5) as f32 * 0.2, y + (i / 5 % 5) as f32 * 0.2, 0.2 + (i / 25) as f32 * 0.2, 40.0, 0.0]
+                    })
+                    .map(LidarPoint::from)
+                    .collect(),
+            )
+        };
+        // Set stamps (ms past the period) over 2 s; the roof sweeps at the period, the bumper
+        // 20 ms later, the roof only up to `roof_periods`.
+        let lead = |reference: &str, roof_periods: i64| -> Vec<i64> {
+            let params = PipelineParams { sync_reference: reference.into(), ..PipelineParams::default() };
+            params.check_sensors(&sensors).unwrap();
+            let mut p = Pipeline::new(params, &calib, None);
+            let (roof, bumper, radar) =
+                (sensors.find("lidar").unwrap(), sensors.find("bumper_lidar").unwrap(), sensors.find("radar").unwrap());
+            let mut step = Step::default();
+            for k in 1..=20 {
+                let t = k * 100_000_000;
+                if k <= roof_periods {
+                    let sweep =
+                        Input::Lidar { sensor: roof, stamp: t, points: box_at(8.0, 0.0), non_finite: 0, total: 125 };
+                    step.extend(p.push(sweep));
+                }
+                let sweep = Input::Lidar {
+                    sensor: bumper,
+                    stamp: t + 20 * MS,
+                    points: box_at(5.0, 3.0),
+                    non_finite: 0,
+                    total: 125,
+                };
+                step.extend(p.push(sweep));
+                let targets = Arc::new(vec![[8.5, 0.0, 0.5, 0.0, 10.0].into()]);
+                step.extend(p.push(Input::Radar { sensor: radar, stamp: t + 10 * MS, targets }));
+                step.extend(p.tick(t + 60 * MS));
+            }
+            assert!(step.sets.len() >= 15, "{reference}: {} sets", step.sets.len());
+            step.sets.iter().map(|s| s.stamp % 100_000_000 / MS).collect()
+        };
+        assert!(lead("", 20).iter().all(|ms| *ms == 20), "the bumper leads by name: {:?}", lead("", 20));
+        assert!(lead("lidar", 20).iter().all(|ms| *ms == 0), "the roof leads: {:?}", lead("lidar", 20));
+        let failover = lead("lidar", 8);
+        assert!(failover[..6].iter().all(|ms| *ms == 0), "{failover:?}");
+        assert!(
+            failover[failover.len() - 3..].iter().all(|ms| *ms == 20),
+            "the bumper leads the silent roof's sets: {failover:?}"
+        );
+        for (reference, says) in [("radar", "'radar' is a radar"), ("roof", "'roof' is not a declared sensor")] {
+            let params = PipelineParams { sync_reference: reference.into(), ..PipelineParams::default() };
+            let err = params.check_sensors(&sensors).unwrap_err();
+            assert!(err.contains(says) && err.contains("declared: bumper_lidar, lidar"), "{err}");
+        }
+    }
+
     /// Two LiDARs on a base driving at 10 m/s, `bumper_lidar` sweeping 20 ms after `lidar`: a
     /// wall 10 m ahead of the roof's sweep is 0.2 m nearer in the bumper's. The bumper leads
     /// (first by name), so the roof's points are deskewed by -20 ms to the set's stamp: one
@@ -2217,11 +2296,12 @@ param_table! {
 
 impl PipelineParams {
     /// Parameters that take a word rather than a number.
-    pub const WORD_NAMES: [&'static str; 1] = ["camera.detector_mode"];
+    pub const WORD_NAMES: [&'static str; 2] = ["camera.detector_mode", "sync.reference"];
 
-    pub fn get_word(&self, name: &str) -> Option<&'static str> {
+    pub fn get_word(&self, name: &str) -> Option<String> {
         match name {
-            "camera.detector_mode" => Some(self.detector_gate.mode.as_str()),
+            "camera.detector_mode" => Some(self.detector_gate.mode.as_str().to_string()),
+            "sync.reference" => Some(self.sync_reference.clone()),
             _ => None,
         }
     }
@@ -2229,9 +2309,31 @@ impl PipelineParams {
     pub fn set_word(&mut self, name: &str, value: &str) -> Result<(), String> {
         match name {
             "camera.detector_mode" => self.detector_gate.mode = value.parse()?,
+            "sync.reference" => self.sync_reference = value.trim().to_string(),
             _ => return Err(format!("unknown parameter {name}")),
         }
         Ok(())
+    }
+
+    /// What can only be checked against the robot's sensors: `sync.reference` must name one
+    /// of its LiDARs. A node calls this before [`Pipeline::new`] (which panics instead).
+    pub fn check_sensors(&self, sensors: &SensorSet) -> Result<(), String> {
+        let reference = &self.sync_reference;
+        if reference.is_empty() {
+            return Ok(());
+        }
+        let lidars: Vec<&str> = sensors.of_kind(Sensor::Lidar).map(|id| sensors.name(id)).collect();
+        if lidars.contains(&reference.as_str()) {
+            return Ok(());
+        }
+        let what = match sensors.find(reference) {
+            Some(id) => format!("a {}", sensors.kind(id).as_str()),
+            None => "not a declared sensor".to_string(),
+        };
+        Err(format!(
+            "parameter sync.reference: '{reference}' is {what}; sets are led by a LiDAR (declared: {}), or \"\" for the first",
+            lidars.join(", ")
+        ))
     }
 }
 
@@ -2250,8 +2352,10 @@ mod param_tests {
         assert!(p.set("nope", 1.0).is_err() && p.set("sync.wait_ms", f64::NAN).is_err());
         for name in PipelineParams::WORD_NAMES {
             let v = p.get_word(name).unwrap();
-            p.set_word(name, v).unwrap();
+            p.set_word(name, &v).unwrap();
         }
+        p.set_word("sync.reference", "lidar").unwrap();
+        assert_eq!(p.sync_reference, "lidar");
         p.set_word("camera.detector_mode", "event_driven").unwrap();
         assert_eq!(p.detector_gate.mode, DetectorMode::EventDriven);
         assert!(p.set_word("camera.detector_mode", "sometimes").is_err());

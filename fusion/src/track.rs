@@ -137,11 +137,13 @@ pub struct Tracker {
     pub params: TrackerParams,
     tracks: Vec<Track>,
     next_id: u32,
+    /// The ego's velocity at the previous step (its base axes), when known then.
+    last_ego_velocity: Option<[f64; 2]>,
 }
 
 impl Tracker {
     pub fn new(params: TrackerParams) -> Self {
-        Self { params, tracks: vec![], next_id: 1 }
+        Self { params, tracks: vec![], next_id: 1, last_ego_velocity: None }
     }
 
     pub fn tracks(&self) -> &[Track] {
@@ -162,14 +164,19 @@ impl Tracker {
         let mut frame = Matrix4::zeros();
         frame.fixed_view_mut::<2, 2>(0, 0).copy_from(&rot);
         frame.fixed_view_mut::<2, 2>(2, 2).copy_from(&rot);
-        // Relative velocities are ground velocity minus the ego's: when the frame turns, the
-        // ground part turns with it but the ego's does not (it still moves along its own x).
-        // Rotating the whole relative velocity would make static things seem to drift sideways
-        // by ~v·dyaw per step while turning; so add back (R - I)·v_ego.
-        let turn_correction = ego.velocity.map_or(Vector2::zeros(), |e| {
-            let e = Vector2::new(e[0], e[1]);
-            rot * e - e
-        });
+        // Relative velocities are ground velocity minus the ego's: v_rel' = R (v_rel + e_prev)
+        // - e_now. When the frame turns, the ground part turns with it but the ego's does not
+        // (it still moves along its own x): rotating the whole relative velocity would make
+        // static things seem to drift sideways by ~v·dyaw per step while turning. When the
+        // ego brakes or speeds up, every relative velocity changes by its velocity change:
+        // left to the constant-velocity filter, a parked car would seem to move at 1-2 m/s
+        // over the ground while the robot brakes at 3 m/s² (it lags the change by ~1 s).
+        let prev = self.last_ego_velocity.or(ego.velocity);
+        self.last_ego_velocity = ego.velocity;
+        let turn_correction = match (ego.velocity, prev) {
+            (Some(now), Some(prev)) => rot * Vector2::new(prev[0], prev[1]) - Vector2::new(now[0], now[1]),
+            _ => Vector2::zeros(),
+        };
         for t in &mut self.tracks {
             let predicted = f * t.state;
             let shifted = Vector4::new(predicted[0] - ego.dx, predicted[1] - ego.dy, predicted[2], predicted[3]);
@@ -305,6 +312,37 @@ mod tests {
         assert_eq!(speeds.len(), 2);
         assert!(speeds[0] < 0.3, "the post moves at {:.2} m/s", speeds[0]);
         assert!((speeds[1] - 1.2).abs() < 0.3, "the walker moves at {:.2} m/s", speeds[1]);
+    }
+
+    /// The ego brakes from 7 m/s to a stop at 3 m/s² past a parked car and a walker: over
+    /// the ground the car stays parked and the walker keeps walking, through the braking and
+    /// after it (a filter left to track the ego's deceleration as the objects' own would lag
+    /// it by ~1 s: 1-2 m/s of made-up ground motion).
+    #[test]
+    fn ground_velocity_while_the_ego_brakes_is_the_world_s() {
+        let dt = 0.1;
+        let speed = |t: f64| (7.0 - 3.0 * (t - 1.0).max(0.0)).max(0.0);
+        let mut tr = Tracker::new(TrackerParams::default());
+        let (mut ego_x, mut worst) = (0.0, [0.0f64; 2]);
+        for k in 0..50 {
+            let t = k as f64 * dt;
+            let objects = [[40.0, -4.0], [30.0 + 0.0 * t, 3.0 - 1.2 * t]];
+            let dets: Vec<Detection> = objects.iter().map(|p| Detection::at([p[0] - ego_x, p[1]], [0.5; 3])).collect();
+            tr.step(dt, EgoMotion { velocity: Some([speed(t), 0.0]), ..EgoMotion::default() }, &dets);
+            ego_x += 0.5 * (speed(t) + speed(t + dt)) * dt;
+            if k >= 15 {
+                for (i, truth) in [[0.0, 0.0], [0.0, -1.2]].iter().enumerate() {
+                    let track = tr.tracks().iter().min_by(|a, b| {
+                        let d = |t: &Track| (t.position()[0] - (objects[i][0] - ego_x)).abs();
+                        d(a).total_cmp(&d(b))
+                    });
+                    let g = track.unwrap().ground_velocity_now([speed(t), 0.0]);
+                    worst[i] = worst[i].max((g[0] - truth[0]).hypot(g[1] - truth[1]));
+                }
+            }
+        }
+        assert!(worst[0] < 0.3, "the parked car moves at up to {:.2} m/s over the ground", worst[0]);
+        assert!(worst[1] < 0.3, "the walker's ground velocity is off by up to {:.2} m/s", worst[1]);
     }
 
     #[test]

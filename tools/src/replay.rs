@@ -411,6 +411,7 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     if let Some(p) = &opts.params_file {
         apply_params_file(&mut params, p, "fusion_node")?;
     }
+    params.check_sensors(&calib.sensor_set()?).map_err(anyhow::Error::msg)?;
     let hard_ns = params.hard_deadline_ns;
     let target_ns = params.target_deadline_ns;
     let ingest = match &opts.ingest_params {

@@ -196,6 +196,7 @@ pub fn run_with_latencies(opts: &BenchOptions) -> Result<(Value, Histogram<u64>)
         d.set_reduced_input(false);
     }
     let detector_name = detector.as_ref().map(|d| d.name().to_string()).unwrap_or_else(|| "none".into());
+    params.check_sensors(&calib.sensor_set()?).map_err(anyhow::Error::msg)?;
     let pipeline = Pipeline::new(params, &calib, detector);
 
     let origin = Instant::now();

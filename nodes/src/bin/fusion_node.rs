@@ -180,9 +180,10 @@ async fn run() -> Result<()> {
         pp.set(name, v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
     }
     for name in PipelineParams::WORD_NAMES {
-        let v = params.string(name, pp.get_word(name).expect("named parameter"))?;
+        let v = params.string(name, &pp.get_word(name).expect("named parameter"))?;
         pp.set_word(name, &v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
     }
+    pp.check_sensors(&sensors).map_err(anyhow::Error::msg)?;
     let (target_ns, hard_ns) = (pp.target_deadline_ns, pp.hard_deadline_ns);
     let base_frame = calib.base_frame.clone();
     let (mode, sched, trace_file) = sched_config(&params)?;
