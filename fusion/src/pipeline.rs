@@ -26,7 +26,7 @@ use crate::{
     motion::{ImuBuffer, ImuState},
     sensors::{SensorId, SensorSet},
     sync::{DeadlineConfig, DeadlineSync, SyncSet},
-    track::{Detection, EgoMotion, Tracker, TrackerParams, SENSOR_CAMERA, SENSOR_LIDAR, SENSOR_RADAR},
+    track::{Detection, EgoMotion, EgoSource, Tracker, TrackerParams, SENSOR_CAMERA, SENSOR_LIDAR, SENSOR_RADAR},
     StampNs,
 };
 use nalgebra::{Isometry3, Point3, UnitQuaternion, Vector3};
@@ -181,34 +181,33 @@ struct Members {
     names: Arc<[&'static str]>,
     /// Per sensor id: its topic (None for the IMU).
     topic_of: Vec<Option<usize>>,
+    /// The LiDARs' topics in the order they lead sets: `sync.reference` first (a declared
+    /// LiDAR's name, see [`PipelineParams::check_sensors`]), then the rest in the set's order.
+    lead_order: Vec<usize>,
 }
 
 impl Members {
-    fn new(set: &SensorSet) -> Self {
+    fn new(set: &SensorSet, reference: &str) -> Self {
         let sensors: Vec<SensorId> =
             [Sensor::Lidar, Sensor::Camera, Sensor::Radar].into_iter().flat_map(|k| set.of_kind(k)).collect();
         let mut topic_of = vec![None; set.len()];
         for (topic, id) in sensors.iter().enumerate() {
             topic_of[id.index()] = Some(topic);
         }
+        let mut lead_order: Vec<usize> =
+            (0..sensors.len()).filter(|t| set.kind(sensors[*t]) == Sensor::Lidar).collect();
+        lead_order.sort_by_key(|t| set.name(sensors[*t]) != reference);
         Self {
             kinds: sensors.iter().map(|id| set.kind(*id)).collect(),
             names: sensors.iter().map(|id| set.name(*id)).collect(),
             sensors,
             topic_of,
+            lead_order,
         }
     }
 
     fn first(&self, kind: Sensor) -> Option<usize> {
         self.kinds.iter().position(|k| *k == kind)
-    }
-
-    /// The LiDARs' topics in the order they lead sets: `reference` (a declared LiDAR's name,
-    /// see [`PipelineParams::check_sensors`]) first, then the rest in the set's order.
-    fn lidars_by_preference(&self, reference: &str) -> Vec<usize> {
-        let mut lidars: Vec<usize> = (0..self.kinds.len()).filter(|t| self.kinds[*t] == Sensor::Lidar).collect();
-        lidars.sort_by_key(|t| self.names[*t] != reference);
-        lidars
     }
 
     /// The topic of `sensor` when it is a member of `kind` (an input that claims another
@@ -764,7 +763,7 @@ const IMU_BUFFER: usize = 400;
 fn sync_config(params: &PipelineParams, members: &Members) -> DeadlineConfig {
     DeadlineConfig {
         topics: members.sensors.len(),
-        reference: members.lidars_by_preference(&params.sync_reference)[0],
+        reference: *members.lead_order.first().expect("a sensor set has a LiDAR"),
         tolerance_ns: params.sync_tolerance_ns,
         deadline_ns: params.sync_wait_ns,
         buffer: 8,
@@ -778,7 +777,7 @@ impl Pipeline {
     pub fn new(params: PipelineParams, calib: &Calibration, detector: Option<Box<dyn CameraDetector>>) -> Self {
         let sensors = calib.sensor_set().expect("a checked calibration declares a sensor set the pipeline handles");
         params.check_sensors(&sensors).expect("parameters checked with PipelineParams::check_sensors");
-        let members = Members::new(&sensors);
+        let members = Members::new(&sensors, &params.sync_reference);
         let sync = DeadlineSync::new(sync_config(&params, &members));
         let mut monitor = ModelMonitor::new(params.monitor, detector.as_ref().and_then(|d| d.training_ranges()));
         monitor.cameras = sensors.of_kind(Sensor::Camera).map(|id| sensors.name(id)).collect();
@@ -919,8 +918,7 @@ impl Pipeline {
         // a robot with a second LiDAR keeps LiDAR-led sets when one goes silent or never
         // starts (a declared LiDAR that is unplugged must not stop every set), and radar
         // leads only when no LiDAR delivers at all.
-        let preferred = self.members.lidars_by_preference(&self.params.sync_reference);
-        let lidars = preferred.iter().copied();
+        let lidars = self.members.lead_order.iter().copied();
         let state = |t: &usize| states[self.members.sensors[*t].index()];
         let delivering = lidars.clone().find(|t| matches!(state(t), StreamState::Receiving | StreamState::Recovering));
         let live = delivering.or_else(|| lidars.clone().find(|t| state(t) != StreamState::Silent));
@@ -1247,12 +1245,12 @@ impl Pipeline {
         }
         // The ego's motion: odometry where it covers the set, else the radar's Doppler
         // (forward speed only).
-        let ego_velocity = match &odometry {
+        let (ego_velocity, velocity_source) = match &odometry {
             Some(o) => {
                 self.count("ego_speed.from_odometry");
-                Some([o.velocity.x, o.velocity.y])
+                (Some([o.velocity.x, o.velocity.y]), EgoSource::Odometry)
             }
-            None => self.ego_speed.at(t).map(|e| [e.speed, 0.0]),
+            None => (self.ego_speed.at(t).map(|e| [e.speed, 0.0]), EgoSource::Radar),
         };
         let ego_speed = ego_velocity.map(|v| v[0]);
         if ego_speed.is_none() {
@@ -1295,7 +1293,11 @@ impl Pipeline {
         }
         times.associate_us = lap.elapsed().as_micros() as u64;
         lap = Instant::now();
-        self.tracker.step(dt, EgoMotion { dx: 0.0, dy: 0.0, dyaw, velocity: ego_velocity }, &detections);
+        self.tracker.step(
+            dt,
+            EgoMotion { dyaw, velocity: ego_velocity, velocity_source, ..EgoMotion::default() },
+            &detections,
+        );
         times.track_us = lap.elapsed().as_micros() as u64;
         lap = Instant::now();
 
@@ -2327,7 +2329,10 @@ impl PipelineParams {
             return Ok(());
         }
         let what = match sensors.find(reference) {
-            Some(id) => format!("a {}", sensors.kind(id).as_str()),
+            Some(id) => match sensors.kind(id) {
+                Sensor::Imu => "an imu".to_string(),
+                kind => format!("a {}", kind.as_str()),
+            },
             None => "not a declared sensor".to_string(),
         };
         Err(format!(

@@ -126,7 +126,32 @@ pub struct EgoMotion {
     /// the radar's Doppler): track velocities stay relative, this gives their ground motion.
     /// Meant for dx = dy = 0 (velocities relative to the ego, the pipeline's case).
     pub velocity: Option<[f64; 2]>,
+    /// Where `velocity` came from: a change of source is no change of speed (odometry and
+    /// the radar's estimate differ by their biases, and the radar's has no sideways part).
+    pub velocity_source: EgoSource,
 }
+
+/// The source of the ego's velocity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EgoSource {
+    #[default]
+    Odometry,
+    /// The ego speed from the radar's Doppler of static returns.
+    Radar,
+}
+
+/// The ego's last known velocity, in the axes of the tracker's last step.
+#[derive(Debug, Clone, Copy)]
+struct LastEgo {
+    velocity: Vector2<f64>,
+    source: EgoSource,
+    /// Steps since it was known (carried through sets that had no ego velocity).
+    gap: u32,
+}
+
+/// How many steps without an ego velocity the last one is carried (0.5 s at 10 Hz): a
+/// speed change across a short gap is still applied when the velocity returns.
+const MAX_EGO_GAP_STEPS: u32 = 5;
 
 /// Tracks' ground velocities are averaged with this weight per update (~1 s at 10 Hz), and
 /// only from a filter velocity this settled (m/s): a fresh track's velocity is a guess.
@@ -137,13 +162,13 @@ pub struct Tracker {
     pub params: TrackerParams,
     tracks: Vec<Track>,
     next_id: u32,
-    /// The ego's velocity at the previous step (its base axes), when known then.
-    last_ego_velocity: Option<[f64; 2]>,
+    /// The ego's last known velocity, carried through a short gap.
+    last_ego: Option<LastEgo>,
 }
 
 impl Tracker {
     pub fn new(params: TrackerParams) -> Self {
-        Self { params, tracks: vec![], next_id: 1, last_ego_velocity: None }
+        Self { params, tracks: vec![], next_id: 1, last_ego: None }
     }
 
     pub fn tracks(&self) -> &[Track] {
@@ -171,11 +196,22 @@ impl Tracker {
         // ego brakes or speeds up, every relative velocity changes by its velocity change:
         // left to the constant-velocity filter, a parked car would seem to move at 1-2 m/s
         // over the ground while the robot brakes at 3 m/s² (it lags the change by ~1 s).
-        let prev = self.last_ego_velocity.or(ego.velocity);
-        self.last_ego_velocity = ego.velocity;
-        let turn_correction = match (ego.velocity, prev) {
-            (Some(now), Some(prev)) => rot * Vector2::new(prev[0], prev[1]) - Vector2::new(now[0], now[1]),
-            _ => Vector2::zeros(),
+        // Across a gap (sets without an ego velocity) the last one is carried, turned with
+        // the frame, so the change over the gap is applied when the velocity returns; after
+        // a change of source, or a longer gap, the speed is taken as unchanged.
+        let now = ego.velocity.map(|v| Vector2::new(v[0], v[1]));
+        let prev = self.last_ego.filter(|l| l.source == ego.velocity_source).map(|l| l.velocity);
+        let turn_correction = match (now, prev) {
+            (Some(now), Some(prev)) => rot * prev - now,
+            (Some(now), None) => rot * now - now,
+            (None, _) => Vector2::zeros(),
+        };
+        self.last_ego = match (now, self.last_ego) {
+            (Some(velocity), _) => Some(LastEgo { velocity, source: ego.velocity_source, gap: 0 }),
+            (None, Some(l)) if l.gap < MAX_EGO_GAP_STEPS => {
+                Some(LastEgo { velocity: rot * l.velocity, gap: l.gap + 1, ..l })
+            }
+            (None, _) => None,
         };
         for t in &mut self.tracks {
             let predicted = f * t.state;
@@ -305,7 +341,7 @@ mod tests {
                 })
                 .collect();
             let motion =
-                EgoMotion { dx: 0.0, dy: 0.0, dyaw: if k == 0 { 0.0 } else { w * dt }, velocity: Some([v, 0.0]) };
+                EgoMotion { dyaw: if k == 0 { 0.0 } else { w * dt }, velocity: Some([v, 0.0]), ..EgoMotion::default() };
             tr.step(dt, motion, &dets);
         }
         let speeds: Vec<f64> = tr.tracks().iter().map(|t| t.ground_speed().expect("settled")).collect();
@@ -317,9 +353,16 @@ mod tests {
     /// The ego brakes from 7 m/s to a stop at 3 m/s² past a parked car and a walker: over
     /// the ground the car stays parked and the walker keeps walking, through the braking and
     /// after it (a filter left to track the ego's deceleration as the objects' own would lag
-    /// it by ~1 s: 1-2 m/s of made-up ground motion).
+    /// it by ~1 s: 1-2 m/s of made-up ground motion), also when the ego's velocity is unknown
+    /// for two sets in the middle of the braking.
     #[test]
     fn ground_velocity_while_the_ego_brakes_is_the_world_s() {
+        for gap in [None, Some(20..22)] {
+            braking_past_a_parked_car_and_a_walker(gap);
+        }
+    }
+
+    fn braking_past_a_parked_car_and_a_walker(gap: Option<std::ops::Range<usize>>) {
         let dt = 0.1;
         let speed = |t: f64| (7.0 - 3.0 * (t - 1.0).max(0.0)).max(0.0);
         let mut tr = Tracker::new(TrackerParams::default());
@@ -328,9 +371,10 @@ mod tests {
             let t = k as f64 * dt;
             let objects = [[40.0, -4.0], [30.0 + 0.0 * t, 3.0 - 1.2 * t]];
             let dets: Vec<Detection> = objects.iter().map(|p| Detection::at([p[0] - ego_x, p[1]], [0.5; 3])).collect();
-            tr.step(dt, EgoMotion { velocity: Some([speed(t), 0.0]), ..EgoMotion::default() }, &dets);
+            let known = !gap.as_ref().is_some_and(|g| g.contains(&k));
+            tr.step(dt, EgoMotion { velocity: known.then(|| [speed(t), 0.0]), ..EgoMotion::default() }, &dets);
             ego_x += 0.5 * (speed(t) + speed(t + dt)) * dt;
-            if k >= 15 {
+            if k >= 15 && !gap.as_ref().is_some_and(|g| k < g.end + 1) {
                 for (i, truth) in [[0.0, 0.0], [0.0, -1.2]].iter().enumerate() {
                     let track = tr.tracks().iter().min_by(|a, b| {
                         let d = |t: &Track| (t.position()[0] - (objects[i][0] - ego_x)).abs();
@@ -341,8 +385,8 @@ mod tests {
                 }
             }
         }
-        assert!(worst[0] < 0.3, "the parked car moves at up to {:.2} m/s over the ground", worst[0]);
-        assert!(worst[1] < 0.3, "the walker's ground velocity is off by up to {:.2} m/s", worst[1]);
+        assert!(worst[0] < 0.3, "gap {gap:?}: the parked car moves at up to {:.2} m/s over the ground", worst[0]);
+        assert!(worst[1] < 0.3, "gap {gap:?}: the walker's ground velocity is off by up to {:.2} m/s", worst[1]);
     }
 
     #[test]

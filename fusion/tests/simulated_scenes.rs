@@ -87,7 +87,8 @@ fn tracks_simulated_actors_with_stable_ids() {
         let (e0, e1) = (w.traj.at(t - 0.1), w.traj.at(t));
         let (c, s) = (e0.yaw.cos(), e0.yaw.sin());
         let (wx, wy) = (e1.x - e0.x, e1.y - e0.y);
-        let ego = EgoMotion { dx: c * wx + s * wy, dy: -s * wx + c * wy, dyaw: e1.yaw - e0.yaw, velocity: None };
+        let ego =
+            EgoMotion { dx: c * wx + s * wy, dy: -s * wx + c * wy, dyaw: e1.yaw - e0.yaw, ..EgoMotion::default() };
         tr.step(0.1, ego, &dets);
         if k >= 20 {
             // Match confirmed tracks to the truth by position.

@@ -904,14 +904,14 @@ pub fn lidar_sweep_of(w: &World, sensor: &str, t: f64, rng: &mut ChaCha8Rng) -> 
     let mut points = Vec::with_capacity(LIDAR_BEAMS * LIDAR_AZIMUTHS);
     let mut actor = Vec::with_capacity(LIDAR_BEAMS * LIDAR_AZIMUTHS);
     for a in 0..LIDAR_AZIMUTHS {
-        let dt = a as f64 / LIDAR_AZIMUTHS as f64 * LIDAR_PERIOD;
-        let pose = w.sensor_pose(sensor, t + dt);
-        let inv = pose.inverse();
-        let o = Point3::from(pose.translation.vector);
         let az = -PI + 2.0 * PI * a as f64 / LIDAR_AZIMUTHS as f64;
         if !field.covers_azimuth(az) {
             continue;
         }
+        let dt = a as f64 / LIDAR_AZIMUTHS as f64 * LIDAR_PERIOD;
+        let pose = w.sensor_pose(sensor, t + dt);
+        let inv = pose.inverse();
+        let o = Point3::from(pose.translation.vector);
         let (ca, sa) = (az.cos(), az.sin());
         // Only the boxes whose footprint spans this azimuth (as seen from the sensor) can be
         // hit by any beam of it: most azimuths test none.

@@ -183,6 +183,7 @@ pub fn run_with_latencies(opts: &BenchOptions) -> Result<(Value, Histogram<u64>)
     if let Some(p) = &opts.params_file {
         apply_params_file_with(&mut params, Some(&mut dp), p, "fusion_node")?;
     }
+    params.check_sensors(&calib.sensor_set()?).map_err(anyhow::Error::msg)?;
     let hard_ns = params.hard_deadline_ns;
     let mut detector = dp.build()?;
     // First inferences allocate and pick kernels: not what the run should measure.
@@ -196,7 +197,6 @@ pub fn run_with_latencies(opts: &BenchOptions) -> Result<(Value, Histogram<u64>)
         d.set_reduced_input(false);
     }
     let detector_name = detector.as_ref().map(|d| d.name().to_string()).unwrap_or_else(|| "none".into());
-    params.check_sensors(&calib.sensor_set()?).map_err(anyhow::Error::msg)?;
     let pipeline = Pipeline::new(params, &calib, detector);
 
     let origin = Instant::now();

@@ -161,6 +161,18 @@ async fn run() -> Result<()> {
     let calib = resolved.calibration.clone();
     // Every sensor the calibration declares is fused: one `sensors/<name>` stream each.
     let sensors = calib.sensor_set()?;
+    // Checked before the model is waited for: a bad value fails at once, not after a load
+    // (and under respawn, not once per reload).
+    let mut pp = PipelineParams::default();
+    for name in PipelineParams::NAMES {
+        let v = params.f64(name, pp.get(name).expect("named parameter"))?;
+        pp.set(name, v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
+    }
+    for name in PipelineParams::WORD_NAMES {
+        let v = params.string(name, &pp.get_word(name).expect("named parameter"))?;
+        pp.set_word(name, &v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
+    }
+    pp.check_sensors(&sensors).map_err(anyhow::Error::msg)?;
     let built = loading.join().map_err(|_| anyhow::anyhow!("the detector's loading thread panicked"))?;
     let (detector, detector_error) = match built {
         Ok(d) => (d, None),
@@ -174,16 +186,6 @@ async fn run() -> Result<()> {
         "camera detector: {}",
         detector.as_ref().map(|d| d.name().to_string()).unwrap_or_else(|| "none".into())
     );
-    let mut pp = PipelineParams::default();
-    for name in PipelineParams::NAMES {
-        let v = params.f64(name, pp.get(name).expect("named parameter"))?;
-        pp.set(name, v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
-    }
-    for name in PipelineParams::WORD_NAMES {
-        let v = params.string(name, &pp.get_word(name).expect("named parameter"))?;
-        pp.set_word(name, &v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
-    }
-    pp.check_sensors(&sensors).map_err(anyhow::Error::msg)?;
     let (target_ns, hard_ns) = (pp.target_deadline_ns, pp.hard_deadline_ns);
     let base_frame = calib.base_frame.clone();
     let (mode, sched, trace_file) = sched_config(&params)?;
