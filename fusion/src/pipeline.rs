@@ -2324,17 +2324,13 @@ impl PipelineParams {
         if reference.is_empty() {
             return Ok(());
         }
-        let lidars: Vec<&str> = sensors.of_kind(Sensor::Lidar).map(|id| sensors.name(id)).collect();
-        if lidars.contains(&reference.as_str()) {
-            return Ok(());
-        }
-        let what = match sensors.find(reference) {
-            Some(id) => match sensors.kind(id) {
-                Sensor::Imu => "an imu".to_string(),
-                kind => format!("a {}", kind.as_str()),
-            },
+        let what = match sensors.find(reference).map(|id| sensors.kind(id)) {
+            Some(Sensor::Lidar) => return Ok(()),
+            Some(Sensor::Imu) => "an imu".to_string(),
+            Some(kind) => format!("a {}", kind.as_str()),
             None => "not a declared sensor".to_string(),
         };
+        let lidars: Vec<&str> = sensors.of_kind(Sensor::Lidar).map(|id| sensors.name(id)).collect();
         Err(format!(
             "parameter sync.reference: '{reference}' is {what}; sets are led by a LiDAR (declared: {}), or \"\" for the first",
             lidars.join(", ")

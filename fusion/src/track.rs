@@ -369,7 +369,7 @@ mod tests {
         let (mut ego_x, mut worst) = (0.0, [0.0f64; 2]);
         for k in 0..50 {
             let t = k as f64 * dt;
-            let objects = [[40.0, -4.0], [30.0 + 0.0 * t, 3.0 - 1.2 * t]];
+            let objects = [[40.0, -4.0], [30.0, 3.0 - 1.2 * t]];
             let dets: Vec<Detection> = objects.iter().map(|p| Detection::at([p[0] - ego_x, p[1]], [0.5; 3])).collect();
             let known = !gap.as_ref().is_some_and(|g| g.contains(&k));
             tr.step(dt, EgoMotion { velocity: known.then(|| [speed(t), 0.0]), ..EgoMotion::default() }, &dets);
