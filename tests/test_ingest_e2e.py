@@ -219,6 +219,98 @@ def test_a_mount_latched_on_tf_static_places_the_sensor_without_a_calibration_fi
     assert 'no calibration file is given' in out, out
 
 
+def test_a_mount_that_moves_on_tf_is_looked_up_at_each_cloud_s_stamp(procs, ros):
+    """A radar on a pan head: base_link → head latched on /tf_static, head → pan turning at
+    0.5 rad/s on /tf (as robot_state_publisher sends a revolute joint, 20 Hz), pan →
+    radar_link latched. radar_ingest, given no calibration file, places each cloud with the
+    transform at that cloud's own stamp, interpolated between the /tf samples around it
+    (tf2's lookupTransform(base_link, radar_link, stamp)); a cloud stamped past the newest
+    sample is rejected and counted, never placed at a stale angle."""
+    import threading
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+    from tf2_msgs.msg import TFMessage
+
+    probe = ros()
+    T0, RATE, SPIN = 100_000_000_000, 0.5, 20  # first /tf stamp (ns), rad/s, Hz
+    HEAD, ARM = np.array([2.0, 0.0, 0.5]), np.array([0.3, 0.0, 0.1])
+
+    def transform(parent, child, stamp_ns, xyz, yaw):
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = parent, child
+        t.header.stamp.sec, t.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = map(float, xyz)
+        t.transform.rotation.z, t.transform.rotation.w = np.sin(yaw / 2), np.cos(yaw / 2)
+        return t
+
+    def yaw_at(stamp_ns):
+        return RATE * (stamp_ns - T0) / 1e9
+
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+    probe.publisher('/tf_static', TFMessage, latched).publish(TFMessage(transforms=[
+        transform('base_link', 'head', 0, HEAD, 0.0), transform('pan', 'radar_link', 0, ARM, 0.0)]))
+    tf_pub = probe.publisher('/tf', TFMessage, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    newest = [None]
+    stop = threading.Event()
+
+    def joint_states():
+        k = 0
+        while not stop.is_set():
+            stamp = T0 + k * 1_000_000_000 // SPIN
+            tf_pub.publish(TFMessage(transforms=[transform('head', 'pan', stamp, (0, 0, 0), yaw_at(stamp))]))
+            newest[0], k = stamp, k + 1
+            time.sleep(1 / SPIN)
+
+    spinner = threading.Thread(target=joint_states, daemon=True)
+    spinner.start()
+    try:
+        node = procs([binary('radar_ingest'), '--ros-args', '-p', 'tf_wait:=20.0'])
+        probe.subscribe('/sensors/radar', PointCloud2)
+        probe.subscribe('/diagnostics', DiagnosticArray)
+        pub = probe.publisher('/radar/points', PointCloud2)
+        probe.wait_matched(pub, timeout=30)
+        probe.wait_publishers('/sensors/radar', timeout=30)
+        sent = []
+
+        def between_samples(_):
+            # Half-way between two /tf samples, 0.2 s behind the newest: interpolated.
+            stamp = newest[0] - 200_000_000 - 25_000_000
+            m = radar(0)
+            m.header.stamp.sec, m.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            sent.append(stamp)
+            return m
+
+        probe.publish_until_through(pub, between_samples, '/sensors/radar')
+        for _ in range(4):
+            pub.publish(between_samples(0))
+            time.sleep(0.3)
+        probe.wait_for(lambda: probe.count('/sensors/radar') >= 5, 10, 'five clouds placed')
+        for out in probe.get('/sensors/radar'):
+            stamp = out.header.stamp.sec * 1_000_000_000 + out.header.stamp.nanosec
+            assert stamp in sent and out.header.frame_id == 'base_link', (stamp, out.header.frame_id)
+            yaw = yaw_at(stamp)
+            turn = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+            expected = HEAD + turn @ (ARM + np.array([20.0, 1.0, 0.0]))
+            pts = np.frombuffer(bytes(out.data), dtype='<f4').reshape(-1, 5)
+            assert np.allclose(pts[:, :3], expected, atol=2e-3), (yaw, pts[0], expected)
+        # The pan turned while the clouds came: each was placed at its own angle.
+        assert yaw_at(max(sent)) - yaw_at(min(sent)) > 0.5, sent
+
+        future = radar(0)
+        future.header.stamp.sec, future.header.stamp.nanosec = divmod(newest[0] + 5_000_000_000, 1_000_000_000)
+        pub.publish(future)
+        probe.wait_for(lambda: int(diagnostics_values(probe, 'radar_ingest: radar ingest').get('rejected.mount_lookup', 0)) >= 1,
+                       10, 'the cloud from the future to be rejected as mount_lookup')
+        assert all(o.header.stamp.sec != future.header.stamp.sec for o in probe.get('/sensors/radar'))
+        assert 'extrinsics=radar=tf_moving' in node.output(), node.output()
+    finally:
+        stop.set()
+        spinner.join()
+
+
 def test_camera_ingest_scales_the_image_and_its_camera_info_alike(procs, ros):
     """`output_width`/`output_height` scale a frame to fit (aspect kept, no padding) and
     /sensors/camera/camera_info carries K scaled with it (issue 19: intrinsics from

@@ -272,8 +272,11 @@ impl Calibration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PoseSource {
-    /// The transform tree (`/tf_static`, `/tf`).
+    /// The transform tree, fixed (`/tf_static` all the way).
     Tf,
+    /// The transform tree through a link on `/tf` (a mount that moves: a pan-tilt head, a
+    /// joint): the pose here is the newest; who transforms data looks it up at each stamp.
+    TfMoving,
     /// The calibration file.
     File,
     /// The built-in defaults of DESIGN.md §3 (no file and no transforms at all).
@@ -306,6 +309,7 @@ impl Resolved {
     pub fn summary(&self) -> String {
         let name = |s: &PoseSource| match s {
             PoseSource::Tf => "tf",
+            PoseSource::TfMoving => "tf_moving",
             PoseSource::File => "file",
             PoseSource::Defaults => "defaults",
         };
@@ -375,14 +379,16 @@ impl Calibration {
                     let (translation, rotation_xyzw) = crate::tf::parts(&t);
                     pose.translation = translation;
                     pose.rotation_xyzw = rotation_xyzw;
-                    if from_file {
+                    // A mount on /tf has no one pose for a file to disagree with.
+                    let moves = buffer.moves(&self.base_frame, &pose.frame_id).unwrap_or(false);
+                    if from_file && !moves {
                         let translation_m = (t.translation.vector - before.translation.vector).norm();
                         let rotation_deg = t.rotation.angle_to(&before.rotation).to_degrees();
                         if translation_m > 0.01 || rotation_deg > 0.5 {
                             disagreements.push(PoseDisagreement { sensor: name.clone(), translation_m, rotation_deg });
                         }
                     }
-                    sources.insert(name.clone(), PoseSource::Tf);
+                    sources.insert(name.clone(), if moves { PoseSource::TfMoving } else { PoseSource::Tf });
                 }
                 Err(e) if from_file => {
                     if buffer.has_frame(&pose.frame_id) {
@@ -596,6 +602,34 @@ sensors:
         assert!(r.tf_errors[0].1.contains("roots 'base_link' and 'chassis'"), "{:?}", r.tf_errors);
         let latched: Vec<_> = r.for_tf_static().into_iter().map(|t| t.child).collect();
         assert_eq!(latched, ["camera_optical", "radar_link"]);
+    }
+
+    #[test]
+    fn a_mount_on_tf_is_a_moving_one_with_no_pose_to_disagree_with() {
+        // A radar on a pan head (base_link → pan on /tf, pan → radar_link fixed), the rest
+        // from the file: the radar is placed at the newest pan angle and marked as moving.
+        let mut b = crate::tf::TransformBuffer::default();
+        let pan = |stamp_ns, yaw: f64| crate::tf::Transform {
+            parent: "base_link".into(),
+            child: "pan".into(),
+            stamp_ns,
+            translation: [2.0, 0.0, 0.5],
+            rotation_xyzw: [0.0, 0.0, (yaw / 2.0).sin(), (yaw / 2.0).cos()],
+        };
+        b.set(&pan(1_000, 0.0), false).unwrap();
+        b.set(&pan(2_000, 0.4), false).unwrap();
+        let mount = crate::tf::Transform { parent: "pan".into(), child: "radar_link".into(), ..pan(0, 0.0) };
+        b.set(&crate::tf::Transform { translation: [0.1, 0.0, 0.0], ..mount }, true).unwrap();
+        let r = Calibration::default().with_tf(&b, true).unwrap();
+        assert_eq!(r.sources["radar"], PoseSource::TfMoving);
+        assert_eq!(r.sources["lidar"], PoseSource::File);
+        assert!(r.disagreements.is_empty(), "{:?}", r.disagreements);
+        assert!(r.summary().contains("radar=tf_moving"), "{}", r.summary());
+        let radar = r.calibration.sensor("radar").to_base();
+        assert!(
+            (radar.rotation.euler_angles().2 - 0.4).abs() < 1e-9
+                && (radar.translation.x - (2.0 + 0.1 * 0.4f64.cos())).abs() < 1e-9
+        );
     }
 
     #[test]

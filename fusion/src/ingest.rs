@@ -58,6 +58,9 @@ pub enum Reject {
     BadOrientation(f64),
     #[error("{field} of magnitude {value:.3e} is beyond any sensor (limit {limit:.1})")]
     ImpossibleValue { field: &'static str, value: f64, limit: f64 },
+    // A mount that moves (on /tf)
+    #[error("the mount cannot be placed at the message's stamp: {0}")]
+    MountLookup(String),
 }
 
 impl Reject {
@@ -87,6 +90,7 @@ impl Reject {
             NonFiniteValue(_) => "non_finite",
             ImpossibleValue { .. } => "impossible_value",
             BadOrientation(_) => "bad_orientation",
+            MountLookup(_) => "mount_lookup",
         }
     }
 }

@@ -172,31 +172,18 @@ impl TransformBuffer {
         all
     }
 
+    /// Whether the transform between `target` and `source` changes with time: some link on
+    /// the path between them came from `/tf` (a moving mount, a joint), so a lookup must be
+    /// made at each message's stamp, not once.
+    pub fn moves(&self, target: &str, source: &str) -> Result<bool, TfError> {
+        let (up_source, up_target) = self.path(target, source)?;
+        Ok(up_source.iter().chain(&up_target).any(|f| matches!(self.frames[f].link, Link::Dynamic(_))))
+    }
+
     /// The transform mapping points in `source` into `target` at `at`.
     pub fn lookup(&self, target: &str, source: &str, at: At) -> Result<Isometry3<f64>, TfError> {
-        for frame in [target, source] {
-            if !self.has_frame(frame) {
-                return Err(TfError::UnknownFrame(frame.to_string()));
-            }
-        }
-        if target == source {
-            return Ok(Isometry3::identity());
-        }
-        let up_source = self.chain(source)?;
-        let up_target = self.chain(target)?;
-        // The nearest common ancestor: the first frame of the source's chain the target's
-        // chain also passes (a chain lists the frame itself, then each parent up to the root).
-        let Some((i_source, i_target)) =
-            up_source.iter().enumerate().find_map(|(i, f)| up_target.iter().position(|g| g == f).map(|j| (i, j)))
-        else {
-            return Err(TfError::NotConnected {
-                target: target.into(),
-                source_frame: source.into(),
-                target_root: up_target.last().cloned().unwrap_or_default(),
-                source_root: up_source.last().cloned().unwrap_or_default(),
-            });
-        };
-        let links = || up_source[..i_source].iter().chain(&up_target[..i_target]);
+        let (up_source, up_target) = self.path(target, source)?;
+        let links = || up_source.iter().chain(&up_target);
         let stamp = match at {
             At::Stamp(s) => s,
             // The newest stamp every dynamic link of the chain has; all static: any stamp.
@@ -215,9 +202,37 @@ impl TransformBuffer {
             }
             Ok(t)
         };
-        let ancestor_from_source = to_ancestor(&up_source[..i_source])?;
-        let ancestor_from_target = to_ancestor(&up_target[..i_target])?;
+        let ancestor_from_source = to_ancestor(&up_source)?;
+        let ancestor_from_target = to_ancestor(&up_target)?;
         Ok(ancestor_from_target.inverse() * ancestor_from_source)
+    }
+
+    /// The frames whose links lead from `source` and from `target` up to their nearest common
+    /// ancestor (each list starts at the frame itself and stops below the ancestor).
+    fn path(&self, target: &str, source: &str) -> Result<(Vec<String>, Vec<String>), TfError> {
+        for frame in [target, source] {
+            if !self.has_frame(frame) {
+                return Err(TfError::UnknownFrame(frame.to_string()));
+            }
+        }
+        if target == source {
+            return Ok((vec![], vec![]));
+        }
+        let up_source = self.chain(source)?;
+        let up_target = self.chain(target)?;
+        // The nearest common ancestor: the first frame of the source's chain the target's
+        // chain also passes (a chain lists the frame itself, then each parent up to the root).
+        let Some((i_source, i_target)) =
+            up_source.iter().enumerate().find_map(|(i, f)| up_target.iter().position(|g| g == f).map(|j| (i, j)))
+        else {
+            return Err(TfError::NotConnected {
+                target: target.into(),
+                source_frame: source.into(),
+                target_root: up_target.last().cloned().unwrap_or_default(),
+                source_root: up_source.last().cloned().unwrap_or_default(),
+            });
+        };
+        Ok((up_source[..i_source].to_vec(), up_target[..i_target].to_vec()))
     }
 
     /// `frame`, its parent, its parent's parent, … up to a root.
@@ -355,6 +370,11 @@ mod tests {
         }
         // The sensors' mounts are static: no stamp limits a lookup that stays below odom.
         assert!(b.lookup("base_link", "lidar", At::Stamp(-5)).is_ok());
+        // Which paths move: any that crosses the /tf link, whichever way it is looked up.
+        assert!(!b.moves("base_link", "lidar").unwrap() && !b.moves("camera", "lidar").unwrap());
+        assert!(b.moves("odom", "lidar").unwrap() && b.moves("lidar", "odom").unwrap());
+        assert!(!b.moves("roof", "roof").unwrap());
+        assert!(matches!(b.moves("base_link", "radar"), Err(TfError::UnknownFrame(f)) if f == "radar"));
     }
 
     #[test]

@@ -260,6 +260,15 @@ pub const TF_STATIC: Topic = Topic {
     qos: Qos { reliability: Reliability::Reliable, durability: Durability::TransientLocal, depth: 1 },
     about: "fixed transforms: the sensor mounts your robot_state_publisher latches; each node latches the mounts it took from the calibration file instead",
 };
+/// The robot's moving transforms (joints, a pan-tilt head, odom → base_link), as tf2's
+/// listener subscribes: reliable, volatile, depth 100. Relative for the reason `tf_static`
+/// is. A sensor whose mount passes a link from here is looked up at each message's stamp.
+pub const TF: Topic = Topic {
+    name: "tf",
+    msg_type: "tf2_msgs/msg/TFMessage",
+    qos: Qos { reliability: Reliability::Reliable, durability: Durability::Volatile, depth: 100 },
+    about: "moving transforms: a LiDAR or radar mount that moves is read here, at each cloud's stamp",
+};
 /// What the robot's drivers publish, each with the launch argument that remaps it.
 pub const INPUTS: &[(&Topic, &str)] = &[
     (&CAMERA_IMAGE, "camera_topic"),
@@ -307,7 +316,7 @@ impl Node {
 
 pub const CAMERA_INGEST: Node = Node {
     name: "camera_ingest",
-    subscribes: &[&CAMERA_IMAGE, &CAMERA_INFO, &TF_STATIC],
+    subscribes: &[&CAMERA_IMAGE, &CAMERA_INFO, &TF_STATIC, &TF],
     subscribes_optionally: &[&CAMERA_IMAGE_COMPRESSED],
     publishes: &[&SENSORS_CAMERA, &SENSORS_CAMERA_INFO, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
@@ -315,7 +324,7 @@ pub const CAMERA_INGEST: Node = Node {
 };
 pub const LIDAR_INGEST: Node = Node {
     name: "lidar_ingest",
-    subscribes: &[&LIDAR_POINTS, &TF_STATIC],
+    subscribes: &[&LIDAR_POINTS, &TF_STATIC, &TF],
     subscribes_optionally: &[],
     publishes: &[&SENSORS_LIDAR, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
@@ -323,7 +332,7 @@ pub const LIDAR_INGEST: Node = Node {
 };
 pub const RADAR_INGEST: Node = Node {
     name: "radar_ingest",
-    subscribes: &[&RADAR_POINTS, &TF_STATIC],
+    subscribes: &[&RADAR_POINTS, &TF_STATIC, &TF],
     subscribes_optionally: &[],
     publishes: &[&SENSORS_RADAR, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
@@ -331,7 +340,7 @@ pub const RADAR_INGEST: Node = Node {
 };
 pub const IMU_INGEST: Node = Node {
     name: "imu_ingest",
-    subscribes: &[&IMU_DATA, &TF_STATIC],
+    subscribes: &[&IMU_DATA, &TF_STATIC, &TF],
     subscribes_optionally: &[],
     publishes: &[&SENSORS_IMU, &TF_STATIC, &DIAGNOSTICS],
     publishes_optionally: &[],
@@ -347,6 +356,7 @@ pub const FUSION_NODE: Node = Node {
         &SENSORS_IMU,
         &ODOMETRY,
         &TF_STATIC,
+        &TF,
     ],
     subscribes_optionally: &[],
     publishes: &[&FUSED_OBJECTS, &MARKERS, &ANOMALY_EVENTS, &TF_STATIC, &DIAGNOSTICS],
@@ -392,6 +402,8 @@ pub fn markdown_table() -> String {
     for t in topics {
         let publishers = if t.name == DIAGNOSTICS.name {
             "every node".to_string()
+        } else if t.name == TF.name {
+            "your robot_state_publisher / a bag".to_string()
         } else {
             names(&|n: &Node| n.publishes.contains(&t) || n.publishes_optionally.contains(&t), "your drivers / a bag")
         };
@@ -428,7 +440,9 @@ mod tests {
         for node in NODES {
             for t in node.subscribes {
                 let published = NODES.iter().any(|n| n.publishes.contains(t));
-                let input = INPUTS.iter().any(|(i, _)| i == t);
+                // /tf is the robot's own tree: every node that places a sensor reads it, none
+                // remaps it (tf2's convention), robot_state_publisher and the like send it.
+                let input = INPUTS.iter().any(|(i, _)| i == t) || *t == &TF;
                 assert!(published ^ input, "{}: {} is neither published in the set nor an input", node.name, t.name);
             }
         }

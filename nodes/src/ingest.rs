@@ -77,12 +77,55 @@ pub struct Setup<'a> {
     pub params: Params,
     pub calibration: Calibration,
     pub calibration_path: String,
+    /// How this sensor's data reaches the base frame.
+    pub mount: Mount,
     pub tasks: Vec<BoxFuture<'static, ()>>,
     /// Extra statistics reported as their own DiagnosticStatus (e.g. camera_info).
     pub extra_stats: Vec<(String, Arc<Mutex<IngestStats>>)>,
 }
 
 type Item<T> = (Instant, T);
+
+/// How a sensor's data reaches the base frame: through one transform fixed at start-up
+/// (the calibration file, or `/tf_static`), or through the transform tree at each message's
+/// stamp, when tf places the sensor through a link on `/tf` (a pan-tilt head, a joint):
+/// tf2's `lookupTransform(base, frame, stamp)`, interpolated between the samples around it.
+pub enum Mount {
+    Fixed(nalgebra::Isometry3<f64>),
+    Moving { tf: ros::SharedTf, base_frame: String, frame: String },
+}
+
+impl Mount {
+    pub fn of(
+        calibration: &Calibration,
+        sensor: &str,
+        source: Option<&fusion::calib::PoseSource>,
+        tf: &ros::SharedTf,
+    ) -> Self {
+        let pose = calibration.sensor(sensor);
+        match source {
+            Some(fusion::calib::PoseSource::TfMoving) => Mount::Moving {
+                tf: tf.clone(),
+                base_frame: calibration.base_frame.clone(),
+                frame: pose.frame_id.clone(),
+            },
+            _ => Mount::Fixed(pose.to_base()),
+        }
+    }
+
+    /// Base frame ← sensor frame at `stamp`. A stamp outside the samples `/tf` holds is
+    /// refused (never held at a stale pose): the message is rejected and counted.
+    pub fn to_base_at(&self, stamp: fusion::StampNs) -> Result<nalgebra::Isometry3<f64>, Reject> {
+        match self {
+            Mount::Fixed(t) => Ok(*t),
+            Mount::Moving { tf, base_frame, frame } => tf
+                .lock()
+                .expect("tf buffer")
+                .lookup(base_frame, frame, fusion::tf::At::Stamp(stamp))
+                .map_err(|e| Reject::MountLookup(e.to_string())),
+        }
+    }
+}
 
 /// A subscription to `topic` as a stream of `T`, the input of most processors.
 pub fn subscribe_plain<T: WrappedTypesupport + Send + 'static>(
@@ -119,8 +162,9 @@ where
     let sensor = params.string("sensor", spec.sensor.as_str())?;
     params.describe("sensor", "the declared sensor this node serves: its calibration key and its sensors/<name> topic");
     // The mount from /tf_static where the robot publishes it, else from the calibration file.
-    let ros::Extrinsics { resolved, path: calibration_path, watch: tf_watch, latched: _tf_static } =
+    let ros::Extrinsics { resolved, path: calibration_path, watch: tf_watch, tf, latched: _tf_static } =
         ros::extrinsics(&mut node, &params, Some(&[sensor.as_str()]))?;
+    let mount = Mount::of(&resolved.calibration, &sensor, resolved.sources.get(&sensor), &tf);
     let kind = resolved.calibration.kind_of(&sensor);
     if kind != Some(spec.sensor) {
         anyhow::bail!(
@@ -142,11 +186,16 @@ where
         params: Params::of_node_params(&params),
         calibration,
         calibration_path: calibration_path.clone(),
+        mount,
         tasks: vec![],
         extra_stats: vec![],
     };
     let mut processor = build(&mut setup)?;
-    let Setup { tasks, extra_stats, .. } = setup;
+    let Setup { tasks, extra_stats, mount, .. } = setup;
+    if matches!(mount, Mount::Moving { .. }) {
+        // Only clouds are transformed at each stamp; what else holds a mount holds it once.
+        tracing::warn!("the {sensor} mount moves on /tf; {} uses its pose at start-up", spec.node.name);
+    }
 
     // Sensor-data QoS (best effort) by default, like every ROS 2 sensor pipeline; with
     // `input_reliability: reliable` DDS repairs losses, but only reliable publishers match.
@@ -298,7 +347,7 @@ fn stream_status(
 /// Its filter parameters are declared by name from `P` (defaults from `P::default()`), and
 /// every one of them may change while the node runs.
 pub struct CloudIngest<P> {
-    pub to_base: nalgebra::Isometry3<f64>,
+    pub mount: Mount,
     pub base_frame: String,
     pub params: P,
     pub preprocess: CloudFn<P>,
@@ -306,7 +355,7 @@ pub struct CloudIngest<P> {
 
 impl<P: NumberParams> CloudIngest<P> {
     /// The node's filter parameters: each declared with its default, read, and checked.
-    pub fn declare(setup: &Setup, preprocess: CloudFn<P>) -> Result<Self> {
+    pub fn declare(setup: &mut Setup, preprocess: CloudFn<P>) -> Result<Self> {
         let mut params = P::default();
         for spec in P::SCHEMA {
             let name = spec.name;
@@ -315,7 +364,8 @@ impl<P: NumberParams> CloudIngest<P> {
             params.set(name, v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
         }
         Ok(Self {
-            to_base: setup.calibration.sensor(&setup.sensor).to_base(),
+            // The cloud is the processor's to transform: it takes the mount.
+            mount: std::mem::replace(&mut setup.mount, Mount::Fixed(nalgebra::Isometry3::identity())),
             base_frame: setup.calibration.base_frame.clone(),
             params,
             preprocess,
@@ -350,7 +400,8 @@ impl<P: NumberParams> Processor for CloudIngest<P> {
 
     fn process(&mut self, msg: Self::In, counters: &mut Counters) -> Result<Self::Out, Reject> {
         let fields = cloud_fields(&msg);
-        let cloud = (self.preprocess)(cloud_ref(&msg, &fields), &self.to_base, &self.params, counters)?;
+        let to_base = self.mount.to_base_at(stamp_ns(msg.header.stamp.sec, msg.header.stamp.nanosec))?;
+        let cloud = (self.preprocess)(cloud_ref(&msg, &fields), &to_base, &self.params, counters)?;
         Ok(cloud_msg(Header { stamp: msg.header.stamp, frame_id: self.base_frame.clone() }, &cloud))
     }
 

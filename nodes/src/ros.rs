@@ -791,14 +791,20 @@ pub fn tf_message(transforms: &[fusion::tf::Transform], stamp: Time) -> TFMessag
     TFMessage { transforms }
 }
 
+/// The transform tree a node keeps current from `/tf_static` and `/tf` while it runs.
+pub type SharedTf = Arc<Mutex<fusion::tf::TransformBuffer>>;
+
 /// The extrinsics a node works with, and what keeps listening to `/tf_static` after start.
 pub struct Extrinsics {
     pub resolved: Resolved,
     /// The `calibration` parameter ("" = the built-in defaults).
     pub path: String,
-    /// Drains later `/tf_static` messages: a mount that moves after start is warned about
-    /// (applying it needs a restart; the node's transforms are built once).
+    /// Drains later `/tf_static` and `/tf` messages into `tf`: a fixed mount that changes
+    /// after start is warned about (applying it needs a restart; the node's fixed transforms
+    /// are built once); a moving one ([`fusion::calib::PoseSource::TfMoving`]) is looked up
+    /// in `tf` at each stamp by whoever transforms its data.
     pub watch: Drain,
+    pub tf: SharedTf,
     /// The node's `/tf_static` publisher, kept for the node's life: it latched the poses
     /// taken from the file, unless `tf_wait` is 0 (tf unread, so latching could re-parent
     /// the robot's own frames). It exists either way, so the node's graph does not depend on
@@ -836,15 +842,24 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: Option<&[&str]>) 
     let topic = crate::graph::TF_STATIC;
     // tf2's static listener: reliable, transient local, deep enough for every publisher's
     // latched message.
-    let mut latched = node.subscribe::<TFMessage>(topic.name, topic.qos.depth(100).profile())?;
-    let buffer = Arc::new(Mutex::new(fusion::tf::TransformBuffer::default()));
+    let latched = node.subscribe::<TFMessage>(topic.name, topic.qos.depth(100).profile())?;
+    let moving = node.subscribe::<TFMessage>(crate::graph::TF.name, crate::graph::TF.qos.profile())?;
+    // Both streams, each message marked with whether it is static.
+    let mut tf_stream = futures::stream::select(latched.map(|m| (true, m)).boxed(), moving.map(|m| (false, m)).boxed());
+    let buffer: SharedTf = Arc::new(Mutex::new(fusion::tf::TransformBuffer::default()));
     let add = {
         let buffer = buffer.clone();
-        move |msg: TFMessage| {
+        // tf2 refuses a repeated stamp on a link (TF_REPEATED_DATA) and so does the buffer;
+        // a robot that republishes one would flood the log, so each link is warned once.
+        let mut warned = std::collections::BTreeSet::new();
+        move |(is_static, msg): (bool, TFMessage)| {
             let mut buffer = buffer.lock().expect("tf buffer");
             for t in transforms_of(msg) {
-                if let Err(e) = buffer.set(&t, true) {
-                    tracing::warn!("{}: {e}", crate::graph::TF_STATIC.name);
+                if let Err(e) = buffer.set(&t, is_static) {
+                    if warned.insert((t.parent.clone(), t.child.clone())) {
+                        let name = if is_static { crate::graph::TF_STATIC.name } else { crate::graph::TF.name };
+                        tracing::warn!("{name}: {e} (warned once per link)");
+                    }
                 }
             }
         }
@@ -857,9 +872,10 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: Option<&[&str]>) 
     };
     let start = std::time::Instant::now();
     let mut stopped = "tf_wait passed";
+    let mut add = add;
     while start.elapsed().as_secs_f64() < tf_wait {
         node.spin_once(Duration::from_millis(10));
-        while let Some(Some(msg)) = latched.next().now_or_never() {
+        while let Some(Some(msg)) = tf_stream.next().now_or_never() {
             add(msg);
         }
         if placed(&buffer.lock().expect("tf buffer")) {
@@ -887,11 +903,21 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: Option<&[&str]>) 
     }
     // After start: keep the buffer current and say when a mount in use moves.
     let in_use = resolved.calibration.clone();
+    let fixed: Vec<String> = used
+        .iter()
+        .filter(|s| resolved.sources.get(*s) != Some(&fusion::calib::PoseSource::TfMoving))
+        .cloned()
+        .collect();
     let mut warned = std::collections::BTreeSet::new();
-    let watch = drain(latched, move |msg: TFMessage| {
+    let shared = buffer.clone();
+    let watch = drain(tf_stream, move |msg: (bool, TFMessage)| {
+        let is_static = msg.0;
         add(msg);
+        if !is_static {
+            return; // a fixed mount changes only on /tf_static; a /tf link stays moving
+        }
         let buffer = buffer.lock().expect("tf buffer");
-        for s in &used {
+        for s in &fixed {
             let pose = in_use.sensor(s);
             let Ok(now) = buffer.lookup(&in_use.base_frame, &pose.frame_id, fusion::tf::At::Latest) else { continue };
             let moved = (now.translation.vector - pose.to_base().translation.vector).norm() > 0.01
@@ -905,7 +931,7 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: Option<&[&str]>) 
             }
         }
     });
-    Ok(Extrinsics { resolved, path, watch, latched: publisher })
+    Ok(Extrinsics { resolved, path, watch, tf: shared, latched: publisher })
 }
 
 /// What a user should hear about the extrinsics in effect: where tf and the file disagree,

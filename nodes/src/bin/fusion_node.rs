@@ -156,8 +156,15 @@ async fn run() -> Result<()> {
     // The model loads (seconds on a cold disk) while the node waits for the mounts on
     // /tf_static, so that waiting for tf adds nothing to a (re)start.
     let loading = std::thread::Builder::new().name("detector-load".into()).spawn(move || dp.build())?;
-    let ros::Extrinsics { resolved, path: calibration_path, watch: tf_watch, latched: _tf_static } =
+    let ros::Extrinsics { resolved, path: calibration_path, watch: tf_watch, latched: _tf_static, tf: _ } =
         ros::extrinsics(&mut node, &params, None)?;
+    // LiDAR and radar clouds reach fusion_node already in the base frame (their ingest nodes
+    // look a moving mount up at each stamp); the camera projection uses one pose.
+    for (name, _) in resolved.sources.iter().filter(|(_, s)| **s == fusion::calib::PoseSource::TfMoving) {
+        if resolved.calibration.kind_of(name) == Some(fusion::Sensor::Camera) {
+            tracing::warn!("the {name} mount moves on /tf; fusion_node projects into it at its pose at start-up");
+        }
+    }
     let calib = resolved.calibration.clone();
     // Every sensor the calibration declares is fused: one `sensors/<name>` stream each.
     let sensors = calib.sensor_set()?;
