@@ -351,6 +351,9 @@ pub struct AnomalyDetector {
     next_id: u64,
     /// The robot's sensors: per-sensor state below is indexed by [`SensorId`].
     sensors: SensorSet,
+    /// Each stream's expected rate (Hz): its kind's `expected_rate_hz` unless the robot
+    /// declares the sensor's own (`rate_hz` in the calibration).
+    rates_hz: Vec<f64>,
     last_seen: Vec<Option<StampNs>>,
     /// The first message of any stream in this timeline.
     started: Option<StampNs>,
@@ -382,9 +385,9 @@ impl AnomalyDetector {
         previous: StampNs,
         threshold_ns: i64,
     ) -> Event {
-        let next_id = self.next_id;
+        let (next_id, rates_hz) = (self.next_id, std::mem::take(&mut self.rates_hz));
         *self = AnomalyDetector::with_sensors(self.params, std::mem::take(&mut self.zones), self.sensors.clone());
-        self.next_id = next_id;
+        (self.next_id, self.rates_hz) = (next_id, rates_hz);
         let (rule, evidence_key, jump) = if stamp < previous {
             ("data_time_went_back", "jump_back_s", previous.saturating_sub(stamp))
         } else {
@@ -438,6 +441,7 @@ impl AnomalyDetector {
     /// The rules for a robot's declared sensors.
     pub fn with_sensors(params: AnomalyParams, zones: Vec<SafetyZone>, sensors: SensorSet) -> Self {
         Self {
+            rates_hz: sensors.ids().map(|s| params.expected_rate_hz[sensors.kind(s).index()]).collect(),
             params,
             zones,
             next_id: 1,
@@ -520,9 +524,19 @@ impl AnomalyDetector {
         kinds.into_iter().flat_map(|k| self.sensors.of_kind(k)).map(|id| self.sensors.name(id)).collect()
     }
 
-    /// A stream's expected period, from its kind's expected rate.
+    /// Declares the rate `sensor` runs at (a 5 Hz rear camera, a 20 Hz LiDAR): its dropout
+    /// limit is `dropout_periods` of its own period. Not finite or not positive: refused.
+    pub fn set_expected_rate_hz(&mut self, sensor: SensorId, hz: f64) -> Result<(), String> {
+        if !(hz.is_finite() && hz > 0.0) {
+            return Err(format!("{}: an expected rate must be above 0 Hz, got {hz}", self.sensors.name(sensor)));
+        }
+        self.rates_hz[sensor.index()] = hz;
+        Ok(())
+    }
+
+    /// A stream's expected period, from its expected rate.
     fn period_ns(&self, s: SensorId) -> i64 {
-        (1e9 / self.params.expected_rate_hz[self.sensors.kind(s).index()]).round() as i64
+        (1e9 / self.rates_hz[s.index()]).round() as i64
     }
 
     /// A message of `sensor` was accepted. A stream in dropout is back once it has delivered
@@ -644,7 +658,7 @@ impl AnomalyDetector {
             );
             e.evidence = vec![
                 kv("silent_s", format!("{:.3}", secs(silent))),
-                kv("expected_rate_hz", self.params.expected_rate_hz[self.sensors.kind(s).index()]),
+                kv("expected_rate_hz", self.rates_hz[s.index()]),
                 kv("last_message_stamp_s", format!("{:.3}", secs(last))),
             ];
             out.push(e);
@@ -661,7 +675,6 @@ impl AnomalyDetector {
         }
         self.outage[s.index()] =
             Some(Outage { last_before: started, gaps: 1, silent_ns: 0, back_since: None, never_started: true });
-        let kind = self.sensors.kind(s);
         let mut e = self.event(
             now,
             EventKind::SensorDropout,
@@ -674,7 +687,7 @@ impl AnomalyDetector {
         );
         e.evidence = vec![
             kv("waited_s", format!("{:.3}", secs(now - started))),
-            kv("expected_rate_hz", self.params.expected_rate_hz[kind.index()]),
+            kv("expected_rate_hz", self.rates_hz[s.index()]),
             kv("topic", format!("sensors/{}", self.sensors.name(s))),
         ];
         Some(e)
@@ -1121,6 +1134,44 @@ mod tests {
         assert_eq!(d.stream_states()[Sensor::Lidar as usize], StreamState::Receiving);
         assert!(d.on_message(SensorId::standard(Sensor::Lidar), 2_400 * MS).is_none(), "once");
         assert_eq!(d.check_dropouts(2_900 * MS).len(), 4, "everything silent for 500 ms");
+    }
+
+    #[test]
+    fn a_slow_camera_that_declares_its_rate_is_not_a_dropout_at_every_frame() {
+        // A 5 Hz camera (frames 200-230 ms apart, as a loaded host delivers them) beside the
+        // other streams at their rates. Judged by the kind's 30 Hz it is silent past its
+        // limit (max(3 periods, 0.2 s) = 0.2 s) at almost every frame; declared at 5 Hz its
+        // limit is 0.6 s, and only a real gap (0.7 s) is a dropout.
+        let run = |declared_hz: Option<f64>| {
+            let mut d = det();
+            if let Some(hz) = declared_hz {
+                d.set_expected_rate_hz(SensorId::standard(Sensor::Camera), hz).unwrap();
+            }
+            let mut events = vec![];
+            let mut camera_at = 0;
+            for t in (0..=4_000).step_by(10) {
+                for s in [Sensor::Lidar, Sensor::Radar, Sensor::Imu] {
+                    d.on_message(SensorId::standard(s), t * MS);
+                }
+                // Frames every 200 ms with 30 ms late ones, then nothing from 3.0 s to 3.7 s.
+                let due = camera_at + if (camera_at / 200) % 3 == 1 { 230 } else { 200 };
+                if t >= due && !(3_000..3_700).contains(&t) {
+                    d.on_message(SensorId::standard(Sensor::Camera), t * MS);
+                    camera_at = t;
+                }
+                events.extend(d.check_dropouts(t * MS).into_iter().filter(|e| e.rule == "stream_silent"));
+            }
+            events
+        };
+        assert!(run(None).len() >= 1, "judged as a 30 Hz camera, its frame gaps are silences");
+        let declared = run(Some(5.0));
+        assert_eq!(declared.len(), 1, "{declared:?}");
+        assert_eq!(declared[0].sensors, vec!["camera"]);
+        assert_eq!(declared[0].evidence[1].value, "5");
+        // Once silent for 3 of its own periods, inside the gap.
+        let silent_s: f64 = declared[0].evidence[0].value.parse().unwrap();
+        assert!((0.6..0.62).contains(&silent_s) && declared[0].stamp_ns < 3_700 * MS, "{declared:?}");
+        assert!(det().set_expected_rate_hz(SensorId::standard(Sensor::Camera), 0.0).is_err());
     }
 
     #[test]

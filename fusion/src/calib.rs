@@ -41,6 +41,11 @@ pub struct SensorPose {
     /// 360, a spinning LiDAR; a bumper LiDAR sees ahead of the bumper only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub horizontal_fov_deg: Option<f64>,
+    /// The rate the sensor publishes at, Hz (left out: its kind's, camera 30, lidar 10,
+    /// radar 20, imu 200). A stream is in dropout after 3 of its own periods of silence
+    /// (and at least 0.2 s): a 5 Hz rear camera must say so, or every frame gap is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_hz: Option<f64>,
 }
 
 /// What a LiDAR's beams span: elevations [lowest, highest] and a horizontal width centred
@@ -140,6 +145,7 @@ impl Default for Calibration {
             k: None,
             vertical_fov_deg: None,
             horizontal_fov_deg: None,
+            rate_hz: None,
         };
         let mut camera = pose("camera_optical", [1.5, 0.0, 1.2], [-0.5, 0.5, -0.5, 0.5]);
         let intrinsics = crate::camera::Intrinsics::DEFAULT;
@@ -219,6 +225,13 @@ impl Calibration {
                 if !(h > 0.0 && h <= 360.0) {
                     return Err(CalibError::Invalid(format!(
                         "sensors.{name}.horizontal_fov_deg is {h}: expected more than 0 and at most 360"
+                    )));
+                }
+            }
+            if let Some(hz) = s.rate_hz {
+                if !(0.1..=2000.0).contains(&hz) {
+                    return Err(CalibError::Invalid(format!(
+                        "sensors.{name}.rate_hz is {hz}: expected the sensor's rate, 0.1 to 2000 Hz"
                     )));
                 }
             }
@@ -500,6 +513,20 @@ sensors:
             let text = serde_norway::to_string(&c).unwrap().replace("PLACE", &format!("x\n    {field}: {value}"));
             let err = Calibration::from_yaml(&text).unwrap_err();
             assert!(err.to_string().contains(expected), "{sensor}.{field} = {value}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_sensor_may_declare_its_own_rate_within_reason() {
+        for (value, accepted) in [("5.0", true), ("0.05", false), ("0.0", false), (".nan", false), ("5000.0", false)] {
+            let mut c = Calibration::default();
+            c.sensors.get_mut("camera").unwrap().frame_id = "PLACE".into();
+            let text =
+                serde_norway::to_string(&c).unwrap().replace("PLACE", &format!("camera_optical\n    rate_hz: {value}"));
+            match Calibration::from_yaml(&text) {
+                Ok(c) => assert!(accepted && c.sensor("camera").rate_hz == Some(5.0), "{value}"),
+                Err(e) => assert!(!accepted && e.to_string().contains("0.1 to 2000 Hz"), "{value}: {e}"),
+            }
         }
     }
 

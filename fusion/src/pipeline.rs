@@ -804,7 +804,17 @@ impl Pipeline {
             // The first radar's Doppler, measured at its mount, gives the ego speed.
             ego_speed: EgoSpeedEstimator::new(params.ego_speed, pose(Sensor::Radar).translation),
             odometry: OdometryBuffer::shared(&calib.base_frame, OdometryParams::default()),
-            anomaly: AnomalyDetector::with_sensors(params.anomaly, calib.safety_zones.clone(), sensors.clone()),
+            anomaly: {
+                let mut rules =
+                    AnomalyDetector::with_sensors(params.anomaly, calib.safety_zones.clone(), sensors.clone());
+                // A sensor that declares its own rate is judged silent by its own period.
+                for id in sensors.ids() {
+                    if let Some(hz) = calib.sensors.get(sensors.name(id)).and_then(|p| p.rate_hz) {
+                        rules.set_expected_rate_hz(id, hz).expect("Calibration::check bounds rate_hz");
+                    }
+                }
+                rules
+            },
             sensors,
             members,
             last_set: None,
@@ -1941,6 +1951,33 @@ mod tests {
             let err = params.check_sensors(&sensors).unwrap_err();
             assert!(err.contains(says) && err.contains("declared: bumper_lidar, lidar"), "{err}");
         }
+    }
+
+    /// The calibration's `rate_hz` reaches the dropout rule: a radar that scans at 3.3 Hz and
+    /// says so is not silent between its scans; judged by the kind's 20 Hz, every gap is one.
+    #[test]
+    fn a_sensor_s_declared_rate_sets_its_dropout_limit() {
+        let radar_dropouts = |rate_hz: Option<f64>| {
+            let mut calib = Calibration::default();
+            calib.sensors.get_mut("radar").unwrap().rate_hz = rate_hz;
+            let mut p = Pipeline::new(PipelineParams::default(), &calib, None);
+            let sensors = calib.sensor_set().unwrap();
+            let (lidar, radar) = (sensors.find("lidar").unwrap(), sensors.find("radar").unwrap());
+            let mut step = Step::default();
+            for k in 1..=30 {
+                let t = k * 100_000_000;
+                let points = Arc::new(vec![LidarPoint::from([8.0, 0.0, 0.5, 40.0, 0.0]); 20]);
+                step.extend(p.push(Input::Lidar { sensor: lidar, stamp: t, points, non_finite: 0, total: 20 }));
+                if k % 3 == 0 {
+                    let targets = Arc::new(vec![[8.5, 0.0, 0.5, 0.0, 10.0].into()]);
+                    step.extend(p.push(Input::Radar { sensor: radar, stamp: t + 10 * MS, targets }));
+                }
+                step.extend(p.tick(t + 60 * MS));
+            }
+            step.events.iter().filter(|e| e.rule == "stream_silent" && e.sensors == ["radar"]).count()
+        };
+        assert!(radar_dropouts(None) >= 1, "a 3.3 Hz radar judged as a 20 Hz one");
+        assert_eq!(radar_dropouts(Some(10.0 / 3.0)), 0);
     }
 
     /// Two LiDARs on a base driving at 10 m/s, `bumper_lidar` sweeping 20 ms after `lidar`: a
