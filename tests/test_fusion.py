@@ -690,6 +690,54 @@ def test_the_multi_sensor_robot_is_launched_and_fused(tmp_path, procs, ros):
     print('ingest latency p99 ms', latency)
 
 
+def test_a_robot_without_an_imu_is_launched_and_fused(tmp_path, procs, ros):
+    """A robot with no IMU (issue 19): its calibration declares camera, LiDAR and radar only,
+    fusion_sim records no IMU samples for it, and `fusion.launch.xml imu:=false` starts no
+    imu_ingest. fusion_node fuses the three streams, turns its tracks by the odometry's
+    heading, names no IMU as missing or silent, and catches the pedestrian's intrusion."""
+    import shutil
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fusion_msgs.msg import AnomalyEvent, FusedObjectArray
+    from rosbags.highlevel import AnyReader
+
+    prefix = Path(launch_env()['AMENT_PREFIX_PATH'].split(':')[0])
+    config = tmp_path / 'config'
+    shutil.copytree(prefix / 'share/sensor_fusion/config', config)
+    calibration = config / 'calibration.yaml'
+    lines = calibration.read_text().splitlines()
+    assert sum(line.strip().startswith('imu:') for line in lines) == 1, lines
+    calibration.write_text('\n'.join(line for line in lines if not line.strip().startswith('imu:')) + '\n')
+    bag = simulate(tmp_path / 'bag', 'pedestrian_intrusion', 3, 8.0, '--odometry', '--calibration', str(calibration))
+    with AnyReader([bag]) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+    assert counts.get('/imu/data', 0) == 0 and counts['/lidar/points'] == 80 and counts['/odom'] == 400, counts
+
+    probe = ros()
+    probe.subscribe('/diagnostics', DiagnosticArray)
+    probe.subscribe('/fusion/objects', FusedObjectArray)
+    probe.subscribe('/anomaly/events', AnomalyEvent)
+    launch = procs([launcher(), 'sensor_fusion', 'fusion.launch.xml', 'use_sim_time:=true', f'config_dir:={config}',
+                    'imu:=false', '--grace', '3'], name='fusion_launch', env=launch_env())
+    probe.wait_publishers('/fusion/objects', timeout=40)
+    probe.wait_for(lambda: probe.node.count_publishers('/sensors/radar') >= 1, 40, 'radar_ingest')
+    player = procs([binary('fusion_bag'), 'play', str(bag), '--clock', '200', '--wait-for-subscribers', '--delay', '1'],
+                   name='play')
+    assert player.p.wait(120) == 0, player.output()
+    probe.wait_for(lambda: len(probe.get('/fusion/objects')) >= 70, 20, f'sets\n{launch.output()[-3000:]}')
+    assert probe.node.count_publishers('/sensors/imu') == 0, 'imu_ingest is not started'
+    sets = probe.get('/fusion/objects')
+    assert not any('imu' in s.missing_sensors for s in sets), [list(s.missing_sensors) for s in sets]
+    assert all(s.odom_frame_id == 'odom' for s in sets[5:]), {s.odom_frame_id for s in sets}
+    events = [(e.kind, e.rule, list(e.sensors)) for e in probe.get('/anomaly/events')]
+    assert any(kind == 'zone_intrusion' for kind, _, _ in events), events
+    assert not any(kind == 'sensor_dropout' for kind, _, _ in events), events
+    fusion = {kv.key: kv.value for d in probe.get('/diagnostics') for st in d.status if st.name.startswith('fusion_node')
+              for kv in st.values}
+    assert int(fusion['received.lidar']) >= 70 and not any('imu' in k for k in fusion if k.startswith(('received.', 'stream.'))), fusion
+    assert 'imu_ingest' not in launch.output(), launch.output()[-3000:]
+
+
 def test_ros2_param_set_changes_live_thresholds_and_refuses_the_rest(scenario_bags, procs, ros):
     """`ros2 param set` on the launched graph (its SetParameters service, called from rclpy):
     fusion_node's anomaly thresholds change while it runs (the next collision_risk states the

@@ -484,8 +484,12 @@ sensors:
         assert!(Calibration::from_yaml(&typo).is_err(), "an unknown kind is refused");
         let no_imu: String =
             yaml.lines().filter(|l| !l.trim_start().starts_with("imu:")).collect::<Vec<_>>().join("\n");
-        let err = Calibration::from_yaml(&no_imu).unwrap_err();
-        assert!(err.to_string().contains("the sensor 'imu' (of kind imu) must be declared"), "{err}");
+        let no_imu = Calibration::from_yaml(&no_imu).unwrap();
+        assert!(!no_imu.sensors.contains_key("imu") && no_imu.sensor_set().unwrap().first(Sensor::Imu).is_none());
+        let no_radar: String =
+            yaml.lines().filter(|l| !l.trim_start().starts_with("radar:")).collect::<Vec<_>>().join("\n");
+        let err = Calibration::from_yaml(&no_radar).unwrap_err();
+        assert!(err.to_string().contains("the sensor 'radar' (of kind radar) must be declared"), "{err}");
     }
 
     #[test]

@@ -41,15 +41,17 @@ pub struct IngestParams {
 pub struct Frontend {
     /// The cameras, LiDARs and radars beyond the one of each kind above.
     further: BTreeMap<SensorId, Further>,
-    /// Per kind: the sensor this frontend ingests for it.
-    ids: [SensorId; 4],
+    /// Per kind (camera, LiDAR, radar): the sensor this frontend ingests for it.
+    ids: [SensorId; 3],
+    /// Per kind, the IMU's last (unused on a robot without one).
     guards: [HeaderGuard; 4],
     lidar_to_base: Isometry3<f64>,
     radar_to_base: Isometry3<f64>,
     pub lidar_params: LidarParams,
     pub radar_params: RadarParams,
     camera: CameraIngest,
-    imu: ImuProcessor,
+    /// The robot's IMU, when it has one.
+    imu: Option<(SensorId, ImuProcessor)>,
     /// `<sensor>.accepted`, `<sensor>.rejected.<reason>`.
     pub counters: BTreeMap<String, u64>,
 }
@@ -120,21 +122,22 @@ impl Frontend {
         Self::with_params(calib, IngestParams::default())
     }
 
-    /// Panics on a calibration without one sensor of each kind: this frontend ingests the
-    /// standard robot's four streams.
+    /// Panics on a calibration without a camera, a LiDAR and a radar (a checked one has
+    /// them); the IMU is optional.
     pub fn with_params(calib: &Calibration, params: IngestParams) -> Self {
         let set = calib.sensor_set().expect("a checked calibration");
         // The sensor named after its kind where the robot has one (its driver topic is the
         // graph's `<kind>/...`), else the first of the kind.
-        let id = |k: Sensor| {
-            set.find(k.as_str())
-                .filter(|id| set.kind(*id) == k)
-                .or_else(|| set.first(k))
-                .unwrap_or_else(|| panic!("the calibration declares no {k}"))
-        };
+        let find = |k: Sensor| set.find(k.as_str()).filter(|id| set.kind(*id) == k).or_else(|| set.first(k));
+        let id = |k: Sensor| find(k).unwrap_or_else(|| panic!("the calibration declares no {k}"));
         let pose = |k: Sensor| calib.sensor(set.name(id(k)));
-        let guard = |k: Sensor| HeaderGuard::new(pose(k).frame_id.clone());
-        let ids = Sensor::ALL.map(id);
+        let imu = find(Sensor::Imu).map(|i| (i, calib.sensor(set.name(i))));
+        let guard = |k: Sensor| match (k, imu) {
+            (Sensor::Imu, None) => HeaderGuard::new(String::new()),
+            (Sensor::Imu, Some((_, p))) => HeaderGuard::new(p.frame_id.clone()),
+            _ => HeaderGuard::new(pose(k).frame_id.clone()),
+        };
+        let ids = [Sensor::Camera, Sensor::Lidar, Sensor::Radar].map(id);
         let further = set
             .iter()
             .filter(|(i, d)| matches!(d.kind, Sensor::Camera | Sensor::Lidar | Sensor::Radar) && !ids.contains(i))
@@ -163,7 +166,7 @@ impl Frontend {
             lidar_params: params.lidar,
             radar_params: params.radar,
             camera: CameraIngest::new(pose(Sensor::Camera), params.camera_output),
-            imu: ImuProcessor::new(pose(Sensor::Imu).to_base().rotation, params.imu),
+            imu: imu.map(|(i, p)| (i, ImuProcessor::new(p.to_base().rotation, params.imu))),
             counters: BTreeMap::new(),
         }
     }
@@ -187,7 +190,7 @@ impl Frontend {
     ) -> Result<Input, Rejected> {
         let Some(f) = self.further.get_mut(&sensor) else {
             return match self.ids.iter().position(|i| *i == sensor) {
-                Some(k) if Sensor::ALL[k] == Sensor::Radar => self.radar(stamp, frame_id, cloud),
+                Some(k) if k == Sensor::Radar.index() => self.radar(stamp, frame_id, cloud),
                 _ => self.lidar(stamp, frame_id, cloud),
             };
         };
@@ -283,9 +286,17 @@ impl Frontend {
         r.map(|_| ())
     }
 
-    /// The sensor this frontend ingests for `kind`.
+    /// The sensor this frontend ingests for `kind` (camera, LiDAR or radar).
     pub fn sensor(&self, kind: Sensor) -> SensorId {
-        self.ids[kind.index()]
+        match kind {
+            Sensor::Imu => self.imu.as_ref().map(|(id, _)| *id).expect("the robot's imu (Frontend::imu_sensor)"),
+            _ => self.ids[kind.index()],
+        }
+    }
+
+    /// The robot's IMU, if it declares one.
+    pub fn imu_sensor(&self) -> Option<SensorId> {
+        self.imu.as_ref().map(|(id, _)| *id)
     }
 
     fn count(&mut self, key: String) {
@@ -359,12 +370,17 @@ impl Frontend {
 
     pub fn imu(&mut self, frame_id: &str, s: &ImuSample) -> Result<Input, Rejected> {
         let stamp = s.stamp;
+        // A robot without an IMU: a sample is counted, not fused (a bag can hold a topic the
+        // calibration does not declare).
+        let Some((id, processor)) = self.imu.as_mut() else {
+            return self.finish(Sensor::Imu, stamp, Err(Reject::NotDeclared));
+        };
         let r = self.guards[3].check(stamp, frame_id).and_then(|_| {
-            let (o, saturated) = self.imu.process(s)?;
+            let (o, saturated) = processor.process(s)?;
             if saturated {
                 *self.counters.entry("imu.samples_saturated".into()).or_default() += 1;
             }
-            Ok(Input::Imu(self.ids[Sensor::Imu.index()], imu_state(&o)))
+            Ok(Input::Imu(*id, imu_state(&o)))
         });
         self.finish(Sensor::Imu, stamp, r)
     }
@@ -378,5 +394,39 @@ pub fn imu_state(s: &ImuSample) -> ImuState {
         orientation: UnitQuaternion::from_quaternion(Quaternion::new(w, x, y, z)),
         angular_velocity: Vector3::from(s.angular_velocity),
         linear_acceleration: Vector3::from(s.linear_acceleration),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(stamp: StampNs) -> ImuSample {
+        let mut cov = [0.0; 9];
+        cov[0] = -1.0; // no orientation (REP 145)
+        ImuSample {
+            stamp,
+            orientation: [0.0, 0.0, 0.0, 1.0],
+            orientation_covariance: cov,
+            angular_velocity: [0.0, 0.0, 0.1],
+            angular_velocity_covariance: [0.0; 9],
+            linear_acceleration: [0.0, 0.0, 9.81],
+            linear_acceleration_covariance: [0.0; 9],
+        }
+    }
+
+    /// A robot without an IMU: a bag's IMU samples are counted as not declared, never fused;
+    /// with one, the same sample is its IMU's input.
+    #[test]
+    fn a_robot_without_an_imu_counts_imu_samples_and_fuses_none() {
+        let mut calib = Calibration::default();
+        let mut with = Frontend::new(&calib);
+        assert!(matches!(with.imu("imu_link", &sample(1_000)), Ok(Input::Imu(id, _)) if Some(id) == with.imu_sensor()));
+        calib.sensors.remove("imu");
+        let mut without = Frontend::new(&calib);
+        assert_eq!(without.imu_sensor(), None);
+        let err = without.imu("imu_link", &sample(1_000)).unwrap_err();
+        assert_eq!((err.sensor, err.reason), (Sensor::Imu, Reject::NotDeclared));
+        assert_eq!(without.counters.get("imu.rejected.not_declared"), Some(&1));
     }
 }

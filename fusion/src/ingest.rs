@@ -58,6 +58,9 @@ pub enum Reject {
     BadOrientation(f64),
     #[error("{field} of magnitude {value:.3e} is beyond any sensor (limit {limit:.1})")]
     ImpossibleValue { field: &'static str, value: f64, limit: f64 },
+    // A stream of a kind the robot does not declare (a bag's /imu/data, no IMU in the calibration)
+    #[error("the calibration declares no sensor of this kind")]
+    NotDeclared,
     // A mount that moves (on /tf)
     #[error("the mount cannot be placed at the message's stamp: {0}")]
     MountLookup(String),
@@ -91,6 +94,7 @@ impl Reject {
             ImpossibleValue { .. } => "impossible_value",
             BadOrientation(_) => "bad_orientation",
             MountLookup(_) => "mount_lookup",
+            NotDeclared => "not_declared",
         }
     }
 }

@@ -67,11 +67,11 @@ impl SensorSet {
         Self::new(Sensor::ALL.iter().map(|k| (k.as_str().to_string(), *k))).expect("the standard set is valid")
     }
 
-    /// A set from (name, kind) declarations. What the node set handles today: the standard
-    /// robot's four (`camera`, `lidar`, `radar`, `imu`, each of its kind) and any number more
-    /// cameras, LiDARs and radars. Every tool and the launch file start from the four (the
-    /// replay's frontend, the simulator, `fusion.launch.xml`); an optional IMU is issue 19's
-    /// next step.
+    /// A set from (name, kind) declarations. What the node set handles: the standard robot's
+    /// `camera`, `lidar` and `radar` (each of its kind), any number more cameras, LiDARs and
+    /// radars, and at most one IMU, which may be left out (the base's rotation then comes from
+    /// odometry, and the IMU's rules have nothing to judge). Every tool and the launch file
+    /// start from the three (the replay's frontend, the simulator, `fusion.launch.xml`).
     pub fn new(declared: impl IntoIterator<Item = (String, Sensor)>) -> Result<Self, SensorSetError> {
         let mut sensors: Vec<Declared> =
             declared.into_iter().map(|(name, kind)| Declared { name: intern(&name), kind }).collect();
@@ -86,10 +86,10 @@ impl SensorSet {
                 d.name, d.name, d.name
             )));
         }
-        for kind in Sensor::ALL {
+        for kind in [Sensor::Camera, Sensor::Lidar, Sensor::Radar] {
             if !sensors.iter().any(|d| d.name == kind.as_str() && d.kind == kind) {
                 return Err(SensorSetError(format!(
-                    "the sensor '{kind}' (of kind {kind}) must be declared: the node set starts from the standard four (camera, lidar, radar, imu) and fuses any number more cameras, lidars and radars"
+                    "the sensor '{kind}' (of kind {kind}) must be declared: the node set starts from the standard camera, lidar and radar, fuses any number more of each, and takes at most one imu"
                 )));
             }
         }
@@ -206,5 +206,15 @@ mod tests {
             ("rear_camera", Sensor::Camera)
         ])
         .is_ok());
+        // A robot without an IMU, or with one under its own name.
+        let no_imu = set(&[("camera", Sensor::Camera), ("lidar", Sensor::Lidar), ("radar", Sensor::Radar)]).unwrap();
+        assert_eq!((no_imu.len(), no_imu.first(Sensor::Imu)), (3, None));
+        let named = set(&[
+            ("camera", Sensor::Camera),
+            ("lidar", Sensor::Lidar),
+            ("radar", Sensor::Radar),
+            ("xsens", Sensor::Imu),
+        ]);
+        assert_eq!(named.unwrap().first(Sensor::Imu), Some(SensorId(3)));
     }
 }

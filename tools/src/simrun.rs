@@ -208,10 +208,14 @@ fn camera_messages(t_ns: i64, frame_id: &str, k: &[f64; 9], frame: sim::Frame) -
 }
 
 /// Every sensor's sample times in integer nanoseconds over `[0, duration)`, merged in time
-/// order: IMU 200 Hz, LiDAR 10 Hz, radar 20 Hz, camera 30 Hz, odometry (when asked) 50 Hz.
-fn schedule(duration_ns: i64, odometry: bool) -> Vec<(i64, Sensor)> {
+/// order: IMU 200 Hz (when the robot has one), LiDAR 10 Hz, radar 20 Hz, camera 30 Hz,
+/// odometry (when asked) 50 Hz.
+fn schedule(duration_ns: i64, odometry: bool, imu: bool) -> Vec<(i64, Sensor)> {
     let mut schedule = vec![];
-    let mut rates = vec![(200, Sensor::Imu), (10, Sensor::Lidar), (20, Sensor::Radar), (30, Sensor::Camera)];
+    let mut rates = vec![(10, Sensor::Lidar), (20, Sensor::Radar), (30, Sensor::Camera)];
+    if imu {
+        rates.insert(0, (200, Sensor::Imu));
+    }
     if odometry {
         rates.push((50, Sensor::Odometry));
     }
@@ -254,7 +258,9 @@ pub fn generate(
                            "start_ns": START_NS, "base_frame": calib.base_frame, "look": scenario.look})
     )?;
     let dur_ns = (duration * 1e9).round() as i64;
-    let schedule = schedule(dur_ns, odometry);
+    // A robot without an IMU (none declared) records no IMU samples; its topic stays empty.
+    let imu_frame = calib.first(fusion::Sensor::Imu).map(|p| p.frame_id.clone());
+    let schedule = schedule(dur_ns, odometry, imu_frame.is_some());
     let mut rng_cam = sim::rng(seed, 1);
     let mut rng_lidar = sim::rng(seed, 2);
     let mut rng_radar = sim::rng(seed, 3);
@@ -276,11 +282,7 @@ pub fn generate(
             (name, first_extra_topic + i, calib.sensor(name).frame_id.clone(), sim::rng(seed, 100 + i as u64))
         })
         .collect();
-    let (lidar_frame, radar_frame, imu_frame) = (
-        calib.sensor("lidar").frame_id.clone(),
-        calib.sensor("radar").frame_id.clone(),
-        calib.sensor("imu").frame_id.clone(),
-    );
+    let (lidar_frame, radar_frame) = (calib.sensor("lidar").frame_id.clone(), calib.sensor("radar").frame_id.clone());
 
     // Camera frames are the expensive part: render them (in order, from their own seeded
     // stream) on a producer thread while this one serializes and hands on everything else.
@@ -432,7 +434,7 @@ pub fn generate(
                         let mut ocov = vec![0.0; 9];
                         ocov[0] = -1.0; // no orientation (REP 145)
                         let msg = Imu {
-                            header: header(t_ns, &imu_frame),
+                            header: header(t_ns, imu_frame.as_deref().expect("scheduled only with an imu")),
                             orientation: Quaternion { x: 0.0, y: 0.0, z: 0.0, w: 1.0 },
                             orientation_covariance: ocov,
                             angular_velocity: v3(r.angular_velocity),
