@@ -45,6 +45,9 @@ pub struct Actor {
     pub t1: f64,
     /// Seen by LiDAR and radar but not by the camera (for `sensor_disagreement`).
     pub camera_invisible: bool,
+    /// The script's body and size stand: a seed dresses the actor's paint, not its shape
+    /// (an object sized to hide below one LiDAR's beams must stay that small).
+    pub body_fixed: bool,
 }
 
 impl Actor {
@@ -147,6 +150,7 @@ fn actor(id: u32, class: Class, p0: [f64; 2], velocity: [f64; 2]) -> Actor {
         t0: 0.0,
         t1: f64::INFINITY,
         camera_invisible: false,
+        body_fixed: false,
     }
 }
 
@@ -195,8 +199,10 @@ fn dress_world(s: &mut Scenario, seed: u64) {
     for a in s.actors.iter_mut() {
         let mut r = rng(seed, 1_000 + a.id as u64);
         let (shape, size) = dress::random_body(a.class, &mut r);
-        a.shape = shape;
-        a.size = size;
+        if !a.body_fixed {
+            a.shape = shape;
+            a.size = size;
+        }
         a.look = dress::random_appearance(&mut r);
         a.stride_phase = r.gen_range(0.0..1.0);
     }
@@ -299,11 +305,17 @@ fn scripted(name: &str) -> Option<Scenario> {
             // For the multi-sensor robot (scenario_robot): what only one sensor sees. A
             // vehicle overtakes on the left (behind the robot only the LiDARs see it, beside
             // it only the left camera, then the front camera); a person stands on the right
-            // of the road, which only the right camera sees as the robot passes.
+            // of the road, which only the right camera sees as the robot passes. A dog runs
+            // beside the right of the front bumper, keeping pace: 0.45 m tall and 3.5-4.7 m
+            // from the roof LiDAR, it is under that LiDAR's lowest beam (-15°, 1.8 m up), and
+            // outside every camera's field; only the bumper LiDAR (and the right radar) see it.
+            // The road is straight: the dog keeps its place beside the bumper.
             let mut s = base(name);
-            s.speed = |t| 6.0 + 1.0 * (t / 6.0).min(1.0);
+            (s.speed, s.yaw_rate) = (|_| 7.0, straight);
             s.actors.push(actor(4, Class::Vehicle, [-18.0, 3.6], [10.0, 0.0]));
             s.actors.push(actor(5, Class::Person, [28.0, -5.0], [0.0, 0.0]));
+            let dog = actor(6, Class::Obstacle, [4.4, -2.6], [7.0, 0.0]);
+            s.actors.push(Actor { size: [0.7, 0.35, 0.45], body_fixed: true, ..dog });
             s
         }
         _ => return None,
