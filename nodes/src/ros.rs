@@ -832,8 +832,10 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: Option<&[&str]>) 
     let declared: Vec<&str> = base.sensors.keys().map(String::as_str).collect();
     let used: Vec<String> = used.unwrap_or(&declared).iter().map(|s| s.to_string()).collect();
     if let Some(unknown) = used.iter().find(|name| !base.sensors.contains_key(name.as_str())) {
+        // The launch file's imu_ingest on a robot that declares no IMU: say how to not start it.
+        let hint = if unknown == "imu" { "; a robot without an IMU launches with imu:=false" } else { "" };
         anyhow::bail!(
-            "{} declares no sensor '{unknown}' (it declares: {})",
+            "{} declares no sensor '{unknown}' (it declares: {}){hint}",
             if path.is_empty() { "the built-in calibration".to_string() } else { format!("calibration {path}") },
             declared.join(", ")
         );
