@@ -225,7 +225,8 @@ def test_a_mount_that_moves_on_tf_is_looked_up_at_each_cloud_s_stamp(procs, ros)
     radar_link latched. radar_ingest, given no calibration file, places each cloud with the
     transform at that cloud's own stamp, interpolated between the /tf samples around it
     (tf2's lookupTransform(base_link, radar_link, stamp)); a cloud stamped past the newest
-    sample is rejected and counted, never placed at a stale angle."""
+    sample is rejected and counted, never placed at a stale angle, once it has waited for
+    /tf to catch up (a cloud 30 ms ahead of the newest sample is placed when it comes)."""
     import threading
 
     from diagnostic_msgs.msg import DiagnosticArray
@@ -275,19 +276,26 @@ def test_a_mount_that_moves_on_tf_is_looked_up_at_each_cloud_s_stamp(procs, ros)
         probe.wait_publishers('/sensors/radar', timeout=30)
         sent = []
 
-        def between_samples(_):
-            # Half-way between two /tf samples, 0.2 s behind the newest: interpolated.
-            stamp = newest[0] - 200_000_000 - 25_000_000
+        def stamped(offset_ns):
+            stamp = newest[0] + offset_ns
             m = radar(0)
             m.header.stamp.sec, m.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
             sent.append(stamp)
             return m
 
-        probe.publish_until_through(pub, between_samples, '/sensors/radar')
-        for _ in range(4):
-            pub.publish(between_samples(0))
+        # Half-way between two /tf samples, 0.2 s behind the newest: interpolated.
+        probe.publish_until_through(pub, lambda _: stamped(-225_000_000), '/sensors/radar')
+        # Then alternately such a cloud and one stamped 30 ms *after* the newest sample, as a
+        # live sensor's cloud arrives before its instant's joint state: it waits for it.
+        for k in range(4):
+            pub.publish(stamped(30_000_000 if k % 2 else -225_000_000))
             time.sleep(0.3)
-        probe.wait_for(lambda: probe.count('/sensors/radar') >= 5, 10, 'five clouds placed')
+        def placed_stamps():
+            return {o.header.stamp.sec * 1_000_000_000 + o.header.stamp.nanosec for o in probe.get('/sensors/radar')}
+
+        # Every one of the four is placed, the two ahead of /tf included (before the node had
+        # /tf samples that far back, a first cloud may have been rejected: that is fine).
+        probe.wait_for(lambda: set(sent[-4:]) <= placed_stamps(), 10, 'the four clouds placed')
         for out in probe.get('/sensors/radar'):
             stamp = out.header.stamp.sec * 1_000_000_000 + out.header.stamp.nanosec
             assert stamp in sent and out.header.frame_id == 'base_link', (stamp, out.header.frame_id)
@@ -297,7 +305,8 @@ def test_a_mount_that_moves_on_tf_is_looked_up_at_each_cloud_s_stamp(procs, ros)
             pts = np.frombuffer(bytes(out.data), dtype='<f4').reshape(-1, 5)
             assert np.allclose(pts[:, :3], expected, atol=2e-3), (yaw, pts[0], expected)
         # The pan turned while the clouds came: each was placed at its own angle.
-        assert yaw_at(max(sent)) - yaw_at(min(sent)) > 0.5, sent
+        placed = [o.header.stamp.sec * 1_000_000_000 + o.header.stamp.nanosec for o in probe.get('/sensors/radar')]
+        assert yaw_at(max(placed)) - yaw_at(min(placed)) > 0.5, placed
 
         future = radar(0)
         future.header.stamp.sec, future.header.stamp.nanosec = divmod(newest[0] + 5_000_000_000, 1_000_000_000)

@@ -376,7 +376,8 @@ impl Calibration {
         used: &[&str],
     ) -> Result<Resolved, CalibError> {
         use crate::tf::At;
-        let tf_present = !buffer.frames().is_empty();
+        // An odom → base_link on /tf is no tf of the robot's mounts: the defaults still stand.
+        let tf_present = buffer.describes_below(&self.base_frame);
         let mut calibration = self.clone();
         let mut sources = BTreeMap::new();
         let mut disagreements = Vec::new();

@@ -286,12 +286,11 @@ impl Frontend {
         r.map(|_| ())
     }
 
-    /// The sensor this frontend ingests for `kind` (camera, LiDAR or radar).
+    /// The sensor this frontend ingests for `kind`: camera, LiDAR or radar, which every robot
+    /// declares (the IMU is optional: [`Frontend::imu_sensor`]).
     pub fn sensor(&self, kind: Sensor) -> SensorId {
-        match kind {
-            Sensor::Imu => self.imu.as_ref().map(|(id, _)| *id).expect("the robot's imu (Frontend::imu_sensor)"),
-            _ => self.ids[kind.index()],
-        }
+        assert!(kind != Sensor::Imu, "an IMU is optional: Frontend::imu_sensor");
+        self.ids[kind.index()]
     }
 
     /// The robot's IMU, if it declares one.

@@ -163,6 +163,12 @@ impl TransformBuffer {
         self.frames.contains_key(frame) || self.frames.values().any(|f| f.parent == frame)
     }
 
+    /// Whether the tree describes a robot's body: a static link anywhere, or any link hanging
+    /// from `frame` (its mounts). `odom → base_link` alone on `/tf` does not.
+    pub fn describes_below(&self, frame: &str) -> bool {
+        self.frames.values().any(|f| matches!(f.link, Link::Static(_)) || f.parent == frame)
+    }
+
     /// The frames known, children and roots.
     pub fn frames(&self) -> Vec<String> {
         let mut all: Vec<String> = self.frames.keys().cloned().collect();
@@ -375,6 +381,12 @@ mod tests {
         assert!(b.moves("odom", "lidar").unwrap() && b.moves("lidar", "odom").unwrap());
         assert!(!b.moves("roof", "roof").unwrap());
         assert!(matches!(b.moves("base_link", "radar"), Err(TfError::UnknownFrame(f)) if f == "radar"));
+        // Localization alone says nothing of the robot's body; a mount does.
+        let mut odom_only = TransformBuffer::default();
+        odom_only.set(&tf("odom", "base_link", 1_000, [0.0; 3], 0.0), false).unwrap();
+        assert!(!odom_only.describes_below("base_link") && b.describes_below("base_link"));
+        odom_only.set(&tf("base_link", "pan", 1_000, [0.0; 3], 0.0), false).unwrap();
+        assert!(odom_only.describes_below("base_link"));
     }
 
     #[test]

@@ -86,6 +86,12 @@ pub struct Setup<'a> {
 
 type Item<T> = (Instant, T);
 
+/// How long a cloud on a moving mount waits for the `/tf` sample after its stamp: two
+/// periods of a 20 Hz joint-state publisher. The worker waits (its queue drops the oldest
+/// cloud if the next comes meanwhile), so a mount whose `/tf` has stopped costs each cloud
+/// this long before it is rejected.
+pub const MOUNT_WAIT: Duration = Duration::from_millis(100);
+
 /// How a sensor's data reaches the base frame: through one transform fixed at start-up
 /// (the calibration file, or `/tf_static`), or through the transform tree at each message's
 /// stamp, when tf places the sensor through a link on `/tf` (a pan-tilt head, a joint):
@@ -113,16 +119,27 @@ impl Mount {
         }
     }
 
-    /// Base frame ← sensor frame at `stamp`. A stamp outside the samples `/tf` holds is
-    /// refused (never held at a stale pose): the message is rejected and counted.
+    /// Base frame ← sensor frame at `stamp`. A cloud usually arrives before the joint state
+    /// of its instant (both are stamped at capture; `/tf` comes at 20-50 Hz), so a stamp past
+    /// the newest sample waits up to [`MOUNT_WAIT`] for `/tf` to catch up, as tf2's message
+    /// filter holds a message until its transform can be computed. A stamp still outside
+    /// the samples then is refused (never held at a stale pose): rejected and counted.
     pub fn to_base_at(&self, stamp: fusion::StampNs) -> Result<nalgebra::Isometry3<f64>, Reject> {
-        match self {
-            Mount::Fixed(t) => Ok(*t),
-            Mount::Moving { tf, base_frame, frame } => tf
-                .lock()
-                .expect("tf buffer")
-                .lookup(base_frame, frame, fusion::tf::At::Stamp(stamp))
-                .map_err(|e| Reject::MountLookup(e.to_string())),
+        let (tf, base_frame, frame) = match self {
+            Mount::Fixed(t) => return Ok(*t),
+            Mount::Moving { tf, base_frame, frame } => (tf, base_frame, frame),
+        };
+        let deadline = Instant::now() + MOUNT_WAIT;
+        loop {
+            // The lock is held for the lookup only: the spin thread's tf drain needs it to
+            // add the samples waited for.
+            let found = tf.lock().expect("tf buffer").lookup(base_frame, frame, fusion::tf::At::Stamp(stamp));
+            match found {
+                Err(fusion::tf::TfError::Extrapolation { direction: "future", .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                other => return other.map_err(|e| Reject::MountLookup(e.to_string())),
+            }
         }
     }
 }

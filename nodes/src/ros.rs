@@ -832,8 +832,14 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: Option<&[&str]>) 
     let declared: Vec<&str> = base.sensors.keys().map(String::as_str).collect();
     let used: Vec<String> = used.unwrap_or(&declared).iter().map(|s| s.to_string()).collect();
     if let Some(unknown) = used.iter().find(|name| !base.sensors.contains_key(name.as_str())) {
-        // The launch file's imu_ingest on a robot that declares no IMU: say how to not start it.
-        let hint = if unknown == "imu" { "; a robot without an IMU launches with imu:=false" } else { "" };
+        // The launch file's imu_ingest serves `imu`: on a robot whose IMU has another name, or
+        // that has none, say what to launch instead.
+        let imu = base.sensor_set().ok().and_then(|set| set.first(fusion::Sensor::Imu).map(|id| set.name(id)));
+        let hint = match (unknown.as_str(), imu) {
+            ("imu", None) => "; a robot without an IMU launches with imu:=false".to_string(),
+            ("imu", Some(name)) => format!("; its IMU is '{name}': give imu_ingest the parameter sensor:={name}"),
+            _ => String::new(),
+        };
         anyhow::bail!(
             "{} declares no sensor '{unknown}' (it declares: {}){hint}",
             if path.is_empty() { "the built-in calibration".to_string() } else { format!("calibration {path}") },
@@ -893,7 +899,12 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: Option<&[&str]>) 
     );
     let used_names: Vec<&str> = used.iter().map(String::as_str).collect();
     let resolved = base.with_tf_for(&buffer.lock().expect("tf buffer"), from_file, &used_names).map_err(|e| {
-        anyhow::anyhow!("{e} (waited {:.1} s for {}; parameter tf_wait)", start.elapsed().as_secs_f64(), topic.name)
+        anyhow::anyhow!(
+            "{e} (waited {:.1} s for {} and {}; parameter tf_wait)",
+            start.elapsed().as_secs_f64(),
+            topic.name,
+            crate::graph::TF.name
+        )
     })?;
     warn_about(&resolved);
     // What the file placed goes out latched: RViz and every tf user sees the frames the node

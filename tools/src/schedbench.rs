@@ -241,8 +241,11 @@ pub fn run_with_latencies(opts: &BenchOptions) -> Result<(Value, Histogram<u64>)
         Sensor::Imu => graph::IMU_DATA.root_name(),
     };
     let ids = Frontend::new(&calib);
-    let mut drivers: Vec<(String, fusion::SensorId, Sensor)> =
-        Sensor::ALL.into_iter().map(|s| (driver_topic(s), ids.sensor(s), s)).collect();
+    let mut drivers: Vec<(String, fusion::SensorId, Sensor)> = [Sensor::Camera, Sensor::Lidar, Sensor::Radar]
+        .into_iter()
+        .map(|s| (driver_topic(s), ids.sensor(s), s))
+        .chain(ids.imu_sensor().map(|id| (driver_topic(Sensor::Imu), id, Sensor::Imu)))
+        .collect();
     for (id, name, kind) in ids.further() {
         let topic = if kind == Sensor::Camera { format!("/{name}/image_raw") } else { format!("/{name}/points") };
         drivers.push((topic, id, kind));

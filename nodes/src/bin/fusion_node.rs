@@ -159,10 +159,18 @@ async fn run() -> Result<()> {
     let ros::Extrinsics { resolved, path: calibration_path, watch: tf_watch, latched: _tf_static, tf: _ } =
         ros::extrinsics(&mut node, &params, None)?;
     // LiDAR and radar clouds reach fusion_node already in the base frame (their ingest nodes
-    // look a moving mount up at each stamp); the camera projection uses one pose.
+    // look a moving mount up at each stamp); what fusion_node itself takes from a mount is
+    // taken once: a camera's projection, the first radar's lever arm for the ego speed.
     for (name, _) in resolved.sources.iter().filter(|(_, s)| **s == fusion::calib::PoseSource::TfMoving) {
-        if resolved.calibration.kind_of(name) == Some(fusion::Sensor::Camera) {
-            tracing::warn!("the {name} mount moves on /tf; fusion_node projects into it at its pose at start-up");
+        match resolved.calibration.kind_of(name) {
+            Some(fusion::Sensor::Camera) => {
+                tracing::warn!("the {name} mount moves on /tf; fusion_node projects into it at its pose at start-up")
+            }
+            Some(fusion::Sensor::Radar) => tracing::warn!(
+                "the {name} mount moves on /tf; its targets are placed at each stamp, but the ego speed from its \
+                 Doppler (when it is the first radar) uses its mount at start-up"
+            ),
+            _ => {}
         }
     }
     let calib = resolved.calibration.clone();
