@@ -138,6 +138,14 @@ fn decode_png(data: &[u8], expected: Option<(u32, u32)>) -> Result<Rgb8, Reject>
     // rgb16 cameras: the 8 bits that matter for a detector).
     decoder.set_transformations(Transformations::EXPAND | Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(|e| bad(e.to_string()))?;
+    // The spec allows a palette of 1 to 256 three-byte entries; png 0.18.1 takes any PLTE
+    // length and then panics expanding one that is not a multiple of 3 or is longer (found
+    // by fuzzing: fuzz/regressions/compressed_image). Refused here, before it is expanded.
+    if let Some(palette) = reader.info().palette.as_deref() {
+        if palette.len() % 3 != 0 || palette.len() > 3 * 256 {
+            return Err(bad(format!("palette of {} bytes: not 1 to 256 RGB entries", palette.len())));
+        }
+    }
     let size = reader.output_buffer_size().ok_or_else(|| bad("image too large for memory".into()))?;
     let mut buf = vec![0; size];
     let frame = reader.next_frame(&mut buf).map_err(|e| bad(e.to_string()))?;
@@ -396,6 +404,51 @@ mod tests {
         }
         enc.write_header().unwrap().write_image_data(data).unwrap();
         out
+    }
+
+    /// A palette PNG from the encoder with its PLTE chunk replaced by `palette` (CRC fixed):
+    /// what the fuzzer found (fuzz/regressions/compressed_image: an 88-byte PLTE), with a
+    /// valid CRC, as a crafted or corrupted-then-recomputed file would have.
+    fn png_with_palette(palette: &[u8]) -> Vec<u8> {
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &b in bytes {
+                crc ^= b as u32;
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                }
+            }
+            !crc
+        }
+        let good = png_bytes(2, 1, png::ColorType::Indexed, png::BitDepth::Eight, &[0, 1]);
+        let (mut out, mut at) = (good[..8].to_vec(), 8);
+        while at + 12 <= good.len() {
+            let len = u32::from_be_bytes(good[at..at + 4].try_into().unwrap()) as usize;
+            let (kind, data) = (&good[at + 4..at + 8], &good[at + 8..at + 8 + len]);
+            let data = if kind == b"PLTE" { palette } else { data };
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            out.extend_from_slice(&crc32(&[kind, data].concat()).to_be_bytes());
+            at += 12 + len;
+        }
+        out
+    }
+
+    #[test]
+    fn a_png_whose_palette_is_not_whole_rgb_entries_is_refused_not_a_panic() {
+        // The decoder's own chunk check refuses some lengths (over 256 entries); the rest
+        // reached the palette expansion, which panicked on them.
+        for bytes in [88, 4, 3 * 257] {
+            match decode_compressed("png", &png_with_palette(&vec![7; bytes]), None) {
+                Err(Reject::Undecodable { codec: "PNG", why }) => {
+                    assert!(why.contains(&format!("palette of {bytes} bytes")) || bytes > 768, "{bytes}: {why}")
+                }
+                other => panic!("{bytes}: {other:?}"),
+            }
+        }
+        // The same file with a whole palette decodes.
+        assert!(decode_compressed("png", &png_with_palette(&[0, 0, 0, 250, 10, 20]), None).is_ok());
     }
 
     #[test]
