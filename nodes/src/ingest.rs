@@ -77,8 +77,9 @@ pub struct Setup<'a> {
     pub params: Params,
     pub calibration: Calibration,
     pub calibration_path: String,
-    /// How this sensor's data reaches the base frame.
-    pub mount: Mount,
+    /// How this sensor's data reaches the base frame; a processor that transforms the data
+    /// takes it.
+    pub mount: Option<Mount>,
     pub tasks: Vec<BoxFuture<'static, ()>>,
     /// Extra statistics reported as their own DiagnosticStatus (e.g. camera_info).
     pub extra_stats: Vec<(String, Arc<Mutex<IngestStats>>)>,
@@ -203,13 +204,13 @@ where
         params: Params::of_node_params(&params),
         calibration,
         calibration_path: calibration_path.clone(),
-        mount,
+        mount: Some(mount),
         tasks: vec![],
         extra_stats: vec![],
     };
     let mut processor = build(&mut setup)?;
     let Setup { tasks, extra_stats, mount, .. } = setup;
-    if matches!(mount, Mount::Moving { .. }) {
+    if matches!(mount, Some(Mount::Moving { .. })) {
         // Only clouds are transformed at each stamp; what else holds a mount holds it once.
         tracing::warn!("the {sensor} mount moves on /tf; {} uses its pose at start-up", spec.node.name);
     }
@@ -381,8 +382,7 @@ impl<P: NumberParams> CloudIngest<P> {
             params.set(name, v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
         }
         Ok(Self {
-            // The cloud is the processor's to transform: it takes the mount.
-            mount: std::mem::replace(&mut setup.mount, Mount::Fixed(nalgebra::Isometry3::identity())),
+            mount: setup.mount.take().context("the sensor's mount was already taken")?,
             base_frame: setup.calibration.base_frame.clone(),
             params,
             preprocess,
