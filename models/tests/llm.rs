@@ -383,3 +383,113 @@ fn a_prompt_prefilled_by_the_cpu_decoder_equals_its_tokens_decoded_one_at_a_time
     }
     assert_eq!(bits(&a3), bits(&b3), "a prompt after decoded tokens differs");
 }
+
+#[test]
+fn sequences_decoded_together_equal_each_decoded_alone() {
+    // The summarizer writes a burst's sentences together: one pass over the weights for
+    // every answer still running. Each sequence must get, bit for bit, the logits it gets
+    // alone, whatever the others (prompts of other lengths, from other cache positions).
+    let llm =
+        Llm::load(&model_path(), &LlmOptions { prompt_f32: false, threads: Some(2), ..LlmOptions::default() }).unwrap();
+    let chat = |user: &str| {
+        let system = "You are the safety monitor of an autonomous robot. Answer in one short sentence.";
+        let messages = [ChatMessage { role: "system", content: system }, ChatMessage { role: "user", content: user }];
+        llm.encode_prompt(&models::llm::chat_prompt(&messages)).unwrap()
+    };
+    let prompts = [
+        chat("The radar lost a pedestrian 4.2 m ahead at 13:02:11 while the LiDAR kept it. Why?"),
+        chat("Reply with one word: is a camera a sensor?"),
+        chat("A vehicle closes at 7.5 m/s, 12.0 m ahead in the forward zone: time to collision 1.6 s. Tell the operator."),
+    ];
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    // forward_batch: prompts of different lengths together, then a token each, against
+    // each prompt and token alone.
+    let mut together: Vec<_> = prompts.iter().map(|_| llm.model.new_cache()).collect();
+    let mut seqs: Vec<(&[u32], &mut models::llm::KvCache)> =
+        prompts.iter().map(|p| &p[..]).zip(together.iter_mut()).collect();
+    let batch_logits = llm.model.forward_batch(&mut seqs, None).unwrap();
+    let mut alone: Vec<_> = prompts.iter().map(|_| llm.model.new_cache()).collect();
+    for ((p, cache), l) in prompts.iter().zip(alone.iter_mut()).zip(&batch_logits) {
+        assert_eq!(bits(&llm.model.forward(p, cache, None).unwrap()), bits(l), "a prompt's logits differ in a batch");
+    }
+    let next = [11u32, 2000, 35];
+    let mut seqs: Vec<(&[u32], &mut models::llm::KvCache)> =
+        next.iter().map(std::slice::from_ref).zip(together.iter_mut()).collect();
+    let batch_logits = llm.model.forward_batch(&mut seqs, None).unwrap();
+    for ((t, cache), l) in next.iter().zip(alone.iter_mut()).zip(&batch_logits) {
+        assert_eq!(
+            bits(&llm.model.forward(&[*t], cache, None).unwrap()),
+            bits(l),
+            "a decoded token differs in a batch"
+        );
+    }
+    // A deadline already past: refused, every cache as it was.
+    let lens: Vec<usize> = together.iter().map(|c| c.len()).collect();
+    let mut seqs: Vec<(&[u32], &mut models::llm::KvCache)> =
+        next.iter().map(std::slice::from_ref).zip(together.iter_mut()).collect();
+    assert!(matches!(llm.model.forward_batch(&mut seqs, Some(std::time::Instant::now())), Err(LlmError::Deadline)));
+    assert_eq!(together.iter().map(|c| c.len()).collect::<Vec<_>>(), lens);
+
+    // generate_batch: greedy and seeded answers, each stopping on its own, equal to each
+    // prompt answered alone (tokens and margins), with and without the prompt cache.
+    use models::llm::BatchPrompt;
+    let samplings = [
+        Sampling::Greedy,
+        Sampling::TopP { temperature: 0.7, top_p: 0.9, seed: 5 },
+        Sampling::TopP { temperature: 0.7, top_p: 0.9, seed: 6 },
+    ];
+    for reuse_prompt in [false, true] {
+        let opts = GenerateOptions { max_tokens: 32, sampling: Sampling::Greedy, deadline: None, reuse_prompt };
+        let batch: Vec<BatchPrompt> = prompts
+            .iter()
+            .zip(samplings)
+            .map(|(p, sampling)| BatchPrompt { prompt: p, sampling, shared_prefix: 0 })
+            .collect();
+        let answers = llm.generate_batch(&batch, &opts).unwrap();
+        for (b, a) in batch.iter().zip(&answers) {
+            let single = llm.generate_ids(b.prompt, &GenerateOptions { sampling: b.sampling, ..opts.clone() }).unwrap();
+            assert_eq!(a.tokens, single.tokens, "{:?} vs {:?}", a.text, single.text);
+            assert_eq!(bits(&a.margins), bits(&single.margins));
+            assert_eq!(a.stop, single.stop);
+        }
+        let stops: Vec<_> = answers.iter().map(|a| (a.stop, a.tokens.len())).collect();
+        assert!(stops.iter().any(|s| s.0 == StopReason::EndOfTurn), "answers of their own lengths: {stops:?}");
+        assert!(stops.iter().any(|s| s.0 == StopReason::MaxTokens), "answers of their own lengths: {stops:?}");
+    }
+}
+
+#[test]
+fn a_shared_prefix_outlives_whole_answers_in_the_prompt_cache() {
+    // The summarizer keeps each kind's system message and worked example as a cache entry
+    // of its own: a burst of long answers must not push it out (it did, and every event
+    // of the next burst ran its example again).
+    use models::llm::{chat_prompt, BatchPrompt, PROMPT_CACHE_POSITIONS};
+    let llm = Llm::load(&model_path(), &LlmOptions::default()).unwrap();
+    let system = "You are the safety monitor of an autonomous robot. Answer in one short sentence.";
+    let chat = |system: &str, user: Option<&str>| {
+        let mut m = vec![ChatMessage { role: "system", content: system }];
+        m.extend(user.map(|content| ChatMessage { role: "user", content }));
+        llm.encode_prompt(&chat_prompt(&m)).unwrap()
+    };
+    let first = chat(system, Some("Camera blackout at 12.3 s for 0.8 s."));
+    let shared = first.iter().zip(&chat(system, None)).take_while(|(a, b)| a == b).count();
+    let opts = GenerateOptions { max_tokens: 2, sampling: Sampling::Greedy, deadline: None, reuse_prompt: true };
+    let run = |prompt: &[u32], shared_prefix: usize| {
+        llm.generate_batch(&[BatchPrompt { prompt, sampling: Sampling::Greedy, shared_prefix }], &opts)
+            .unwrap()
+            .remove(0)
+    };
+    run(&first, shared);
+    // Whole answers of other prompts, more positions than the cache holds.
+    let mut filled = 0;
+    for k in 0.. {
+        let filler = format!("Filler prompt {k}: {}", "the robot drives along the corridor and reports. ".repeat(20));
+        let p = chat(&filler, Some("Report."));
+        filled += run(&p, 0).prompt_tokens;
+        if filled > PROMPT_CACHE_POSITIONS + 200 {
+            break;
+        }
+    }
+    let next = run(&chat(system, Some("Lidar dropout at 4.1 s.")), shared);
+    assert_eq!(next.reused_prompt_tokens, shared, "the shared prefix was evicted by whole answers");
+}

@@ -6,7 +6,8 @@
 //! A RUN_DIR holds a `fusion_replay` output (`events.jsonl`); its events are coalesced into
 //! bursts by data time as the summarizer node does. Per N: the share of bursts published
 //! model-written within the deadline, the reasons the others fell back (and the failing
-//! claim kinds), words per summary, generation p50/p99, and the same for the template. Every
+//! claim kinds), words per summary, generation p50/p99, the model-written share and deadline
+//! fallbacks by number of events in a burst, and the same for the template. Every
 //! published text is re-checked by the verifier: `published_unverified` must be 0.
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -141,8 +142,14 @@ fn main() -> Result<()> {
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut claims: BTreeMap<String, usize> = BTreeMap::new();
         let mut examples: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        // Per number of events in a burst: [bursts, model-written, deadline fallbacks].
+        let mut by_size: BTreeMap<usize, [usize; 3]> = BTreeMap::new();
         for b in &corpus {
             let s = summarizer.summarize(b);
+            let size = by_size.entry(b.len()).or_default();
+            size[0] += 1;
+            size[1] += !s.fallback as usize;
+            size[2] += (s.fallback_reason == "deadline") as usize;
             hist.record((s.generation_time_s as f64 * 1000.0).round().max(1.0) as u64)?;
             tried += s.candidates as u64;
             word_sum += words(&s.text);
@@ -177,6 +184,9 @@ fn main() -> Result<()> {
             "words_per_summary": word_sum as f64 / total as f64,
             "generation_ms_p50": hist.value_at_quantile(0.5),
             "generation_ms_p99": hist.value_at_quantile(0.99),
+            "by_burst_size": by_size.iter().map(|(k, [n, model, deadline])| {
+                (k.to_string(), json!({"bursts": n, "model_written": model, "deadline": deadline}))
+            }).collect::<BTreeMap<_, _>>(),
             "examples": examples,
         }));
     }

@@ -48,12 +48,20 @@ struct Scratch {
     scores: Vec<f32>,
     /// cos, sin per rotated pair, per token (its position).
     rope: Vec<(f32, f32)>,
+    /// The last token's logits of each sequence, one after the other.
     logits: Vec<f32>,
+    /// Sequences `logits` holds room for.
+    sequences: usize,
 }
 
 impl Scratch {
-    /// Room for `n` tokens (allocates only for a larger batch than any before).
-    fn ensure(&mut self, n: usize, c: &super::llama::LlamaConfig) {
+    /// Room for `n` tokens of `k` sequences (allocates only for a larger batch than any
+    /// before).
+    fn ensure(&mut self, n: usize, k: usize, c: &super::llama::LlamaConfig) {
+        if k > self.sequences {
+            self.logits.resize(k * c.vocab_size, 0.0);
+            self.sequences = k;
+        }
         if n <= self.capacity {
             return;
         }
@@ -149,9 +157,10 @@ impl CpuDecoder {
             ffn: vec![],
             scores: vec![0.0; pool.threads() * model.max_context],
             rope: vec![],
-            logits: vec![0.0; c.vocab_size],
+            logits: vec![],
+            sequences: 0,
         };
-        scratch.ensure(1, c);
+        scratch.ensure(1, 1, c);
         Ok(Some(CpuDecoder { pool, scratch: Mutex::new(scratch) }))
     }
 
@@ -159,43 +168,66 @@ impl CpuDecoder {
         self.pool.threads()
     }
 
-    /// Runs `tokens` at positions `cache.len()..` (one when decoding, a whole prompt when
-    /// prefilling), appends their keys and values to `cache` (host layout), and returns the
-    /// last token's logits.
+    /// Runs several sequences together, each with its own cache: `tokens` of each at its
+    /// positions `cache.len()..` (one when decoding, a whole prompt when prefilling), its
+    /// keys and values appended to its cache (host layout); returns each sequence's
+    /// last-token logits, in order. Every sequence has at least one token.
     ///
     /// A batch runs each step for all its tokens before the next (each weight row read once
     /// for the batch, from L1 for all but the first token), and every token's arithmetic is
     /// the one-token path's: a prompt prefilled here gives, bit for bit, the logits and cache
     /// of the same tokens decoded one at a time (tested).
-    pub(crate) fn decode(
+    ///
+    /// Decoding K sequences at once (one token each: the K event sentences of a burst, or K
+    /// candidates) reads every weight row once for all K, where K one-token passes read the
+    /// whole model K times: decoding one token is bound by memory bandwidth, so the K tokens
+    /// cost little more than one until the arithmetic catches up (docs/measured.md). The
+    /// tokens are laid out sequence after sequence; each attends only to its own cache, and
+    /// its arithmetic is the one-token path's, so each sequence's logits equal, bit for bit,
+    /// those of running it alone (tested). Given up at the deadline, every cache is left
+    /// as it was.
+    pub(crate) fn decode_batch(
         &self,
         model: &Llama,
-        tokens: &[u32],
-        cache: &mut KvCache,
+        seqs: &mut [Sequence<'_>],
         deadline: Option<Instant>,
-    ) -> Result<Vec<f32>, LlmError> {
+    ) -> Result<Vec<Vec<f32>>, LlmError> {
         let c = &model.config;
         let (d, hd, nh, nkv, ff) = (c.d_model, c.head_dim, c.n_heads, c.n_kv_heads, c.d_ff);
-        let (kvd, group, p, n) = (nkv * hd, nh / nkv, cache.len(), tokens.len());
+        let (kvd, group, k) = (nkv * hd, nh / nkv, seqs.len());
         let qkv_w = d + 2 * kvd;
         let eps = c.rms_eps;
         let mc = model.max_context;
         let f16_kv = model.kv_precision == super::llama::KvPrecision::F16;
+        let vocab = c.vocab_size;
         let output = model.output_matrix().expect("checked in new");
+        assert!(k > 0 && seqs.iter().all(|s| !s.tokens.is_empty()), "every sequence brings a token");
+        // Per token: its sequence and its position there; per sequence: where its cache
+        // started and which token is its last.
+        let starts: Vec<usize> = seqs.iter().map(|s| s.cache.len()).collect();
+        let (mut owner, mut position, mut last) = (Vec::new(), Vec::new(), Vec::with_capacity(k));
+        for (j, s) in seqs.iter().enumerate() {
+            owner.extend(std::iter::repeat(j).take(s.tokens.len()));
+            position.extend(starts[j]..starts[j] + s.tokens.len());
+            last.push(owner.len() - 1);
+        }
+        let n = owner.len();
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let s = &mut *guard;
-        s.ensure(n, c);
-        for (i, &token) in tokens.iter().enumerate() {
+        s.ensure(n, k, c);
+        for (i, &token) in seqs.iter().flat_map(|s| s.tokens).enumerate() {
             model.embedding.dequantize_rows_into(token as usize..token as usize + 1, &mut s.x[i * d..(i + 1) * d]);
             // ggml's rope cache: theta = p · base^(-2i/d), by repeated multiplication in f32.
             let theta_scale = c.rope_theta.powf(-2.0 / hd as f32);
-            let mut theta = (p + i) as f32;
+            let mut theta = position[i] as f32;
             for cs in s.rope[i * hd / 2..(i + 1) * hd / 2].iter_mut() {
                 *cs = (theta.cos(), theta.sin());
                 theta *= theta_scale;
             }
         }
-        cache.reserve_host(n);
+        for seq in seqs.iter_mut() {
+            seq.cache.reserve_host(seq.tokens.len());
+        }
         let threads = self.pool.threads();
         let abort = AtomicBool::new(false);
         let (x, h, act, act_ff) =
@@ -203,7 +235,11 @@ impl CpuDecoder {
         let (qkv, att, gate_up, ffn) =
             (Shared::of(&mut s.qkv), Shared::of(&mut s.att), Shared::of(&mut s.gate_up), Shared::of(&mut s.ffn));
         let (scores, logits, rope) = (Shared::of(&mut s.scores), Shared::of(&mut s.logits), &s.rope);
-        let cache_ptr = Shared(cache as *mut KvCache);
+        let caches: Vec<Shared<KvCache>> = seqs.iter_mut().map(|s| Shared(&mut *s.cache as *mut KvCache)).collect();
+        // (input row, output row) of each product: every token to its own row; for the
+        // logits, each sequence's last token to the sequence's row.
+        let every_token: Vec<(usize, usize)> = (0..n).map(|i| (i, i)).collect();
+        let last_tokens: Vec<(usize, usize)> = last.iter().enumerate().map(|(j, &i)| (i, j)).collect();
         let scale = 1.0 / (hd as f32).sqrt();
         let job = |t: usize, barrier: &Barrier| {
             // SAFETY (every `slice`/`read` below): each step's ranges are disjoint between
@@ -216,11 +252,12 @@ impl CpuDecoder {
             };
             // This thread's tokens for per-token steps: all of a single token on thread 0.
             let my_tokens = share(n, t, threads, 1);
-            // This thread's rows of `m · input_i` for every token i (token i's activations at
-            // `i · a_w` blocks / `i · in_w` values, its output row at `i · out_w`), a pass of
-            // rows at a time.
+            // This thread's rows of `m · input_i` for every (i, o) of `pairs`: token i's
+            // activations at `i · a_w` blocks / `i · in_w` values, its output row at
+            // `o · out_w`; a pass of rows at a time.
             let product = |m: &QMatrix,
                            rows: Range<usize>,
+                           pairs: &[(usize, usize)],
                            a: Shared<Q8Block>,
                            a_w: usize,
                            input: Shared<f32>,
@@ -231,18 +268,31 @@ impl CpuDecoder {
                 let mut r0 = rows.start;
                 while r0 < rows.end {
                     let r1 = (r0 + ROWS_PER_PASS).min(rows.end);
-                    for i in 0..n {
+                    // Two tokens at a time: each weight block unpacked once for both.
+                    let mut twos = pairs.chunks_exact(2);
+                    for two in &mut twos {
+                        let [(i, o), (j, p)] = [two[0], two[1]];
+                        m.rows_dot2(
+                            r0..r1,
+                            [a.read(i * a_w..(i + 1) * a_w), a.read(j * a_w..(j + 1) * a_w)],
+                            [input.read(i * in_w..(i + 1) * in_w), input.read(j * in_w..(j + 1) * in_w)],
+                            [out.slice(o * out_w + r0..o * out_w + r1), out.slice(p * out_w + r0..p * out_w + r1)],
+                            accumulate,
+                        );
+                    }
+                    for &(i, o) in twos.remainder() {
                         m.rows_dot(
                             r0..r1,
                             a.read(i * a_w..(i + 1) * a_w),
                             input.read(i * in_w..(i + 1) * in_w),
-                            out.slice(i * out_w + r0..i * out_w + r1),
+                            out.slice(o * out_w + r0..o * out_w + r1),
                             accumulate,
                         );
                     }
                     r0 = r1;
                 }
             };
+            let tokens = &every_token[..];
             unsafe {
                 for (l, blk) in model.blocks.iter().enumerate() {
                     if t == 0 && deadline.is_some_and(|dl| Instant::now() >= dl) {
@@ -256,7 +306,7 @@ impl CpuDecoder {
                         return;
                     }
                     let wqkv = blk.wqkv.quantized().expect("checked in new");
-                    product(wqkv, share(wqkv.rows, t, threads, 4), act, d / QK, h, d, qkv, qkv_w, false);
+                    product(wqkv, share(wqkv.rows, t, threads, 4), tokens, act, d / QK, h, d, qkv, qkv_w, false);
                     barrier.wait();
                     if t == 0 {
                         for i in 0..n {
@@ -268,25 +318,27 @@ impl CpuDecoder {
                             if f16_kv {
                                 qkv.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
                             }
-                            (*cache_ptr.ptr()).push_host(l, &qkv[d..d + kvd], &qkv[d + kvd..]);
+                            (*caches[owner[i]].ptr()).push_host(l, &qkv[d..d + kvd], &qkv[d + kvd..]);
                         }
                     }
                     barrier.wait();
-                    let (keys, values) = (*cache_ptr.ptr()).host(l);
-                    // Token i sees positions 0..=p+i (causal); pairs (token, head) shared out.
+                    // Token i sees its own sequence's positions 0..=position[i] (causal);
+                    // pairs (token, head) shared out.
                     let w = scores.slice(t * mc..(t + 1) * mc);
                     for pair in (t..n * nh).step_by(threads) {
                         let (i, head) = (pair / nh, pair % nh);
+                        let (keys, values) = (*caches[owner[i]].ptr()).host(l);
                         let q = qkv.read(i * qkv_w + head * hd..i * qkv_w + (head + 1) * hd);
                         let kv_off = (head / group) * hd;
                         let out = att.slice(i * d + head * hd..i * d + (head + 1) * hd);
-                        attend(q, &keys[kv_off..], &values[kv_off..], kvd, scale, f16_kv, &mut w[..p + i + 1], out);
+                        let seen = &mut w[..position[i] + 1];
+                        attend(q, &keys[kv_off..], &values[kv_off..], kvd, scale, f16_kv, seen, out);
                         let a0 = (i * d + head * hd) / QK;
                         quantize_q8_into(out, act.slice(a0..a0 + hd / QK));
                     }
                     barrier.wait();
                     let wo = blk.wo.quantized().expect("checked in new");
-                    product(wo, share(d, t, threads, 4), act, d / QK, att, d, x, d, true);
+                    product(wo, share(d, t, threads, 4), tokens, act, d / QK, att, d, x, d, true);
                     barrier.wait();
                     for i in my_tokens.clone() {
                         norm_and_quantize(i, &blk.ffn_gamma);
@@ -296,8 +348,9 @@ impl CpuDecoder {
                     // quantization of that range need no barrier.
                     let wgu = blk.w_gate_up.quantized().expect("checked in new");
                     let rows = share(ff, t, threads, QK);
-                    product(wgu, rows.clone(), act, d / QK, h, d, gate_up, 2 * ff, false);
-                    product(wgu, ff + rows.start..ff + rows.end, act, d / QK, h, d, gate_up, 2 * ff, false);
+                    product(wgu, rows.clone(), tokens, act, d / QK, h, d, gate_up, 2 * ff, false);
+                    let up_rows = ff + rows.start..ff + rows.end;
+                    product(wgu, up_rows, tokens, act, d / QK, h, d, gate_up, 2 * ff, false);
                     for i in 0..n {
                         let base = i * 2 * ff;
                         let g = gate_up.slice(base + rows.start..base + rows.end);
@@ -308,37 +361,40 @@ impl CpuDecoder {
                     }
                     barrier.wait();
                     let wd = blk.w_down.quantized().expect("checked in new");
-                    product(wd, share(d, t, threads, 4), act_ff, ff / QK, ffn, ff, x, d, true);
+                    product(wd, share(d, t, threads, 4), tokens, act_ff, ff / QK, ffn, ff, x, d, true);
                     barrier.wait();
                 }
-                // Only the last token's logits are asked for.
-                let last = n - 1;
-                if t == 0 {
-                    norm_and_quantize(last, &model.norm_gamma);
+                // Only each sequence's last token's logits are asked for.
+                for j in share(k, t, threads, 1) {
+                    norm_and_quantize(last[j], &model.norm_gamma);
                 }
                 barrier.wait();
                 let rows = share(output.rows, t, threads, 4);
-                output.rows_dot(
-                    rows.clone(),
-                    act.read(last * d / QK..(last + 1) * d / QK),
-                    h.read(last * d..(last + 1) * d),
-                    logits.slice(rows),
-                    false,
-                );
+                product(output, rows, &last_tokens, act, d / QK, h, d, logits, vocab, false);
             }
         };
         let ran = self.pool.run(&job);
-        // A layer's keys may be in the cache without the rest: drop these positions everywhere.
+        // A layer's keys may be in a cache without the rest: drop these positions everywhere.
         if abort.load(Ordering::Relaxed) || ran.is_err() {
-            cache.truncate_host(p);
+            for (seq, &p) in seqs.iter_mut().zip(&starts) {
+                seq.cache.truncate_host(p);
+            }
         }
         ran.map_err(LlmError::Backend)?;
         if abort.load(Ordering::Relaxed) {
             return Err(LlmError::Deadline);
         }
-        cache.advance(n);
-        Ok(s.logits.clone())
+        for seq in seqs.iter_mut() {
+            seq.cache.advance(seq.tokens.len());
+        }
+        Ok((0..k).map(|j| s.logits[j * vocab..(j + 1) * vocab].to_vec()).collect())
     }
+}
+
+/// One sequence of a batch: its new tokens and its own cache.
+pub(crate) struct Sequence<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
 }
 
 /// ggml's `rms_norm` then `mul`: the mean square summed in f64, `x · (1/√(ms + ε)) · γ`.

@@ -6,7 +6,7 @@
 //! Weights are held one of two ways (`WeightMode`): dequantized to f32 Burn tensors at load
 //! (any device), or kept in their ggml blocks with the matrix products done by
 //! `quant::QMatrix` on the CPU (flex only; everything else stays in Burn).
-use super::decode::CpuDecoder;
+use super::decode::{CpuDecoder, Sequence};
 use super::gguf::{GgufFile, Value};
 use super::quant::QMatrix;
 use super::LlmError;
@@ -449,6 +449,105 @@ impl Llama {
         KvCache { layers: (0..self.config.n_layers).map(|_| layer()).collect(), len: 0, row }
     }
 
+    /// Runs several sequences, each with its own cache, as `forward` runs one: `tokens` of
+    /// each at its positions `cache.len()..`; returns each one's last-token logits, in
+    /// order. With the CPU decoder they run together (one pass over the weights for all:
+    /// the sentences of a burst or several candidates decode for little more than one),
+    /// else one after the other through Burn. Either way each sequence's logits are those
+    /// of running it alone. On any error every cache is left as it was.
+    pub fn forward_batch(
+        &self,
+        seqs: &mut [(&[u32], &mut KvCache)],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Vec<f32>>, LlmError> {
+        for (tokens, cache) in seqs.iter() {
+            self.check_input(tokens, cache)?;
+        }
+        let prompt_rows = seqs.iter().map(|(t, _)| t.len()).max().unwrap_or(0);
+        if let Some(cpu) = self.cpu.as_ref().filter(|_| prompt_rows < PROMPT_ROWS_F32 || !self.prompt_f32) {
+            let mut batch: Vec<Sequence> =
+                seqs.iter_mut().map(|(tokens, cache)| Sequence { tokens, cache: &mut **cache }).collect();
+            return self.cpu_forward(cpu, &mut batch, deadline);
+        }
+        let starts: Vec<usize> = seqs.iter().map(|(_, c)| c.len()).collect();
+        let mut out = Vec::with_capacity(seqs.len());
+        for (tokens, cache) in seqs.iter_mut() {
+            match self.forward(tokens, cache, deadline) {
+                Ok(l) => out.push(l),
+                Err(e) => {
+                    for ((_, cache), &p) in seqs.iter_mut().zip(&starts) {
+                        cache.truncate(p);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Refuses what no path can run: no tokens, a full context, an id outside the vocabulary.
+    fn check_input(&self, tokens: &[u32], cache: &KvCache) -> Result<(), LlmError> {
+        let (n, p) = (tokens.len(), cache.len);
+        if n == 0 {
+            return Err(LlmError::Option("no tokens to decode".into()));
+        }
+        if p + n > self.max_context {
+            return Err(LlmError::ContextFull { needed: p + n, limit: self.max_context });
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(LlmError::Option(format!(
+                "token id {t} is outside the vocabulary ({})",
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The CPU decoder over `seqs`, in chunks of at most `PREFILL_CHUNK` tokens together
+    /// (shared evenly between the sequences still running), so the decoder's buffers stay
+    /// small and the deadline is looked at between chunks (each token's arithmetic is the
+    /// same whatever the chunk: the result does not change).
+    fn cpu_forward(
+        &self,
+        cpu: &CpuDecoder,
+        seqs: &mut [Sequence],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Vec<f32>>, LlmError> {
+        let starts: Vec<usize> = seqs.iter().map(|s| s.cache.len()).collect();
+        let mut done = vec![0; seqs.len()];
+        let mut logits = vec![Vec::new(); seqs.len()];
+        loop {
+            let running: Vec<usize> = (0..seqs.len()).filter(|&j| done[j] < seqs[j].tokens.len()).collect();
+            if running.is_empty() {
+                return Ok(logits);
+            }
+            let per = (PREFILL_CHUNK / running.len()).max(1);
+            let mut chunk: Vec<Sequence> = Vec::with_capacity(running.len());
+            let mut ends = Vec::with_capacity(running.len());
+            for (j, seq) in seqs.iter_mut().enumerate().filter(|(j, _)| running.contains(j)) {
+                let end = (done[j] + per).min(seq.tokens.len());
+                chunk.push(Sequence { tokens: &seq.tokens[done[j]..end], cache: &mut *seq.cache });
+                ends.push(end);
+            }
+            match cpu.decode_batch(self, &mut chunk, deadline) {
+                Ok(chunk_logits) => {
+                    for ((&j, end), l) in running.iter().zip(ends).zip(chunk_logits) {
+                        done[j] = end;
+                        logits[j] = l;
+                    }
+                }
+                Err(e) => {
+                    // Earlier chunks are in the caches: none of these tokens stay.
+                    drop(chunk);
+                    for (seq, &p) in seqs.iter_mut().zip(&starts) {
+                        seq.cache.truncate(p);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     /// Runs `tokens` (positions `cache.len()..`) through the model, appends their keys and
     /// values to `cache`, and returns the logits of the last token (`vocab` values). Gives up
     /// with `LlmError::Deadline` between layers once `deadline` has passed.
@@ -458,35 +557,17 @@ impl Llama {
         cache: &mut KvCache,
         deadline: Option<Instant>,
     ) -> Result<Vec<f32>, LlmError> {
+        self.check_input(tokens, cache)?;
         let c = &self.config;
         let (n, p) = (tokens.len(), cache.len);
-        if n == 0 {
-            return Err(LlmError::Option("no tokens to decode".into()));
-        }
-        if p + n > self.max_context {
-            return Err(LlmError::ContextFull { needed: p + n, limit: self.max_context });
-        }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(LlmError::Option(format!("token id {t} is outside the vocabulary ({})", c.vocab_size)));
-        }
         // One token: the CPU decoder. A prompt: the CPU decoder too when prompts take 8-bit
         // activations (llama.cpp's arithmetic), or when it is too short for Burn's f32 GEMM
         // (which would take the 8-bit kernel then anyway); else Burn's f32 GEMM. In chunks, so
         // the decoder's buffers stay small and the deadline is looked at between them (each
         // token's arithmetic is the same whatever the chunk: the result does not change).
         if let Some(cpu) = self.cpu.as_ref().filter(|_| n < PROMPT_ROWS_F32 || !self.prompt_f32) {
-            let mut logits = Vec::new();
-            for chunk in tokens.chunks(PREFILL_CHUNK) {
-                match cpu.decode(self, chunk, cache, deadline) {
-                    Ok(l) => logits = l,
-                    Err(e) => {
-                        // Earlier chunks are in the cache: none of this prompt stays.
-                        cache.truncate(p);
-                        return Err(e);
-                    }
-                }
-            }
-            return Ok(logits);
+            let mut logits = self.cpu_forward(cpu, &mut [Sequence { tokens, cache }], deadline)?;
+            return Ok(logits.pop().expect("one sequence in, one out"));
         }
         let (d, hd, nh, nkv, ff) = (c.d_model, c.head_dim, c.n_heads, c.n_kv_heads, c.d_ff);
         let (kvd, group, total) = (nkv * hd, nh / nkv, p + n);

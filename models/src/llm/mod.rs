@@ -135,13 +135,17 @@ struct PromptCache {
     /// Of `tokens`, how many were the prompt (the rest were generated).
     prompt_len: usize,
     kv: KvCache,
+    /// A prefix prompts share (`BatchPrompt::shared_prefix`), not a whole answer: evicted
+    /// only when no answer is left to evict.
+    shared: bool,
 }
 
 /// Positions of the prompt caches kept, all entries together (most recently used first; the
-/// oldest go beyond it). The summarizer's prompts share a system message and then differ by
-/// the worked example of the event's kind: with one entry, every change of kind processed its
-/// example again. 2048 positions hold ~7 summarizer prompts; with SmolLM2-135M (30 layers, 3
-/// KV heads of 64) a position's keys and values take 46 KB, so at most ~94 MB.
+/// oldest go beyond it, whole answers before shared prefixes). The summarizer's prompts share
+/// a system message and then differ by the worked example of the event's kind: the prefix of
+/// each kind (~150–200 positions) is kept as its own entry, so a burst of eight answers
+/// (~300 positions each) does not push every kind's example out. With SmolLM2-135M (30
+/// layers, 3 KV heads of 64) a position's keys and values take 46 KB, so at most ~94 MB.
 pub const PROMPT_CACHE_POSITIONS: usize = 2048;
 
 /// The caches of the latest generations (`GenerateOptions::reuse_prompt`), most recently
@@ -170,26 +174,83 @@ impl PromptCaches {
         self.0.insert(0, entry);
         c.kv.truncate(keep);
         c.tokens.truncate(keep);
+        c.shared = false;
         Some(c)
     }
 
-    /// Keeps a whole generation's cache as the most recent, dropping the oldest beyond the
-    /// position budget (this one is always kept).
+    /// Keeps a whole generation's cache as the most recent, then evicts beyond the position
+    /// budget (this one is always kept).
     fn keep(&mut self, c: PromptCache) {
-        // An entry whose whole prompt this one holds serves nothing this one does not (the
+        // An answer whose whole prompt this one holds serves nothing this one does not (the
         // same prompt answered again: another candidate).
         self.0.retain(|e| {
             let common = e.tokens.iter().zip(&c.tokens).take_while(|(a, b)| a == b).count();
-            common + 1 < e.prompt_len
+            e.shared || common + 1 < e.prompt_len
         });
         self.0.insert(0, c);
-        let mut positions = 0;
-        let kept = self.0.iter().take_while(|e| {
-            positions += e.tokens.len();
-            positions <= PROMPT_CACHE_POSITIONS
-        });
-        let kept = kept.count().max(1);
-        self.0.truncate(kept);
+        self.evict();
+    }
+
+    /// Keeps `tokens`, a prefix prompts share, from `kv` (which holds at least them) as an
+    /// entry of its own, or marks the one held as the most recent.
+    fn keep_prefix(&mut self, tokens: &[u32], kv: &KvCache) {
+        if let Some(i) = self.0.iter().position(|e| e.shared && e.tokens == tokens) {
+            let e = self.0.remove(i);
+            self.0.insert(0, e);
+            return;
+        }
+        let mut kv = kv.clone();
+        kv.truncate(tokens.len());
+        self.0.insert(0, PromptCache { tokens: tokens.to_vec(), prompt_len: tokens.len(), kv, shared: true });
+        self.evict();
+    }
+
+    /// Drops the oldest whole answers, then the oldest shared prefixes, until the entries fit
+    /// the budget; the most recent entry always stays.
+    fn evict(&mut self) {
+        let positions = |v: &[PromptCache]| v.iter().map(|e| e.tokens.len()).sum::<usize>();
+        while positions(&self.0) > PROMPT_CACHE_POSITIONS && self.0.len() > 1 {
+            let oldest_answer = (1..self.0.len()).rev().find(|&i| !self.0[i].shared);
+            self.0.remove(oldest_answer.unwrap_or(self.0.len() - 1));
+        }
+    }
+}
+
+/// One prompt of `Llm::generate_batch` and how its answer is sampled.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPrompt<'a> {
+    pub prompt: &'a [u32],
+    pub sampling: Sampling,
+    /// Leading tokens that other prompts will share (the summarizer's system message and
+    /// worked example): kept in the prompt cache as an entry of their own, which outlives
+    /// whole answers there. 0: none.
+    pub shared_prefix: usize,
+}
+
+/// One answer of a batch while it is generated.
+struct Answer {
+    cache: KvCache,
+    /// The tokens whose keys and values `cache` holds.
+    in_cache: Vec<u32>,
+    reused_tokens: usize,
+    /// False once a deadline gave up a token half way (the cache is not kept then).
+    cache_whole: bool,
+    rng: rand_chacha::ChaCha8Rng,
+    tokens: Vec<u32>,
+    margins: Vec<f32>,
+    /// What runs next: the rest of the prompt, then each sampled token.
+    next_input: Vec<u32>,
+    /// The logits of the last input, until its token is sampled.
+    logits: Option<Vec<f32>>,
+    first_token: Duration,
+    stop: Option<StopReason>,
+    total: Duration,
+}
+
+impl Answer {
+    fn finish(&mut self, stop: StopReason, start: Instant) {
+        self.stop = Some(stop);
+        self.total = start.elapsed();
     }
 }
 
@@ -254,74 +315,210 @@ impl Llm {
 
     /// Continues `prompt` (already tokenized).
     pub fn generate_ids(&self, prompt: &[u32], opts: &GenerateOptions) -> Result<Generation, LlmError> {
+        let mut one =
+            self.generate_batch(&[BatchPrompt { prompt, sampling: opts.sampling, shared_prefix: 0 }], opts)?;
+        Ok(one.pop().expect("one prompt in, one generation out"))
+    }
+
+    /// Continues several prompts together, each sampled its own way (`opts.sampling` is
+    /// not used): every step decodes the next token of each answer still running in one
+    /// pass over the weights (`Llama::forward_batch`), and each stops on its own (end of
+    /// turn, `max_tokens`, a full context). The deadline stops them all. Each answer is the
+    /// one `generate_ids` gives for its prompt alone, token for token (the logits are the
+    /// same, bit for bit; tested); only the time differs.
+    ///
+    /// With `reuse_prompt`, each prompt starts from the longest cached prefix; a prefix
+    /// that prompts of the batch share beyond that (the summarizer's system message and
+    /// worked example, for two events of a kind) runs once and is copied; each answer's
+    /// cache is kept, and so is each `shared_prefix`, as an entry of its own.
+    pub fn generate_batch(&self, prompts: &[BatchPrompt], opts: &GenerateOptions) -> Result<Vec<Generation>, LlmError> {
         let start = Instant::now();
-        let reused = match opts.reuse_prompt {
-            false => None,
-            true => self.prompt_cache.lock().unwrap_or_else(|p| p.into_inner()).longest_prefix(prompt),
-        };
-        let (mut cache, mut in_cache) = match reused {
-            Some(c) => (c.kv, c.tokens),
-            None => (self.model.new_cache(), Vec::new()),
-        };
-        let reused_tokens = in_cache.len();
-        let mut cache_whole = true;
-        let mut rng = match opts.sampling {
-            Sampling::TopP { seed, .. } => rand_chacha::ChaCha8Rng::seed_from_u64(seed),
-            Sampling::Greedy => rand_chacha::ChaCha8Rng::seed_from_u64(0),
-        };
-        let mut tokens = Vec::new();
-        let mut margins = Vec::new();
-        let mut first_token = Duration::ZERO;
-        let mut next_input: Vec<u32> = prompt[reused_tokens..].to_vec();
-        let stop = loop {
-            if tokens.len() >= opts.max_tokens {
-                break StopReason::MaxTokens;
-            }
-            let logits = match self.model.forward(&next_input, &mut cache, opts.deadline) {
-                Ok(l) => l,
-                Err(LlmError::Deadline) => {
-                    // A token given up between layers may have left keys in some of them.
-                    cache_whole = false;
-                    break StopReason::Deadline;
+        let mut runs: Vec<Answer> = prompts
+            .iter()
+            .map(|p| {
+                let reused = match opts.reuse_prompt {
+                    false => None,
+                    true => self.prompt_cache.lock().unwrap_or_else(|e| e.into_inner()).longest_prefix(p.prompt),
+                };
+                let (cache, in_cache) = match reused {
+                    Some(c) => (c.kv, c.tokens),
+                    None => (self.model.new_cache(), Vec::new()),
+                };
+                let seed = match p.sampling {
+                    Sampling::TopP { seed, .. } => seed,
+                    Sampling::Greedy => 0,
+                };
+                Answer {
+                    reused_tokens: in_cache.len(),
+                    next_input: p.prompt[in_cache.len()..].to_vec(),
+                    cache,
+                    in_cache,
+                    cache_whole: true,
+                    rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+                    tokens: Vec::new(),
+                    margins: Vec::new(),
+                    logits: None,
+                    first_token: Duration::ZERO,
+                    stop: None,
+                    total: Duration::ZERO,
                 }
-                Err(LlmError::ContextFull { .. }) => break StopReason::ContextFull,
-                Err(e) => return Err(e),
-            };
-            in_cache.extend_from_slice(&next_input);
-            if tokens.is_empty() {
-                first_token = start.elapsed();
-            }
-            let t = sample(&logits, opts.sampling, &mut rng);
-            let runner_up = logits
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| i != t as usize)
-                .fold(f32::NEG_INFINITY, |m, (_, &v)| m.max(v));
-            margins.push(logits[t as usize] - runner_up);
-            if self.tokenizer.stop_ids.contains(&t) {
-                break StopReason::EndOfTurn;
-            }
-            tokens.push(t);
-            next_input = vec![t];
-            if opts.deadline.is_some_and(|dl| Instant::now() >= dl) {
-                break StopReason::Deadline;
-            }
-        };
-        if opts.reuse_prompt && cache_whole && cache.len() == in_cache.len() {
-            let kept = PromptCache { tokens: in_cache, prompt_len: prompt.len(), kv: cache };
-            self.prompt_cache.lock().unwrap_or_else(|p| p.into_inner()).keep(kept);
+            })
+            .collect();
+        if opts.max_tokens == 0 {
+            runs.iter_mut().for_each(|r| r.finish(StopReason::MaxTokens, start));
         }
-        let text = self.tokenizer.decode(&tokens)?;
-        Ok(Generation {
-            prompt_tokens: prompt.len(),
-            reused_prompt_tokens: reused_tokens,
-            tokens,
-            margins,
-            text,
-            stop,
-            first_token,
-            total: start.elapsed(),
-        })
+        // Prompts, in stages: a prompt waits while an earlier one still to run shares more
+        // of it than it holds, then starts from a copy of that one's cache.
+        let common = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let usable = |i: usize, j: usize| match opts.reuse_prompt {
+            true => common(prompts[i].prompt, prompts[j].prompt).min(prompts[j].prompt.len() - 1),
+            false => 0,
+        };
+        loop {
+            let waiting = |runs: &[Answer], j: usize| runs[j].stop.is_none() && runs[j].logits.is_none();
+            let ready: Vec<usize> = (0..runs.len())
+                .filter(|&j| waiting(&runs, j))
+                .filter(|&j| !(0..j).any(|i| waiting(&runs, i) && usable(i, j) > runs[j].in_cache.len()))
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            if !self.step(&mut runs, &ready, opts.deadline, start)? {
+                break;
+            }
+            for j in 0..runs.len() {
+                if !waiting(&runs, j) {
+                    continue;
+                }
+                let donor = (0..runs.len())
+                    .filter(|&i| runs[i].logits.is_some())
+                    .max_by_key(|&i| (usable(i, j), std::cmp::Reverse(i)))
+                    .filter(|&i| usable(i, j) > runs[j].in_cache.len());
+                if let Some(i) = donor {
+                    let keep = usable(i, j);
+                    let mut cache = runs[i].cache.clone();
+                    cache.truncate(keep);
+                    let r = &mut runs[j];
+                    r.cache = cache;
+                    r.in_cache = prompts[j].prompt[..keep].to_vec();
+                    r.next_input = prompts[j].prompt[keep..].to_vec();
+                }
+            }
+        }
+        // Answers: a token of each per step.
+        loop {
+            let out_of_time = opts.deadline.is_some_and(|dl| Instant::now() >= dl);
+            for (r, p) in runs.iter_mut().zip(prompts) {
+                let Some(logits) = r.logits.take() else { continue };
+                if r.stop.is_some() {
+                    continue; // prompted before the deadline gave up a later stage
+                }
+                let t = sample(&logits, p.sampling, &mut r.rng);
+                let runner_up = logits
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != t as usize)
+                    .fold(f32::NEG_INFINITY, |m, (_, &v)| m.max(v));
+                r.margins.push(logits[t as usize] - runner_up);
+                if self.tokenizer.stop_ids.contains(&t) {
+                    r.finish(StopReason::EndOfTurn, start);
+                    continue;
+                }
+                r.tokens.push(t);
+                r.next_input = vec![t];
+                if out_of_time {
+                    r.finish(StopReason::Deadline, start);
+                } else if r.tokens.len() >= opts.max_tokens {
+                    r.finish(StopReason::MaxTokens, start);
+                }
+            }
+            let running: Vec<usize> = (0..runs.len()).filter(|&j| runs[j].stop.is_none()).collect();
+            if running.is_empty() || !self.step(&mut runs, &running, opts.deadline, start)? {
+                break;
+            }
+        }
+        let mut caches = self.prompt_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::with_capacity(runs.len());
+        for (r, p) in runs.into_iter().zip(prompts) {
+            let text = self.tokenizer.decode(&r.tokens)?;
+            if opts.reuse_prompt
+                && p.shared_prefix > 0
+                && p.shared_prefix < p.prompt.len()
+                && r.cache.len() >= p.shared_prefix
+            {
+                caches.keep_prefix(&p.prompt[..p.shared_prefix], &r.cache);
+            }
+            if opts.reuse_prompt && r.cache_whole && r.cache.len() == r.in_cache.len() {
+                caches.keep(PromptCache { tokens: r.in_cache, prompt_len: p.prompt.len(), kv: r.cache, shared: false });
+            }
+            out.push(Generation {
+                prompt_tokens: p.prompt.len(),
+                reused_prompt_tokens: r.reused_tokens,
+                tokens: r.tokens,
+                margins: r.margins,
+                text,
+                stop: r.stop.expect("every answer stopped"),
+                first_token: r.first_token,
+                total: r.total,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs the next input of `runs[which]` together, leaving each one's logits; a run
+    /// whose input would overflow the context stops (`ContextFull`). Returns false when the
+    /// deadline gave up the step (every running answer stopped: `Deadline`).
+    fn step(
+        &self,
+        runs: &mut [Answer],
+        which: &[usize],
+        deadline: Option<Instant>,
+        start: Instant,
+    ) -> Result<bool, LlmError> {
+        let mut fits = Vec::with_capacity(which.len());
+        for &j in which {
+            let r = &mut runs[j];
+            if r.cache.len() + r.next_input.len() > self.model.max_context {
+                r.finish(StopReason::ContextFull, start);
+            } else {
+                fits.push(j);
+            }
+        }
+        if fits.is_empty() {
+            return Ok(true);
+        }
+        let mut seqs: Vec<(&[u32], &mut KvCache)> = runs
+            .iter_mut()
+            .enumerate()
+            .filter(|(j, _)| fits.contains(j))
+            .map(|(_, r)| {
+                let Answer { next_input, cache, .. } = r;
+                (&next_input[..], cache)
+            })
+            .collect();
+        match self.model.forward_batch(&mut seqs, deadline) {
+            Ok(logits) => {
+                for (&j, logits) in fits.iter().zip(logits) {
+                    let r = &mut runs[j];
+                    let input = std::mem::take(&mut r.next_input);
+                    r.in_cache.extend_from_slice(&input);
+                    if r.tokens.is_empty() {
+                        r.first_token = start.elapsed();
+                    }
+                    r.logits = Some(logits);
+                }
+                Ok(true)
+            }
+            Err(LlmError::Deadline) => {
+                for r in runs.iter_mut().filter(|r| r.stop.is_none()) {
+                    // A token given up between layers may have left keys in some of them.
+                    r.cache_whole = false;
+                    r.finish(StopReason::Deadline, start);
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Answers a chat (SmolLM2/ChatML template).

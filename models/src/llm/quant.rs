@@ -437,6 +437,53 @@ impl QMatrix {
             r += 1;
         }
     }
+
+    /// `rows_dot` for two activation rows (`a[t]`, `x[t]` → `out[t]`): each weight block
+    /// is read and unpacked once for both, where two `rows_dot` calls do it twice. The
+    /// results are those of two `rows_dot` calls, bit for bit (tested).
+    pub(crate) fn rows_dot2(
+        &self,
+        rows: std::ops::Range<usize>,
+        a: [&[Q8Block]; 2],
+        x: [&[f32]; 2],
+        out: [&mut [f32]; 2],
+        accumulate: bool,
+    ) {
+        let [out0, out1] = out;
+        let mut r = rows.start;
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(kernel) = avx2::rows4x2_kernel(self.ty) {
+                let blocks = self.blocks_per_row();
+                // The kernels index scales and quants by the activation blocks, unchecked.
+                assert!(a[0].len() == blocks && a[1].len() == blocks, "activation rows of {blocks} blocks");
+                let (sb, qb) = (self.scales_per_block(), self.quant_bytes_per_block());
+                let row = |r: usize| {
+                    (
+                        &self.scales[r * blocks * sb..(r + 1) * blocks * sb],
+                        &self.quants[r * blocks * qb..(r + 1) * blocks * qb],
+                    )
+                };
+                while r + 4 <= rows.end {
+                    let rs = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+                    // SAFETY: `rows4x2_kernel` returned a kernel only for a CPU with the
+                    // features it needs; each row holds `blocks` blocks of this format, and
+                    // so does each activation row.
+                    let v = unsafe { kernel(rs.map(|x| x.0), rs.map(|x| x.1), a[0], a[1]) };
+                    for (out, v) in [&mut *out0, &mut *out1].into_iter().zip(v) {
+                        for (k, v) in v.into_iter().enumerate() {
+                            let o = &mut out[r - rows.start + k];
+                            *o = if accumulate { *o + v } else { v };
+                        }
+                    }
+                    r += 4;
+                }
+            }
+        }
+        let done = r - rows.start;
+        self.rows_dot(r..rows.end, a[0], x[0], &mut out0[done..], accumulate);
+        self.rows_dot(r..rows.end, a[1], x[1], &mut out1[done..], accumulate);
+    }
 }
 
 fn transpose_into(src: &[f32], rows: usize, n: usize, out: &mut [f32]) {
@@ -645,6 +692,120 @@ pub(crate) mod avx2 {
         }};
     }
 
+    /// Two activation rows through the four-row kernel at once: each weight block is loaded
+    /// and unpacked once for both, and each (row, activation row) pair accumulates exactly
+    /// as `rows4!` does, so the sums are the same, bit for bit.
+    macro_rules! rows4x2 {
+        (q4_1, $scales:ident, $quants:ident, $a:ident, $b:ident, $isa:tt) => {{
+            // Two flat accumulator arrays, unrolled: kept in registers (a nested array with
+            // closures over it was spilled to the stack on every block).
+            let (mut acc_a, mut acc_b) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+            let (mut summs_a, mut summs_b) = ([0.0f32; 4], [0.0f32; 4]);
+            let low = _mm256_set1_epi8(0x0F);
+            for (qa, qb) in $a.iter().zip($b) {
+                let i = (qa as *const Q8Block).offset_from($a.as_ptr()) as usize;
+                let ya = _mm256_loadu_si256(qa.qs.as_ptr() as *const __m256i);
+                let yb = _mm256_loadu_si256(qb.qs.as_ptr() as *const __m256i);
+                for k in 0..4 {
+                    let m = *$scales[k].get_unchecked(2 * i + 1);
+                    summs_a[k] += m * qa.s;
+                    summs_b[k] += m * qb.s;
+                    let raw = _mm_loadu_si128($quants[k].as_ptr().add(16 * i) as *const __m128i);
+                    let qx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
+                    let d = *$scales[k].get_unchecked(2 * i);
+                    let xa = _mm256_cvtepi32_ps(dot8!($isa, qx, ya));
+                    acc_a[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * qa.d), xa, acc_a[k]);
+                    let xb = _mm256_cvtepi32_ps(dot8!($isa, qx, yb));
+                    acc_b[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * qb.d), xb, acc_b[k]);
+                }
+            }
+            [
+                [
+                    hsum(acc_a[0]) + summs_a[0],
+                    hsum(acc_a[1]) + summs_a[1],
+                    hsum(acc_a[2]) + summs_a[2],
+                    hsum(acc_a[3]) + summs_a[3],
+                ],
+                [
+                    hsum(acc_b[0]) + summs_b[0],
+                    hsum(acc_b[1]) + summs_b[1],
+                    hsum(acc_b[2]) + summs_b[2],
+                    hsum(acc_b[3]) + summs_b[3],
+                ],
+            ]
+        }};
+        (q8_0, $scales:ident, $quants:ident, $a:ident, $b:ident, $isa:tt) => {{
+            let (mut acc_a, mut acc_b) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+            for (qa, qb) in $a.iter().zip($b) {
+                let i = (qa as *const Q8Block).offset_from($a.as_ptr()) as usize;
+                let ya = _mm256_loadu_si256(qa.qs.as_ptr() as *const __m256i);
+                let yb = _mm256_loadu_si256(qb.qs.as_ptr() as *const __m256i);
+                for k in 0..4 {
+                    let qx = _mm256_loadu_si256($quants[k].as_ptr().add(32 * i) as *const __m256i);
+                    let ax = _mm256_sign_epi8(qx, qx);
+                    let d = *$scales[k].get_unchecked(i);
+                    let xa = _mm256_cvtepi32_ps(dot8!($isa, ax, _mm256_sign_epi8(ya, qx)));
+                    acc_a[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * qa.d), xa, acc_a[k]);
+                    let xb = _mm256_cvtepi32_ps(dot8!($isa, ax, _mm256_sign_epi8(yb, qx)));
+                    acc_b[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * qb.d), xb, acc_b[k]);
+                }
+            }
+            [
+                [hsum(acc_a[0]), hsum(acc_a[1]), hsum(acc_a[2]), hsum(acc_a[3])],
+                [hsum(acc_b[0]), hsum(acc_b[1]), hsum(acc_b[2]), hsum(acc_b[3])],
+            ]
+        }};
+    }
+
+    /// A four-row kernel over two activation rows: rows' scales, rows' quants, the two
+    /// rows' activation blocks; the sums per activation row.
+    pub type Rows4x2 = unsafe fn([&[f32]; 4], [&[u8]; 4], &[Q8Block], &[Q8Block]) -> [[f32; 4]; 2];
+
+    /// `rows4_kernel`'s choice, for two activation rows at once.
+    pub fn rows4x2_kernel(ty: super::GgmlType) -> Option<Rows4x2> {
+        use super::GgmlType;
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return None;
+        }
+        match (ty, vnni()) {
+            (GgmlType::Q4_1, true) => Some(q4_1_rows4x2_vnni),
+            (GgmlType::Q4_1, false) => Some(q4_1_rows4x2),
+            (GgmlType::Q8_0, true) => Some(q8_0_rows4x2_vnni),
+            (GgmlType::Q8_0, false) => Some(q8_0_rows4x2),
+            _ => None,
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q4_1_rows4x2(scales: [&[f32]; 4], quants: [&[u8]; 4], a: &[Q8Block], b: &[Q8Block]) -> [[f32; 4]; 2] {
+        rows4x2!(q4_1, scales, quants, a, b, avx2)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q8_0_rows4x2(scales: [&[f32]; 4], quants: [&[u8]; 4], a: &[Q8Block], b: &[Q8Block]) -> [[f32; 4]; 2] {
+        rows4x2!(q8_0, scales, quants, a, b, avx2)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    unsafe fn q4_1_rows4x2_vnni(
+        scales: [&[f32]; 4],
+        quants: [&[u8]; 4],
+        a: &[Q8Block],
+        b: &[Q8Block],
+    ) -> [[f32; 4]; 2] {
+        rows4x2!(q4_1, scales, quants, a, b, vnni)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    unsafe fn q8_0_rows4x2_vnni(
+        scales: [&[f32]; 4],
+        quants: [&[u8]; 4],
+        a: &[Q8Block],
+        b: &[Q8Block],
+    ) -> [[f32; 4]; 2] {
+        rows4x2!(q8_0, scales, quants, a, b, vnni)
+    }
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn q4_1_rows4(scales: [&[f32]; 4], quants: [&[u8]; 4], a: &[Q8Block]) -> [f32; 4] {
         rows4!(q4_1, scales, quants, a, avx2)
@@ -832,6 +993,50 @@ mod tests {
     }
 
     /// 8-bit activations, for every block format and for several activation rows at once.
+    #[test]
+    fn two_activation_rows_at_once_equal_two_row_products_bit_for_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+        let (rows, cols) = (45, 256);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::F32] {
+            let bytes: Vec<u8> = (0..ty.row_bytes((rows * cols) as u64))
+                .map(|i| match (ty, i as usize % ty.block_bytes()) {
+                    (GgmlType::F32, 3) => 0x3c,
+                    (GgmlType::F32, _) => rng.gen(),
+                    (_, 1) => 0x20,
+                    (GgmlType::Q4_1, 3) => 0xa0,
+                    _ => rng.gen(),
+                })
+                .collect();
+            let m = QMatrix::new(ty, rows, cols, &bytes);
+            let xs: Vec<Vec<f32>> = (0..2).map(|_| (0..cols).map(|_| rng.gen_range(-1.0..1.0)).collect()).collect();
+            let acts: Vec<Vec<Q8Block>> = xs
+                .iter()
+                .map(|x| {
+                    let mut a = vec![Q8Block::ZERO; cols / QK];
+                    quantize_q8_into(x, &mut a);
+                    a
+                })
+                .collect();
+            for avx2_only in [false, true] {
+                limit_kernels_to_avx2(avx2_only);
+                for range in [0..rows, 3..22, 40..45, 7..7, 4..8] {
+                    for accumulate in [false, true] {
+                        let (mut one, mut two) = (vec![vec![0.5; range.len()]; 2], vec![vec![0.5; range.len()]; 2]);
+                        for t in 0..2 {
+                            m.rows_dot(range.clone(), &acts[t], &xs[t], &mut one[t], accumulate);
+                        }
+                        let [t0, t1] = &mut two[..] else { unreachable!() };
+                        m.rows_dot2(range.clone(), [&acts[0], &acts[1]], [&xs[0], &xs[1]], [t0, t1], accumulate);
+                        let bits = |v: &Vec<Vec<f32>>| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&one), bits(&two), "{ty:?} {range:?} accumulate {accumulate} avx2 {avx2_only}");
+                    }
+                }
+            }
+            limit_kernels_to_avx2(false);
+        }
+    }
+
     #[test]
     fn quantized_matmul_matches_dequantized_reference() {
         use rand::{Rng, SeedableRng};

@@ -3,7 +3,7 @@
 //! (deadline missed, model unavailable, empty or garbage output), output checks, and the
 //! coalescing window that turns a burst of events into one summary. No ROS: the summarizer
 //! node and `fusion_replay` both use this.
-use super::{ChatMessage, GenerateOptions, Llm, Sampling, StopReason};
+use super::{chat_prompt, BatchPrompt, ChatMessage, GenerateOptions, Llm, Sampling, StopReason};
 use fusion::anomaly::EventKind;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -558,20 +558,12 @@ impl Summarizer {
         };
         let mut run = Attempts { tokens: 0, tried: 0 };
         let written = if self.config.per_event && events.len() > 1 {
-            let mut sentences = Vec::with_capacity(events.len());
-            let mut failed = None;
-            for e in events {
-                match self.answer(llm, std::slice::from_ref(e), start, &mut run) {
-                    Ok(text) => sentences.push(text),
-                    Err(f) => {
-                        failed = Some(f);
-                        break;
-                    }
-                }
-            }
-            match failed {
-                Some(f) => Err(f),
-                None => {
+            // Every event's sentence is written at once (one batch per round of candidates);
+            // the burst fails with the first event, in order, that found no verified sentence.
+            let groups: Vec<&[EventInfo]> = events.iter().map(std::slice::from_ref).collect();
+            match self.answer(llm, &groups, start, &mut run).into_iter().collect::<Result<Vec<_>, _>>() {
+                Err(f) => Err(f),
+                Ok(sentences) => {
                     let text = format!("{} anomaly events. {}", events.len(), sentences.join(" "));
                     // Each sentence holds for its own event; the whole must hold for the burst.
                     match super::verify::verify(&text, events) {
@@ -581,7 +573,7 @@ impl Summarizer {
                 }
             }
         } else {
-            self.answer(llm, events, start, &mut run)
+            self.answer(llm, &[events], start, &mut run).pop().expect("one group in, one answer out")
         };
         let elapsed = start.elapsed();
         match written {
@@ -611,59 +603,122 @@ impl Summarizer {
         }
     }
 
-    /// The first of up to `config.candidates` answers for `events` that passes the checks
-    /// and the verifier, or the first failure (or the deadline, or a model error).
-    fn answer(&self, llm: &Llm, events: &[EventInfo], start: Instant, run: &mut Attempts) -> Result<String, Failure> {
-        let user = prompt_messages(events);
-        let mut examples = Vec::new();
-        let messages = chat_messages(events, &user, &mut examples);
+    /// For each group of events (the whole burst, or one event each), the first of up to
+    /// `config.candidates` answers that passes the checks and the verifier, or that group's
+    /// first failure (or the deadline, or a model error). The groups still without an
+    /// answer are generated together, one round per candidate (`Llm::generate_batch`): a
+    /// burst's sentences cost little more than one, where one after the other they cost
+    /// one each and a burst of four missed the deadline.
+    fn answer(
+        &self,
+        llm: &Llm,
+        groups: &[&[EventInfo]],
+        start: Instant,
+        run: &mut Attempts,
+    ) -> Vec<Result<String, Failure>> {
+        // Each prompt, and how much of it (the system message and the worked examples)
+        // other prompts of the same kinds share: kept in the prompt cache on its own.
+        let mut prompts = Vec::with_capacity(groups.len());
+        for events in groups {
+            let user = prompt_messages(events);
+            let mut examples = Vec::new();
+            let messages = chat_messages(events, &user, &mut examples);
+            let encoded = llm.encode_prompt(&chat_prompt(&messages)).and_then(|ids| {
+                let head = llm.encode_prompt(&chat_prompt(&messages[..messages.len() - 1]))?;
+                let shared = ids.iter().zip(&head).take_while(|(a, b)| a == b).count();
+                Ok((ids, shared))
+            });
+            match encoded {
+                Ok(p) => prompts.push(p),
+                Err(e) => {
+                    tracing::warn!("summary prompt failed: {e}");
+                    return groups.iter().map(|_| Err(Failure::Reason("model_error"))).collect();
+                }
+            }
+        }
         // Seeds follow the events, so a replay gives the same summaries.
-        let seed = events.iter().fold(0u64, |h, e| h.wrapping_mul(1_000_003).wrapping_add(e.event_id));
-        let mut first_failure = None;
+        let seeds: Vec<u64> = groups
+            .iter()
+            .map(|events| events.iter().fold(0u64, |h, e| h.wrapping_mul(1_000_003).wrapping_add(e.event_id)))
+            .collect();
+        let mut answers: Vec<Option<String>> = vec![None; groups.len()];
+        let mut first_failure: Vec<Option<Failure>> = groups.iter().map(|_| None).collect();
         for candidate in 0..self.config.candidates.max(1) {
-            let sampling = match candidate {
-                0 => self.config.sampling,
-                k => Sampling::TopP { temperature: 0.7, top_p: 0.9, seed: seed.wrapping_add(k as u64) },
-            };
+            let waiting: Vec<usize> = (0..groups.len()).filter(|&g| answers[g].is_none()).collect();
+            if waiting.is_empty() {
+                break;
+            }
+            let batch: Vec<BatchPrompt> = waiting
+                .iter()
+                .map(|&g| BatchPrompt {
+                    prompt: &prompts[g].0,
+                    shared_prefix: prompts[g].1,
+                    sampling: match candidate {
+                        0 => self.config.sampling,
+                        k => Sampling::TopP { temperature: 0.7, top_p: 0.9, seed: seeds[g].wrapping_add(k as u64) },
+                    },
+                })
+                .collect();
             let opts = GenerateOptions {
                 max_tokens: self.config.max_tokens,
-                sampling,
+                sampling: self.config.sampling,
                 deadline: Some(start + self.config.deadline),
                 reuse_prompt: true,
             };
-            let g = match llm.chat(&messages, &opts) {
+            let began = Instant::now();
+            let generations = match llm.generate_batch(&batch, &opts) {
                 Ok(g) => g,
                 Err(e) => {
                     tracing::warn!("summary generation failed: {e}");
-                    return Err(first_failure.unwrap_or(Failure::Reason("model_error")));
+                    for &g in &waiting {
+                        first_failure[g].get_or_insert(Failure::Reason("model_error"));
+                    }
+                    break;
                 }
             };
-            run.tokens += g.tokens.len() as u32;
-            run.tried += 1;
-            if g.stop == StopReason::Deadline || start.elapsed() > self.config.deadline {
+            let mut out_of_time = false;
+            for (&g, gen) in waiting.iter().zip(generations) {
+                run.tokens += gen.tokens.len() as u32;
+                run.tried += 1;
+                // Cut by the deadline, or ended just past it (the decoder looks at the clock
+                // between layers): too late either way.
+                if gen.stop == StopReason::Deadline || began + gen.total > start + self.config.deadline {
+                    out_of_time = true;
+                    continue;
+                }
+                let events = groups[g];
+                let text = trim_to_sentence(&gen.text);
+                let checked = check_output(&text, events).and_then(|()| {
+                    if cut_mid_sentence(&text, gen.stop) {
+                        Err("truncated_output")
+                    } else {
+                        Ok(())
+                    }
+                });
+                let failure = match checked {
+                    Err(reason) => Failure::Reason(reason),
+                    Ok(()) => match super::verify::verify(&text, events) {
+                        Ok(()) => {
+                            answers[g] = Some(text);
+                            continue;
+                        }
+                        Err(rejection) => {
+                            tracing::info!("model summary candidate {candidate} rejected ({rejection}): {text}");
+                            Failure::Claim(rejection.kind.to_string(), text)
+                        }
+                    },
+                };
+                first_failure[g].get_or_insert(failure);
+            }
+            if out_of_time || start.elapsed() > self.config.deadline {
                 break;
             }
-            let text = trim_to_sentence(&g.text);
-            let checked = check_output(&text, events).and_then(|()| {
-                if cut_mid_sentence(&text, g.stop) {
-                    Err("truncated_output")
-                } else {
-                    Ok(())
-                }
-            });
-            let failure = match checked {
-                Err(reason) => Failure::Reason(reason),
-                Ok(()) => match super::verify::verify(&text, events) {
-                    Ok(()) => return Ok(text),
-                    Err(rejection) => {
-                        tracing::info!("model summary candidate {candidate} rejected ({rejection}): {text}");
-                        Failure::Claim(rejection.kind.to_string(), text)
-                    }
-                },
-            };
-            first_failure.get_or_insert(failure);
         }
-        Err(first_failure.unwrap_or(Failure::Reason("deadline")))
+        answers
+            .into_iter()
+            .zip(first_failure)
+            .map(|(answer, failure)| answer.ok_or_else(|| failure.unwrap_or(Failure::Reason("deadline"))))
+            .collect()
     }
 }
 
