@@ -287,7 +287,7 @@ const EXAMPLES: &[(&str, &str, &str, &str)] = &[
         "collision_risk",
         "",
         "Warning at {t}: collision risk with a person (track 14) 11.0 m ahead; time to collision 1.20 s (threshold 2.0 s), closing at 9.2 m/s.",
-        "Collision risk: a person (track 14) is 11.0 m ahead and closing at 9.2 m/s, time to collision 1.20 s.",
+        "Collision risk: a person (track 14) is 11.0 m ahead, time to collision 1.20 s, closing at 9.2 m/s.",
     ),
     (
         "impact",
@@ -300,6 +300,24 @@ const EXAMPLES: &[(&str, &str, &str, &str)] = &[
         "",
         "Warning at {t}: the sensors disagree about track 12 (camera misses lidar radar object) for 9 frames, 41.0 m away.",
         "The sensors disagree about track 12: for 9 frames the lidar and radar saw an object 41.0 m away that the camera missed.",
+    ),
+    (
+        "time_jump",
+        "data_time_went_forward",
+        "Info at {t}: data time jumped forward 8.4 s (a seek in a bag, or a gap in the recording); tracking and the anomaly rules started over.",
+        "Data time jumped forward 8.4 s at {t}, a seek or a gap in the recording, so tracking and the anomaly rules started over.",
+    ),
+    (
+        "time_jump",
+        "",
+        "Info at {t}: data time jumped back 20.5 s (a bag played in a loop, or a clock reset); tracking and the anomaly rules started over.",
+        "Data time jumped back 20.5 s at {t}, a bag loop or a clock reset, so tracking and the anomaly rules started over.",
+    ),
+    (
+        "deadline_overrun",
+        "",
+        "Warning at {t}: perception missed its 100 ms hard deadline 9 times in the last 100 frames.",
+        "Perception missed its 100 ms hard deadline 9 times in the last 100 frames, at {t}.",
     ),
     (
         "sensor_dropout",
@@ -466,7 +484,8 @@ pub struct Summary {
     /// answer was used.
     pub fallback_reason: String,
     /// With `unverified_claim`: the kind of the first claim the events do not support
-    /// (`verify::Rejection::kind`), and the model's rejected text.
+    /// (`verify::Rejection::kind`). With it, and with an answer the output checks refused
+    /// (`ungrounded_output`, `garbage_output`, `truncated_output`…): the model's rejected text.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub rejected_claim: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -593,9 +612,13 @@ impl Summarizer {
             },
             Err(failure) => {
                 let mut s = Self::fallback(events, failure.reason(), elapsed, run.tokens);
-                if let Failure::Claim(kind, text) = failure {
-                    s.rejected_claim = kind;
-                    s.rejected_text = text;
+                match failure {
+                    Failure::Claim(kind, text) => {
+                        s.rejected_claim = kind;
+                        s.rejected_text = text;
+                    }
+                    Failure::Output(_, text) => s.rejected_text = text,
+                    Failure::Reason(_) => {}
                 }
                 s.candidates = run.tried;
                 s
@@ -696,7 +719,7 @@ impl Summarizer {
                     }
                 });
                 let failure = match checked {
-                    Err(reason) => Failure::Reason(reason),
+                    Err(reason) => Failure::Output(reason, text),
                     Ok(()) => match super::verify::verify(&text, events) {
                         Ok(()) => {
                             answers[g] = Some(text);
@@ -730,8 +753,10 @@ struct Attempts {
 
 /// Why a model answer was not used.
 enum Failure {
-    /// A `check_output` reason, `truncated_output`, `deadline` or `model_error`.
+    /// `deadline` or `model_error`: no answer to show.
     Reason(&'static str),
+    /// A `check_output` reason or `truncated_output`, and the rejected text.
+    Output(&'static str, String),
     /// The verifier's first unsupported claim kind, and the rejected text.
     Claim(String, String),
 }
@@ -739,7 +764,7 @@ enum Failure {
 impl Failure {
     fn reason(&self) -> &'static str {
         match self {
-            Failure::Reason(r) => r,
+            Failure::Reason(r) | Failure::Output(r, _) => r,
             Failure::Claim(..) => "unverified_claim",
         }
     }
