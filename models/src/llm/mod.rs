@@ -371,7 +371,7 @@ impl Llm {
         // of it than it holds, then starts from a copy of that one's cache.
         let common = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
         let usable = |i: usize, j: usize| match opts.reuse_prompt {
-            true => common(prompts[i].prompt, prompts[j].prompt).min(prompts[j].prompt.len() - 1),
+            true => common(prompts[i].prompt, prompts[j].prompt).min(prompts[j].prompt.len().saturating_sub(1)),
             false => 0,
         };
         loop {
