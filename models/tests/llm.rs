@@ -399,8 +399,15 @@ fn sequences_decoded_together_equal_each_decoded_alone() {
     let prompts = [
         chat("The radar lost a pedestrian 4.2 m ahead at 13:02:11 while the LiDAR kept it. Why?"),
         chat("Reply with one word: is a camera a sensor?"),
-        chat("A vehicle closes at 7.5 m/s, 12.0 m ahead in the forward zone: time to collision 1.6 s. Tell the operator."),
+        chat(
+            "A vehicle closes at 7.5 m/s, 12.0 m ahead in the forward zone: time to collision 1.6 s. The road is wet, \
+             the light is low, two pedestrians wait at the crossing on the left and a cyclist follows 20 m behind the \
+             robot on the right-hand side of the lane. Tell the operator.",
+        ),
     ];
+    // One prompt longer than its share of a 256-token chunk (256 / 3): it runs in two
+    // chunks beside the others.
+    assert!(prompts.iter().any(|p| p.len() > 256 / 3), "{:?}", prompts.iter().map(Vec::len).collect::<Vec<_>>());
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     // forward_batch: prompts of different lengths together, then a token each, against
     // each prompt and token alone.

@@ -1,8 +1,8 @@
 //! The CPU decoder: tokens through the quantized model in one pass, without Burn — one token
 //! when decoding, a whole prompt when prefilling.
 //!
-//! Decoding a token is bound by memory bandwidth (every weight is read once) and, on a
-//! 576-wide model, by overhead: through Burn a token was ~30 tensor ops per layer (copies for
+//! Decoding a token reads every weight once and, on a 576-wide model, was bound by
+//! overhead: through Burn a token was ~30 tensor ops per layer (copies for
 //! reshapes, an allocation each) and 121 rayon fork/joins. Here every thread of a persistent
 //! pool runs the whole token, each taking its share of the rows of each product (four rows per
 //! activation load, `QMatrix::rows_dot`) and of the attention heads, with a spinning barrier
@@ -180,8 +180,9 @@ impl CpuDecoder {
     ///
     /// Decoding K sequences at once (one token each: the K event sentences of a burst, or K
     /// candidates) reads every weight row once for all K, where K one-token passes read the
-    /// whole model K times: decoding one token is bound by memory bandwidth, so the K tokens
-    /// cost little more than one until the arithmetic catches up (docs/measured.md). The
+    /// whole model K times, and products take two tokens per weight block (`rows_dot2`). On
+    /// two cores this model is compute-bound, so K tokens cost more than one step but well
+    /// under K (4 sequences: 13.6 ms against 6.2 ms for one; docs/models.md). The
     /// tokens are laid out sequence after sequence; each attends only to its own cache, and
     /// its arithmetic is the one-token path's, so each sequence's logits equal, bit for bit,
     /// those of running it alone (tested). Given up at the deadline, every cache is left
@@ -272,6 +273,7 @@ impl CpuDecoder {
                     let mut twos = pairs.chunks_exact(2);
                     for two in &mut twos {
                         let [(i, o), (j, p)] = [two[0], two[1]];
+                        debug_assert_ne!(o, p, "two tokens writing one output row");
                         m.rows_dot2(
                             r0..r1,
                             [a.read(i * a_w..(i + 1) * a_w), a.read(j * a_w..(j + 1) * a_w)],

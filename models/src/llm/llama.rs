@@ -255,6 +255,30 @@ impl KvCache {
         }
     }
 
+    /// A copy of the first `positions` positions (all, if it holds fewer), holding no more
+    /// memory than they need (a clone then `truncate` would keep the whole capacity).
+    pub(crate) fn prefix(&self, positions: usize) -> KvCache {
+        let positions = positions.min(self.len);
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| match layer {
+                LayerKv::Host { keys, values } => {
+                    let n = (positions * self.row).min(keys.len()).min(values.len());
+                    LayerKv::Host { keys: keys[..n].to_vec(), values: values[..n].to_vec() }
+                }
+                LayerKv::Tensors(None) => LayerKv::Tensors(None),
+                LayerKv::Tensors(Some(_)) if positions == 0 => LayerKv::Tensors(None),
+                LayerKv::Tensors(Some((k, v))) => {
+                    let [h, _, d] = k.dims();
+                    let cut = |t: &Tensor<3>| t.clone().slice([0..h, 0..positions, 0..d]);
+                    LayerKv::Tensors(Some((cut(k), cut(v))))
+                }
+            })
+            .collect();
+        KvCache { layers, len: positions, row: self.row }
+    }
+
     /// Forgets every position from `positions` on, so that a prompt sharing the first
     /// `positions` tokens can continue from here (the prompt cache).
     pub fn truncate(&mut self, positions: usize) {
@@ -452,9 +476,10 @@ impl Llama {
     /// Runs several sequences, each with its own cache, as `forward` runs one: `tokens` of
     /// each at its positions `cache.len()..`; returns each one's last-token logits, in
     /// order. With the CPU decoder they run together (one pass over the weights for all:
-    /// the sentences of a burst or several candidates decode for little more than one),
-    /// else one after the other through Burn. Either way each sequence's logits are those
-    /// of running it alone. On any error every cache is left as it was.
+    /// the sentences of a burst decode for well under one step each), and each sequence's
+    /// logits are, bit for bit, those of running it alone; on any error every cache is left
+    /// as it was. Without it they run one after the other through Burn, as `forward` (whose
+    /// tensor caches a deadline may leave part-written: not to be reused).
     pub fn forward_batch(
         &self,
         seqs: &mut [(&[u32], &mut KvCache)],

@@ -77,7 +77,8 @@ pub enum StopReason {
 #[derive(Debug, Clone, Serialize)]
 pub struct Generation {
     pub prompt_tokens: usize,
-    /// Of those, how many came from the prompt cache (`GenerateOptions::reuse_prompt`).
+    /// Of those, how many came from the prompt cache (`GenerateOptions::reuse_prompt`), or
+    /// from another prompt of the same batch that shares them.
     pub reused_prompt_tokens: usize,
     pub tokens: Vec<u32>,
     /// Logit of the chosen token minus the best other one, per generated token: how close
@@ -87,6 +88,7 @@ pub struct Generation {
     pub stop: StopReason,
     /// Prompt processing, up to the first generated token's logits.
     pub first_token: Duration,
+    /// Until this answer stopped (in a batch, each its own).
     pub total: Duration,
 }
 
@@ -170,11 +172,13 @@ impl PromptCaches {
             return None;
         }
         let entry = self.0.remove(best);
-        let mut c = entry.clone();
+        let c = PromptCache {
+            tokens: entry.tokens[..keep].to_vec(),
+            prompt_len: entry.prompt_len,
+            kv: entry.kv.prefix(keep),
+            shared: false,
+        };
         self.0.insert(0, entry);
-        c.kv.truncate(keep);
-        c.tokens.truncate(keep);
-        c.shared = false;
         Some(c)
     }
 
@@ -199,8 +203,7 @@ impl PromptCaches {
             self.0.insert(0, e);
             return;
         }
-        let mut kv = kv.clone();
-        kv.truncate(tokens.len());
+        let kv = kv.prefix(tokens.len());
         self.0.insert(0, PromptCache { tokens: tokens.to_vec(), prompt_len: tokens.len(), kv, shared: true });
         self.evict();
     }
@@ -324,8 +327,9 @@ impl Llm {
     /// not used): every step decodes the next token of each answer still running in one
     /// pass over the weights (`Llama::forward_batch`), and each stops on its own (end of
     /// turn, `max_tokens`, a full context). The deadline stops them all. Each answer is the
-    /// one `generate_ids` gives for its prompt alone, token for token (the logits are the
-    /// same, bit for bit; tested); only the time differs.
+    /// one `generate_ids` gives for its prompt alone, token for token (with the CPU decoder
+    /// and 8-bit prompts, the default, the logits are the same, bit for bit; tested); only
+    /// the time differs.
     ///
     /// With `reuse_prompt`, each prompt starts from the longest cached prefix; a prefix
     /// that prompts of the batch share beyond that (the summarizer's system message and
@@ -396,10 +400,10 @@ impl Llm {
                     .filter(|&i| usable(i, j) > runs[j].in_cache.len());
                 if let Some(i) = donor {
                     let keep = usable(i, j);
-                    let mut cache = runs[i].cache.clone();
-                    cache.truncate(keep);
+                    let cache = runs[i].cache.prefix(keep);
                     let r = &mut runs[j];
                     r.cache = cache;
+                    r.reused_tokens = keep;
                     r.in_cache = prompts[j].prompt[..keep].to_vec();
                     r.next_input = prompts[j].prompt[keep..].to_vec();
                 }
@@ -407,7 +411,6 @@ impl Llm {
         }
         // Answers: a token of each per step.
         loop {
-            let out_of_time = opts.deadline.is_some_and(|dl| Instant::now() >= dl);
             for (r, p) in runs.iter_mut().zip(prompts) {
                 let Some(logits) = r.logits.take() else { continue };
                 if r.stop.is_some() {
@@ -426,7 +429,7 @@ impl Llm {
                 }
                 r.tokens.push(t);
                 r.next_input = vec![t];
-                if out_of_time {
+                if opts.deadline.is_some_and(|dl| Instant::now() >= dl) {
                     r.finish(StopReason::Deadline, start);
                 } else if r.tokens.len() >= opts.max_tokens {
                     r.finish(StopReason::MaxTokens, start);
@@ -442,6 +445,7 @@ impl Llm {
         for (r, p) in runs.into_iter().zip(prompts) {
             let text = self.tokenizer.decode(&r.tokens)?;
             if opts.reuse_prompt
+                && r.cache_whole
                 && p.shared_prefix > 0
                 && p.shared_prefix < p.prompt.len()
                 && r.cache.len() >= p.shared_prefix
@@ -510,9 +514,10 @@ impl Llm {
                 Ok(true)
             }
             Err(LlmError::Deadline) => {
-                for r in runs.iter_mut().filter(|r| r.stop.is_none()) {
-                    // A token given up between layers may have left keys in some of them.
-                    r.cache_whole = false;
+                for (j, r) in runs.iter_mut().enumerate().filter(|(_, r)| r.stop.is_none()) {
+                    // A token given up between layers may have left keys in some of them
+                    // (through Burn; the CPU decoder restores them).
+                    r.cache_whole &= !fits.contains(&j);
                     r.finish(StopReason::Deadline, start);
                 }
                 Ok(false)

@@ -316,8 +316,8 @@ const EXAMPLES: &[(&str, &str, &str, &str)] = &[
     (
         "deadline_overrun",
         "",
-        "Warning at {t}: perception missed its 100 ms hard deadline 9 times in the last 100 frames.",
-        "Perception missed its 100 ms hard deadline 9 times in the last 100 frames, at {t}.",
+        "Warning at {t}: perception missed its 120 ms hard deadline 9 times in the last 60 frames.",
+        "Perception missed its 120 ms hard deadline 9 times in the last 60 frames, at {t}.",
     ),
     (
         "sensor_dropout",
@@ -503,8 +503,8 @@ pub struct SummarizerConfig {
     /// Answers tried within the deadline until one verifies (best-of-N, first verified
     /// wins), per event with `per_event`.
     pub candidates: usize,
-    /// Write a burst of several events one event at a time (one prompt per event, the
-    /// sentences joined) instead of in one answer.
+    /// Write a burst of several events one sentence per event (one prompt per event, all
+    /// decoded together, the sentences joined) instead of in one answer.
     pub per_event: bool,
 }
 
@@ -564,11 +564,11 @@ impl Summarizer {
     /// Test-time compute: the deadline is spent on up to `config.candidates` answers — the
     /// configured sampling first, then seeded top-p samples — and the first one the verifier
     /// accepts is published. With `config.per_event`, a burst of several events is written
-    /// one event at a time (each sentence verified against its own event, then the whole
-    /// text against the burst): a small model asked for several events at once leaves one
-    /// out or merges them. Every answer continues from the prompt cache, so a second
-    /// candidate costs only its answer and each event only its own fact line. The fallback
-    /// carries the first failure.
+    /// one sentence per event, the events' prompts decoded together (each sentence verified
+    /// against its own event, then the whole text against the burst): a small model asked
+    /// for several events at once leaves one out or merges them. Every answer continues
+    /// from the prompt cache, so a second candidate costs only its answer and each event
+    /// only its own fact line. The fallback carries the first failure.
     pub fn summarize(&self, events: &[EventInfo]) -> Summary {
         let start = Instant::now();
         let llm = match &self.llm {
@@ -630,8 +630,8 @@ impl Summarizer {
     /// `config.candidates` answers that passes the checks and the verifier, or that group's
     /// first failure (or the deadline, or a model error). The groups still without an
     /// answer are generated together, one round per candidate (`Llm::generate_batch`): a
-    /// burst's sentences cost little more than one, where one after the other they cost
-    /// one each and a burst of four missed the deadline.
+    /// burst's sentences cost well under one step each, where one after the other a burst
+    /// of four or more missed the deadline.
     fn answer(
         &self,
         llm: &Llm,
