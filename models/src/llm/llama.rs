@@ -489,7 +489,7 @@ impl Llama {
             self.check_input(tokens, cache)?;
         }
         let prompt_rows = seqs.iter().map(|(t, _)| t.len()).max().unwrap_or(0);
-        if let Some(cpu) = self.cpu.as_ref().filter(|_| prompt_rows < PROMPT_ROWS_F32 || !self.prompt_f32) {
+        if let Some(cpu) = self.cpu_for(prompt_rows) {
             let mut batch: Vec<Sequence> =
                 seqs.iter_mut().map(|(tokens, cache)| Sequence { tokens, cache: &mut **cache }).collect();
             return self.cpu_forward(cpu, &mut batch, deadline);
@@ -508,6 +508,12 @@ impl Llama {
             }
         }
         Ok(out)
+    }
+
+    /// The CPU decoder for a run of `rows` tokens at once, unless there is none or the run
+    /// is a prompt long enough for Burn's f32 GEMM and `prompt_f32` asks for it.
+    fn cpu_for(&self, rows: usize) -> Option<&CpuDecoder> {
+        self.cpu.as_ref().filter(|_| rows < PROMPT_ROWS_F32 || !self.prompt_f32)
     }
 
     /// Refuses what no path can run: no tokens, a full context, an id outside the vocabulary.
@@ -590,7 +596,7 @@ impl Llama {
         // (which would take the 8-bit kernel then anyway); else Burn's f32 GEMM. In chunks, so
         // the decoder's buffers stay small and the deadline is looked at between them (each
         // token's arithmetic is the same whatever the chunk: the result does not change).
-        if let Some(cpu) = self.cpu.as_ref().filter(|_| n < PROMPT_ROWS_F32 || !self.prompt_f32) {
+        if let Some(cpu) = self.cpu_for(n) {
             let mut logits = self.cpu_forward(cpu, &mut [Sequence { tokens, cache }], deadline)?;
             return Ok(logits.pop().expect("one sequence in, one out"));
         }
