@@ -795,7 +795,7 @@ def test_ros2_param_set_changes_live_thresholds_and_refuses_the_rest(scenario_ba
     from diagnostic_msgs.msg import DiagnosticArray
     from fusion_msgs.msg import AnomalyEvent
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-    from rcl_interfaces.srv import GetParameters, SetParameters
+    from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
 
     bag = scenario_bags('pedestrian_intrusion', 12)
     probe = ros()
@@ -840,6 +840,20 @@ def test_ros2_param_set_changes_live_thresholds_and_refuses_the_rest(scenario_ba
         GetParameters.Request(names=['anomaly.ttc_threshold_s', 'sync.wait_ms']))
     probe.wait_for(fut.done, 10, 'a get_parameters reply')
     assert [v.double_value for v in fut.result().values] == [4.5, 50.0]
+    # A whole number for a double parameter is that double (as a YAML file's `wait_ms: 40`);
+    # applied (a second `params.applied`), with the default's value.
+    r = set_param('fusion_node', 'anomaly.impact_refractory_s', 1)
+    assert r.successful, r.reason
+    fut = service('fusion_node', GetParameters, 'get_parameters').call_async(
+        GetParameters.Request(names=['anomaly.impact_refractory_s']))
+    probe.wait_for(fut.done, 10, 'a get_parameters reply')
+    assert [(v.type, v.double_value) for v in fut.result().values] == [(ParameterType.PARAMETER_DOUBLE, 1.0)]
+    # `ros2 param describe` says what the typed struct's doc comment says.
+    fut = service('fusion_node', DescribeParameters, 'describe_parameters').call_async(
+        DescribeParameters.Request(names=['sync.wait_ms', 'anomaly.ttc_threshold_s']))
+    probe.wait_for(fut.done, 10, 'a describe_parameters reply')
+    described = [d.description for d in fut.result().descriptors]
+    assert 'released partial' in described[0] and 'time to collision' in described[1], described
 
     probe.wait_publishers('/sensors/lidar', timeout=40)
     player = procs([binary('fusion_bag'), 'play', str(bag), '--clock', '200', '--wait-for-subscribers', '--delay', '1'],
@@ -851,7 +865,7 @@ def test_ros2_param_set_changes_live_thresholds_and_refuses_the_rest(scenario_ba
     assert [e.threshold for e in risks] == [4.5] * len(risks), [(e.threshold, e.measured_value) for e in risks]
     values = {kv.key: kv.value for m in probe.get('/diagnostics') for s in m.status if s.name.endswith('fusion')
               for kv in s.values}
-    assert values.get('params.applied') == '1' and 'params.refused' not in values, values
+    assert values.get('params.applied') == '2' and 'params.refused' not in values, values
 
 
 def explain_events_of_a_played_bag(probe, zone_event):

@@ -2230,6 +2230,14 @@ macro_rules! param_table {
         impl PipelineParams {
             pub const NAMES: &'static [&'static str] = &[$($name),*];
 
+            /// Whether `name` holds a count (an integer parameter) rather than a measure.
+            pub fn is_integer(name: &str) -> bool {
+                match name {
+                    $($name => param_table!(@integer $kind),)*
+                    _ => false,
+                }
+            }
+
             pub fn get(&self, name: &str) -> Option<f64> {
                 match name {
                     $($name => Some(param_table!(@get $kind self.$($field).+)),)*
@@ -2248,6 +2256,8 @@ macro_rules! param_table {
             }
         }
     };
+    (@integer n) => { true };
+    (@integer $other:ident) => { false };
     (@get f $e:expr) => { $e };
     (@get ms $e:expr) => { $e as f64 / 1e6 };
     (@get n $e:expr) => { $e as f64 };

@@ -517,16 +517,11 @@ mod tests {
     /// `UPDATE_DOCS=1` rewrites it.
     #[test]
     fn the_readme_shows_the_declared_graph() {
-        let path = root().join("README.md");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let (begin, end) = ("<!-- graph:begin -->\n", "<!-- graph:end -->");
-        let a = text.find(begin).expect("README.md has a graph:begin marker") + begin.len();
-        let b = text[a..].find(end).expect("graph:end marker") + a;
-        let table = markdown_table();
-        if std::env::var_os("UPDATE_DOCS").is_some() {
-            std::fs::write(&path, format!("{}{}{}", &text[..a], table, &text[b..])).unwrap();
-        } else {
-            assert_eq!(&text[a..b], table, "README.md's topic table drifted from nodes/src/graph.rs: UPDATE_DOCS=1");
-        }
+        crate::check_generated(
+            &root().join("README.md"),
+            "<!-- graph:begin -->",
+            "<!-- graph:end -->",
+            &markdown_table(),
+        );
     }
 }

@@ -545,16 +545,7 @@ mod tests {
         for (page, table) in
             [("lidar_ingest.md", LidarParams::markdown_table()), ("radar_ingest.md", RadarParams::markdown_table())]
         {
-            let path = docs.join(page);
-            let text = std::fs::read_to_string(&path).expect("node page");
-            let begin = text.find(BEGIN).expect("generated-table marker");
-            let body = begin + text[begin..].find('\n').expect("marker line") + 1;
-            let end = body + text[body..].find(END).expect("end marker");
-            if std::env::var_os("UPDATE_DOCS").is_some() {
-                std::fs::write(&path, format!("{}{table}{}", &text[..body], &text[end..])).expect("write page");
-            } else {
-                assert_eq!(&text[body..end], table, "{page} drifted from the parameter schema: UPDATE_DOCS=1");
-            }
+            crate::check_generated(&docs.join(page), BEGIN, END, &table);
         }
     }
 }

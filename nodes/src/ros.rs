@@ -320,6 +320,32 @@ impl Params {
     }
 }
 
+/// Registers `config`'s fields as the node's parameters, with their doc comments as what
+/// `ros2 param describe` says: each takes the value the params files and `-p` gave it (as
+/// [`create_node`] applied them), else keeps the one `config` holds, and `config` is
+/// updated to match. A value of the wrong type fails here, naming the parameter.
+pub fn declare_config<C: r2r::RosParams>(node: &r2r::Node, config: &mut C) -> Result<()> {
+    let mut defaults = r2r::indexmap::IndexMap::new();
+    config.register_parameters("", None, &mut defaults).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut params = node.params.lock().expect("parameter lock");
+    for (name, default) in &defaults {
+        if let Some(given) = params.get_mut(name) {
+            given.value = as_declared(&default.value, given.value.clone());
+        }
+    }
+    config.register_parameters("", None, &mut params).map_err(|e| anyhow::anyhow!("parameter {e}"))
+}
+
+/// A whole number given for a double parameter (`wait_ms: 40` in a YAML file, `-p
+/// tf_wait:=2`, `ros2 param set … 2`) is that double, as our nodes always took it; r2r's
+/// derived double parameters would refuse the integer.
+fn as_declared(declared: &ParameterValue, given: ParameterValue) -> ParameterValue {
+    match (declared, given) {
+        (ParameterValue::Double(_), ParameterValue::Integer(i)) => ParameterValue::Double(i as f64),
+        (_, given) => given,
+    }
+}
+
 /// A check of a new value for a parameter the node applies while running.
 pub type LiveCheck = Box<dyn Fn(&ParameterValue) -> Result<(), String> + Send>;
 
@@ -336,13 +362,22 @@ pub type LiveCheck = Box<dyn Fn(&ParameterValue) -> Result<(), String> + Send>;
 pub struct ParamGate {
     declared: std::collections::BTreeSet<String>,
     live: std::collections::BTreeMap<String, LiveCheck>,
+    /// The node's typed parameters ([`declare_config`]), kept current by an accepted set.
+    config: Option<Box<dyn r2r::RosParams + Send>>,
 }
 
 impl ParamGate {
     /// Every parameter declared so far (through [`Params`]), none live yet.
     pub fn new(node: &r2r::Node) -> Self {
         let declared = node.params.lock().expect("parameter lock").keys().cloned().collect();
-        Self { declared, live: Default::default() }
+        Self { declared, live: Default::default(), config: None }
+    }
+
+    /// The node's typed parameters, declared already ([`declare_config`]): `ros2 param
+    /// get` reads them and an accepted set updates them.
+    pub fn with_config(mut self, config: Box<dyn r2r::RosParams + Send>) -> Self {
+        self.config = Some(config);
+        self
     }
 
     /// `name` may change while the node runs, when `check` accepts the new value.
@@ -375,22 +410,38 @@ impl ParamGate {
 }
 
 impl r2r::RosParams for ParamGate {
+    /// The typed parameters were declared into the node's map already (with the values the
+    /// user gave): registering them again leaves every value as it is.
     fn register_parameters(
         &mut self,
-        _prefix: &str,
-        _param: Option<Parameter>,
-        _params: &mut r2r::indexmap::IndexMap<String, Parameter>,
+        prefix: &str,
+        param: Option<Parameter>,
+        params: &mut r2r::indexmap::IndexMap<String, Parameter>,
     ) -> r2r::Result<()> {
-        Ok(())
+        match &mut self.config {
+            Some(config) => config.register_parameters(prefix, param, params),
+            None => Ok(()),
+        }
     }
 
-    /// Values come from r2r's node map (it falls back to it on an error here).
+    /// The typed parameters' values; every other one comes from r2r's node map (r2r falls
+    /// back to it on an error here).
     fn get_parameter(&mut self, name: &str) -> r2r::Result<ParameterValue> {
-        Err(r2r::Error::InvalidParameterName { name: name.to_string() })
+        match &mut self.config {
+            Some(config) => config.get_parameter(name),
+            None => Err(r2r::Error::InvalidParameterName { name: name.to_string() }),
+        }
     }
 
     fn set_parameter(&mut self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
-        self.check_parameter(name, value)
+        self.check_parameter(name, value)?;
+        match &mut self.config {
+            Some(config) => match config.get_parameter(name) {
+                Ok(declared) => config.set_parameter(name, &as_declared(&declared, value.clone())),
+                Err(_) => Ok(()),
+            },
+            None => Ok(()),
+        }
     }
 
     fn check_parameter(&self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
@@ -824,7 +875,7 @@ pub struct Extrinsics {
 pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: Option<&[&str]>) -> Result<Extrinsics> {
     use futures::{FutureExt, StreamExt};
     let path = params.string("calibration", "")?;
-    let tf_wait = params.f64("tf_wait", 1.0)?;
+    let tf_wait = params.f64("tf_wait", crate::config::TF_WAIT_S)?;
     if !(0.0..=60.0).contains(&tf_wait) {
         anyhow::bail!("parameter tf_wait must be 0 .. 60 seconds, got {tf_wait}");
     }

@@ -33,6 +33,7 @@ use r2r::{
     WrappedTypesupport,
 };
 use sensor_fusion::{
+    config::{FusionNodeConfig, NodeConfig},
     graph,
     ingest::{camera_info_ref, cloud_fields, cloud_ref, image_ref, imu_sample},
 };
@@ -112,52 +113,11 @@ pub struct ReplayResult {
     pub report: Option<(crate::report::ReportCollector, crate::report::RunInfo)>,
 }
 
-/// Reads a ROS 2 parameter file (`node_name:` or `/**:` → `ros__parameters:`, nested
-/// mappings joined with dots) and applies every pipeline parameter it names.
-pub fn apply_params_file(params: &mut PipelineParams, path: &Path, node: &str) -> Result<Vec<String>> {
-    apply_params_file_with(params, None, path, node)
-}
-
-/// As [`apply_params_file`], also filling the camera detector's parameters when given.
-pub fn apply_params_file_with(
-    params: &mut PipelineParams,
-    mut detector: Option<&mut sensor_fusion::detector::DetectorParams>,
-    path: &Path,
-    node: &str,
-) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let doc: serde_norway::Value =
-        serde_norway::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
-    let mut applied = vec![];
-    let Some(map) = doc.as_mapping() else { bail!("{}: expected a mapping of node names", path.display()) };
-    for (key, section) in map {
-        let key = key.as_str().unwrap_or("");
-        let matches = key == "/**" || key.trim_start_matches('/').rsplit('/').next() == Some(node);
-        let Some(p) = section.get("ros__parameters").filter(|_| matches) else { continue };
-        let mut flat = vec![];
-        flatten("", p, &mut flat);
-        for (name, v) in flat {
-            if PipelineParams::NAMES.contains(&name.as_str()) {
-                let x = v.as_f64().with_context(|| format!("{}: parameter {name} must be a number", path.display()))?;
-                params.set(&name, x).map_err(anyhow::Error::msg)?;
-                applied.push(name);
-            } else if PipelineParams::WORD_NAMES.contains(&name.as_str()) {
-                let word =
-                    v.as_str().with_context(|| format!("{}: parameter {name} must be a word", path.display()))?;
-                params
-                    .set_word(&name, word)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| format!("{}", path.display()))?;
-                applied.push(name);
-            } else if let (Some(d), true) =
-                (detector.as_deref_mut(), sensor_fusion::detector::NAMES.contains(&name.as_str()))
-            {
-                d.set(&name, &v).with_context(|| format!("{}", path.display()))?;
-                applied.push(name);
-            }
-        }
-    }
-    Ok(applied)
+/// The pipeline's parameters from a ROS 2 params file, read as fusion_node reads it
+/// ([`FusionNodeConfig::from_params_file`]: its blocks in order over the defaults, a name
+/// fusion_node does not have refused).
+pub fn pipeline_params_from_file(path: &Path) -> Result<PipelineParams> {
+    FusionNodeConfig::from_params_file(path)?.pipeline()
 }
 
 /// The ingest nodes' sections of a ROS 2 parameter file (`/**/lidar_ingest:` …
@@ -407,10 +367,10 @@ pub fn run(opts: &ReplayOptions, detector: Option<Box<dyn CameraDetector>>) -> R
     tracing::info!("sensor extrinsics from: {}", resolved.summary());
     sensor_fusion::ros::warn_about(&resolved);
     let calib = resolved.calibration.clone();
-    let mut params = PipelineParams::default();
-    if let Some(p) = &opts.params_file {
-        apply_params_file(&mut params, p, "fusion_node")?;
-    }
+    let params = match &opts.params_file {
+        Some(p) => pipeline_params_from_file(p)?,
+        None => PipelineParams::default(),
+    };
     params.check_sensors(&calib.sensor_set()?).map_err(anyhow::Error::msg)?;
     let hard_ns = params.hard_deadline_ns;
     let target_ns = params.target_deadline_ns;
@@ -704,54 +664,30 @@ mod tests {
         assert_eq!(read_ingest_params(&shipped).expect("config/ingest.yaml"), IngestParams::default());
     }
 
-    /// The same for fusion_node: every pipeline parameter config/fusion.yaml names holds the
-    /// code's default, and the scheduler's OS policy and priority are `RtConfig::NODE` (the
-    /// node and the file said priority 20 while fusion_sched_bench's flag said 10).
+    /// The same for fusion_node: config/fusion.yaml names every parameter of
+    /// `FusionNodeConfig` (nothing more: an unknown name fails the read) and holds its
+    /// default, which is the runtime structs' (`PipelineParams`, `SchedConfig`,
+    /// `RtConfig::NODE`, `DegradeConfig`, `DetectorParams`).
     #[test]
     fn the_shipped_fusion_file_holds_the_nodes_defaults() {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/fusion.yaml");
-        let mut from_file = PipelineParams::default();
-        let applied = apply_params_file(&mut from_file, &shipped, "fusion_node").expect("config/fusion.yaml");
-        assert!(applied.len() > 40, "{applied:?}");
-        let defaults = PipelineParams::default();
-        for name in PipelineParams::NAMES {
-            let (file, code) = (from_file.get(name).expect("named"), defaults.get(name).expect("named"));
-            // The file may round (29.42 for 3 g = 29.41995 m/s²), never differ.
-            assert!(
-                (file - code).abs() <= 1e-4 * code.abs().max(1.0),
-                "{name}: config/fusion.yaml {file} vs PipelineParams {code}"
-            );
-        }
-        for name in PipelineParams::WORD_NAMES {
-            assert_eq!(from_file.get_word(name), defaults.get_word(name), "{name}");
-        }
+        let from_file = FusionNodeConfig::from_params_file(&shipped).expect("config/fusion.yaml");
         let text = std::fs::read_to_string(&shipped).expect("read");
         let doc: serde_norway::Value = serde_norway::from_str(&text).expect("yaml");
         let (_, section) = doc.as_mapping().expect("mapping").iter().next().expect("a node section");
-        let sched = &section["ros__parameters"]["sched"];
-        let node = fusion::sched::RtConfig::NODE;
-        assert_eq!(sched["policy"].as_str(), Some(node.policy.as_str()));
-        assert_eq!(sched["priority"].as_i64(), Some(node.priority as i64));
-        // The scheduler and its degradation ladder: fusion_node's defaults are these structs'.
-        let c = fusion::sched::SchedConfig::default();
-        let number = |v: &serde_norway::Value| v.as_f64().expect("a number");
-        for (name, code) in [
-            ("mailbox_depth", c.mailbox_depth),
-            ("imu_mailbox_depth", c.imu_mailbox_depth),
-            ("cpu_workers", c.cpu_workers),
-        ] {
-            assert_eq!(number(&sched[name]), code as f64, "sched.{name}");
+        let mut named = vec![];
+        flatten("", &section["ros__parameters"], &mut named);
+        let defaults = FusionNodeConfig::default().flat();
+        assert_eq!(named.len(), defaults.len(), "the file names every parameter once");
+        for ((name, file), (_, code)) in from_file.flat().iter().zip(&defaults) {
+            match (file.as_f64(), code.as_f64()) {
+                // The file may round (29.42 for 3 g = 29.41995 m/s²), never differ.
+                (Some(f), Some(c)) => {
+                    assert!((f - c).abs() <= 1e-4 * c.abs().max(1.0), "{name}: config/fusion.yaml {f} vs code {c}")
+                }
+                _ => assert_eq!(file, code, "{name}"),
+            }
         }
-        assert_eq!(sched["admission"].as_bool(), Some(c.admission));
-        assert_eq!(sched["mlockall"].as_bool(), Some(c.rt.mlockall));
-        let degrade = &section["ros__parameters"]["degrade"];
-        let d = &c.degrade;
-        let ladder: Vec<&str> = d.ladder.iter().map(|r| r.name()).collect();
-        assert_eq!(degrade["ladder"].as_str(), Some(ladder.join(",").as_str()));
-        assert_eq!(number(&degrade["window"]), d.window as f64);
-        assert_eq!(number(&degrade["engage_slack_ms"]), d.engage_slack_ns as f64 * 1e-6);
-        assert_eq!(number(&degrade["recover_slack_ms"]), d.recover_slack_ns as f64 * 1e-6);
-        assert_eq!(number(&degrade["recover_windows"]), d.recover_windows as f64);
     }
 
     #[test]

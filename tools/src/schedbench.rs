@@ -4,7 +4,7 @@
 //! FIFO baseline. The player thread stands for the drivers: it deserializes each message
 //! and stamps it with the time it is handed over, so latency counts from "acquisition"
 //! (the newest member's stamp) to publication, as on the robot.
-use crate::{bag::Bag, replay::apply_params_file_with};
+use crate::{bag::Bag, replay::pipeline_params_from_file};
 use anyhow::{bail, Context as _, Result};
 use fusion::{
     anomaly::Event,
@@ -178,11 +178,12 @@ pub fn run_with_latencies(opts: &BenchOptions) -> Result<(Value, Histogram<u64>)
     let calib_path = opts.bag.join("calibration.yaml");
     let calib =
         if calib_path.is_file() { Calibration::load(&calib_path.to_string_lossy())? } else { Calibration::default() };
-    let mut params = PipelineParams::default();
-    let mut dp = opts.detector.clone();
-    if let Some(p) = &opts.params_file {
-        apply_params_file_with(&mut params, Some(&mut dp), p, "fusion_node")?;
-    }
+    // The detector's parameters come from the caller (the file's, then its flags).
+    let params = match &opts.params_file {
+        Some(p) => pipeline_params_from_file(p)?,
+        None => PipelineParams::default(),
+    };
+    let dp = opts.detector.clone();
     params.check_sensors(&calib.sensor_set()?).map_err(anyhow::Error::msg)?;
     let hard_ns = params.hard_deadline_ns;
     let mut detector = dp.build()?;

@@ -12,12 +12,12 @@
 //!              shed/dropped by reason, degradation level, queue depths, RT status)
 //! ```
 //! `scheduler:=fifo` swaps in the plain FIFO baseline (one thread, one queue) for comparison.
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use fusion::{
     anomaly::Event,
     camera::Intrinsics,
     pipeline::{Pipeline, PipelineParams, SetOutput},
-    sched::{parse_cpus, parse_ladder, Executor, Message, RtConfig, SchedConfig, Sink},
+    sched::{Executor, Message, Sink},
 };
 use r2r::{
     diagnostic_msgs::msg::DiagnosticArray,
@@ -28,7 +28,7 @@ use r2r::{
     visualization_msgs::msg::MarkerArray,
 };
 use sensor_fusion::{
-    detector::DetectorParams,
+    config::FusionNodeConfig,
     graph,
     ingest::camera_info_ref,
     messages::{event_msg, to_input, CameraIntrinsics, SensorMsg},
@@ -85,50 +85,6 @@ impl Sink for Publishers {
     }
 }
 
-/// The scheduler's parameters (`scheduler`, `sched.*`, `degrade.*`, `trace_file`).
-fn sched_config(params: &Params) -> Result<(String, SchedConfig, String)> {
-    let mut c = SchedConfig::default();
-    let mode = params.string("scheduler", "edf")?;
-    if mode != "edf" && mode != "fifo" {
-        anyhow::bail!("parameter scheduler: '{mode}' is not a scheduler (edf or fifo)");
-    }
-    c.fifo_depth = params.usize("queue_size", c.fifo_depth)?.max(4);
-    c.mailbox_depth = params.usize("sched.mailbox_depth", c.mailbox_depth)?.max(1);
-    c.imu_mailbox_depth = params.usize("sched.imu_mailbox_depth", c.imu_mailbox_depth)?.max(1);
-    c.cpu_workers = params.usize("sched.cpu_workers", c.cpu_workers)?.max(1);
-    c.admission = params.bool("sched.admission", c.admission)?;
-    let node = RtConfig::NODE;
-    c.rt.policy = params
-        .string("sched.policy", node.policy.as_str())?
-        .parse()
-        .map_err(anyhow::Error::msg)
-        .context("parameter sched.policy")?;
-    c.rt.priority = params.usize("sched.priority", node.priority as usize)?.clamp(1, 99) as i32;
-    c.rt.cpus =
-        parse_cpus(&params.string("sched.cpus", "")?).map_err(anyhow::Error::msg).context("parameter sched.cpus")?;
-    c.rt.mlockall = params.bool("sched.mlockall", c.rt.mlockall)?;
-    // Defaults: `DegradeConfig::default()` (the one place they live).
-    let default_ladder: Vec<&str> = c.degrade.ladder.iter().map(|r| r.name()).collect();
-    let ladder = params.string("degrade.ladder", &default_ladder.join(","))?;
-    c.degrade.ladder = parse_ladder(&ladder).map_err(anyhow::Error::msg).context("parameter degrade.ladder")?;
-    c.degrade.window = params.usize("degrade.window", c.degrade.window as usize)?.max(1) as u32;
-    c.degrade.engage_slack_ns =
-        (params.f64("degrade.engage_slack_ms", c.degrade.engage_slack_ns as f64 * 1e-6)? * 1e6) as i64;
-    c.degrade.recover_slack_ns =
-        (params.f64("degrade.recover_slack_ms", c.degrade.recover_slack_ns as f64 * 1e-6)? * 1e6) as i64;
-    c.degrade.recover_windows =
-        params.usize("degrade.recover_windows", c.degrade.recover_windows as usize)?.max(1) as u32;
-    if c.degrade.recover_slack_ns <= c.degrade.engage_slack_ns {
-        anyhow::bail!("parameter degrade.recover_slack_ms must be above degrade.engage_slack_ms (hysteresis)");
-    }
-    let trace = params.string("trace_file", "")?;
-    if !trace.is_empty() {
-        // The newest ~10 minutes of stage runs at nominal rates (~80 B each).
-        c.trace_capacity = 200_000;
-    }
-    Ok((mode, c, trace))
-}
-
 fn main() -> Result<()> {
     ros::init_process();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -138,21 +94,21 @@ fn main() -> Result<()> {
 async fn run() -> Result<()> {
     let mut node = ros::create_node("fusion_node")?;
     let node_name = ros::node_label(&node)?;
+    // Every parameter of this node, typed, with the params files' and `-p` values; checked
+    // before anything loads, so a bad value fails at once (and under respawn, not once per
+    // model load).
+    let mut config = FusionNodeConfig::default();
+    ros::declare_config(&node, &mut config)?;
+    config.check()?;
     let params = Params::of(&node);
     let use_sim_time = params.bool("use_sim_time", false)?;
-    let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
-    let mut dp = DetectorParams::default();
-    dp.detector = params.string("detector", &dp.detector)?;
-    dp.weights = params.string("detector_weights", &dp.weights)?;
-    dp.backend = params.string("backend", &dp.backend)?;
-    dp.input_size = params.string("input_size", &dp.input_size)?;
-    dp.precision = params.string("precision", &dp.precision)?;
-    dp.score_threshold = params.f64("detector_score_threshold", dp.score_threshold)?;
+    let diagnostics_period = config.diagnostics_period;
+    let dp = config.detector();
     // Loaded (and its weights verified) before any subscription, never on the first frame.
     // A missing or corrupted model is not a reason to leave the robot without perception:
     // the node starts degraded (LiDAR and radar objects, no camera classes), says so on
     // /diagnostics (ERROR) and in one model_degraded event — unless detector_required.
-    let detector_required = params.bool("detector_required", false)?;
+    let detector_required = config.detector_required;
     // The model loads (seconds on a cold disk) while the node waits for the mounts on
     // /tf_static, so that waiting for tf adds nothing to a (re)start.
     let loading = std::thread::Builder::new().name("detector-load".into()).spawn(move || dp.build())?;
@@ -176,17 +132,7 @@ async fn run() -> Result<()> {
     let calib = resolved.calibration.clone();
     // Every sensor the calibration declares is fused: one `sensors/<name>` stream each.
     let sensors = calib.sensor_set()?;
-    // Checked before the model is waited for: a bad value fails at once, not after a load
-    // (and under respawn, not once per reload).
-    let mut pp = PipelineParams::default();
-    for name in PipelineParams::NAMES {
-        let v = params.f64(name, pp.get(name).expect("named parameter"))?;
-        pp.set(name, v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
-    }
-    for name in PipelineParams::WORD_NAMES {
-        let v = params.string(name, &pp.get_word(name).expect("named parameter"))?;
-        pp.set_word(name, &v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
-    }
+    let pp = config.pipeline()?;
     pp.check_sensors(&sensors).map_err(anyhow::Error::msg)?;
     let built = loading.join().map_err(|_| anyhow::anyhow!("the detector's loading thread panicked"))?;
     let (detector, detector_error) = match built {
@@ -203,7 +149,8 @@ async fn run() -> Result<()> {
     );
     let (target_ns, hard_ns) = (pp.target_deadline_ns, pp.hard_deadline_ns);
     let base_frame = calib.base_frame.clone();
-    let (mode, sched, trace_file) = sched_config(&params)?;
+    let (mode, sched) = config.sched()?;
+    let trace_file = config.trace_file.clone();
 
     // Topics and QoS from the declared graph (graph.rs): `sensors/<name>` per declared sensor
     // with its kind's QoS. The IMU comes at 100+ Hz: its history is deeper than the frames'
@@ -226,7 +173,7 @@ async fn run() -> Result<()> {
         node.create_publisher::<DiagnosticArray>(graph::DIAGNOSTICS.name, graph::DIAGNOSTICS.qos.profile())?;
     // `ros2 param set` changes the anomaly thresholds of the running pipeline; every other
     // parameter is refused with the reason (it shapes state built at start).
-    let mut gate = ros::ParamGate::new(&node);
+    let mut gate = ros::ParamGate::new(&node).with_config(Box::new(config.clone()));
     for &name in PipelineParams::NAMES.iter().filter(|n| Pipeline::is_live_param(n)) {
         gate = gate.live(name, ros::live_number(move |v| PipelineParams::default().set(name, v)));
     }
@@ -244,7 +191,7 @@ async fn run() -> Result<()> {
         let node_clock = node_clock.clone();
         Arc::new(move || node_clock.now_ns())
     };
-    let annotated_image = params.bool("annotated_image", false)?;
+    let annotated_image = config.annotated_image;
     let mut pipeline = Pipeline::new(pp, &calib, detector);
     pipeline.keep_camera_views(annotated_image);
     let odometry = pipeline.odometry();

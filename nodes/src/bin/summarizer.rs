@@ -20,7 +20,7 @@
 //! publishes `/anomaly/events` transient-local, so the events sent while it was down are
 //! handed to the new process too, and the journal keeps any event from being summarized
 //! twice.
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use models::llm::explain::{self, Explanation, Query};
 use models::llm::summary::{EventInfo, Summarizer, SummarizerConfig, Summary};
 use models::llm::Sampling;
@@ -31,6 +31,7 @@ use r2r::{
     std_msgs::msg::{Header, String as StringMsg},
     QosProfile,
 };
+use sensor_fusion::config::SummarizerNodeConfig;
 use sensor_fusion::graph;
 use sensor_fusion::messages::event_info;
 use sensor_fusion::pending::PendingStore;
@@ -198,50 +199,49 @@ fn main() -> Result<()> {
 async fn run() -> Result<()> {
     let mut node = ros::create_node("summarizer")?;
     let node_name = ros::node_label(&node)?;
-    let params = Params::of(&node);
-    params.bool("use_sim_time", false)?;
-    let lowest_priority = params.bool("lowest_priority", true)?;
-    let model_param = params.string("model", "")?;
-    let sha_param = params.string("model_sha256", "default")?;
-    let backend: models::Backend = params.string("backend", "flex")?.parse()?;
-    let weights = match params.string("weights", "")?.as_str() {
+    // Every parameter, typed, with the params files' and `-p` values, checked at once.
+    let mut config = SummarizerNodeConfig::default();
+    ros::declare_config(&node, &mut config)?;
+    config.check()?;
+    let c = &config;
+    Params::of(&node).bool("use_sim_time", false)?;
+    let lowest_priority = c.lowest_priority;
+    let backend: models::Backend = c.backend.parse().context("parameter backend")?;
+    let weights = match c.weights.as_str() {
         "" => None,
-        w => Some(w.parse()?),
+        w => Some(w.parse().context("parameter weights")?),
     };
-    let threads = match params.usize("threads", 0)? {
+    let threads = match c.threads {
         0 => None,
-        n => Some(n),
+        n => Some(n as usize),
     };
-    let deadline_s = params.f64("deadline", 2.0)?;
-    let max_tokens = params.usize("max_tokens", 48)?.max(1);
-    let window_s = params.f64("coalesce_window", 1.0)?;
-    let max_events = params.usize("max_events_per_summary", 8)?.max(1);
-    let temperature = params.f64("temperature", 0.0)? as f32;
-    let top_p = params.f64("top_p", 0.9)? as f32;
-    let seed = params.i64("seed", 0)? as u64;
-    let candidates = params.i64("candidates", SummarizerConfig::default().candidates as i64)?.clamp(1, 16) as usize;
-    let per_event = params.bool("per_event", SummarizerConfig::default().per_event)?;
-    let queue_size = params.usize("queue_size", 32)?.max(1);
-    let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
-    let explain_history = params.usize("explain_history", 1000)?.max(1);
-    let explain_deadline = sensor_fusion::seconds("parameter explain_deadline", params.f64("explain_deadline", 5.0)?)?;
-    let persist_pending = params.bool("persist_pending", true)?;
-    let state_dir = params.string("state_dir", "")?;
-    let speak = params.bool("speak", false)?;
+    let deadline_s = c.deadline;
+    let max_tokens = (c.max_tokens as usize).max(1);
+    let window_s = c.coalesce_window;
+    let max_events = (c.max_events_per_summary as usize).max(1);
+    let temperature = c.temperature as f32;
+    let top_p = c.top_p as f32;
+    let seed = c.seed as u64;
+    let candidates = c.candidates.clamp(1, 16) as usize;
+    let per_event = c.per_event;
+    let queue_size = (c.queue_size as usize).max(1);
+    let diagnostics_period = c.diagnostics_period;
+    let explain_history = (c.explain_history as usize).max(1);
+    let explain_deadline = sensor_fusion::seconds("parameter explain_deadline", c.explain_deadline)?;
+    let persist_pending = c.persist_pending;
+    let state_dir = c.state_dir.clone();
+    let speak = c.speak;
     let speech = SpeechConfig {
-        dir: match params.string("speak_dir", "")?.as_str() {
+        dir: match c.speak_dir.as_str() {
             "" => ros_home_dir("speech"),
             d => d.to_string(),
         }
         .into(),
-        voice: params.string("speak_voice", "en")?,
-        words_per_minute: params.usize("speak_rate", 170)?.clamp(80, 450) as u32,
-        keep_files: params.usize("speak_keep_files", 200)?.max(1),
-        play: params.bool("speak_play", true)?,
+        voice: c.speak_voice.clone(),
+        words_per_minute: c.speak_rate.clamp(80, 450) as u32,
+        keep_files: (c.speak_keep_files as usize).max(1),
+        play: c.speak_play,
     };
-    if !(deadline_s > 0.0) {
-        anyhow::bail!("parameter deadline must be > 0 s, got {deadline_s}");
-    }
     if lowest_priority {
         match lower_priority() {
             Ok(n) => tracing::info!("running at the lowest CPU priority (SCHED_IDLE, nice 19; {n} threads)"),
@@ -249,7 +249,8 @@ async fn run() -> Result<()> {
         }
     }
 
-    let choice = ModelChoice { model: model_param, sha256: sha_param, backend, weights, threads };
+    let choice =
+        ModelChoice { model: config.model.clone(), sha256: config.model_sha256.clone(), backend, weights, threads };
     let sampling = if temperature > 0.0 { Sampling::TopP { temperature, top_p, seed } } else { Sampling::Greedy };
     let summarizer = load_summarizer(
         &choice,
@@ -291,7 +292,8 @@ async fn run() -> Result<()> {
         false => None,
     };
     // Every parameter here is read once at start: `ros2 param set` is refused, with why.
-    let (param_handler, _param_events) = ros::ParamGate::new(&node).serve(&mut node)?;
+    let (param_handler, _param_events) =
+        ros::ParamGate::new(&node).with_config(Box::new(config.clone())).serve(&mut node)?;
     let clock = node.get_ros_clock();
     tracing::info!(node = %node_name, "summarizer up: deadline {deadline_s} s, window {window_s} s, up to {max_events} events per summary");
 

@@ -14,10 +14,12 @@
 //! camera are 17 GB). Its `ground_truth.jsonl` and `calibration.yaml` go into DIR.
 use anyhow::Result;
 use clap::Parser;
-use fusion::pipeline::PipelineParams;
-use sensor_fusion::detector::DetectorParams;
 use sensor_fusion::graph;
-use sensor_fusion_tools::replay::{apply_params_file_with, run, ReplayOptions, SimSpec};
+use sensor_fusion::{
+    config::{FusionNodeConfig, NodeConfig},
+    detector::DetectorParams,
+};
+use sensor_fusion_tools::replay::{run, ReplayOptions, SimSpec};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -163,10 +165,10 @@ fn go(cli: Cli) -> Result<()> {
         ],
         report: cli.report.is_some(),
     };
-    let mut dp = DetectorParams::default();
-    if let Some(p) = &opts.params_file {
-        apply_params_file_with(&mut PipelineParams::default(), Some(&mut dp), p, "fusion_node")?;
-    }
+    let mut dp = match &opts.params_file {
+        Some(p) => FusionNodeConfig::from_params_file(p)?.detector(),
+        None => DetectorParams::default(),
+    };
     for (value, slot) in [
         (cli.detector, &mut dp.detector),
         (cli.detector_weights, &mut dp.weights),

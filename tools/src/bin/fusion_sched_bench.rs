@@ -76,7 +76,12 @@ fn main() {
 }
 
 fn go(cli: Cli) -> Result<()> {
-    let mut dp = DetectorParams::default();
+    // The file's detector parameters (as fusion_node reads them), then the flags.
+    let mut dp = match &cli.params {
+        Some(p) => <sensor_fusion::config::FusionNodeConfig as sensor_fusion::config::NodeConfig>::from_params_file(p)?
+            .detector(),
+        None => DetectorParams::default(),
+    };
     for (value, slot) in
         [(&cli.detector, &mut dp.detector), (&cli.backend, &mut dp.backend), (&cli.input_size, &mut dp.input_size)]
     {
