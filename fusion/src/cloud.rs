@@ -432,7 +432,7 @@ macro_rules! number_params {
     };
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LidarParams {
     /// Range limits in the sensor frame, metres.
     pub min_range: f64,
@@ -543,7 +543,7 @@ pub fn voxel_downsample(cloud: &FloatCloud, voxel: f64) -> FloatCloud {
     out
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RadarParams {
     pub min_rcs: f64,
     pub max_abs_doppler: f64,

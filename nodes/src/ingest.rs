@@ -9,6 +9,7 @@
 //! r2r's subscription channel drops silently when full, so a dedicated task drains it at
 //! once into our own bounded queue, where an overflow is counted. Validation and
 //! preprocessing run on a worker thread so they never stall the drain.
+use crate::config::IngestConfig;
 use crate::graph;
 use crate::ros::{self, Params};
 use anyhow::{Context as _, Result};
@@ -69,6 +70,12 @@ pub struct Spec {
 
 /// What a processor's constructor can use: the node (for extra subscriptions), its
 /// parameters and calibration, and places to put extra tasks and statistics.
+/// The four ingest nodes.
+pub const CAMERA: Spec = Spec { node: &graph::CAMERA_INGEST, sensor: fusion::Sensor::Camera, queue_size: 4 };
+pub const LIDAR: Spec = Spec { node: &graph::LIDAR_INGEST, sensor: fusion::Sensor::Lidar, queue_size: 4 };
+pub const RADAR: Spec = Spec { node: &graph::RADAR_INGEST, sensor: fusion::Sensor::Radar, queue_size: 16 };
+pub const IMU: Spec = Spec { node: &graph::IMU_INGEST, sensor: fusion::Sensor::Imu, queue_size: 200 };
+
 pub struct Setup<'a> {
     pub node: &'a mut r2r::Node,
     /// The declared sensor this node serves (its `sensor` parameter): its key in the
@@ -157,28 +164,35 @@ pub fn subscribe_plain<T: WrappedTypesupport + Send + 'static>(
 /// Named per-message counters a processor reports; added to the stream's `/diagnostics`.
 pub type Counters = Vec<(&'static str, u64)>;
 
-pub fn run<P, F>(spec: Spec, build: F) -> Result<()>
+/// Runs the ingest node `spec` describes: its typed parameters (`C`, declared on the node,
+/// the common ones read here and its own handed to `build`), then one worker over a bounded
+/// queue.
+pub fn run<C, P, F>(spec: Spec, build: F) -> Result<()>
 where
+    C: IngestConfig + Clone + Send + 'static,
     P: Processor,
-    F: FnOnce(&mut Setup) -> Result<P>,
+    F: FnOnce(&mut Setup, &C) -> Result<P>,
 {
     ros::init_process();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(run_async(spec, build))
 }
 
-async fn run_async<P, F>(spec: Spec, build: F) -> Result<()>
+async fn run_async<C, P, F>(spec: Spec, build: F) -> Result<()>
 where
+    C: IngestConfig + Clone + Send + 'static,
     P: Processor,
-    F: FnOnce(&mut Setup) -> Result<P>,
+    F: FnOnce(&mut Setup, &C) -> Result<P>,
 {
     let mut node = ros::create_node(spec.node.name)?;
     let node_name = ros::node_label(&node)?;
+    let mut config = C::default();
+    ros::declare_config(&node, &mut config)?;
+    let common = config.common().clone();
     let params = Params::of(&node);
     params.bool("use_sim_time", false)?;
     // Which declared sensor this node serves: one ingest node runs per sensor of the robot.
-    let sensor = params.string("sensor", spec.sensor.as_str())?;
-    params.describe("sensor", "the declared sensor this node serves: its calibration key and its sensors/<name> topic");
+    let sensor = common.sensor.clone();
     // The mount from /tf_static where the robot publishes it, else from the calibration file.
     let ros::Extrinsics { resolved, path: calibration_path, watch: tf_watch, tf, latched: _tf_static } =
         ros::extrinsics(&mut node, &params, Some(&[sensor.as_str()]))?;
@@ -194,8 +208,8 @@ where
     }
     let extrinsics_source = resolved.summary();
     let calibration = resolved.calibration;
-    let queue_size = params.usize("queue_size", spec.queue_size)?.max(1);
-    let diagnostics_period = params.f64("diagnostics_period", 1.0)?;
+    let queue_size = (common.queue_size as usize).max(1);
+    let diagnostics_period = common.diagnostics_period;
     let expected_frame = calibration.sensor(&sensor).frame_id.clone();
 
     let mut setup = Setup {
@@ -208,7 +222,7 @@ where
         tasks: vec![],
         extra_stats: vec![],
     };
-    let mut processor = build(&mut setup)?;
+    let mut processor = build(&mut setup, &config)?;
     let Setup { tasks, extra_stats, mount, .. } = setup;
     if matches!(mount, Some(Mount::Moving { .. })) {
         // Only clouds are transformed at each stamp; what else holds a mount holds it once.
@@ -219,11 +233,10 @@ where
     // `input_reliability: reliable` DDS repairs losses, but only reliable publishers match.
     let input_topic = spec.node.input();
     let (output_name, output_topic) = graph::sensor_stream(&sensor, spec.sensor);
-    let depth = params.usize("input_depth", input_topic.qos.depth)?.max(1);
-    let input_qos = match params.string("input_reliability", "best_effort")?.as_str() {
-        "best_effort" => input_topic.qos.depth(depth).profile(),
+    let depth = (common.input_depth as usize).max(1);
+    let input_qos = match common.input_reliability.as_str() {
         "reliable" => input_topic.qos.depth(depth).profile().reliable(),
-        other => anyhow::bail!("parameter input_reliability must be best_effort or reliable, got '{other}'"),
+        _ => input_topic.qos.depth(depth).profile(),
     };
     let (input_name, input) = processor.subscribe(&mut node, input_topic, input_qos)?;
     // Reliable publishers are compatible with both reliable and best-effort subscribers.
@@ -232,7 +245,7 @@ where
         node.create_publisher::<DiagnosticArray>(graph::DIAGNOSTICS.name, graph::DIAGNOSTICS.qos.profile())?;
     // `ros2 param set` reaches the processor's live parameters (its filters); every other
     // parameter is read once at start and a set is refused, with why.
-    let mut gate = ros::ParamGate::new(&node);
+    let mut gate = ros::ParamGate::new(&node).with_config(Box::new(config.clone()));
     for (name, check) in processor.live_params() {
         gate = gate.live(name, check);
     }
@@ -372,15 +385,8 @@ pub struct CloudIngest<P> {
 }
 
 impl<P: NumberParams> CloudIngest<P> {
-    /// The node's filter parameters: each declared with its default, read, and checked.
-    pub fn declare(setup: &mut Setup, preprocess: CloudFn<P>) -> Result<Self> {
-        let mut params = P::default();
-        for spec in P::SCHEMA {
-            let name = spec.name;
-            let v = setup.params.f64(name, params.get(name).expect("a named parameter"))?;
-            setup.params.describe(name, spec.description);
-            params.set(name, v).map_err(anyhow::Error::msg).with_context(|| format!("parameter {name}"))?;
-        }
+    /// With the node's filter parameters (declared and checked with its config).
+    pub fn new(setup: &mut Setup, params: P, preprocess: CloudFn<P>) -> Result<Self> {
         Ok(Self {
             mount: setup.mount.take().context("the sensor's mount was already taken")?,
             base_frame: setup.calibration.base_frame.clone(),
@@ -525,27 +531,5 @@ pub fn cloud_msg(header: Header, cloud: &fusion::cloud::FloatCloud) -> r2r::sens
         row_step: cloud.point_step() * n,
         data: cloud.to_bytes(),
         is_dense: true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use fusion::cloud::{LidarParams, NumberParams, RadarParams};
-    use std::path::Path;
-
-    const BEGIN: &str = "<!-- generated from fusion::cloud::NumberParams";
-    const END: &str = "<!-- end of generated table -->";
-
-    /// The parameter tables of the LiDAR and radar pages are generated from the structs the
-    /// nodes declare their parameters from (names, defaults, ranges, meaning): this fails
-    /// when a page drifts, and `UPDATE_DOCS=1` rewrites the tables instead.
-    #[test]
-    fn node_pages_show_the_parameters_the_nodes_declare() {
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/nodes");
-        for (page, table) in
-            [("lidar_ingest.md", LidarParams::markdown_table()), ("radar_ingest.md", RadarParams::markdown_table())]
-        {
-            crate::check_generated(&docs.join(page), BEGIN, END, &table);
-        }
     }
 }

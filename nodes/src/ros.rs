@@ -324,16 +324,24 @@ impl Params {
 /// `ros2 param describe` says: each takes the value the params files and `-p` gave it (as
 /// [`create_node`] applied them), else keeps the one `config` holds, and `config` is
 /// updated to match. A value of the wrong type fails here, naming the parameter.
-pub fn declare_config<C: r2r::RosParams>(node: &r2r::Node, config: &mut C) -> Result<()> {
+/// Then runs the node's start-up checks ([`NodeConfig::validate`]), and warns once about
+/// each name the params files or `-p` gave that the node does not have (a typo, or another
+/// node's parameter in a `/**` block): rcl ignores those too, but silently.
+pub fn declare_config<C: crate::config::NodeConfig>(node: &r2r::Node, config: &mut C) -> Result<()> {
     let mut defaults = r2r::indexmap::IndexMap::new();
     config.register_parameters("", None, &mut defaults).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut params = node.params.lock().expect("parameter lock");
-    for (name, default) in &defaults {
-        if let Some(given) = params.get_mut(name) {
-            given.value = as_declared(&default.value, given.value.clone());
+    {
+        let mut params = node.params.lock().expect("parameter lock");
+        for (name, given) in params.iter_mut() {
+            match defaults.get(name) {
+                Some(default) => given.value = as_declared(&default.value, given.value.clone()),
+                None if crate::config::is_ros_wide(name) => {}
+                None => tracing::warn!("parameter {name} is not a {} parameter: ignored", C::NODE),
+            }
         }
+        config.register_parameters("", None, &mut params).map_err(|e| anyhow::anyhow!("parameter {e}"))?;
     }
-    config.register_parameters("", None, &mut params).map_err(|e| anyhow::anyhow!("parameter {e}"))
+    config.validate()
 }
 
 /// A whole number given for a double parameter (`wait_ms: 40` in a YAML file, `-p

@@ -33,7 +33,7 @@ use r2r::{
     WrappedTypesupport,
 };
 use sensor_fusion::{
-    config::{FusionNodeConfig, NodeConfig},
+    config::{CameraIngestConfig, FusionNodeConfig, ImuIngestConfig, LidarIngestConfig, NodeConfig, RadarIngestConfig},
     graph,
     ingest::{camera_info_ref, cloud_fields, cloud_ref, image_ref, imu_sample},
 };
@@ -121,75 +121,62 @@ pub fn pipeline_params_from_file(path: &Path) -> Result<PipelineParams> {
 }
 
 /// The ingest nodes' sections of a ROS 2 parameter file (`/**/lidar_ingest:` …
-/// `ros__parameters:`), as the nodes read them: their filters, the IMU's biases, limits
-/// and filter gain, and the camera's output size. Everything else in the file (queues,
-/// QoS, diagnostics, calibration) does not change what is published and is skipped.
+/// `ros__parameters:`), read into the four nodes' own typed configs as the nodes read them
+/// (`sensor_fusion::config`: their filters, the IMU's biases, limits and filter gain, and
+/// the camera's output size; a name a node does not have, in its own block, is an error),
+/// and the filters of the further LiDARs' and radars' nodes (`<sensor>_ingest`, `/**` too).
+/// What does not change what is published (queues, QoS, diagnostics) is checked, not used.
 const INGEST_NODES: [&str; 4] = ["camera_ingest", "lidar_ingest", "radar_ingest", "imu_ingest"];
 
 pub fn read_ingest_params(path: &Path) -> Result<IngestParams> {
+    let camera = CameraIngestConfig::from_params_file(path)?;
+    let side = |name: &str, v: i64| -> Result<u32> {
+        u32::try_from(v).ok().filter(|&s| s <= fusion::camera::MAX_OUTPUT_SIDE).with_context(|| {
+            format!("{}: camera_ingest.{name} must be 0 .. {}", path.display(), fusion::camera::MAX_OUTPUT_SIDE)
+        })
+    };
+    let camera_output =
+        (side("output_width", camera.own.output_width)?, side("output_height", camera.own.output_height)?);
+    let mut p = IngestParams {
+        lidar: LidarIngestConfig::from_params_file(path)?.own.0,
+        radar: RadarIngestConfig::from_params_file(path)?.own.0,
+        imu: ImuIngestConfig::from_params_file(path)?.own.params(),
+        camera_output: (camera_output.0 > 0 && camera_output.1 > 0).then_some(camera_output),
+        further: Default::default(),
+    };
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let doc: serde_norway::Value =
         serde_norway::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
     let Some(map) = doc.as_mapping() else { bail!("{}: expected a mapping of node names", path.display()) };
-    let mut p = IngestParams::default();
-    let mut camera_output = (0u32, 0u32);
     for (key, section) in map {
         let key = key.as_str().unwrap_or("");
         let node = key.trim_start_matches('/').rsplit('/').next().unwrap_or("");
+        if INGEST_NODES.contains(&node) {
+            continue;
+        }
         let Some(params) = section.get("ros__parameters") else { continue };
         let mut flat = vec![];
         flatten("", params, &mut flat);
-        // `/**` applies to every node, as ROS applies it.
-        // (`**` itself stands for the further LiDARs' and radars' nodes, which get it too.)
-        let every: Vec<&str> = INGEST_NODES.iter().copied().chain(["**"]).collect();
-        let nodes: &[&str] = if node == "**" { &every } else { std::slice::from_ref(&node) };
-        for ((name, v), &node) in flat.iter().flat_map(|kv| nodes.iter().map(move |n| (kv, n))) {
-            let at = || format!("{}: {node}.{name}", path.display());
-            let number = || v.as_f64().with_context(|| format!("{} must be a number", at()));
-            match (node, name.as_str()) {
-                ("lidar_ingest", n) if LidarParams::spec(n).is_some() => {
-                    p.lidar.set(n, number()?).map_err(anyhow::Error::msg).with_context(at)?
-                }
-                ("radar_ingest", n) if RadarParams::spec(n).is_some() => {
-                    p.radar.set(n, number()?).map_err(anyhow::Error::msg).with_context(at)?
-                }
-                ("imu_ingest", "gyro_bias" | "accel_bias") => {
-                    let xyz: Vec<f64> = v.as_sequence().into_iter().flatten().filter_map(|x| x.as_f64()).collect();
-                    let xyz: [f64; 3] = xyz.try_into().map_err(|_| anyhow::anyhow!("{} must be 3 numbers", at()))?;
-                    *if name == "gyro_bias" { &mut p.imu.gyro_bias } else { &mut p.imu.accel_bias } = xyz;
-                }
-                ("imu_ingest", "accel_saturation") => p.imu.accel_saturation = number()?,
-                ("imu_ingest", "gyro_saturation") => p.imu.gyro_saturation = number()?,
-                ("imu_ingest", "filter_gain") => p.imu.filter_gain = number()?,
-                // A further LiDAR's or radar's node (`<sensor>_ingest`): its filters, applied by
-                // the frontend to the sensor of that name (`/**` to every one of them).
-                (node, n)
-                    if (node == "**" || !INGEST_NODES.contains(&node))
-                        && (LidarParams::spec(n).is_some() || RadarParams::spec(n).is_some()) =>
-                {
-                    let (sensor, v) = (node.strip_suffix("_ingest").unwrap_or(node), number()?);
-                    let checks = [
-                        LidarParams::spec(n).map(|_| LidarParams::default().set(n, v)),
-                        RadarParams::spec(n).map(|_| RadarParams::default().set(n, v)),
-                    ];
-                    if let Some(Err(e)) = checks.into_iter().flatten().find(Result::is_err) {
-                        return Err(anyhow::Error::msg(e).context(at()));
-                    }
-                    p.further.entry(sensor.to_string()).or_default().push((n.to_string(), v));
-                }
-                ("camera_ingest", "output_width" | "output_height") => {
-                    let side = v
-                        .as_u64()
-                        .and_then(|s| u32::try_from(s).ok())
-                        .filter(|&s| s <= fusion::camera::MAX_OUTPUT_SIDE)
-                        .with_context(|| format!("{} must be 0 .. {}", at(), fusion::camera::MAX_OUTPUT_SIDE))?;
-                    *if name == "output_width" { &mut camera_output.0 } else { &mut camera_output.1 } = side;
-                }
-                _ => {}
+        for (name, v) in flat {
+            // A further LiDAR's or radar's node (`<sensor>_ingest`): its filters, applied by
+            // the frontend to the sensor of that name (`/**` to every one of them).
+            let n = name.as_str();
+            if LidarParams::spec(n).is_none() && RadarParams::spec(n).is_none() {
+                continue;
             }
+            let at = || format!("{}: {node}.{name}", path.display());
+            let v = v.as_f64().with_context(|| format!("{} must be a number", at()))?;
+            let sensor = node.strip_suffix("_ingest").unwrap_or(node);
+            let checks = [
+                LidarParams::spec(n).map(|_| LidarParams::default().set(n, v)),
+                RadarParams::spec(n).map(|_| RadarParams::default().set(n, v)),
+            ];
+            if let Some(Err(e)) = checks.into_iter().flatten().find(Result::is_err) {
+                return Err(anyhow::Error::msg(e).context(at()));
+            }
+            p.further.entry(sensor.to_string()).or_default().push((name.clone(), v));
         }
     }
-    p.camera_output = (camera_output.0 > 0 && camera_output.1 > 0).then_some(camera_output);
     Ok(p)
 }
 
@@ -711,7 +698,7 @@ mod tests {
 
         std::fs::write(&file, "lidar_ingest:\n  ros__parameters:\n    max_non_finite_ratio: 2.0\n").expect("write");
         let e = format!("{:#}", read_ingest_params(&file).unwrap_err());
-        assert!(e.contains("lidar_ingest.max_non_finite_ratio") && e.contains("within [0, 1]"), "{e}");
+        assert!(e.contains("lidar_ingest: parameter max_non_finite_ratio") && e.contains("within [0, 1]"), "{e}");
         std::fs::write(&file, "imu_ingest:\n  ros__parameters:\n    accel_bias: [1.0, 2.0]\n").expect("write");
         assert!(format!("{:#}", read_ingest_params(&file).unwrap_err()).contains("must be 3 numbers"));
         std::fs::remove_dir_all(&dir).ok();

@@ -15,8 +15,9 @@ use r2r::{
     sensor_msgs::msg::{CameraInfo, CompressedImage, Image},
     std_msgs::msg::Header,
 };
+use sensor_fusion::config::CameraIngestConfig;
 use sensor_fusion::graph;
-use sensor_fusion::ingest::{camera_info_ref, image_ref, run, subscribe_plain, Counters, Processor, Spec};
+use sensor_fusion::ingest::{self, camera_info_ref, image_ref, run, subscribe_plain, Counters, Processor};
 use std::sync::{Arc, Mutex};
 
 struct Camera {
@@ -117,25 +118,12 @@ fn output_info(mut info: CameraInfo, intrinsics: Intrinsics, output_size: Option
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node: &graph::CAMERA_INGEST, sensor: fusion::Sensor::Camera, queue_size: 4 };
-    run(spec, |s| {
+    run(ingest::CAMERA, |s, c: &CameraIngestConfig| {
         let cam = s.calibration.sensor(&s.sensor).clone();
-        let side = |name: &str| -> anyhow::Result<u32> {
-            let v = s.params.usize(name, 0)?;
-            u32::try_from(v).ok().filter(|&v| v <= fusion::camera::MAX_OUTPUT_SIDE).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "parameter {name} must be 0 (keep the input size) .. {}, got {v}",
-                    fusion::camera::MAX_OUTPUT_SIDE
-                )
-            })
-        };
-        let (ow, oh) = (side("output_width")?, side("output_height")?);
+        // Checked with the node's config (ranges and words).
+        let (ow, oh) = (c.own.output_width as u32, c.own.output_height as u32);
         // image_transport's parameter name and values, as image_view and rqt take them.
-        let compressed = match s.params.string("image_transport", "raw")?.as_str() {
-            "raw" => false,
-            "compressed" => true,
-            other => anyhow::bail!("parameter image_transport must be raw or compressed, got '{other}'"),
-        };
+        let compressed = c.own.image_transport == "compressed";
         let intrinsics_size = Arc::new(Mutex::new(cam.width.zip(cam.height)));
         let info_stats = Arc::new(Mutex::new(IngestStats::default()));
         s.extra_stats.push(("camera_info".into(), info_stats.clone()));

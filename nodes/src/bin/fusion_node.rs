@@ -99,7 +99,6 @@ async fn run() -> Result<()> {
     // model load).
     let mut config = FusionNodeConfig::default();
     ros::declare_config(&node, &mut config)?;
-    config.check()?;
     let params = Params::of(&node);
     let use_sim_time = params.bool("use_sim_time", false)?;
     let diagnostics_period = config.diagnostics_period;

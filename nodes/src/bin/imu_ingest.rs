@@ -1,17 +1,15 @@
 //! imu_ingest: /imu/data → validated, bias-corrected Imu in base_link with orientation on /sensors/imu.
 use anyhow::Result;
-use fusion::{
-    imu::{ImuParams, ImuProcessor},
-    ingest::Reject,
-};
+use fusion::{imu::ImuProcessor, ingest::Reject};
 use futures::stream::BoxStream;
 use r2r::{
     geometry_msgs::msg::{Quaternion, Vector3},
     sensor_msgs::msg::Imu,
     std_msgs::msg::Header,
 };
+use sensor_fusion::config::ImuIngestConfig;
 use sensor_fusion::graph;
-use sensor_fusion::ingest::{imu_sample, run, subscribe_plain, Counters, Processor, Spec};
+use sensor_fusion::ingest::{self, imu_sample, run, subscribe_plain, Counters, Processor};
 
 struct ImuIngest {
     filter: ImuProcessor,
@@ -60,16 +58,8 @@ impl Processor for ImuIngest {
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node: &graph::IMU_INGEST, sensor: fusion::Sensor::Imu, queue_size: 200 };
-    run(spec, |s| {
-        let d = ImuParams::default();
-        let params = ImuParams {
-            gyro_bias: s.params.vec3("gyro_bias", d.gyro_bias)?,
-            accel_bias: s.params.vec3("accel_bias", d.accel_bias)?,
-            accel_saturation: s.params.f64("accel_saturation", d.accel_saturation)?,
-            gyro_saturation: s.params.f64("gyro_saturation", d.gyro_saturation)?,
-            filter_gain: s.params.f64("filter_gain", d.filter_gain)?,
-        };
+    run(ingest::IMU, |s, c: &ImuIngestConfig| {
+        let params = c.own.params();
         let mount = s.calibration.sensor(&s.sensor).to_base().rotation;
         Ok(ImuIngest { filter: ImuProcessor::new(mount, params), base_frame: s.calibration.base_frame.clone() })
     })

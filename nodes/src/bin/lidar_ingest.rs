@@ -5,8 +5,8 @@ use fusion::{
     ingest::Reject,
 };
 use nalgebra::Isometry3;
-use sensor_fusion::graph;
-use sensor_fusion::ingest::{run, CloudIngest, Counters, Spec};
+use sensor_fusion::config::LidarIngestConfig;
+use sensor_fusion::ingest::{self, run, CloudIngest, Counters};
 
 fn lidar(
     cloud: CloudRef<'_>,
@@ -25,8 +25,7 @@ fn lidar(
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node: &graph::LIDAR_INGEST, sensor: fusion::Sensor::Lidar, queue_size: 4 };
-    // Every filter parameter is declared from LidarParams (names, defaults, checks) and may be
+    // Every filter parameter comes from LidarParams (names, defaults, checks) and may be
     // changed on the running node with `ros2 param set`.
-    run(spec, |s| CloudIngest::declare(s, lidar))
+    run(ingest::LIDAR, |s, c: &LidarIngestConfig| CloudIngest::new(s, c.own.0.clone(), lidar))
 }

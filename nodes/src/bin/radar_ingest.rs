@@ -5,8 +5,8 @@ use fusion::{
     ingest::Reject,
 };
 use nalgebra::Isometry3;
-use sensor_fusion::graph;
-use sensor_fusion::ingest::{run, CloudIngest, Counters, Spec};
+use sensor_fusion::config::RadarIngestConfig;
+use sensor_fusion::ingest::{self, run, CloudIngest, Counters};
 
 fn radar(
     cloud: CloudRef<'_>,
@@ -25,8 +25,7 @@ fn radar(
 }
 
 fn main() -> Result<()> {
-    let spec = Spec { node: &graph::RADAR_INGEST, sensor: fusion::Sensor::Radar, queue_size: 16 };
-    // Every filter parameter is declared from RadarParams (names, defaults, checks) and may be
+    // Every filter parameter comes from RadarParams (names, defaults, checks) and may be
     // changed on the running node with `ros2 param set`.
-    run(spec, |s| CloudIngest::declare(s, radar))
+    run(ingest::RADAR, |s, c: &RadarIngestConfig| CloudIngest::new(s, c.own.0.clone(), radar))
 }

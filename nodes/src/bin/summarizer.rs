@@ -202,7 +202,6 @@ async fn run() -> Result<()> {
     // Every parameter, typed, with the params files' and `-p` values, checked at once.
     let mut config = SummarizerNodeConfig::default();
     ros::declare_config(&node, &mut config)?;
-    config.check()?;
     let c = &config;
     Params::of(&node).bool("use_sim_time", false)?;
     let lowest_priority = c.lowest_priority;
