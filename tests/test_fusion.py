@@ -843,14 +843,17 @@ def test_ros2_param_set_changes_live_thresholds_and_refuses_the_rest(scenario_ba
         GetParameters.Request(names=['anomaly.ttc_threshold_s', 'sync.wait_ms']))
     probe.wait_for(fut.done, 10, 'a get_parameters reply')
     assert [v.double_value for v in fut.result().values] == [4.5, 50.0]
-    # A whole number for a double parameter is that double (as a YAML file's `wait_ms: 40`);
-    # applied (a second `params.applied`), with the default's value.
-    r = set_param('fusion_node', 'anomaly.impact_refractory_s', 1)
-    assert r.successful, r.reason
+    # A whole number for a double parameter is that double (as a YAML file's `wait_ms: 40`),
+    # and a number for a count the node rounds is that count (`deadline_window: 100.0`); both
+    # applied (`params.applied` 3); the window is its default, and the scenario has no impact.
+    for name, value in [('anomaly.impact_refractory_s', 2), ('anomaly.deadline_window', 100.0)]:
+        r = set_param('fusion_node', name, value)
+        assert r.successful, (name, r.reason)
     fut = service('fusion_node', GetParameters, 'get_parameters').call_async(
-        GetParameters.Request(names=['anomaly.impact_refractory_s']))
+        GetParameters.Request(names=['anomaly.impact_refractory_s', 'anomaly.deadline_window']))
     probe.wait_for(fut.done, 10, 'a get_parameters reply')
-    assert [(v.type, v.double_value) for v in fut.result().values] == [(ParameterType.PARAMETER_DOUBLE, 1.0)]
+    got = [(v.type, v.double_value, v.integer_value) for v in fut.result().values]
+    assert got == [(ParameterType.PARAMETER_DOUBLE, 2.0, 0), (ParameterType.PARAMETER_INTEGER, 0.0, 100)], got
     # `ros2 param describe` says what the typed struct's doc comment says.
     fut = service('fusion_node', DescribeParameters, 'describe_parameters').call_async(
         DescribeParameters.Request(names=['sync.wait_ms', 'anomaly.ttc_threshold_s']))
@@ -868,7 +871,7 @@ def test_ros2_param_set_changes_live_thresholds_and_refuses_the_rest(scenario_ba
     assert [e.threshold for e in risks] == [4.5] * len(risks), [(e.threshold, e.measured_value) for e in risks]
     values = {kv.key: kv.value for m in probe.get('/diagnostics') for s in m.status if s.name.endswith('fusion')
               for kv in s.values}
-    assert values.get('params.applied') == '2' and 'params.refused' not in values, values
+    assert values.get('params.applied') == '3' and 'params.refused' not in values, values
 
 
 def explain_events_of_a_played_bag(probe, zone_event):

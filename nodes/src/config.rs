@@ -308,13 +308,30 @@ pub struct AnomalyConfig {
 /// A node's parameters as one typed struct: serde reads and writes it (params files, the
 /// tools), r2r's derived parameters declare it on the node, and its doc comments are what
 /// `ros2 param describe` and the node's page say.
-pub trait NodeConfig: Default + Serialize + serde::de::DeserializeOwned + RosParams {
+pub trait NodeConfig: Default + Clone + Serialize + serde::de::DeserializeOwned + RosParams {
     /// The node's name, as params-file blocks name it.
     const NODE: &'static str;
 
     /// Whether `ros2 param set` changes `name` on the running node.
     fn is_live(_name: &str) -> bool {
         false
+    }
+
+    /// Whether a number given for the count `name` is taken rounded (the node always took
+    /// `tracker.confirm_hits: 3.0` as 3); other counts refuse a non-integer.
+    fn rounds(_name: &str) -> bool {
+        false
+    }
+
+    /// Whether `name`, given to this node but not one of its parameters, is expected there
+    /// (the launch file hands every ingest node the same arguments) rather than a mistake.
+    fn tolerated(_name: &str) -> bool {
+        false
+    }
+
+    /// This config's parameters, as r2r registers them (names, values, descriptions).
+    fn clone_registered(&self, into: &mut r2r::indexmap::IndexMap<String, r2r::Parameter>) {
+        self.clone().register_parameters("", None, into).expect("a config registers");
     }
     /// Every parameter by its dotted name with its value, in declaration order.
     fn flat(&self) -> Vec<(String, Value)> {
@@ -341,7 +358,7 @@ pub trait NodeConfig: Default + Serialize + serde::de::DeserializeOwned + RosPar
         };
         for (key, block) in blocks {
             let key = key.as_str().unwrap_or("");
-            let for_every_node = key == "/**";
+            let for_every_node = key == "/**" || key == "**";
             if !for_every_node && key.trim_start_matches('/').rsplit('/').next() != Some(node) {
                 continue;
             }
@@ -355,7 +372,7 @@ pub trait NodeConfig: Default + Serialize + serde::de::DeserializeOwned + RosPar
                     }
                     bail!("{}: '{name}' is not a {node} parameter", path.display());
                 };
-                let v = typed_like(default, v)
+                let v = typed_like(default, v, Self::rounds(&name))
                     .map_err(|why| anyhow::anyhow!("{}: parameter {name} {why}", path.display()))?;
                 put(&mut tree, &name, v);
             }
@@ -402,10 +419,27 @@ pub trait NodeConfig: Default + Serialize + serde::de::DeserializeOwned + RosPar
             };
             let live = if Self::is_live(name) { "yes" } else { "" };
             let range = Self::range(name);
-            t += &format!("| `{name}` | {ty} | `{default}` | {range} | {live} | {} |\n", p.description.trim());
+            let meaning = p.description.trim().replace('|', "\\|");
+            t += &format!("| `{name}` | {ty} | `{default}` | {range} | {live} | {meaning} |\n");
         }
         t
     }
+}
+
+/// `tf_wait`, checked where every node reads it.
+pub fn check_tf_wait(v: f64) -> Result<()> {
+    if !(0.0..=60.0).contains(&v) {
+        bail!("parameter tf_wait must be 0 .. 60 seconds, got {v}");
+    }
+    Ok(())
+}
+
+/// A double parameter must be finite (a NaN or infinity means nothing in any of ours).
+fn finite(name: &str, v: f64) -> Result<()> {
+    if !v.is_finite() {
+        bail!("parameter {name} must be a finite number, got {v}");
+    }
+    Ok(())
 }
 
 /// Whether `name` is a parameter every ROS 2 node has (`use_sim_time`, `qos_overrides.…`).
@@ -561,18 +595,12 @@ impl FusionNodeConfig {
 
     /// Everything the node checks before it starts, so that a bad value fails at once.
     pub fn check(&self) -> Result<()> {
+        // The detector's own parameters are checked when it loads: a bad one with
+        // `detector_required` false starts the node degraded, as before.
         self.pipeline()?;
         self.sched()?;
-        self.detector().options()?;
-        for (name, v) in [("tf_wait", self.tf_wait), ("diagnostics_period", self.diagnostics_period)] {
-            if !v.is_finite() || v < 0.0 {
-                bail!("parameter {name} must be a finite number of seconds >= 0, got {v}");
-            }
-        }
-        if !(0.0..=60.0).contains(&self.tf_wait) {
-            bail!("parameter tf_wait must be 0 .. 60 seconds, got {}", self.tf_wait);
-        }
-        Ok(())
+        check_tf_wait(self.tf_wait)?;
+        finite("diagnostics_period", self.diagnostics_period)
     }
 }
 
@@ -585,6 +613,10 @@ impl NodeConfig for FusionNodeConfig {
 
     fn is_live(name: &str) -> bool {
         fusion::pipeline::Pipeline::is_live_param(name)
+    }
+
+    fn rounds(name: &str) -> bool {
+        PipelineParams::is_integer(name)
     }
 
     fn range(name: &str) -> &'static str {
@@ -709,14 +741,13 @@ impl SummarizerNodeConfig {
         for (name, v) in [
             ("coalesce_window", self.coalesce_window),
             ("diagnostics_period", self.diagnostics_period),
-            ("explain_deadline", self.explain_deadline),
             ("temperature", self.temperature),
             ("top_p", self.top_p),
         ] {
-            if !v.is_finite() || v < 0.0 {
-                bail!("parameter {name} must be a finite number >= 0, got {v}");
-            }
+            finite(name, v)?;
         }
+        // Seconds the node turns into a Duration.
+        crate::seconds("parameter explain_deadline", self.explain_deadline)?;
         for (name, v) in [
             ("threads", self.threads),
             ("max_tokens", self.max_tokens),
@@ -974,6 +1005,9 @@ macro_rules! ingest_node_config {
                 self.common.check()?;
                 <$config as IngestLive>::check_own(self)
             }
+            fn tolerated(name: &str) -> bool {
+                is_an_ingest_parameter(name)
+            }
         }
         impl IngestConfig for $config {
             fn common(&self) -> &IngestCommon {
@@ -981,6 +1015,16 @@ macro_rules! ingest_node_config {
             }
         }
     };
+}
+
+/// Whether any of the four ingest nodes has `name` (the launch file's sensor include hands
+/// each the arguments of every kind, `image_transport` to a LiDAR's node too).
+fn is_an_ingest_parameter(name: &str) -> bool {
+    let has = |flat: Vec<(String, Value)>| flat.into_iter().any(|(n, _)| n == name);
+    has(CameraIngestConfig::default().flat())
+        || has(LidarIngestConfig::default().flat())
+        || has(RadarIngestConfig::default().flat())
+        || has(ImuIngestConfig::default().flat())
 }
 
 /// An ingest node's config: the common parameters and its own.
@@ -1042,9 +1086,7 @@ impl IngestLive for ImuIngestConfig {
             ("gyro_saturation", o.gyro_saturation),
             ("filter_gain", o.filter_gain),
         ] {
-            if !v.is_finite() || v < 0.0 {
-                bail!("parameter {name} must be a finite number >= 0, got {v}");
-            }
+            finite(name, v)?;
         }
         Ok(())
     }
@@ -1078,15 +1120,8 @@ impl IngestCommon {
 
     /// What the node checks before it starts, naming the parameter.
     pub fn check(&self) -> Result<()> {
-        if !(0.0..=60.0).contains(&self.tf_wait) {
-            bail!("parameter tf_wait must be 0 .. 60 seconds, got {}", self.tf_wait);
-        }
-        if !self.diagnostics_period.is_finite() || self.diagnostics_period < 0.0 {
-            bail!(
-                "parameter diagnostics_period must be a finite number of seconds >= 0, got {}",
-                self.diagnostics_period
-            );
-        }
+        check_tf_wait(self.tf_wait)?;
+        finite("diagnostics_period", self.diagnostics_period)?;
         for (name, v) in [("queue_size", self.queue_size), ("input_depth", self.input_depth)] {
             if v < 0 {
                 bail!("parameter {name} must be >= 0, got {v}");
@@ -1101,11 +1136,12 @@ impl IngestCommon {
 
 /// `v` as a value of `default`'s type (an integer is a number; a number is no integer
 /// unless whole), or why not.
-fn typed_like(default: &Value, v: Value) -> Result<Value, String> {
+fn typed_like(default: &Value, v: Value, rounds: bool) -> Result<Value, String> {
     match default {
-        Value::Number(n) if n.is_i64() => match v.as_i64() {
-            Some(_) => Ok(v),
-            None => Err(format!("must be an integer, got {}", show(&v))),
+        Value::Number(n) if n.is_i64() => match (v.as_i64(), v.as_f64()) {
+            (Some(_), _) => Ok(v),
+            (None, Some(x)) if rounds && x.is_finite() => Ok(Value::from(x.round() as i64)),
+            _ => Err(format!("must be an integer, got {}", show(&v))),
         },
         Value::Number(_) => match v.as_f64() {
             Some(x) if x.is_finite() => Ok(Value::from(x)),
@@ -1191,6 +1227,11 @@ mod tests {
         );
         assert_eq!((s.rt.policy, s.rt.priority), (node.policy, node.priority));
         assert_eq!(s.degrade.ladder, s0.degrade.ladder);
+        assert_eq!((s.admission, s.rt.mlockall, s.fifo_depth), (s0.admission, s0.rt.mlockall, s0.fifo_depth));
+        assert_eq!(
+            (s.rt.cpus.clone(), s.degrade.window, s.degrade.recover_windows),
+            (vec![], s0.degrade.window, s0.degrade.recover_windows)
+        );
         assert_eq!(
             (s.degrade.engage_slack_ns, s.degrade.recover_slack_ns),
             (s0.degrade.engage_slack_ns, s0.degrade.recover_slack_ns)
@@ -1218,9 +1259,15 @@ mod tests {
         write("/**/fusion_node:\n  ros__parameters:\n    sync: {wiat_ms: 30.0}\n");
         let e = format!("{:#}", FusionNodeConfig::from_params_file(&file).unwrap_err());
         assert!(e.contains("'sync.wiat_ms' is not a fusion_node parameter"), "{e}");
-        write("/**/fusion_node:\n  ros__parameters:\n    anomaly: {deadline_window: 2.5}\n");
+        // The pipeline's counts were always read as numbers and rounded; the scheduler's never.
+        write("/**/fusion_node:\n  ros__parameters:\n    anomaly: {deadline_window: 49.6}\n");
+        assert_eq!(FusionNodeConfig::from_params_file(&file).expect("rounded").anomaly.deadline_window, 50);
+        write("/**/fusion_node:\n  ros__parameters:\n    sched: {cpu_workers: 2.5}\n");
         let e = format!("{:#}", FusionNodeConfig::from_params_file(&file).unwrap_err());
-        assert!(e.contains("parameter anomaly.deadline_window must be an integer, got 2.5"), "{e}");
+        assert!(e.contains("parameter sched.cpu_workers must be an integer, got 2.5"), "{e}");
+        write("/**/fusion_node:\n  ros__parameters:\n    detector_score_threshold: .nan\n");
+        let e = format!("{:#}", FusionNodeConfig::from_params_file(&file).unwrap_err());
+        assert!(e.contains("detector_score_threshold must be a finite number"), "{e}");
         write("/**/fusion_node:\n  ros__parameters:\n    sync: {wait_ms: fast}\n");
         let e = format!("{:#}", FusionNodeConfig::from_params_file(&file).unwrap_err());
         assert!(e.contains("parameter sync.wait_ms must be a finite number, got fast"), "{e}");

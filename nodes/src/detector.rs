@@ -30,33 +30,7 @@ impl Default for DetectorParams {
     }
 }
 
-pub const NAMES: [&str; 6] =
-    ["detector", "detector_weights", "backend", "input_size", "precision", "detector_score_threshold"];
-
 impl DetectorParams {
-    /// Sets one parameter by its ROS name from a YAML scalar.
-    pub fn set(&mut self, name: &str, v: &serde_norway::Value) -> Result<()> {
-        let text = || -> Result<String> {
-            Ok(match v {
-                serde_norway::Value::String(s) => s.clone(),
-                serde_norway::Value::Number(n) => n.to_string(),
-                _ => bail!("parameter {name} must be a string"),
-            })
-        };
-        match name {
-            "detector" => self.detector = text()?,
-            "detector_weights" => self.weights = text()?,
-            "backend" => self.backend = text()?,
-            "input_size" => self.input_size = text()?,
-            "precision" => self.precision = text()?,
-            "detector_score_threshold" => {
-                self.score_threshold = v.as_f64().with_context(|| format!("parameter {name} must be a number"))?
-            }
-            _ => bail!("unknown detector parameter {name}"),
-        }
-        Ok(())
-    }
-
     pub fn options(&self) -> Result<DetectorOptions> {
         Ok(DetectorOptions {
             backend: self.backend.parse().context("parameter backend")?,

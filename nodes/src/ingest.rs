@@ -68,20 +68,19 @@ pub struct Spec {
     pub queue_size: usize,
 }
 
-/// What a processor's constructor can use: the node (for extra subscriptions), its
-/// parameters and calibration, and places to put extra tasks and statistics.
 /// The four ingest nodes.
 pub const CAMERA: Spec = Spec { node: &graph::CAMERA_INGEST, sensor: fusion::Sensor::Camera, queue_size: 4 };
 pub const LIDAR: Spec = Spec { node: &graph::LIDAR_INGEST, sensor: fusion::Sensor::Lidar, queue_size: 4 };
 pub const RADAR: Spec = Spec { node: &graph::RADAR_INGEST, sensor: fusion::Sensor::Radar, queue_size: 16 };
 pub const IMU: Spec = Spec { node: &graph::IMU_INGEST, sensor: fusion::Sensor::Imu, queue_size: 200 };
 
+/// What a processor's constructor can use: the node (for extra subscriptions), its
+/// calibration, and places to put extra tasks and statistics.
 pub struct Setup<'a> {
     pub node: &'a mut r2r::Node,
     /// The declared sensor this node serves (its `sensor` parameter): its key in the
     /// calibration, its frame, its `sensors/<name>` topic and its /diagnostics names.
     pub sensor: String,
-    pub params: Params,
     pub calibration: Calibration,
     pub calibration_path: String,
     /// How this sensor's data reaches the base frame; a processor that transforms the data
@@ -215,7 +214,6 @@ where
     let mut setup = Setup {
         sensor: sensor.clone(),
         node: &mut node,
-        params: Params::of_node_params(&params),
         calibration,
         calibration_path: calibration_path.clone(),
         mount: Some(mount),
@@ -245,7 +243,7 @@ where
         node.create_publisher::<DiagnosticArray>(graph::DIAGNOSTICS.name, graph::DIAGNOSTICS.qos.profile())?;
     // `ros2 param set` reaches the processor's live parameters (its filters); every other
     // parameter is read once at start and a set is refused, with why.
-    let mut gate = ros::ParamGate::new(&node).with_config(Box::new(config.clone()));
+    let mut gate = ros::ParamGate::new(&node).with_config(config.clone());
     for (name, check) in processor.live_params() {
         gate = gate.live(name, check);
     }
@@ -330,7 +328,7 @@ where
     let status_name = format!("{node_name}: {sensor} ingest");
     let hardware_id = sensor;
     let diag = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.max(0.05)));
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.clamp(0.05, 3600.0)));
         let mut last = Instant::now();
         let mut cpu = ros::ProcessCpu::default();
         loop {

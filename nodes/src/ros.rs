@@ -252,11 +252,6 @@ impl Params {
         Self { params: node.params.clone() }
     }
 
-    /// Another handle on the same parameters.
-    pub fn of_node_params(other: &Params) -> Self {
-        Self { params: other.params.clone() }
-    }
-
     pub fn declare(&self, name: &str, default: ParameterValue) -> ParameterValue {
         let mut p = self.params.lock().expect("parameter lock");
         let entry = p.entry(name.to_string()).or_insert_with(|| Parameter::new(ParameterValue::NotSet));
@@ -264,13 +259,6 @@ impl Params {
             entry.value = default;
         }
         entry.value.clone()
-    }
-
-    /// What `ros2 param describe` says of `name` (declared already).
-    pub fn describe(&self, name: &str, description: &'static str) {
-        if let Some(p) = self.params.lock().expect("parameter lock").get_mut(name) {
-            p.description = description;
-        }
     }
 
     pub fn f64(&self, name: &str, default: f64) -> Result<f64> {
@@ -282,18 +270,6 @@ impl Params {
             ParameterValue::Integer(v) => Ok(v as f64),
             other => anyhow::bail!("parameter {name} must be a number, got {other:?}"),
         }
-    }
-
-    pub fn i64(&self, name: &str, default: i64) -> Result<i64> {
-        match self.declare(name, ParameterValue::Integer(default)) {
-            ParameterValue::Integer(v) => Ok(v),
-            other => anyhow::bail!("parameter {name} must be an integer, got {other:?}"),
-        }
-    }
-
-    pub fn usize(&self, name: &str, default: usize) -> Result<usize> {
-        let v = self.i64(name, default as i64)?;
-        usize::try_from(v).map_err(|_| anyhow::anyhow!("parameter {name} must be >= 0, got {v}"))
     }
 
     pub fn bool(&self, name: &str, default: bool) -> Result<bool> {
@@ -308,15 +284,6 @@ impl Params {
             ParameterValue::String(v) => Ok(v),
             other => anyhow::bail!("parameter {name} must be a string, got {other:?}"),
         }
-    }
-
-    pub fn vec3(&self, name: &str, default: [f64; 3]) -> Result<[f64; 3]> {
-        let v = match self.declare(name, ParameterValue::DoubleArray(default.to_vec())) {
-            ParameterValue::DoubleArray(v) => v,
-            ParameterValue::IntegerArray(v) => v.into_iter().map(|x| x as f64).collect(),
-            other => anyhow::bail!("parameter {name} must be a list of 3 numbers, got {other:?}"),
-        };
-        v.try_into().map_err(|v: Vec<f64>| anyhow::anyhow!("parameter {name} must have 3 values, got {}", v.len()))
     }
 }
 
@@ -334,22 +301,32 @@ pub fn declare_config<C: crate::config::NodeConfig>(node: &r2r::Node, config: &m
         let mut params = node.params.lock().expect("parameter lock");
         for (name, given) in params.iter_mut() {
             match defaults.get(name) {
-                Some(default) => given.value = as_declared(&default.value, given.value.clone()),
-                None if crate::config::is_ros_wide(name) => {}
+                Some(default) => given.value = as_declared(C::rounds(name), &default.value, given.value.clone()),
+                None if crate::config::is_ros_wide(name) || C::tolerated(name) => {}
                 None => tracing::warn!("parameter {name} is not a {} parameter: ignored", C::NODE),
             }
+            if let ParameterValue::Double(x) = given.value {
+                if !x.is_finite() {
+                    anyhow::bail!("parameter {name} must be a finite number, got {x}");
+                }
+            }
         }
-        config.register_parameters("", None, &mut params).map_err(|e| anyhow::anyhow!("parameter {e}"))?;
+        config.register_parameters("", None, &mut params).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     config.validate()
 }
 
 /// A whole number given for a double parameter (`wait_ms: 40` in a YAML file, `-p
 /// tf_wait:=2`, `ros2 param set … 2`) is that double, as our nodes always took it; r2r's
-/// derived double parameters would refuse the integer.
-fn as_declared(declared: &ParameterValue, given: ParameterValue) -> ParameterValue {
+/// derived double parameters would refuse the integer. A number given for a count that the
+/// node always rounded (`rounds`: the pipeline's counts, `tracker.confirm_hits: 3.0`) is that
+/// count, rounded.
+fn as_declared(rounds: bool, declared: &ParameterValue, given: ParameterValue) -> ParameterValue {
     match (declared, given) {
         (ParameterValue::Double(_), ParameterValue::Integer(i)) => ParameterValue::Double(i as f64),
+        (ParameterValue::Integer(_), ParameterValue::Double(x)) if rounds && x.is_finite() => {
+            ParameterValue::Integer(x.round() as i64)
+        }
         (_, given) => given,
     }
 }
@@ -364,28 +341,45 @@ pub type LiveCheck = Box<dyn Fn(&ParameterValue) -> Result<(), String> + Send>;
 /// `make_derived_parameter_handler` returns), or it is refused with the reason: unknown
 /// name, wrong type, out of range, or read at start-up only.
 ///
-/// The parameters themselves stay in r2r's node map (declared by [`Params`]), so
-/// `ros2 param get/list/dump` are unchanged. Never lock that map here: r2r holds it while it
-/// calls `get_parameter` and `register_parameters`.
+/// The typed parameters ([`declare_config`]) answer `ros2 param get` (r2r asks the gate
+/// first); the others stay in r2r's node map (declared by [`Params`]). r2r writes an
+/// accepted set into its map as given (an integer for a double stays an integer there, so
+/// `ros2 param describe` may say INTEGER while the node holds the double). Never lock that
+/// map here: r2r holds it while it calls `get_parameter` and `register_parameters`.
 pub struct ParamGate {
     declared: std::collections::BTreeSet<String>,
     live: std::collections::BTreeMap<String, LiveCheck>,
     /// The node's typed parameters ([`declare_config`]), kept current by an accepted set.
     config: Option<Box<dyn r2r::RosParams + Send>>,
+    /// Each typed parameter's declared value (its type), and whether a number given for it
+    /// is rounded ([`as_declared`]): what a check needs without `&mut` access.
+    declared_values: std::collections::BTreeMap<String, (ParameterValue, bool)>,
 }
 
 impl ParamGate {
     /// Every parameter declared so far (through [`Params`]), none live yet.
     pub fn new(node: &r2r::Node) -> Self {
         let declared = node.params.lock().expect("parameter lock").keys().cloned().collect();
-        Self { declared, live: Default::default(), config: None }
+        Self { declared, live: Default::default(), config: None, declared_values: Default::default() }
     }
 
     /// The node's typed parameters, declared already ([`declare_config`]): `ros2 param
     /// get` reads them and an accepted set updates them.
-    pub fn with_config(mut self, config: Box<dyn r2r::RosParams + Send>) -> Self {
-        self.config = Some(config);
+    pub fn with_config<C: crate::config::NodeConfig + Send + 'static>(mut self, config: C) -> Self {
+        let mut registered = r2r::indexmap::IndexMap::new();
+        config.clone_registered(&mut registered);
+        self.declared_values =
+            registered.into_iter().map(|(name, p)| (name.clone(), (p.value, C::rounds(&name)))).collect();
+        self.config = Some(Box::new(config));
         self
+    }
+
+    /// `value` as the typed parameter `name` holds it (see [`as_declared`]).
+    fn typed(&self, name: &str, value: &ParameterValue) -> ParameterValue {
+        match self.declared_values.get(name) {
+            Some((declared, rounds)) => as_declared(*rounds, declared, value.clone()),
+            None => value.clone(),
+        }
     }
 
     /// `name` may change while the node runs, when `check` accepts the new value.
@@ -443,20 +437,32 @@ impl r2r::RosParams for ParamGate {
 
     fn set_parameter(&mut self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
         self.check_parameter(name, value)?;
+        let value = self.typed(name, value);
         match &mut self.config {
-            Some(config) => match config.get_parameter(name) {
-                Ok(declared) => config.set_parameter(name, &as_declared(&declared, value.clone())),
-                Err(_) => Ok(()),
-            },
-            None => Ok(()),
+            Some(config) if self.declared_values.contains_key(name) => config.set_parameter(name, &value),
+            _ => Ok(()),
         }
     }
 
+    /// Everything a set could fail on, so that r2r's atomic set (which checks, then sets
+    /// without looking at the result) never reports success for a value not applied.
     fn check_parameter(&self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
-        match self.refusal(name, value) {
+        if let Some(msg) = self.refusal(name, value) {
             // r2r words this "Parameter NAME conversion failed: MSG"; MSG is the reason.
-            Some(msg) => Err(r2r::Error::ParameterValueConv { name: name.to_string(), msg }),
-            None => Ok(()),
+            return Err(r2r::Error::ParameterValueConv { name: name.to_string(), msg });
+        }
+        let value = self.typed(name, value);
+        if let ParameterValue::Double(x) = value {
+            if !x.is_finite() {
+                return Err(r2r::Error::ParameterValueConv {
+                    name: name.into(),
+                    msg: format!("must be finite, got {x}"),
+                });
+            }
+        }
+        match &self.config {
+            Some(config) if self.declared_values.contains_key(name) => config.check_parameter(name, &value),
+            _ => Ok(()),
         }
     }
 }
@@ -884,9 +890,7 @@ pub fn extrinsics(node: &mut r2r::Node, params: &Params, used: Option<&[&str]>) 
     use futures::{FutureExt, StreamExt};
     let path = params.string("calibration", "")?;
     let tf_wait = params.f64("tf_wait", crate::config::TF_WAIT_S)?;
-    if !(0.0..=60.0).contains(&tf_wait) {
-        anyhow::bail!("parameter tf_wait must be 0 .. 60 seconds, got {tf_wait}");
-    }
+    crate::config::check_tf_wait(tf_wait)?;
     let base = Calibration::load(&path).context("parameter 'calibration'")?;
     let declared: Vec<&str> = base.sensors.keys().map(String::as_str).collect();
     let used: Vec<String> = used.unwrap_or(&declared).iter().map(|s| s.to_string()).collect();
@@ -1037,6 +1041,18 @@ pub fn warn_about(resolved: &Resolved) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_number_is_a_double_and_a_rounded_count_an_integer() {
+        use ParameterValue::{Double, Integer, String as Text};
+        assert_eq!(as_declared(false, &Double(1.0), Integer(2)), Double(2.0));
+        assert_eq!(as_declared(true, &Integer(5), Double(3.0)), Integer(3));
+        assert_eq!(as_declared(true, &Integer(5), Double(2.6)), Integer(3));
+        // Counts the node never rounded, and a non-finite number, stay as given (refused later).
+        assert_eq!(as_declared(false, &Integer(5), Double(3.0)), Double(3.0));
+        assert!(matches!(as_declared(true, &Integer(5), Double(f64::NAN)), Double(x) if x.is_nan()));
+        assert_eq!(as_declared(true, &Text("a".into()), Integer(1)), Integer(1));
+    }
 
     #[test]
     fn params_file_keys_name_nodes_with_rclcpp_s_wildcards() {

@@ -172,7 +172,7 @@ async fn run() -> Result<()> {
         node.create_publisher::<DiagnosticArray>(graph::DIAGNOSTICS.name, graph::DIAGNOSTICS.qos.profile())?;
     // `ros2 param set` changes the anomaly thresholds of the running pipeline; every other
     // parameter is refused with the reason (it shapes state built at start).
-    let mut gate = ros::ParamGate::new(&node).with_config(Box::new(config.clone()));
+    let mut gate = ros::ParamGate::new(&node).with_config(config.clone());
     for &name in PipelineParams::NAMES.iter().filter(|n| Pipeline::is_live_param(n)) {
         gate = gate.live(name, ros::live_number(move |v| PipelineParams::default().set(name, v)));
     }
@@ -331,7 +331,7 @@ async fn run() -> Result<()> {
     let diag_clock = clock.clone();
     let status_name = format!("{node_name}: fusion");
     let diag = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.max(0.05)));
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.clamp(0.05, 3600.0)));
         let mut cpu = ros::ProcessCpu::default();
         loop {
             tick.tick().await;

@@ -291,8 +291,7 @@ async fn run() -> Result<()> {
         false => None,
     };
     // Every parameter here is read once at start: `ros2 param set` is refused, with why.
-    let (param_handler, _param_events) =
-        ros::ParamGate::new(&node).with_config(Box::new(config.clone())).serve(&mut node)?;
+    let (param_handler, _param_events) = ros::ParamGate::new(&node).with_config(config.clone()).serve(&mut node)?;
     let clock = node.get_ros_clock();
     tracing::info!(node = %node_name, "summarizer up: deadline {deadline_s} s, window {window_s} s, up to {max_events} events per summary");
 
@@ -419,7 +418,7 @@ async fn run() -> Result<()> {
     let (diag_stats, diag_journal) = (stats.clone(), journal.clone());
     let status_name = format!("{node_name}: summaries");
     let diag = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.max(0.05)));
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(diagnostics_period.clamp(0.05, 3600.0)));
         let mut cpu = ros::ProcessCpu::default();
         loop {
             tick.tick().await;

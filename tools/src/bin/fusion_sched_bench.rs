@@ -36,7 +36,9 @@ struct Cli {
     /// Plays of the bag per run (default: the rate, rounded up, so runs last equally long).
     #[arg(long, default_value_t = 0)]
     loops: usize,
-    /// Parameter YAML (the fusion_node section), e.g. config/fusion.yaml.
+    /// Parameter YAML (the fusion_node section), e.g. config/fusion.yaml: its pipeline and
+    /// detector parameters (the detector flags below override the file's). The scheduler's
+    /// come from the flags.
     #[arg(long)]
     params: Option<PathBuf>,
     #[arg(long)]
