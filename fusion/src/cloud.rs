@@ -329,10 +329,11 @@ fn check_non_finite(non_finite: usize, total: usize, max_ratio: f64) -> Result<(
     Ok(())
 }
 
-/// A parameter struct of numbers, by name: the ingest node declares its parameters from
-/// [`NumberParams::NAMES`] and the struct's defaults, `ros2 param set` on the running node
-/// and `fusion_replay --ingest-params` go through [`NumberParams::set`], so names, defaults
-/// and checks live here once.
+/// A parameter struct of numbers, by name: the ingest node's typed config
+/// (`sensor_fusion::config::Numbers`) declares its parameters from [`NumberParams::SCHEMA`]
+/// and the struct's defaults, and `ros2 param set` on the running node and
+/// `fusion_replay --ingest-params` go through [`NumberParams::set`], so names, defaults,
+/// ranges and meanings live here once.
 pub trait NumberParams: Default + Send + 'static {
     /// Name, range and meaning of each parameter, in declaration order.
     const SCHEMA: &'static [ParamSpec];
@@ -342,18 +343,6 @@ pub trait NumberParams: Default + Send + 'static {
 
     fn spec(name: &str) -> Option<&'static ParamSpec> {
         Self::SCHEMA.iter().find(|s| s.name == name)
-    }
-
-    /// The parameter table of a node's page (`docs/nodes/*.md`), from the schema and the
-    /// defaults: a test fails when the page drifts from it.
-    fn markdown_table() -> String {
-        let d = Self::default();
-        let mut t = String::from("| parameter | default | range | meaning |\n|---|---|---|---|\n");
-        for s in Self::SCHEMA {
-            let default = d.get(s.name).expect("a named parameter");
-            t += &format!("| `{}` | {default:?} | {} | {} |\n", s.name, s.range.text(), s.description);
-        }
-        t
     }
 }
 
