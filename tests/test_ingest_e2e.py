@@ -288,8 +288,13 @@ def test_a_mount_that_moves_on_tf_is_looked_up_at_each_cloud_s_stamp(procs, ros)
         # Then alternately such a cloud and one stamped 30 ms *after* the newest sample, as a
         # live sensor's cloud arrives before its instant's joint state: it waits for it.
         for k in range(4):
+            base = newest[0]
             pub.publish(stamped(30_000_000 if k % 2 else -225_000_000))
-            time.sleep(0.3)
+            # The next cloud goes out once /tf's stamps have moved 300 ms on (not after 300 ms
+            # of wall time: the joint-state thread can lag, and then a cloud 225 ms behind the
+            # newest sample was stamped before the one 30 ms ahead, which the header check
+            # rightly refuses as stamp_backwards).
+            probe.wait_for(lambda: newest[0] >= base + 300_000_000, 5, '/tf 300 ms further on')
         def placed_stamps():
             return {o.header.stamp.sec * 1_000_000_000 + o.header.stamp.nanosec for o in probe.get('/sensors/radar')}
 
