@@ -587,6 +587,12 @@ pub fn render_camera(w: &World, t: f64, rng: &mut ChaCha8Rng) -> Frame {
 /// The image of the declared camera `sensor` (its mount and intrinsics in the calibration)
 /// at time t, rendered as [`render_camera`] renders the standard one.
 pub fn render_camera_of(w: &World, sensor: &str, t: f64, rng: &mut ChaCha8Rng) -> Frame {
+    render_camera_culled(w, sensor, t, rng, true)
+}
+
+/// The image of `sensor` at t; `cull: false` tests every box at every pixel (the reference
+/// the culling is tested against: the same bytes).
+fn render_camera_culled(w: &World, sensor: &str, t: f64, rng: &mut ChaCha8Rng, cull: bool) -> Frame {
     let cam = w.calib.sensor(sensor);
     let fusion::camera::Intrinsics { k, width, height } = fusion::camera::Intrinsics::of(cam);
     let pose = w.sensor_pose(sensor, t);
@@ -600,29 +606,13 @@ pub fn render_camera_of(w: &World, sensor: &str, t: f64, rng: &mut ChaCha8Rng) -
         rot: UnitQuaternion::from_axis_angle(&Vector3::z_axis(), s.yaw),
         material: Material::Paint,
     }));
-    // Image-space bounds of every box (all 8 corners in front of the camera), so that a
-    // pixel only tests the boxes that can cover it.
+    // Image-space bounds of every box, so that a pixel only tests the boxes that can cover it.
     let inv = pose.inverse();
-    let bounds: Vec<Option<[f64; 4]>> = boxes
-        .iter()
-        .map(|b| {
-            let mut r = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
-            for c in 0..8 {
-                let corner = Vector3::new(
-                    if c & 1 == 0 { -b.half.x } else { b.half.x },
-                    if c & 2 == 0 { -b.half.y } else { b.half.y },
-                    if c & 4 == 0 { -b.half.z } else { b.half.z },
-                );
-                let p = inv * (b.center + b.rot * corner);
-                if p.z <= 0.05 {
-                    return None; // partly behind the camera: test it everywhere
-                }
-                let (u, v) = (k[0] * p.x / p.z + k[2], k[4] * p.y / p.z + k[5]);
-                r = [r[0].min(u), r[1].min(v), r[2].max(u), r[3].max(v)];
-            }
-            Some(r)
-        })
-        .collect();
+    let bounds: Vec<Option<[f64; 4]>> = if cull {
+        boxes.iter().map(|b| image_reach(b, &inv, &k, width, height)).collect()
+    } else {
+        vec![None; boxes.len()]
+    };
     // The scenario's blackout is the standard camera's fault; other cameras see on.
     let blackout = sensor == "camera" && w.scenario.faults.camera_blackout.is_some_and(|(a, b)| t >= a && t < b);
     let look = &w.scenario.look;
@@ -654,6 +644,64 @@ pub fn render_camera_of(w: &World, sensor: &str, t: f64, rng: &mut ChaCha8Rng) -
     }
     visible.sort_by_key(|e| e.0);
     Frame { width, height, rgb, visible }
+}
+
+/// Where box `b` can appear in the image of a camera at `inv.inverse()` (intrinsics `k`):
+/// its bounds `[u0, v0, u1, v1]` in pixels, an empty rectangle where no pixel's ray can hit
+/// it, or None where it must be tested at every pixel.
+///
+/// A ray leaves the camera forwards (camera-frame z > 0 all along it), so a box wholly
+/// behind the camera is hit by none. Of a box across the camera's plane only the part in
+/// front of a near plane (z ≥ NEAR) is projected: that part is the convex hull of the
+/// corners in front and of the edges' crossings of the plane, and a convex body's image is
+/// the hull of its vertices' images. A hit nearer than NEAR inside the image lies within a
+/// few NEARs of the camera, so a box that close is tested everywhere.
+fn image_reach(b: &BoxNow, inv: &Isometry3<f64>, k: &[f64; 9], width: u32, height: u32) -> Option<[f64; 4]> {
+    const NEAR: f64 = 0.05;
+    let corners: [Point3<f64>; 8] = std::array::from_fn(|c| {
+        let corner = Vector3::new(
+            if c & 1 == 0 { -b.half.x } else { b.half.x },
+            if c & 2 == 0 { -b.half.y } else { b.half.y },
+            if c & 4 == 0 { -b.half.z } else { b.half.z },
+        );
+        inv * (b.center + b.rot * corner)
+    });
+    let empty = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+    if corners.iter().all(|p| p.z < -1e-3) {
+        return Some(empty);
+    }
+    if corners.iter().any(|p| p.z <= NEAR) {
+        // The image's widest ray slopes (plus a pixel), then the radius within which a hit
+        // nearer than NEAR could lie; twice that, for rounding.
+        let tx = (k[2].max(width as f64 - k[2]) + 1.0) / k[0];
+        let ty = (k[5].max(height as f64 - k[5]) + 1.0) / k[4];
+        let reach = 2.0 * NEAR * (1.0 + tx * tx + ty * ty).sqrt();
+        // The camera in the box's frame, and its distance to the box.
+        let local = b.rot.inverse() * (inv.inverse() * Point3::origin() - b.center);
+        let outside = Vector3::from_fn(|i, _| (local[i].abs() - b.half[i]).max(0.0));
+        if outside.norm() <= reach {
+            return None;
+        }
+    }
+    let mut r = empty;
+    let mut add = |p: &Point3<f64>| {
+        let (u, v) = (k[0] * p.x / p.z + k[2], k[4] * p.y / p.z + k[5]);
+        r = [r[0].min(u), r[1].min(v), r[2].max(u), r[3].max(v)];
+    };
+    for p in corners.iter().filter(|p| p.z >= NEAR) {
+        add(p);
+    }
+    // The 12 edges join corners that differ in one bit.
+    for a in 0..8 {
+        for bit in [1, 2, 4] {
+            let (p, q) = (&corners[a], &corners[a | bit]);
+            if a & bit == 0 && (p.z - NEAR) * (q.z - NEAR) < 0.0 {
+                let f = (NEAR - p.z) / (q.z - p.z);
+                add(&(p + (q - p) * f));
+            }
+        }
+    }
+    Some(r)
 }
 
 /// floor() without a libm call (x86-64 baseline has no SSE4.1 roundsd).
@@ -1336,6 +1384,79 @@ mod tests {
             nearest_ground(&default)
         );
         assert!(narrow.points.len() > default.points.len() / 3, "{} returns", narrow.points.len());
+    }
+
+    #[test]
+    fn culling_boxes_out_of_a_pixels_reach_renders_the_same_bytes() {
+        // Through every scenario (the nominal world drives past its scenery, so boxes go
+        // across the camera's plane and behind it), with the robot's second camera too: the
+        // culled image equals the one that tests every box at every pixel.
+        let robot = Calibration::from_yaml(scenario_robot("multi_sensor").unwrap()).unwrap();
+        for name in SCENARIOS.iter().chain(&ROBOT_SCENARIOS) {
+            let s = scenario_seeded(name, 31).unwrap();
+            let calib = if ROBOT_SCENARIOS.contains(name) { robot.clone() } else { Calibration::default() };
+            let set = calib.sensor_set().unwrap();
+            let cameras: Vec<&str> = set.of_kind(fusion::Sensor::Camera).map(|id| set.name(id)).collect();
+            let duration = 20.0;
+            let w = World::new(&s, duration, calib);
+            for (i, t) in [0.0, 3.3, 7.9, 12.1, 19.6].into_iter().enumerate() {
+                for &cam in &cameras {
+                    let culled = render_camera_culled(&w, cam, t, &mut rng(7, i as u64), true);
+                    let every = render_camera_culled(&w, cam, t, &mut rng(7, i as u64), false);
+                    assert!(culled.rgb == every.rgb, "{name} {cam} at {t} s: the images differ");
+                    assert_eq!(culled.visible, every.visible, "{name} {cam} at {t} s");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_boxs_image_reach_holds_every_pixel_that_hits_it() {
+        // Boxes all around the camera, near and far, across its plane and behind it: every
+        // pixel whose ray hits one lies within its reach (the renderer's one-pixel margin).
+        let calib = Calibration::default();
+        let cam = calib.sensor("camera");
+        let fusion::camera::Intrinsics { k, width, height } = fusion::camera::Intrinsics::of(cam);
+        let pose = Isometry3::new(Vector3::new(1.0, -0.5, 1.4), Vector3::new(-1.2, 0.1, -1.4));
+        let inv = pose.inverse();
+        let o = Point3::from(pose.translation.vector);
+        let mut r = rng(3, 0);
+        let (mut hit_boxes, mut culled_boxes, mut everywhere) = (0, 0, 0);
+        for _ in 0..300 {
+            let b = BoxNow {
+                index: 0,
+                center: o + Vector3::new(r.gen_range(-6.0..6.0), r.gen_range(-6.0..6.0), r.gen_range(-2.0..2.0)),
+                half: Vector3::new(r.gen_range(0.05..3.0), r.gen_range(0.05..3.0), r.gen_range(0.05..2.0)),
+                rot: UnitQuaternion::from_axis_angle(&Vector3::z_axis(), r.gen_range(-3.2..3.2)),
+                material: Material::Paint,
+            };
+            let reach = image_reach(&b, &inv, &k, width, height);
+            let Some(bounds) = reach else {
+                everywhere += 1;
+                continue;
+            };
+            let mut hit = false;
+            for v in (0..height).step_by(4) {
+                for u in (0..width).step_by(4) {
+                    let (fu, fv) = (u as f64 + 0.5, v as f64 + 0.5);
+                    let d = pose.rotation * Vector3::new((fu - k[2]) / k[0], (fv - k[5]) / k[4], 1.0);
+                    if ray_box(&o, &d, &b).is_some() {
+                        hit = true;
+                        assert!(
+                            fu >= bounds[0] - 1.0
+                                && fu <= bounds[2] + 1.0
+                                && fv >= bounds[1] - 1.0
+                                && fv <= bounds[3] + 1.0,
+                            "pixel ({u}, {v}) hits {b:?} outside its reach {bounds:?}"
+                        );
+                    }
+                }
+            }
+            hit_boxes += hit as usize;
+            culled_boxes += (bounds[0] > bounds[2]) as usize;
+        }
+        // The draw has all three kinds, and most boxes are culled to their bounds.
+        assert!(hit_boxes > 50 && culled_boxes > 50 && everywhere < 60, "{hit_boxes} {culled_boxes} {everywhere}");
     }
 
     #[test]
