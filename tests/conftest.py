@@ -6,10 +6,8 @@ own ROS_DOMAIN_ID and localhost-only discovery, so parallel runs do not cross-ta
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,12 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / 'target' / 'release'
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# `make test` runs the tests in two pytest-xdist workers, each a test session of its own
-# process: a domain of its own each. The controller (imported first) picks the base, which
-# the workers it spawns inherit; worker gwN takes base + N.
-XDIST_WORKER = os.environ.get('PYTEST_XDIST_WORKER')  # 'gw0', 'gw1', … or None without -n
-os.environ.setdefault('SF_TEST_DOMAIN_ID', str(random.randrange(100, 190)))
-os.environ['ROS_DOMAIN_ID'] = str(int(os.environ['SF_TEST_DOMAIN_ID']) + int((XDIST_WORKER or 'gw0')[2:]))
+os.environ['ROS_DOMAIN_ID'] = os.environ.get('SF_TEST_DOMAIN_ID', str(random.randint(100, 199)))
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 
 
@@ -64,41 +57,18 @@ def simulate(out, scenario, seed=1, duration=10.0, *extra, timeout=300, env=None
 SCENARIO_SEED = 23
 
 
-def shared_temp(tmp_path_factory) -> Path:
-    """A folder all the workers of this run share (the run's own without -n): what one
-    worker made, another finds."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if XDIST_WORKER else base
-
-
 @pytest.fixture(scope='session')
 def scenario_bags(tmp_path_factory):
-    """fusion_sim scenario bags, made once per test run: `scenario_bags(name, seconds)`.
-    Under xdist the first worker to ask for a bag writes it (under a lock); the others wait
-    for it and read the same files, so each bag is simulated once, not once per worker."""
-    root = shared_temp(tmp_path_factory) / 'scenarios'
-    root.mkdir(exist_ok=True)
+    """fusion_sim scenario bags, made once per test session: `scenario_bags(name, seconds)`."""
+    root = tmp_path_factory.mktemp('scenarios')
+    cache = {}
 
     def get(name, duration, seed=SCENARIO_SEED):
-        out = root / f'{name}_{seed}_{duration}'
-        with open(root / f'{out.name}.lock', 'w') as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            done = root / f'{out.name}.done'
-            if not done.exists():
-                shutil.rmtree(out, ignore_errors=True)  # a worker's that died half-way
-                simulate(out, name, seed, duration, timeout=900)
-                done.touch()
-        return out
+        key = (name, duration, seed)
+        if key not in cache:
+            cache[key] = simulate(root / f'{name}_{seed}_{duration}', name, seed, duration, timeout=900)
+        return cache[key]
     return get
-
-
-def pytest_sessionfinish(session, exitstatus):
-    # The controller removes the shared scenario bags of a passing run (GBs of camera frames);
-    # a failing run keeps them to look into, as tmp_path_retention_policy does its folders.
-    if XDIST_WORKER is None and exitstatus == 0:
-        factory = getattr(session.config, '_tmp_path_factory', None)
-        if factory is not None:
-            shutil.rmtree(factory.getbasetemp() / 'scenarios', ignore_errors=True)
 
 
 class Proc:

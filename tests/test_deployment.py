@@ -20,10 +20,6 @@ import pytest
 from conftest import binary
 from test_launch import launch_env, launcher
 
-# The namespaces, links and nft tables here have fixed names: under xdist all of this
-# module's tests run in one worker, one after another.
-pytestmark = pytest.mark.xdist_group('network_namespaces')
-
 # Two other hosts, each on its own link to this one.
 HOSTS = {'a': ('sf_host_a', 'sfa0', 'sfa1', '10.231.1.1', '10.231.1.2'),
          'b': ('sf_host_b', 'sfb0', 'sfb1', '10.231.2.1', '10.231.2.2')}
