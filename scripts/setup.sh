@@ -53,8 +53,8 @@ ROS_WHEELS=(
 # Test-only tools: the independent rosbag2 implementation we check our bags against, and
 # `gguf` (llama.cpp's GGUF writer) to write a second, tiny Llama model in the tests.
 TEST_WHEELS=(rosbags==0.11.9 pytest==9.2.0 gguf==0.19.0 pillow==12.3.0 websocket-client==1.8.0)
-# llama.cpp, the summarizer's reference peer, is built from source by pip (minutes on 2 cores,
-# then cached by pip): only `scripts/setup.sh --test-peers` (make test, make bench) installs it,
+# llama.cpp, the summarizer's reference peer, is built from source by pip (~4.5 min on 2 cores,
+# then kept under ~/.cache/sensor_fusion/peer-wheels): only `scripts/setup.sh --test-peers` (make test, make bench) installs it,
 # so `make demo` on a fresh machine never waits for it.
 PEER_WHEELS=(llama-cpp-python==0.3.36)
 # llama.cpp builds for the build machine's CPU by default, with AMX and AVX-512 kernels where
@@ -107,11 +107,24 @@ install_peers() {
   fi
   local peer_stamp=$ROS_DIR/peers.stamp
   [ -f "$peer_stamp" ] && [ "$(cat "$peer_stamp")" = "${PEER_WHEELS[*]} $PEER_CMAKE_ARGS" ] && return 0
-  log "installing the test peers: ${PEER_WHEELS[*]} (llama.cpp builds from source once)"
-  # A wheel cached (or installed) from a native build must not be reused: no cache, replace.
+  # pip's own wheel cache is keyed by the source, not by CMAKE_ARGS, so a wheel it cached
+  # from a native build would be reused: the peer is built with pip's cache off, into a
+  # folder of our own keyed by the pins, the build flags and the Python, and installed from
+  # there. Another clone on this machine (or CI's) installs it in seconds.
+  local py_tag key wheels
+  py_tag=$("$VENV/bin/python" -c 'import sys, platform; print(f"cp{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}")')
+  key=$(echo "${PEER_WHEELS[*]} $PEER_CMAKE_ARGS $py_tag" | sha256sum | cut -c1-16)
+  wheels=${XDG_CACHE_HOME:-$HOME/.cache}/sensor_fusion/peer-wheels/$key
+  if ! compgen -G "$wheels/*.whl" >/dev/null; then
+    log "building the test peers: ${PEER_WHEELS[*]} (llama.cpp from source, minutes; once per machine)"
+    rm -rf "$wheels.partial" && mkdir -p "$wheels.partial"
+    CMAKE_ARGS="$PEER_CMAKE_ARGS" "$VENV/bin/python" -m pip wheel -q --no-deps --no-cache-dir \
+      --disable-pip-version-check -w "$wheels.partial" "${PEER_WHEELS[@]}"
+    rm -rf "$wheels" && mv "$wheels.partial" "$wheels"
+  fi
+  log "installing the test peers: ${PEER_WHEELS[*]} (built in $wheels)"
   "$VENV/bin/python" -m pip uninstall -q -y llama-cpp-python >/dev/null 2>&1 || true
-  CMAKE_ARGS="$PEER_CMAKE_ARGS" "$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check \
-    "${PEER_WHEELS[@]}"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$wheels"/*.whl
   echo "${PEER_WHEELS[*]} $PEER_CMAKE_ARGS" >"$peer_stamp"
 }
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_STAMP" ] && [ -f "$ROS_DIR/env.sh" ]; then
