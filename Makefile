@@ -43,7 +43,7 @@ test-fast: build install
 	$(ROS) cargo test $(CARGO_FLAGS) --workspace --lib --test simulated_scenes
 	$(ROS) source $(PREFIX)/local_setup.bash && python -m pytest tests -q -m fast --durations=5
 
-# The tests marked long (the ten-minute nominal run: ~12 min on 2 cores); not in `make test`.
+# The tests marked long (the ten-minute nominal run: 2.4 min on 2 cores); not in `make test`.
 test-long: build install
 	@bash scripts/setup.sh --test-peers
 	$(ROS) source $(PREFIX)/local_setup.bash && python -m pytest tests -q -m long

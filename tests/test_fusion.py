@@ -61,9 +61,9 @@ def test_minutes_of_nominal_false_alarms_and_mota(minutes, tmp_path):
     # Ten minutes of 640x480 camera would be a 17 GB MCAP file: the run is streamed into the
     # pipeline in process (fusion_replay --sim: the messages fusion_sim would write, so the
     # same outputs, see test_a_streamed_simulation_equals_its_replayed_bag) and the ground
-    # truth lands beside the outputs. The ten-minute run takes 12 minutes on 2 cores, so it is
-    # in `make test-long`; `make test` runs the first two minutes, which hold every actor of
-    # the nominal world (the tracking figures of 2, 3 and 10 minutes are identical).
+    # truth lands beside the outputs. The ten-minute run is in `make test-long` (146 s on 2
+    # cores, 2026-12-07; 12 min before the renderer culled boxes behind the camera); `make
+    # test` runs the first two minutes (32 s), which hold every actor of the nominal world.
     out = replay_sim('nominal', SEED, minutes * 60, tmp_path / 'nominal', '--report', str(tmp_path / 'report.html'))
     # The run's HTML report: issue 23 asks ≤ 10 s for a ten-minute run.
     written = re.search(r'report written to .* in ([0-9.]+) s', (out / 'replay.log').read_text())
