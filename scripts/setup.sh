@@ -117,10 +117,14 @@ install_peers() {
   wheels=${XDG_CACHE_HOME:-$HOME/.cache}/sensor_fusion/peer-wheels/$key
   if ! compgen -G "$wheels/*.whl" >/dev/null; then
     log "building the test peers: ${PEER_WHEELS[*]} (llama.cpp from source, minutes; once per machine)"
-    rm -rf "$wheels.partial" && mkdir -p "$wheels.partial"
+    mkdir -p "$(dirname "$wheels")"
+    local partial
+    partial=$(mktemp -d "$wheels.partial.XXXXXX")
     CMAKE_ARGS="$PEER_CMAKE_ARGS" "$VENV/bin/python" -m pip wheel -q --no-deps --no-cache-dir \
-      --disable-pip-version-check -w "$wheels.partial" "${PEER_WHEELS[@]}"
-    rm -rf "$wheels" && mv "$wheels.partial" "$wheels"
+      --disable-pip-version-check -w "$partial" "${PEER_WHEELS[@]}"
+    # One rename: a clone beside this one that finished first keeps its folder, and this
+    # build is dropped; a build that failed half-way left only its own partial folder.
+    mv -T "$partial" "$wheels" 2>/dev/null || rm -rf "$partial"
   fi
   log "installing the test peers: ${PEER_WHEELS[*]} (built in $wheels)"
   "$VENV/bin/python" -m pip uninstall -q -y llama-cpp-python >/dev/null 2>&1 || true

@@ -1421,7 +1421,7 @@ mod tests {
         let inv = pose.inverse();
         let o = Point3::from(pose.translation.vector);
         let mut r = rng(3, 0);
-        let (mut hit_boxes, mut culled_boxes, mut everywhere) = (0, 0, 0);
+        let (mut hit_boxes, mut culled_boxes, mut everywhere, mut clipped_hit) = (0, 0, 0, 0);
         for _ in 0..300 {
             let b = BoxNow {
                 index: 0,
@@ -1436,8 +1436,8 @@ mod tests {
                 continue;
             };
             let mut hit = false;
-            for v in (0..height).step_by(4) {
-                for u in (0..width).step_by(4) {
+            for v in (0..height).step_by(2) {
+                for u in (0..width).step_by(2) {
                     let (fu, fv) = (u as f64 + 0.5, v as f64 + 0.5);
                     let d = pose.rotation * Vector3::new((fu - k[2]) / k[0], (fv - k[5]) / k[4], 1.0);
                     if ray_box(&o, &d, &b).is_some() {
@@ -1454,9 +1454,22 @@ mod tests {
             }
             hit_boxes += hit as usize;
             culled_boxes += (bounds[0] > bounds[2]) as usize;
+            // Seen, and across the camera plane: bounded by its clipped part.
+            let across = [-1.0, 1.0].iter().any(|sx| {
+                [-1.0, 1.0].iter().any(|sy| {
+                    [-1.0, 1.0].iter().any(|sz| {
+                        (inv * (b.center + b.rot * Vector3::new(sx * b.half.x, sy * b.half.y, sz * b.half.z))).z < 0.05
+                    })
+                })
+            });
+            clipped_hit += (hit && across) as usize;
         }
-        // The draw has all three kinds, and most boxes are culled to their bounds.
-        assert!(hit_boxes > 50 && culled_boxes > 50 && everywhere < 60, "{hit_boxes} {culled_boxes} {everywhere}");
+        // The draw has all three kinds, boxes clipped at the near plane among those seen, and
+        // most boxes are bounded rather than tested everywhere.
+        assert!(
+            hit_boxes > 50 && culled_boxes > 50 && clipped_hit > 10 && everywhere > 0 && everywhere < 60,
+            "{hit_boxes} seen, {culled_boxes} culled, {clipped_hit} clipped and seen, {everywhere} everywhere"
+        );
     }
 
     #[test]
