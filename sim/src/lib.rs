@@ -658,14 +658,7 @@ fn render_camera_culled(w: &World, sensor: &str, t: f64, rng: &mut ChaCha8Rng, c
 /// few NEARs of the camera, so a box that close is tested everywhere.
 fn image_reach(b: &BoxNow, inv: &Isometry3<f64>, k: &[f64; 9], width: u32, height: u32) -> Option<[f64; 4]> {
     const NEAR: f64 = 0.05;
-    let corners: [Point3<f64>; 8] = std::array::from_fn(|c| {
-        let corner = Vector3::new(
-            if c & 1 == 0 { -b.half.x } else { b.half.x },
-            if c & 2 == 0 { -b.half.y } else { b.half.y },
-            if c & 4 == 0 { -b.half.z } else { b.half.z },
-        );
-        inv * (b.center + b.rot * corner)
-    });
+    let corners = corners_in(b, inv);
     let empty = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
     if corners.iter().all(|p| p.z < -1e-3) {
         return Some(empty);
@@ -702,6 +695,19 @@ fn image_reach(b: &BoxNow, inv: &Isometry3<f64>, k: &[f64; 9], width: u32, heigh
         }
     }
     Some(r)
+}
+
+/// The box's 8 corners in the frame `inv` maps the world into; corner c has bit k set where
+/// it lies on the + side of axis k (so the 12 edges join corners one bit apart).
+fn corners_in(b: &BoxNow, inv: &Isometry3<f64>) -> [Point3<f64>; 8] {
+    std::array::from_fn(|c| {
+        let corner = Vector3::new(
+            if c & 1 == 0 { -b.half.x } else { b.half.x },
+            if c & 2 == 0 { -b.half.y } else { b.half.y },
+            if c & 4 == 0 { -b.half.z } else { b.half.z },
+        );
+        inv * (b.center + b.rot * corner)
+    })
 }
 
 /// floor() without a libm call (x86-64 baseline has no SSE4.1 roundsd).
@@ -1455,13 +1461,7 @@ mod tests {
             hit_boxes += hit as usize;
             culled_boxes += (bounds[0] > bounds[2]) as usize;
             // Seen, and across the camera plane: bounded by its clipped part.
-            let across = [-1.0, 1.0].iter().any(|sx| {
-                [-1.0, 1.0].iter().any(|sy| {
-                    [-1.0, 1.0].iter().any(|sz| {
-                        (inv * (b.center + b.rot * Vector3::new(sx * b.half.x, sy * b.half.y, sz * b.half.z))).z < 0.05
-                    })
-                })
-            });
+            let across = corners_in(&b, &inv).iter().any(|p| p.z < 0.05);
             clipped_hit += (hit && across) as usize;
         }
         // The draw has all three kinds, boxes clipped at the near plane among those seen, and
